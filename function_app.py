@@ -1,0 +1,16 @@
+"""entra-sync's Function App (Python v2 programming model).
+
+This file only composes: settings are read and checked once (a missing or malformed setting stops
+the app here with a message naming it), then every blueprint in ``functions/`` is registered.
+"""
+
+import azure.functions as func
+
+from functions import BLUEPRINTS
+from shared import bootstrap
+
+bootstrap.init()
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in BLUEPRINTS:
+    app.register_functions(blueprint)

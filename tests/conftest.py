@@ -1,0 +1,37 @@
+"""Session-wide test fixtures: Azurite on free loopback ports, and sandbox settings.
+
+Azurite runs from the repository's own ``node_modules`` for the whole session and is stopped at the
+end. If Node or Azurite is missing the session stops with one message saying how to install it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from sandbox.azurite import Azurite, AzuriteUnavailable
+
+# Tests never talk to the internet: make sure no proxy setting sends loopback traffic elsewhere.
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost,::1")
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    try:
+        emulator = Azurite().start()
+    except AzuriteUnavailable as exc:
+        pytest.exit(f"Azurite is needed for these tests and could not start:\n{exc}", returncode=3)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A short unique suffix so that tables and queues made by one test never meet another's."""
+    return uuid.uuid4().hex[:10]

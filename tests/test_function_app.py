@@ -1,0 +1,101 @@
+"""The Function App indexes the way the Functions host indexes it, and its functions run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from sandbox.azurite import Azurite
+from shared import bootstrap
+from shared.settings import Settings
+from tests.support import sandbox_env
+
+REPO = Path(__file__).resolve().parent.parent
+CLOSED_PORT_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+    "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+)
+
+
+@pytest.fixture(scope="module")
+def indexed(azurite: Azurite) -> Iterator[dict[str, Any]]:
+    """Import function_app with a sandbox environment and index it once (a second index fails)."""
+    env = sandbox_env(storage=azurite.connection_string)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        sys.modules.pop("function_app", None)
+        import function_app
+
+        functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+        yield functions
+
+
+def call_http(function: Any, method: str = "GET", body: bytes = b"", params: dict[str, str] | None = None) -> Any:
+    """Call an HTTP function in a fresh event loop, then close the clients it opened in that loop."""
+    request = func.HttpRequest(method=method, url="/api/x", body=body, params=params or {})
+
+    async def run() -> Any:
+        try:
+            return await function.get_user_function()(request)
+        finally:
+            await bootstrap.services().aclose()
+
+    return asyncio.run(run())
+
+
+def test_the_app_indexes_the_health_function(indexed: dict[str, Any]) -> None:
+    health = indexed["health"]
+    trigger = health.get_bindings()[0]
+    assert trigger.type == "httpTrigger"
+    assert [getattr(m, "value", m) for m in trigger.methods] == ["GET"]
+    assert trigger.route == "health"
+
+
+def test_health_is_ok_when_storage_answers(indexed: dict[str, Any], azurite: Azurite) -> None:
+    bootstrap.init(Settings.from_env(sandbox_env(storage=azurite.connection_string)))
+    response = call_http(indexed["health"])
+    body = json.loads(response.get_body())
+    assert response.status_code == 200
+    assert body == {
+        "status": "ok",
+        "checks": [{"check": "table_storage", "status": "ok"}, {"check": "queue_storage", "status": "ok"}],
+    }
+
+
+def test_health_reports_unreachable_storage_without_leaking_settings(indexed: dict[str, Any]) -> None:
+    bootstrap.init(Settings.from_env(sandbox_env(storage=CLOSED_PORT_STORAGE)))
+    response = call_http(indexed["health"])
+    text = response.get_body().decode()
+    body = json.loads(text)
+    assert response.status_code == 503
+    assert body["status"] == "degraded"
+    assert {c["check"]: c["status"] for c in body["checks"]} == {"table_storage": "fail", "queue_storage": "fail"}
+    assert "127.0.0.1:9" not in text
+    assert "a2V5" not in text
+
+
+def test_start_up_fails_naming_each_missing_setting() -> None:
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "SYSTEMROOT"}}
+    proc = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "entra-sync cannot start" in proc.stderr
+    for name in ("GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "AUTH0_DOMAIN", "AzureWebJobsStorage"):
+        assert f"{name} is required" in proc.stderr
