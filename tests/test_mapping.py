@@ -1,0 +1,227 @@
+"""The mapping file: validation names file, entry and problem; transforms and scope are pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.mapping import (
+    AttributeMapping,
+    Condition,
+    MappingError,
+    Scope,
+    Transform,
+    load_mapping,
+    parse_mapping,
+    read_path,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+MINIMAL = "version: 1\nattributes:\n  - {source: mail, target: email}\n"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(MappingError) as info:
+        parse_mapping(text, source="m.yaml")
+    assert str(info.value).startswith("mapping file m.yaml is invalid")
+    return info.value.problems
+
+
+def test_the_shipped_example_is_valid_and_complete() -> None:
+    m = load_mapping(REPO / "mapping.example.yaml")
+    assert m.target.connection == "Username-Password-Authentication"
+    assert m.scope.user_types == ("Member",)
+    assert m.matching.precedence == ("link", "app_metadata", "enterprise_identity", "email")
+    assert m.managed_roles == {"Employee", "Sales Reader", "Sales Writer"}
+    assert m.deprovision.action == "block"
+    select, manager = m.graph_select()
+    assert manager is True
+    assert {"id", "accountEnabled", "mail", "department", "companyName", "businessPhones"} <= set(select)
+    assert "manager" not in select
+
+
+def test_defaults_for_a_minimal_file() -> None:
+    m = parse_mapping(MINIMAL)
+    assert m.deprovision.action == "block"
+    assert m.deprovision.revoke_sessions is True
+    assert m.matching.precedence == ("link", "app_metadata", "email")  # no enterprise connection named
+    assert m.roles == ()
+    assert m.managed_roles == frozenset()
+
+
+def test_json_files_are_read_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "mapping.json"
+    path.write_text('{"version": 1, "attributes": [{"source": "mail", "target": "email"}]}')
+    assert load_mapping(path).attributes[0].target == "email"
+
+
+def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MappingError, match=r"missing\.yaml is invalid"):
+        load_mapping(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 2\n" + MINIMAL[11:], "version: must be 1, got 2"),
+        ("version: 1\n", "attributes: must be a non-empty list"),
+        (MINIMAL + "colour: blue\n", "colour: unknown section"),
+        (
+            "version: 1\nattributes:\n  - {source: mail, target: password}\n",
+            "attributes[0].target: 'password' is not a writable Auth0 attribute",
+        ),
+        (
+            "version: 1\nattributes:\n  - {source: mail, target: user_metadata.a.b}\n",
+            "attributes[0].target: 'user_metadata.a.b': metadata targets are one key deep",
+        ),
+        (
+            "version: 1\nattributes:\n  - {source: 'mail; drop', target: email}\n",
+            "attributes[0].source: 'mail; drop' is not a Graph property path",
+        ),
+        (
+            "version: 1\nattributes:\n  - {target: email}\n",
+            "attributes[0]: needs a source",
+        ),
+        (
+            "version: 1\nattributes:\n  - {source: mail, target: email, transforms: [shout]}\n",
+            "attributes[0].transforms[0]: unknown transform 'shout'",
+        ),
+        (
+            "version: 1\nattributes:\n  - {source: mail, target: email, transforms: [{lookup: {a: b}}]}\n",
+            "attributes[0].transforms[0]: lookup takes {table:",
+        ),
+        (
+            "version: 1\nattributes:\n  - {source: mail, target: email}\n  - {source: upn, target: email}\n",
+            "attributes[1].target: 'email' is already mapped by attributes[0]",
+        ),
+        (MINIMAL + "scope: {user_types: [Robot]}\n", "scope.user_types[0]: must be Member or Guest, got 'Robot'"),
+        (
+            MINIMAL + "scope: {conditions: [{attribute: department, operator: like, value: x}]}\n",
+            "scope.conditions[0].operator: must be one of",
+        ),
+        (
+            MINIMAL + "scope: {conditions: [{attribute: department, operator: in, value: x}]}\n",
+            "scope.conditions[0].value: operator in needs a non-empty list",
+        ),
+        (
+            MINIMAL + "scope: {conditions: [{attribute: department, operator: matches, value: '(x'}]}\n",
+            "scope.conditions[0].value: is not a valid regular expression",
+        ),
+        (
+            MINIMAL + "matching: {precedence: [link, guess]}\n",
+            "matching.precedence[1]: must be one of link, app_metadata, enterprise_identity, email, got 'guess'",
+        ),
+        (
+            MINIMAL + "matching: {precedence: [enterprise_identity]}\n",
+            "matching.enterprise_connection: is required when precedence includes enterprise_identity",
+        ),
+        (MINIMAL + "roles: [{group: g1, roles: []}]\n", "roles[0].roles: must name at least one Auth0 role"),
+        (MINIMAL + "deprovision: {action: shred}\n", "deprovision.action: must be one of block, delete, got 'shred'"),
+        (MINIMAL + "deprovision: {revoke_sessions: 'yes'}\n", "deprovision.revoke_sessions: must be true or false"),
+        ("version: 1\nattributes: [\n", "is not valid YAML"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+    ],
+)
+def test_each_error_names_the_entry_and_the_problem(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_all_problems_are_reported_together() -> None:
+    found = problems("version: 3\nattributes: []\ndeprovision: {action: x}\n")
+    assert len(found) == 3
+
+
+@pytest.mark.parametrize(
+    ("transforms", "value", "expected"),
+    [
+        ((Transform("lower"),), "Ada@Contoso.COM", "ada@contoso.com"),
+        ((Transform("upper"),), "emea", "EMEA"),
+        ((Transform("trim"),), "  Sales  ", "Sales"),
+        ((Transform("trim"),), "   ", None),
+        ((Transform("trim"), Transform("default", "n/a")), "   ", "n/a"),
+        ((Transform("default", "n/a"),), None, "n/a"),
+        ((Transform("default", "n/a"),), "Sales", "Sales"),
+        ((Transform("lookup", {"DE": "EMEA"}, "Other"),), "DE", "EMEA"),
+        ((Transform("lookup", {"DE": "EMEA"}, "Other"),), "US", "Other"),
+        ((Transform("lookup", {"DE": "EMEA"}),), "US", "US"),
+        ((Transform("lookup", {"DE": "EMEA"}, "Other"),), None, None),
+        ((Transform("first"),), ["", "+49 1", "+49 2"], "+49 1"),
+        ((Transform("first"),), [], None),
+        ((Transform("join", " "),), ["Ada", None, "Lovelace"], "Ada Lovelace"),
+        ((Transform("join", " "),), [None, ""], None),
+        ((Transform("constant", True),), None, True),
+        ((Transform("lower"),), None, None),
+        ((Transform("lower"),), "Ünïcode ÄÖ", "ünïcode äö"),
+    ],
+)
+def test_transforms(transforms: tuple[Transform, ...], value: Any, expected: Any) -> None:
+    result = value
+    for t in transforms:
+        result = t.apply(result)
+    assert result == expected
+
+
+def test_multi_source_attribute_joins_in_order() -> None:
+    m = AttributeMapping("name", ("givenName", "surname"), (Transform("join", " "),))
+    assert m.value_from({"givenName": "Ada", "surname": "Lovelace"}) == "Ada Lovelace"
+    assert m.value_from({"surname": "Lovelace"}) == "Lovelace"
+
+
+def test_read_path_walks_nested_objects_and_tolerates_gaps() -> None:
+    user = {"manager": {"id": "m1"}, "onPremisesExtensionAttributes": {"extensionAttribute1": "cc-42"}}
+    assert read_path(user, "manager.id") == "m1"
+    assert read_path(user, "onPremisesExtensionAttributes.extensionAttribute1") == "cc-42"
+    assert read_path(user, "manager.mail") is None
+    assert read_path({"manager": None}, "manager.id") is None
+
+
+@pytest.mark.parametrize(
+    ("condition", "user", "holds"),
+    [
+        (Condition("department", "equals", "sales"), {"department": "Sales"}, True),
+        (Condition("department", "equals", "sales"), {"department": "Sales Ops"}, False),
+        (Condition("department", "not_equals", "sales"), {}, True),
+        (Condition("department", "in", ["Sales", "HR"]), {"department": "hr"}, True),
+        (Condition("department", "not_in", ["Sales"]), {"department": "HR"}, True),
+        (Condition("mail", "ends_with", "@contoso.com"), {"mail": "a@CONTOSO.com"}, True),
+        (Condition("employeeId", "matches", r"E\d{4}"), {"employeeId": "E1234"}, True),
+        (Condition("employeeId", "matches", r"E\d{4}"), {"employeeId": "E12345"}, False),
+        (Condition("employeeId", "is_present"), {"employeeId": " "}, False),
+        (Condition("employeeId", "is_absent"), {}, True),
+        (Condition("accountEnabled", "is_true"), {"accountEnabled": True}, True),
+        (Condition("accountEnabled", "is_false"), {"accountEnabled": True}, False),
+        (Condition("department", "starts_with", "eng"), {"department": None}, False),
+    ],
+)
+def test_scope_conditions(condition: Condition, user: dict[str, Any], holds: bool) -> None:
+    assert condition.holds(user) is holds
+
+
+def test_scope_combines_user_type_groups_and_conditions() -> None:
+    scope = Scope(("Member",), ("g1", "g2"), (Condition("companyName", "equals", "Contoso"),))
+    member = {"userType": "Member", "companyName": "Contoso"}
+    assert scope.includes(member, frozenset({"g2", "g9"}))
+    assert not scope.includes(member, frozenset({"g9"}))
+    assert not scope.includes({**member, "userType": "Guest"}, frozenset({"g1"}))
+    assert not scope.includes({**member, "companyName": "Fabrikam"}, frozenset({"g1"}))
+    assert Scope().includes({"userType": "Member"}, frozenset())
+
+
+def test_roles_are_many_to_many() -> None:
+    m = parse_mapping(
+        MINIMAL + "roles:\n  - {group: g1, roles: [A, B]}\n  - {group: g2, roles: [B]}\n  - {group: g3, roles: [C]}\n"
+    )
+    assert m.roles_for(frozenset({"g1"})) == {"A", "B"}
+    assert m.roles_for(frozenset({"g2", "g3"})) == {"B", "C"}
+    assert m.roles_for(frozenset()) == frozenset()
+    assert m.managed_roles == {"A", "B", "C"}
+    assert m.relevant_groups == {"g1", "g2", "g3"}
+
+
+def test_naming_an_enterprise_connection_adds_its_matcher_by_default() -> None:
+    m = parse_mapping(MINIMAL + "matching: {enterprise_connection: entra}\n")
+    assert m.matching.precedence == ("link", "app_metadata", "enterprise_identity", "email")
+    assert m.matching.enterprise_connection == "entra"
