@@ -1,0 +1,239 @@
+"""The planner is pure: table-driven cases over joiners, movers, roles and leavers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.mapping import parse_mapping
+from shared.model import Account, ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.planner import judge_candidates, nest, plan, profile_diff
+
+OID = "5f1c6a3e-9d2b-4c8e-8a1f-2b3c4d5e6f70"
+UID = f"auth0|{OID}"
+
+MAPPING = parse_mapping(
+    """
+version: 1
+target: {connection: Username-Password-Authentication}
+attributes:
+  - {source: mail, target: email, transforms: [trim]}
+  - {target: email_verified, transforms: [{constant: true}]}
+  - {source: displayName, target: name}
+  - {source: department, target: user_metadata.department}
+  - {source: jobTitle, target: user_metadata.job_title}
+  - {source: manager.id, target: app_metadata.manager_object_id}
+roles:
+  - {group: g-staff, roles: [Employee]}
+  - {group: g-sales, roles: [Sales Reader, Sales Writer]}
+  - {group: g-support, roles: [Sales Reader]}
+deprovision: {action: block, hard_delete: delete}
+"""
+)
+
+PROPS = {"mail": "Ada.Lovelace@contoso.example", "displayName": "Ada Lovelace", "department": "R&D", "jobTitle": None}
+
+
+def source(state: SourceState = SourceState.ACTIVE, groups: tuple[str, ...] = ("g-staff",), **props: Any) -> SourceUser:
+    return SourceUser(OID, state, {**PROPS, "manager": {"id": "m-1"}, **props}, frozenset(groups))
+
+
+def account(roles: tuple[str, ...] = ("Employee",), **data: Any) -> Account:
+    base = {
+        "user_id": UID,
+        "email": "ada.lovelace@contoso.example",  # Auth0 keeps it lower case
+        "email_verified": True,
+        "name": "Ada Lovelace",
+        "blocked": False,
+        "user_metadata": {"department": "R&D"},
+        "app_metadata": {"entra_object_id": OID, "manager_object_id": "m-1"},
+    }
+    base.update(data)
+    return Account(UID, base, frozenset(roles))
+
+
+LINK = Link(OID, UID)
+
+
+def kinds(actions: Any) -> list[str]:
+    return [a.kind.value for a in actions]
+
+
+def test_joiner_is_created_with_a_deterministic_id_linked_and_given_roles() -> None:
+    p = plan(source(groups=("g-staff", "g-sales")), None, None, MAPPING)
+    assert p.kinds == ["create", "link", "assign_roles"]
+    create = p.actions[0].payload
+    assert create == {
+        "connection": "Username-Password-Authentication",
+        "user_id": OID,
+        "blocked": False,
+        "email": "Ada.Lovelace@contoso.example",
+        "email_verified": True,
+        "name": "Ada Lovelace",
+        "user_metadata": {"department": "R&D"},
+        "app_metadata": {"entra_object_id": OID, "manager_object_id": "m-1"},
+    }
+    assert p.actions[2].payload == {"roles": ["Employee", "Sales Reader", "Sales Writer"]}
+
+
+def test_joiner_without_an_email_is_refused_not_created() -> None:
+    p = plan(source(mail=None), None, None, MAPPING)
+    assert p.kinds == ["skip"]
+    assert "no email" in p.actions[0].reason
+
+
+def test_in_sync_user_plans_no_write() -> None:
+    p = plan(source(), account(), LINK, MAPPING)
+    assert p.actions == ()
+
+
+def test_email_case_difference_is_not_a_change() -> None:
+    assert profile_diff({"email": "A@B.example"}, {"email": "a@b.example"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected_patch"),
+    [
+        ({"displayName": "Ada King"}, {"name": "Ada King"}),
+        ({"department": "Sales"}, {"user_metadata": {"department": "Sales"}}),
+        ({"department": None}, {"user_metadata": {"department": None}}),  # removed key
+        ({"jobTitle": "CTO"}, {"user_metadata": {"job_title": "CTO"}}),
+        ({"manager": {"id": "m-2"}}, {"app_metadata": {"manager_object_id": "m-2"}}),
+        ({"mail": "ada@newco.example"}, {"email": "ada@newco.example", "email_verified": True}),
+        ({"displayName": None}, None),  # a root attribute mapped to nothing is left alone
+    ],
+)
+def test_mover_patches_only_what_changed(change: dict[str, Any], expected_patch: dict[str, Any] | None) -> None:
+    p = plan(source(**change), account(), LINK, MAPPING)
+    updates = [a for a in p.actions if a.kind is ActionKind.UPDATE]
+    if expected_patch is None:
+        assert updates == []
+    else:
+        assert len(updates) == 1
+        assert updates[0].payload == expected_patch
+
+
+def test_changed_email_updates_the_same_account_and_records_the_diff() -> None:
+    p = plan(source(mail="ada@newco.example"), account(), LINK, MAPPING)
+    assert p.kinds == ["update"]
+    assert p.actions[0].diff == {"email": ("ada.lovelace@contoso.example", "ada@newco.example")}
+
+
+@pytest.mark.parametrize(
+    ("groups", "held", "expected"),
+    [
+        (("g-staff", "g-sales"), ("Employee",), [("assign_roles", ["Sales Reader", "Sales Writer"])]),
+        (
+            ("g-staff",),
+            ("Employee", "Sales Reader", "Sales Writer"),
+            [("remove_roles", ["Sales Reader", "Sales Writer"])],
+        ),
+        # Sales Reader still comes from g-support after leaving g-sales.
+        (("g-staff", "g-support"), ("Employee", "Sales Reader", "Sales Writer"), [("remove_roles", ["Sales Writer"])]),
+        # Roles no mapping manages are never touched.
+        (("g-staff",), ("Employee", "Billing Admin"), []),
+        ((), ("Employee", "Billing Admin"), [("remove_roles", ["Employee"])]),
+    ],
+)
+def test_roles_follow_group_membership(
+    groups: tuple[str, ...], held: tuple[str, ...], expected: list[tuple[str, list[str]]]
+) -> None:
+    p = plan(source(groups=groups), account(roles=held), LINK, MAPPING)
+    assert [(a.kind.value, a.payload["roles"]) for a in p.actions] == expected
+
+
+def test_an_account_found_by_matching_gets_linked() -> None:
+    p = plan(source(), account(), None, MAPPING)
+    assert p.kinds == ["link"]
+
+
+@pytest.mark.parametrize("state", [SourceState.DISABLED, SourceState.SOFT_DELETED, SourceState.OUT_OF_SCOPE])
+def test_leaver_is_blocked_and_revoked_with_the_block_remembered_as_ours(state: SourceState) -> None:
+    p = plan(source(state), account(), LINK, MAPPING)
+    assert p.kinds == ["start_deprovision", "block", "revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
+    assert p.actions[0].payload == {"blocked_by_sync": True}
+
+
+def test_leaver_already_deprovisioned_is_a_no_op_replay() -> None:
+    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True)
+    p = plan(source(SourceState.DISABLED), account(blocked=True), done, MAPPING)
+    assert p.writes == ()
+
+
+def test_a_crash_after_the_block_completes_the_revocations_on_redelivery() -> None:
+    pending = Link(OID, UID, DeprovisionState.PENDING, blocked_by_sync=True)
+    p = plan(source(SourceState.DISABLED), account(blocked=True), pending, MAPPING)
+    assert p.kinds == ["revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
+
+
+def test_a_leaver_unblocked_by_hand_is_blocked_again() -> None:
+    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True)
+    p = plan(source(SourceState.DISABLED), account(blocked=False), done, MAPPING)
+    assert p.kinds == ["block", "revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
+
+
+def test_an_account_blocked_by_someone_else_is_not_ours_to_lift() -> None:
+    p = plan(source(SourceState.DISABLED), account(blocked=True), LINK, MAPPING)
+    assert p.actions[0].payload == {"blocked_by_sync": False}
+    assert "block" not in p.kinds
+    later = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=False)
+    back = plan(source(), account(blocked=True), later, MAPPING)
+    assert back.kinds == ["clear_deprovision"]
+
+
+def test_re_enabled_user_is_unblocked() -> None:
+    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True)
+    p = plan(source(), account(blocked=True), done, MAPPING)
+    assert p.kinds == ["unblock", "clear_deprovision"]
+
+
+def test_a_risk_lock_survives_re_enabling() -> None:
+    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True, risk_locked=True)
+    p = plan(source(), account(blocked=True), done, MAPPING)
+    assert p.kinds == ["clear_deprovision"]
+
+
+def test_hard_delete_follows_its_own_policy_and_keeps_the_link() -> None:
+    p = plan(source(SourceState.HARD_DELETED), account(), LINK, MAPPING)
+    assert p.kinds == ["start_deprovision", "revoke_sessions", "revoke_refresh_tokens", "delete", "mark_target_deleted"]
+    gone = plan(source(SourceState.HARD_DELETED), None, Link(OID, UID, target_deleted=True), MAPPING)
+    assert gone.kinds == ["skip"]
+
+
+def test_a_leaver_with_no_account_is_never_created() -> None:
+    p = plan(source(SourceState.DISABLED), None, None, MAPPING)
+    assert p.kinds == ["skip"]
+
+
+def test_revocation_follows_the_policy_switches() -> None:
+    quiet = parse_mapping(
+        "version: 1\nattributes: [{source: mail, target: email}]\n"
+        "deprovision: {revoke_sessions: false, revoke_refresh_tokens: false}\n"
+    )
+    p = plan(source(SourceState.DISABLED), account(), LINK, quiet)
+    assert p.kinds == ["start_deprovision", "block", "finish_deprovision"]
+
+
+def test_nest_builds_metadata_objects() -> None:
+    assert nest({"user_metadata.a": 1, "user_metadata.b": None, "name": "x"}) == {
+        "user_metadata": {"a": 1, "b": None},
+        "name": "x",
+    }
+
+
+@pytest.mark.parametrize(
+    ("candidates", "outcome", "user_id"),
+    [
+        ([], "none", None),
+        ([{"user_id": "auth0|1", "app_metadata": {"entra_object_id": OID}}], "found", "auth0|1"),
+        ([{"user_id": "auth0|1"}], "found", "auth0|1"),
+        ([{"user_id": "auth0|1"}, {"user_id": "auth0|1"}], "found", "auth0|1"),
+        ([{"user_id": "auth0|1"}, {"user_id": "auth0|2"}], "ambiguous", None),
+        ([{"user_id": "auth0|1", "app_metadata": {"entra_object_id": "someone-else"}}], "conflict", "auth0|1"),
+    ],
+)
+def test_matching_never_guesses(candidates: list[dict[str, Any]], outcome: str, user_id: str | None) -> None:
+    decision = judge_candidates(candidates, OID, "entra_object_id")
+    assert decision.outcome == outcome
+    assert decision.user_id == user_id
