@@ -1,0 +1,158 @@
+"""Table Storage adapters against Azurite: key encoding, links, leases, state and audit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from azure.data.tables.aio import TableServiceClient
+
+from sandbox.azurite import Azurite
+from shared.model import DeprovisionState, Link
+from shared.storage import (
+    AuditRow,
+    AuditStore,
+    LeaseBusy,
+    LeaseStore,
+    LinkStore,
+    StateStore,
+    decode_key,
+    encode_key,
+)
+
+NASTY = [
+    "ada@contoso.example",
+    "o'brien/jr#1?x\\y",
+    "100% sure",
+    "tab\there\nnewline\x7f",
+    'quote " star * colon : OR spaces',
+    "Zoë Ωmega 山田",
+]
+
+
+@pytest.mark.parametrize("value", NASTY)
+def test_keys_round_trip_and_hold_no_forbidden_character(value: str) -> None:
+    key = encode_key(value)
+    assert decode_key(key) == value
+    assert not any(ch in key for ch in "/\\#?")
+    assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in key)
+
+
+def test_empty_and_oversized_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        encode_key("")
+    with pytest.raises(ValueError, match="1 KiB"):
+        encode_key("x" * 1025)
+
+
+def run(coro_fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    return asyncio.run(coro_fn(*args))
+
+
+async def with_table(azurite: Azurite, name: str, body: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
+    async with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        table = await service.create_table(name)
+        async with table:
+            await body(table)
+
+
+@pytest.fixture
+def table_name(run_id: str) -> str:
+    return f"t{run_id}"
+
+
+def test_nasty_keys_are_accepted_by_the_service(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        links = LinkStore(table)
+        for value in NASTY:
+            await links.put(Link(value, f"auth0|{value}"))
+        for value in NASTY:
+            got = await links.get(value)
+            assert got is not None
+            assert got.user_id == f"auth0|{value}"
+        assert sorted([link.entra_id async for link in links.all()]) == sorted(NASTY)
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_links_round_trip_with_their_deprovision_state(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        links = LinkStore(table)
+        assert await links.get("u1") is None
+        link = Link("u1", "auth0|u1", DeprovisionState.PENDING, blocked_by_sync=True, risk_locked=True)
+        await links.put(link)
+        assert await links.get("u1") == link
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_a_lease_is_exclusive_until_released(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        leases = LeaseStore(table, ttl_s=30)
+        first = await leases.try_acquire("u1")
+        assert first is not None
+        assert await leases.try_acquire("u1") is None
+        with pytest.raises(LeaseBusy):
+            await leases.acquire("u1", wait_s=0.2)
+        await leases.release(first)
+        assert await leases.try_acquire("u1") is not None
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_release_it(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        crashed = LeaseStore(table, ttl_s=0.2)
+        stale = await crashed.try_acquire("u1")
+        assert stale is not None
+        await asyncio.sleep(0.3)
+        leases = LeaseStore(table, ttl_s=30)
+        fresh = await leases.try_acquire("u1")
+        assert fresh is not None
+        await crashed.release(stale)  # the crashed worker comes back late: a no-op
+        assert await leases.try_acquire("u1") is None
+        await leases.release(fresh)
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_concurrent_acquirers_get_exactly_one_lease(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        leases = LeaseStore(table, ttl_s=30)
+        results = await asyncio.gather(*(leases.try_acquire("same") for _ in range(10)))
+        assert sum(r is not None for r in results) == 1
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_state_values_round_trip(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        state = StateStore(table)
+        assert await state.get("delta", "users") is None
+        await state.put("delta", "users", {"link": "http://127.0.0.1/v1.0/users/delta()?$deltatoken=a/b#c"})
+        await state.put("subscription", "groups", {"id": "s2"})
+        assert await state.get("delta", "users") == {"link": "http://127.0.0.1/v1.0/users/delta()?$deltatoken=a/b#c"}
+        assert await state.list("subscription") == {"groups": {"id": "s2"}}
+        await state.delete("delta", "users")
+        assert await state.get("delta", "users") is None
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_audit_rows_are_kept_per_identity_in_time_order(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        audit = AuditStore(table)
+        for action in ("create", "assign_roles"):
+            await audit.write(
+                AuditRow(
+                    "c1", "notification", "n1", "o'brien/1", "auth0", "auth0|x", action, "ok", {"email": [None, "a"]}
+                )
+            )
+        rows = await audit.for_identity("o'brien/1")
+        assert [r["action"] for r in rows] == ["create", "assign_roles"]
+        assert rows[0]["diff"] == '{"email": [null, "a"]}'
+        assert rows[0]["identity"] == "o'brien/1"
+
+    run(with_table, azurite, table_name, body)
