@@ -1,0 +1,182 @@
+// The entra-sync Function App on a Flex Consumption plan (Linux, Python 3.11), running as the
+// user-assigned identity. Every setting shared/settings.py reads in Azure is set here; secrets are
+// Key Vault references resolved through the same identity (keyVaultReferenceIdentity).
+
+@description('Required. Name of the Function App.')
+param name string
+
+@description('Required. Name of the Flex Consumption plan.')
+param planName string
+
+@description('Required. Azure region of the plan and the app.')
+param location string
+
+@description('Optional. Tags applied to the plan and the app.')
+param tags object = {}
+
+@description('Optional. azd service name the app is tagged with (matches azure.yaml).')
+param serviceName string = 'api'
+
+@description('Required. Resource id of the user-assigned managed identity.')
+param identityId string
+
+@description('Required. Client id of the user-assigned managed identity.')
+param identityClientId string
+
+@description('Required. Name of the storage account used for AzureWebJobsStorage, queues and tables.')
+param storageAccountName string
+
+@description('Required. Blob endpoint of the storage account (ends with a slash).')
+param storageBlobEndpoint string
+
+@description('Required. Queue endpoint of the storage account.')
+param storageQueueEndpoint string
+
+@description('Required. Table endpoint of the storage account.')
+param storageTableEndpoint string
+
+@description('Required. Blob container that holds the deployment packages.')
+param deploymentContainerName string
+
+@description('Required. Application Insights connection string.')
+param applicationInsightsConnectionString string
+
+@description('Required. Key Vault references by setting name: AUTH0_CLIENT_SECRET, GRAPH_CLIENT_STATE, NOTIFY_WEBHOOK_URL (empty when not configured).')
+param keyVaultReferences object
+
+@description('Required. Entra tenant id (AZURE_TENANT_ID).')
+param tenantId string
+
+@description('Required. Auth0 tenant domain, e.g. contoso.eu.auth0.com.')
+param auth0Domain string
+
+@description('Required. Client id of the Auth0 machine-to-machine application.')
+param auth0ClientId string
+
+@description('Required. NCRONTAB schedule of the Graph delta timer.')
+param deltaSchedule string
+
+@description('Required. NCRONTAB schedule of the full reconciliation timer.')
+param reconcileSchedule string
+
+@description('Required. NCRONTAB schedule of the risky-users timer.')
+param riskSchedule string
+
+@description('Required. NCRONTAB schedule of the Graph subscriptions renewal timer.')
+param subscriptionsSchedule string
+
+@description('Optional. Path of the mapping file, relative to the app root; empty until one is deployed.')
+param syncMappingFile string = ''
+
+@description('Optional. Largest number of instances the app may scale out to (Flex Consumption allows 40 to 1000).')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Optional. Memory of each instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': serviceName })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: identityId
+    siteConfig: {
+      minTlsVersion: '1.2'
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Separate from the site, so the settings can use the app's own default host name.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: {
+    // Functions host storage, identity-based (the account has shared keys disabled).
+    AzureWebJobsStorage__accountName: storageAccountName
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+    AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+    AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
+
+    // Telemetry with Entra authentication (local auth is disabled on the component).
+    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+
+    // Microsoft Graph through the managed identity: no client secret.
+    AZURE_TENANT_ID: tenantId
+    AZURE_CLIENT_ID: identityClientId
+    GRAPH_CLIENT_STATE: keyVaultReferences.GRAPH_CLIENT_STATE
+    GRAPH_NOTIFICATION_URL: 'https://${functionApp.properties.defaultHostName}/api/graph_webhook'
+    GRAPH_LIFECYCLE_URL: 'https://${functionApp.properties.defaultHostName}/api/graph_lifecycle'
+
+    // Auth0 machine-to-machine application.
+    AUTH0_DOMAIN: auth0Domain
+    AUTH0_CLIENT_ID: auth0ClientId
+    AUTH0_CLIENT_SECRET: keyVaultReferences.AUTH0_CLIENT_SECRET
+
+    // Timers (six-field NCRONTAB, read by the trigger decorators as %NAME%).
+    DELTA_SCHEDULE: deltaSchedule
+    RECONCILE_SCHEDULE: reconcileSchedule
+    RISK_SCHEDULE: riskSchedule
+    SUBSCRIPTIONS_SCHEDULE: subscriptionsSchedule
+
+    SYNC_MAPPING_FILE: syncMappingFile
+    NOTIFY_WEBHOOK_URL: keyVaultReferences.NOTIFY_WEBHOOK_URL
+  }
+}
+
+output name string = functionApp.name
+output defaultHostName string = functionApp.properties.defaultHostName
+output notificationUrl string = 'https://${functionApp.properties.defaultHostName}/api/graph_webhook'
+output lifecycleUrl string = 'https://${functionApp.properties.defaultHostName}/api/graph_lifecycle'

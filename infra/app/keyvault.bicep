@@ -1,0 +1,89 @@
+// Key Vault (Azure RBAC authorization) holding entra-sync's secrets. The values arrive as secure
+// parameters and are written through the control plane; the Function App reads them only through
+// Key Vault references resolved with its user-assigned identity (Key Vault Secrets User).
+
+@description('Required. Name of the Key Vault (3-24 characters).')
+param name string
+
+@description('Required. Azure region of the Key Vault.')
+param location string
+
+@description('Optional. Tags applied to the Key Vault.')
+param tags object = {}
+
+@description('Optional. Turn on purge protection (irreversible; keeps a deleted vault for the retention period, so `azd down --purge` cannot remove it). Recommended for production.')
+param enablePurgeProtection bool = false
+
+@description('Required. Client secret of the Auth0 machine-to-machine application.')
+@secure()
+param auth0ClientSecret string
+
+@description('Required. Shared secret Microsoft Graph echoes in every change notification (16 to 128 characters).')
+@secure()
+@minLength(16)
+@maxLength(128)
+param graphClientState string
+
+@description('Optional. Slack or Teams incoming-webhook URL for security notifications; empty for none.')
+@secure()
+param notifyWebhookUrl string = ''
+
+var hasNotifyWebhook = !empty(notifyWebhookUrl)
+var notifyWebhookSecretName = 'notify-webhook-url'
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+    // The service accepts only true or an absent value here: it cannot be switched off.
+    enablePurgeProtection: enablePurgeProtection ? true : null
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource auth0ClientSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'auth0-client-secret'
+  properties: {
+    value: auth0ClientSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource graphClientStateEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'graph-client-state'
+  properties: {
+    value: graphClientState
+    contentType: 'text/plain'
+  }
+}
+
+resource notifyWebhookEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (hasNotifyWebhook) {
+  parent: vault
+  name: notifyWebhookSecretName
+  properties: {
+    value: notifyWebhookUrl
+    contentType: 'text/plain'
+  }
+}
+
+// Versionless secret URIs: the platform picks up a rotated value without a redeploy.
+output name string = vault.name
+output uri string = vault.properties.vaultUri
+output references object = {
+  AUTH0_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${auth0ClientSecretEntry.properties.secretUri})'
+  GRAPH_CLIENT_STATE: '@Microsoft.KeyVault(SecretUri=${graphClientStateEntry.properties.secretUri})'
+  NOTIFY_WEBHOOK_URL: hasNotifyWebhook
+    ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${notifyWebhookSecretName})'
+    : ''
+}

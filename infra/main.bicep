@@ -1,0 +1,198 @@
+// entra-sync on Azure: one resource group with a Flex Consumption Function App (Python 3.11), its
+// storage (queues, tables, deployment container; shared keys disabled), a Key Vault for secrets,
+// Application Insights on Log Analytics, and one user-assigned managed identity with only the
+// roles it needs. `azd up` provisions this and deploys the app (see azure.yaml, docs/deploy.md).
+targetScope = 'subscription'
+
+@description('Required. Name of the azd environment; used to name the resource group and derive a unique token for resource names.')
+@minLength(1)
+@maxLength(64)
+param environmentName string
+
+@description('Required. Azure region for every resource; it must offer the Flex Consumption plan (`az functionapp list-flexconsumption-locations`).')
+@minLength(1)
+param location string
+
+@description('Optional. Name of the resource group; empty for rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Required. Auth0 tenant domain, without scheme or path, e.g. contoso.eu.auth0.com.')
+param auth0Domain string
+
+@description('Required. Client id of the Auth0 machine-to-machine application.')
+param auth0ClientId string
+
+@description('Required. Client secret of the Auth0 machine-to-machine application; stored in Key Vault.')
+@secure()
+param auth0ClientSecret string
+
+@description('Required. Shared secret that Microsoft Graph echoes in every change notification, 16 to 128 characters (e.g. `openssl rand -hex 32`); stored in Key Vault.')
+@secure()
+@minLength(16)
+@maxLength(128)
+param graphClientState string
+
+@description('Optional. Slack or Teams incoming-webhook URL for security notifications; stored in Key Vault. Empty for none.')
+@secure()
+param notifyWebhookUrl string = ''
+
+@description('Optional. NCRONTAB schedule (six fields, seconds first) of the Graph delta sync: the safety net for missed notifications.')
+param deltaSchedule string = '0 */5 * * * *'
+
+@description('Optional. NCRONTAB schedule of the full reconciliation (nightly by default, 02:00 UTC).')
+param reconcileSchedule string = '0 0 2 * * *'
+
+@description('Optional. NCRONTAB schedule of the risky-users poll (Identity Protection allows 1 request per second per tenant).')
+param riskSchedule string = '0 * * * * *'
+
+@description('Optional. NCRONTAB schedule of the Graph subscriptions renewal (users and groups subscriptions live under 29 days).')
+param subscriptionsSchedule string = '0 0 */6 * * *'
+
+@description('Optional. Path of the mapping file relative to the app root (e.g. mapping.yaml); empty until a mapping file is deployed with the app.')
+param syncMappingFile string = ''
+
+@description('Optional. Largest number of instances the Function App may scale out to (Flex Consumption allows 40 to 1000).')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Optional. Memory of each Function App instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Optional. Turn on Key Vault purge protection (irreversible). Recommended for production; leave off for environments you tear down with `azd down --purge`.')
+param enableKeyVaultPurgeProtection bool = false
+
+@description('Optional. Days the Log Analytics workspace keeps logs.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    enablePurgeProtection: enableKeyVaultPurgeProtection
+    auth0ClientSecret: auth0ClientSecret
+    graphClientState: graphClientState
+    notifyWebhookUrl: notifyWebhookUrl
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultReferences: keyVault.outputs.references
+    tenantId: tenant().tenantId
+    auth0Domain: auth0Domain
+    auth0ClientId: auth0ClientId
+    deltaSchedule: deltaSchedule
+    reconcileSchedule: reconcileSchedule
+    riskSchedule: riskSchedule
+    subscriptionsSchedule: subscriptionsSchedule
+    syncMappingFile: syncMappingFile
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The app starts resolving Key Vault references and reading storage as soon as it exists:
+  // give the identity its roles first.
+  dependsOn: [
+    rbac
+  ]
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_NAME string = api.outputs.name
+output AZURE_FUNCTION_URL string = 'https://${api.outputs.defaultHostName}'
+output SERVICE_API_NAME string = api.outputs.name
+output SERVICE_API_URI string = 'https://${api.outputs.defaultHostName}'
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_MANAGED_IDENTITY_NAME string = identity.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output GRAPH_NOTIFICATION_URL string = api.outputs.notificationUrl
+output GRAPH_LIFECYCLE_URL string = api.outputs.lifecycleUrl

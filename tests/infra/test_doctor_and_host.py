@@ -1,0 +1,89 @@
+"""azure-functions-doctor finds no failure in the app, and host.json suits Flex Consumption."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.infra.bicep import REPO
+
+# What ships to Azure (see .funcignore): the doctor looks at this, not at .venv or node_modules.
+APP_PARTS = [
+    "function_app.py",
+    "functions",
+    "shared",
+    "host.json",
+    "requirements.txt",
+    ".funcignore",
+    "azure.yaml",
+    "infra",
+]
+
+
+def _doctor(app: Path) -> dict:  # type: ignore[type-arg]
+    exe = Path(sys.executable).with_name("azure-functions-doctor")
+    output = app / "doctor.json"
+    subprocess.run(
+        [
+            str(exe),
+            "doctor",
+            "--path",
+            str(app),
+            "--format",
+            "json",
+            "--output",
+            str(output),
+            "--hosting-plan",
+            "flex-consumption",
+            "--target-python",
+            "3.11",
+        ],
+        check=False,
+        capture_output=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(app)},
+    )
+    return json.loads(output.read_text())
+
+
+def test_azure_functions_doctor_reports_no_failure(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    for part in APP_PARTS:
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, app / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, app / part)
+    report = _doctor(app)
+    items = [item for group in report["results"] for item in group["items"]]
+    assert len(items) > 20, "the doctor ran too few checks"
+    failures = [f"{i['rule_id']}: {i.get('value')}" for i in items if i["status"] == "fail"]
+    assert not failures, "\n".join(failures)
+    passed = {i["rule_id"] for i in items if i["status"] == "pass"}
+    assert {
+        "check_blueprint_registration",
+        "check_extension_bundle_v4",
+        "check_flex_deprecated_settings",
+        "check_funcignore",
+        "check_host_json_version",
+        "check_requirements_txt",
+    } <= passed
+
+
+def test_host_json_fits_flex_consumption_and_rate_limited_targets() -> None:
+    host = json.loads((REPO / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
+    hours, minutes, seconds = (int(x) for x in host["functionTimeout"].split(":"))
+    assert hours * 3600 + minutes * 60 + seconds > 0  # Flex: default 30 min, no upper bound; keep one anyway
+    queues = host["extensions"]["queues"]
+    # At most batchSize + newBatchThreshold messages run at once per instance.
+    assert queues["batchSize"] + queues["newBatchThreshold"] <= 8
+    assert queues["maxDequeueCount"] == 5
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", queues["visibilityTimeout"])
+    assert host["extensions"]["http"]["routePrefix"] == "api"
