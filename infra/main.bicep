@@ -48,8 +48,8 @@ param riskSchedule string = '0 * * * * *'
 @description('Optional. NCRONTAB schedule of the Graph subscriptions renewal (users and groups subscriptions live under 29 days).')
 param subscriptionsSchedule string = '0 0 */6 * * *'
 
-@description('Optional. Path of the mapping file relative to the app root (e.g. mapping.yaml); empty until a mapping file is deployed with the app.')
-param syncMappingFile string = ''
+@description('Required. Path of the mapping file relative to the app root; deploy your own mapping.yaml (see mapping.example.yaml).')
+param syncMappingFile string = 'mapping.yaml'
 
 @description('Optional. Largest number of instances the Function App may scale out to (Flex Consumption allows 40 to 1000).')
 @minValue(40)

@@ -1,73 +1,167 @@
-"""The composition root: settings in, ready services out.
+"""The composition root: settings and mapping in, ready services out.
 
-``function_app.py`` calls :func:`init` once at start-up (a settings problem stops the app there,
-naming the setting). Functions reach their collaborators through :func:`services`, which builds
-each SDK client on first use and keeps it for the life of the worker process. Tests call
-:func:`init` with their own settings (sandbox URLs, Azurite) and may pass overrides.
+``function_app.py`` calls :func:`init` once at start-up: a settings or mapping problem stops the app
+there, naming the setting or the mapping entry. Functions reach their collaborators through
+:func:`services`, which builds each SDK client and adapter on first use and keeps it for the life of
+the worker process (one event loop). Tests call :func:`init` with their own settings (sandbox URLs,
+Azurite) and may override any named part.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import clients
+from azure.core.exceptions import ResourceExistsError
+
+from shared import clients, names
+from shared.auth0_target import Auth0Target
+from shared.graph_source import GraphSource
+from shared.mapping import SyncMapping, load_mapping
 from shared.settings import Settings
+from shared.storage import AuditStore, LeaseStore, LinkStore, StateStore, ensure_tables
+from shared.subscriptions import SubscriptionManager
+from shared.sync import SyncService
+from shared.work import WorkQueue
 
 
 @dataclass
 class Services:
     settings: Settings
+    mapping: SyncMapping
     overrides: dict[str, Any] = field(default_factory=dict)
     _built: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _storage_ready: bool = False
 
     def _get(self, name: str, factory: Any) -> Any:
         if name in self.overrides:
             return self.overrides[name]
         with self._lock:
             if name not in self._built:
-                self._built[name] = factory(self.settings)
+                self._built[name] = factory()
             return self._built[name]
 
     async def aclose(self) -> None:
         """Close the clients this object built (not overrides, which belong to the caller)."""
         with self._lock:
             built, self._built = self._built, {}
-        for client in built.values():
-            close = getattr(client, "close", None)
-            if close is not None:
+            self._storage_ready = False
+        for obj in built.values():
+            close = getattr(obj, "close", None)
+            if close is not None and not isinstance(obj, SyncService | SubscriptionManager):
                 result = close()
-                if hasattr(result, "__await__"):
+                if asyncio.iscoroutine(result):
                     await result
+
+    # -- SDK clients -------------------------------------------------------------------------------
 
     @property
     def graph(self) -> Any:
-        return self._get("graph", clients.graph_client)
+        return self._get("graph", lambda: clients.graph_client(self.settings))
 
     @property
     def auth0(self) -> Any:
-        return self._get("auth0", clients.auth0_client)
+        return self._get("auth0", lambda: clients.auth0_client(self.settings))
 
     @property
     def tables(self) -> Any:
-        return self._get("tables", clients.table_service)
+        return self._get("tables", lambda: clients.table_service(self.settings))
 
     @property
     def queues(self) -> Any:
-        return self._get("queues", clients.queue_service)
+        return self._get("queues", lambda: clients.queue_service(self.settings))
+
+    def table(self, name: str) -> Any:
+        return self._get(f"table:{name}", lambda: self.tables.get_table_client(name))
+
+    async def ensure_storage(self) -> None:
+        """Create the tables and queues if missing (the Bicep creates them in Azure; Azurite starts empty)."""
+        if self._storage_ready:
+            return
+        await ensure_tables(self.tables)
+        for queue in names.QUEUES:
+            client = self.queues.get_queue_client(queue)
+            async with client:
+                with contextlib.suppress(ResourceExistsError):
+                    await client.create_queue()
+        self._storage_ready = True
+
+    # -- adapters and services ----------------------------------------------------------------------
+
+    @property
+    def links(self) -> LinkStore:
+        return self._get("links", lambda: LinkStore(self.table(names.LINKS_TABLE)))  # type: ignore[no-any-return]
+
+    @property
+    def leases(self) -> LeaseStore:
+        return self._get("leases", lambda: LeaseStore(self.table(names.LOCKS_TABLE)))  # type: ignore[no-any-return]
+
+    @property
+    def audit(self) -> AuditStore:
+        return self._get("audit", lambda: AuditStore(self.table(names.AUDIT_TABLE)))  # type: ignore[no-any-return]
+
+    @property
+    def state(self) -> StateStore:
+        return self._get("state", lambda: StateStore(self.table(names.STATE_TABLE)))  # type: ignore[no-any-return]
+
+    @property
+    def work_queue(self) -> WorkQueue:
+        return self._get("work_queue", lambda: WorkQueue(self.queues))  # type: ignore[no-any-return]
+
+    @property
+    def source(self) -> GraphSource:
+        return self._get("source", lambda: GraphSource(self.graph, self.mapping))  # type: ignore[no-any-return]
+
+    @property
+    def target(self) -> Auth0Target:
+        return self._get("target", lambda: Auth0Target(self.auth0))  # type: ignore[no-any-return]
+
+    @property
+    def sync(self) -> SyncService:
+        return self._get(  # type: ignore[no-any-return]
+            "sync",
+            lambda: SyncService(
+                source=self.source,
+                target=self.target,
+                links=self.links,
+                leases=self.leases,
+                audit=self.audit,
+                state=self.state,
+                queue=self.work_queue,
+                mapping=self.mapping,
+            ),
+        )
+
+    @property
+    def subscriptions(self) -> SubscriptionManager:
+        return self._get(  # type: ignore[no-any-return]
+            "subscriptions",
+            lambda: SubscriptionManager(
+                self.source,
+                self.state,
+                self.work_queue,
+                notification_url=self.settings.graph_notification_url,
+                lifecycle_url=self.settings.graph_lifecycle_url,
+                client_state=self.settings.graph_client_state.reveal(),
+            ),
+        )
 
 
 _current: Services | None = None
 _init_lock = threading.Lock()
 
 
-def init(settings: Settings | None = None, **overrides: Any) -> Services:
-    """Read settings (from the environment unless given) and make them the process's services."""
+def init(settings: Settings | None = None, mapping: SyncMapping | None = None, **overrides: Any) -> Services:
+    """Read settings and the mapping file (unless given) and make them the process's services."""
     global _current
+    settings = settings if settings is not None else Settings.from_env()
+    mapping = mapping if mapping is not None else load_mapping(settings.mapping_file)
     with _init_lock:
-        _current = Services(settings if settings is not None else Settings.from_env(), dict(overrides))
+        _current = Services(settings, mapping, dict(overrides))
         return _current
 
 

@@ -108,7 +108,7 @@ class Settings:
     auth0_token: Secret | None
     storage: StorageSettings
     schedules: Mapping[str, str]
-    mapping_file: Path | None = None
+    mapping_file: Path
     notify_webhook_url: Secret | None = None  # incoming-webhook URLs embed their own secret
 
     @classmethod
@@ -202,6 +202,7 @@ class _Reader:
         assert notification_url is not None
         assert lifecycle_url is not None
         assert auth0 is not None
+        assert mapping_file is not None
         auth0_base_url, auth0_domain, auth0_auth, auth0_client_id, auth0_secret, auth0_token = auth0
         return Settings(
             graph_base_url=graph_base_url,
@@ -331,7 +332,7 @@ class _Reader:
         return result
 
     def mapping_file(self) -> Path | None:
-        value = self.raw("SYNC_MAPPING_FILE")
+        value = self.required("SYNC_MAPPING_FILE", "the mapping file (attributes, roles, scope, policy)")
         if value is None:
             return None
         path = Path(value)

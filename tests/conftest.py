@@ -7,12 +7,15 @@ end. If Node or Azurite is missing the session stops with one message saying how
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from sandbox.azurite import Azurite, AzuriteUnavailable
+from tests.support import sandbox_env
 
 # Tests never talk to the internet: make sure no proxy setting sends loopback traffic elsewhere.
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
@@ -35,3 +38,18 @@ def azurite() -> Iterator[Azurite]:
 def run_id() -> str:
     """A short unique suffix so that tables and queues made by one test never meet another's."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def indexed(azurite: Azurite) -> dict[str, Any]:
+    """function_app imported with a sandbox environment and indexed once, as the host does
+    (``get_functions()`` may run only once per app object)."""
+    env = sandbox_env(storage=azurite.connection_string)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        sys.modules.pop("function_app", None)
+        import function_app
+
+        functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return functions

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_MAPPING = REPO / "mapping.example.yaml"
+
 CLIENT_STATE = "sandbox-client-state-0123456789"
 
 
@@ -28,6 +33,7 @@ def sandbox_env(
         "RECONCILE_SCHEDULE": "0 0 2 * * *",
         "RISK_SCHEDULE": "0 * * * * *",
         "SUBSCRIPTIONS_SCHEDULE": "0 0 */6 * * *",
+        "SYNC_MAPPING_FILE": str(EXAMPLE_MAPPING),
     }
     env.update(extra)
     return env

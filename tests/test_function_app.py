@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import azure.functions as func
-import pytest
 
 from sandbox.azurite import Azurite
 from shared import bootstrap
@@ -26,20 +24,6 @@ CLOSED_PORT_STORAGE = (
 )
 
 
-@pytest.fixture(scope="module")
-def indexed(azurite: Azurite) -> Iterator[dict[str, Any]]:
-    """Import function_app with a sandbox environment and index it once (a second index fails)."""
-    env = sandbox_env(storage=azurite.connection_string)
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        sys.modules.pop("function_app", None)
-        import function_app
-
-        functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-        yield functions
-
-
 def call_http(function: Any, method: str = "GET", body: bytes = b"", params: dict[str, str] | None = None) -> Any:
     """Call an HTTP function in a fresh event loop, then close the clients it opened in that loop."""
     request = func.HttpRequest(method=method, url="/api/x", body=body, params=params or {})
@@ -51,6 +35,27 @@ def call_http(function: Any, method: str = "GET", body: bytes = b"", params: dic
             await bootstrap.services().aclose()
 
     return asyncio.run(run())
+
+
+def test_the_app_indexes_every_function_under_its_contract_name(indexed: dict[str, Any]) -> None:
+    assert set(indexed) == {"health", "graph_webhook", "graph_lifecycle", "sync_worker", "subscriptions_renew"}
+    triggers = {name: f.get_bindings()[0].type for name, f in indexed.items()}
+    assert triggers == {
+        "health": "httpTrigger",
+        "graph_webhook": "httpTrigger",
+        "graph_lifecycle": "httpTrigger",
+        "sync_worker": "queueTrigger",
+        "subscriptions_renew": "timerTrigger",
+    }
+    assert indexed["sync_worker"].get_bindings()[0].queue_name == "sync-work"
+    assert indexed["subscriptions_renew"].get_bindings()[0].schedule == "%SUBSCRIPTIONS_SCHEDULE%"
+
+
+def test_the_worker_gives_up_when_the_host_does() -> None:
+    from functions.sync_worker import MAX_DEQUEUE_COUNT
+
+    host = json.loads((REPO / "host.json").read_text())
+    assert host["extensions"]["queues"]["maxDequeueCount"] == MAX_DEQUEUE_COUNT
 
 
 def test_the_app_indexes_the_health_function(indexed: dict[str, Any]) -> None:

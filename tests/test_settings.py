@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.settings import Auth0Auth, GraphAuth, Secret, Settings, SettingsError
-from tests.support import CLIENT_STATE, sandbox_env
+from tests.support import CLIENT_STATE, EXAMPLE_MAPPING, sandbox_env
 
 AZURITE = "UseDevelopmentStorage=true"
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -29,6 +29,7 @@ def production_env(**extra: str) -> dict[str, str]:
         "RECONCILE_SCHEDULE": "0 0 2 * * *",
         "RISK_SCHEDULE": "0 * * * * *",
         "SUBSCRIPTIONS_SCHEDULE": "0 0 */6 * * *",
+        "SYNC_MAPPING_FILE": str(EXAMPLE_MAPPING),
     }
     env.update(extra)
     return env
@@ -49,6 +50,12 @@ def test_sandbox_environment_reads_into_typed_settings() -> None:
     assert s.graph_client_state.reveal() == CLIENT_STATE
     assert s.storage.connection_string == Secret(AZURITE)
     assert s.schedules["DELTA_SCHEDULE"] == "0 */5 * * * *"
+    assert s.mapping_file == EXAMPLE_MAPPING
+
+
+def test_a_relative_mapping_path_is_taken_from_the_app_root() -> None:
+    s = Settings.from_env(sandbox_env(storage=AZURITE, SYNC_MAPPING_FILE="mapping.example.yaml"))
+    assert s.mapping_file == EXAMPLE_MAPPING
 
 
 def test_production_environment_uses_client_secret_and_identity_based_storage() -> None:
@@ -83,6 +90,7 @@ def test_without_a_client_secret_graph_uses_the_managed_identity() -> None:
         "RECONCILE_SCHEDULE",
         "RISK_SCHEDULE",
         "SUBSCRIPTIONS_SCHEDULE",
+        "SYNC_MAPPING_FILE",
     ],
 )
 def test_a_missing_required_setting_is_named(name: str) -> None:

@@ -65,8 +65,8 @@ param riskSchedule string
 @description('Required. NCRONTAB schedule of the Graph subscriptions renewal timer.')
 param subscriptionsSchedule string
 
-@description('Optional. Path of the mapping file, relative to the app root; empty until one is deployed.')
-param syncMappingFile string = ''
+@description('Required. Path of the mapping file relative to the app root; deploy your own mapping.yaml (see mapping.example.yaml).')
+param syncMappingFile string = 'mapping.yaml'
 
 @description('Optional. Largest number of instances the app may scale out to (Flex Consumption allows 40 to 1000).')
 @minValue(40)

@@ -217,7 +217,8 @@ def test_parameters_file_matches_main_bicep() -> None:
     required = {name for name, info in params.items() if info["default"] is None}
     assert required <= set(values), required - set(values)
     for name, entry in values.items():
-        assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", entry["value"]), f"{name}: use a plain ${{AZD_ENV_VAR}}"
+        # azd substitutes ${VAR} or ${VAR=default} from the environment.
+        assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*(=[^}]*)?\}", entry["value"]), f"{name}: use ${{AZD_ENV_VAR}}"
 
 
 def test_function_app_is_tagged_for_azd_and_azure_yaml_names_the_service() -> None:

@@ -160,7 +160,10 @@ def test_sandbox_only_settings_are_not_deployed() -> None:
 
 
 def test_the_azure_settings_pass_the_apps_own_validation() -> None:
-    parsed = Settings.from_env(azure_environment())
+    env = azure_environment()
+    assert env["SYNC_MAPPING_FILE"] == "mapping.yaml"  # the operator's own file, deployed with the app
+    env["SYNC_MAPPING_FILE"] = str(Path(__file__).resolve().parents[2] / "mapping.example.yaml")
+    parsed = Settings.from_env(env)
     assert parsed.graph_auth.value == "managed_identity"
     assert parsed.storage.connection_string is None
     assert parsed.storage.client_id == FAKE_GUID

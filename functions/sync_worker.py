@@ -1,0 +1,61 @@
+"""``sync_worker`` (queue trigger on ``sync-work``): converge one identity per message.
+
+Transient failures (throttling, 5xx, timeouts, a busy lease) raise, so the host makes the message
+visible again and retries it; after ``maxDequeueCount`` attempts the host moves it to
+``sync-work-poison``, and the last attempt writes its error to the audit table first. Permanent
+failures are audited and the message completes: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import bootstrap, names
+from shared.errors import BadInput, PermanentError
+from shared.storage import AuditRow
+from shared.work import WorkItem
+
+bp = func.Blueprint()
+log = logging.getLogger("entra_sync.worker")
+
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test keeps them equal)
+
+
+@bp.function_name("sync_worker")
+@bp.queue_trigger(arg_name="msg", queue_name=names.WORK_QUEUE, connection="AzureWebJobsStorage")
+async def sync_worker(msg: func.QueueMessage) -> None:
+    svc = bootstrap.services()
+    await svc.ensure_storage()
+    try:
+        item = WorkItem.from_json(msg.get_body())
+    except BadInput as exc:
+        await svc.audit.write(
+            AuditRow("", "queue", str(msg.id or ""), "unknown", "", "", "refuse_work_item", "refused", detail=str(exc))
+        )
+        log.warning("refused a malformed work item %s: %s", msg.id, exc)
+        return
+    extra = {"correlation_id": item.correlation_id}
+    try:
+        if item.kind == "subscription":
+            done = await svc.subscriptions.handle_lifecycle(item)
+            log.info("subscription %s %s", item.id, done, extra=extra)
+        else:
+            outcome = await svc.sync.handle(item)
+            log.info("%s %s: %s %s", item.kind, item.id, outcome.status, ",".join(outcome.actions), extra=extra)
+    except PermanentError as exc:
+        log.error("%s %s failed for good: %s", item.kind, item.id, exc, extra=extra)
+        await svc.sync.audit_failure(item, exc)
+    except Exception as exc:
+        if (msg.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
+            await svc.audit.write(
+                AuditRow(
+                    item.correlation_id, item.source, item.source_ref, item.id, "auth0", "", "sync", "poisoned",
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )  # fmt: skip
+            log.error(
+                "%s %s goes to the poison queue after %s attempts: %s", item.kind, item.id, msg.dequeue_count, exc
+            )
+        raise

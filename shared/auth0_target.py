@@ -1,0 +1,237 @@
+"""The Auth0 side: reads and writes through ``auth0-python``'s async client.
+
+Retries belong to the worker, not the SDK (the client is built with ``max_retries=0``): a retried
+POST after a 5xx could create a duplicate, and a 409 would be retried for seconds. A 429 closes a
+process-wide gate until Auth0's ``x-ratelimit-reset``, so concurrent invocations wait instead of
+hammering; a short wait is absorbed here, a long one becomes a transient error for the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import string
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+from auth0.management.core.api_error import ApiError
+
+from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError
+
+T = TypeVar("T")
+
+LUCENE_RESERVED = frozenset('+-&|!(){}[]^"~*?:\\/ ')
+MAX_INLINE_WAIT_S = 10.0  # wait out a rate limit this long in-process; longer goes back to the queue
+RETRIES_AFTER_RATE_LIMIT = 3
+PAGE = 100  # the Management API's largest page
+
+
+def lucene_phrase(value: str) -> str:
+    """A quoted Lucene phrase for Auth0 search: quotes and backslashes escaped, nothing else can
+    break out of the phrase."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def lucene_term(value: str) -> str:
+    """A bare Lucene term with every reserved character escaped."""
+    return "".join("\\" + ch if ch in LUCENE_RESERVED else ch for ch in value)
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if hasattr(obj, "model_dump"):
+        return dict(obj.model_dump(mode="json", exclude_none=True, by_alias=True))
+    return dict(obj)
+
+
+def random_password() -> str:
+    """A throwaway password for database users created by sync (they sign in through reset or SSO).
+    It is never stored, logged or audited."""
+    alphabet = string.ascii_letters + string.digits + "!#%+-.:=@^_~"
+    core = "".join(secrets.choice(alphabet) for _ in range(28))
+    return core + secrets.choice(string.ascii_uppercase) + secrets.choice(string.digits) + "!a"
+
+
+class RateGate:
+    """Shared by every call in the process: closed until the last 429's reset time."""
+
+    def __init__(self) -> None:
+        self.open_at = 0.0
+
+    def close_until(self, epoch_s: float) -> None:
+        self.open_at = max(self.open_at, epoch_s)
+
+    async def wait(self, max_wait_s: float) -> None:
+        delay = self.open_at - time.time()
+        if delay > max_wait_s:
+            raise RateLimited(f"Auth0 rate limit: resets in {delay:.1f} s", retry_after_s=delay)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class Auth0Target:
+    name = "auth0"
+
+    def __init__(self, client: Any, gate: RateGate | None = None, max_inline_wait_s: float = MAX_INLINE_WAIT_S):
+        self.client = client
+        self.gate = gate or RateGate()
+        self.max_inline_wait_s = max_inline_wait_s
+        self._role_ids: dict[str, str] | None = None
+        self._role_lock = asyncio.Lock()
+        self.calls: dict[str, int] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(RETRIES_AFTER_RATE_LIMIT + 1):
+            await self.gate.wait(self.max_inline_wait_s)
+            self.calls[op] = self.calls.get(op, 0) + 1
+            try:
+                return await fn()
+            except ApiError as exc:
+                status = exc.status_code or 0
+                if status == 429:
+                    reset = _reset_epoch(exc.headers)
+                    self.gate.close_until(reset)
+                    if attempt < RETRIES_AFTER_RATE_LIMIT:
+                        continue
+                    raise RateLimited(f"Auth0 {op}: rate limited", max(0.0, reset - time.time())) from exc
+                raise _translate(op, exc) from exc
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                raise TransientError(f"Auth0 {op}: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def get(self, user_id: str) -> dict[str, Any] | None:
+        try:
+            user = await self._call("users.get", lambda: self.client.users.get(user_id))
+        except NotFound:
+            return None
+        return _dump(user)
+
+    async def by_email(self, email: str) -> list[dict[str, Any]]:
+        # Auth0 keeps database emails in lower case and this lookup is exact: normalise first.
+        found = await self._call("users.by_email", lambda: self.client.users.list_users_by_email(email=email.lower()))
+        return [_dump(u) for u in found or []]
+
+    async def search(self, q: str) -> list[dict[str, Any]]:
+        """First page of a v3 search (eventually consistent; used for matching, never to decide a
+        create on its own)."""
+        pager = await self._call(
+            "users.search",
+            lambda: self.client.users.list(q=q, search_engine="v3", per_page=PAGE, page=0, include_totals=True),
+        )
+        return [_dump(u) for u in pager.items or []]
+
+    async def by_app_metadata(self, key: str, entra_id: str) -> list[dict[str, Any]]:
+        return await self.search(f"app_metadata.{key}:{lucene_phrase(entra_id)}")
+
+    async def roles_of(self, user_id: str) -> frozenset[str]:
+        names: set[str] = set()
+        page = 0
+        while True:
+            pager = await self._call(
+                "users.roles.list",
+                lambda p=page: self.client.users.roles.list(user_id, per_page=PAGE, page=p, include_totals=True),  # type: ignore[misc]
+            )
+            items = pager.items or []
+            names.update(str(r.name) for r in items)
+            total = getattr(pager.response, "total", None)
+            if len(items) < PAGE or (total is not None and (page + 1) * PAGE >= total):
+                return frozenset(names)
+            page += 1
+
+    async def role_ids(self, names: Iterable[str]) -> dict[str, str]:
+        """Role name (or ``rol_`` id) -> id, from a cached list of the tenant's roles."""
+        wanted = list(names)
+        ids = await self._roles()
+        missing = [n for n in wanted if not n.startswith("rol_") and n not in ids]
+        if missing:
+            async with self._role_lock:
+                self._role_ids = None  # a role may have been created since: read once more
+            ids = await self._roles()
+            missing = [n for n in wanted if not n.startswith("rol_") and n not in ids]
+            if missing:
+                raise PermanentError(f"the mapping names Auth0 roles that do not exist: {', '.join(sorted(missing))}")
+        return {n: (n if n.startswith("rol_") else ids[n]) for n in wanted}
+
+    async def _roles(self) -> dict[str, str]:
+        async with self._role_lock:
+            if self._role_ids is None:
+                ids: dict[str, str] = {}
+                page = 0
+                while True:
+                    pager = await self._call(
+                        "roles.list",
+                        lambda p=page: self.client.roles.list(per_page=PAGE, page=p, include_totals=True),  # type: ignore[misc]
+                    )
+                    items = pager.items or []
+                    ids.update({str(r.name): str(r.id) for r in items})
+                    total = getattr(pager.response, "total", None)
+                    if len(items) < PAGE or (total is not None and (page + 1) * PAGE >= total):
+                        break
+                    page += 1
+                self._role_ids = ids
+            return self._role_ids
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    async def create(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        body = dict(payload)
+        body.setdefault("password", random_password())
+        created = await self._call("users.create", lambda: self.client.users.create(**body))
+        return _dump(created)
+
+    async def update(self, user_id: str, patch: Mapping[str, Any]) -> None:
+        await self._call("users.update", lambda: self.client.users.update(user_id, **patch))
+
+    async def delete(self, user_id: str) -> None:
+        with contextlib.suppress(NotFound):  # already gone: the goal is reached
+            await self._call("users.delete", lambda: self.client.users.delete(user_id))
+
+    async def revoke_sessions(self, user_id: str) -> None:
+        await self._call("users.sessions.delete", lambda: self.client.users.sessions.delete(user_id))
+
+    async def revoke_refresh_tokens(self, user_id: str) -> None:
+        await self._call("users.refresh_tokens.delete", lambda: self.client.users.refresh_token.delete(user_id))
+
+    async def assign_roles(self, user_id: str, names: Iterable[str]) -> None:
+        ids = list((await self.role_ids(names)).values())
+        await self._call("users.roles.assign", lambda: self.client.users.roles.assign(user_id, roles=ids))
+
+    async def remove_roles(self, user_id: str, names: Iterable[str]) -> None:
+        ids = list((await self.role_ids(names)).values())
+        await self._call("users.roles.delete", lambda: self.client.users.roles.delete(user_id, roles=ids))
+
+
+def _reset_epoch(headers: Mapping[str, str] | None) -> float:
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    try:
+        return float(headers["x-ratelimit-reset"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return time.time() + float(headers["retry-after"])
+    except (KeyError, ValueError):
+        return time.time() + 1.0
+
+
+def _translate(op: str, exc: ApiError) -> Exception:
+    status = exc.status_code or 0
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = f"Auth0 {op}: {status} {body.get('errorCode') or body.get('error') or ''} {body.get('message') or ''}"
+    message = message.strip()
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return Conflict(message)
+    if status == 403:
+        return Refused(message, status)
+    if status >= 500 or status in (408, 0):
+        return TransientError(message)
+    return PermanentError(message)

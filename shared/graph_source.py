@@ -1,0 +1,284 @@
+"""The Entra side: reads through ``msgraph-sdk``.
+
+Requests are built with the SDK's request builders and sent through its adapter (authentication,
+retry middleware for 429/503/504 honouring ``Retry-After``, telemetry), and read as raw JSON: the
+mapping speaks Graph's own property names, and parsing into the SDK's models costs milliseconds
+per user for nothing we use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import httpx
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.subscription import Subscription
+from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+from shared.errors import NotFound, PermanentError, TransientError
+from shared.mapping import SyncMapping
+from shared.model import SourceState, SourceUser
+
+ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
+SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups
+GROUP_TYPE: Final = "#microsoft.graph.group"
+
+
+class DeltaExpired(PermanentError):
+    """The stored delta link is no longer valid (410 / syncStateNotFound): start a full round."""
+
+
+@dataclass
+class GroupDeltaPage:
+    """Membership changes of one groups-delta round, and where the next round starts."""
+
+    added: dict[str, set[str]] = field(default_factory=dict)  # group id -> member ids (users or groups)
+    removed: dict[str, set[str]] = field(default_factory=dict)
+    nested_groups: set[str] = field(default_factory=set)  # member ids that are groups
+    deleted_groups: set[str] = field(default_factory=set)
+    delta_link: str = ""
+
+
+def _translate(op: str, exc: Exception) -> Exception:
+    if isinstance(exc, ODataError):
+        status = exc.response_status_code or 0
+        code = exc.error.code if exc.error is not None else ""
+        message = f"Graph {op}: {status} {code}".strip()
+        if status == 404:
+            return NotFound(message)
+        if status == 410 or code in {"syncStateNotFound", "resyncRequired"}:
+            return DeltaExpired(message)
+        if status == 429 or status >= 500:
+            return TransientError(message)
+        return PermanentError(message)
+    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
+        return TransientError(f"Graph {op}: {type(exc).__name__}")
+    return exc
+
+
+class GraphSource:
+    def __init__(self, client: Any, mapping: SyncMapping):
+        self.client = client
+        self.mapping = mapping
+        self.select, self.expand_manager = mapping.graph_select()
+        self.calls: dict[str, int] = {}
+
+    async def _json(self, op: str, info: RequestInformation) -> dict[str, Any]:
+        self.calls[op] = self.calls.get(op, 0) + 1
+        try:
+            raw = await self.client.request_adapter.send_primitive_async(info, "bytes", ERRORS)
+        except Exception as exc:
+            translated = _translate(op, exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        return dict(json.loads(raw)) if raw else {}
+
+    def _url(self, url: str, method: Method = Method.GET) -> RequestInformation:
+        # A link Graph handed back is used as it is (set as the URL, not expanded as a template).
+        info = RequestInformation()
+        info.http_method = method
+        info.url = url
+        info.headers.try_add("Accept", "application/json")
+        return info
+
+    # -- users -------------------------------------------------------------------------------------
+
+    async def read_user(self, entra_id: str) -> SourceUser:
+        """The user as Entra has it now, classified for the planner."""
+        builder = self.client.users.by_user_id(entra_id)
+        params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(
+            select=self.select,
+            expand=["manager($select=id,mail,userPrincipalName,displayName)"] if self.expand_manager else None,
+        )
+        try:
+            props = await self._json(
+                "users.get", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+            )
+        except NotFound:
+            return await self._deleted(entra_id)
+        props.pop("@odata.context", None)
+        groups = await self.relevant_groups_of(entra_id) if self.mapping.relevant_groups else frozenset()
+        if props.get("accountEnabled") is False:
+            state = SourceState.DISABLED
+        elif not self.mapping.scope.includes(props, groups):
+            state = SourceState.OUT_OF_SCOPE
+        else:
+            state = SourceState.ACTIVE
+        return SourceUser(entra_id, state, props, groups)
+
+    async def _deleted(self, entra_id: str) -> SourceUser:
+        builder = self.client.directory.deleted_items.by_directory_object_id(entra_id)
+        try:
+            props = await self._json("deletedItems.get", builder.to_get_request_information())
+        except NotFound:
+            return SourceUser(entra_id, SourceState.HARD_DELETED)
+        props.pop("@odata.context", None)
+        return SourceUser(entra_id, SourceState.SOFT_DELETED, props)
+
+    async def relevant_groups_of(self, entra_id: str) -> frozenset[str]:
+        """The mapping's relevant groups that the user is a member of, directly or nested."""
+        builder = self.client.users.by_user_id(entra_id).transitive_member_of
+        params = builder.TransitiveMemberOfRequestBuilderGetQueryParameters(select=["id"], top=999)
+        info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        relevant = self.mapping.relevant_groups
+        found: set[str] = set()
+        async for item in self._pages("users.transitiveMemberOf", info):
+            if item.get("@odata.type", GROUP_TYPE) == GROUP_TYPE and str(item.get("id")) in relevant:
+                found.add(str(item["id"]))
+        return frozenset(found)
+
+    async def transitive_user_members(self, group_id: str) -> set[str]:
+        builder = self.client.groups.by_group_id(group_id).transitive_members
+        params = builder.TransitiveMembersRequestBuilderGetQueryParameters(select=["id"], top=999)
+        info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        return {
+            str(item["id"])
+            async for item in self._pages("groups.transitiveMembers", info)
+            if item.get("@odata.type") == "#microsoft.graph.user"
+        }
+
+    async def _pages(self, op: str, info: RequestInformation) -> AsyncIterator[dict[str, Any]]:
+        page = await self._json(op, info)
+        while True:
+            for item in page.get("value", []):
+                yield item
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                return
+            page = await self._json(op, self._url(next_link))
+
+    # -- groups delta ------------------------------------------------------------------------------
+
+    async def groups_delta(self, delta_link: str | None) -> GroupDeltaPage:
+        """Follow one groups-delta round from ``delta_link`` (or a full round) to its delta link."""
+        if delta_link:
+            info = self._url(delta_link)
+        else:
+            builder = self.client.groups.delta
+            params = builder.DeltaRequestBuilderGetQueryParameters(select=["id", "displayName", "members"])
+            info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        result = GroupDeltaPage()
+        page = await self._json("groups.delta", info)
+        while True:
+            for group in page.get("value", []):
+                gid = str(group["id"])
+                if "@removed" in group:
+                    result.deleted_groups.add(gid)
+                    continue
+                for member in group.get("members@delta", []):
+                    mid = str(member["id"])
+                    if member.get("@odata.type") == GROUP_TYPE:
+                        result.nested_groups.add(mid)
+                    bucket = result.removed if "@removed" in member else result.added
+                    bucket.setdefault(gid, set()).add(mid)
+            if page.get("@odata.deltaLink"):
+                result.delta_link = str(page["@odata.deltaLink"])
+                return result
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                raise TransientError("Graph groups.delta: a page had neither a next nor a delta link")
+            page = await self._json("groups.delta", self._url(str(next_link)))
+
+    async def users_delta(self, delta_link: str | None) -> tuple[set[str], str]:
+        """Ids of users changed since ``delta_link`` (every user for a full round), and the next link."""
+        if delta_link:
+            info = self._url(delta_link)
+        else:
+            builder = self.client.users.delta
+            params = builder.DeltaRequestBuilderGetQueryParameters(select=["id"])
+            info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        users: set[str] = set()
+        page = await self._json("users.delta", info)
+        while True:
+            users.update(str(u["id"]) for u in page.get("value", []))
+            if page.get("@odata.deltaLink"):
+                return users, str(page["@odata.deltaLink"])
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                raise TransientError("Graph users.delta: a page had neither a next nor a delta link")
+            page = await self._json("users.delta", self._url(str(next_link)))
+
+    async def latest_delta_link(self, resource: str) -> str:
+        """A delta link that starts from now (``$deltatoken=latest``), for a resource with no cursor."""
+        if resource not in {"users", "groups"}:
+            raise ValueError(f"no delta for {resource!r}")
+        base = str(self.client.request_adapter.base_url).rstrip("/")
+        page = await self._json(f"{resource}.delta", self._url(f"{base}/{resource}/delta()?$deltatoken=latest"))
+        link = page.get("@odata.deltaLink")
+        if not link:
+            raise TransientError(f"Graph {resource}.delta: no delta link for $deltatoken=latest")
+        return str(link)
+
+    # -- subscriptions -----------------------------------------------------------------------------
+
+    async def list_subscriptions(self) -> list[dict[str, Any]]:
+        info = self.client.subscriptions.to_get_request_information()
+        return [item async for item in self._pages("subscriptions.list", info)]
+
+    async def create_subscription(
+        self, resource: str, notification_url: str, lifecycle_url: str, client_state: str, minutes: int
+    ) -> dict[str, Any]:
+        body = Subscription(
+            change_type="updated,deleted",
+            notification_url=notification_url,
+            lifecycle_notification_url=lifecycle_url,
+            resource=resource,
+            expiration_date_time=_expiry(minutes),
+            client_state=client_state,
+        )
+        try:
+            self.calls["subscriptions.create"] = self.calls.get("subscriptions.create", 0) + 1
+            created = await self.client.subscriptions.post(body)
+        except Exception as exc:
+            raise _translate("subscriptions.create", exc) from exc
+        return _subscription_dict(created)
+
+    async def renew_subscription(self, subscription_id: str, minutes: int) -> dict[str, Any]:
+        try:
+            self.calls["subscriptions.renew"] = self.calls.get("subscriptions.renew", 0) + 1
+            renewed = await self.client.subscriptions.by_subscription_id(subscription_id).patch(
+                Subscription(expiration_date_time=_expiry(minutes))
+            )
+        except Exception as exc:
+            raise _translate("subscriptions.renew", exc) from exc
+        return _subscription_dict(renewed)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        try:
+            self.calls["subscriptions.reauthorize"] = self.calls.get("subscriptions.reauthorize", 0) + 1
+            await self.client.subscriptions.by_subscription_id(subscription_id).reauthorize.post()
+        except Exception as exc:
+            raise _translate("subscriptions.reauthorize", exc) from exc
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        try:
+            await self.client.subscriptions.by_subscription_id(subscription_id).delete()
+        except Exception as exc:
+            translated = _translate("subscriptions.delete", exc)
+            if not isinstance(translated, NotFound):
+                raise translated from exc
+
+
+def _expiry(minutes: int) -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=min(minutes, SUBSCRIPTION_MAX_MINUTES))
+
+
+def _subscription_dict(sub: Any) -> dict[str, Any]:
+    if sub is None:
+        raise TransientError("Graph subscriptions: empty answer")
+    expires = sub.expiration_date_time
+    return {
+        "id": str(sub.id),
+        "resource": str(sub.resource),
+        "expirationDateTime": expires.isoformat() if expires is not None else "",
+        "notificationUrl": sub.notification_url,
+        "lifecycleNotificationUrl": sub.lifecycle_notification_url,
+    }

@@ -1,0 +1,415 @@
+"""The worker's service: one work item in, the target converged, every decision audited.
+
+Per identity: take the lease, read Entra (the source of truth), find the Auth0 account (link, the
+deterministic id, then the configured matching precedence), plan (pure), apply, audit, release.
+Transient errors propagate so the host retries the message; permanent ones are audited and
+swallowed so a bad identity cannot poison the queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import planner
+from shared.auth0_target import Auth0Target, lucene_phrase
+from shared.errors import Conflict, NotFound, PermanentError, Refused, TransientError
+from shared.graph_source import DeltaExpired, GraphSource
+from shared.mapping import SyncMapping
+from shared.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.storage import AuditRow, AuditStore, LeaseStore, LinkStore, StateStore
+from shared.work import WorkItem, WorkQueue
+
+log = logging.getLogger("entra_sync.worker")
+
+GROUPS_DELTA_LEASE = "job:groups-delta"
+USERS_DELTA_LEASE = "job:users-delta"
+
+
+@dataclass
+class Outcome:
+    """What one work item did (returned for tests, the demo and benchmarks)."""
+
+    item: WorkItem
+    status: str  # "applied", "noop", "skipped", "ambiguous", "conflict", "failed", "ignored", "fanned_out"
+    actions: list[str] = field(default_factory=list)
+    user_id: str = ""
+    warnings: list[str] = field(default_factory=list)
+    enqueued: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Resolution:
+    account: Account | None
+    matched_by: str = ""
+    problem: str = ""  # "ambiguous" or "conflict"
+    candidates: tuple[str, ...] = ()
+
+
+class _Clock:
+    """Adds up time per stage (graph, auth0_read, auth0_write, storage) for the benchmarks."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+
+    def add(self, stage: str, started: float) -> None:
+        self.spent[stage] = self.spent.get(stage, 0.0) + time.perf_counter() - started
+
+
+class SyncService:
+    def __init__(
+        self,
+        *,
+        source: GraphSource,
+        target: Auth0Target,
+        links: LinkStore,
+        leases: LeaseStore,
+        audit: AuditStore,
+        state: StateStore,
+        queue: WorkQueue,
+        mapping: SyncMapping,
+        lease_wait_s: float = 3.0,
+    ):
+        self.source = source
+        self.target = target
+        self.links = links
+        self.leases = leases
+        self.audit_store = audit
+        self.state = state
+        self.queue = queue
+        self.mapping = mapping
+        self.lease_wait_s = lease_wait_s
+
+    # ==============================================================================================
+    # Entry point
+    # ==============================================================================================
+
+    async def handle(self, item: WorkItem) -> Outcome:
+        if item.kind == "user":
+            return await self.sync_user(item)
+        if item.kind == "group":
+            return await self.sync_group(item)
+        if item.kind == "delta":
+            return await self.catch_up(item)
+        raise PermanentError(f"work item kind {item.kind!r} is handled elsewhere")
+
+    # ==============================================================================================
+    # Users
+    # ==============================================================================================
+
+    async def sync_user(self, item: WorkItem) -> Outcome:
+        clock = _Clock()
+        t = time.perf_counter()
+        lease = await self.leases.acquire(f"user:{item.id}", wait_s=self.lease_wait_s)
+        clock.add("storage", t)
+        try:
+            outcome = await self._sync_user_locked(item, clock)
+        finally:
+            t = time.perf_counter()
+            await self.leases.release(lease)
+            clock.add("storage", t)
+        outcome.timings = clock.spent
+        return outcome
+
+    async def _sync_user_locked(self, item: WorkItem, clock: _Clock) -> Outcome:
+        t = time.perf_counter()
+        source = await self.source.read_user(item.id)
+        clock.add("graph", t)
+        t = time.perf_counter()
+        link = await self.links.get(item.id)
+        clock.add("storage", t)
+        for _attempt in range(2):
+            t = time.perf_counter()
+            found = await self.resolve(source, link)
+            clock.add("auth0_read", t)
+            if found.problem:
+                await self._audit(item, found.problem, "refused", detail=_match_problem(found))
+                return Outcome(item, found.problem, warnings=[_match_problem(found)])
+            plan = planner.plan(source, found.account, link, self.mapping)
+            try:
+                return await self.apply(item, source, found.account, link, plan, clock)
+            except Conflict:
+                # Another worker created the account between our read and our create (or it was
+                # created by hand with the deterministic id): read again and converge it instead.
+                log.info("create conflicted for %s; re-reading", item.id, extra={"correlation_id": item.correlation_id})
+                t = time.perf_counter()
+                link = await self.links.get(item.id)
+                clock.add("storage", t)
+        raise TransientError(f"could not settle the account for {item.id} after a create conflict")
+
+    async def resolve(self, source: SourceUser, link: Link | None) -> Resolution:
+        """Find the Auth0 account: link, deterministic id, then the matching precedence."""
+        if link is not None and not link.target_deleted:
+            account = await self._account(link.user_id)
+            if account is not None:
+                return Resolution(account, "link")
+        if self.mapping.target.deterministic_user_id:
+            account = await self._account(f"auth0|{source.id}")
+            if account is not None:
+                return Resolution(account, "deterministic_id")
+        key = self.mapping.matching.app_metadata_key
+        for matcher in self.mapping.matching.precedence:
+            candidates = await self._candidates(matcher, source)
+            if candidates is None:
+                continue
+            decision = planner.judge_candidates(candidates, source.id, key)
+            if decision.outcome == "none":
+                continue
+            if decision.outcome in {"ambiguous", "conflict"}:
+                return Resolution(None, matcher, decision.outcome, decision.candidates)
+            assert decision.user_id is not None
+            account = await self._account(decision.user_id)
+            return Resolution(account, matcher)
+        return Resolution(None)
+
+    async def _candidates(self, matcher: str, source: SourceUser) -> list[dict[str, Any]] | None:
+        if matcher == "link":
+            return None  # handled first
+        if matcher == "app_metadata":
+            return await self.target.by_app_metadata(self.mapping.matching.app_metadata_key, source.id)
+        if matcher == "enterprise_identity":
+            connection = self.mapping.matching.enterprise_connection
+            assert connection is not None  # validated with the mapping
+            q = f"identities.connection:{lucene_phrase(connection)} AND identities.user_id:{lucene_phrase(source.id)}"
+            return await self.target.search(q)
+        if matcher == "email":
+            if source.state is SourceState.HARD_DELETED:
+                return None  # nothing left to read an email from
+            email = planner.desired_profile(source, self.mapping).get("email")
+            if not isinstance(email, str) or not email.strip():
+                return None
+            return await self.target.by_email(email.strip())
+        raise AssertionError(f"unknown matcher {matcher}")
+
+    async def _account(self, user_id: str) -> Account | None:
+        data = await self.target.get(user_id)
+        if data is None:
+            return None
+        roles = await self.target.roles_of(user_id) if self.mapping.managed_roles else frozenset()
+        return Account(user_id, data, roles)
+
+    # ==============================================================================================
+    # Apply
+    # ==============================================================================================
+
+    async def apply(
+        self,
+        item: WorkItem,
+        source: SourceUser,
+        account: Account | None,
+        link: Link | None,
+        plan: planner.Plan,
+        clock: _Clock,
+    ) -> Outcome:
+        user_id = account.user_id if account else (link.user_id if link else "")
+        outcome = Outcome(item, "noop" if not plan.actions else "applied", user_id=user_id)
+        if not plan.actions:
+            await self._audit(item, "none", "ok", user_id, detail="in sync")
+            return outcome
+        current_link = link
+        for action in plan.actions:
+            write = action.writes_target
+            t = time.perf_counter()
+            warning = ""
+            if action.kind is ActionKind.CREATE:
+                created = await self.target.create(action.payload)
+                user_id = str(created["user_id"])
+                outcome.user_id = user_id
+            elif action.kind is ActionKind.UPDATE:
+                await self.target.update(user_id, action.payload)
+            elif action.kind is ActionKind.BLOCK:
+                await self.target.update(user_id, {"blocked": True})
+            elif action.kind is ActionKind.UNBLOCK:
+                await self.target.update(user_id, {"blocked": False})
+            elif action.kind in {ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS}:
+                warning = await self._revoke(action.kind, user_id)
+            elif action.kind is ActionKind.DELETE:
+                await self.target.delete(user_id)
+            elif action.kind is ActionKind.ASSIGN_ROLES:
+                await self.target.assign_roles(user_id, action.payload["roles"])
+            elif action.kind is ActionKind.REMOVE_ROLES:
+                await self.target.remove_roles(user_id, action.payload["roles"])
+            elif action.kind is ActionKind.SKIP:
+                outcome.status = "skipped"
+            else:
+                current_link = await self._bookkeep(action, source.id, user_id, current_link)
+            clock.add("auth0_write" if write else "storage", t)
+            outcome.actions.append(action.kind.value)
+            if warning:
+                outcome.warnings.append(warning)
+                log.warning(warning, extra={"correlation_id": item.correlation_id})
+            t = time.perf_counter()
+            await self._audit(
+                item,
+                action.kind.value,
+                "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok"),
+                user_id,
+                diff=_safe_diff(action),
+                detail=warning or action.reason,
+            )
+            clock.add("storage", t)
+        return outcome
+
+    async def _revoke(self, kind: ActionKind, user_id: str) -> str:
+        what = "sessions" if kind is ActionKind.REVOKE_SESSIONS else "refresh tokens"
+        try:
+            if kind is ActionKind.REVOKE_SESSIONS:
+                await self.target.revoke_sessions(user_id)
+            else:
+                await self.target.revoke_refresh_tokens(user_id)
+        except (Refused, NotFound) as exc:
+            return (
+                f"Auth0 refused to revoke {what} for {user_id} ({exc}); the account is blocked, but existing "
+                f"{what} stay valid until they expire (revocation needs the Enterprise plan)"
+            )
+        return ""
+
+    async def _bookkeep(self, action: Action, entra_id: str, user_id: str, link: Link | None) -> Link:
+        base = link if link is not None and link.user_id == user_id else Link(entra_id, user_id)
+        if action.kind is ActionKind.LINK:
+            new = dataclasses.replace(base, target_deleted=False)
+        elif action.kind is ActionKind.START_DEPROVISION:
+            new = dataclasses.replace(
+                base, deprovision=DeprovisionState.PENDING, blocked_by_sync=bool(action.payload["blocked_by_sync"])
+            )
+        elif action.kind is ActionKind.FINISH_DEPROVISION:
+            new = dataclasses.replace(base, deprovision=DeprovisionState.DONE)
+        elif action.kind is ActionKind.CLEAR_DEPROVISION:
+            new = dataclasses.replace(base, deprovision=DeprovisionState.NONE, blocked_by_sync=False)
+        elif action.kind is ActionKind.MARK_TARGET_DELETED:
+            new = dataclasses.replace(link or base, target_deleted=True)
+        else:
+            raise AssertionError(f"not a bookkeeping action: {action.kind}")
+        await self.links.put(new)
+        return new
+
+    async def _audit(
+        self,
+        item: WorkItem,
+        action: str,
+        outcome: str,
+        target_id: str = "",
+        diff: dict[str, Any] | None = None,
+        detail: str = "",
+        error: str = "",
+    ) -> None:
+        await self.audit_store.write(
+            AuditRow(
+                correlation_id=item.correlation_id,
+                source=item.source,
+                source_ref=item.source_ref,
+                identity=item.id,
+                target=self.target.name,
+                target_id=target_id,
+                action=action,
+                outcome=outcome,
+                diff=diff,
+                detail=detail,
+                error=error,
+            )
+        )
+
+    async def audit_failure(self, item: WorkItem, error: Exception) -> None:
+        """A permanent failure: recorded, not retried."""
+        await self._audit(item, "sync", "failed", error=f"{type(error).__name__}: {error}")
+
+    # ==============================================================================================
+    # Groups: membership changes come from groups delta
+    # ==============================================================================================
+
+    async def sync_group(self, item: WorkItem) -> Outcome:
+        if item.id not in self.mapping.relevant_groups:
+            await self._audit(item, "group_change", "skipped", detail="group is not in the mapping's scope or roles")
+            return Outcome(item, "ignored")
+        return await self.catch_up(item, resources=("groups",))
+
+    async def catch_up(self, item: WorkItem, resources: Iterable[str] = ("users", "groups")) -> Outcome:
+        """Read the stored delta links forward and enqueue every user whose data or relevant
+        membership changed. Links are stored only after their items are enqueued."""
+        enqueued = 0
+        for resource in resources:
+            lease_key = GROUPS_DELTA_LEASE if resource == "groups" else USERS_DELTA_LEASE
+            lease = await self.leases.acquire(lease_key, wait_s=self.lease_wait_s * 3)
+            try:
+                enqueued += await self._catch_up(item, resource)
+            finally:
+                await self.leases.release(lease)
+        await self._audit(item, "delta_catch_up", "ok", detail=f"{enqueued} users enqueued")
+        return Outcome(item, "fanned_out", enqueued=enqueued)
+
+    async def _catch_up(self, item: WorkItem, resource: str) -> int:
+        stored = await self.state.get("delta", resource)
+        if stored is None:
+            return await self._full_pass(item, resource)
+        try:
+            if resource == "groups":
+                page = await self.source.groups_delta(stored["link"])
+                users = await self._users_from_group_changes(page)
+                link = page.delta_link
+            else:
+                users, link = await self.source.users_delta(stored["link"])
+        except DeltaExpired:
+            log.warning("%s delta link expired; full pass", resource, extra={"correlation_id": item.correlation_id})
+            return await self._full_pass(item, resource)
+        await self._enqueue(item, users)
+        await self.state.put("delta", resource, {"link": link})
+        return len(users)
+
+    async def _full_pass(self, item: WorkItem, resource: str) -> int:
+        """No usable cursor: a full delta round enqueues everyone who could matter and yields a
+        fresh link to continue from."""
+        if resource == "groups":
+            page = await self.source.groups_delta(None)
+            users = await self._users_from_group_changes(page)
+            link = page.delta_link
+        else:
+            users, link = await self.source.users_delta(None)
+        await self._enqueue(item, users)
+        await self.state.put("delta", resource, {"link": link})
+        return len(users)
+
+    async def _users_from_group_changes(self, page: Any) -> set[str]:
+        relevant = self.mapping.relevant_groups
+        users: set[str] = set()
+        for bucket in (page.added, page.removed):
+            for group_id, members in bucket.items():
+                if group_id not in relevant:
+                    continue
+                for member in members:
+                    if member in page.nested_groups:
+                        users |= await self.source.transitive_user_members(member)
+                    else:
+                        users.add(member)
+        return users
+
+    async def _enqueue(self, item: WorkItem, users: Iterable[str]) -> None:
+        items = [
+            WorkItem("user", uid, "delta", item.source_ref or item.kind, item.correlation_id) for uid in sorted(users)
+        ]
+        if items:
+            await self.queue.send(items)
+
+
+def _match_problem(found: Resolution) -> str:
+    if found.problem == "ambiguous":
+        return f"{found.matched_by} matched several Auth0 accounts ({', '.join(found.candidates)}); not guessing"
+    return (
+        f"{found.matched_by} matched {', '.join(found.candidates)}, which belongs to another Entra user; "
+        "not taking it over"
+    )
+
+
+def _safe_diff(action: Action) -> dict[str, Any] | None:
+    """What an audit row may show: the mapped fields that changed, never a password or token."""
+    if action.diff:
+        return {path: [before, after] for path, (before, after) in action.diff.items()}
+    if action.kind is ActionKind.CREATE:
+        return {k: v for k, v in action.payload.items() if k not in {"password"}}
+    if action.kind in {ActionKind.ASSIGN_ROLES, ActionKind.REMOVE_ROLES}:
+        return {"roles": list(action.payload["roles"])}
+    return None

@@ -1,0 +1,420 @@
+"""sync_worker through the indexed function, with the SDKs against the emulators and Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.server import FaultRule, RateLimit
+from shared.model import DeprovisionState
+from shared.work import WorkItem, user_item
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
+    w = World(azurite, tmp_path).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_joiner_gets_an_account_with_mapped_attributes_roles_and_a_link(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    world.graph.add_member(world.group_ids[1], user["id"])
+
+    async def scenario() -> tuple[Any, list[dict[str, Any]]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await svc.links.get(user["id"]), await audit_rows(svc)
+
+    link, rows = run(scenario())
+    account = world.account(user["id"])
+    assert account is not None
+    assert account["email"] == user["mail"].lower()
+    assert account["name"] == user["displayName"]
+    assert account["user_metadata"]["department"] == user["department"]
+    assert account["app_metadata"]["entra_object_id"] == user["id"]
+    assert account["blocked"] is False
+    assert sorted(world.auth0.user_role_names(account["user_id"])) == ["Employee", "Sales Reader", "Sales Writer"]
+    assert link is not None
+    assert link.user_id == f"auth0|{user['id']}"
+    assert [r["action"] for r in rows] == ["create", "link", "assign_roles"]
+    assert all(r["outcome"] == "ok" for r in rows)
+    assert "password" not in rows[0]["diff"]
+
+
+def test_a_replay_writes_nothing(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.auth0.log.clear()
+            await run_worker(indexed, user_item(user["id"], "delta"))
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert world.auth0_writes() == {}
+    assert rows[-1]["action"] == "none"
+    assert rows[-1]["detail"] == "in sync"
+
+
+def test_mover_changes_reach_the_same_account_with_one_write(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.graph.update_user(
+                user["id"], department="Sales", displayName="Ada Promoted", mail="ada.new@contoso.example"
+            )
+            world.auth0.log.clear()
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    account = world.account(user["id"])
+    assert account is not None
+    assert account["email"] == "ada.new@contoso.example"
+    assert account["name"] == "Ada Promoted"
+    assert account["user_metadata"]["department"] == "Sales"
+    assert account["email_verified"] is True
+    assert world.auth0_writes() == {"mgmt.users.write.update": 1}
+    assert world.auth0.snapshot()["users"] == 1  # an email change never makes a second account
+    update = rows[-1]
+    assert update["action"] == "update"
+    assert '"email": ["' in update["diff"]
+
+
+def test_roles_follow_groups_and_unmanaged_roles_stay(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    world.graph.add_member(world.group_ids[1], user["id"])
+    world.graph.add_member(world.group_ids[2], user["id"])
+
+    async def scenario() -> None:
+        async with services_for(world):
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.grant_role_by_hand(f"auth0|{user['id']}", "Billing Admin")
+            world.graph.remove_member(world.group_ids[1], user["id"])
+            await run_worker(indexed, user_item(user["id"], "notification"))
+
+    run(scenario())
+    uid = f"auth0|{user['id']}"
+    assert sorted(world.auth0.user_role_names(uid)) == ["Billing Admin", "Employee", "Sales Reader"]
+
+
+def test_leaver_is_blocked_and_signed_out_then_unblocked_when_re_enabled(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    async def scenario() -> tuple[Any, Any, list[dict[str, Any]]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.auth0.add_sessions(uid, 3, refresh_tokens=2)
+            world.graph.update_user(user["id"], accountEnabled=False)
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            left = await svc.links.get(user["id"])
+            blocked = dict(world.account(user["id"]) or {})
+            sessions = world.auth0.sessions_of(uid)
+            world.graph.update_user(user["id"], accountEnabled=True)
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return left, (blocked, sessions), await audit_rows(svc)
+
+    left, (blocked, sessions), rows = run(scenario())
+    assert blocked["blocked"] is True
+    assert sessions == {"sessions": 0, "refresh_tokens": 0}
+    assert left.deprovision is DeprovisionState.DONE
+    assert left.blocked_by_sync is True
+    account = world.account(user["id"])
+    assert account is not None
+    assert account["blocked"] is False
+    actions = [r["action"] for r in rows]
+    assert actions[3:] == [
+        "start_deprovision", "block", "revoke_sessions", "revoke_refresh_tokens", "finish_deprovision",
+        "unblock", "clear_deprovision",
+    ]  # fmt: skip
+
+
+def test_soft_delete_blocks_and_hard_delete_follows_its_delete_policy(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.graph.soft_delete_user(user["id"])
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            soft = dict(world.account(user["id"]) or {})
+            world.graph.hard_delete_user(user["id"])
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return soft, await svc.links.get(user["id"])
+
+    soft, link = run(scenario())
+    assert soft["blocked"] is True
+    assert world.account(user["id"]) is None  # deleted: the mapping's hard_delete policy
+    assert link is not None
+    assert link.target_deleted is True  # the link stays for the audit trail
+
+
+def test_revocation_refused_by_the_plan_still_blocks_and_warns(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    world.auth0.set_plan("free")
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.graph.update_user(user["id"], accountEnabled=False)
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    account = world.account(user["id"])
+    assert account is not None
+    assert account["blocked"] is True
+    warnings = [r for r in rows if r["outcome"] == "warning"]
+    assert [r["action"] for r in warnings] == ["revoke_sessions", "revoke_refresh_tokens"]
+    assert "Enterprise plan" in warnings[0]["detail"]
+    assert rows[-1]["action"] == "finish_deprovision"
+
+
+def test_a_disabled_user_never_gets_an_account(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user(enabled=False)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert world.account(user["id"]) is None
+    assert [(r["action"], r["outcome"]) for r in rows] == [("skip", "skipped")]
+
+
+@pytest.mark.parametrize("how", ["email", "app_metadata"])
+def test_an_existing_account_is_matched_and_linked_not_duplicated(
+    world: World, indexed: dict[str, Any], how: str
+) -> None:
+    user = world.member_user()
+    spec: dict[str, Any] = {"user_id": "legacy-1", "email": user["mail"].lower(), "name": "Legacy"}
+    if how == "app_metadata":
+        spec = {"user_id": "legacy-1", "email": "other@legacy.example", "app_metadata": {"entra_object_id": user["id"]}}
+    world.auth0.add_user(spec)
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await svc.links.get(user["id"])
+
+    link = run(scenario())
+    assert link is not None
+    assert link.user_id == "auth0|legacy-1"
+    assert world.auth0.snapshot()["users"] == 1
+    legacy = world.auth0.get_user("auth0|legacy-1")
+    assert legacy is not None
+    assert legacy["name"] == user["displayName"]
+    assert legacy["app_metadata"]["entra_object_id"] == user["id"]
+
+
+def test_ambiguous_and_conflicting_matches_are_never_touched(world: World, indexed: dict[str, Any]) -> None:
+    first, second = world.member_user(), world.member_user(skip=1)
+    for n in (1, 2):
+        world.auth0.add_user(
+            {"user_id": f"dup-{n}", "email": f"dup{n}@x.example", "app_metadata": {"entra_object_id": first["id"]}}
+        )
+    world.auth0.add_user(
+        {"user_id": "theirs", "email": second["mail"].lower(), "app_metadata": {"entra_object_id": "another"}}
+    )
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(first["id"], "notification"))
+            await run_worker(indexed, user_item(second["id"], "notification"))
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert world.auth0_writes() == {}
+    assert world.auth0.snapshot()["users"] == 3
+    assert sorted((r["action"], r["outcome"]) for r in rows) == [("ambiguous", "refused"), ("conflict", "refused")]
+    assert "auth0|dup-1, auth0|dup-2" in next(r["detail"] for r in rows if r["action"] == "ambiguous")
+
+
+def test_five_concurrent_deliveries_of_a_joiner_make_one_account_and_one_write_each(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+
+    async def scenario() -> None:
+        async with services_for(world):
+            await asyncio.gather(*(run_worker(indexed, user_item(user["id"], "notification")) for _ in range(5)))
+
+    run(scenario())
+    assert world.auth0.snapshot()["users"] == 1
+    assert world.auth0_writes() == {"mgmt.users.write.create": 1, "mgmt.users.roles.assign": 1}
+
+
+def test_a_rate_limit_is_waited_out_until_the_reset_not_hammered(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    world.auth0.limits.configure({"mgmt.*": RateLimit(burst=2, per_second=1.0, retry_after=False)})
+
+    async def scenario() -> float:
+        async with services_for(world):
+            started = time.monotonic()
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return time.monotonic() - started
+
+    elapsed = run(scenario())
+    assert world.account(user["id"]) is not None
+    limited = [e for e in world.auth0.log.entries() if e.status == 429]
+    served = [e for e in world.auth0.log.entries() if e.status < 400]
+    # The joiner needs reads, a create and a role assignment: more than the burst, so it waits,
+    # and each 429 is followed by a pause until the reset instead of a burst of retries.
+    assert len(served) >= 4
+    assert len(limited) <= len(served)
+    assert elapsed >= 1.0
+
+
+def test_a_5xx_is_retried_by_the_host_and_converges_once(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    world.auth0.faults.configure([FaultRule("mgmt.users.write.create", kind="error", status=503, count=1)])
+
+    async def scenario() -> None:
+        async with services_for(world):
+            with pytest.raises(Exception, match="503"):
+                await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=1)
+            await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=2)
+
+    run(scenario())
+    assert world.auth0.snapshot()["users"] == 1
+    assert world.account(user["id"]) is not None
+
+
+def test_a_timeout_is_transient(world: World, indexed: dict[str, Any]) -> None:
+    from shared.errors import TransientError
+
+    user = world.member_user()
+    world.auth0.faults.configure([FaultRule("mgmt.users.get", kind="drop", count=1)])
+
+    async def scenario() -> None:
+        async with services_for(world):
+            with pytest.raises(TransientError):
+                await run_worker(indexed, user_item(user["id"], "notification"))
+
+    run(scenario())
+
+
+def test_a_worker_dying_between_block_and_revocation_is_completed_on_redelivery(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    async def scenario() -> tuple[Any, Any]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.auth0.add_sessions(uid, 2)
+            world.graph.update_user(user["id"], accountEnabled=False)
+            world.auth0.faults.configure([FaultRule("mgmt.users.sessions.delete", kind="error", status=500, count=1)])
+            with pytest.raises(Exception, match="500"):
+                await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=1)
+            midway = await svc.links.get(user["id"])
+            await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=2)
+            return midway, await svc.links.get(user["id"])
+
+    midway, final = run(scenario())
+    assert midway.deprovision is DeprovisionState.PENDING
+    assert world.auth0.sessions_of(uid)["sessions"] == 0
+    assert final.deprovision is DeprovisionState.DONE
+    assert final.blocked_by_sync is True  # the block stays ours, so a re-enable will lift it
+
+
+def test_a_malformed_work_item_is_audited_and_not_retried(world: World, indexed: dict[str, Any]) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, '{"v": 1, "kind": "user", "id": "not-a-guid", "source": "delta"}')
+            await run_worker(indexed, "not json at all")
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert [(r["action"], r["outcome"]) for r in rows] == [("refuse_work_item", "refused")] * 2
+    assert "not a GUID" in rows[0]["detail"] or "not a GUID" in rows[1]["detail"]
+
+
+def test_the_last_attempt_keeps_its_error_before_the_poison_queue(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    world.auth0.faults.configure([FaultRule("mgmt.users.get", kind="error", status=503)])
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            with pytest.raises(Exception, match="503"):
+                await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=5)
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert [(r["action"], r["outcome"]) for r in rows] == [("sync", "poisoned")]
+    assert "503" in rows[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("mail", "name"),
+    [
+        ("q\"uote's@x.example", 'Zoë "Q" O\'Brien'),
+        ("back\\slash*star@x.example", "Name: with OR spaces"),
+        ("a+b(c)@x.example", "Ünïcødé 山田 太郎"),
+    ],
+)
+def test_awkward_emails_and_names_match_exactly(world: World, indexed: dict[str, Any], mail: str, name: str) -> None:
+    user = world.member_user()
+    world.graph.update_user(user["id"], mail=mail, displayName=name)
+    # A look-alike account whose email differs only by the awkward characters must not match.
+    world.auth0.add_user({"user_id": "lookalike", "email": "quotes@x.example"})
+
+    async def scenario() -> None:
+        async with services_for(world):
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            await run_worker(indexed, user_item(user["id"], "notification"))
+
+    run(scenario())
+    account = world.account(user["id"])
+    assert account is not None
+    assert account["email"] == mail.lower()
+    assert account["name"] == name
+    assert world.auth0.get_user("auth0|lookalike")["name"] != name  # type: ignore[index]
+    assert world.auth0.snapshot()["users"] == 2
+
+
+def test_group_notifications_fan_out_to_the_members_whose_roles_change(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+
+    async def scenario() -> list[WorkItem]:
+        async with services_for(world) as svc:
+            await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
+            world.graph.add_member(world.group_ids[1], user["id"])
+            world.graph.add_member(world.group_ids[3], world.member_user(skip=1)["id"])  # not in the mapping
+            await run_worker(indexed, WorkItem("group", world.group_ids[1], "notification"))
+            return await queued(svc)
+
+    items = run(scenario())
+    assert [(i.kind, i.id, i.source) for i in items] == [("user", user["id"], "delta")]
+
+
+def test_a_group_outside_the_mapping_is_ignored_without_a_graph_call(world: World, indexed: dict[str, Any]) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            world.graph.log.clear()
+            await run_worker(indexed, WorkItem("group", world.group_ids[3], "notification"))
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert world.graph.log.total == 0
+    assert [(r["action"], r["outcome"]) for r in rows] == [("group_change", "skipped")]

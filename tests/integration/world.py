@@ -1,0 +1,233 @@
+"""A small, complete world for integration tests: Graph and Auth0 emulators, Azurite, a mapping
+file tied to the seeded tenant's groups, and the product's services built from real settings."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import httpx
+from azure.functions.queue import QueueMessage
+from azure.storage.queue import TextBase64DecodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from sandbox.auth0 import Auth0Emulator
+from sandbox.azurite import Azurite
+from sandbox.graph import GraphEmulator
+from shared import bootstrap, names
+from shared.bootstrap import Services
+from shared.settings import Settings
+from shared.work import WorkItem
+from tests.support import sandbox_env
+
+ROLES = ("Employee", "Sales Reader", "Sales Writer", "Billing Admin")
+
+
+def mapping_text(groups: list[str], extra: str = "", deprovision: str = "{action: block, hard_delete: delete}") -> str:
+    return f"""
+version: 1
+target: {{connection: Username-Password-Authentication}}
+scope: {{user_types: [Member]}}
+attributes:
+  - {{source: mail, target: email, transforms: [trim, lower]}}
+  - {{target: email_verified, transforms: [{{constant: true}}]}}
+  - {{source: displayName, target: name}}
+  - {{source: givenName, target: given_name}}
+  - {{source: surname, target: family_name}}
+  - {{source: department, target: user_metadata.department}}
+  - {{source: jobTitle, target: user_metadata.job_title}}
+  - {{source: employeeId, target: app_metadata.employee_id}}
+  - {{source: manager.id, target: app_metadata.manager_object_id}}
+roles:
+  - {{group: {groups[0]}, roles: [Employee]}}
+  - {{group: {groups[1]}, roles: [Sales Reader, Sales Writer]}}
+  - {{group: {groups[2]}, roles: [Sales Reader]}}
+deprovision: {deprovision}
+{extra}
+"""
+
+
+@dataclass
+class World:
+    azurite: Azurite
+    tmp_path: Path
+    users: int = 40
+    groups: int = 6
+    seed: int = 11
+    mapping_extra: str = ""
+    deprovision: str = "{action: block, hard_delete: delete}"
+    graph: GraphEmulator = field(init=False)
+    auth0: Auth0Emulator = field(init=False)
+    settings: Settings = field(init=False)
+    group_ids: list[str] = field(init=False)
+    svc: Services = field(init=False)
+
+    def start(self, notification_base: str = "http://127.0.0.1:9/api") -> World:
+        self.graph = GraphEmulator().start()  # type: ignore[assignment]
+        self.auth0 = Auth0Emulator().start()  # type: ignore[assignment]
+        self.graph.seed({"users": self.users, "groups": self.groups, "seed": self.seed})
+        for role in ROLES:
+            self.auth0.add_role(role)
+        dump = self.graph.snapshot(full=True)["dump"]
+        self.group_ids = [g["id"] for g in dump["groups"]]
+        path = self.tmp_path / "mapping.yaml"
+        path.write_text(mapping_text(self.group_ids, self.mapping_extra, self.deprovision))
+        self.configure(notification_base, path)
+        return self
+
+    def configure(self, notification_base: str, mapping_path: Path | None = None) -> None:
+        env = sandbox_env(
+            storage=self.azurite.connection_string,
+            graph_base_url=self.graph.base_url,
+            auth0_base_url=self.auth0.base_url,
+            GRAPH_NOTIFICATION_URL=f"{notification_base}/graph_webhook",
+            GRAPH_LIFECYCLE_URL=f"{notification_base}/graph_lifecycle",
+            SYNC_MAPPING_FILE=str(mapping_path or self.tmp_path / "mapping.yaml"),
+        )
+        self.settings = Settings.from_env(env)
+
+    def stop(self) -> None:
+        self.graph.stop()
+        self.auth0.stop()
+
+    # -- tenant helpers --------------------------------------------------------------------------
+
+    def users_in(self, group_index: int) -> list[str]:
+        dump = self.graph.snapshot(full=True)["dump"]
+        gid = self.group_ids[group_index]
+        return [m for m in dump["members"][gid] if any(u["id"] == m for u in dump["users"])]
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        dump = self.graph.snapshot(full=True)["dump"]
+        return next(u for u in dump["users"] if u["id"] == user_id)
+
+    def transitive_users(self, group_id: str) -> set[str]:
+        dump = self.graph.snapshot(full=True)["dump"]
+        groups = {g["id"] for g in dump["groups"]}
+        seen: set[str] = set()
+        users: set[str] = set()
+        todo = [group_id]
+        while todo:
+            gid = todo.pop()
+            if gid in seen:
+                continue
+            seen.add(gid)
+            for member in dump["members"].get(gid, []):
+                if member in groups:
+                    todo.append(member)
+                else:
+                    users.add(member)
+        return users
+
+    def member_user(self, *, enabled: bool = True, skip: int = 0) -> dict[str, Any]:
+        """A Member user (enabled or not) in group 0 and not, even through nesting, in groups 1 and 2."""
+        dump = self.graph.snapshot(full=True)["dump"]
+        in_0 = self.transitive_users(self.group_ids[0])
+        excluded = self.transitive_users(self.group_ids[1]) | self.transitive_users(self.group_ids[2])
+        found = [
+            u for u in dump["users"]
+            if u.get("userType") == "Member" and u["accountEnabled"] is enabled
+            and u["id"] in in_0 and u["id"] not in excluded
+        ]  # fmt: skip
+        if len(found) <= skip:
+            raise AssertionError("the seeded tenant has no such user")
+        return dict(found[skip])
+
+    def account(self, entra_id: str) -> dict[str, Any] | None:
+        return self.auth0.get_user(f"auth0|{entra_id}")
+
+    def grant_role_by_hand(self, user_id: str, role_name: str) -> None:
+        """What an Auth0 admin would do: assign a role through the Management API."""
+        headers = {"Authorization": f"Bearer {self.auth0.static_token}"}
+        roles = httpx.get(f"{self.auth0.base_url}/roles", headers=headers, params={"per_page": 100}).json()
+        role_id = next(r["id"] for r in roles if r["name"] == role_name)
+        answer = httpx.post(f"{self.auth0.base_url}/users/{user_id}/roles", headers=headers, json={"roles": [role_id]})
+        answer.raise_for_status()
+
+    def auth0_writes(self) -> dict[str, int]:
+        """Write calls the Auth0 emulator served, per route."""
+        return dict(Counter(e.route for e in self.auth0.log.entries() if e.write))
+
+
+async def open_services(world: World, **overrides: Any) -> Services:
+    """Fresh services in the running event loop, with empty product tables and queues."""
+    svc = bootstrap.init(world.settings, **overrides)
+    await svc.ensure_storage()
+    for table in names.TABLES:
+        client = svc.table(table)
+        async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
+            await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    for queue in names.QUEUES:
+        async with svc.queues.get_queue_client(queue) as q:
+            await q.clear_messages()
+    return svc
+
+
+def message(item: WorkItem | str, dequeue_count: int = 1) -> QueueMessage:
+    body = item.to_json() if isinstance(item, WorkItem) else item
+    return QueueMessage(id="m-1", body=body.encode(), dequeue_count=dequeue_count)
+
+
+async def run_worker(indexed: dict[str, Any], item: WorkItem | str, dequeue_count: int = 1) -> None:
+    await indexed["sync_worker"].get_user_function()(message(item, dequeue_count))
+
+
+async def queued(svc: Services, queue: str = names.WORK_QUEUE, take: bool = True) -> list[WorkItem]:
+    """The work items waiting on a queue (removed from it when ``take``)."""
+    client: QueueClient = svc.queues.get_queue_client(queue, message_decode_policy=TextBase64DecodePolicy())
+    items: list[WorkItem] = []
+    async with client:
+        while True:
+            batch = [
+                m async for m in client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=5)
+            ]
+            if not batch:
+                return items
+            for m in batch:
+                items.append(WorkItem.from_json(m.content))
+                if take:
+                    await client.delete_message(m)
+
+
+async def drain(indexed: dict[str, Any], svc: Services, rounds: int = 5) -> int:
+    """Run the worker on everything queued (and what that queues), a bounded number of rounds."""
+    done = 0
+    for _ in range(rounds):
+        items = await queued(svc)
+        if not items:
+            return done
+        for item in items:
+            await run_worker(indexed, item)
+            done += 1
+    return done
+
+
+def http_request(body: Any = None, params: dict[str, str] | None = None, content_type: str = "application/json",
+                 raw: bytes | None = None) -> func.HttpRequest:  # fmt: skip
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+    return func.HttpRequest(
+        method="POST", url="/api/x", headers={"content-type": content_type}, params=params or {}, body=data
+    )
+
+
+async def audit_rows(svc: Services) -> list[dict[str, Any]]:
+    return await svc.audit.all()
+
+
+@contextlib.asynccontextmanager
+async def services_for(world: World, **overrides: Any):  # type: ignore[no-untyped-def]
+    svc = await open_services(world, **overrides)
+    try:
+        yield svc
+    finally:
+        await svc.aclose()
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
