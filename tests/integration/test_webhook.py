@@ -1,0 +1,184 @@
+"""graph_webhook and graph_lifecycle through the indexed functions: the handshake, validation at
+the edge, auditing of what was refused, and one work item per identity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.azurite import Azurite
+from tests.integration.world import World, audit_rows, http_request, queued, services_for
+from tests.support import CLIENT_STATE
+
+SUB_USERS = "11111111-aaaa-4bbb-8ccc-000000000001"
+SUB_GROUPS = "11111111-aaaa-4bbb-8ccc-000000000002"
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
+    w = World(azurite, tmp_path, users=10, groups=3).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def note(
+    user_id: str, *, state: str | None = CLIENT_STATE, sub: str = SUB_USERS, kind: str = "Users"
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "subscriptionId": sub,
+        "changeType": "updated",
+        "resource": f"{kind}/{user_id}",
+        "resourceData": {
+            "@odata.type": f"#Microsoft.Graph.{kind[:-1]}",
+            "@odata.id": f"{kind}/{user_id}",
+            "id": user_id,
+        },
+        "tenantId": "00000000-0000-0000-0000-000000000000",
+    }
+    if state is not None:
+        item["clientState"] = state
+    return item
+
+
+async def call(indexed: dict[str, Any], name: str, request: Any) -> Any:
+    return await indexed[name].get_user_function()(request)
+
+
+async def known(svc: Any) -> None:
+    for resource, sub in (("users", SUB_USERS), ("groups", SUB_GROUPS)):
+        await svc.state.put("subscription", resource, {"id": sub, "resource": resource})
+
+
+def scenario(
+    world: World, indexed: dict[str, Any], name: str, request: Any
+) -> tuple[Any, list[Any], list[dict[str, Any]]]:
+    async def go() -> tuple[Any, list[Any], list[dict[str, Any]]]:
+        async with services_for(world) as svc:
+            await known(svc)
+            response = await call(indexed, name, request)
+            return response, await queued(svc), await audit_rows(svc)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+def test_the_validation_handshake_echoes_the_decoded_token(world: World, indexed: dict[str, Any], name: str) -> None:
+    token = "Validation: Token with spaces & symbols <>"
+    response, items, _ = scenario(world, indexed, name, http_request(params={"validationToken": token}))
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert response.get_body().decode() == token
+    assert items == []
+
+
+def test_a_batch_becomes_one_work_item_per_identity(world: World, indexed: dict[str, Any]) -> None:
+    a, b, g = (str(uuid.uuid4()) for _ in range(3))
+    body = {"value": [note(a), note(b), note(a), note(g, sub=SUB_GROUPS, kind="Groups")]}
+    response, items, rows = scenario(world, indexed, "graph_webhook", http_request(body))
+    assert response.status_code == 202
+    assert sorted((i.kind, i.id, i.source, i.source_ref) for i in items) == sorted(
+        [
+            ("user", a, "notification", SUB_USERS),
+            ("user", b, "notification", SUB_USERS),
+            ("group", g, "notification", SUB_GROUPS),
+        ]
+    )
+    assert len({i.correlation_id for i in items}) == 3
+    assert rows == []
+
+
+@pytest.mark.parametrize(
+    ("item_change", "reason"),
+    [
+        ({"clientState": "sandbox-client-state-WRONG-000000"}, "clientState missing or wrong"),
+        ({"clientState": None}, "clientState missing or wrong"),
+        ({"subscriptionId": "99999999-aaaa-4bbb-8ccc-000000000009"}, "unknown subscription"),
+        (
+            {"resourceData": {"id": "not-a-guid"}, "resource": "Users/not-a-guid"},
+            "resourceData.id is not the resource's GUID",
+        ),
+        ({"resource": "Devices/11111111-2222-3333-4444-555555555555"}, "resource is not a user or group"),
+        ({"changeType": "exploded"}, "unknown changeType"),
+    ],
+)
+def test_a_refused_item_is_audited_and_nothing_is_enqueued(
+    world: World, indexed: dict[str, Any], item_change: dict[str, Any], reason: str
+) -> None:
+    item = {**note(str(uuid.uuid4())), **item_change}
+    if item.get("clientState") is None:
+        item.pop("clientState")
+    response, items, rows = scenario(world, indexed, "graph_webhook", http_request({"value": [item]}))
+    assert response.status_code == 403
+    assert items == []
+    assert [(r["action"], r["outcome"], r["detail"]) for r in rows] == [("refuse_notification", "refused", reason)]
+    assert all(CLIENT_STATE not in json.dumps(r, default=str) for r in rows)
+
+
+def test_good_items_go_through_beside_a_refused_one(world: World, indexed: dict[str, Any]) -> None:
+    good = str(uuid.uuid4())
+    body = {"value": [note(good), note(str(uuid.uuid4()), state="forged-state-value-000000000")]}
+    response, items, rows = scenario(world, indexed, "graph_webhook", http_request(body))
+    assert response.status_code == 202
+    assert [i.id for i in items] == [good]
+    assert [r["detail"] for r in rows] == ["clientState missing or wrong"]
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status"),
+    [
+        ({"raw": b"{not json"}, 400),
+        ({"raw": b'{"value": "nope"}'}, 400),
+        ({"raw": b"[]"}, 400),
+        ({"body": {"value": []}, "content_type": "text/plain"}, 415),
+        ({"raw": b'{"value": [' + b" " * (1024 * 1024) + b"]}"}, 413),
+        ({"params": {"validationToken": "x" * 5000}}, 400),
+    ],
+)
+def test_malformed_requests_get_a_clear_status_and_are_audited(
+    world: World, indexed: dict[str, Any], request_kwargs: dict[str, Any], status: int
+) -> None:
+    response, items, rows = scenario(world, indexed, "graph_webhook", http_request(**request_kwargs))
+    assert response.status_code == status
+    assert items == []
+    if status != 400 or "params" not in request_kwargs:
+        assert [r["outcome"] for r in rows] == ["refused"]
+
+
+def test_a_batch_that_cannot_be_enqueued_gets_a_503(world: World, indexed: dict[str, Any]) -> None:
+    class BrokenQueue:
+        async def send(self, items: Any) -> int:
+            raise ConnectionError("queue service unavailable")
+
+    async def go() -> Any:
+        async with services_for(world, work_queue=BrokenQueue()) as svc:
+            await known(svc)
+            return await call(indexed, "graph_webhook", http_request({"value": [note(str(uuid.uuid4()))]}))
+
+    assert asyncio.run(go()).status_code == 503
+
+
+def test_reauthorization_required_is_queued_for_the_worker(world: World, indexed: dict[str, Any]) -> None:
+    body = {
+        "value": [
+            {"subscriptionId": SUB_USERS, "clientState": CLIENT_STATE, "lifecycleEvent": "reauthorizationRequired"},
+            {
+                "subscriptionId": SUB_USERS,
+                "clientState": "wrong-state-0000000000000",
+                "lifecycleEvent": "reauthorizationRequired",
+            },
+        ]
+    }
+    response, items, rows = scenario(world, indexed, "graph_lifecycle", http_request(body))
+    assert response.status_code == 202
+    assert [(i.kind, i.id, i.source, i.source_ref) for i in items] == [
+        ("subscription", SUB_USERS, "lifecycle", "reauthorizationRequired")
+    ]
+    assert [r["detail"] for r in rows] == ["clientState missing or wrong"]
