@@ -418,3 +418,37 @@ def test_a_group_outside_the_mapping_is_ignored_without_a_graph_call(world: Worl
     rows = run(scenario())
     assert world.graph.log.total == 0
     assert [(r["action"], r["outcome"]) for r in rows] == [("group_change", "skipped")]
+
+
+def test_leaving_scope_is_a_leaver_and_guests_outside_scope_get_nothing(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]
+) -> None:
+    world = World(azurite, tmp_path, scope="{user_types: [Member], groups: [GROUP0]}").start()
+    try:
+        direct = set(world.graph.snapshot(full=True)["dump"]["members"][world.group_ids[0]])
+        nested = world.transitive_users(world.group_ids[0]) - direct
+        user = next(
+            u for u in (world.member_user(skip=n) for n in range(5)) if u["id"] in direct and u["id"] not in nested
+        )
+        guest = world.graph.create_user(
+            displayName="Guest Person", mail="guest@partner.example", userType="Guest", accountEnabled=True,
+            userPrincipalName="guest_partner.example#EXT#@sandbox.onmicrosoft.com",
+        )  # fmt: skip
+        world.graph.add_member(world.group_ids[0], guest["id"])
+
+        async def scenario() -> Any:
+            async with services_for(world) as svc:
+                await run_worker(indexed, user_item(user["id"], "notification"))
+                world.graph.remove_member(world.group_ids[0], user["id"])
+                await run_worker(indexed, user_item(user["id"], "notification"))
+                await run_worker(indexed, user_item(guest["id"], "notification"))
+                return await svc.links.get(user["id"])
+
+        link = run(scenario())
+        account = world.account(user["id"])
+        assert account is not None
+        assert account["blocked"] is True  # out of scope: the deprovision policy applies
+        assert link.deprovision is DeprovisionState.DONE
+        assert world.account(guest["id"]) is None
+    finally:
+        world.stop()

@@ -29,11 +29,16 @@ from tests.support import sandbox_env
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Billing Admin")
 
 
-def mapping_text(groups: list[str], extra: str = "", deprovision: str = "{action: block, hard_delete: delete}") -> str:
+def mapping_text(
+    groups: list[str],
+    extra: str = "",
+    deprovision: str = "{action: block, hard_delete: delete}",
+    scope: str = "{user_types: [Member]}",
+) -> str:
     return f"""
 version: 1
 target: {{connection: Username-Password-Authentication}}
-scope: {{user_types: [Member]}}
+scope: {scope}
 attributes:
   - {{source: mail, target: email, transforms: [trim, lower]}}
   - {{target: email_verified, transforms: [{{constant: true}}]}}
@@ -62,6 +67,7 @@ class World:
     seed: int = 11
     mapping_extra: str = ""
     deprovision: str = "{action: block, hard_delete: delete}"
+    scope: str = "{user_types: [Member]}"
     graph: GraphEmulator = field(init=False)
     auth0: Auth0Emulator = field(init=False)
     settings: Settings = field(init=False)
@@ -77,7 +83,8 @@ class World:
         dump = self.graph.snapshot(full=True)["dump"]
         self.group_ids = [g["id"] for g in dump["groups"]]
         path = self.tmp_path / "mapping.yaml"
-        path.write_text(mapping_text(self.group_ids, self.mapping_extra, self.deprovision))
+        scope = self.scope.replace("GROUP0", self.group_ids[0])
+        path.write_text(mapping_text(self.group_ids, self.mapping_extra, self.deprovision, scope))
         self.configure(notification_base, path)
         return self
 
