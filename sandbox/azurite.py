@@ -129,18 +129,22 @@ class Azurite:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         self.endpoints = None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
         except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+            pass
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
 
     def __enter__(self) -> Azurite:
         return self.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -372,6 +373,21 @@ class SyncService:
         await self._enqueue(item, users)
         await self.state.put("delta", resource, {"link": link})
         return len(users)
+
+    async def backfill(self, correlation_id: str | None = None) -> int:
+        """Initial load: enqueue every user once (a full users-delta round), then keep the round's
+        delta link so catch-ups continue from here."""
+        item = WorkItem("delta", "users", "backfill", "backfill", correlation_id or uuid.uuid4().hex)
+        lease = await self.leases.acquire(USERS_DELTA_LEASE, wait_s=self.lease_wait_s * 3)
+        try:
+            users, link = await self.source.users_delta(None)
+            items = [WorkItem("user", uid, "backfill", "backfill", item.correlation_id) for uid in sorted(users)]
+            await self.queue.send(items)
+            await self.state.put("delta", "users", {"link": link})
+        finally:
+            await self.leases.release(lease)
+        await self._audit(item, "backfill", "ok", detail=f"{len(items)} users enqueued")
+        return len(items)
 
     async def _users_from_group_changes(self, page: Any) -> set[str]:
         relevant = self.mapping.relevant_groups
