@@ -1,0 +1,117 @@
+"""End to end: Entra change -> Graph notification -> graph_webhook -> queue -> sync_worker -> Auth0,
+with the Graph emulator delivering real notifications to the functions served by the host stand-in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.host import FunctionsHost
+from shared import bootstrap
+from tests.integration.world import World, audit_rows, open_services
+from tests.support import CLIENT_STATE
+
+
+@pytest.fixture
+def running(azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]) -> Iterator[tuple[World, FunctionsHost]]:
+    world = World(azurite, tmp_path, users=30, groups=6).start()
+    host = FunctionsHost.from_functions(
+        indexed.values(),
+        storage_connection=azurite.connection_string,
+        visibility_timeout_s=0.2,
+        app_settings={"SUBSCRIPTIONS_SCHEDULE": "0 0 */6 * * *"},
+        on_stop=lambda: bootstrap.services().aclose(),
+    )
+    host.start()
+    try:
+        world.configure(host.base_url)
+        host.run_coroutine(open_services(world))
+        yield world, host
+    finally:
+        host.stop()
+        world.stop()
+
+
+def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"not reached within {timeout_s} s")
+
+
+def test_subscriptions_are_created_through_the_real_handshake_and_changes_flow_to_auth0(
+    running: tuple[World, FunctionsHost],
+) -> None:
+    world, host = running
+    host.run_timer("subscriptions_renew")
+    subs = world.graph.snapshot(full=True)["dump"]["subscriptions"]
+    assert sorted(s["resource"] for s in subs) == ["groups", "users"]
+    assert all(s["notificationUrl"] == f"{host.base_url}/graph_webhook" for s in subs)
+
+    hire = world.graph.create_user(
+        displayName="Grace Hopper", givenName="Grace", surname="Hopper", mail="Grace.Hopper@sandbox.example",
+        userPrincipalName="grace.hopper@sandbox.onmicrosoft.com", department="Research", accountEnabled=True,
+    )  # fmt: skip
+    world.graph.add_member(world.group_ids[1], hire["id"])
+    account = eventually(lambda: world.account(hire["id"]))
+    assert account["email"] == "grace.hopper@sandbox.example"
+    eventually(lambda: set(world.auth0.user_role_names(account["user_id"])) == {"Sales Reader", "Sales Writer"})
+
+    world.graph.update_user(hire["id"], accountEnabled=False)
+    eventually(lambda: (world.account(hire["id"]) or {}).get("blocked") is True)
+    stats = host.stats()
+    assert stats["graph_webhook"]["failed"] == 0
+    assert stats["graph_webhook"]["invocations"] >= 2
+    assert stats["sync_worker"]["failed"] == 0
+
+
+def test_duplicate_deliveries_make_one_account(running: tuple[World, FunctionsHost]) -> None:
+    world, host = running
+    host.run_timer("subscriptions_renew")
+    user = world.member_user()
+    sub = next(s for s in world.graph.snapshot(full=True)["dump"]["subscriptions"] if s["resource"] == "users")
+    body = {
+        "value": [
+            {
+                "subscriptionId": sub["id"], "clientState": CLIENT_STATE, "changeType": "updated",
+                "resource": f"Users/{user['id']}", "resourceData": {"id": user["id"]},
+            }
+        ]
+    }  # fmt: skip
+    with httpx.Client() as client:
+        answers = [client.post(f"{host.base_url}/graph_webhook", json=body).status_code for _ in range(5)]
+    assert answers == [202] * 5
+    assert host.wait_idle(15)
+    assert world.auth0.snapshot()["users"] == 1
+    assert world.auth0_writes()["mgmt.users.write.create"] == 1
+
+
+def test_reauthorization_repairs_dropped_notifications_through_a_delta_catch_up(
+    running: tuple[World, FunctionsHost],
+) -> None:
+    world, host = running
+    host.run_timer("subscriptions_renew")
+    user = world.member_user()
+    world.graph.configure_notifications(drop_rate=1.0)  # every change notification is lost
+    world.graph.add_member(world.group_ids[1], user["id"])
+    world.graph.update_user(user["id"], department="Dropped Notifications Dept")
+    assert world.graph.wait_notifications(5)
+    assert host.wait_idle(5)
+    assert world.account(user["id"]) is None
+
+    world.graph.configure_notifications(drop_rate=0.0)
+    assert world.graph.emit_reauthorization_required() == 2
+    account = eventually(lambda: world.account(user["id"]))
+    assert account["user_metadata"]["department"] == "Dropped Notifications Dept"
+    assert host.wait_idle(15)
+    rows = host.run_coroutine(audit_rows(bootstrap.services()))
+    assert any(r["action"] == "delta_catch_up" for r in rows)
