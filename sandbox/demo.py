@@ -1,87 +1,215 @@
-"""The main job on the sandbox: start it, seed a tenant, and show what entra-sync sees through its
-own settings and SDK wiring."""
+"""The main job on the sandbox: entra-sync keeping an emulated Auth0 tenant in step with an emulated
+Entra ID tenant, driven exactly as the Functions host would drive it.
+
+Starts Azurite and both emulators, seeds a tenant, points the functions at them, creates the Graph
+subscriptions (real validation handshake), backfills, then plays a scripted day whose every step
+flows emulator -> graph_webhook -> queue -> sync_worker -> Auth0, and ends with a summary and the
+audit trail of the day's new hire.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import os
+import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from sandbox.host import FunctionsHost
 from sandbox.stack import Stack
-from shared import clients
+from shared import bootstrap
 from shared.settings import Settings
 
+ROLES = ("Employee", "Sales Reader", "Sales Writer", "Support Agent")
+STEP_TIMEOUT_S = 15.0
 
-def _line(label: str, value: Any) -> None:
-    print(f"  {label:<34} {value}")
+
+def _mapping(groups: list[dict[str, Any]]) -> str:
+    staff, sales, support = groups[0], groups[1], groups[2]
+    return f"""version: 1
+target: {{connection: Username-Password-Authentication}}
+scope: {{user_types: [Member]}}
+matching: {{precedence: [link, app_metadata, email]}}
+attributes:
+  - {{source: mail, target: email, transforms: [trim, lower]}}
+  - {{target: email_verified, transforms: [{{constant: true}}]}}
+  - {{source: displayName, target: name}}
+  - {{source: givenName, target: given_name}}
+  - {{source: surname, target: family_name}}
+  - {{source: department, target: user_metadata.department, transforms: [{{default: Unassigned}}]}}
+  - {{source: jobTitle, target: user_metadata.job_title}}
+  - {{source: employeeId, target: app_metadata.employee_id}}
+  - {{source: manager.id, target: app_metadata.manager_object_id}}
+roles:
+  - {{group: {staff["id"]}, roles: [Employee]}}          # {staff["displayName"]}
+  - {{group: {sales["id"]}, roles: [Sales Reader, Sales Writer]}}   # {sales["displayName"]}
+  - {{group: {support["id"]}, roles: [Sales Reader, Support Agent]}}  # {support["displayName"]}
+deprovision: {{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}}
+"""
 
 
-async def _read_through_product(settings: Settings) -> dict[str, Any]:
-    """Read both sides with the product's own clients, as the functions will."""
-    from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+def _wait(check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S) -> float:
+    """Seconds until ``check()`` holds (polling the emulator's state), or raise."""
+    started = time.perf_counter()
+    deadline = started + timeout_s
+    while time.perf_counter() < deadline:
+        if check():
+            return time.perf_counter() - started
+        time.sleep(0.002)
+    raise TimeoutError(f"not converged within {timeout_s:.0f} s")
 
-    graph = clients.graph_client(settings)
-    query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
-        select=["id", "displayName", "userPrincipalName", "accountEnabled", "userType", "department"], top=5
-    )
-    config = UsersRequestBuilder.UsersRequestBuilderGetRequestConfiguration(query_parameters=query)
-    t0 = time.perf_counter()
-    page = await graph.users.get(request_configuration=config)
-    graph_ms = (time.perf_counter() - t0) * 1000
-    auth0 = clients.auth0_client(settings)
-    t0 = time.perf_counter()
-    pager = await auth0.users.list(per_page=5, page=0, include_totals=True)
-    auth0_ms = (time.perf_counter() - t0) * 1000
-    tables = clients.table_service(settings)
-    async with tables:
-        t0 = time.perf_counter()
-        table_count = len([t async for t in tables.list_tables()])
-        storage_ms = (time.perf_counter() - t0) * 1000
-    return {
-        "graph_users": (page.value if page else None) or [],
-        "graph_ms": graph_ms,
-        "auth0_total": int(pager.response.total or 0),
-        "auth0_ms": auth0_ms,
-        "tables": table_count,
-        "storage_ms": storage_ms,
-    }
+
+def _print_step(n: int, title: str, seconds: float, detail: str) -> None:
+    print(f"  {n}. {title:<44} {seconds * 1000:7.0f} ms   {detail}")
+
+
+def _pct(samples: dict[str, Any], key: str) -> str:
+    s = samples.get(key) or {}
+    if not s.get("count"):
+        return "-"
+    return f"p50 {s['p50'] * 1000:.0f} ms, p99 {s['p99'] * 1000:.0f} ms"
 
 
 def run_demo(users: int, groups: int, seed: int) -> int:
-    print("entra-sync demo: sandbox tenant (emulated Entra ID and Auth0) with Azurite\n")
-    with Stack() as stack:
-        print("Started")
-        for name, seconds in stack.timings.items():
-            _line(name, f"{seconds * 1000:.0f} ms")
-        summary = stack.seed(users, groups, seed)
-        dump = stack.graph.snapshot(full=True)["dump"]
-        people = dump["users"]
-        print(f"\nSeeded tenant (seed {seed})")
-        _line("users", summary["users"])
-        _line(
-            "  enabled / disabled",
-            f"{sum(u['accountEnabled'] for u in people)} / {sum(not u['accountEnabled'] for u in people)}",
+    print("entra-sync demo: emulated Entra ID -> entra-sync Functions -> emulated Auth0, on Azurite\n")
+    with Stack() as stack, tempfile.TemporaryDirectory(prefix="entra-sync-demo-") as tmp:
+        graph, auth0 = stack.graph, stack.auth0
+        summary = stack.seed(users, max(groups, 3), seed)
+        dump = graph.snapshot(full=True)["dump"]
+        for role in ROLES:
+            auth0.add_role(role)
+        # Three people already have Auth0 accounts (same email): they are linked, never duplicated.
+        existing = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:3]
+        for n, u in enumerate(existing):
+            auth0.add_user({"user_id": f"legacy-{n}", "email": u["mail"].lower(), "name": f"Legacy {u['displayName']}"})
+        mapping_path = Path(tmp) / "mapping.yaml"
+        mapping_path.write_text(_mapping(dump["groups"]))
+        kinds = Counter(
+            ("guest" if u.get("userType") == "Guest" else "member", u["accountEnabled"]) for u in dump["users"]
         )
-        types = Counter(u.get("userType", "Member") for u in people)
-        _line("  members / guests", f"{types['Member']} / {types['Guest']}")
-        _line("groups", summary["groups"])
-        _line("memberships", summary["memberships"])
-        _line("users with a manager", len(dump["managers"]))
-        departments = Counter(u.get("department") for u in people)
-        _line("departments", ", ".join(f"{d} {n}" for d, n in departments.most_common(4)) + ", ...")
+        print(f"Sandbox   Graph {graph.base_url}   Auth0 {auth0.base_url}   Azurite (in memory)")
+        print(
+            f"Tenant    {summary['users']} users ({kinds[('member', True)]} enabled members, "
+            f"{kinds[('member', False)]} disabled, {kinds[('guest', True)] + kinds[('guest', False)]} guests), "
+            f"{summary['groups']} groups, {summary['memberships']} memberships, seed {seed}"
+        )
+        print(f"Auth0     {len(ROLES)} roles, {len(existing)} pre-existing accounts\n")
 
-        settings = Settings.from_env(stack.env())
-        result = asyncio.run(_read_through_product(settings))
-        print("\nRead through entra-sync's own settings and SDK clients")
-        _line("Graph: first users (msgraph-sdk)", f"{result['graph_ms']:.0f} ms")
-        for u in result["graph_users"]:
-            state = "enabled" if u.account_enabled else "disabled"
-            print(f"    {u.display_name:<28} {u.user_principal_name:<44} {u.user_type:<7} {state}")
-        _line("Auth0: users (auth0-python)", f"{result['auth0_total']} ({result['auth0_ms']:.0f} ms)")
-        _line("Table Storage: tables (Azurite)", f"{result['tables']} ({result['storage_ms']:.0f} ms)")
-        print("\nRequests served")
-        for name, emulator in (("Graph", stack.graph), ("Auth0", stack.auth0)):
-            _line(name, ", ".join(f"{route} {n}" for route, n in sorted(emulator.log.counts().items())))
-    print("\nSandbox stopped.")
+        env = {**stack.env(), "SYNC_MAPPING_FILE": str(mapping_path)}
+        os.environ.update(env)  # function_app reads its settings at import, as in Azure
+        sys.modules.pop("function_app", None)
+        import function_app
+
+        host = FunctionsHost(
+            function_app.app,
+            storage_connection=env["AzureWebJobsStorage"],
+            app_settings=env,
+            visibility_timeout_s=1.0,
+            on_stop=lambda: bootstrap.services().aclose(),
+        )
+        with host:
+            env.update(
+                GRAPH_NOTIFICATION_URL=f"{host.base_url}/graph_webhook",
+                GRAPH_LIFECYCLE_URL=f"{host.base_url}/graph_lifecycle",
+            )
+            svc = bootstrap.init(Settings.from_env(env))
+            host.run_coroutine(svc.ensure_storage())
+            print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")
+
+            started = time.perf_counter()
+            host.run_timer("subscriptions_renew")
+            subs = graph.snapshot(full=True)["dump"]["subscriptions"]
+            print(
+                f"Subscriptions: {', '.join(s['resource'] for s in subs)} created with the validation handshake "
+                f"in {(time.perf_counter() - started) * 1000:.0f} ms"
+            )
+
+            started = time.perf_counter()
+            queued = host.run_coroutine(svc.sync.backfill())
+            if not host.wait_idle(600):
+                raise TimeoutError("the backfill did not finish")
+            took = time.perf_counter() - started
+            snap = auth0.snapshot()
+            linked = sum(
+                1 for n in range(len(existing)) if (auth0.get_user(f"auth0|legacy-{n}") or {}).get("app_metadata")
+            )
+            print(
+                f"Backfill: {queued} users queued; Auth0 now holds {snap['users']} accounts "
+                f"({linked} existing ones linked, not duplicated) in {took:.1f} s ({queued / took:.0f} users/s)\n"
+            )
+
+            print(
+                "A day in the tenant (each step: Entra change -> notification -> webhook -> queue -> worker -> Auth0)"
+            )
+            graph.log.clear()
+            auth0.log.clear()
+            staff, sales = dump["groups"][0]["id"], dump["groups"][1]["id"]
+            hire = graph.create_user(
+                displayName="Grace Hopper", givenName="Grace", surname="Hopper", mail="grace.hopper@sandbox.example",
+                userPrincipalName="grace.hopper@sandbox.onmicrosoft.com", department="Research",
+                jobTitle="Engineer", employeeId="E990001", accountEnabled=True,
+            )  # fmt: skip
+            graph.add_member(staff, hire["id"])
+            uid = f"auth0|{hire['id']}"
+
+            def account() -> dict[str, Any]:
+                return auth0.get_user(uid) or {}
+
+            secs = _wait(lambda: "Employee" in auth0.user_role_names(uid))
+            _print_step(1, "Hire: Grace Hopper joins Staff", secs, f"account {uid[:18]}..., role Employee")
+
+            graph.update_user(hire["id"], jobTitle="Principal Engineer", department="Sales Engineering")
+            graph.add_member(sales, hire["id"])
+            secs = _wait(
+                lambda: (
+                    {"Sales Reader", "Sales Writer"} <= set(auth0.user_role_names(uid))
+                    and account().get("user_metadata", {}).get("job_title") == "Principal Engineer"
+                )
+            )
+            _print_step(2, "Promotion: new title, joins Sales", secs, "job_title updated, + Sales Reader, Sales Writer")
+
+            graph.update_user(hire["id"], mail="grace.hopper@navy.example")
+            secs = _wait(lambda: account().get("email") == "grace.hopper@navy.example")
+            _print_step(3, "Email change", secs, f"same account, email now {account()['email']}")
+
+            auth0.add_sessions(uid, 2, refresh_tokens=1)
+            graph.update_user(hire["id"], accountEnabled=False)
+            secs = _wait(lambda: account().get("blocked") is True and auth0.sessions_of(uid)["sessions"] == 0)
+            _print_step(4, "Disable (leaver)", secs, "blocked, 2 sessions and 1 refresh token revoked")
+
+            graph.update_user(hire["id"], accountEnabled=True)
+            secs = _wait(lambda: account().get("blocked") is False)
+            _print_step(5, "Re-enable", secs, "unblocked (the block was entra-sync's own)")
+
+            graph.soft_delete_user(hire["id"])
+            secs = _wait(lambda: account().get("blocked") is True)
+            _print_step(6, "Delete (soft)", secs, "blocked per policy; the link is kept for the audit")
+            host.wait_idle(STEP_TIMEOUT_S)
+
+            stats = host.stats()
+            hook, worker = stats["graph_webhook"], stats["sync_worker"]
+            writes = Counter(e.route for e in auth0.log.entries() if e.write)
+            graph_list = ", ".join(f"{k} {v}" for k, v in sorted(graph.log.counts().items()))
+            write_list = ", ".join(f"{k.removeprefix('mgmt.')} {v}" for k, v in sorted(writes.items()))
+            delivered = graph.snapshot()["notifications"].get("delivered", "-")
+            print("\nSummary of the day")
+            print(f"  Graph notifications delivered   {delivered}")
+            print(f"  graph_webhook answers           {hook['invocations']} ({_pct(hook, 'answer_time_s')})")
+            print(
+                f"  sync_worker runs                {worker['invocations']} ({_pct(worker, 'run_time_s')}), "
+                f"failed {worker['failed']}"
+            )
+            print(f"  Graph calls                     {graph.log.total}  ({graph_list})")
+            print(f"  Auth0 writes                    {sum(writes.values())}  ({write_list})")
+
+            rows = host.run_coroutine(svc.audit.for_identity(hire["id"]))
+            print(f"\nAudit trail for {hire['displayName']} ({hire['id']})")
+            for row in rows:
+                detail = str(row["detail"] if row["outcome"] != "ok" or not row.get("diff") else row["diff"])
+                when, source, action, outcome = row["at"][11:23], row["source"], row["action"], row["outcome"]
+                print(f"  {when}  {source:<12} {action:<22} {outcome:<8} {detail[:80]}")
+    print("\nDone: sandbox stopped.")
     return 0

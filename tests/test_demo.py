@@ -1,0 +1,32 @@
+"""The README's first command runs the whole main job on the sandbox and shows the result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox", "demo", "--users", "40", "--groups", "4", "--seed", "3"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Subscriptions: users, groups created with the validation handshake" in out
+    assert "(3 existing ones linked, not duplicated)" in out
+    steps = ("1. Hire", "2. Promotion", "3. Email change", "4. Disable (leaver)", "5. Re-enable", "6. Delete (soft)")
+    for step in steps:
+        assert step in out
+    assert "failed 0" in out
+    assert "Audit trail for Grace Hopper" in out
+    assert "revoke_refresh_tokens" in out
