@@ -12,6 +12,7 @@ from shared import bootstrap
 from shared.bootstrap import Services
 from shared.notifications import NotificationRejected, ParsedBatch, Refusal, validation_token
 from shared.storage import AuditRow
+from shared.telemetry import correlated
 from shared.work import WorkItem
 
 log = logging.getLogger("entra_sync.webhook")
@@ -64,6 +65,10 @@ async def accept_notifications(
     except Exception:
         log.exception("could not enqueue %d work items; Graph will retry the batch", len(items))
         return _text("could not enqueue; retry later", 503)
+    for item in items:
+        correlated(log, item.correlation_id).info(
+            "%s %s queued from %s %s", item.kind, item.id, source, item.source_ref
+        )
     return func.HttpResponse(status_code=202)
 
 

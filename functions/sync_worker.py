@@ -15,6 +15,7 @@ import azure.functions as func
 from shared import bootstrap, names
 from shared.errors import BadInput, PermanentError
 from shared.storage import AuditRow
+from shared.telemetry import correlated
 from shared.work import WorkItem
 
 bp = func.Blueprint()
@@ -36,16 +37,18 @@ async def sync_worker(msg: func.QueueMessage) -> None:
         )
         log.warning("refused a malformed work item %s: %s", msg.id, exc)
         return
-    extra = {"correlation_id": item.correlation_id}
+    clog = correlated(log, item.correlation_id)
     try:
         if item.kind == "subscription":
             done = await svc.subscriptions.handle_lifecycle(item)
-            log.info("subscription %s %s", item.id, done, extra=extra)
+            clog.info("subscription %s %s", item.id, done)
         else:
             outcome = await svc.sync.handle(item)
-            log.info("%s %s: %s %s", item.kind, item.id, outcome.status, ",".join(outcome.actions), extra=extra)
+            clog.info(
+                "%s %s from %s: %s %s", item.kind, item.id, item.source, outcome.status, ",".join(outcome.actions)
+            )
     except PermanentError as exc:
-        log.error("%s %s failed for good: %s", item.kind, item.id, exc, extra=extra)
+        clog.error("%s %s failed for good: %s", item.kind, item.id, exc)
         await svc.sync.audit_failure(item, exc)
     except Exception as exc:
         if (msg.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:

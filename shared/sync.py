@@ -23,6 +23,7 @@ from shared.graph_source import DeltaExpired, GraphSource
 from shared.mapping import SyncMapping
 from shared.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
 from shared.storage import AuditRow, AuditStore, LeaseStore, LinkStore, StateStore
+from shared.telemetry import correlated
 from shared.work import WorkItem, WorkQueue
 
 log = logging.getLogger("entra_sync.worker")
@@ -137,7 +138,7 @@ class SyncService:
             except Conflict:
                 # Another worker created the account between our read and our create (or it was
                 # created by hand with the deterministic id): read again and converge it instead.
-                log.info("create conflicted for %s; re-reading", item.id, extra={"correlation_id": item.correlation_id})
+                correlated(log, item.correlation_id).info("create conflicted for %s; re-reading", item.id)
                 t = time.perf_counter()
                 link = await self.links.get(item.id)
                 clock.add("storage", t)
@@ -243,7 +244,7 @@ class SyncService:
             outcome.actions.append(action.kind.value)
             if warning:
                 outcome.warnings.append(warning)
-                log.warning(warning, extra={"correlation_id": item.correlation_id})
+                correlated(log, item.correlation_id).warning("%s", warning)
             t = time.perf_counter()
             await self._audit(
                 item,
@@ -355,7 +356,7 @@ class SyncService:
             else:
                 users, link = await self.source.users_delta(stored["link"])
         except DeltaExpired:
-            log.warning("%s delta link expired; full pass", resource, extra={"correlation_id": item.correlation_id})
+            correlated(log, item.correlation_id).warning("%s delta link expired; full pass", resource)
             return await self._full_pass(item, resource)
         await self._enqueue(item, users)
         await self.state.put("delta", resource, {"link": link})

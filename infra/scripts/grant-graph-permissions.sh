@@ -3,13 +3,10 @@
 # more. Safe to run again: permissions already granted are left alone and reported.
 #
 # Usage:
-#   infra/scripts/grant-graph-permissions.sh [--principal-id OBJECT_ID] [--group-subscriptions] [--dry-run]
+#   infra/scripts/grant-graph-permissions.sh [--principal-id OBJECT_ID] [--dry-run]
 #
 #   --principal-id         object (principal) id of the managed identity's service principal.
 #                          Default: $AZURE_MANAGED_IDENTITY_PRINCIPAL_ID, else `azd env get-value`.
-#   --group-subscriptions  also grant Group.Read.All. Microsoft Graph requires it to create change
-#                          notification subscriptions on /groups (GroupMember.Read.All is not enough
-#                          for that); without it group changes are picked up by the delta timer.
 #   --dry-run              print what would be granted, change nothing.
 #
 # Needs: Azure CLI signed in (`az login`) as someone who may grant admin consent for Microsoft Graph
@@ -17,7 +14,9 @@
 #
 # Permissions (application, least privileged for what entra-sync calls):
 #   User.Read.All               users, users delta, subscriptions on /users
-#   GroupMember.Read.All        groups and members, groups delta (members@delta)
+#   Group.Read.All              subscriptions on /groups (Graph's least-privileged permission for
+#                               them; GroupMember.Read.All is not enough), groups delta
+#                               (members@delta), transitive members
 #   IdentityRiskyUser.Read.All  /identityProtection/riskyUsers
 #   IdentityRiskEvent.Read.All  /identityProtection/riskDetections
 set -euo pipefail
@@ -26,11 +25,10 @@ GRAPH_APP_ID="00000003-0000-0000-c000-000000000000"
 GRAPH_URL="https://graph.microsoft.com/v1.0"
 PERMISSIONS=(
   "User.Read.All"
-  "GroupMember.Read.All"
+  "Group.Read.All"
   "IdentityRiskyUser.Read.All"
   "IdentityRiskEvent.Read.All"
 )
-GROUP_SUBSCRIPTION_PERMISSION="Group.Read.All"
 
 principal_id="${AZURE_MANAGED_IDENTITY_PRINCIPAL_ID:-}"
 dry_run=0
@@ -45,10 +43,6 @@ while [[ $# -gt 0 ]]; do
       [[ $# -ge 2 ]] || { echo "error: --principal-id needs a value" >&2; exit 2; }
       principal_id="$2"
       shift 2
-      ;;
-    --group-subscriptions)
-      PERMISSIONS+=("$GROUP_SUBSCRIPTION_PERMISSION")
-      shift
       ;;
     --dry-run)
       dry_run=1

@@ -22,7 +22,7 @@ ROLES = {
     "IdentityRiskEvent.Read.All": "6e472fd1-ad78-48da-a0f0-97ab2c6b769e",
     "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
 }
-NEEDED = ["User.Read.All", "GroupMember.Read.All", "IdentityRiskyUser.Read.All", "IdentityRiskEvent.Read.All"]
+NEEDED = ["User.Read.All", "Group.Read.All", "IdentityRiskyUser.Read.All", "IdentityRiskEvent.Read.All"]
 
 FAKE_AZ = """#!/usr/bin/env bash
 # Stand-in for the Azure CLI: answers the three look-ups and logs every POST body.
@@ -86,10 +86,13 @@ def test_running_again_changes_nothing(tmp_path: Path) -> None:
     assert result.stdout.count("already granted") == 4
 
 
-def test_group_subscriptions_add_group_read_all_only_when_asked(tmp_path: Path) -> None:
-    result, posts = _run(tmp_path, NEEDED, "--group-subscriptions")
+def test_group_member_read_all_alone_is_not_enough_for_group_subscriptions(tmp_path: Path) -> None:
+    have = ["User.Read.All", "GroupMember.Read.All", "IdentityRiskyUser.Read.All", "IdentityRiskEvent.Read.All"]
+    result, posts = _run(tmp_path, have)
     assert result.returncode == 0, result.stderr
-    assert len(posts) == 1 and ROLES["Group.Read.All"] in posts[0]
+    assert len(posts) == 1
+    assert ROLES["Group.Read.All"] in posts[0]
+    assert "GroupMember.Read.All" in result.stderr  # reported as more than needed, never revoked
 
 
 def test_extra_permissions_are_reported_not_revoked(tmp_path: Path) -> None:

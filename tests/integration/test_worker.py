@@ -452,3 +452,23 @@ def test_leaving_scope_is_a_leaver_and_guests_outside_scope_get_nothing(
         assert world.account(guest["id"]) is None
     finally:
         world.stop()
+
+
+def test_one_correlation_id_runs_from_the_work_item_to_the_logs_and_audit_rows(
+    world: World, indexed: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    user = world.member_user()
+    item = user_item(user["id"], "notification", correlation_id="cid-from-the-webhook-0001")
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            with caplog.at_level("INFO", logger="entra_sync"):
+                await run_worker(indexed, item)
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert {r["correlation_id"] for r in rows} == {"cid-from-the-webhook-0001"}
+    lines = [r for r in caplog.records if r.name.startswith("entra_sync")]
+    assert lines
+    assert all(r.getMessage().startswith("cid=cid-from-the-webhook-0001 ") for r in lines)
+    assert all(getattr(r, "correlation_id", None) == "cid-from-the-webhook-0001" for r in lines)
