@@ -104,3 +104,22 @@ def test_start_up_fails_naming_each_missing_setting() -> None:
     assert "entra-sync cannot start" in proc.stderr
     for name in ("GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "AUTH0_DOMAIN", "AzureWebJobsStorage"):
         assert f"{name} is required" in proc.stderr
+
+
+def test_start_up_fails_naming_the_mapping_file_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "mapping.yaml"
+    bad.write_text("version: 1\nattributes:\n  - {source: mail, target: password}\n")
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    env.update(sandbox_env(storage="UseDevelopmentStorage=true", SYNC_MAPPING_FILE=str(bad)))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert f"mapping file {bad} is invalid" in proc.stderr
+    assert "attributes[0].target: 'password' is not a writable Auth0 attribute" in proc.stderr

@@ -472,3 +472,39 @@ def test_one_correlation_id_runs_from_the_work_item_to_the_logs_and_audit_rows(
     assert lines
     assert all(r.getMessage().startswith("cid=cid-from-the-webhook-0001 ") for r in lines)
     assert all(getattr(r, "correlation_id", None) == "cid-from-the-webhook-0001" for r in lines)
+
+
+def test_a_create_that_loses_the_race_converges_the_winners_account(world: World, indexed: dict[str, Any]) -> None:
+    """Without the lease (say it expired under a stalled worker), the deterministic user_id still
+    makes the second create a 409, and the loser converges the winner's account instead."""
+    from shared.auth0_target import Auth0Target
+
+    user = world.member_user()
+    world.auth0.add_user({"user_id": user["id"], "email": user["mail"].lower(), "name": "Made by the other worker"})
+
+    class StaleRead(Auth0Target):
+        stale = True
+
+        async def get(self, user_id: str) -> dict[str, Any] | None:
+            if self.stale:  # the read happened before the other worker's create
+                self.stale = False
+                return None
+            return await super().get(user_id)
+
+        async def by_email(self, email: str) -> list[dict[str, Any]]:
+            return []  # likewise before the create
+
+    async def scenario() -> list[dict[str, Any]]:
+        from shared import clients
+
+        async with services_for(world) as svc:
+            svc.overrides["target"] = StaleRead(clients.auth0_client(world.settings))
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await audit_rows(svc)
+
+    rows = run(scenario())
+    assert world.auth0.snapshot()["users"] == 1
+    account = world.account(user["id"])
+    assert account is not None
+    assert account["name"] == user["displayName"]
+    assert [r["action"] for r in rows] == ["link", "update", "assign_roles"]
