@@ -216,6 +216,60 @@ class Deprovision:
     revoke_refresh_tokens: bool = True
 
 
+DRIFT_CLASSES: Final = (
+    "missing",  # in scope in Entra, no Auth0 account
+    "orphaned",  # managed Auth0 account whose Entra user is gone, disabled or out of scope, still active
+    "attribute_mismatch",
+    "role_mismatch",
+    "stale",  # no Auth0 login in stale_after_days (reported only)
+    "ambiguous",  # several candidates (never auto-fixed)
+)
+SAFE_BY_DEFAULT: Final = ("missing", "attribute_mismatch", "role_mismatch")
+NEVER_AUTO_FIXED: Final = frozenset({"ambiguous", "stale"})
+
+
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    """What the nightly reconciliation may repair on its own, and when it must stop and ask."""
+
+    remediate: tuple[str, ...] = SAFE_BY_DEFAULT  # drift classes enqueued for the worker
+    stale_after_days: int = 90
+    # Circuit breaker (like Entra's accidental-deletion threshold): a run that would block or delete
+    # more than this many managed users, or this share of them, is held for approval.
+    max_deprovisions: int = 25
+    max_deprovision_share: float = 0.05
+
+
+RISK_LEVELS: Final = ("low", "medium", "high")
+RISK_ACTIONS: Final = ("block", "revoke_sessions", "revoke_refresh_tokens", "require_mfa", "notify")
+
+
+@dataclass(frozen=True)
+class RiskRule:
+    level: str | None = None  # applies to this level, or any level when None
+    event_type: str | None = None  # applies to this riskEventType, or any when None
+    actions: tuple[str, ...] = ("notify",)
+
+
+@dataclass(frozen=True)
+class RiskPolicy:
+    """Entra ID Protection response. The first rule matching a detection's event type and level wins."""
+
+    rules: tuple[RiskRule, ...] = (
+        RiskRule(level="high", actions=("block", "revoke_sessions", "revoke_refresh_tokens", "notify")),
+        RiskRule(level="medium", actions=("revoke_sessions", "require_mfa", "notify")),
+        RiskRule(level="low", actions=("notify",)),
+    )
+    restore_on: tuple[str, ...] = ()  # riskState values that lift the response (off by default)
+    mfa_flag: str = "require_mfa"  # app_metadata key the Auth0 login flow reads
+
+    def actions_for(self, level: str, event_type: str) -> tuple[str, ...]:
+        for rule in self.rules:
+            if (rule.level is None or rule.level == level) and (rule.event_type in (None, event_type)):
+                return rule.actions
+        return ()
+
+
 @dataclass(frozen=True)
 class RoleGrant:
     group: str  # Entra group object id
@@ -231,6 +285,8 @@ class SyncMapping:
     attributes: tuple[AttributeMapping, ...] = ()
     roles: tuple[RoleGrant, ...] = ()
     deprovision: Deprovision = field(default_factory=Deprovision)
+    reconcile: ReconcilePolicy = field(default_factory=ReconcilePolicy)
+    risk: RiskPolicy = field(default_factory=RiskPolicy)
 
     # -- derived ---------------------------------------------------------------------------------
 
@@ -321,7 +377,7 @@ class _Validator:
     def mapping(self, data: Any) -> SyncMapping:
         if not isinstance(data, dict):
             raise MappingError(self.source, ["the top level must be a mapping (key: value)"])
-        known = {"version", "target", "scope", "matching", "attributes", "roles", "deprovision"}
+        known = {"version", "target", "scope", "matching", "attributes", "roles", "deprovision", "reconcile", "risk"}
         for key in data:
             if key not in known:
                 self.fail(str(key), f"unknown section (expected one of: {', '.join(sorted(known))})")
@@ -333,9 +389,11 @@ class _Validator:
         attributes = self.attributes(data.get("attributes"))
         roles = self.roles(data.get("roles") or [])
         deprovision = self.deprovision(data.get("deprovision") or {})
+        reconcile = self.reconcile(data.get("reconcile") or {})
+        risk = self.risk(data.get("risk") or {})
         if self.problems:
             raise MappingError(self.source, self.problems)
-        return SyncMapping(self.source, target, scope, matching, attributes, roles, deprovision)
+        return SyncMapping(self.source, target, scope, matching, attributes, roles, deprovision, reconcile, risk)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -598,3 +656,65 @@ class _Validator:
                 "deprovision.revoke_refresh_tokens", data.get("revoke_refresh_tokens"), True
             ),
         )
+
+    def number(self, where: str, value: Any, default: float, low: float, high: float) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            self.fail(where, f"must be a number from {low:g} to {high:g}, got {value!r}")
+            return default
+        return float(value)
+
+    def reconcile(self, data: Any) -> ReconcilePolicy:
+        data = self.keys(
+            "reconcile", data, {"remediate", "stale_after_days", "max_deprovisions", "max_deprovision_share"}
+        )
+        remediate = self.string_list("reconcile.remediate", data.get("remediate", list(SAFE_BY_DEFAULT)))
+        for i, name in enumerate(remediate):
+            if name not in DRIFT_CLASSES:
+                self.fail(f"reconcile.remediate[{i}]", f"must be one of {', '.join(DRIFT_CLASSES)}, got {name!r}")
+            elif name in NEVER_AUTO_FIXED:
+                self.fail(f"reconcile.remediate[{i}]", f"{name} drift is never repaired automatically")
+        return ReconcilePolicy(
+            remediate=remediate,
+            stale_after_days=int(self.number("reconcile.stale_after_days", data.get("stale_after_days"), 90, 1, 3650)),
+            max_deprovisions=int(self.number("reconcile.max_deprovisions", data.get("max_deprovisions"), 25, 0, 10**7)),
+            max_deprovision_share=self.number(
+                "reconcile.max_deprovision_share", data.get("max_deprovision_share"), 0.05, 0.0, 1.0
+            ),
+        )
+
+    def risk(self, data: Any) -> RiskPolicy:
+        data = self.keys("risk", data, {"rules", "restore_on", "mfa_flag"})
+        default = RiskPolicy()
+        rules = default.rules
+        if "rules" in data:
+            raw = data["rules"]
+            if not isinstance(raw, list):
+                self.fail("risk.rules", "must be a list of {level, event_type, actions}")
+                raw = []
+            parsed = []
+            for i, item in enumerate(raw):
+                where = f"risk.rules[{i}]"
+                entry = self.keys(where, item, {"level", "event_type", "actions"})
+                level = entry.get("level")
+                if level is not None and level not in RISK_LEVELS:
+                    self.fail(f"{where}.level", f"must be one of {', '.join(RISK_LEVELS)}, got {level!r}")
+                event_type = entry.get("event_type")
+                if event_type is not None:
+                    event_type = self.text(f"{where}.event_type", event_type)
+                actions = self.string_list(f"{where}.actions", entry.get("actions"))
+                for j, action in enumerate(actions):
+                    if action not in RISK_ACTIONS:
+                        self.fail(f"{where}.actions[{j}]", f"must be one of {', '.join(RISK_ACTIONS)}, got {action!r}")
+                parsed.append(RiskRule(level, event_type, actions))
+            rules = tuple(parsed)
+        restore_on = self.string_list("risk.restore_on", data.get("restore_on"))
+        for i, state in enumerate(restore_on):
+            if state not in {"dismissed", "remediated", "confirmedSafe"}:
+                self.fail(f"risk.restore_on[{i}]", f"must be dismissed, remediated or confirmedSafe, got {state!r}")
+        flag = data.get("mfa_flag", default.mfa_flag)
+        if not isinstance(flag, str) or not _METADATA_KEY.match(flag):
+            self.fail("risk.mfa_flag", f"must be a simple app_metadata key, got {flag!r}")
+            flag = default.mfa_flag
+        return RiskPolicy(rules, restore_on, flag)

@@ -225,3 +225,36 @@ def test_naming_an_enterprise_connection_adds_its_matcher_by_default() -> None:
     m = parse_mapping(MINIMAL + "matching: {enterprise_connection: entra}\n")
     assert m.matching.precedence == ("link", "app_metadata", "enterprise_identity", "email")
     assert m.matching.enterprise_connection == "entra"
+
+
+def test_reconcile_and_risk_policies_default_safely() -> None:
+    m = parse_mapping(MINIMAL)
+    assert m.reconcile.remediate == ("missing", "attribute_mismatch", "role_mismatch")
+    assert m.reconcile.max_deprovisions == 25
+    assert m.risk.actions_for("high", "anything") == ("block", "revoke_sessions", "revoke_refresh_tokens", "notify")
+    assert m.risk.actions_for("medium", "x") == ("revoke_sessions", "require_mfa", "notify")
+    assert m.risk.actions_for("low", "x") == ("notify",)
+    assert m.risk.restore_on == ()
+
+
+def test_the_example_risk_rules_put_event_types_before_levels() -> None:
+    m = load_mapping(REPO / "mapping.example.yaml")
+    assert m.risk.actions_for("low", "leakedCredentials")[0] == "block"
+    assert m.risk.actions_for("low", "unfamiliarFeatures") == ("notify",)
+    assert "orphaned" in m.reconcile.remediate
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("reconcile: {remediate: [ambiguous]}", "reconcile.remediate[0]: ambiguous drift is never repaired"),
+        ("reconcile: {remediate: [everything]}", "reconcile.remediate[0]: must be one of"),
+        ("reconcile: {max_deprovision_share: 2}", "reconcile.max_deprovision_share: must be a number from 0 to 1"),
+        ("risk: {rules: [{level: severe, actions: [block]}]}", "risk.rules[0].level: must be one of low, medium, high"),
+        ("risk: {rules: [{level: high, actions: [shred]}]}", "risk.rules[0].actions[0]: must be one of"),
+        ("risk: {restore_on: [forgiven]}", "risk.restore_on[0]: must be dismissed, remediated or confirmedSafe"),
+    ],
+)
+def test_policy_errors_name_the_entry(section: str, expected: str) -> None:
+    found = problems(MINIMAL + section + "\n")
+    assert any(p.startswith(expected) for p in found), found
