@@ -18,11 +18,12 @@ help:
 	@echo "make lint    ruff and mypy only"
 	@echo "make clean   remove the virtualenv, node_modules and caches"
 
-$(STAMP_PY): requirements.txt requirements-dev.txt
+$(STAMP_PY): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "entra-sync needs Python 3.11 (Azure Functions Python 3.11 runtime); set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .  # the entra-sync command
 	@touch $@
 
 $(STAMP_NODE): package.json package-lock.json

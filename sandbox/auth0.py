@@ -353,7 +353,9 @@ class Auth0Emulator(Emulator):
 
     # -- routes ----------------------------------------------------------------------------
 
-    def _route(self, method: str, pattern: str, name: str, handler: Callable[[Request], Response]) -> None:
+    def _route(
+        self, method: str, pattern: str, name: str, handler: Callable[[Request], Response], write: bool | None = None
+    ) -> None:
         def wrapped(request: Request) -> Response:
             # Render errors here so that the base adds rate-limit headers to them as well.
             try:
@@ -361,12 +363,13 @@ class Auth0Emulator(Emulator):
             except HttpError as err:
                 return self.error_response(err)
 
-        self.add_route(method, pattern, name, wrapped)
+        self.add_route(method, pattern, name, wrapped, write)
 
     def _register_routes(self) -> None:
         p = self.api_prefix
         uid = "(?P<id>[^/]+)"
-        self._route("POST", "/oauth/token", "oauth.token", self._oauth_token)
+        # A token and an export job are POSTs that change no user data: not counted as writes.
+        self._route("POST", "/oauth/token", "oauth.token", self._oauth_token, write=False)
         self._route("GET", "/exports/(?P<name>[^/]+)", "exports.download", self._download_export)
         self._route("GET", p + "/connections", "mgmt.connections.list", self._list_connections)
         self._route("GET", p + "/connections/" + uid, "mgmt.connections.get", self._get_connection)
@@ -393,7 +396,7 @@ class Auth0Emulator(Emulator):
         self._route("DELETE", p + "/roles/" + uid, "mgmt.roles.delete", self._delete_role)
         self._route("GET", p + "/roles/" + uid + "/users", "mgmt.roles.users.list", self._list_role_users)
         self._route("POST", p + "/roles/" + uid + "/users", "mgmt.roles.users.assign", self._assign_role_users)
-        self._route("POST", p + "/jobs/users-exports", "mgmt.jobs.users_exports", self._create_export)
+        self._route("POST", p + "/jobs/users-exports", "mgmt.jobs.users_exports", self._create_export, write=False)
         self._route("POST", p + "/jobs/users-imports", "mgmt.jobs.users_imports", self._create_import)
         self._route("GET", p + "/jobs/" + uid, "mgmt.jobs.get", self._get_job)
         self._route("GET", p + "/jobs/" + uid + "/errors", "mgmt.jobs.errors", self._get_job_errors)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -178,6 +180,86 @@ class Auth0Target:
                     page += 1
                 self._role_ids = ids
             return self._role_ids
+
+    # -- bulk reads (reconciliation) -----------------------------------------------------------------
+
+    async def count_users(self) -> int:
+        pager = await self._call(
+            "users.list", lambda: self.client.users.list(per_page=1, page=0, include_totals=True, fields="user_id")
+        )
+        return int(getattr(pager.response, "total", 0) or 0)
+
+    async def list_users(self, fields: list[str]) -> AsyncIterator[dict[str, Any]]:
+        """Every user by paging the list (Auth0 serves at most the first 1,000 this way)."""
+        page = 0
+        while True:
+            pager = await self._call(
+                "users.list",
+                lambda p=page: self.client.users.list(  # type: ignore[misc]
+                    per_page=PAGE, page=p, include_totals=True, fields=",".join(fields), include_fields=True
+                ),
+            )
+            items = pager.items or []
+            for user in items:
+                yield _dump(user)
+            total = getattr(pager.response, "total", None)
+            if len(items) < PAGE or (total is not None and (page + 1) * PAGE >= total):
+                return
+            page += 1
+
+    async def export_users(
+        self, fields: list[str], timeout_s: float = 3600.0, poll_s: float = 1.0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every user through an export job (gzipped NDJSON), streamed line by line: the way past the
+        1,000-user ceiling of search and list."""
+        job = await self._call(
+            "jobs.users_exports",
+            lambda: self.client.jobs.users_exports.create(format="json", fields=[{"name": f} for f in fields]),
+        )
+        job_id = str(job.id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = await self._call("jobs.get", lambda: self.client.jobs.get(job_id))
+            state = str(status.status)
+            if state == "completed":
+                location = str(getattr(status, "location", "") or "")
+                break
+            if state == "failed":
+                raise TransientError(f"Auth0 export job {job_id} failed")
+            if time.monotonic() > deadline:
+                raise TransientError(f"Auth0 export job {job_id} did not finish within {timeout_s:.0f} s")
+            await asyncio.sleep(poll_s)
+        if not location:
+            raise TransientError(f"Auth0 export job {job_id} completed without a file location")
+        decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)  # gzip
+        buffer = b""
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as http, http.stream("GET", location) as answer:
+            if answer.status_code != 200:
+                raise TransientError(f"Auth0 export download answered {answer.status_code}")
+            async for chunk in answer.aiter_bytes():
+                buffer += decompressor.decompress(chunk)
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        buffer += decompressor.flush()
+        for line in buffer.split(b"\n"):
+            if line.strip():
+                yield json.loads(line)
+
+    async def role_members(self, role_id: str) -> set[str]:
+        """User ids holding a role (checkpoint paging), for role drift without one call per user."""
+        members: set[str] = set()
+        cursor: str | None = None
+        while True:
+            pager = await self._call(
+                "roles.users.list",
+                lambda c=cursor: self.client.roles.users.list(role_id, take=PAGE, from_=c),  # type: ignore[misc]
+            )
+            members.update(str(u.user_id) for u in pager.items or [])
+            cursor = getattr(pager.response, "next", None)
+            if not cursor or not pager.items:
+                return members
 
     # -- writes ------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from shared import clients, names
 from shared.auth0_target import Auth0Target
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, load_mapping
+from shared.reconcile import Reconciler
 from shared.settings import Settings
 from shared.storage import AuditStore, LeaseStore, LinkStore, StateStore, ensure_tables
 from shared.subscriptions import SubscriptionManager
@@ -52,7 +53,7 @@ class Services:
             self._storage_ready = False
         for obj in built.values():
             close = getattr(obj, "close", None)
-            if close is not None and not isinstance(obj, SyncService | SubscriptionManager):
+            if close is not None and not isinstance(obj, SyncService | SubscriptionManager | Reconciler):
                 result = close()
                 if asyncio.iscoroutine(result):
                     await result
@@ -74,6 +75,10 @@ class Services:
     @property
     def queues(self) -> Any:
         return self._get("queues", lambda: clients.queue_service(self.settings))
+
+    @property
+    def blobs(self) -> Any:
+        return self._get("blobs", lambda: clients.blob_service(self.settings))
 
     def table(self, name: str) -> Any:
         return self._get(f"table:{name}", lambda: self.tables.get_table_client(name))
@@ -135,6 +140,35 @@ class Services:
                 mapping=self.mapping,
             ),
         )
+
+    @property
+    def reports(self) -> Any:
+        from shared.report import ReportStore
+
+        return self._get("reports", lambda: ReportStore(self.blobs))
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return self._get(  # type: ignore[no-any-return]
+            "reconciler",
+            lambda: Reconciler(
+                source=self.source,
+                target=self.target,
+                links=self.links,
+                state=self.state,
+                queue=self.work_queue,
+                audit=self.audit,
+                mapping=self.mapping,
+                reports=self.reports,
+                alert=self.alert,
+            ),
+        )
+
+    async def alert(self, message: str) -> None:
+        """Tell the operators (the security webhook, when configured); the log has it either way."""
+        alert = self.overrides.get("alert")
+        if alert is not None:
+            await alert(message)
 
     @property
     def subscriptions(self) -> SubscriptionManager:

@@ -18,6 +18,7 @@ from auth0.management.token_provider import AsyncTokenProvider
 from azure.core.credentials import AccessToken
 from azure.data.tables.aio import TableServiceClient
 from azure.identity.aio import ClientSecretCredential, ManagedIdentityCredential
+from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from msgraph.graph_request_adapter import GraphRequestAdapter
@@ -114,6 +115,15 @@ def table_service(settings: Settings) -> TableServiceClient:
         return TableServiceClient.from_connection_string(storage.connection_string.reveal())
     assert storage.table_service_uri is not None
     return TableServiceClient(endpoint=storage.table_service_uri, credential=_storage_credential(settings))
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    storage = settings.storage
+    if storage.connection_string is not None:
+        return BlobServiceClient.from_connection_string(storage.connection_string.reveal())
+    if storage.blob_service_uri is None:
+        raise ValueError("no blob endpoint: set AzureWebJobsStorage__blobServiceUri or __accountName")
+    return BlobServiceClient(account_url=storage.blob_service_uri, credential=_storage_credential(settings))
 
 
 def queue_service(settings: Settings) -> QueueServiceClient:

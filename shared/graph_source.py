@@ -123,6 +123,22 @@ class GraphSource:
         props.pop("@odata.context", None)
         return SourceUser(entra_id, SourceState.SOFT_DELETED, props)
 
+    async def list_users(self, page_size: int = 999) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every user, a page at a time, with the mapping's ``$select`` (and manager id)."""
+        builder = self.client.users
+        params = builder.UsersRequestBuilderGetQueryParameters(
+            select=self.select, top=page_size, expand=["manager($select=id)"] if self.expand_manager else None
+        )
+        page = await self._json(
+            "users.list", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        )
+        while True:
+            yield list(page.get("value", []))
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                return
+            page = await self._json("users.list", self._url(str(next_link)))
+
     async def relevant_groups_of(self, entra_id: str) -> frozenset[str]:
         """The mapping's relevant groups that the user is a member of, directly or nested."""
         builder = self.client.users.by_user_id(entra_id).transitive_member_of

@@ -15,5 +15,7 @@ LINKS_TABLE: Final = "SyncLinks"  # Entra object id <-> target account id
 STATE_TABLE: Final = "SyncState"  # subscriptions, delta links, watermarks
 AUDIT_TABLE: Final = "SyncAudit"  # one row per decision and action
 
+REPORTS_CONTAINER: Final = "sync-reports"  # blob container: runs/<run id>/report.{json,csv,html}
+
 QUEUES: Final = (WORK_QUEUE, WORK_POISON_QUEUE)
 TABLES: Final = (LOCKS_TABLE, LINKS_TABLE, STATE_TABLE, AUDIT_TABLE)

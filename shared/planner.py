@@ -11,7 +11,7 @@ finished after the revocations (``FINISH_DEPROVISION``): a worker that dies in b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +49,14 @@ def profile_diff(desired: Mapping[str, Any], account: Mapping[str, Any]) -> dict
     A root attribute mapped to nothing is left as it is (Auth0 has no "unset" for most of them);
     a metadata key mapped to nothing is removed if present.
     """
+    return diff_values(desired, lambda path: read_path(account, path))
+
+
+def diff_values(desired: Mapping[str, Any], current: Callable[[str], Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`profile_diff` over any way of reading the current value of a target path."""
     diff: dict[str, tuple[Any, Any]] = {}
     for path, want in desired.items():
-        have = read_path(account, path)
+        have = current(path)
         is_metadata = path.split(".", 1)[0] in METADATA_TARGETS
         if want is None and not is_metadata:
             continue

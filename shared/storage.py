@@ -24,6 +24,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared import names
 from shared.model import DeprovisionState, Link
+from shared.work import WorkItem
 
 _FORBIDDEN: Final = (
     frozenset("/\\#?%") | frozenset(chr(c) for c in range(0x20)) | frozenset(chr(c) for c in range(0x7F, 0xA0))
@@ -252,6 +253,24 @@ class AuditRow:
     diff: Mapping[str, Any] | None = None
     detail: str = ""
     error: str = ""
+
+    @classmethod
+    def for_item(
+        cls,
+        item: WorkItem,
+        target: str,
+        action: str,
+        outcome: str,
+        target_id: str = "",
+        diff: Mapping[str, Any] | None = None,
+        detail: str = "",
+        error: str = "",
+    ) -> AuditRow:
+        """A row about one work item: its correlation id, source and identity carried over."""
+        return cls(
+            item.correlation_id, item.source, item.source_ref, item.id, target, target_id, action, outcome,
+            diff, detail, error,
+        )  # fmt: skip
 
 
 class AuditStore:

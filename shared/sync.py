@@ -301,19 +301,7 @@ class SyncService:
         error: str = "",
     ) -> None:
         await self.audit_store.write(
-            AuditRow(
-                correlation_id=item.correlation_id,
-                source=item.source,
-                source_ref=item.source_ref,
-                identity=item.id,
-                target=self.target.name,
-                target_id=target_id,
-                action=action,
-                outcome=outcome,
-                diff=diff,
-                detail=detail,
-                error=error,
-            )
+            AuditRow.for_item(item, self.target.name, action, outcome, target_id, diff, detail, error)
         )
 
     async def audit_failure(self, item: WorkItem, error: Exception) -> None:

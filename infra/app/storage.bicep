@@ -26,6 +26,8 @@ var tableNames = [
   'SyncAudit'
 ]
 
+var reportsContainerName = 'sync-reports'
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -52,6 +54,14 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 
     resource deploymentContainer 'containers' = {
       name: deploymentContainerName
+      properties: {
+        publicAccess: 'None'
+      }
+    }
+
+    // Reconciliation reports (JSON, CSV, HTML per run), read back by `entra-sync report`.
+    resource reportsContainer 'containers' = {
+      name: reportsContainerName
       properties: {
         publicAccess: 'None'
       }

@@ -761,6 +761,7 @@ class GraphEmulator(Emulator):
         r("PATCH", rf"{p}/groups/{_ID}", "groups.update", self._groups_update)
         r("DELETE", rf"{p}/groups/{_ID}", "groups.delete", self._groups_delete)
         r("GET", rf"{p}/groups/{_ID}/members", "groups.members.list", self._members_list)
+        r("GET", rf"{p}/groups/{_ID}/transitiveMembers", "groups.transitiveMembers", self._transitive_members_list)
         r("POST", rf"{p}/groups/{_ID}/members/{_REF}", "groups.members.add", self._members_add)
         r(
             "DELETE",
@@ -1052,11 +1053,30 @@ class GraphEmulator(Emulator):
         return Response.empty()
 
     def _members_list(self, request: Request) -> Response:
+        return self._list_members(request, transitive=False)
+
+    def _transitive_members_list(self, request: Request) -> Response:
+        return self._list_members(request, transitive=True)
+
+    def _list_members(self, request: Request, transitive: bool) -> Response:
         with self.lock:
             gid = self._require_group(request.params["id"])["id"]
             select = parse_select(request.arg("$select"))
+            ids: dict[str, None] = dict(self._members[gid])
+            if transitive:  # members of nested groups too, each once, the groups themselves included
+                todo = [m for m in ids if m in self._groups]
+                seen = {gid}
+                while todo:
+                    child = todo.pop()
+                    if child in seen:
+                        continue
+                    seen.add(child)
+                    for mid in self._members.get(child, {}):
+                        ids.setdefault(mid, None)
+                        if mid in self._groups:
+                            todo.append(mid)
             members: list[dict[str, Any]] = []
-            for mid in self._members[gid]:
+            for mid in ids:
                 if mid in self._users:
                     members.append({"@odata.type": USER_TYPE, **project(self._users[mid], select, USER_DEFAULT)})
                 elif mid in self._groups:

@@ -15,7 +15,7 @@ from sandbox.azurite import Azurite
 from sandbox.host import FunctionsHost
 from shared import bootstrap
 from tests.integration.world import World, audit_rows, open_services
-from tests.support import CLIENT_STATE
+from tests.support import CLIENT_STATE, sandbox_env
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def running(azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]) -> Iterat
         indexed.values(),
         storage_connection=azurite.connection_string,
         visibility_timeout_s=0.2,
-        app_settings={"SUBSCRIPTIONS_SCHEDULE": "0 0 */6 * * *"},
+        app_settings=sandbox_env(storage=azurite.connection_string),
         on_stop=lambda: bootstrap.services().aclose(),
     )
     host.start()
@@ -115,3 +115,27 @@ def test_reauthorization_repairs_dropped_notifications_through_a_delta_catch_up(
     assert host.wait_idle(15)
     rows = host.run_coroutine(audit_rows(bootstrap.services()))
     assert any(r["action"] == "delta_catch_up" for r in rows)
+
+
+def test_with_a_tenth_of_notifications_dropped_one_delta_run_converges_everything(
+    running: tuple[World, FunctionsHost],
+) -> None:
+    world, host = running
+    host.run_timer("subscriptions_renew")
+    users = [u for u in world.graph.snapshot(full=True)["dump"]["users"] if u["accountEnabled"]]
+    users = [u for u in users if u.get("userType") == "Member"][:25]
+    world.graph.configure_notifications(drop_rate=0.1)
+    for step in ("Plan", "Draft", "Reorg"):  # three changes each: 75 notifications
+        for n, user in enumerate(users):
+            world.graph.update_user(user["id"], department=f"{step} {n}")
+    assert world.graph.wait_notifications(10)
+    assert host.wait_idle(30)
+    dropped = world.graph.snapshot()["notifications"].get("dropped", 0)
+    assert dropped > 0  # the seeded drop rate really lost some
+
+    host.run_timer("delta_sync")  # one delta interval later
+    assert host.wait_idle(30)
+    for n, user in enumerate(users):
+        account = world.account(user["id"])
+        assert account is not None
+        assert account["user_metadata"]["department"] == f"Reorg {n}"

@@ -186,10 +186,12 @@ async def run_worker(indexed: dict[str, Any], item: WorkItem | str, dequeue_coun
 
 
 async def queued(svc: Services, queue: str = names.WORK_QUEUE, take: bool = True) -> list[WorkItem]:
-    """The work items waiting on a queue (removed from it when ``take``)."""
+    """The work items waiting on a queue: removed from it when ``take``, else peeked (at most 32)."""
     client: QueueClient = svc.queues.get_queue_client(queue, message_decode_policy=TextBase64DecodePolicy())
     items: list[WorkItem] = []
     async with client:
+        if not take:
+            return [WorkItem.from_json(m.content) for m in await client.peek_messages(max_messages=32)]
         while True:
             batch = [
                 m async for m in client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=5)
@@ -198,8 +200,7 @@ async def queued(svc: Services, queue: str = names.WORK_QUEUE, take: bool = True
                 return items
             for m in batch:
                 items.append(WorkItem.from_json(m.content))
-                if take:
-                    await client.delete_message(m)
+                await client.delete_message(m)
 
 
 async def drain(indexed: dict[str, Any], svc: Services, rounds: int = 5) -> int:

@@ -1,0 +1,35 @@
+"""``reconcile`` (timer, ``%RECONCILE_SCHEDULE%``, e.g. nightly): prove both sides agree.
+
+Classifies drift for every identity, queues the mapping's safe classes for the worker, writes the
+JSON, CSV and HTML report, and holds (alerts, waits for ``entra-sync approve <run>``) a run that
+would block or delete more managed users than the circuit breaker allows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import bootstrap
+
+bp = func.Blueprint()
+log = logging.getLogger("entra_sync.reconcile")
+
+
+@bp.function_name("reconcile")
+@bp.timer_trigger(arg_name="timer", schedule="%RECONCILE_SCHEDULE%", run_on_startup=False)
+async def reconcile(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.warning("reconcile is running late")
+    svc = bootstrap.services()
+    await svc.ensure_storage()
+    summary, _ = await svc.reconciler.run("apply")
+    log.info(
+        "reconciliation %s %s: %s; enqueued %d, held %d",
+        summary.run_id,
+        summary.status,
+        summary.counts or "in sync",
+        summary.enqueued,
+        summary.held,
+    )

@@ -1,0 +1,210 @@
+"""``entra-sync``: the operator's command line, against the same settings the functions use.
+
+    entra-sync reconcile --dry-run            plan and report, change nothing
+    entra-sync reconcile --apply              queue the safe repairs (the circuit breaker may hold the run)
+    entra-sync approve RUN                    release a run the circuit breaker held
+    entra-sync runs                           recent runs and their status
+    entra-sync report RUN [--format html|json|csv] [--output FILE] [--open]
+    entra-sync backfill                       initial load: queue every user once
+    entra-sync audit [--identity ID] [--since ISO] [--until ISO] [--limit N]
+
+Settings come from the environment, or from a Functions ``local.settings.json`` given with
+``--settings`` (its ``Values``). Run it as ``python -m shared.cli`` or, installed, ``entra-sync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import webbrowser
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from shared import bootstrap
+from shared.errors import SyncError
+from shared.mapping import MappingError
+from shared.reconcile import check_run_id
+from shared.settings import SettingsError
+from shared.storage import decode_key
+
+
+class ProgressLine:
+    """A one-line progress indicator on stderr (a bar when the total is known), throttled."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 0.2):
+        self.stream = stream
+        self.every_s = every_s
+        self.last = 0.0
+        self.tty = stream.isatty()
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s and (total is None or done < total):
+            return
+        self.last = now
+        if total:
+            filled = int(30 * min(done, total) / total)
+            text = f"{phase:<16} [{'#' * filled}{'.' * (30 - filled)}] {done:>7}/{total}"
+        else:
+            text = f"{phase:<16} {done:>7}"
+        self.stream.write(("\r" + text) if self.tty else (text + "\n"))
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _load_settings_file(path: str) -> None:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    values = data.get("Values", data)
+    if not isinstance(values, dict):
+        raise SystemExit(f"{path}: expected a JSON object with 'Values'")
+    for key, value in values.items():
+        os.environ.setdefault(str(key), str(value))
+
+
+async def _with_services(work: Callable[[bootstrap.Services], Awaitable[int]]) -> int:
+    svc = bootstrap.init()
+    try:
+        await svc.ensure_storage()
+        return await work(svc)
+    finally:
+        await svc.aclose()
+
+
+async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+    progress = ProgressLine()
+    await svc.reports.ensure()
+    summary, _ = await svc.reconciler.run("apply" if args.apply else "dry-run", progress=progress)
+    progress.done()
+    print(f"run {summary.run_id} ({summary.mode}): {summary.status}")
+    print(f"  Entra users {summary.entra_users} (in scope {summary.entra_in_scope})")
+    print(f"  Auth0 accounts {summary.auth0_users} ({summary.auth0_read}), managed {summary.managed_accounts}")
+    print(f"  in sync {summary.in_sync}")
+    for drift, count in sorted(summary.counts.items()):
+        print(f"  {drift:<20} {count}")
+    print(f"  enqueued {summary.enqueued}, held {summary.held}")
+    if summary.breaker.tripped:
+        print(f"  CIRCUIT BREAKER: {summary.breaker.reason}")
+        print(f"  review the report, then: entra-sync approve {summary.run_id}")
+    print(f"  report: entra-sync report {summary.run_id} --open")
+    return 3 if summary.status == "held" else 0
+
+
+async def cmd_approve(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+    queued = await svc.reconciler.approve(check_run_id(args.run), approver=args.by)
+    print(f"run {args.run} approved: {queued} held deprovisions queued for the worker")
+    return 0
+
+
+async def cmd_runs(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+    for run in (await svc.reconciler.history())[-args.limit :]:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items())) or "in sync"
+        print(f"{run.run_id}  {run.mode:<8} {run.status:<9} {counts}")
+    return 0
+
+
+async def cmd_report(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+    body = await svc.reports.load(check_run_id(args.run), args.format)
+    if args.output or args.open:
+        target = (
+            Path(args.output) if args.output else Path(tempfile.gettempdir()) / f"entra-sync-{args.run}.{args.format}"
+        )
+        target.write_bytes(body)
+        print(f"wrote {target}")
+        if args.open:
+            webbrowser.open(target.resolve().as_uri())
+    else:
+        sys.stdout.write(body.decode("utf-8"))
+    return 0
+
+
+async def cmd_backfill(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+    queued = await svc.sync.backfill()
+    print(f"backfill: {queued} users queued for the worker")
+    return 0
+
+
+async def cmd_audit(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+    if args.identity:
+        rows = await svc.audit.for_identity(args.identity)
+    else:
+        rows = await svc.audit.all()
+    shown = 0
+    for row in rows:
+        at = str(row.get("at", ""))
+        if (args.since and at < args.since) or (args.until and at > args.until):
+            continue
+        identity = row.get("identity") or decode_key(str(row["PartitionKey"]))
+        print(
+            f"{at}  {identity:<36}  {row.get('source', ''):<12} {row.get('action', ''):<22} "
+            f"{row.get('outcome', ''):<8} {row.get('detail') or row.get('diff') or row.get('error') or ''}"
+        )
+        shown += 1
+        if shown >= args.limit:
+            break
+    return 0
+
+
+COMMANDS: dict[str, Callable[[bootstrap.Services, argparse.Namespace], Awaitable[int]]] = {
+    "reconcile": cmd_reconcile,
+    "approve": cmd_approve,
+    "runs": cmd_runs,
+    "report": cmd_report,
+    "backfill": cmd_backfill,
+    "audit": cmd_audit,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="entra-sync", description="entra-sync operator commands")
+    p.add_argument("--settings", help="a local.settings.json whose Values to use (environment wins)")
+    sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("reconcile", help="compare both sides, report drift, optionally queue repairs")
+    mode = rec.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="plan and report; change nothing")
+    mode.add_argument("--apply", action="store_true", help="queue the safe repairs")
+    app = sub.add_parser("approve", help="release a run held by the circuit breaker")
+    app.add_argument("run")
+    app.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (recorded in the audit)")
+    runs = sub.add_parser("runs", help="recent reconciliation runs")
+    runs.add_argument("--limit", type=int, default=20)
+    rep = sub.add_parser("report", help="print or save a run's report")
+    rep.add_argument("run")
+    rep.add_argument("--format", choices=("html", "json", "csv"), default="json")
+    rep.add_argument("--output", help="write to this file instead of standard output")
+    rep.add_argument("--open", action="store_true", help="write to a temporary file and open it")
+    sub.add_parser("backfill", help="initial load: queue every Entra user once")
+    aud = sub.add_parser("audit", help="audit rows, by identity or time")
+    aud.add_argument("--identity", help="an Entra object id")
+    aud.add_argument("--since", help="ISO time, e.g. 2026-11-22T00:00:00Z")
+    aud.add_argument("--until", help="ISO time")
+    aud.add_argument("--limit", type=int, default=200)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.settings:
+        _load_settings_file(args.settings)
+    command = COMMANDS[args.command]
+    try:
+        return asyncio.run(_with_services(lambda svc: command(svc, args)))
+    except (SettingsError, MappingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""Reconciliation: prove both sides agree, repair what is safe, report everything.
+
+One run reads the links, the holders of every managed role, the members of every relevant group
+and every Auth0 account (list, or an export job past 1,000 users) into compact form, then streams
+the Entra users page by page and classifies each identity. Only drifted identities are kept, so
+memory grows with the Auth0 side's size (a few hundred bytes an account) and the drift, not with
+the Entra side.
+
+Remediation never acts here: drifted identities of the mapping's safe classes are queued for the
+worker, which re-reads and converges them like any other work item. A run that would block or
+delete more managed users than the circuit breaker allows, or whose Entra read looks partial,
+queues none of those, reports, alerts and waits for ``approve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from shared import planner
+from shared.auth0_target import Auth0Target
+from shared.errors import PermanentError
+from shared.graph_source import GraphSource
+from shared.mapping import SyncMapping, read_path
+from shared.model import DeprovisionState, Link, SourceState, SourceUser
+from shared.reconcile_model import Breaker, DriftRecord, RunSummary
+from shared.storage import AuditRow, AuditStore, LinkStore, StateStore, utcnow
+from shared.work import WorkItem, WorkQueue
+
+log = logging.getLogger("entra_sync.reconcile")
+
+LIST_LIMIT: Final = 1000  # Auth0 list/search stops here; past it, an export job
+RUN_KIND: Final = "reconcile-run"
+HISTORY: Final = 12
+PARTIAL_READ_SHARE: Final = 0.5  # fewer Entra users than half the last run's: the read looks partial
+_RUN_ID: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
+BASE_FIELDS: Final = ("user_id", "email", "name", "blocked", "app_metadata", "last_login", "created_at")
+
+Progress = Callable[[str, int, int | None], None]
+
+
+class RunNotFound(PermanentError):
+    pass
+
+
+@dataclass(slots=True)
+class _Account:
+    user_id: str
+    email: str
+    owner: str | None  # the Entra object id in app_metadata, if any
+    blocked: bool
+    last_seen: str | None  # last_login, else created_at
+    name: str
+    values: tuple[Any, ...]  # the mapping's target paths, in ``Reconciler.paths`` order
+
+
+@dataclass
+class _Auth0Side:
+    accounts: dict[str, _Account] = field(default_factory=dict)
+    by_owner: dict[str, list[str]] = field(default_factory=dict)
+    by_email: dict[str, list[str]] = field(default_factory=dict)
+    read: str = "list"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise RunNotFound(f"{run_id!r} is not a reconciliation run id (like 20261122T020000Z-1a2b3c)")
+    return run_id
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        source: GraphSource,
+        target: Auth0Target,
+        links: LinkStore,
+        state: StateStore,
+        queue: WorkQueue,
+        audit: AuditStore,
+        mapping: SyncMapping,
+        reports: Any = None,  # shared.report.ReportStore, or None to skip writing reports
+        alert: Callable[[str], Any] | None = None,  # async callable told when a run is held
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.source = source
+        self.target = target
+        self.links = links
+        self.state = state
+        self.queue = queue
+        self.audit = audit
+        self.mapping = mapping
+        self.reports = reports
+        self.alert = alert
+        self.now = now
+        self.paths = tuple(dict.fromkeys([a.target for a in mapping.attributes] + [self._owner_path]))
+
+    @property
+    def _owner_path(self) -> str:
+        return f"app_metadata.{self.mapping.matching.app_metadata_key}"
+
+    # ==============================================================================================
+
+    async def run(
+        self, mode: str = "dry-run", run_id: str | None = None, progress: Progress | None = None
+    ) -> tuple[RunSummary, list[DriftRecord]]:
+        if mode not in {"dry-run", "apply"}:
+            raise ValueError("mode is dry-run or apply")
+        report = progress or (lambda phase, done, total: None)
+        summary = RunSummary(run_id=run_id or new_run_id(self.now()), mode=mode, started_at=utcnow())
+        clock = time.perf_counter()
+
+        def lap(phase: str) -> None:
+            nonlocal clock
+            summary.timings[phase] = round(time.perf_counter() - clock, 3)
+            clock = time.perf_counter()
+
+        links = {link.entra_id: link async for link in self.links.all()}
+        entra_of = {link.user_id: link.entra_id for link in links.values() if not link.target_deleted}
+        lap("links")
+        roles_of = await self._role_holders()
+        lap("roles")
+        groups_of = await self._group_members()
+        lap("groups")
+        auth0 = await self._read_auth0(report)
+        summary.auth0_users, summary.auth0_read = len(auth0.accounts), auth0.read
+        lap("auth0")
+
+        records: list[DriftRecord] = []
+        seen_accounts: set[str] = set()
+        seen_entra: set[str] = set()
+        async for page in self.source.list_users():
+            for user in page:
+                summary.entra_users += 1
+                seen_entra.add(str(user["id"]))
+                record = self._classify(user, links, auth0, roles_of, groups_of, seen_accounts, summary)
+                records.extend(record)
+            report("entra users", summary.entra_users, None)
+        lap("entra")
+
+        for user_id, account in auth0.accounts.items():
+            entra_id = entra_of.get(user_id) or account.owner
+            if user_id in seen_accounts or entra_id is None:
+                continue
+            summary.managed_accounts += 1
+            if entra_id not in seen_entra and not account.blocked:
+                records.append(
+                    DriftRecord(
+                        "orphaned", entra_id, user_id, account.email or account.name, {"reason": "source deleted"}
+                    )
+                )
+        lap("orphans")
+
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.drift] = counts.get(r.drift, 0) + 1
+        summary.counts = counts
+        drifted = {r.entra_id or r.user_id for r in records if r.drift != "stale"}
+        summary.in_sync = max(0, summary.entra_in_scope - len(drifted))
+        summary.breaker = await self._breaker(summary, records)
+        await self._decide(summary, records)
+        lap("decide")
+        summary.status = "held" if summary.breaker.tripped and summary.held else "completed"
+        summary.finished_at = utcnow()
+        await self._save(summary, records)
+        lap("report")
+        return summary, records
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def _role_holders(self) -> dict[str, set[str]]:
+        roles_of: dict[str, set[str]] = {}
+        if not self.mapping.managed_roles:
+            return roles_of
+        for name, role_id in (await self.target.role_ids(sorted(self.mapping.managed_roles))).items():
+            for user_id in await self.target.role_members(role_id):
+                roles_of.setdefault(user_id, set()).add(name)
+        return roles_of
+
+    async def _group_members(self) -> dict[str, set[str]]:
+        groups_of: dict[str, set[str]] = {}
+        for group_id in sorted(self.mapping.relevant_groups):
+            for user_id in await self.source.transitive_user_members(group_id):
+                groups_of.setdefault(user_id, set()).add(group_id)
+        return groups_of
+
+    async def _read_auth0(self, report: Progress) -> _Auth0Side:
+        side = _Auth0Side()
+        total = await self.target.count_users()
+        fields = sorted({*BASE_FIELDS, *(p.split(".", 1)[0] for p in self.paths)})
+        if total > LIST_LIMIT:
+            side.read = "export job"
+            users = self.target.export_users(fields)
+        else:
+            users = self.target.list_users(fields)
+        key = self.mapping.matching.app_metadata_key
+        async for user in users:
+            account = _Account(
+                user_id=str(user["user_id"]),
+                email=str(user.get("email") or "").lower(),
+                owner=_text(read_path(user, f"app_metadata.{key}")),
+                blocked=bool(user.get("blocked")),
+                last_seen=_text(user.get("last_login")) or _text(user.get("created_at")),
+                name=str(user.get("name") or ""),
+                values=tuple(read_path(user, p) for p in self.paths),
+            )
+            side.accounts[account.user_id] = account
+            if account.owner:
+                side.by_owner.setdefault(account.owner, []).append(account.user_id)
+            if account.email:
+                side.by_email.setdefault(account.email, []).append(account.user_id)
+            if len(side.accounts) % 5000 == 0:
+                report("auth0 accounts", len(side.accounts), total)
+        report("auth0 accounts", len(side.accounts), total)
+        return side
+
+    # -- classifying ---------------------------------------------------------------------------------
+
+    def _classify(
+        self,
+        user: dict[str, Any],
+        links: dict[str, Link],
+        auth0: _Auth0Side,
+        roles_of: dict[str, set[str]],
+        groups_of: dict[str, set[str]],
+        seen_accounts: set[str],
+        summary: RunSummary,
+    ) -> list[DriftRecord]:
+        entra_id = str(user["id"])
+        groups = frozenset(groups_of.get(entra_id, ()))
+        if user.get("accountEnabled") is False:
+            state = SourceState.DISABLED
+        elif not self.mapping.scope.includes(user, groups):
+            state = SourceState.OUT_OF_SCOPE
+        else:
+            state = SourceState.ACTIVE
+            summary.entra_in_scope += 1
+        source = SourceUser(entra_id, state, user, groups)
+        display = str(user.get("displayName") or user.get("userPrincipalName") or entra_id)
+
+        found, problem = self._match(source, links.get(entra_id), auth0)
+        if problem is not None:
+            return [DriftRecord("ambiguous", entra_id, None, display, problem)]
+        if found is None:
+            if state is SourceState.ACTIVE:
+                return [DriftRecord("missing", entra_id, None, display, {"state": "active"})]
+            return []
+        seen_accounts.add(found.user_id)
+        summary.managed_accounts += 1
+        if state is not SourceState.ACTIVE:
+            if found.blocked:
+                return []
+            reason = "source disabled" if state is SourceState.DISABLED else "out of scope"
+            return [DriftRecord("orphaned", entra_id, found.user_id, display, {"reason": reason})]
+
+        out: list[DriftRecord] = []
+        current = dict(zip(self.paths, found.values, strict=True))
+        fields = planner.diff_values(planner.desired_profile(source, self.mapping), current.get)
+        link = links.get(entra_id)
+        if (
+            found.blocked
+            and link is not None
+            and link.deprovision is not DeprovisionState.NONE
+            and link.blocked_by_sync
+        ) and not link.risk_locked:
+            fields["blocked"] = (True, False)
+        if fields:
+            changed = {path: [before, after] for path, (before, after) in sorted(fields.items())}
+            out.append(DriftRecord("attribute_mismatch", entra_id, found.user_id, display, {"fields": changed}))
+        managed = self.mapping.managed_roles
+        if managed:
+            want = self.mapping.roles_for(groups)
+            have = frozenset(roles_of.get(found.user_id, ())) & managed
+            if want != have:
+                roles = {"add": sorted(want - have), "remove": sorted(have - want)}
+                out.append(DriftRecord("role_mismatch", entra_id, found.user_id, display, roles))
+        stale = self._stale(found)
+        if stale is not None:
+            out.append(DriftRecord("stale", entra_id, found.user_id, display, stale))
+        return out
+
+    def _match(
+        self, source: SourceUser, link: Link | None, auth0: _Auth0Side
+    ) -> tuple[_Account | None, dict[str, Any] | None]:
+        """The same order as the worker: link, deterministic id, then the mapping's precedence."""
+        accounts = auth0.accounts
+        if link is not None and not link.target_deleted and link.user_id in accounts:
+            return accounts[link.user_id], None
+        if self.mapping.target.deterministic_user_id and f"auth0|{source.id}" in accounts:
+            return accounts[f"auth0|{source.id}"], None
+        for matcher in self.mapping.matching.precedence:
+            if matcher == "app_metadata":
+                ids = auth0.by_owner.get(source.id, [])
+            elif matcher == "email":
+                email = planner.desired_profile(source, self.mapping).get("email")
+                ids = auth0.by_email.get(str(email).strip().lower(), []) if email else []
+            else:
+                continue  # link is handled above; enterprise identities are not in the compact form
+            decision = planner.judge_candidates(
+                [
+                    {"user_id": i, "app_metadata": {self.mapping.matching.app_metadata_key: accounts[i].owner}}
+                    for i in ids
+                ],
+                source.id,
+                self.mapping.matching.app_metadata_key,
+            )
+            if decision.outcome == "found":
+                assert decision.user_id is not None
+                return accounts[decision.user_id], None
+            if decision.outcome in {"ambiguous", "conflict"}:
+                return None, {
+                    "candidates": list(decision.candidates),
+                    "matched_by": matcher,
+                    "problem": decision.outcome,
+                }
+        return None, None
+
+    def _stale(self, account: _Account) -> dict[str, Any] | None:
+        if account.blocked or not account.last_seen:
+            return None
+        try:
+            seen = datetime.fromisoformat(account.last_seen.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        days = (self.now() - seen).days
+        if days < self.mapping.reconcile.stale_after_days:
+            return None
+        return {"last_seen": account.last_seen, "days": days}
+
+    # -- deciding --------------------------------------------------------------------------------------
+
+    async def _breaker(self, summary: RunSummary, records: list[DriftRecord]) -> Breaker:
+        policy = self.mapping.reconcile
+        # Only deprovisions this run would queue count: orphans that are merely reported block no one.
+        deprovisions = sum(1 for r in records if r.drift == "orphaned") if "orphaned" in policy.remediate else 0
+        share = deprovisions / max(1, summary.managed_accounts)
+        breaker = Breaker(
+            deprovisions=deprovisions,
+            limit=policy.max_deprovisions,
+            share=round(share, 4),
+            share_limit=policy.max_deprovision_share,
+        )
+        previous = await self._previous_entra_count()
+        if summary.managed_accounts and (
+            summary.entra_users == 0 or (previous and summary.entra_users < previous * PARTIAL_READ_SHARE)
+        ):
+            breaker.tripped = True
+            breaker.reason = (
+                f"the Entra read looks partial: {summary.entra_users} users, the last run saw {previous or 'some'}"
+            )
+        elif deprovisions > policy.max_deprovisions:
+            breaker.tripped = True
+            breaker.reason = (
+                f"{deprovisions} accounts would be blocked or deleted; the limit is {policy.max_deprovisions}"
+            )
+        elif deprovisions and share > policy.max_deprovision_share:
+            breaker.tripped = True
+            breaker.reason = (
+                f"{share:.1%} of managed accounts would be blocked or deleted; the limit is "
+                f"{policy.max_deprovision_share:.1%}"
+            )
+        return breaker
+
+    async def _previous_entra_count(self) -> int:
+        runs = await self.history()
+        done = [r for r in runs if r.status in {"completed", "approved"} and r.entra_users]
+        return done[-1].entra_users if done else 0
+
+    async def _decide(self, summary: RunSummary, records: list[DriftRecord]) -> None:
+        remediate = set(self.mapping.reconcile.remediate)
+        items: list[WorkItem] = []
+        held: list[str] = []
+        for record in records:
+            if record.drift not in remediate or record.entra_id is None:
+                record.action = "reported"
+                continue
+            if record.drift == "orphaned" and summary.breaker.tripped:
+                record.action = "held"
+                held.append(record.entra_id)
+                continue
+            if summary.mode == "dry-run":
+                record.action = "none"
+                continue
+            record.action = "enqueued"
+            items.append(WorkItem("user", record.entra_id, "reconcile", summary.run_id, summary.run_id))
+        # One work item per identity, even with several drift classes.
+        unique = list({i.id: i for i in items}.values())
+        if unique:
+            await self.queue.send(unique)
+        summary.enqueued = len(unique)
+        summary.held = len(set(held))
+        if held:
+            await self._put_many(f"reconcile-held:{summary.run_id}", sorted(set(held)))
+
+    async def _put_many(self, kind: str, entra_ids: Iterable[str]) -> None:
+        gate = asyncio.Semaphore(16)
+
+        async def one(entra_id: str) -> None:
+            async with gate:
+                await self.state.put(kind, entra_id, {"entra_id": entra_id})
+
+        await asyncio.gather(*(one(e) for e in entra_ids))
+
+    # -- remembering -----------------------------------------------------------------------------------
+
+    async def _save(self, summary: RunSummary, records: list[DriftRecord]) -> None:
+        await self.state.put(RUN_KIND, summary.run_id, summary.to_dict())
+        if self.reports is not None:
+            await self.reports.ensure()
+            history = [r for r in await self.history() if r.run_id != summary.run_id][-(HISTORY - 1) :]
+            await self.reports.save(summary, records, [*history, summary])
+        outcome = {"held": "held", "completed": "ok"}.get(summary.status, summary.status)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "in sync"
+        await self.audit.write(
+            AuditRow(summary.run_id, "reconcile", summary.run_id, "reconcile", "auth0", "", f"reconcile_{summary.mode}",
+                     outcome, detail=f"{counts}; enqueued {summary.enqueued}; held {summary.held}",
+                     error=summary.breaker.reason)
+        )  # fmt: skip
+        if summary.status == "held":
+            message = (
+                f"entra-sync reconciliation {summary.run_id} is held by the circuit breaker: {summary.breaker.reason}. "
+                f"Nothing was blocked or deleted. Review the report, then run: entra-sync approve {summary.run_id}"
+            )
+            log.error("%s", message)
+            if self.alert is not None:
+                await self.alert(message)
+
+    async def history(self) -> list[RunSummary]:
+        runs = [RunSummary.from_dict(v) for v in (await self.state.list(RUN_KIND)).values()]
+        return sorted(runs, key=lambda r: r.started_at)
+
+    async def summary(self, run_id: str) -> RunSummary:
+        data = await self.state.get(RUN_KIND, check_run_id(run_id))
+        if data is None:
+            raise RunNotFound(f"no reconciliation run {run_id}")
+        return RunSummary.from_dict(data)
+
+    async def approve(self, run_id: str, approver: str = "operator") -> int:
+        """Release a held run: queue the deprovisions the circuit breaker stopped."""
+        summary = await self.summary(run_id)
+        if summary.status != "held":
+            raise PermanentError(f"run {run_id} is {summary.status}, not held: nothing to approve")
+        held = sorted((await self.state.list(f"reconcile-held:{run_id}")).keys())
+        items = [WorkItem("user", entra_id, "reconcile", run_id, run_id) for entra_id in held]
+        if items:
+            await self.queue.send(items)
+        summary.status = "approved"
+        await self.state.put(RUN_KIND, run_id, summary.to_dict())
+        await self.audit.write(
+            AuditRow(run_id, "reconcile", run_id, "reconcile", "auth0", "", "approve", "ok",
+                     detail=f"{len(items)} held deprovisions queued, approved by {approver}")
+        )  # fmt: skip
+        return len(items)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)

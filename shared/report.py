@@ -1,0 +1,652 @@
+"""Reconciliation reports: JSON and CSV for machines, one HTML page for people, kept in Blob Storage.
+
+The renderers are pure (summary and records in, bytes out) and deterministic: records are ordered
+by drift class (``DRIFT_ORDER``), then by display name and ids, so two reports of the same findings
+are byte-identical and runs can be diffed. Work is linear in the number of records apart from one
+sort, so 100,000 records render in seconds.
+
+Every value that reaches the page passes through ``html.escape``; the page carries a Content
+Security Policy that forbids scripts and external resources, as a second line. CSV cells that a
+spreadsheet would read as a formula get a leading ``'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import html
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContentSettings
+from azure.storage.blob.aio import BlobServiceClient
+
+from shared import names
+from shared.errors import BadInput, NotFound
+from shared.reconcile_model import DRIFT_ORDER, DRIFT_TITLES, DriftRecord, RunSummary
+
+REPORTS_CONTAINER: Final = names.REPORTS_CONTAINER
+
+SCHEMA_VERSION: Final = 1  # of report.json; bump when its shape changes
+ROW_CAP: Final = 2_000  # rows per drift class on the HTML page; the CSV and JSON hold every record
+TREND_RUNS: Final = 30  # runs in the trend table, the current one included
+APPROVE_COMMAND: Final = "entra-sync approve {run_id}"
+
+CONTENT_TYPES: Final = {
+    "json": "application/json; charset=utf-8",
+    "csv": "text/csv; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+}
+CSV_COLUMNS: Final = ("drift", "entra_id", "user_id", "display", "action", "what_differs", "details")
+
+# A run id becomes part of a blob name and of the approve command: letters, digits, ``_ - .``;
+# it starts and ends with a letter or digit, so ``..`` and hidden names cannot form.
+_RUN_ID: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?")
+
+# A spreadsheet evaluates a cell starting with one of these (OWASP "CSV injection").
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+ACTION_LABELS: Final = {
+    "enqueued": "enqueued",
+    "reported": "reported only",
+    "held": "held",
+    "none": "none (dry run)",
+}
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is safe in a blob name and a shell command, else raise BadInput."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise BadInput(
+            f"invalid run id {run_id!r}: use 1-100 letters, digits, '_', '-' or '.', starting and ending "
+            "with a letter or digit"
+        )
+    return run_id
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _order_key(record: DriftRecord) -> tuple[int, str, str, str, str]:
+    try:
+        rank = DRIFT_ORDER.index(record.drift)
+    except ValueError:
+        rank = len(DRIFT_ORDER)  # classes this module does not know yet go last, by name
+    return (rank, record.drift, record.display.casefold(), record.entra_id or "", record.user_id or "")
+
+
+def ordered(records: Iterable[DriftRecord]) -> list[DriftRecord]:
+    """Records in report order: by drift class, then display name, Entra id and Auth0 id."""
+    return sorted(records, key=_order_key)
+
+
+def _classes(present: Iterable[str]) -> list[str]:
+    """DRIFT_ORDER, then any other class seen, by name."""
+    extra = sorted(set(present) - set(DRIFT_ORDER))
+    return [*DRIFT_ORDER, *extra]
+
+
+def _title(drift: str) -> str:
+    return DRIFT_TITLES.get(drift, drift)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def show_value(value: Any) -> str:
+    """One attribute value as people read it: strings as they are, ``(none)`` and ``(empty)``
+    told apart, anything else as JSON."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, str):
+        return value if value else "(empty)"
+    return _json(value)
+
+
+def _fields(record: DriftRecord) -> list[tuple[str, Any, Any]]:
+    """attribute_mismatch details as (field, Auth0 value, Entra value)."""
+    fields: Mapping[str, Sequence[Any]] = record.details.get("fields") or {}
+    return [(name, pair[0], pair[1]) for name, pair in fields.items()]
+
+
+def _roles(record: DriftRecord, key: str) -> list[str]:
+    return [str(role) for role in record.details.get(key) or []]
+
+
+def what_differs(record: DriftRecord) -> str:
+    """A one-line account of what differs, e.g. ``email: a@x -> b@x`` or ``roles: +Sales; -Staff``.
+
+    Role changes are written ``roles: +added; -removed`` rather than ``+role ...`` so the text never
+    starts like a formula and is not mangled by the CSV guard.
+    """
+    d = record.details
+    match record.drift:
+        case "missing":
+            return f"no Auth0 account; Entra state: {d.get('state', 'unknown')}"
+        case "orphaned":
+            return f"no Entra source: {d.get('reason', 'unknown')}"
+        case "attribute_mismatch":
+            parts = [f"{name}: {show_value(a)} -> {show_value(e)}" for name, a, e in _fields(record)]
+            return "; ".join(parts) or "(no fields listed)"
+        case "role_mismatch":
+            changes = [f"+{r}" for r in _roles(record, "add")] + [f"-{r}" for r in _roles(record, "remove")]
+            return "roles: " + "; ".join(changes) if changes else "(no roles listed)"
+        case "ambiguous":
+            candidates = ", ".join(_roles(record, "candidates")) or "(none listed)"
+            return f"candidates: {candidates} (matched by {d.get('matched_by', 'unknown')})"
+        case "stale":
+            last = d.get("last_login")
+            days = d.get("days")
+            seen = f"last login {last}" if last else "never logged in"
+            return f"{seen} ({days} days)" if days is not None else seen
+        case _:
+            return _json(d)
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON
+# ------------------------------------------------------------------------------------------------
+
+
+def render_json(summary: RunSummary, records: Iterable[DriftRecord]) -> bytes:
+    """The whole run as JSON: schema version, summary, record count, then one record per line.
+
+    Keys inside the summary and the records are sorted, so the output is stable; one record per line
+    keeps the file greppable and diffable.
+    """
+    rows = [_json(r.to_dict()) for r in ordered(records)]
+    head = (
+        f'{{"schema_version": {SCHEMA_VERSION},\n'
+        f' "summary": {_json(summary.to_dict())},\n'
+        f' "record_count": {len(rows)},\n'
+        f' "records": ['
+    )
+    body = ",\n  ".join(rows)
+    return (head + ("\n  " + body + "\n ]}\n" if rows else "]}\n")).encode()
+
+
+def parse_json(data: bytes) -> tuple[RunSummary, list[DriftRecord]]:
+    """Read back what :func:`render_json` wrote, to render a report again later."""
+    doc = json.loads(data)
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BadInput(f"report.json schema version {version!r} is not {SCHEMA_VERSION}")
+    return RunSummary.from_dict(doc["summary"]), [DriftRecord.from_dict(r) for r in doc["records"]]
+
+
+# ------------------------------------------------------------------------------------------------
+# CSV
+# ------------------------------------------------------------------------------------------------
+
+
+def csv_safe(value: str) -> str:
+    """Defuse a cell a spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, tab, CR first)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def render_csv(records: Iterable[DriftRecord]) -> bytes:
+    """One row per drift record, in report order; UTF-8 with a byte-order mark so Excel reads
+    non-ASCII names correctly; CRLF line ends (RFC 4180)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in ordered(records):
+        row = (r.drift, r.entra_id or "", r.user_id or "", r.display, r.action, what_differs(r), _json(r.details))
+        writer.writerow([csv_safe(cell) for cell in row])
+    return out.getvalue().encode("utf-8-sig")
+
+
+# ------------------------------------------------------------------------------------------------
+# HTML
+# ------------------------------------------------------------------------------------------------
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+_COLORS: Final = {
+    "missing": "#2563eb",
+    "orphaned": "#dc2626",
+    "attribute_mismatch": "#d97706",
+    "role_mismatch": "#7c3aed",
+    "ambiguous": "#db2777",
+    "stale": "#64748b",
+}
+_OTHER_COLOR: Final = "#0f766e"
+
+_CSS: Final = """
+:root { color-scheme: light; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2937;
+  margin: 0 auto; padding: 24px; max-width: 1280px; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 32px 0 8px; }
+h1 code { font-size: 20px; }
+code { font-family: ui-monospace, "SFMono-Regular", Consolas, monospace; background: #f3f4f6;
+  padding: 1px 4px; border-radius: 3px; }
+.meta { display: flex; flex-wrap: wrap; gap: 4px 24px; margin: 8px 0 16px; padding: 0; }
+.meta div { display: flex; gap: 6px; } .meta dt { color: #6b7280; } .meta dd { margin: 0; font-weight: 600; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+  background: #e5e7eb; color: #374151; vertical-align: middle; }
+.s-completed { background: #dcfce7; color: #166534; } .s-held { background: #ffedd5; color: #9a3412; }
+.s-approved { background: #dbeafe; color: #1e40af; } .s-failed { background: #fee2e2; color: #991b1b; }
+.a-enqueued { background: #dbeafe; color: #1e40af; } .a-held { background: #ffedd5; color: #9a3412; }
+.a-reported { background: #f3f4f6; color: #374151; } .a-none { background: #fff; color: #6b7280;
+  border: 1px solid #d1d5db; }
+.banner { border-radius: 6px; padding: 12px 16px; margin: 16px 0; border-left: 6px solid; break-inside: avoid; }
+.banner h2 { margin: 0 0 6px; font-size: 17px; } .banner p { margin: 6px 0; }
+.banner.alarm { background: #fff7ed; border-color: #ea580c; }
+.banner.error { background: #fef2f2; border-color: #dc2626; }
+.banner.info { background: #eff6ff; border-color: #3b82f6; }
+.banner.ok { background: #f0fdf4; border-color: #16a34a; }
+.banner .command { font-size: 15px; padding: 6px 10px; display: inline-block; background: #fff;
+  border: 1px solid #fdba74; user-select: all; }
+table { border-collapse: collapse; margin: 6px 0; }
+th, td { text-align: left; padding: 4px 10px; border-bottom: 1px solid #e5e7eb; vertical-align: top; }
+th { background: #f9fafb; font-weight: 600; font-size: 13px; color: #374151; }
+td { overflow-wrap: break-word; max-width: 420px; }
+.scroll { overflow-x: auto; }
+table.trend { font-size: 13px; } table.trend td { white-space: nowrap; padding: 3px 8px; }
+table.trend th { vertical-align: bottom; } table.trend th.n { white-space: normal; max-width: 6em; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tbody tr.first td { border-top: 1px solid #d1d5db; }
+tr.current td { background: #fefce8; font-weight: 600; }
+.nil { color: #9ca3af; font-style: italic; }
+.id { font-family: ui-monospace, Consolas, monospace; font-size: 12px; color: #4b5563; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
+.bar { display: flex; width: 160px; height: 14px; background: #f3f4f6; border-radius: 2px; overflow: hidden; }
+.bar span { display: block; height: 100%; }
+.legend { display: flex; flex-wrap: wrap; gap: 4px 16px; font-size: 12px; color: #4b5563; margin: 4px 0; }
+.note { color: #6b7280; font-size: 13px; }
+.cap { background: #fffbeb; border: 1px solid #fde68a; padding: 6px 10px; border-radius: 4px; }
+ul.plain { margin: 0; padding-left: 18px; }
+footer { margin-top: 40px; color: #6b7280; font-size: 12px; border-top: 1px solid #e5e7eb; padding-top: 8px; }
+@media print { body { padding: 0; } .banner .command { border-color: #999; } }
+"""
+
+# Defence in depth behind html.escape: no scripts, no fetches, inline styles only.
+_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+
+def _nil(text: str) -> str:
+    return f'<span class="nil">{esc(text)}</span>'
+
+
+def _cell_value(value: Any) -> str:
+    if value is None or value == "":
+        return _nil(show_value(value))
+    return esc(show_value(value))
+
+
+def _id(value: str | None) -> str:
+    return f'<span class="id">{esc(value)}</span>' if value else _nil("(none)")
+
+
+def _action(action: str) -> str:
+    label = ACTION_LABELS.get(action, action)
+    css = f"a-{action}" if action in ACTION_LABELS else ""
+    return f'<span class="badge {css}">{esc(label)}</span>'
+
+
+def _color(drift: str) -> str:
+    return _COLORS.get(drift, _OTHER_COLOR)
+
+
+def _duration(start: str, end: str) -> str:
+    try:
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except (TypeError, ValueError):
+        return ""
+    if seconds < 0:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _counts(records: Sequence[DriftRecord]) -> Counter[str]:
+    return Counter(r.drift for r in records)
+
+
+def _header(summary: RunSummary, total: int) -> list[str]:
+    s = summary
+    out = [
+        f"<h1>Reconciliation run <code>{esc(s.run_id)}</code> "
+        f'<span class="badge s-{esc(s.status)}">{esc(s.status)}</span></h1>',
+        '<dl class="meta">',
+    ]
+    items: list[tuple[str, str]] = [
+        ("Mode", s.mode),
+        ("Started", s.started_at or "—"),
+        ("Finished", s.finished_at or "—"),
+    ]
+    if duration := _duration(s.started_at, s.finished_at):
+        items.append(("Duration", duration))
+    items += [
+        ("Entra users", f"{s.entra_users:,} ({s.entra_in_scope:,} in scope)"),
+        ("Auth0 users", f"{s.auth0_users:,} ({s.managed_accounts:,} managed)"),
+        ("In sync", f"{s.in_sync:,}"),
+        ("Drift", f"{total:,}"),
+        ("Enqueued", f"{s.enqueued:,}"),
+        ("Held", f"{s.held:,}"),
+    ]
+    if s.auth0_read:
+        items.append(("Auth0 read", s.auth0_read))
+    out += [f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in items]
+    out.append("</dl>")
+    if s.timings:
+        phases = ", ".join(f"{esc(k)} {v:.1f} s" for k, v in s.timings.items())
+        out.append(f'<p class="note">Time per phase: {phases}</p>')
+    return out
+
+
+def _banners(summary: RunSummary, total: int) -> list[str]:
+    s, b = summary, summary.breaker
+    out: list[str] = []
+    if s.status == "failed":
+        out.append(
+            '<section class="banner error"><h2>This run failed</h2>'
+            f"<p>{esc(s.error) if s.error else 'No error message was recorded.'}</p>"
+            "<p>The findings below may be incomplete.</p></section>"
+        )
+    if b.tripped and s.status != "approved":
+        command = APPROVE_COMMAND.format(run_id=s.run_id)
+        out.append(
+            '<section class="banner alarm" id="circuit-breaker">'
+            "<h2>Held by the circuit breaker: nothing was blocked or deleted</h2>"
+            f"<p><strong>Reason:</strong> {esc(b.reason) if b.reason else _nil('(none recorded)')}</p>"
+            "<table><thead><tr><th></th><th class=n>This run</th><th class=n>Limit</th></tr></thead><tbody>"
+            f"<tr><td>Users to block or delete</td><td class=n>{b.deprovisions:,}</td><td class=n>{b.limit:,}</td></tr>"
+            f"<tr><td>Share of managed users</td><td class=n>{b.share:.1%}</td>"
+            f"<td class=n>{b.share_limit:.1%}</td></tr>"
+            "</tbody></table>"
+            f"<p>{s.held:,} change(s) are held until someone approves this run. After reviewing the tables "
+            "below, approve it with:</p>"
+            f'<p><code class="command">{esc(command)}</code></p></section>'
+        )
+    elif b.tripped:
+        out.append(
+            '<section class="banner info"><h2>Held by the circuit breaker, then approved</h2>'
+            f"<p><strong>Reason it was held:</strong> {esc(b.reason)} ({b.deprovisions:,} users to block or "
+            f"delete, limit {b.limit:,}; {b.share:.1%} of managed users, limit {b.share_limit:.1%}).</p></section>"
+        )
+    if s.mode == "dry-run":
+        out.append(
+            '<section class="banner info"><p><strong>Dry run:</strong> this run planned and reported only; '
+            "nothing was changed in Auth0.</p></section>"
+        )
+    if total == 0 and s.status != "failed":
+        out.append(
+            '<section class="banner ok"><h2>All in sync</h2>'
+            f"<p>{s.entra_in_scope:,} in-scope Entra users and {s.auth0_users:,} Auth0 users were compared; "
+            "no drift was found.</p></section>"
+        )
+    return out
+
+
+def _counts_table(classes: Sequence[str], records: Sequence[DriftRecord], summary: RunSummary) -> list[str]:
+    by_action: dict[str, Counter[str]] = {}
+    for r in records:
+        by_action.setdefault(r.drift, Counter())[r.action] += 1
+    actions = [a for a in ACTION_LABELS if any(a in c for c in by_action.values())]
+    out = [
+        "<h2>Counts by class</h2>",
+        "<table><thead><tr><th>Drift class</th><th class=n>Identities</th>",
+        *(f"<th class=n>{esc(ACTION_LABELS[a])}</th>" for a in actions),
+        "</tr></thead><tbody>",
+    ]
+    total = Counter[str]()
+    for drift in classes:
+        c = by_action.get(drift, Counter())
+        n = sum(c.values())
+        total.update(c)
+        title = esc(_title(drift))
+        name = f'<a href="#drift-{esc(drift)}">{title}</a>' if n else title
+        out.append(
+            f'<tr><td><span class="swatch" style="background:{_color(drift)}"></span>{name}</td>'
+            f"<td class=n>{n:,}</td>" + "".join(f"<td class=n>{c[a]:,}</td>" for a in actions) + "</tr>"
+        )
+    out.append(
+        f"<tr><th>Total drift</th><th class=n>{sum(total.values()):,}</th>"
+        + "".join(f"<th class=n>{total[a]:,}</th>" for a in actions)
+        + "</tr>"
+    )
+    out.append(f"<tr><td>In sync</td><td class=n>{summary.in_sync:,}</td>{'<td></td>' * len(actions)}</tr>")
+    out.append("</tbody></table>")
+    return out
+
+
+def _trend(summary: RunSummary, current: Counter[str], history: Sequence[RunSummary]) -> list[str]:
+    earlier = [h for h in history if h.run_id != summary.run_id]
+    earlier.sort(key=lambda h: h.started_at)  # stable: equal or missing times keep the caller's order
+    earlier = earlier[-(TREND_RUNS - 1) :] if TREND_RUNS > 1 else []
+    runs: list[tuple[RunSummary, Mapping[str, int]]] = [(h, h.counts) for h in earlier]
+    runs.append((summary, current))
+    # Only classes seen in some run: columns of zeros would push the table past the page.
+    classes = [d for d in _classes(k for _, c in runs for k in c) if any(c.get(d, 0) for _, c in runs)]
+    peak = max((sum(c.values()) for _, c in runs), default=0) or 1
+    out = ["<h2>Trend</h2>"]
+    if not earlier:
+        out.append('<p class="note">No earlier runs to compare with yet.</p>')
+    else:
+        out.append(
+            f'<p class="note">The last {len(runs)} runs, oldest first; this run is the last, highlighted row.</p>'
+        )
+    out.append('<div class="legend">')
+    out += [
+        f'<span><span class="swatch" style="background:{_color(d)}"></span>{esc(_title(d))}</span>' for d in classes
+    ]
+    out.append("</div>")
+    out.append('<div class="scroll"><table class="trend"><thead><tr><th>Run</th><th>Started</th><th>Mode</th>')
+    out.append("<th>Status</th><th>Drift</th><th class=n>Total</th>")
+    out += [f"<th class=n>{esc(_title(d))}</th>" for d in classes]
+    out.append("</tr></thead><tbody>")
+    for run, counts in runs:
+        is_current = run is summary
+        total = sum(counts.get(d, 0) for d in classes)
+        bar = "".join(
+            f'<span style="width:{100 * counts[d] / peak:.2f}%;background:{_color(d)}" '
+            f'title="{esc(_title(d))}: {counts[d]:,}"></span>'
+            for d in classes
+            if counts.get(d, 0) > 0
+        )
+        out.append(
+            f"<tr{' class=current' if is_current else ''}><td>{esc(run.run_id)}</td><td>{esc(run.started_at)}</td>"
+            f'<td>{esc(run.mode)}</td><td>{esc(run.status)}</td><td><div class="bar">{bar}</div></td>'
+            f"<td class=n>{total:,}</td>" + "".join(f"<td class=n>{counts.get(d, 0):,}</td>" for d in classes) + "</tr>"
+        )
+    out.append("</tbody></table></div>")
+    return out
+
+
+def _identity_cells(r: DriftRecord, rowspan: int = 1) -> str:
+    span = f' rowspan="{rowspan}"' if rowspan > 1 else ""
+    name = esc(r.display) or _nil("(no name)")
+    return f"<td{span}>{name}</td><td{span}>{_id(r.entra_id)}</td><td{span}>{_id(r.user_id)}</td>"
+
+
+_IDENTITY_HEAD: Final = "<th>Identity</th><th>Entra object id</th><th>Auth0 user id</th>"
+
+
+def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
+    """The table head and body rows for one drift class."""
+    rows: list[str] = []
+    if drift == "attribute_mismatch":
+        head = f"{_IDENTITY_HEAD}<th>Field</th><th>Auth0 value</th><th>Entra value</th><th>Done</th>"
+        for r in records:
+            fields = _fields(r) or [("(no fields listed)", None, None)]
+            span = len(fields)
+            for i, (name, auth0, entra) in enumerate(fields):
+                cells = f"<td>{esc(name)}</td><td>{_cell_value(auth0)}</td><td>{_cell_value(entra)}</td>"
+                if i == 0:
+                    more = f' rowspan="{span}"' if span > 1 else ""
+                    rows.append(
+                        f'<tr class="first">{_identity_cells(r, span)}{cells}<td{more}>{_action(r.action)}</td></tr>'
+                    )
+                else:
+                    rows.append(f"<tr>{cells}</tr>")
+        return head, rows
+    if drift == "role_mismatch":
+        head = f"{_IDENTITY_HEAD}<th>Roles to add</th><th>Roles to remove</th><th>Done</th>"
+        for r in records:
+            add = "<br>".join(esc(x) for x in _roles(r, "add")) or _nil("(none)")
+            remove = "<br>".join(esc(x) for x in _roles(r, "remove")) or _nil("(none)")
+            rows.append(f"<tr>{_identity_cells(r)}<td>{add}</td><td>{remove}</td><td>{_action(r.action)}</td></tr>")
+        return head, rows
+    if drift == "ambiguous":
+        head = f"{_IDENTITY_HEAD}<th>Matched by</th><th>Candidates (never fixed automatically)</th><th>Done</th>"
+        for r in records:
+            candidates = "".join(f"<li>{_id(c)}</li>" for c in _roles(r, "candidates"))
+            cell = f'<ul class="plain">{candidates}</ul>' if candidates else _nil("(none listed)")
+            matched = r.details.get("matched_by")
+            rows.append(
+                f"<tr>{_identity_cells(r)}<td>{_cell_value(matched)}</td><td>{cell}</td>"
+                f"<td>{_action(r.action)}</td></tr>"
+            )
+        return head, rows
+    if drift == "stale":
+        head = f"{_IDENTITY_HEAD}<th>Last login</th><th class=n>Days</th><th>Done</th>"
+        for r in records:
+            last = r.details.get("last_login")
+            days = r.details.get("days")
+            rows.append(
+                f"<tr>{_identity_cells(r)}<td>{esc(last) if last else _nil('never')}</td>"
+                f"<td class=n>{esc(days) if days is not None else ''}</td><td>{_action(r.action)}</td></tr>"
+            )
+        return head, rows
+    if drift in ("missing", "orphaned"):
+        key, label = ("state", "Entra state") if drift == "missing" else ("reason", "Reason")
+        head = f"{_IDENTITY_HEAD}<th>{label}</th><th>Done</th>"
+        for r in records:
+            rows.append(
+                f"<tr>{_identity_cells(r)}<td>{_cell_value(r.details.get(key))}</td><td>{_action(r.action)}</td></tr>"
+            )
+        return head, rows
+    head = f"{_IDENTITY_HEAD}<th>Details</th><th>Done</th>"
+    for r in records:
+        rows.append(f"<tr>{_identity_cells(r)}<td>{esc(_json(r.details))}</td><td>{_action(r.action)}</td></tr>")
+    return head, rows
+
+
+def _section(drift: str, records: Sequence[DriftRecord], row_cap: int) -> list[str]:
+    shown = records[:row_cap]
+    head, rows = _rows(drift, shown)
+    out = [
+        f'<section id="drift-{esc(drift)}"><h2><span class="swatch" style="background:{_color(drift)}"></span>'
+        f"{esc(_title(drift))} <span class=note>({len(records):,})</span></h2>"
+    ]
+    if len(records) > len(shown):
+        out.append(
+            f'<p class="cap">Showing the first {len(shown):,} of {len(records):,}. The other '
+            f"{len(records) - len(shown):,} are in <code>report.csv</code> and <code>report.json</code>.</p>"
+        )
+    out += [f"<table><thead><tr>{head}</tr></thead><tbody>", *rows, "</tbody></table></section>"]
+    return out
+
+
+def render_html(
+    summary: RunSummary,
+    records: Iterable[DriftRecord],
+    history: Sequence[RunSummary] = (),
+    *,
+    row_cap: int = ROW_CAP,
+) -> bytes:
+    """One self-contained page: header, banners, counts by class, trend, then a table per class.
+
+    ``history`` holds earlier runs' summaries in any order (sorted here by start time; the current
+    run, if present, is ignored and drawn last from ``records``). Tables stop at ``row_cap`` rows
+    per class, with a line pointing to the CSV and JSON for the rest.
+    """
+    recs = ordered(records)
+    counts = _counts(recs)
+    classes = _classes(counts)
+    by_class: dict[str, list[DriftRecord]] = {}
+    for r in recs:
+        by_class.setdefault(r.drift, []).append(r)
+    total = len(recs)
+    title = f"Reconciliation {summary.run_id} · {summary.status}"
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(_CSP)}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        "<header>",
+        *_header(summary, total),
+        "</header><main>",
+        *_banners(summary, total),
+        *_counts_table(classes, recs, summary),
+        *_trend(summary, counts, history),
+    ]
+    for drift in classes:
+        if by_class.get(drift):
+            out += _section(drift, by_class[drift], row_cap)
+    out.append(
+        "</main><footer>entra-sync reconciliation report "
+        f"(schema {SCHEMA_VERSION}) for run <code>{esc(summary.run_id)}</code>. Every record is also in "
+        "<code>report.csv</code> and <code>report.json</code> next to this page.</footer></body></html>\n"
+    )
+    return "\n".join(out).encode()
+
+
+# ------------------------------------------------------------------------------------------------
+# Storage
+# ------------------------------------------------------------------------------------------------
+
+
+class ReportStore:
+    """Reports in Blob Storage, one folder per run: ``runs/<run_id>/report.{json,csv,html}``."""
+
+    def __init__(self, service: BlobServiceClient, container: str = REPORTS_CONTAINER):
+        self.container = service.get_container_client(container)
+
+    @staticmethod
+    def blob_name(run_id: str, fmt: str) -> str:
+        if fmt not in CONTENT_TYPES:
+            raise NotFound(f"no report format {fmt!r}; use one of {', '.join(CONTENT_TYPES)}")
+        return f"runs/{validate_run_id(run_id)}/report.{fmt}"
+
+    async def ensure(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            await self.container.create_container()
+
+    async def save(
+        self, summary: RunSummary, records: Iterable[DriftRecord], history: Sequence[RunSummary] = ()
+    ) -> dict[str, str]:
+        """Render and write the three reports; return format -> blob name."""
+        run_id = validate_run_id(summary.run_id)
+        recs = ordered(records)
+        rendered = {
+            "json": render_json(summary, recs),
+            "csv": render_csv(recs),
+            "html": render_html(summary, recs, history),
+        }
+        written: dict[str, str] = {}
+        for fmt, data in rendered.items():
+            name = self.blob_name(run_id, fmt)
+            await self.container.upload_blob(
+                name,
+                data,
+                overwrite=True,
+                content_settings=ContentSettings(content_type=CONTENT_TYPES[fmt]),
+                metadata={"run_id": run_id},
+            )
+            written[fmt] = name
+        return written
+
+    async def load(self, run_id: str, fmt: str) -> bytes:
+        """One stored report; NotFound for an unknown run or format, BadInput for an unsafe run id."""
+        name = self.blob_name(run_id, fmt)
+        try:
+            stream = await self.container.download_blob(name)
+            return await stream.readall()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no {fmt} report for run {run_id!r} in container {self.container.container_name}") from exc

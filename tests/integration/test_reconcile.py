@@ -1,0 +1,236 @@
+"""delta_sync and reconcile through the indexed functions and the reconciler, against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.mirror import mirror
+from shared.mapping import load_mapping
+from shared.work import WorkItem
+from tests.integration.world import World, audit_rows, drain, queued, services_for
+
+REMEDIATE_ALL = "reconcile: {remediate: [missing, attribute_mismatch, role_mismatch, orphaned], max_deprovisions: 3}"
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
+    w = World(azurite, tmp_path, users=40, groups=6, mapping_extra=REMEDIATE_ALL).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def in_sync_start(world: World) -> int:
+    return mirror(world.graph, world.auth0, load_mapping(world.settings.mapping_file))
+
+
+def api(world: World, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {world.auth0.static_token}"}
+    answer = httpx.request(method, f"{world.auth0.base_url}{path}", headers=headers, **kwargs)
+    answer.raise_for_status()
+    return answer
+
+
+def test_an_in_sync_tenant_reports_no_drift_and_a_dry_run_writes_nothing(world: World) -> None:
+    created = in_sync_start(world)
+
+    async def scenario() -> Any:
+        async with services_for(world, reports=None) as svc:
+            world.auth0.log.clear()
+            summary, records = await svc.reconciler.run("dry-run")
+            return summary, records, await queued(svc)
+
+    summary, records, items = run(scenario())
+    assert summary.counts == {}
+    assert records == []
+    assert summary.entra_in_scope == created
+    assert summary.in_sync == created
+    assert summary.auth0_read == "list"
+    assert world.auth0_writes() == {}
+    assert items == []
+
+
+def test_every_drift_class_is_found_and_the_safe_ones_are_repaired(world: World, indexed: dict[str, Any]) -> None:
+    in_sync_start(world)
+    dump = world.graph.snapshot(full=True)["dump"]
+    members = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
+    missing, renamed, unroled, leaver, stale, twin = (u["id"] for u in members[:6])
+    api(world, "DELETE", f"/users/auth0|{missing}")
+    api(world, "PATCH", f"/users/auth0|{renamed}", json={"name": "Changed In Auth0"})
+    roles = world.auth0.user_role_names(f"auth0|{unroled}")
+    if not roles:
+        world.graph.add_member(world.group_ids[0], unroled)  # make sure a managed role is expected
+    else:
+        role_ids = {r["name"]: r["id"] for r in api(world, "GET", "/roles").json()}
+        api(world, "DELETE", f"/users/auth0|{unroled}/roles", json={"roles": [role_ids[roles[0]]]})
+    world.graph.update_user(leaver, accountEnabled=False)  # its notification was lost
+    stale_roles = world.auth0.user_role_names(f"auth0|{stale}")
+    api(world, "DELETE", f"/users/auth0|{stale}")
+    world.auth0.add_user({"user_id": stale, "email": f"{stale}@old.example", "last_login": "2020-01-01T00:00:00.000Z",
+                          "app_metadata": {"entra_object_id": stale}, "roles": stale_roles})  # fmt: skip
+    api(world, "DELETE", f"/users/auth0|{twin}")
+    for n in (1, 2):
+        world.auth0.add_user(
+            {"user_id": f"twin-{n}", "email": f"twin{n}@x.example", "app_metadata": {"entra_object_id": twin}}
+        )
+
+    async def scenario() -> Any:
+        async with services_for(world, reports=None) as svc:
+            first, records = await svc.reconciler.run("apply")
+            enqueued = {i.id for i in await queued(svc, take=False)}
+            await drain(indexed, svc)
+            second, rest = await svc.reconciler.run("dry-run")
+            return first, records, enqueued, second, rest
+
+    first, records, enqueued, second, rest = run(scenario())
+    by_class = {r.drift: r for r in records}
+    assert first.counts == {
+        "missing": 1,
+        "attribute_mismatch": 2,
+        "role_mismatch": 1,
+        "orphaned": 1,
+        "stale": 1,
+        "ambiguous": 1,
+    }  # fmt: skip  (the stale account also differs from Entra in name and email)
+    assert by_class["missing"].entra_id == missing
+    assert by_class["orphaned"].details == {"reason": "source disabled"}
+    assert by_class["ambiguous"].details["candidates"] == ["auth0|twin-1", "auth0|twin-2"]
+    assert by_class["stale"].details["days"] > 365
+    assert {r.entra_id for r in records if r.drift == "attribute_mismatch"} == {renamed, stale}
+    assert next(r for r in records if r.entra_id == renamed).details["fields"]["name"][0] == "Changed In Auth0"
+    assert enqueued == {missing, renamed, unroled, leaver, stale}  # never the ambiguous one
+    assert by_class["ambiguous"].action == "reported"
+    assert second.counts == {"stale": 1, "ambiguous": 1}
+    assert {r.drift for r in rest} == {"stale", "ambiguous"}
+    assert world.account(leaver)["blocked"] is True  # type: ignore[index]
+    assert world.auth0.get_user("auth0|twin-1")["name"] != "Changed"  # type: ignore[index]
+
+
+def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, indexed: dict[str, Any]) -> None:
+    in_sync_start(world)
+    dump = world.graph.snapshot(full=True)["dump"]
+    leavers = [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:5]
+    for uid in leavers:
+        world.graph.update_user(uid, accountEnabled=False)
+
+    async def scenario() -> Any:
+        async with services_for(world, reports=None, alert=alerts.append_async) as svc:
+            held, records = await svc.reconciler.run("apply")
+            waiting = await queued(svc)
+            untouched = all(world.account(uid)["blocked"] is False for uid in leavers)  # type: ignore[index]
+            approved = await svc.reconciler.approve(held.run_id)
+            await drain(indexed, svc)
+            after = await svc.reconciler.summary(held.run_id)
+            return held, records, waiting, untouched, approved, after, await audit_rows(svc)
+
+    class Alerts(list[str]):
+        async def append_async(self, message: str) -> None:
+            self.append(message)
+
+    alerts = Alerts()
+    held, records, waiting, untouched, approved, after, rows = run(scenario())
+    assert held.status == "held"
+    assert held.breaker.tripped is True
+    assert "5 accounts would be blocked or deleted; the limit is 3" in held.breaker.reason
+    assert {r.action for r in records if r.drift == "orphaned"} == {"held"}
+    assert waiting == []
+    assert untouched
+    assert len(alerts) == 1
+    assert f"entra-sync approve {held.run_id}" in alerts[0]
+    assert approved == 5
+    assert after.status == "approved"
+    assert all(world.account(uid)["blocked"] is True for uid in leavers)  # type: ignore[index]
+    assert any(r["action"] == "approve" for r in rows)
+
+
+def test_an_entra_read_that_looks_partial_holds_the_run(world: World) -> None:
+    in_sync_start(world)
+
+    async def scenario() -> Any:
+        async with services_for(world, reports=None) as svc:
+            first, _ = await svc.reconciler.run("dry-run")
+            for user in world.graph.snapshot(full=True)["dump"]["users"][:30]:
+                world.graph.hard_delete_user(user["id"])
+            second, _ = await svc.reconciler.run("apply")
+            return first, second, await queued(svc)
+
+    first, second, items = run(scenario())
+    assert first.status == "completed"
+    assert second.breaker.tripped is True
+    assert "the Entra read looks partial" in second.breaker.reason
+    assert {i.source for i in items} <= {"reconcile"}
+    assert second.held > 0
+
+
+def test_past_1000_accounts_the_auth0_side_is_read_with_an_export_job(azurite: Azurite, tmp_path: Path) -> None:
+    world = World(azurite, tmp_path, users=1100, groups=6).start()
+    try:
+        created = in_sync_start(world)
+        assert created > 1000
+
+        async def scenario() -> Any:
+            async with services_for(world, reports=None) as svc:
+                world.auth0.log.clear()
+                return await svc.reconciler.run("dry-run")
+
+        summary, records = run(scenario())
+        assert summary.auth0_read == "export job"
+        assert summary.auth0_users == created
+        assert records == []
+        assert world.auth0.log.counts().get("mgmt.jobs.users_exports") == 1
+        assert world.auth0_writes() == {}
+    finally:
+        world.stop()
+
+
+def test_delta_sync_repairs_what_dropped_notifications_missed(world: World, indexed: dict[str, Any]) -> None:
+    in_sync_start(world)
+    dump = world.graph.snapshot(full=True)["dump"]
+    changed = [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:10]
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            await svc.state.put("delta", "users", {"link": await svc.source.latest_delta_link("users")})
+            await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
+            for n, uid in enumerate(changed):
+                world.graph.update_user(uid, department=f"Dept {n}")  # no subscription: nothing is notified
+            from azure.functions.timer import TimerRequest
+
+            await indexed["delta_sync"].get_user_function()(TimerRequest(past_due=False))
+            items = await queued(svc, take=False)
+            await drain(indexed, svc)
+            return items
+
+    items = run(scenario())
+    assert sorted(i.id for i in items) == sorted(changed)
+    for n, uid in enumerate(changed):
+        assert world.account(uid)["user_metadata"]["department"] == f"Dept {n}"  # type: ignore[index]
+
+
+def test_an_expired_delta_token_falls_back_to_a_full_pass_and_a_fresh_link(world: World) -> None:
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            await svc.state.put("delta", "users", {"link": await svc.source.latest_delta_link("users")})
+            await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
+            world.graph.expire_delta_tokens()
+            outcome = await svc.sync.catch_up(WorkItem("delta", "all", "delta", "timer"))
+            fresh = await svc.state.get("delta", "users")
+            return outcome, fresh, await queued(svc)
+
+    outcome, fresh, items = run(scenario())
+    users = world.graph.snapshot()["users"]
+    assert len({i.id for i in items}) == users  # everyone, once
+    assert outcome.enqueued >= users
+    assert "$deltatoken=" in fresh["link"]

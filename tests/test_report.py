@@ -1,0 +1,509 @@
+"""Reconciliation reports: the three renderers on plain data, and the blob store against Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import Callable, Coroutine
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from azure.storage.blob.aio import BlobServiceClient
+
+from sandbox.azurite import Azurite
+from shared.errors import BadInput, NotFound
+from shared.reconcile_model import DRIFT_ORDER, DRIFT_TITLES, Breaker, DriftRecord, RunSummary
+from shared.report import (
+    CSV_COLUMNS,
+    ReportStore,
+    csv_safe,
+    parse_json,
+    render_csv,
+    render_html,
+    render_json,
+    validate_run_id,
+    what_differs,
+)
+
+HOSTILE = '<script>alert("x")</script> O\'Brien & Zoë 山田'
+
+
+def records() -> list[DriftRecord]:
+    return [
+        DriftRecord("stale", "e-6", "auth0|6", "Sam Stale", {"last_login": "2025-01-02T03:04:05Z", "days": 321}),
+        DriftRecord("stale", "e-7", "auth0|7", "Nora Never", {"last_login": None, "days": 400}),
+        DriftRecord("missing", "e-1", None, "Ada Lovelace", {"state": "active"}, action="enqueued"),
+        DriftRecord("orphaned", None, "auth0|2", "Old Account", {"reason": "source deleted"}, action="held"),
+        DriftRecord(
+            "attribute_mismatch",
+            "e-3",
+            "auth0|3",
+            "Grace Hopper",
+            {"fields": {"email": ["grace@old.example", "grace@new.example"], "family_name": [None, "Hopper"]}},
+            action="enqueued",
+        ),
+        DriftRecord(
+            "role_mismatch",
+            "e-4",
+            "auth0|4",
+            "Sales Person",
+            {"add": ["Sales Writer"], "remove": ["Employee"]},
+            action="enqueued",
+        ),
+        DriftRecord(
+            "ambiguous",
+            "e-5",
+            None,
+            "Two Matches",
+            {"candidates": ["auth0|5a", "auth0|5b"], "matched_by": "email"},
+        ),
+    ]
+
+
+def summary(**kw: Any) -> RunSummary:
+    base: dict[str, Any] = {
+        "run_id": "20261122T020000Z-1a2b3c",
+        "mode": "apply",
+        "status": "completed",
+        "started_at": "2026-11-22T02:00:00.000Z",
+        "finished_at": "2026-11-22T02:03:25.500Z",
+        "entra_users": 1_200,
+        "entra_in_scope": 1_100,
+        "auth0_users": 1_150,
+        "managed_accounts": 1_090,
+        "in_sync": 1_083,
+        "counts": {"missing": 1, "orphaned": 1, "attribute_mismatch": 1, "role_mismatch": 1, "ambiguous": 1},
+        "enqueued": 3,
+        "auth0_read": "export job",
+        "timings": {"entra": 12.5, "auth0": 40.25},
+    }
+    base.update(kw)
+    return RunSummary(**base)
+
+
+INLINE = frozenset({"a", "b", "code", "em", "i", "span", "strong"})
+
+
+class Page(HTMLParser):
+    """The tags and the visible text of a page, as a browser would parse them."""
+
+    def __init__(self, data: bytes):
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(data.decode())
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in INLINE:
+            self.text.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in INLINE:
+            self.text.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    @property
+    def plain(self) -> str:
+        """The visible text with whitespace collapsed; cells and blocks are separated by a space."""
+        return " ".join("".join(self.text).split())
+
+    def names(self) -> set[str]:
+        return {tag for tag, _ in self.tags}
+
+
+def csv_rows(data: bytes) -> list[dict[str, str]]:
+    assert data.startswith(b"\xef\xbb\xbf")  # BOM, so Excel reads UTF-8
+    return list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+
+
+# ------------------------------------------------------------------------------------------------
+# What differs, run ids
+# ------------------------------------------------------------------------------------------------
+
+
+def test_what_differs_reads_as_one_line_per_class() -> None:
+    by_class = {r.drift + (r.entra_id or ""): what_differs(r) for r in records()}
+    assert by_class["missinge-1"] == "no Auth0 account; Entra state: active"
+    assert by_class["orphaned"] == "no Entra source: source deleted"
+    assert by_class["attribute_mismatche-3"] == (
+        "email: grace@old.example -> grace@new.example; family_name: (none) -> Hopper"
+    )
+    assert by_class["role_mismatche-4"] == "roles: +Sales Writer; -Employee"
+    assert by_class["ambiguouse-5"] == "candidates: auth0|5a, auth0|5b (matched by email)"
+    assert by_class["stalee-6"] == "last login 2025-01-02T03:04:05Z (321 days)"
+    assert by_class["stalee-7"] == "never logged in (400 days)"
+
+
+@pytest.mark.parametrize("good", ["20261122T020000Z-1a2b3c", "a", "run_1.2-x"])
+def test_safe_run_ids_are_accepted(good: str) -> None:
+    assert validate_run_id(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a..b", ".hidden", "x-", "a b", "a\nb", "é", "x" * 101])
+def test_unsafe_run_ids_are_refused(bad: str) -> None:
+    with pytest.raises(BadInput, match="invalid run id"):
+        validate_run_id(bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON
+# ------------------------------------------------------------------------------------------------
+
+
+def test_json_holds_the_summary_and_every_record_in_report_order() -> None:
+    doc = json.loads(render_json(summary(), records()))
+    assert list(doc) == ["schema_version", "summary", "record_count", "records"]
+    assert doc["summary"]["run_id"] == "20261122T020000Z-1a2b3c"
+    assert doc["summary"]["breaker"]["tripped"] is False
+    assert doc["record_count"] == 7
+    assert [r["drift"] for r in doc["records"]] == [
+        "missing",
+        "orphaned",
+        "attribute_mismatch",
+        "role_mismatch",
+        "ambiguous",
+        "stale",
+        "stale",
+    ]
+    assert [r["display"] for r in doc["records"][-2:]] == ["Nora Never", "Sam Stale"]
+
+
+def test_json_is_stable_and_round_trips() -> None:
+    data = render_json(summary(), records())
+    assert render_json(summary(), list(reversed(records()))) == data
+    got_summary, got_records = parse_json(data)
+    assert got_summary == summary()
+    assert sorted(got_records, key=lambda r: (r.drift, r.display)) == sorted(
+        records(), key=lambda r: (r.drift, r.display)
+    )
+
+
+def test_json_of_an_empty_run_is_valid_and_keeps_hostile_text_intact() -> None:
+    doc = json.loads(render_json(summary(run_id="r1"), []))
+    assert doc["records"] == []
+    assert doc["record_count"] == 0
+    record = DriftRecord("missing", "e", None, HOSTILE, {"state": "active"})
+    assert json.loads(render_json(summary(), [record]))["records"][0]["display"] == HOSTILE
+
+
+def test_json_of_an_unknown_schema_version_is_refused() -> None:
+    with pytest.raises(BadInput, match="schema version"):
+        parse_json(b'{"schema_version": 99, "summary": {}, "records": []}')
+
+
+# ------------------------------------------------------------------------------------------------
+# CSV
+# ------------------------------------------------------------------------------------------------
+
+
+def test_csv_has_one_row_per_record_with_what_differs_and_raw_details() -> None:
+    rows = csv_rows(render_csv(records()))
+    assert len(rows) == 7
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    attribute = next(r for r in rows if r["drift"] == "attribute_mismatch")
+    assert attribute == {
+        "drift": "attribute_mismatch",
+        "entra_id": "e-3",
+        "user_id": "auth0|3",
+        "display": "Grace Hopper",
+        "action": "enqueued",
+        "what_differs": "email: grace@old.example -> grace@new.example; family_name: (none) -> Hopper",
+        "details": attribute["details"],
+    }
+    assert json.loads(attribute["details"]) == records()[4].details
+    orphan = next(r for r in rows if r["drift"] == "orphaned")
+    assert orphan["entra_id"] == ""
+    assert orphan["action"] == "held"
+
+
+@pytest.mark.parametrize("danger", ['=HYPERLINK("http://evil")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_csv_cells_that_a_spreadsheet_would_evaluate_get_a_leading_quote(danger: str) -> None:
+    record = DriftRecord(
+        "attribute_mismatch", danger, danger, danger, {"fields": {"title": [danger, "ok"]}}, action="enqueued"
+    )
+    row = csv_rows(render_csv([record]))[0]
+    assert row["display"] == "'" + danger
+    assert row["entra_id"] == "'" + danger
+    assert row["user_id"] == "'" + danger
+    assert row["what_differs"] == f"title: {danger} -> ok"  # not at the start of the cell: harmless
+    assert csv_safe(danger) == "'" + danger
+    assert csv_safe("plain") == "plain"
+
+
+def test_csv_keeps_quotes_commas_newlines_and_non_ascii_intact() -> None:
+    record = DriftRecord("missing", "e", None, 'He said "hi", then\nleft — 山田 Zoë', {"state": "active"})
+    assert csv_rows(render_csv([record]))[0]["display"] == 'He said "hi", then\nleft — 山田 Zoë'
+
+
+def test_csv_of_no_records_is_just_the_header() -> None:
+    assert render_csv([]).decode("utf-8-sig") == ",".join(CSV_COLUMNS) + "\r\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# HTML
+# ------------------------------------------------------------------------------------------------
+
+
+def test_html_is_self_contained_with_no_scripts_or_external_resources() -> None:
+    page = Page(render_html(summary(), records(), []))
+    assert page.names().isdisjoint({"script", "link", "img", "iframe", "object", "embed", "form"})
+    for _, attrs in page.tags:
+        assert not any(k.startswith("on") for k in attrs)
+        assert not any("http" in (v or "") for k, v in attrs.items() if k in {"href", "src"})
+    csp = next(a for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in (csp["content"] or "")
+
+
+def test_html_title_carries_run_id_mode_status_and_times() -> None:
+    page = Page(render_html(summary(), records(), []))
+    text = page.plain
+    assert "Reconciliation run 20261122T020000Z-1a2b3c completed" in text
+    for expected in ("Mode apply", "Started 2026-11-22T02:00:00.000Z", "Finished 2026-11-22T02:03:25.500Z"):
+        assert expected in text
+    assert "Duration 3m 26s" in text
+    assert "Auth0 read export job" in text
+
+
+def test_html_counts_by_class_follow_drift_order_with_titles() -> None:
+    text = Page(render_html(summary(), records(), [])).plain
+    counts = text[text.index("Counts by class") : text.index("Trend")]
+    positions = [counts.index(DRIFT_TITLES[d]) for d in DRIFT_ORDER]
+    assert positions == sorted(positions)
+    assert f"{DRIFT_TITLES['stale']} 2 " in counts
+    assert "Total drift 7 3 3 1" in counts  # identities, enqueued, reported only, held
+    assert "In sync 1,083" in counts
+
+
+def test_html_tables_show_what_differs_and_what_was_done() -> None:
+    text = Page(render_html(summary(), records(), [])).plain
+    assert "Grace Hopper e-3 auth0|3 email grace@old.example grace@new.example enqueued" in text
+    assert "family_name (none) Hopper" in text
+    assert "Sales Person e-4 auth0|4 Sales Writer Employee enqueued" in text
+    assert "Two Matches e-5 (none) email auth0|5a auth0|5b reported only" in text
+    assert "Sam Stale e-6 auth0|6 2025-01-02T03:04:05Z 321 reported only" in text
+    assert "Nora Never e-7 auth0|7 never 400" in text
+    assert "Old Account (none) auth0|2 source deleted held" in text
+
+
+def test_html_of_a_dry_run_says_nothing_changed() -> None:
+    dry = [DriftRecord("missing", "e-1", None, "Ada", {"state": "active"}, action="none")]
+    text = Page(render_html(summary(mode="dry-run"), dry, [])).plain
+    assert "Dry run: this run planned and reported only; nothing was changed in Auth0." in text
+    assert "none (dry run)" in text
+
+
+def test_html_escapes_hostile_values_everywhere() -> None:
+    hostile = [
+        DriftRecord("missing", HOSTILE, None, HOSTILE, {"state": HOSTILE}),
+        DriftRecord("attribute_mismatch", "e", HOSTILE, HOSTILE, {"fields": {HOSTILE: [HOSTILE, '"><b>x']}}),
+        DriftRecord("role_mismatch", "e", "u", HOSTILE, {"add": [HOSTILE], "remove": ["</td></tr>"]}),
+        DriftRecord("ambiguous", "e", None, HOSTILE, {"candidates": [HOSTILE], "matched_by": HOSTILE}),
+        DriftRecord("stale", "e", "u", HOSTILE, {"last_login": HOSTILE, "days": HOSTILE}),
+        DriftRecord("<i>new class</i>", "e", "u", HOSTILE, {"x": HOSTILE}),
+    ]
+    run = summary(
+        run_id="r1",
+        status="held",
+        mode=HOSTILE,
+        error=HOSTILE,
+        auth0_read=HOSTILE,
+        timings={HOSTILE: 1.0},
+        breaker=Breaker(tripped=True, reason=HOSTILE, deprovisions=9, limit=5, share=0.5, share_limit=0.05),
+    )
+    older = summary(run_id=HOSTILE, started_at=HOSTILE, counts={HOSTILE: 3})
+    data = render_html(run, hostile, [older])
+    page = Page(data)
+    assert "script" not in page.names()
+    assert "b" not in page.names()
+    assert "i" not in page.names()
+    assert b"<script" not in data
+    assert b'"><b>' not in data
+    assert page.plain.count('<script>alert("x")</script> O\'Brien & Zoë 山田') >= 15
+    assert '"><b>x' in page.plain
+    assert "<i>new class</i>" in page.plain  # an unknown class is shown, under its own (escaped) name
+
+
+def test_html_banner_when_the_circuit_breaker_held_the_run() -> None:
+    breaker = Breaker(tripped=True, reason="would block 40 of 1,090 managed users", deprovisions=40, limit=25)
+    breaker.share, breaker.share_limit = 40 / 1090, 0.05
+    data = render_html(summary(status="held", held=40, breaker=breaker), records(), [])
+    page = Page(data)
+    text = page.plain
+    banner = text[text.index("Held by the circuit breaker") : text.index("Counts by class")]
+    assert "Reason: would block 40 of 1,090 managed users" in banner
+    assert "Users to block or delete 40 25" in banner
+    assert "Share of managed users 3.7% 5.0%" in banner
+    assert "40 change(s) are held" in banner
+    assert "entra-sync approve 20261122T020000Z-1a2b3c" in banner
+    command = [a for t, a in page.tags if t == "code" and a.get("class") == "command"]
+    assert len(command) == 1
+
+
+def test_html_notes_an_approved_run_without_asking_again() -> None:
+    breaker = Breaker(tripped=True, reason="too many", deprovisions=40, limit=25, share=0.04, share_limit=0.05)
+    text = Page(render_html(summary(status="approved", breaker=breaker), records(), [])).plain
+    assert "Held by the circuit breaker, then approved" in text
+    assert "entra-sync approve" not in text
+
+
+def test_html_without_a_tripped_breaker_has_no_banner() -> None:
+    text = Page(render_html(summary(), records(), [])).plain
+    assert "circuit breaker" not in text
+    assert "entra-sync approve" not in text
+
+
+def test_html_of_a_failed_run_says_so() -> None:
+    text = Page(render_html(summary(status="failed", error="Graph read timed out"), [], [])).plain
+    assert "This run failed Graph read timed out" in text
+    assert "All in sync" not in text
+
+
+def test_html_of_an_empty_run_says_all_in_sync() -> None:
+    text = Page(render_html(summary(counts={}), [], [])).plain
+    assert "All in sync 1,100 in-scope Entra users and 1,150 Auth0 users were compared; no drift was found." in text
+    assert "Total drift 0" in text
+    assert "No earlier runs to compare with yet." in text
+
+
+def test_html_trend_lists_earlier_runs_oldest_first_with_the_current_last() -> None:
+    newer = summary(run_id="r-2", started_at="2026-11-21T02:00:00Z", counts={"missing": 4, "stale": 6})
+    older = summary(run_id="r-1", started_at="2026-11-20T02:00:00Z", counts={"missing": 10})
+    current = summary()
+    page = Page(render_html(current, records(), [newer, older, current]))  # unordered, current included
+    text = page.plain
+    trend = text[text.index("Trend") : text.index(DRIFT_TITLES["missing"] + " (1)")]
+    assert "The last 3 runs, oldest first; this run is the last, highlighted row." in trend
+    assert trend.index("r-1 ") < trend.index("r-2 ") < trend.index("20261122T020000Z-1a2b3c 2026")
+    assert "r-1 2026-11-20T02:00:00Z apply completed 10 10 0 0 0 0 0" in trend
+    assert "r-2 2026-11-21T02:00:00Z apply completed 10 4 0 0 0 0 6" in trend
+    assert "1a2b3c 2026-11-22T02:00:00.000Z apply completed 7 1 1 1 1 1 2" in trend
+    assert sum(t == "tr" and a.get("class") == "current" for t, a in page.tags) == 1
+    # bars are scaled to the busiest run (10 identities): r-1 is all "missing", full width
+    bars = [a["style"] for t, a in page.tags if t == "span" and "width:" in (a.get("style") or "")]
+    assert bars[0] == "width:100.00%;background:#2563eb"
+    assert bars[1:3] == ["width:40.00%;background:#2563eb", "width:60.00%;background:#64748b"]
+    assert len(bars) == 3 + 6  # the current run has one segment per class present
+
+
+def test_html_trend_leaves_out_classes_no_run_had() -> None:
+    older = summary(run_id="r-1", started_at="2026-11-20T02:00:00Z", counts={"missing": 2, "ambiguous": 0})
+    current = [DriftRecord("stale", "e", "u", "Sam", {"last_login": None, "days": 99})]
+    text = Page(render_html(summary(), current, [older])).plain
+    trend = text[text.index("Trend") : text.index(DRIFT_TITLES["stale"] + " (1)")]
+    assert (
+        "Missing in Auth0 Stale (no recent login) Run Started Mode Status Drift Total Missing in Auth0 Stale" in trend
+    )
+    assert DRIFT_TITLES["ambiguous"] not in trend
+
+
+def test_html_caps_each_table_and_points_to_the_csv_and_json() -> None:
+    many = [DriftRecord("missing", f"e-{i:05d}", None, f"User {i:05d}", {"state": "active"}) for i in range(25)]
+    few = [DriftRecord("stale", "e-s", "u-s", "Stale One", {"last_login": None, "days": 99})]
+    page = Page(render_html(summary(), many + few, [], row_cap=10))
+    text = page.plain
+    assert "Showing the first 10 of 25. The other 15 are in report.csv and report.json." in text
+    assert "User 00009" in text
+    assert "User 00010" not in text
+    assert text.count("Showing the first") == 1  # the small table is not capped
+    assert "Stale One" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# Scale
+# ------------------------------------------------------------------------------------------------
+
+
+def big(n: int) -> list[DriftRecord]:
+    out = []
+    for i in range(n):
+        drift = DRIFT_ORDER[i % len(DRIFT_ORDER)]
+        details: dict[str, Any] = {
+            "missing": {"state": "active"},
+            "orphaned": {"reason": "source deleted"},
+            "attribute_mismatch": {"fields": {"email": [f"u{i}@old.example", f"u{i}@new.example"]}},
+            "role_mismatch": {"add": ["Sales Writer"], "remove": ["Employee"]},
+            "ambiguous": {"candidates": [f"auth0|{i}a", f"auth0|{i}b"], "matched_by": "email"},
+            "stale": {"last_login": "2025-01-01T00:00:00Z", "days": 120},
+        }[drift]
+        out.append(DriftRecord(drift, f"e-{i}", f"auth0|{i}", f"User {n - i}", details))
+    return out
+
+
+def test_a_large_run_is_whole_in_csv_and_json_and_capped_in_html() -> None:
+    # Rendering speed at 100,000 records is measured in bench/, not asserted here.
+    recs = big(13_000)
+    as_json = render_json(summary(), recs)
+    as_csv = render_csv(recs)
+    as_html = render_html(summary(), recs, [])
+    assert json.loads(as_json)["record_count"] == 13_000
+    assert as_csv.count(b"\r\n") == 13_001
+    assert as_html.count(b"Showing the first 2,000 of") == len(DRIFT_ORDER)
+
+
+# ------------------------------------------------------------------------------------------------
+# ReportStore against Azurite
+# ------------------------------------------------------------------------------------------------
+
+
+def run(coro_fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+    asyncio.run(coro_fn(*args))
+
+
+async def with_store(
+    azurite: Azurite, container: str, body: Callable[[ReportStore], Coroutine[Any, Any, None]]
+) -> None:
+    async with BlobServiceClient.from_connection_string(azurite.connection_string) as service:
+        store = ReportStore(service, container)
+        await store.ensure()
+        await store.ensure()  # idempotent
+        await body(store)
+
+
+@pytest.mark.azurite
+def test_reports_round_trip_with_their_content_types(azurite: Azurite, run_id: str) -> None:
+    async def body(store: ReportStore) -> None:
+        s = summary()
+        names = await store.save(s, records(), [])
+        assert names == {
+            "json": f"runs/{s.run_id}/report.json",
+            "csv": f"runs/{s.run_id}/report.csv",
+            "html": f"runs/{s.run_id}/report.html",
+        }
+        assert await store.load(s.run_id, "json") == render_json(s, records())
+        assert await store.load(s.run_id, "csv") == render_csv(records())
+        assert await store.load(s.run_id, "html") == render_html(s, records(), [])
+        types = {}
+        for fmt, name in names.items():
+            props = await store.container.get_blob_client(name).get_blob_properties()
+            types[fmt] = props.content_settings.content_type
+        assert types == {
+            "json": "application/json; charset=utf-8",
+            "csv": "text/csv; charset=utf-8",
+            "html": "text/html; charset=utf-8",
+        }
+        await store.save(summary(status="approved"), [], [])  # a later save replaces the run's reports
+        assert parse_json(await store.load(s.run_id, "json"))[0].status == "approved"
+
+    run(with_store, azurite, f"reports-{run_id}", body)
+
+
+@pytest.mark.azurite
+def test_unknown_runs_and_formats_are_not_found_and_bad_run_ids_are_refused(azurite: Azurite, run_id: str) -> None:
+    async def body(store: ReportStore) -> None:
+        with pytest.raises(NotFound, match="no html report for run 'never-ran'"):
+            await store.load("never-ran", "html")
+        with pytest.raises(NotFound, match="no report format 'pdf'; use one of json, csv, html"):
+            await store.load("never-ran", "pdf")
+        with pytest.raises(BadInput, match="invalid run id"):
+            await store.load("../other/report", "json")
+        with pytest.raises(BadInput, match="invalid run id"):
+            await store.save(summary(run_id="a/b"), [], [])
+        assert [b.name async for b in store.container.list_blobs()] == []
+
+    run(with_store, azurite, f"reports-{run_id}", body)
