@@ -1,9 +1,23 @@
 """One blueprint per module; ``function_app.py`` registers every one listed here."""
 
+from functions.delta_sync import bp as delta_sync_bp
 from functions.graph_lifecycle import bp as graph_lifecycle_bp
 from functions.graph_webhook import bp as graph_webhook_bp
 from functions.health import bp as health_bp
+from functions.reconcile import bp as reconcile_bp
+from functions.risk_alert import bp as risk_alert_bp
+from functions.risk_monitor import bp as risk_monitor_bp
 from functions.subscriptions_renew import bp as subscriptions_renew_bp
 from functions.sync_worker import bp as sync_worker_bp
 
-BLUEPRINTS = [health_bp, graph_webhook_bp, graph_lifecycle_bp, sync_worker_bp, subscriptions_renew_bp]
+BLUEPRINTS = [
+    health_bp,
+    graph_webhook_bp,
+    graph_lifecycle_bp,
+    sync_worker_bp,
+    subscriptions_renew_bp,
+    delta_sync_bp,
+    reconcile_bp,
+    risk_monitor_bp,
+    risk_alert_bp,
+]

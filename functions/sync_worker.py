@@ -14,6 +14,7 @@ import azure.functions as func
 
 from shared import bootstrap, names
 from shared.errors import BadInput, PermanentError
+from shared.risk import risk_service
 from shared.storage import AuditRow
 from shared.telemetry import correlated
 from shared.work import WorkItem
@@ -42,6 +43,13 @@ async def sync_worker(msg: func.QueueMessage) -> None:
         if item.kind == "subscription":
             done = await svc.subscriptions.handle_lifecycle(item)
             clog.info("subscription %s %s", item.id, done)
+        elif item.kind == "risk":
+            risk = await risk_service(svc).handle(item)
+            clog.info(
+                "risk %s for %s: %s; done: %s; problems: %s; notification: %s",
+                item.risk.key if item.risk else "-", item.id, risk.status,
+                "; ".join(risk.done) or "-", "; ".join(risk.problems) or "-", risk.notification or "-",
+            )  # fmt: skip
         else:
             outcome = await svc.sync.handle(item)
             clog.info(

@@ -36,6 +36,10 @@ param graphClientState string
 @secure()
 param notifyWebhookUrl string = ''
 
+@description('Optional. Shared secret a Sentinel or Logic Apps playbook sends in the x-risk-alert-secret header of POST /api/risk_alert, 32 to 256 characters (e.g. `openssl rand -hex 32`); stored in Key Vault. Empty: the endpoint refuses every call.')
+@secure()
+param riskAlertSecret string = ''
+
 @description('Optional. NCRONTAB schedule (six fields, seconds first) of the Graph delta sync: the safety net for missed notifications.')
 param deltaSchedule string = '0 */5 * * * *'
 
@@ -130,6 +134,7 @@ module keyVault 'app/keyvault.bicep' = {
     auth0ClientSecret: auth0ClientSecret
     graphClientState: graphClientState
     notifyWebhookUrl: notifyWebhookUrl
+    riskAlertSecret: riskAlertSecret
   }
 }
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.host import FunctionsHost
+from sandbox.receiver import WebhookReceiver
 from sandbox.stack import Stack
 from shared import bootstrap
 from shared.settings import Settings
@@ -75,8 +76,13 @@ def _pct(samples: dict[str, Any], key: str) -> str:
 
 def run_demo(users: int, groups: int, seed: int) -> int:
     print("entra-sync demo: emulated Entra ID -> entra-sync Functions -> emulated Auth0, on Azurite\n")
-    with Stack() as stack, tempfile.TemporaryDirectory(prefix="entra-sync-demo-") as tmp:
+    with (
+        Stack() as stack,
+        WebhookReceiver() as receiver,
+        tempfile.TemporaryDirectory(prefix="entra-sync-demo-") as tmp,
+    ):
         graph, auth0 = stack.graph, stack.auth0
+        assert isinstance(receiver, WebhookReceiver)
         summary = stack.seed(users, max(groups, 3), seed)
         dump = graph.snapshot(full=True)["dump"]
         for role in ROLES:
@@ -98,7 +104,8 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         )
         print(f"Auth0     {len(ROLES)} roles, {len(existing)} pre-existing accounts\n")
 
-        env = {**stack.env(), "SYNC_MAPPING_FILE": str(mapping_path)}
+        # Security notifications go to a loopback Slack/Teams incoming-webhook stand-in.
+        env = {**stack.env(), "SYNC_MAPPING_FILE": str(mapping_path), "NOTIFY_WEBHOOK_URL": receiver.url()}
         os.environ.update(env)  # function_app reads its settings at import, as in Azure
         sys.modules.pop("function_app", None)
         import function_app
@@ -189,6 +196,8 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             _print_step(6, "Delete (soft)", secs, "blocked per policy; the link is kept for the audit")
             host.wait_idle(STEP_TIMEOUT_S)
 
+            _risky_sign_in(graph, auth0, receiver, host, existing)
+
             stats = host.stats()
             hook, worker = stats["graph_webhook"], stats["sync_worker"]
             writes = Counter(e.route for e in auth0.log.entries() if e.write)
@@ -213,3 +222,39 @@ def run_demo(users: int, groups: int, seed: int) -> int:
                 print(f"  {when}  {source:<12} {action:<22} {outcome:<8} {detail[:80]}")
     print("\nDone: sandbox stopped.")
     return 0
+
+
+def _risky_sign_in(graph: Any, auth0: Any, receiver: WebhookReceiver, host: FunctionsHost, skip: list[Any]) -> None:
+    """Step 7: Entra ID Protection flags a signed-in user; risk_monitor polls, the worker responds."""
+    dump = graph.snapshot(full=True)["dump"]
+    taken = {u["id"] for u in skip}
+    user = next(
+        u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member" and u["id"] not in taken
+    )
+    uid = f"auth0|{user['id']}"
+    auth0.add_sessions(uid, 2, refresh_tokens=1)
+    receiver.reset()
+    raised_at = time.time()
+    graph.raise_risk(user["id"], level="high", event_type="unfamiliarFeatures")
+    started = time.perf_counter()
+    host.run_timer("risk_monitor")
+    _wait(
+        lambda: (
+            (auth0.get_user(uid) or {}).get("blocked") is True
+            and auth0.sessions_of(uid) == {"sessions": 0, "refresh_tokens": 0}
+            and len(receiver.messages()) >= 1
+        )
+    )
+    secs = time.perf_counter() - started  # from the poll to blocked, revoked and told
+    host.wait_idle(STEP_TIMEOUT_S)
+    messages = receiver.messages()
+    _print_step(
+        7,
+        f"Risky sign-in: high risk for {user['displayName'][:20]}",
+        secs,
+        f"blocked, 2 sessions and 1 refresh token revoked, {len(messages)} message",
+    )
+    for message in messages:
+        print(f"     Slack/Teams message received {(message.at - raised_at) * 1000:.0f} ms after the detection:")
+        for line in message.text.splitlines():
+            print(f"       | {line}")

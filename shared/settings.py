@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 DEFAULT_GRAPH_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
 GRAPH_CLIENT_STATE_MAX: Final = 128  # Graph's limit for clientState
 GRAPH_CLIENT_STATE_MIN: Final = 16  # ours: the client state is a shared secret, so not guessable
+RISK_ALERT_SECRET_MIN: Final = 32  # the push endpoint's shared secret: long enough not to be guessed
+RISK_ALERT_SECRET_MAX: Final = 256
 
 SCHEDULE_SETTINGS: Final = ("DELTA_SCHEDULE", "RECONCILE_SCHEDULE", "RISK_SCHEDULE", "SUBSCRIPTIONS_SCHEDULE")
 
@@ -86,6 +88,7 @@ class StorageSettings:
     connection_string: Secret | None = None
     table_service_uri: str | None = None
     queue_service_uri: str | None = None
+    blob_service_uri: str | None = None
     client_id: str | None = None  # user-assigned managed identity for identity-based access
 
 
@@ -110,6 +113,7 @@ class Settings:
     schedules: Mapping[str, str]
     mapping_file: Path
     notify_webhook_url: Secret | None = None  # incoming-webhook URLs embed their own secret
+    risk_alert_secret: Secret | None = None  # shared secret of the risk_alert push endpoint; None refuses all
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -193,6 +197,7 @@ class _Reader:
         schedules = self.schedules()
         mapping_file = self.mapping_file()
         notify = self.url("NOTIFY_WEBHOOK_URL", self.raw("NOTIFY_WEBHOOK_URL"))
+        risk_alert_secret = self.risk_alert_secret()
         if self.problems:
             raise SettingsError(self.problems)
         # With no problems reported every part was read; the asserts only tell the type checker.
@@ -224,6 +229,7 @@ class _Reader:
             schedules=schedules,
             mapping_file=mapping_file,
             notify_webhook_url=Secret(notify) if notify else None,
+            risk_alert_secret=risk_alert_secret,
         )
 
     def graph_credentials(
@@ -257,6 +263,22 @@ class _Reader:
                 f"GRAPH_CLIENT_STATE must be {GRAPH_CLIENT_STATE_MIN} to {GRAPH_CLIENT_STATE_MAX} characters "
                 f"(Graph's limit is {GRAPH_CLIENT_STATE_MAX}), got {len(value)}"
             )
+            return None
+        return Secret(value)
+
+    def risk_alert_secret(self) -> Secret | None:
+        """Optional: without it the risk_alert endpoint refuses every call (fail closed)."""
+        value = self.raw("RISK_ALERT_SECRET")
+        if value is None:
+            return None
+        if not RISK_ALERT_SECRET_MIN <= len(value) <= RISK_ALERT_SECRET_MAX:
+            self.problems.append(
+                f"RISK_ALERT_SECRET must be {RISK_ALERT_SECRET_MIN} to {RISK_ALERT_SECRET_MAX} characters "
+                f"(e.g. `openssl rand -hex 32`), got {len(value)}"
+            )
+            return None
+        if not value.isascii() or not value.isprintable():
+            self.problems.append("RISK_ALERT_SECRET must be printable ASCII (it travels in an HTTP header)")
             return None
         return Secret(value)
 
@@ -300,9 +322,11 @@ class _Reader:
         account = self.raw("AzureWebJobsStorage__accountName")
         table_uri = self.raw("AzureWebJobsStorage__tableServiceUri")
         queue_uri = self.raw("AzureWebJobsStorage__queueServiceUri")
+        blob_uri = self.raw("AzureWebJobsStorage__blobServiceUri")
         if account is not None:
             table_uri = table_uri or f"https://{account}.table.core.windows.net"
             queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+            blob_uri = blob_uri or f"https://{account}.blob.core.windows.net"
         if table_uri is None or queue_uri is None:
             self.problems.append(
                 "AzureWebJobsStorage is required: a connection string, or identity-based "
@@ -311,10 +335,13 @@ class _Reader:
             return None
         table_uri = self.url("AzureWebJobsStorage__tableServiceUri", table_uri)
         queue_uri = self.url("AzureWebJobsStorage__queueServiceUri", queue_uri)
+        blob_uri = self.url("AzureWebJobsStorage__blobServiceUri", blob_uri) if blob_uri else None
         client_id = self.guid("AzureWebJobsStorage__clientId", self.raw("AzureWebJobsStorage__clientId"))
         if table_uri is None or queue_uri is None:
             return None
-        return StorageSettings(table_service_uri=table_uri, queue_service_uri=queue_uri, client_id=client_id)
+        return StorageSettings(
+            table_service_uri=table_uri, queue_service_uri=queue_uri, blob_service_uri=blob_uri, client_id=client_id
+        )
 
     def schedules(self) -> dict[str, str]:
         result: dict[str, str] = {}

@@ -22,25 +22,90 @@ from azure.storage.queue.aio import QueueServiceClient
 from shared import names
 from shared.errors import BadInput
 
-KINDS: Final = ("user", "group", "subscription", "delta")
+KINDS: Final = ("user", "group", "subscription", "delta", "risk")
 SOURCES: Final = ("notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group")
 GUID: Final = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_MESSAGE_BYTES: Final = 48 * 1024  # base64 of this stays under the queue's 64 KiB limit
 SEND_CONCURRENCY: Final = 16
 VERSION: Final = 1
+RISK_INCIDENTS: Final = ("detection", "restore")
+RISK_LEVELS: Final = ("low", "medium", "high")
+# riskState values (Graph v1.0 riskState enum, without the evolvable sentinel).
+RISK_STATES: Final = (
+    "none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised",
+)  # fmt: skip
+_RISK_TOKEN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class RiskSignal:
+    """What a risk work item is about: one detection to respond to, or a risky user's state change
+    that may lift an earlier response. Carried in the work item because Identity Protection allows
+    one request per second per tenant: the worker must not spend that budget reading it again."""
+
+    incident: str  # "detection" | "restore"
+    ref: str  # detection id, or the riskyUser's riskLastUpdatedDateTime for a restore
+    level: str = ""  # low | medium | high (detections)
+    event_type: str = ""  # riskEventType (detections)
+    state: str = "atRisk"  # riskState
+    detected_at: str = ""  # ISO 8601, as Graph gave it
+    ip_address: str = ""
+
+    @property
+    def key(self) -> str:
+        """The incident's idempotency key (without the user, which the work item names)."""
+        return f"{self.incident}:{self.ref}" if self.incident == "detection" else f"restore:{self.state}:{self.ref}"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RiskSignal:
+        """Validate an untrusted mapping (a queue message or a pushed alert); raise :class:`BadInput`."""
+        if not isinstance(data, dict):
+            raise BadInput("risk signal must be a JSON object")
+        incident, ref = data.get("incident"), data.get("ref")
+        if incident not in RISK_INCIDENTS:
+            raise BadInput(f"risk incident {incident!r} is not one of {', '.join(RISK_INCIDENTS)}")
+        if not isinstance(ref, str) or not _RISK_TOKEN.match(ref):
+            raise BadInput("risk ref must be a detection id or timestamp (letters, digits, . _ : + -)")
+        state = data.get("state") or "atRisk"
+        if state not in RISK_STATES:
+            raise BadInput(f"riskState {state!r} is not one of {', '.join(RISK_STATES)}")
+        level = data.get("level") or ""
+        event_type = data.get("event_type") or ""
+        if incident == "detection":
+            if level not in RISK_LEVELS:
+                raise BadInput(f"riskLevel {level!r} is not one of {', '.join(RISK_LEVELS)}")
+            if not isinstance(event_type, str) or not _RISK_TOKEN.match(event_type):
+                raise BadInput("riskEventType must be a short identifier such as unfamiliarFeatures")
+        for name in ("detected_at", "ip_address"):
+            value = data.get(name) or ""
+            if not isinstance(value, str) or len(value) > 64 or not all(ch.isprintable() for ch in value):
+                raise BadInput(f"risk {name} must be a short printable string")
+        return cls(
+            incident=str(incident),
+            ref=ref,
+            level=str(level),
+            event_type=str(event_type),
+            state=str(state),
+            detected_at=str(data.get("detected_at") or ""),
+            ip_address=str(data.get("ip_address") or ""),
+        )
 
 
 @dataclass(frozen=True)
 class WorkItem:
-    kind: str  # "user" | "group" | "subscription" | "delta"
-    id: str  # Entra object id (user, group), subscription id, or resource for "delta"
+    kind: str  # "user" | "group" | "subscription" | "delta" | "risk"
+    id: str  # Entra object id (user, group, risk), subscription id, or resource for "delta"
     source: str
     source_ref: str = ""  # notification subscription id, run id, ...
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     enqueued_at: float = field(default_factory=time.time)
+    risk: RiskSignal | None = None  # only for kind "risk"
 
     def to_json(self) -> str:
-        return json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":"))
+        data = asdict(self)
+        if data["risk"] is None:
+            del data["risk"]  # other kinds keep the message format they always had
+        return json.dumps({"v": VERSION, **data}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WorkItem:
@@ -59,8 +124,9 @@ class WorkItem:
             raise BadInput(f"work item source {source!r} is not one of {', '.join(SOURCES)}")
         if not isinstance(ident, str) or not ident or len(ident) > 256:
             raise BadInput("work item id must be a non-empty string")
-        if kind in {"user", "group"} and not GUID.match(ident):
+        if kind in {"user", "group", "risk"} and not GUID.match(ident):
             raise BadInput(f"work item {kind} id {ident!r} is not a GUID")
+        risk = RiskSignal.from_dict(data.get("risk")) if kind == "risk" else None
         return cls(
             kind=kind,
             id=ident,
@@ -68,6 +134,7 @@ class WorkItem:
             source_ref=str(data.get("source_ref", ""))[:256],
             correlation_id=str(data.get("correlation_id") or uuid.uuid4().hex)[:64],
             enqueued_at=float(data.get("enqueued_at") or time.time()),
+            risk=risk,
         )
 
 

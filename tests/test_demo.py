@@ -30,3 +30,8 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
     assert "failed 0" in out
     assert "Audit trail for Grace Hopper" in out
     assert "revoke_refresh_tokens" in out
+    assert "7. Risky sign-in: high risk for" in out
+    assert "blocked, 2 sessions and 1 refresh token revoked, 1 message" in out
+    assert out.count("Slack/Teams message received") == 1
+    assert "| [entra-sync] HIGH sign-in risk for" in out
+    assert "| Done: blocked the Auth0 account; revoked all sessions; revoked all refresh tokens" in out

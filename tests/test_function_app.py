@@ -38,15 +38,22 @@ def call_http(function: Any, method: str = "GET", body: bytes = b"", params: dic
 
 
 def test_the_app_indexes_every_function_under_its_contract_name(indexed: dict[str, Any]) -> None:
-    assert set(indexed) == {"health", "graph_webhook", "graph_lifecycle", "sync_worker", "subscriptions_renew"}
+    assert {"health", "graph_webhook", "graph_lifecycle", "sync_worker", "subscriptions_renew"} <= set(indexed)
+    assert {"delta_sync", "reconcile"} <= set(indexed)
+    assert {"risk_monitor", "risk_alert"} <= set(indexed)
     triggers = {name: f.get_bindings()[0].type for name, f in indexed.items()}
-    assert triggers == {
+    assert {
         "health": "httpTrigger",
         "graph_webhook": "httpTrigger",
         "graph_lifecycle": "httpTrigger",
         "sync_worker": "queueTrigger",
         "subscriptions_renew": "timerTrigger",
-    }
+        "delta_sync": "timerTrigger",
+        "reconcile": "timerTrigger",
+        "risk_monitor": "timerTrigger",
+        "risk_alert": "httpTrigger",
+    }.items() <= triggers.items()
+    assert indexed["risk_monitor"].get_bindings()[0].schedule == "%RISK_SCHEDULE%"
     assert indexed["sync_worker"].get_bindings()[0].queue_name == "sync-work"
     assert indexed["subscriptions_renew"].get_bindings()[0].schedule == "%SUBSCRIPTIONS_SCHEDULE%"
 

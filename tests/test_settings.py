@@ -175,3 +175,16 @@ def test_secrets_never_show_in_the_settings_repr() -> None:
 def test_a_mapping_file_that_does_not_exist_is_named() -> None:
     problems = problems_of(production_env(SYNC_MAPPING_FILE="/nonexistent/mapping.yaml"))
     assert problems == ["SYNC_MAPPING_FILE points to '/nonexistent/mapping.yaml', which is not a readable file"]
+
+
+def test_the_risk_alert_secret_is_optional_long_and_never_shown() -> None:
+    assert Settings.from_env(production_env()).risk_alert_secret is None  # the endpoint then refuses all
+    secret = "r" * 40
+    parsed = Settings.from_env(production_env(RISK_ALERT_SECRET=secret))
+    assert parsed.risk_alert_secret == Secret(secret)
+    assert secret not in repr(parsed)
+    assert problems_of(production_env(RISK_ALERT_SECRET="short")) == [
+        "RISK_ALERT_SECRET must be 32 to 256 characters (e.g. `openssl rand -hex 32`), got 5"
+    ]
+    problems = problems_of(production_env(RISK_ALERT_SECRET="@Microsoft.KeyVault(SecretUri=https://kv/secrets/x)"))
+    assert problems[0].startswith("RISK_ALERT_SECRET is an unresolved Key Vault reference")

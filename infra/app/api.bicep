@@ -41,7 +41,7 @@ param deploymentContainerName string
 @description('Required. Application Insights connection string.')
 param applicationInsightsConnectionString string
 
-@description('Required. Key Vault references by setting name: AUTH0_CLIENT_SECRET, GRAPH_CLIENT_STATE, NOTIFY_WEBHOOK_URL (empty when not configured).')
+@description('Required. Key Vault references by setting name: AUTH0_CLIENT_SECRET, GRAPH_CLIENT_STATE, NOTIFY_WEBHOOK_URL, RISK_ALERT_SECRET (the last two empty when not configured).')
 param keyVaultReferences object
 
 @description('Required. Entra tenant id (AZURE_TENANT_ID).')
@@ -173,6 +173,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
 
     SYNC_MAPPING_FILE: syncMappingFile
     NOTIFY_WEBHOOK_URL: keyVaultReferences.NOTIFY_WEBHOOK_URL
+    // Shared secret of the risk_alert push endpoint; empty refuses every call.
+    RISK_ALERT_SECRET: keyVaultReferences.RISK_ALERT_SECRET
   }
 }
 

@@ -28,8 +28,14 @@ param graphClientState string
 @secure()
 param notifyWebhookUrl string = ''
 
+@description('Optional. Shared secret of the risk_alert push endpoint (x-risk-alert-secret header); empty for none, which refuses every call.')
+@secure()
+param riskAlertSecret string = ''
+
 var hasNotifyWebhook = !empty(notifyWebhookUrl)
 var notifyWebhookSecretName = 'notify-webhook-url'
+var hasRiskAlertSecret = !empty(riskAlertSecret)
+var riskAlertSecretName = 'risk-alert-secret'
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
@@ -77,6 +83,15 @@ resource notifyWebhookEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if 
   }
 }
 
+resource riskAlertSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (hasRiskAlertSecret) {
+  parent: vault
+  name: riskAlertSecretName
+  properties: {
+    value: riskAlertSecret
+    contentType: 'text/plain'
+  }
+}
+
 // Versionless secret URIs: the platform picks up a rotated value without a redeploy.
 output name string = vault.name
 output uri string = vault.properties.vaultUri
@@ -85,5 +100,8 @@ output references object = {
   GRAPH_CLIENT_STATE: '@Microsoft.KeyVault(SecretUri=${graphClientStateEntry.properties.secretUri})'
   NOTIFY_WEBHOOK_URL: hasNotifyWebhook
     ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${notifyWebhookSecretName})'
+    : ''
+  RISK_ALERT_SECRET: hasRiskAlertSecret
+    ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${riskAlertSecretName})'
     : ''
 }

@@ -87,6 +87,7 @@ def test_queues_and_tables_match_shared_names() -> None:
     variables = storage.variables()
     assert tuple(literal(storage, variables["queueNames"])) == names.QUEUES
     assert tuple(literal(storage, variables["tableNames"])) == names.TABLES
+    assert literal(storage, variables["reportsContainerName"]) == names.REPORTS_CONTAINER
 
 
 def test_function_app_runs_python_311_on_flex_consumption_as_the_user_assigned_identity() -> None:
@@ -115,14 +116,19 @@ def test_key_vault_references_resolve_through_the_user_assigned_identity() -> No
 
 def test_secrets_are_key_vault_references_in_the_app_settings() -> None:
     file, settings = app_settings()
-    for name in ("GRAPH_CLIENT_STATE", "AUTH0_CLIENT_SECRET", "NOTIFY_WEBHOOK_URL"):
+    for name in ("GRAPH_CLIENT_STATE", "AUTH0_CLIENT_SECRET", "NOTIFY_WEBHOOK_URL", "RISK_ALERT_SECRET"):
         assert file.text(settings[name]) == f"keyVaultReferences.{name}", name
 
     vault = load("app/keyvault.bicep")
     references = vault.outputs()["references"]
     for name, value in properties(vault, references).items():
         assert "'@Microsoft.KeyVault(SecretUri=${" in vault.text(value), name
-    assert set(properties(vault, references)) == {"GRAPH_CLIENT_STATE", "AUTH0_CLIENT_SECRET", "NOTIFY_WEBHOOK_URL"}
+    assert set(properties(vault, references)) == {
+        "GRAPH_CLIENT_STATE",
+        "AUTH0_CLIENT_SECRET",
+        "NOTIFY_WEBHOOK_URL",
+        "RISK_ALERT_SECRET",
+    }
 
 
 def test_key_vault_uses_rbac_and_secret_parameters_are_secure() -> None:
@@ -130,7 +136,7 @@ def test_key_vault_uses_rbac_and_secret_parameters_are_secure() -> None:
     assert literal(file, path(file, vault.body, "properties", "enableRbacAuthorization")) is True
     for module in ("main.bicep", "app/keyvault.bicep"):
         params = load(module).params()
-        for name in ("auth0ClientSecret", "graphClientState", "notifyWebhookUrl"):
+        for name in ("auth0ClientSecret", "graphClientState", "notifyWebhookUrl", "riskAlertSecret"):
             assert "secure" in params[name]["decorators"], f"{module}: {name} must be @secure()"
 
 

@@ -109,6 +109,7 @@ def _placeholder(name: str) -> str:
         "AUTH0_CLIENT_SECRET": "auth0-client-secret-value",
         "AzureWebJobsStorage__accountName": "stexample",
         "NOTIFY_WEBHOOK_URL": "",
+        "RISK_ALERT_SECRET": "",
     }.get(name, "placeholder")
 
 

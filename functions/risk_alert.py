@@ -1,0 +1,111 @@
+"""``risk_alert`` (HTTP POST /api/risk_alert): a risk detection pushed by a Sentinel or Logic Apps
+playbook, so the response need not wait for the next ``risk_monitor`` poll.
+
+The route is anonymous at the host level; the caller authenticates with the shared secret in the
+``x-risk-alert-secret`` header (``RISK_ALERT_SECRET``, compared in constant time). Without that
+setting every call is refused (fail closed). The body is a Graph ``riskDetection`` object as the
+playbook received it (``id``, ``userId``, ``riskLevel``, ``riskEventType``; optionally
+``riskState``, ``detectedDateTime``, ``ipAddress``). Refusals are audited and answered 401/400/413;
+an accepted alert is queued for ``sync_worker`` (202): no Auth0 call happens here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import uuid
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.bootstrap import Services
+from shared.errors import BadInput
+from shared.risk import risk_service
+from shared.storage import AuditRow
+from shared.work import GUID, RiskSignal
+
+bp = func.Blueprint()
+log = logging.getLogger("entra_sync.risk")
+
+SECRET_HEADER = "x-risk-alert-secret"  # noqa: S105 - a header name, not a secret
+MAX_BODY_BYTES = 16 * 1024
+
+
+def _text(message: str, status: int) -> func.HttpResponse:
+    return func.HttpResponse(message, status_code=status, mimetype="text/plain")
+
+
+async def _refuse(
+    svc: Services, correlation_id: str, reason: str, status: int, identity: str = "unknown"
+) -> func.HttpResponse:
+    log.warning("refused a risk alert: %s", reason)
+    await svc.audit.write(
+        AuditRow(correlation_id, "risk", "risk_alert", identity, "", "", "refuse_risk_alert", "refused", detail=reason)
+    )
+    return _text(reason, status)
+
+
+def _authenticated(svc: Services, req: func.HttpRequest) -> str:
+    """Why the caller is not authenticated, or "" when it is."""
+    secret = svc.settings.risk_alert_secret
+    if secret is None:
+        return "RISK_ALERT_SECRET is not set: the endpoint refuses every call"
+    given = req.headers.get(SECRET_HEADER)
+    if not given:
+        return f"missing {SECRET_HEADER} header"
+    if not hmac.compare_digest(given.encode(), secret.reveal().encode()):
+        return f"wrong {SECRET_HEADER}"
+    return ""
+
+
+def _signal(body: bytes) -> tuple[str, RiskSignal]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"body is not JSON: {exc.__class__.__name__}") from None
+    if not isinstance(data, dict):
+        raise BadInput("body must be a riskDetection JSON object")
+    user_id = data.get("userId")
+    if not isinstance(user_id, str) or not GUID.match(user_id):
+        raise BadInput("userId must be the Entra object id (a GUID)")
+    detection_id = data.get("id")
+    if not isinstance(detection_id, str):
+        raise BadInput("id (the detection id) is required")
+    signal = RiskSignal.from_dict(
+        {
+            "incident": "detection",
+            "ref": detection_id,
+            "level": data.get("riskLevel"),
+            "event_type": data.get("riskEventType"),
+            "state": data.get("riskState") or "atRisk",
+            "detected_at": data.get("detectedDateTime") or "",
+            "ip_address": data.get("ipAddress") or "",
+        }
+    )
+    return user_id.lower(), signal
+
+
+@bp.function_name("risk_alert")
+@bp.route(route="risk_alert", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def risk_alert(req: func.HttpRequest) -> func.HttpResponse:
+    svc = bootstrap.services()
+    await svc.ensure_storage()
+    correlation_id = uuid.uuid4().hex
+    problem = _authenticated(svc, req)
+    if problem:
+        return await _refuse(svc, correlation_id, problem, 401)
+    body = req.get_body()
+    if len(body) > MAX_BODY_BYTES:
+        return await _refuse(svc, correlation_id, f"body larger than {MAX_BODY_BYTES} bytes", 413)
+    try:
+        user_id, signal = _signal(body)
+    except BadInput as exc:
+        return await _refuse(svc, correlation_id, str(exc), 400)
+    try:
+        item = await risk_service(svc).enqueue_alert(user_id, signal, correlation_id)
+    except Exception:
+        log.exception("could not enqueue a risk alert; the playbook should retry")
+        return _text("could not enqueue; retry later", 503)
+    log.info("cid=%s risk alert %s for %s queued", item.correlation_id, signal.ref, user_id)
+    return func.HttpResponse(status_code=202)

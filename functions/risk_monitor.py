@@ -1,0 +1,31 @@
+"""``risk_monitor`` (timer, ``%RISK_SCHEDULE%``): poll Entra ID Protection for new risk detections
+(and, when the policy restores, risky users' state changes) and queue one ``risk`` work item per
+incident for ``sync_worker``. Paced under Identity Protection's one request per second per tenant;
+a 429 ends the run and the next one continues from the stored watermark."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import bootstrap
+from shared.risk import risk_service
+
+bp = func.Blueprint()
+log = logging.getLogger("entra_sync.risk")
+
+
+@bp.function_name("risk_monitor")
+@bp.timer_trigger(arg_name="timer", schedule="%RISK_SCHEDULE%", run_on_startup=False)
+async def risk_monitor(timer: func.TimerRequest) -> None:
+    if timer.past_due:
+        log.warning("risk_monitor is running late")
+    svc = bootstrap.services()
+    await svc.ensure_storage()
+    result = await risk_service(svc).poll()
+    log.info(
+        "risk_monitor: %d detections read, %d queued, %d already queued, %d restores queued%s",
+        result.detections, result.enqueued, result.duplicates, result.restores,
+        " (throttled: continuing next run)" if result.throttled else "",
+    )  # fmt: skip
