@@ -1,7 +1,7 @@
 // entra-sync on Azure: one resource group with a Flex Consumption Function App (Python 3.11), its
 // storage (queues, tables, deployment container; shared keys disabled), a Key Vault for secrets,
 // Application Insights on Log Analytics, and one user-assigned managed identity with only the
-// roles it needs. `azd up` provisions this and deploys the app (see azure.yaml, docs/deploy.md).
+// roles it needs. `azd up` provisions this and deploys the app (see azure.yaml and the README's "Deploy to Azure").
 targetScope = 'subscription'
 
 @description('Required. Name of the azd environment; used to name the resource group and derive a unique token for resource names.')

@@ -239,3 +239,14 @@ def test_abbreviations_used_by_main_exist() -> None:
     abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
     used = set(re.findall(r"abbrs\.(\w+)", load("main.bicep").source.decode()))
     assert used <= set(abbreviations), used - set(abbreviations)
+
+
+def test_azd_falls_back_to_the_bicep_defaults_for_unset_schedules() -> None:
+    # azd substitutes an empty string for an unset ${VAR}, which would override the Bicep default
+    # and stop the app at start-up: optional settings with defaults carry them in the file too.
+    main = load("main.bicep")
+    params = main.params()
+    values = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for name in ("deltaSchedule", "reconcileSchedule", "riskSchedule", "subscriptionsSchedule"):
+        default = literal(main, params[name]["default"])
+        assert values[name]["value"].endswith(f"={default}}}"), name
