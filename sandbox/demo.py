@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from sandbox.host import FunctionsHost
 from sandbox.receiver import WebhookReceiver
 from sandbox.stack import Stack
@@ -26,6 +28,7 @@ from shared.settings import Settings
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Support Agent")
 STEP_TIMEOUT_S = 15.0
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _mapping(groups: list[dict[str, Any]]) -> str:
@@ -197,6 +200,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             host.wait_idle(STEP_TIMEOUT_S)
 
             _risky_sign_in(graph, auth0, receiver, host, existing)
+            _nightly_reconciliation(graph, auth0, host, svc, existing)
 
             stats = host.stats()
             hook, worker = stats["graph_webhook"], stats["sync_worker"]
@@ -222,6 +226,44 @@ def run_demo(users: int, groups: int, seed: int) -> int:
                 print(f"  {when}  {source:<12} {action:<22} {outcome:<8} {detail[:80]}")
     print("\nDone: sandbox stopped.")
     return 0
+
+
+def _nightly_reconciliation(graph: Any, auth0: Any, host: FunctionsHost, svc: Any, skip: list[Any]) -> None:
+    """Step 8: drift the day's notifications could not see, found and repaired by the nightly run."""
+    taken = {u["id"] for u in skip}
+    people = [
+        u for u in graph.snapshot(full=True)["dump"]["users"]
+        if u["accountEnabled"] and u.get("userType") == "Member" and u["id"] not in taken
+    ]  # fmt: skip
+    renamed, moved = people[-1], people[-2]
+    # An Auth0 admin renames an account by hand, and a department change's notification is lost.
+    headers = {"Authorization": f"Bearer {auth0.static_token}"}
+    httpx.patch(f"{auth0.base_url}/users/auth0|{renamed['id']}", json={"name": "Renamed By Hand"}, headers=headers)
+    graph.configure_notifications(drop_rate=1.0)
+    graph.update_user(moved["id"], department="Quietly Moved")
+    graph.wait_notifications(STEP_TIMEOUT_S)
+    graph.configure_notifications(drop_rate=0.0)
+
+    started = time.perf_counter()
+    summary, _ = host.run_coroutine(svc.reconciler.run("apply"), timeout_s=600)
+    host.wait_idle(STEP_TIMEOUT_S)
+    secs = time.perf_counter() - started
+    drift = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "none"
+    _print_step(8, "Nightly reconciliation", secs, f"drift: {drift}; {summary.enqueued} repaired through the worker")
+    fixed = (auth0.get_user(f"auth0|{renamed['id']}") or {}).get("name") == renamed["displayName"] and (
+        auth0.get_user(f"auth0|{moved['id']}") or {}
+    ).get("user_metadata", {}).get("department") == "Quietly Moved"
+    check, _ = host.run_coroutine(svc.reconciler.run("dry-run"))
+    print(
+        f"     both repaired: {'yes' if fixed else 'NO'}; a second (dry) run finds "
+        f"{sum(check.counts.get(c, 0) for c in ('missing', 'attribute_mismatch', 'role_mismatch', 'orphaned'))} "
+        f"repairable differences; circuit breaker {'HELD the run' if summary.breaker.tripped else 'not tripped'}"
+    )
+    out = REPO / ".sandbox" / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    for fmt in ("html", "csv", "json"):
+        (out / f"{summary.run_id}.{fmt}").write_bytes(host.run_coroutine(svc.reports.load(summary.run_id, fmt)))
+    print(f"     report: {out / (summary.run_id + '.html')} (and .csv, .json)")
 
 
 def _risky_sign_in(graph: Any, auth0: Any, receiver: WebhookReceiver, host: FunctionsHost, skip: list[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,11 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
     assert out.count("Slack/Teams message received") == 1
     assert "| [entra-sync] HIGH sign-in risk for" in out
     assert "| Done: blocked the Auth0 account; revoked all sessions; revoked all refresh tokens" in out
+    assert "8. Nightly reconciliation" in out
+    assert "drift: attribute_mismatch 2; 2 repaired through the worker" in out
+    assert "both repaired: yes; a second (dry) run finds 0 repairable differences" in out
+    report = re.search(r"report: (\S+\.html)", out)
+    assert report is not None
+    page = Path(report.group(1)).read_text()
+    assert "Reconciliation run" in page
+    assert "Renamed By Hand" in page
