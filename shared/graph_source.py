@@ -9,7 +9,7 @@ per user for nothing we use.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -18,11 +18,12 @@ import httpx
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
+from kiota_http.middleware.options import RetryHandlerOption
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.subscription import Subscription
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
-from shared.errors import NotFound, PermanentError, TransientError
+from shared.errors import NotFound, PermanentError, RateLimited, TransientError
 from shared.mapping import SyncMapping
 from shared.model import SourceState, SourceUser
 
@@ -55,7 +56,9 @@ def _translate(op: str, exc: Exception) -> Exception:
             return NotFound(message)
         if status == 410 or code in {"syncStateNotFound", "resyncRequired"}:
             return DeltaExpired(message)
-        if status == 429 or status >= 500:
+        if status == 429:
+            return RateLimited(message)
+        if status >= 500:
             return TransientError(message)
         return PermanentError(message)
     if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
@@ -70,7 +73,21 @@ class GraphSource:
         self.select, self.expand_manager = mapping.graph_select()
         self.calls: dict[str, int] = {}
 
-    async def _json(self, op: str, info: RequestInformation) -> dict[str, Any]:
+    async def fetch_json(
+        self,
+        op: str,
+        info: RequestInformation,
+        *,
+        before: Callable[[], Awaitable[None]] | None = None,
+        sdk_retries: bool = True,
+    ) -> dict[str, Any]:
+        """One request as raw JSON. ``before`` runs first (pacing); ``sdk_retries=False`` switches the
+        SDK's retry middleware off for this request (it retries 429s without waiting where no
+        ``Retry-After`` comes back)."""
+        if not sdk_retries:
+            info.add_request_options([RetryHandlerOption(delay=0, max_retries=0, should_retry=False)])
+        if before is not None:
+            await before()
         self.calls[op] = self.calls.get(op, 0) + 1
         try:
             raw = await self.client.request_adapter.send_primitive_async(info, "bytes", ERRORS)
@@ -81,13 +98,24 @@ class GraphSource:
             raise translated from exc
         return dict(json.loads(raw)) if raw else {}
 
-    def _url(self, url: str, method: Method = Method.GET) -> RequestInformation:
-        # A link Graph handed back is used as it is (set as the URL, not expanded as a template).
+    def link(self, url: str, method: Method = Method.GET) -> RequestInformation:
+        """A request for a link Graph handed back (next or delta link), used as it is: set as the
+        URL, not expanded as a template."""
         info = RequestInformation()
         info.http_method = method
         info.url = url
         info.headers.try_add("Accept", "application/json")
         return info
+
+    async def pages(self, op: str, info: RequestInformation, **options: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        """The ``value`` of each page, following ``@odata.nextLink`` (``options`` as for fetch_json)."""
+        page = await self.fetch_json(op, info, **options)
+        while True:
+            yield list(page.get("value", []))
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                return
+            page = await self.fetch_json(op, self.link(str(next_link)), **options)
 
     # -- users -------------------------------------------------------------------------------------
 
@@ -99,7 +127,7 @@ class GraphSource:
             expand=["manager($select=id,mail,userPrincipalName,displayName)"] if self.expand_manager else None,
         )
         try:
-            props = await self._json(
+            props = await self.fetch_json(
                 "users.get", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
             )
         except NotFound:
@@ -117,7 +145,7 @@ class GraphSource:
     async def _deleted(self, entra_id: str) -> SourceUser:
         builder = self.client.directory.deleted_items.by_directory_object_id(entra_id)
         try:
-            props = await self._json("deletedItems.get", builder.to_get_request_information())
+            props = await self.fetch_json("deletedItems.get", builder.to_get_request_information())
         except NotFound:
             return SourceUser(entra_id, SourceState.HARD_DELETED)
         props.pop("@odata.context", None)
@@ -129,7 +157,7 @@ class GraphSource:
         params = builder.UsersRequestBuilderGetQueryParameters(
             select=self.select, top=page_size, expand=["manager($select=id)"] if self.expand_manager else None
         )
-        page = await self._json(
+        page = await self.fetch_json(
             "users.list", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
         )
         while True:
@@ -137,7 +165,7 @@ class GraphSource:
             next_link = page.get("@odata.nextLink")
             if not next_link:
                 return
-            page = await self._json("users.list", self._url(str(next_link)))
+            page = await self.fetch_json("users.list", self.link(str(next_link)))
 
     async def relevant_groups_of(self, entra_id: str) -> frozenset[str]:
         """The mapping's relevant groups that the user is a member of, directly or nested."""
@@ -161,28 +189,31 @@ class GraphSource:
             if item.get("@odata.type") == "#microsoft.graph.user"
         }
 
+    async def relevant_memberships(self) -> dict[str, set[str]]:
+        """User id -> the mapping's relevant groups it belongs to (nested too), one paging per group."""
+        groups_of: dict[str, set[str]] = {}
+        for group_id in sorted(self.mapping.relevant_groups):
+            for user_id in await self.transitive_user_members(group_id):
+                groups_of.setdefault(user_id, set()).add(group_id)
+        return groups_of
+
     async def _pages(self, op: str, info: RequestInformation) -> AsyncIterator[dict[str, Any]]:
-        page = await self._json(op, info)
-        while True:
-            for item in page.get("value", []):
+        async for page in self.pages(op, info):
+            for item in page:
                 yield item
-            next_link = page.get("@odata.nextLink")
-            if not next_link:
-                return
-            page = await self._json(op, self._url(next_link))
 
     # -- groups delta ------------------------------------------------------------------------------
 
     async def groups_delta(self, delta_link: str | None) -> GroupDeltaPage:
         """Follow one groups-delta round from ``delta_link`` (or a full round) to its delta link."""
         if delta_link:
-            info = self._url(delta_link)
+            info = self.link(delta_link)
         else:
             builder = self.client.groups.delta
             params = builder.DeltaRequestBuilderGetQueryParameters(select=["id", "displayName", "members"])
             info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
         result = GroupDeltaPage()
-        page = await self._json("groups.delta", info)
+        page = await self.fetch_json("groups.delta", info)
         while True:
             for group in page.get("value", []):
                 gid = str(group["id"])
@@ -201,18 +232,18 @@ class GraphSource:
             next_link = page.get("@odata.nextLink")
             if not next_link:
                 raise TransientError("Graph groups.delta: a page had neither a next nor a delta link")
-            page = await self._json("groups.delta", self._url(str(next_link)))
+            page = await self.fetch_json("groups.delta", self.link(str(next_link)))
 
     async def users_delta(self, delta_link: str | None) -> tuple[set[str], str]:
         """Ids of users changed since ``delta_link`` (every user for a full round), and the next link."""
         if delta_link:
-            info = self._url(delta_link)
+            info = self.link(delta_link)
         else:
             builder = self.client.users.delta
             params = builder.DeltaRequestBuilderGetQueryParameters(select=["id"])
             info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
         users: set[str] = set()
-        page = await self._json("users.delta", info)
+        page = await self.fetch_json("users.delta", info)
         while True:
             users.update(str(u["id"]) for u in page.get("value", []))
             if page.get("@odata.deltaLink"):
@@ -220,14 +251,14 @@ class GraphSource:
             next_link = page.get("@odata.nextLink")
             if not next_link:
                 raise TransientError("Graph users.delta: a page had neither a next nor a delta link")
-            page = await self._json("users.delta", self._url(str(next_link)))
+            page = await self.fetch_json("users.delta", self.link(str(next_link)))
 
     async def latest_delta_link(self, resource: str) -> str:
         """A delta link that starts from now (``$deltatoken=latest``), for a resource with no cursor."""
         if resource not in {"users", "groups"}:
             raise ValueError(f"no delta for {resource!r}")
         base = str(self.client.request_adapter.base_url).rstrip("/")
-        page = await self._json(f"{resource}.delta", self._url(f"{base}/{resource}/delta()?$deltatoken=latest"))
+        page = await self.fetch_json(f"{resource}.delta", self.link(f"{base}/{resource}/delta()?$deltatoken=latest"))
         link = page.get("@odata.deltaLink")
         if not link:
             raise TransientError(f"Graph {resource}.delta: no delta link for $deltatoken=latest")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 import uuid
@@ -36,15 +35,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
-from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
-from kiota_http.middleware.options import RetryHandlerOption
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from shared import names
 from shared.auth0_target import Auth0Target
-from shared.errors import NotFound, PermanentError, Refused, TransientError
-from shared.graph_source import ERRORS, _translate
+from shared.errors import NotFound, PermanentError, RateLimited, Refused, TransientError
+from shared.graph_source import GraphSource
 from shared.mapping import RiskPolicy
 from shared.model import Account, DeprovisionState, Link, SourceState, SourceUser
 from shared.notify import Notifier
@@ -125,43 +121,25 @@ def odata_when(when: datetime) -> str:
 
 
 class RiskFeed:
-    """``identityProtection`` reads through the Graph SDK's request builders, paced, with the SDK's
-    retry middleware switched off for them (it would retry a 429 at once, three times)."""
+    """``identityProtection`` reads through the Graph source, paced, with the SDK's retry middleware
+    switched off for them (it would retry a 429 at once, three times, and Identity Protection sends
+    no Retry-After)."""
 
-    def __init__(self, client: Any, pacer: Pacer):
-        self.client = client
+    def __init__(self, source: GraphSource, pacer: Pacer):
+        self.source = source
+        self.client = source.client
         self.pacer = pacer
-        self.calls: dict[str, int] = {}
 
-    async def _json(self, op: str, info: RequestInformation) -> dict[str, Any]:
-        info.add_request_options([RetryHandlerOption(delay=0, max_retries=0, should_retry=False)])
-        await self.pacer.wait()
-        self.calls[op] = self.calls.get(op, 0) + 1
-        try:
-            raw = await self.client.request_adapter.send_primitive_async(info, "bytes", ERRORS)
-        except ODataError as exc:
-            if exc.response_status_code == 429:
-                raise IdentityProtectionThrottled(f"Graph {op}: 429 (Identity Protection throttled)") from exc
-            raise _translate(op, exc) from exc
-        except Exception as exc:
-            translated = _translate(op, exc)
-            if translated is exc:
-                raise
-            raise translated from exc
-        return dict(json.loads(raw)) if raw else {}
+    @property
+    def calls(self) -> dict[str, int]:
+        return {op: n for op, n in self.source.calls.items() if op.startswith("identityProtection.")}
 
     async def _pages(self, op: str, info: RequestInformation) -> AsyncIterator[list[dict[str, Any]]]:
-        page = await self._json(op, info)
-        while True:
-            yield list(page.get("value", []))
-            next_link = page.get("@odata.nextLink")
-            if not next_link:
-                return
-            follow = RequestInformation()
-            follow.http_method = Method.GET
-            follow.url = str(next_link)
-            follow.headers.try_add("Accept", "application/json")
-            page = await self._json(op, follow)
+        try:
+            async for page in self.source.pages(op, info, before=self.pacer.wait, sdk_retries=False):
+                yield page
+        except RateLimited as exc:
+            raise IdentityProtectionThrottled(f"Graph {op}: 429 (Identity Protection throttled)") from exc
 
     def detections(self, since: datetime) -> AsyncIterator[list[dict[str, Any]]]:
         builder = self.client.identity_protection.risk_detections
@@ -672,5 +650,7 @@ def risk_service(svc: Any) -> RiskService:
     )
     return svc._get(  # type: ignore[no-any-return]
         "risk",
-        lambda: RiskService(sync=svc.sync, feed=RiskFeed(svc.graph, pacer), notifier=notifier, policy=svc.mapping.risk),
+        lambda: RiskService(
+            sync=svc.sync, feed=RiskFeed(svc.source, pacer), notifier=notifier, policy=svc.mapping.risk
+        ),
     )
