@@ -188,3 +188,14 @@ def test_the_risk_alert_secret_is_optional_long_and_never_shown() -> None:
     ]
     problems = problems_of(production_env(RISK_ALERT_SECRET="@Microsoft.KeyVault(SecretUri=https://kv/secrets/x)"))
     assert problems[0].startswith("RISK_ALERT_SECRET is an unresolved Key Vault reference")
+
+
+def test_the_local_settings_example_is_a_complete_sandbox_configuration() -> None:
+    import json
+
+    values = json.loads((EXAMPLE_MAPPING.parent / "local.settings.example.json").read_text())["Values"]
+    env = {k: v for k, v in values.items() if v != ""}
+    env["GRAPH_CLIENT_STATE"] = CLIENT_STATE  # the example asks for a long random value here
+    settings = Settings.from_env(env)
+    assert settings.graph_auth is GraphAuth.STATIC_TOKEN
+    assert settings.mapping_file == EXAMPLE_MAPPING
