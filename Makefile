@@ -10,12 +10,13 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 
-.PHONY: help install demo test lint format clean
+.PHONY: help install demo test lint format clean bench bench-quick
 
 help:
 	@echo "make demo    run entra-sync on the sandbox (emulated Entra ID and Auth0, Azurite) and show the result"
 	@echo "make test    install what is missing, lint, type-check and run every test"
 	@echo "make lint    ruff and mypy only"
+	@echo "make bench   run the benchmarks (under 20 minutes) and write BENCHMARKS.md; bench-quick: under 3"
 	@echo "make clean   remove the virtualenv, node_modules and caches"
 
 $(STAMP_PY): requirements.txt requirements-dev.txt pyproject.toml
@@ -43,6 +44,12 @@ lint: $(STAMP_PY)
 
 test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench $(ARGS)
+
+bench-quick: install
+	$(PY) -m bench --quick $(ARGS)
 
 format: $(STAMP_PY)
 	$(PY) -m ruff format .

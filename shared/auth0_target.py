@@ -261,6 +261,45 @@ class Auth0Target:
             if not cursor or not pager.items:
                 return members
 
+    # -- bulk writes (import-job backfill) -------------------------------------------------------------
+
+    async def connection_id(self, name: str) -> str:
+        """The id of the connection called ``name`` (import jobs address connections by id)."""
+        pager = await self._call("connections.list", lambda: self.client.connections.list(name=name, take=PAGE))
+        for conn in pager.items or []:
+            if str(conn.name) == name:
+                return str(conn.id)
+        raise PermanentError(f"Auth0 has no connection named {name!r}")
+
+    async def start_import(self, connection_id: str, users_json: bytes, external_id: str = "") -> str:
+        """Start a ``/jobs/users-imports`` job for one JSON array file; returns the job id."""
+        extra: dict[str, Any] = {"external_id": external_id} if external_id else {}
+        job = await self._call(
+            "jobs.users_imports",
+            lambda: self.client.jobs.users_imports.create(
+                users=("users.json", users_json, "application/json"),
+                connection_id=connection_id,
+                upsert=False,
+                send_completion_email=False,
+                **extra,
+            ),
+        )
+        return str(job.id)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return _dump(await self._call("jobs.get", lambda: self.client.jobs.get(job_id)))
+
+    async def job_errors(self, job_id: str) -> list[dict[str, Any]]:
+        """The per-user errors of a finished import job (empty when none failed)."""
+        found = await self._call("jobs.errors", lambda: self.client.jobs.errors.get(job_id))
+        if found is None:
+            return []
+        return [_dump(e) for e in found] if isinstance(found, list) else [_dump(found)]
+
+    async def assign_role_users(self, role_id: str, user_ids: list[str]) -> None:
+        """Give one role to many users in one call (``POST /roles/{id}/users``)."""
+        await self._call("roles.users.assign", lambda: self.client.roles.users.assign(role_id, users=user_ids))
+
     # -- writes ------------------------------------------------------------------------------------
 
     async def create(self, payload: Mapping[str, Any]) -> dict[str, Any]:

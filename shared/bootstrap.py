@@ -19,6 +19,7 @@ from azure.core.exceptions import ResourceExistsError
 
 from shared import clients, names
 from shared.auth0_target import Auth0Target
+from shared.bulk import ImportBackfill
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, load_mapping
 from shared.reconcile import Reconciler
@@ -53,7 +54,9 @@ class Services:
             self._storage_ready = False
         for obj in built.values():
             close = getattr(obj, "close", None)
-            if close is not None and not isinstance(obj, SyncService | SubscriptionManager | Reconciler):
+            if close is not None and not isinstance(
+                obj, SyncService | SubscriptionManager | Reconciler | ImportBackfill
+            ):
                 result = close()
                 if asyncio.iscoroutine(result):
                     await result
@@ -130,6 +133,22 @@ class Services:
         return self._get(  # type: ignore[no-any-return]
             "sync",
             lambda: SyncService(
+                source=self.source,
+                target=self.target,
+                links=self.links,
+                leases=self.leases,
+                audit=self.audit,
+                state=self.state,
+                queue=self.work_queue,
+                mapping=self.mapping,
+            ),
+        )
+
+    @property
+    def bulk(self) -> ImportBackfill:
+        return self._get(  # type: ignore[no-any-return]
+            "bulk",
+            lambda: ImportBackfill(
                 source=self.source,
                 target=self.target,
                 links=self.links,

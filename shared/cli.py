@@ -6,6 +6,7 @@
     entra-sync runs                           recent runs and their status
     entra-sync report RUN [--format html|json|csv] [--output FILE] [--open]
     entra-sync backfill                       initial load: queue every user once
+    entra-sync backfill --import-jobs         initial load: create the joiners through Auth0 import jobs
     entra-sync audit [--identity ID] [--since ISO] [--until ISO] [--limit N]
 
 Settings come from the environment, or from a Functions ``local.settings.json`` given with
@@ -128,6 +129,19 @@ async def cmd_report(svc: bootstrap.Services, args: argparse.Namespace) -> int:
 
 
 async def cmd_backfill(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+    if args.import_jobs:
+        progress = ProgressLine()
+        result = await svc.bulk.run(progress=progress)
+        progress.done()
+        print(f"backfill through import jobs: {result.entra_users} Entra users, {result.in_scope} in scope")
+        print(f"  already linked {result.already_linked}, without email {result.without_email}")
+        print(f"  import jobs {result.files}: inserted {result.inserted}, existing {result.existing}")
+        print(f"  failed {result.failed}")
+        for failure in result.failures[:20]:
+            print(f"    failed {failure}")
+        print(f"  roles assigned {result.role_assignments} in {result.role_calls} calls, links written {result.links}")
+        print(f"  handed to the worker {result.enqueued} (existing accounts to match, refused rows to retry)")
+        return 1 if result.failed else 0
     queued = await svc.sync.backfill()
     print(f"backfill: {queued} users queued for the worker")
     return 0
@@ -182,7 +196,12 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("html", "json", "csv"), default="json")
     rep.add_argument("--output", help="write to this file instead of standard output")
     rep.add_argument("--open", action="store_true", help="write to a temporary file and open it")
-    sub.add_parser("backfill", help="initial load: queue every Entra user once")
+    back = sub.add_parser("backfill", help="initial load: queue every Entra user once")
+    back.add_argument(
+        "--import-jobs",
+        action="store_true",
+        help="create the in-scope joiners through Auth0 import jobs (bulk) instead of one worker run each",
+    )
     aud = sub.add_parser("audit", help="audit rows, by identity or time")
     aud.add_argument("--identity", help="an Entra object id")
     aud.add_argument("--since", help="ISO time, e.g. 2026-11-22T00:00:00Z")

@@ -132,7 +132,7 @@ class Reconciler:
         lap("links")
         roles_of = await self._role_holders()
         lap("roles")
-        groups_of = await self._group_members()
+        groups_of = await self.source.relevant_memberships()
         lap("groups")
         auth0 = await self._read_auth0(report)
         summary.auth0_users, summary.auth0_read = len(auth0.accounts), auth0.read
@@ -188,13 +188,6 @@ class Reconciler:
             for user_id in await self.target.role_members(role_id):
                 roles_of.setdefault(user_id, set()).add(name)
         return roles_of
-
-    async def _group_members(self) -> dict[str, set[str]]:
-        groups_of: dict[str, set[str]] = {}
-        for group_id in sorted(self.mapping.relevant_groups):
-            for user_id in await self.source.transitive_user_members(group_id):
-                groups_of.setdefault(user_id, set()).add(group_id)
-        return groups_of
 
     async def _read_auth0(self, report: Progress) -> _Auth0Side:
         side = _Auth0Side()

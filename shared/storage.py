@@ -30,6 +30,7 @@ _FORBIDDEN: Final = (
     frozenset("/\\#?%") | frozenset(chr(c) for c in range(0x20)) | frozenset(chr(c) for c in range(0x7F, 0xA0))
 )
 MAX_TEXT: Final = 30_000  # a string property holds 64 KiB of UTF-16; keep well inside it
+BATCH_LIMIT: Final = 100  # operations in one table transaction (Azurite crashes past it)
 
 
 def encode_key(value: str) -> str:
@@ -95,21 +96,29 @@ class LinkStore:
             risk_locked=bool(e.get("risk_locked", False)),
         )
 
+    def _entity(self, link: Link) -> dict[str, Any]:
+        return {
+            "PartitionKey": self.target,
+            "RowKey": encode_key(link.entra_id),
+            "entra_id": link.entra_id,
+            "user_id": link.user_id,
+            "deprovision": link.deprovision.value,
+            "blocked_by_sync": link.blocked_by_sync,
+            "target_deleted": link.target_deleted,
+            "risk_locked": link.risk_locked,
+            "updated_at": utcnow(),
+        }
+
     async def put(self, link: Link) -> None:
-        await self.table.upsert_entity(
-            {
-                "PartitionKey": self.target,
-                "RowKey": encode_key(link.entra_id),
-                "entra_id": link.entra_id,
-                "user_id": link.user_id,
-                "deprovision": link.deprovision.value,
-                "blocked_by_sync": link.blocked_by_sync,
-                "target_deleted": link.target_deleted,
-                "risk_locked": link.risk_locked,
-                "updated_at": utcnow(),
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        await self.table.upsert_entity(self._entity(link), mode=UpdateMode.REPLACE)
+
+    async def put_many(self, links: list[Link]) -> None:
+        """Write many links in batch transactions (one partition, at most 100 operations each)."""
+        for start in range(0, len(links), BATCH_LIMIT):
+            chunk = links[start : start + BATCH_LIMIT]
+            await self.table.submit_transaction(
+                [("upsert", self._entity(link), {"mode": UpdateMode.REPLACE}) for link in chunk]
+            )
 
     async def all(self) -> AsyncIterator[Link]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.target})

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     enqueued: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    started_at: float = 0.0  # epoch seconds when the worker took the item (queue wait = this - enqueued_at)
+    finished_at: float = 0.0
 
 
 @dataclass
@@ -86,19 +88,27 @@ class SyncService:
         self.queue = queue
         self.mapping = mapping
         self.lease_wait_s = lease_wait_s
+        # Told about every finished item (benchmarks, metrics); an observer must be quick and not raise.
+        self.observers: list[Callable[[Outcome], None]] = []
 
     # ==============================================================================================
     # Entry point
     # ==============================================================================================
 
     async def handle(self, item: WorkItem) -> Outcome:
+        started = time.time()
         if item.kind == "user":
-            return await self.sync_user(item)
-        if item.kind == "group":
-            return await self.sync_group(item)
-        if item.kind == "delta":
-            return await self.catch_up(item)
-        raise PermanentError(f"work item kind {item.kind!r} is handled elsewhere")
+            outcome = await self.sync_user(item)
+        elif item.kind == "group":
+            outcome = await self.sync_group(item)
+        elif item.kind == "delta":
+            outcome = await self.catch_up(item)
+        else:
+            raise PermanentError(f"work item kind {item.kind!r} is handled elsewhere")
+        outcome.started_at, outcome.finished_at = started, time.time()
+        for observe in self.observers:
+            observe(outcome)
+        return outcome
 
     # ==============================================================================================
     # Users

@@ -1,0 +1,234 @@
+"""What every benchmark shares: the sandbox world, the mapping, figures and their tables."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from azure.storage.queue import TextBase64DecodePolicy
+
+from sandbox.stack import Stack
+from shared import bootstrap, names
+from shared.bootstrap import Services
+from shared.settings import Settings
+from shared.work import WorkItem
+
+REPO = Path(__file__).resolve().parent.parent
+ROLES = ("Employee", "Sales Reader", "Sales Writer")
+
+
+def mapping_text(groups: Sequence[str], extra: str = "") -> str:
+    """The benchmarks' mapping: the usual attributes, three role rules, leavers blocked and revoked."""
+    return f"""version: 1
+target: {{connection: Username-Password-Authentication}}
+scope: {{user_types: [Member]}}
+attributes:
+  - {{source: mail, target: email, transforms: [trim, lower]}}
+  - {{target: email_verified, transforms: [{{constant: true}}]}}
+  - {{source: displayName, target: name}}
+  - {{source: givenName, target: given_name}}
+  - {{source: surname, target: family_name}}
+  - {{source: department, target: user_metadata.department}}
+  - {{source: jobTitle, target: user_metadata.job_title}}
+  - {{source: employeeId, target: app_metadata.employee_id}}
+  - {{source: manager.id, target: app_metadata.manager_object_id}}
+roles:
+  - {{group: {groups[0]}, roles: [Employee]}}
+  - {{group: {groups[1]}, roles: [Sales Reader, Sales Writer]}}
+  - {{group: {groups[2]}, roles: [Sales Reader]}}
+deprovision: {{action: block, hard_delete: delete, revoke_sessions: true, revoke_refresh_tokens: true}}
+{extra}
+"""
+
+
+@dataclass
+class Sandbox:
+    """Azurite and both emulators on loopback, a seeded tenant, its mapping file and app settings."""
+
+    users: int
+    groups: int = 6
+    seed: int = 7
+    mapping_extra: str = ""
+    stack: Stack = field(init=False)
+    env: dict[str, str] = field(init=False)
+    group_ids: list[str] = field(init=False)
+    _tmp: tempfile.TemporaryDirectory[str] = field(init=False)
+
+    def __enter__(self) -> Sandbox:
+        self._tmp = tempfile.TemporaryDirectory(prefix="entra-sync-bench-")
+        self.stack = Stack().start()
+        try:
+            self.stack.seed(self.users, self.groups, self.seed)
+            for role in ROLES:
+                self.stack.auth0.add_role(role)
+            dump = self.stack.graph.snapshot(full=True)["dump"]
+            self.group_ids = [g["id"] for g in dump["groups"]]
+            path = Path(self._tmp.name) / "mapping.yaml"
+            path.write_text(mapping_text(self.group_ids, self.mapping_extra))
+            self.env = {**self.stack.env(), "SYNC_MAPPING_FILE": str(path)}
+        except BaseException:
+            self.stack.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.stop()
+        self._tmp.cleanup()
+
+    @property
+    def graph(self) -> Any:
+        return self.stack.graph
+
+    @property
+    def auth0(self) -> Any:
+        return self.stack.auth0
+
+    def services(self, **overrides: Any) -> Services:
+        return bootstrap.init(Settings.from_env(self.env), **overrides)
+
+    def members(self) -> list[dict[str, Any]]:
+        """Enabled Member users, in a stable order."""
+        dump = self.graph.snapshot(full=True)["dump"]
+        return [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
+
+
+async def prime(svc: Services) -> None:
+    """Storage ready and empty, delta cursors at "now" (as after a finished backfill)."""
+    await svc.ensure_storage()
+    for table in names.TABLES:
+        client = svc.table(table)
+        async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
+            await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    for queue in names.QUEUES:
+        async with svc.queues.get_queue_client(queue) as q:
+            await q.clear_messages()
+    for resource in ("users", "groups"):
+        await svc.state.put("delta", resource, {"link": await svc.source.latest_delta_link(resource)})
+
+
+# -- figures ------------------------------------------------------------------------------------------
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no samples."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value * 1000:.0f} ms" if value >= 0.01 else f"{value * 1000:.1f} ms"
+
+
+def pcts(samples: Sequence[float]) -> list[str]:
+    return [str(len(samples)), *(ms(percentile(samples, p)) for p in (50, 95, 99)), ms(max(samples, default=math.nan))]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """One benchmark's section of BENCHMARKS.md."""
+
+    title: str
+    inputs: list[str] = field(default_factory=list)
+    tables: list[tuple[str, Table]] = field(default_factory=list)
+    goals: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def markdown(self) -> str:
+        out = [f"## {self.title}", ""]
+        if self.inputs:
+            out += ["Inputs: " + "; ".join(self.inputs) + ".", ""]
+        for caption, table in self.tables:
+            if caption:
+                out += [f"**{caption}**", ""]
+            out += [table.markdown(), ""]
+        if self.goals:
+            out += ["Goals:", "", *(f"- {g}" for g in self.goals), ""]
+        if self.notes:
+            out += [*(f"- {n}" for n in self.notes), ""]
+        out.append(f"_Benchmark wall time {self.seconds:.0f} s._")
+        return "\n".join(out) + "\n"
+
+
+def verdict(ok: bool, text: str) -> str:
+    return f"{'met' if ok else 'MISSED'}: {text}"
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": ram,
+        "python": sys.version.split()[0],
+        "os": platform.platform(),
+    }
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            [shutil.which("git") or "git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "shared", "functions", "host.json", "function_app.py")
+    return commit + (" (plus uncommitted changes to the product code)" if dirty else "")
+
+
+def lines(items: Iterable[str]) -> str:
+    return "\n".join(items)
+
+
+async def take_queued(svc: Services, limit: int = 10_000) -> list[WorkItem]:
+    """Remove and return the work items waiting on the work queue (at most ``limit``)."""
+    client = svc.queues.get_queue_client(names.WORK_QUEUE, message_decode_policy=TextBase64DecodePolicy())
+    items: list[WorkItem] = []
+    async with client:
+        while len(items) < limit:
+            batch = [
+                m async for m in client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30)
+            ]
+            if not batch:
+                break
+            for m in batch:
+                items.append(WorkItem.from_json(m.content))
+                await client.delete_message(m)
+    return items

@@ -1,0 +1,129 @@
+"""Benchmark 3: API calls per lifecycle event, counted from the emulators' request logs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from bench.common import Report, Sandbox, Table, prime, take_queued, verdict
+from sandbox.mirror import mirror
+from shared.mapping import load_mapping
+from shared.work import WorkItem, user_item
+
+
+@dataclass(frozen=True)
+class Minimum:
+    graph: int
+    auth0_reads: int
+    auth0_writes: int
+    why: str
+
+
+# The least a level-triggered worker can do for each event (see the notes in the report).
+MINIMUM = {
+    "joiner": Minimum(2, 2, 2, "read user + relevant groups; deterministic-id get + email match; create + roles"),
+    "mover (one attribute)": Minimum(2, 2, 1, "read user + groups; get account + its roles; one PATCH"),
+    "group change": Minimum(3, 2, 1, "groups delta; read user + groups; get account + roles; one role assign"),
+    "leaver": Minimum(1, 1, 3, "read user (disabled); get account; block + revoke sessions + refresh tokens"),
+    "no-op replay": Minimum(2, 2, 0, "read user + groups; get account + roles; nothing to write"),
+}
+
+
+def run(quick: bool) -> Report:
+    started = time.perf_counter()
+    with Sandbox(users=60, seed=21) as box:
+        mapping = load_mapping(box.env["SYNC_MAPPING_FILE"])
+        mirror(box.graph, box.auth0, mapping)
+        rows = asyncio.run(_measure(box))
+    table = Table(
+        [
+            "event",
+            "Graph calls",
+            "Auth0 reads",
+            "Auth0 writes",
+            "minimum (G/R/W)",
+            "write ratio",
+            "Auth0 calls by route",
+        ]
+    )
+    ok = True
+    for event, (graph, auth0_routes, writes) in rows.items():
+        low = MINIMUM[event]
+        reads = sum(auth0_routes.values()) - writes
+        ratio = f"{writes / low.auth0_writes:.2f}" if low.auth0_writes else ("0 writes" if writes == 0 else "REDUNDANT")
+        ok &= writes == low.auth0_writes
+        routes = ", ".join(f"{k.removeprefix('mgmt.')} {v}" for k, v in sorted(auth0_routes.items()))
+        table.rows.append(
+            [
+                event,
+                str(graph),
+                str(reads),
+                str(writes),
+                f"{low.graph}/{low.auth0_reads}/{low.auth0_writes}",
+                ratio,
+                routes,
+            ]
+        )
+    report = Report(
+        "3. API-call efficiency",
+        inputs=[
+            "60-user tenant, Auth0 side in sync (sandbox.mirror); one work item per event, run by the worker's service"
+        ],
+        tables=[("Calls per event", table)],
+        goals=[verdict(ok, "no redundant writes (ratio 1.00) and zero writes for a no-op replay")],
+        notes=[f"{event}: minimum = {m.why}" for event, m in MINIMUM.items()]
+        + [
+            "Minimum reads assume a level-triggered worker that re-reads both sides (the design's rule) and "
+            "the mapping's matching precedence (link, then deterministic id, then email for a joiner).",
+        ],
+    )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _measure(box: Sandbox) -> dict[str, tuple[int, dict[str, int], int]]:
+    svc = box.services()
+    try:
+        await prime(svc)
+        members = box.members()
+        staff, sales = box.group_ids[0], box.group_ids[1]
+        in_sales = set(box.graph.snapshot(full=True)["dump"]["members"].get(sales, []))
+        mover, changer, leaver = [u for u in members if u["id"] not in in_sales][:3]
+        box.auth0.add_sessions(f"auth0|{leaver['id']}", 1, refresh_tokens=1)
+        results: dict[str, tuple[int, dict[str, int], int]] = {}
+        await svc.target.role_ids(["Employee"])  # a warm worker has the role ids cached
+
+        async def prime_groups_delta() -> None:  # earlier events' membership changes are not this one's
+            await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
+
+        async def count(event: str, items: list[WorkItem], follow: bool = False) -> None:
+            box.graph.log.clear()
+            box.auth0.log.clear()
+            for item in items:
+                await svc.sync.handle(item)
+            if follow:  # the user items a group change fans out to
+                for item in await take_queued(svc):
+                    await svc.sync.handle(item)
+            auth0: Counter[str] = Counter(e.route for e in box.auth0.log.entries())
+            writes = sum(1 for e in box.auth0.log.entries() if e.write)
+            results[event] = (box.graph.log.total, dict(auth0), writes)
+
+        hire = box.graph.create_user(
+            displayName="Bench Joiner", givenName="Bench", surname="Joiner", mail="bench.joiner@sandbox.example",
+            userPrincipalName="bench.joiner@sandbox.onmicrosoft.com", department="Research", accountEnabled=True,
+        )  # fmt: skip
+        box.graph.add_member(staff, hire["id"])
+        await count("joiner", [user_item(hire["id"], "notification")])
+        box.graph.update_user(mover["id"], department="Moved Department")
+        await count("mover (one attribute)", [user_item(mover["id"], "notification")])
+        await prime_groups_delta()
+        box.graph.add_member(sales, changer["id"])
+        await count("group change", [WorkItem("group", sales, "notification")], follow=True)
+        box.graph.update_user(leaver["id"], accountEnabled=False)
+        await count("leaver", [user_item(leaver["id"], "notification")])
+        await count("no-op replay", [user_item(mover["id"], "notification")])
+        return results
+    finally:
+        await svc.aclose()
