@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 LUCENE_RESERVED = frozenset('+-&|!(){}[]^"~*?:\\/ ')
 MAX_INLINE_WAIT_S = 10.0  # wait out a rate limit this long in-process; longer goes back to the queue
-RETRIES_AFTER_RATE_LIMIT = 3
+RETRIES_AFTER_RATE_LIMIT = 8  # with pacing a retry rarely meets a second 429
 PAGE = 100  # the Management API's largest page
 
 
@@ -59,20 +59,69 @@ def random_password() -> str:
 
 
 class RateGate:
-    """Shared by every call in the process: closed until the last 429's reset time."""
+    """Shared by every Auth0 call in the process, so concurrent invocations pace together.
 
-    def __init__(self) -> None:
+    It reads Auth0's ``x-ratelimit-limit/-remaining/-reset`` on every answer (``observe``): when the
+    budget is spent it closes until the reset. After a 429 (``throttled``) it also spaces calls at the
+    rate the limit implies (limit calls per reset window), so waiting callers do not all retry at the
+    reset instant and spend the new budget at once; the spacing is dropped once the budget is healthy
+    again. A wait longer than the caller allows becomes a :class:`RateLimited` for the host to retry.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.open_at = 0.0
+        self.spacing_s = 0.0
+        self.next_slot = 0.0
 
     def close_until(self, epoch_s: float) -> None:
         self.open_at = max(self.open_at, epoch_s)
 
+    def observe(self, headers: Mapping[str, str]) -> None:
+        limit, remaining, reset = _budget(headers)
+        if remaining is None:
+            return
+        if remaining <= 0 and reset is not None:
+            self.close_until(reset)
+        elif limit and remaining >= limit / 2:
+            self.spacing_s = 0.0
+
+    def throttled(self, headers: Mapping[str, str]) -> None:
+        reset = _reset_epoch(headers)
+        self.close_until(reset)
+        limit, _, _ = _budget(headers)
+        window = max(reset - self.clock(), 1.0)
+        self.spacing_s = max(self.spacing_s, window / max(limit or 1, 1))
+
     async def wait(self, max_wait_s: float) -> None:
-        delay = self.open_at - time.time()
+        now = self.clock()
+        start = max(now, self.open_at)
+        if self.spacing_s:
+            start = max(start, self.next_slot)
+        delay = start - now
         if delay > max_wait_s:
-            raise RateLimited(f"Auth0 rate limit: resets in {delay:.1f} s", retry_after_s=delay)
+            raise RateLimited(f"Auth0 rate limit: the next call may go in {delay:.1f} s", retry_after_s=delay)
+        if self.spacing_s:
+            self.next_slot = start + self.spacing_s
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def _budget(headers: Mapping[str, str]) -> tuple[int | None, int | None, float | None]:
+    lower = {k.lower(): v for k, v in headers.items()}
+
+    def number(name: str) -> float | None:
+        try:
+            return float(lower[name])
+        except (KeyError, ValueError):
+            return None
+
+    limit, remaining, reset = number("x-ratelimit-limit"), number("x-ratelimit-remaining"), number("x-ratelimit-reset")
+    return (
+        int(limit) if limit is not None else None,
+        int(remaining) if remaining is not None else None,
+        reset,
+    )
 
 
 class Auth0Target:
@@ -97,11 +146,10 @@ class Auth0Target:
             except ApiError as exc:
                 status = exc.status_code or 0
                 if status == 429:
-                    reset = _reset_epoch(exc.headers)
-                    self.gate.close_until(reset)
+                    self.gate.throttled(exc.headers or {})
                     if attempt < RETRIES_AFTER_RATE_LIMIT:
                         continue
-                    raise RateLimited(f"Auth0 {op}: rate limited", max(0.0, reset - time.time())) from exc
+                    raise RateLimited(f"Auth0 {op}: rate limited", max(0.0, self.gate.open_at - time.time())) from exc
                 raise _translate(op, exc) from exc
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 raise TransientError(f"Auth0 {op}: {type(exc).__name__}") from exc

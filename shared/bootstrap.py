@@ -18,7 +18,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from shared import clients, names
-from shared.auth0_target import Auth0Target
+from shared.auth0_target import Auth0Target, RateGate
 from shared.bulk import ImportBackfill
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, load_mapping
@@ -69,7 +69,12 @@ class Services:
 
     @property
     def auth0(self) -> Any:
-        return self._get("auth0", lambda: clients.auth0_client(self.settings))
+        return self._get("auth0", lambda: clients.auth0_client(self.settings, gate=self.auth0_gate))
+
+    @property
+    def auth0_gate(self) -> RateGate:
+        """One rate-limit gate per process for every Auth0 call."""
+        return self._get("auth0_gate", RateGate)  # type: ignore[no-any-return]
 
     @property
     def tables(self) -> Any:
@@ -126,7 +131,7 @@ class Services:
 
     @property
     def target(self) -> Auth0Target:
-        return self._get("target", lambda: Auth0Target(self.auth0))  # type: ignore[no-any-return]
+        return self._get("target", lambda: Auth0Target(self.auth0, self.auth0_gate))  # type: ignore[no-any-return]
 
     @property
     def sync(self) -> SyncService:

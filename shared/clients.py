@@ -13,6 +13,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from auth0.management.client import AsyncAuth0
 from auth0.management.token_provider import AsyncTokenProvider
 from azure.core.credentials import AccessToken
@@ -24,6 +25,7 @@ from kiota_authentication_azure.azure_identity_authentication_provider import Az
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.auth0_target import RateGate
 from shared.settings import Auth0Auth, GraphAuth, Settings
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -75,16 +77,27 @@ def graph_client(settings: Settings) -> GraphServiceClient:
     return GraphServiceClient(request_adapter=adapter)
 
 
-def auth0_client(settings: Settings, *, max_retries: int = 0) -> AsyncAuth0:
+def auth0_client(settings: Settings, *, max_retries: int = 0, gate: RateGate | None = None) -> AsyncAuth0:
     """An Auth0 Management API client.
 
     Retries default to none: the SDK would retry POSTs after a 5xx (a possible duplicate create) and
-    409s. The worker decides what is transient and when to try again.
+    409s. The worker decides what is transient and when to try again. With a ``gate``, every answer's
+    rate-limit headers reach it, so the process paces itself before it meets a 429.
     """
+    http = None
+    if gate is not None:
+
+        async def observe(response: httpx.Response) -> None:
+            gate.observe(response.headers)
+
+        http = httpx.AsyncClient(timeout=60.0, follow_redirects=True, event_hooks={"response": [observe]})
     if settings.auth0_auth is Auth0Auth.STATIC_TOKEN:
         assert settings.auth0_token is not None
         return AsyncAuth0(
-            base_url=settings.auth0_base_url, token=settings.auth0_token.reveal(), max_retries=max_retries
+            base_url=settings.auth0_base_url,
+            token=settings.auth0_token.reveal(),
+            max_retries=max_retries,
+            httpx_client=http,
         )
     assert settings.auth0_domain and settings.auth0_client_id and settings.auth0_client_secret
     provider = AsyncTokenProvider(
@@ -97,6 +110,7 @@ def auth0_client(settings: Settings, *, max_retries: int = 0) -> AsyncAuth0:
         token=_no_sync_token,
         async_token=provider.get_token,
         max_retries=max_retries,
+        httpx_client=http,
     )
 
 

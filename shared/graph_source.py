@@ -133,8 +133,11 @@ class GraphSource:
         except NotFound:
             return await self._deleted(entra_id)
         props.pop("@odata.context", None)
-        groups = await self.relevant_groups_of(entra_id) if self.mapping.relevant_groups else frozenset()
-        if props.get("accountEnabled") is False:
+        # A disabled user is a leaver whatever its groups: the membership read is needed only to
+        # decide scope and roles for an enabled one.
+        enabled = props.get("accountEnabled") is not False
+        groups = await self.relevant_groups_of(entra_id) if enabled and self.mapping.relevant_groups else frozenset()
+        if not enabled:
             state = SourceState.DISABLED
         elif not self.mapping.scope.includes(props, groups):
             state = SourceState.OUT_OF_SCOPE

@@ -64,8 +64,9 @@ class _Account:
 @dataclass
 class _Auth0Side:
     accounts: dict[str, _Account] = field(default_factory=dict)
-    by_owner: dict[str, list[str]] = field(default_factory=dict)
-    by_email: dict[str, list[str]] = field(default_factory=dict)
+    # Most keys have one account: a plain id then, a tuple only on a collision (saves a list per account).
+    by_owner: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    by_email: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     read: str = "list"
 
 
@@ -180,14 +181,16 @@ class Reconciler:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    async def _role_holders(self) -> dict[str, set[str]]:
-        roles_of: dict[str, set[str]] = {}
+    async def _role_holders(self) -> dict[str, frozenset[str]]:
+        holders: dict[str, set[str]] = {}
         if not self.mapping.managed_roles:
-            return roles_of
+            return {}
         for name, role_id in (await self.target.role_ids(sorted(self.mapping.managed_roles))).items():
             for user_id in await self.target.role_members(role_id):
-                roles_of.setdefault(user_id, set()).add(name)
-        return roles_of
+                holders.setdefault(user_id, set()).add(name)
+        # Many users hold the same set of roles: share one frozenset per distinct set.
+        shared: dict[frozenset[str], frozenset[str]] = {}
+        return {user_id: shared.setdefault(frozenset(names), frozenset(names)) for user_id, names in holders.items()}
 
     async def _read_auth0(self, report: Progress) -> _Auth0Side:
         side = _Auth0Side()
@@ -211,9 +214,9 @@ class Reconciler:
             )
             side.accounts[account.user_id] = account
             if account.owner:
-                side.by_owner.setdefault(account.owner, []).append(account.user_id)
+                _index(side.by_owner, account.owner, account.user_id)
             if account.email:
-                side.by_email.setdefault(account.email, []).append(account.user_id)
+                _index(side.by_email, account.email, account.user_id)
             if len(side.accounts) % 5000 == 0:
                 report("auth0 accounts", len(side.accounts), total)
         report("auth0 accounts", len(side.accounts), total)
@@ -226,7 +229,7 @@ class Reconciler:
         user: dict[str, Any],
         links: dict[str, Link],
         auth0: _Auth0Side,
-        roles_of: dict[str, set[str]],
+        roles_of: dict[str, frozenset[str]],
         groups_of: dict[str, set[str]],
         seen_accounts: set[str],
         summary: RunSummary,
@@ -295,10 +298,10 @@ class Reconciler:
             return accounts[f"auth0|{source.id}"], None
         for matcher in self.mapping.matching.precedence:
             if matcher == "app_metadata":
-                ids = auth0.by_owner.get(source.id, [])
+                ids = _ids(auth0.by_owner.get(source.id))
             elif matcher == "email":
                 email = planner.desired_profile(source, self.mapping).get("email")
-                ids = auth0.by_email.get(str(email).strip().lower(), []) if email else []
+                ids = _ids(auth0.by_email.get(str(email).strip().lower())) if email else ()
             else:
                 continue  # link is handled above; enterprise identities are not in the compact form
             decision = planner.judge_candidates(
@@ -456,6 +459,22 @@ class Reconciler:
                      detail=f"{len(items)} held deprovisions queued, approved by {approver}")
         )  # fmt: skip
         return len(items)
+
+
+def _index(index: dict[str, str | tuple[str, ...]], key: str, user_id: str) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = user_id
+    elif isinstance(held, str):
+        index[key] = (held, user_id)
+    else:
+        index[key] = (*held, user_id)
+
+
+def _ids(held: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    if held is None:
+        return ()
+    return (held,) if isinstance(held, str) else held
 
 
 def _text(value: Any) -> str | None:

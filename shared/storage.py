@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -262,6 +262,7 @@ class AuditRow:
     diff: Mapping[str, Any] | None = None
     detail: str = ""
     error: str = ""
+    at: str = field(default_factory=utcnow)  # when it happened (not when the row was written)
 
     @classmethod
     def for_item(
@@ -288,27 +289,43 @@ class AuditStore:
     def __init__(self, table: TableClient):
         self.table = table
 
-    async def write(self, row: AuditRow) -> None:
-        now = utcnow()
+    @staticmethod
+    def _entity(row: AuditRow) -> dict[str, Any]:
         diff = json.dumps(row.diff, sort_keys=True, default=str) if row.diff else ""
-        await self.table.create_entity(
-            {
-                "PartitionKey": encode_key(row.identity),
-                "RowKey": f"{now}_{uuid.uuid4().hex[:12]}",
-                "at": now,
-                "correlation_id": row.correlation_id,
-                "source": row.source,
-                "source_ref": row.source_ref,
-                "identity": row.identity,
-                "target": row.target,
-                "target_id": row.target_id,
-                "action": row.action,
-                "outcome": row.outcome,
-                "diff": diff[:MAX_TEXT],
-                "detail": row.detail[:MAX_TEXT],
-                "error": row.error[:MAX_TEXT],
-            }
-        )
+        return {
+            "PartitionKey": encode_key(row.identity),
+            "RowKey": f"{row.at}_{uuid.uuid4().hex[:12]}",
+            "at": row.at,
+            "correlation_id": row.correlation_id,
+            "source": row.source,
+            "source_ref": row.source_ref,
+            "identity": row.identity,
+            "target": row.target,
+            "target_id": row.target_id,
+            "action": row.action,
+            "outcome": row.outcome,
+            "diff": diff[:MAX_TEXT],
+            "detail": row.detail[:MAX_TEXT],
+            "error": row.error[:MAX_TEXT],
+        }
+
+    async def write(self, row: AuditRow) -> None:
+        await self.table.create_entity(self._entity(row))
+
+    async def write_many(self, rows: list[AuditRow]) -> None:
+        """Rows about one identity in one round trip: a table transaction holds up to 100 operations
+        of one partition (Azurite fails on more, so batches are split)."""
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            entity = self._entity(row)
+            by_partition.setdefault(entity["PartitionKey"], []).append(entity)
+        for entities in by_partition.values():
+            for start in range(0, len(entities), 100):
+                chunk = entities[start : start + 100]
+                if len(chunk) == 1:
+                    await self.table.create_entity(chunk[0])
+                else:
+                    await self.table.submit_transaction([("create", e) for e in chunk])
 
     async def for_identity(self, identity: str) -> list[dict[str, Any]]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(identity)})

@@ -156,12 +156,13 @@ class SyncService:
 
     async def resolve(self, source: SourceUser, link: Link | None) -> Resolution:
         """Find the Auth0 account: link, deterministic id, then the matching precedence."""
+        with_roles = source.state is SourceState.ACTIVE
         if link is not None and not link.target_deleted:
-            account = await self._account(link.user_id)
+            account = await self._account(link.user_id, with_roles)
             if account is not None:
                 return Resolution(account, "link")
         if self.mapping.target.deterministic_user_id:
-            account = await self._account(f"auth0|{source.id}")
+            account = await self._account(f"auth0|{source.id}", with_roles)
             if account is not None:
                 return Resolution(account, "deterministic_id")
         key = self.mapping.matching.app_metadata_key
@@ -175,7 +176,7 @@ class SyncService:
             if decision.outcome in {"ambiguous", "conflict"}:
                 return Resolution(None, matcher, decision.outcome, decision.candidates)
             assert decision.user_id is not None
-            account = await self._account(decision.user_id)
+            account = await self._account(decision.user_id, with_roles)
             return Resolution(account, matcher)
         return Resolution(None)
 
@@ -198,11 +199,12 @@ class SyncService:
             return await self.target.by_email(email.strip())
         raise AssertionError(f"unknown matcher {matcher}")
 
-    async def _account(self, user_id: str) -> Account | None:
+    async def _account(self, user_id: str, with_roles: bool = True) -> Account | None:
         data = await self.target.get(user_id)
         if data is None:
             return None
-        roles = await self.target.roles_of(user_id) if self.mapping.managed_roles else frozenset()
+        # Roles are planned only for active users: a leaver's are left as they are (blocked, not stripped).
+        roles = await self.target.roles_of(user_id) if with_roles and self.mapping.managed_roles else frozenset()
         return Account(user_id, data, roles)
 
     # ==============================================================================================
@@ -224,6 +226,27 @@ class SyncService:
             await self._audit(item, "none", "ok", user_id, detail="in sync")
             return outcome
         current_link = link
+        rows: list[AuditRow] = []
+        try:
+            current_link = await self._apply_actions(item, source, plan, outcome, current_link, user_id, rows, clock)
+        finally:
+            # One round trip for the item's audit rows, written even when an action failed half-way.
+            t = time.perf_counter()
+            await self.audit_store.write_many(rows)
+            clock.add("storage", t)
+        return outcome
+
+    async def _apply_actions(
+        self,
+        item: WorkItem,
+        source: SourceUser,
+        plan: planner.Plan,
+        outcome: Outcome,
+        current_link: Link | None,
+        user_id: str,
+        rows: list[AuditRow],
+        clock: _Clock,
+    ) -> Link | None:
         for action in plan.actions:
             write = action.writes_target
             t = time.perf_counter()
@@ -255,17 +278,14 @@ class SyncService:
             if warning:
                 outcome.warnings.append(warning)
                 correlated(log, item.correlation_id).warning("%s", warning)
-            t = time.perf_counter()
-            await self._audit(
-                item,
-                action.kind.value,
-                "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok"),
-                user_id,
-                diff=_safe_diff(action),
-                detail=warning or action.reason,
-            )
-            clock.add("storage", t)
-        return outcome
+            outcome_text = "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok")
+            rows.append(
+                AuditRow.for_item(
+                    item, self.target.name, action.kind.value, outcome_text, user_id,
+                    diff=_safe_diff(action), detail=warning or action.reason,
+                )
+            )  # fmt: skip
+        return current_link
 
     async def _revoke(self, kind: ActionKind, user_id: str) -> str:
         what = "sessions" if kind is ActionKind.REVOKE_SESSIONS else "refresh tokens"
