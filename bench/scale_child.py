@@ -63,6 +63,20 @@ async def read_floor() -> dict[str, Any]:
         await svc.aclose()
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident set. ``ru_maxrss`` would not do: Linux carries it over from
+    before exec, so a child started by a parent that holds a 100,000-user sandbox reports the
+    parent's size. ``VmHWM`` belongs to the new address space."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> int:
     mode = sys.argv[1]
     wall = time.perf_counter()
@@ -71,7 +85,7 @@ def main() -> int:
     found.update(
         wall_s=time.perf_counter() - wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb(),
     )
     print(json.dumps(found))
     return 0
