@@ -67,6 +67,7 @@ class _Auth0Side:
     # Most keys have one account: a plain id then, a tuple only on a collision (saves a list per account).
     by_owner: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     by_email: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
+    by_enterprise: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # enterprise identity -> ids
     read: str = "list"
 
 
@@ -195,7 +196,9 @@ class Reconciler:
     async def _read_auth0(self, report: Progress) -> _Auth0Side:
         side = _Auth0Side()
         total = await self.target.count_users()
-        fields = sorted({*BASE_FIELDS, *(p.split(".", 1)[0] for p in self.paths)})
+        enterprise = self.mapping.matching.enterprise_connection
+        extra = ("identities",) if enterprise else ()
+        fields = sorted({*BASE_FIELDS, *extra, *(p.split(".", 1)[0] for p in self.paths)})
         if total > LIST_LIMIT:
             side.read = "export job"
             users = self.target.export_users(fields)
@@ -217,6 +220,10 @@ class Reconciler:
                 _index(side.by_owner, account.owner, account.user_id)
             if account.email:
                 _index(side.by_email, account.email, account.user_id)
+            for identity in (user.get("identities") or ()) if enterprise else ():
+                sso = isinstance(identity, dict) and identity.get("connection") == enterprise
+                if sso and identity.get("user_id"):
+                    _index(side.by_enterprise, str(identity["user_id"]), account.user_id)
             if len(side.accounts) % 5000 == 0:
                 report("auth0 accounts", len(side.accounts), total)
         report("auth0 accounts", len(side.accounts), total)
@@ -302,8 +309,10 @@ class Reconciler:
             elif matcher == "email":
                 email = planner.desired_profile(source, self.mapping).get("email")
                 ids = _ids(auth0.by_email.get(str(email).strip().lower())) if email else ()
+            elif matcher == "enterprise_identity":
+                ids = _ids(auth0.by_enterprise.get(source.id))
             else:
-                continue  # link is handled above; enterprise identities are not in the compact form
+                continue  # link is handled above
             decision = planner.judge_candidates(
                 [
                     {"user_id": i, "app_metadata": {self.mapping.matching.app_metadata_key: accounts[i].owner}}

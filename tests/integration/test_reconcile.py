@@ -234,3 +234,28 @@ def test_an_expired_delta_token_falls_back_to_a_full_pass_and_a_fresh_link(world
     assert len({i.id for i in items}) == users  # everyone, once
     assert outcome.enqueued >= users
     assert "$deltatoken=" in fresh["link"]
+
+
+def test_an_enterprise_identity_counts_as_the_users_account(azurite: Azurite, tmp_path: Path) -> None:
+    from sandbox.auth0 import ENTERPRISE_CONNECTION
+
+    extra = f"matching: {{enterprise_connection: {ENTERPRISE_CONNECTION}}}"
+    world = World(azurite, tmp_path, users=20, groups=6, mapping_extra=extra).start()
+    try:
+        in_sync_start(world)
+        user = world.member_user()
+        api(world, "DELETE", f"/users/auth0|{user['id']}")
+        # The person signs in through the Entra enterprise connection: no app_metadata, another email.
+        world.auth0.add_user({"connection": ENTERPRISE_CONNECTION, "user_id": user["id"], "email": "sso@corp.example"})
+
+        async def scenario() -> Any:
+            async with services_for(world, reports=None) as svc:
+                return await svc.reconciler.run("dry-run")
+
+        summary, records = run(scenario())
+        assert "missing" not in summary.counts
+        found = [r for r in records if r.entra_id == user["id"]]
+        assert [r.drift for r in found] == ["attribute_mismatch", "role_mismatch"]
+        assert found[0].user_id.endswith(user["id"])
+    finally:
+        world.stop()
