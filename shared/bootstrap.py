@@ -26,7 +26,7 @@ from shared.reconcile import Reconciler
 from shared.settings import Settings
 from shared.storage import AuditStore, LeaseStore, LinkStore, StateStore, ensure_tables
 from shared.subscriptions import SubscriptionManager
-from shared.sync import SyncService
+from shared.sync import Ports, SyncService
 from shared.work import WorkQueue
 
 
@@ -134,10 +134,10 @@ class Services:
         return self._get("target", lambda: Auth0Target(self.auth0, self.auth0_gate))  # type: ignore[no-any-return]
 
     @property
-    def sync(self) -> SyncService:
+    def ports(self) -> Ports:
         return self._get(  # type: ignore[no-any-return]
-            "sync",
-            lambda: SyncService(
+            "ports",
+            lambda: Ports(
                 source=self.source,
                 target=self.target,
                 links=self.links,
@@ -150,20 +150,12 @@ class Services:
         )
 
     @property
+    def sync(self) -> SyncService:
+        return self._get("sync", lambda: SyncService(self.ports))  # type: ignore[no-any-return]
+
+    @property
     def bulk(self) -> ImportBackfill:
-        return self._get(  # type: ignore[no-any-return]
-            "bulk",
-            lambda: ImportBackfill(
-                source=self.source,
-                target=self.target,
-                links=self.links,
-                leases=self.leases,
-                audit=self.audit,
-                state=self.state,
-                queue=self.work_queue,
-                mapping=self.mapping,
-            ),
-        )
+        return self._get("bulk", lambda: ImportBackfill(self.ports))  # type: ignore[no-any-return]
 
     @property
     def reports(self) -> Any:

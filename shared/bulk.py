@@ -29,13 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared import planner
-from shared.auth0_target import Auth0Target
-from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping
 from shared.model import Link, SourceState, SourceUser
-from shared.storage import AuditRow, AuditStore, LeaseStore, LinkStore, StateStore
-from shared.sync import USERS_DELTA_LEASE
-from shared.work import WorkItem, WorkQueue
+from shared.storage import AuditRow
+from shared.sync import USERS_DELTA_LEASE, Ports, UsesPorts
+from shared.work import WorkItem
 
 log = logging.getLogger("entra_sync.bulk")
 
@@ -123,32 +121,18 @@ def pack_files(records: Iterable[dict[str, Any]], max_bytes: int = MAX_FILE_BYTE
     return files
 
 
-class ImportBackfill:
+class ImportBackfill(UsesPorts):
     def __init__(
         self,
+        ports: Ports,
         *,
-        source: GraphSource,
-        target: Auth0Target,
-        links: LinkStore,
-        leases: LeaseStore,
-        audit: AuditStore,
-        state: StateStore,
-        queue: WorkQueue,
-        mapping: SyncMapping,
         max_file_bytes: int = MAX_FILE_BYTES,
         max_active_jobs: int = MAX_ACTIVE_JOBS,
         job_timeout_s: float = 3600.0,
         poll_s: float = 0.25,
         max_poll_s: float = 2.0,
     ):
-        self.source = source
-        self.target = target
-        self.links = links
-        self.leases = leases
-        self.audit = audit
-        self.state = state
-        self.queue = queue
-        self.mapping = mapping
+        super().__init__(ports)
         self.max_file_bytes = max_file_bytes
         self.max_active_jobs = min(max_active_jobs, MAX_ACTIVE_JOBS)
         self.job_timeout_s = job_timeout_s
@@ -190,7 +174,7 @@ class ImportBackfill:
             lap("handoff")
         finally:
             await self.leases.release(lease)
-        await self.audit.write(
+        await self.audit_store.write(
             AuditRow(
                 correlation, "backfill", "import-jobs", "backfill", self.target.name, "", "backfill_import", "ok",
                 detail=(
@@ -318,7 +302,7 @@ class ImportBackfill:
                 f"auth0|{joiner.entra_id}", "create", "ok", diff=diff, detail="created by an import job",
             )  # fmt: skip
             async with gate:
-                await self.audit.write(row)
+                await self.audit_store.write(row)
 
         await asyncio.gather(*(one(j) for j in inserted))
 

@@ -65,28 +65,38 @@ class _Clock:
         self.spent[stage] = self.spent.get(stage, 0.0) + time.perf_counter() - started
 
 
-class SyncService:
-    def __init__(
-        self,
-        *,
-        source: GraphSource,
-        target: Auth0Target,
-        links: LinkStore,
-        leases: LeaseStore,
-        audit: AuditStore,
-        state: StateStore,
-        queue: WorkQueue,
-        mapping: SyncMapping,
-        lease_wait_s: float = 3.0,
-    ):
-        self.source = source
-        self.target = target
-        self.links = links
-        self.leases = leases
-        self.audit_store = audit
-        self.state = state
-        self.queue = queue
-        self.mapping = mapping
+@dataclass(frozen=True)
+class Ports:
+    """The adapters the services work through, built once by the composition root."""
+
+    source: GraphSource
+    target: Auth0Target
+    links: LinkStore
+    leases: LeaseStore
+    audit: AuditStore
+    state: StateStore
+    queue: WorkQueue
+    mapping: SyncMapping
+
+
+class UsesPorts:
+    """Gives a service its ports as attributes (``self.source``, ``self.target``, ...)."""
+
+    def __init__(self, ports: Ports):
+        self.ports = ports
+        self.source = ports.source
+        self.target = ports.target
+        self.links = ports.links
+        self.leases = ports.leases
+        self.audit_store = ports.audit
+        self.state = ports.state
+        self.queue = ports.queue
+        self.mapping = ports.mapping
+
+
+class SyncService(UsesPorts):
+    def __init__(self, ports: Ports, *, lease_wait_s: float = 3.0):
+        super().__init__(ports)
         self.lease_wait_s = lease_wait_s
         # Told about every finished item (benchmarks, metrics); an observer must be quick and not raise.
         self.observers: list[Callable[[Outcome], None]] = []

@@ -117,10 +117,7 @@ def test_many_small_files_run_two_jobs_at_a_time_and_the_worker_finds_nothing_to
     async def scenario() -> tuple[Any, dict[str, int]]:
         svc = await open_services(world)
         try:
-            bulk = ImportBackfill(
-                source=svc.source, target=svc.target, links=svc.links, leases=svc.leases, audit=svc.audit,
-                state=svc.state, queue=svc.work_queue, mapping=svc.mapping, max_file_bytes=3_000, poll_s=0.02,
-            )  # fmt: skip
+            bulk = ImportBackfill(svc.ports, max_file_bytes=3_000, poll_s=0.02)
             result = await bulk.run()
             world.auth0.log.clear()
             some = sorted(expected)[0].removeprefix("auth0|")

@@ -3,6 +3,7 @@ with the Graph emulator delivering real notifications to the functions served by
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,11 @@ from tests.support import CLIENT_STATE, sandbox_env
 @pytest.fixture
 def running(azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]) -> Iterator[tuple[World, FunctionsHost]]:
     world = World(azurite, tmp_path, users=30, groups=6).start()
+
+    async def wipe() -> None:  # before the host polls: earlier tests may have left work items behind
+        await (await open_services(world)).aclose()
+
+    asyncio.run(wipe())
     host = FunctionsHost.from_functions(
         indexed.values(),
         storage_connection=azurite.connection_string,
@@ -31,7 +37,8 @@ def running(azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]) -> Iterat
     host.start()
     try:
         world.configure(host.base_url)
-        host.run_coroutine(open_services(world))
+        # Fresh services for this world, built lazily on the host's event loop.
+        host.run_coroutine(bootstrap.init(world.settings).ensure_storage())
         yield world, host
     finally:
         host.stop()
