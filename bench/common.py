@@ -16,6 +16,7 @@ from typing import Any
 
 from azure.storage.queue import TextBase64DecodePolicy
 
+from sandbox.mapping import sandbox_mapping, three_role_grants
 from sandbox.stack import Stack
 from shared import bootstrap, names
 from shared.bootstrap import Services
@@ -24,30 +25,6 @@ from shared.work import WorkItem
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = ("Employee", "Sales Reader", "Sales Writer")
-
-
-def mapping_text(groups: Sequence[str], extra: str = "") -> str:
-    """The benchmarks' mapping: the usual attributes, three role rules, leavers blocked and revoked."""
-    return f"""version: 1
-target: {{connection: Username-Password-Authentication}}
-scope: {{user_types: [Member]}}
-attributes:
-  - {{source: mail, target: email, transforms: [trim, lower]}}
-  - {{target: email_verified, transforms: [{{constant: true}}]}}
-  - {{source: displayName, target: name}}
-  - {{source: givenName, target: given_name}}
-  - {{source: surname, target: family_name}}
-  - {{source: department, target: user_metadata.department}}
-  - {{source: jobTitle, target: user_metadata.job_title}}
-  - {{source: employeeId, target: app_metadata.employee_id}}
-  - {{source: manager.id, target: app_metadata.manager_object_id}}
-roles:
-  - {{group: {groups[0]}, roles: [Employee]}}
-  - {{group: {groups[1]}, roles: [Sales Reader, Sales Writer]}}
-  - {{group: {groups[2]}, roles: [Sales Reader]}}
-deprovision: {{action: block, hard_delete: delete, revoke_sessions: true, revoke_refresh_tokens: true}}
-{extra}
-"""
 
 
 @dataclass
@@ -73,7 +50,7 @@ class Sandbox:
             dump = self.stack.graph.snapshot(full=True)["dump"]
             self.group_ids = [g["id"] for g in dump["groups"]]
             path = Path(self._tmp.name) / "mapping.yaml"
-            path.write_text(mapping_text(self.group_ids, self.mapping_extra))
+            path.write_text(sandbox_mapping(three_role_grants(self.group_ids), extra=self.mapping_extra))
             self.env = {**self.stack.env(), "SYNC_MAPPING_FILE": str(path)}
         except BaseException:
             self.stack.stop()

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from sandbox.host import FunctionsHost
+from sandbox.mapping import sandbox_mapping
 from sandbox.receiver import WebhookReceiver
 from sandbox.stack import Stack
 from shared import bootstrap
@@ -33,26 +34,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _mapping(groups: list[dict[str, Any]]) -> str:
     staff, sales, support = groups[0], groups[1], groups[2]
-    return f"""version: 1
-target: {{connection: Username-Password-Authentication}}
-scope: {{user_types: [Member]}}
-matching: {{precedence: [link, app_metadata, email]}}
-attributes:
-  - {{source: mail, target: email, transforms: [trim, lower]}}
-  - {{target: email_verified, transforms: [{{constant: true}}]}}
-  - {{source: displayName, target: name}}
-  - {{source: givenName, target: given_name}}
-  - {{source: surname, target: family_name}}
-  - {{source: department, target: user_metadata.department, transforms: [{{default: Unassigned}}]}}
-  - {{source: jobTitle, target: user_metadata.job_title}}
-  - {{source: employeeId, target: app_metadata.employee_id}}
-  - {{source: manager.id, target: app_metadata.manager_object_id}}
-roles:
-  - {{group: {staff["id"]}, roles: [Employee]}}          # {staff["displayName"]}
-  - {{group: {sales["id"]}, roles: [Sales Reader, Sales Writer]}}   # {sales["displayName"]}
-  - {{group: {support["id"]}, roles: [Sales Reader, Support Agent]}}  # {support["displayName"]}
-deprovision: {{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}}
-"""
+    grants = [
+        (staff["id"], ["Employee"]),
+        (sales["id"], ["Sales Reader", "Sales Writer"]),
+        (support["id"], ["Sales Reader", "Support Agent"]),
+    ]
+    return sandbox_mapping(
+        grants,
+        matching="{precedence: [link, app_metadata, email]}",
+        deprovision="{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}",
+        department_default="Unassigned",
+    )
 
 
 def _wait(check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S) -> float:

@@ -20,6 +20,7 @@ from azure.storage.queue.aio import QueueClient
 from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
+from sandbox.mapping import sandbox_mapping, three_role_grants
 from shared import bootstrap, names
 from shared.bootstrap import Services
 from shared.settings import Settings
@@ -27,35 +28,6 @@ from shared.work import WorkItem
 from tests.support import sandbox_env
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Billing Admin")
-
-
-def mapping_text(
-    groups: list[str],
-    extra: str = "",
-    deprovision: str = "{action: block, hard_delete: delete}",
-    scope: str = "{user_types: [Member]}",
-) -> str:
-    return f"""
-version: 1
-target: {{connection: Username-Password-Authentication}}
-scope: {scope}
-attributes:
-  - {{source: mail, target: email, transforms: [trim, lower]}}
-  - {{target: email_verified, transforms: [{{constant: true}}]}}
-  - {{source: displayName, target: name}}
-  - {{source: givenName, target: given_name}}
-  - {{source: surname, target: family_name}}
-  - {{source: department, target: user_metadata.department}}
-  - {{source: jobTitle, target: user_metadata.job_title}}
-  - {{source: employeeId, target: app_metadata.employee_id}}
-  - {{source: manager.id, target: app_metadata.manager_object_id}}
-roles:
-  - {{group: {groups[0]}, roles: [Employee]}}
-  - {{group: {groups[1]}, roles: [Sales Reader, Sales Writer]}}
-  - {{group: {groups[2]}, roles: [Sales Reader]}}
-deprovision: {deprovision}
-{extra}
-"""
 
 
 @dataclass
@@ -84,7 +56,8 @@ class World:
         self.group_ids = [g["id"] for g in dump["groups"]]
         path = self.tmp_path / "mapping.yaml"
         scope = self.scope.replace("GROUP0", self.group_ids[0])
-        path.write_text(mapping_text(self.group_ids, self.mapping_extra, self.deprovision, scope))
+        grants = three_role_grants(self.group_ids)
+        path.write_text(sandbox_mapping(grants, scope=scope, deprovision=self.deprovision, extra=self.mapping_extra))
         self.configure(notification_base, path)
         return self
 

@@ -1,0 +1,51 @@
+"""The mapping file the demo, the benchmarks and the integration tests run with: the usual
+attributes and a group-to-role table over a seeded tenant's groups."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+ATTRIBUTES = """attributes:
+  - {source: mail, target: email, transforms: [trim, lower]}
+  - {target: email_verified, transforms: [{constant: true}]}
+  - {source: displayName, target: name}
+  - {source: givenName, target: given_name}
+  - {source: surname, target: family_name}
+  - DEPARTMENT
+  - {source: jobTitle, target: user_metadata.job_title}
+  - {source: employeeId, target: app_metadata.employee_id}
+  - {source: manager.id, target: app_metadata.manager_object_id}
+"""
+
+
+def sandbox_mapping(
+    grants: Sequence[tuple[str, Sequence[str]]],
+    *,
+    scope: str = "{user_types: [Member]}",
+    matching: str = "",
+    deprovision: str = "{action: block, hard_delete: delete, revoke_sessions: true, revoke_refresh_tokens: true}",
+    department_default: str | None = None,
+    extra: str = "",
+) -> str:
+    """A mapping file's text. ``grants``: (group object id, role names) pairs, in order."""
+    department = "{source: department, target: user_metadata.department" + (
+        f", transforms: [{{default: {department_default}}}]}}" if department_default else "}"
+    )
+    roles = "".join(f"  - {{group: {group}, roles: [{', '.join(names)}]}}\n" for group, names in grants)
+    lines = [
+        "version: 1",
+        "target: {connection: Username-Password-Authentication}",
+        f"scope: {scope}",
+        *([f"matching: {matching}"] if matching else []),
+        ATTRIBUTES.replace("DEPARTMENT", department).rstrip("\n"),
+        "roles:",
+        roles.rstrip("\n"),
+        f"deprovision: {deprovision}",
+        extra,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def three_role_grants(groups: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Staff -> Employee; Sales -> Sales Reader and Writer; a third group -> Sales Reader."""
+    return [(groups[0], ["Employee"]), (groups[1], ["Sales Reader", "Sales Writer"]), (groups[2], ["Sales Reader"])]
