@@ -17,7 +17,7 @@ from typing import Any
 from azure.storage.queue import TextBase64DecodePolicy
 
 from sandbox.mapping import sandbox_mapping, three_role_grants
-from sandbox.stack import Stack
+from sandbox.stack import Stack, empty_storage
 from shared import bootstrap, names
 from shared.bootstrap import Services
 from shared.settings import Settings
@@ -80,14 +80,7 @@ class Sandbox:
 
 async def prime(svc: Services) -> None:
     """Storage ready and empty, delta cursors at "now" (as after a finished backfill)."""
-    await svc.ensure_storage()
-    for table in names.TABLES:
-        client = svc.table(table)
-        async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
-            await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
-    for queue in names.QUEUES:
-        async with svc.queues.get_queue_client(queue) as q:
-            await q.clear_messages()
+    await empty_storage(svc)
     for resource in ("users", "groups"):
         await svc.state.put("delta", resource, {"link": await svc.source.latest_delta_link(resource)})
 

@@ -4,9 +4,7 @@ by the Functions host stand-in. Convergence is read from the Auth0 emulator's st
 
 from __future__ import annotations
 
-import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,11 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import Report, Sandbox, Table, pcts, percentile, prime, verdict
-from sandbox.host import FunctionsHost
 from sandbox.mirror import mirror
-from shared import bootstrap
+from sandbox.stack import functions_host
 from shared.mapping import load_mapping
-from shared.settings import Settings
 from shared.sync import Outcome
 
 MIX = (("joiner", 0.15), ("mover", 0.40), ("group change", 0.25), ("leaver", 0.20))
@@ -100,23 +96,8 @@ def run(quick: bool) -> Report:
 
 
 def _drive(box: Sandbox, notifications: int, rate: float) -> tuple[list[Change], Stages, list[float], int]:
-    env = box.env
-    os.environ.update(env)
-    sys.modules.pop("function_app", None)
-    import function_app
-
-    host = FunctionsHost(
-        function_app.app,
-        storage_connection=env["AzureWebJobsStorage"],
-        app_settings=env,
-        visibility_timeout_s=1.0,
-        on_stop=lambda: bootstrap.services().aclose(),
-    )
     stages = Stages()
-    with host:
-        env.update(GRAPH_NOTIFICATION_URL=f"{host.base_url}/graph_webhook",
-                   GRAPH_LIFECYCLE_URL=f"{host.base_url}/graph_lifecycle")  # fmt: skip
-        svc = bootstrap.init(Settings.from_env(env))
+    with functions_host(box.env) as (host, svc):
         changes = _plan(box, notifications)
         host.run_coroutine(prime(svc))
         svc.sync.observers.append(stages.observe)

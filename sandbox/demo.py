@@ -9,8 +9,6 @@ audit trail of the day's new hire.
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -23,9 +21,7 @@ import httpx
 from sandbox.host import FunctionsHost
 from sandbox.mapping import sandbox_mapping
 from sandbox.receiver import WebhookReceiver
-from sandbox.stack import Stack
-from shared import bootstrap
-from shared.settings import Settings
+from sandbox.stack import Stack, functions_host
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Support Agent")
 STEP_TIMEOUT_S = 15.0
@@ -101,23 +97,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
 
         # Security notifications go to a loopback Slack/Teams incoming-webhook stand-in.
         env = {**stack.env(), "SYNC_MAPPING_FILE": str(mapping_path), "NOTIFY_WEBHOOK_URL": receiver.url()}
-        os.environ.update(env)  # function_app reads its settings at import, as in Azure
-        sys.modules.pop("function_app", None)
-        import function_app
-
-        host = FunctionsHost(
-            function_app.app,
-            storage_connection=env["AzureWebJobsStorage"],
-            app_settings=env,
-            visibility_timeout_s=1.0,
-            on_stop=lambda: bootstrap.services().aclose(),
-        )
-        with host:
-            env.update(
-                GRAPH_NOTIFICATION_URL=f"{host.base_url}/graph_webhook",
-                GRAPH_LIFECYCLE_URL=f"{host.base_url}/graph_lifecycle",
-            )
-            svc = bootstrap.init(Settings.from_env(env))
+        with functions_host(env) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")
 

@@ -6,13 +6,21 @@ themselves.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
+from sandbox.host import FunctionsHost
+from shared import bootstrap, names
+from shared.bootstrap import Services
+from shared.settings import Settings
 
 GRAPH_TOKEN = "sandbox-graph-token"
 AUTH0_TOKEN = "sandbox-auth0-token"
@@ -81,3 +89,39 @@ class Stack:
 
     def seed(self, users: int, groups: int, seed: int) -> dict[str, Any]:
         return self.graph.seed({"users": users, "groups": groups, "seed": seed})
+
+
+async def empty_storage(svc: Services) -> None:
+    """The product's tables and queues, created if missing and emptied (Azurite is shared by runs)."""
+    await svc.ensure_storage()
+    for table in names.TABLES:
+        client = svc.table(table)
+        async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
+            await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    for queue in names.QUEUES:
+        async with svc.queues.get_queue_client(queue) as q:
+            await q.clear_messages()
+
+
+@contextmanager
+def functions_host(env: dict[str, str], visibility_timeout_s: float = 1.0) -> Iterator[tuple[FunctionsHost, Services]]:
+    """The function app, imported with ``env`` as its settings (read at import, as in Azure), served by
+    the host stand-in. Once the host's URL is known the webhook settings point at it and the
+    services are built afresh; ``env`` is updated with them."""
+    os.environ.update(env)
+    sys.modules.pop("function_app", None)
+    import function_app
+
+    host = FunctionsHost(
+        function_app.app,
+        storage_connection=env["AzureWebJobsStorage"],
+        app_settings=env,
+        visibility_timeout_s=visibility_timeout_s,
+        on_stop=lambda: bootstrap.services().aclose(),
+    )
+    with host:
+        env.update(
+            GRAPH_NOTIFICATION_URL=f"{host.base_url}/graph_webhook",
+            GRAPH_LIFECYCLE_URL=f"{host.base_url}/graph_lifecycle",
+        )
+        yield host, bootstrap.init(Settings.from_env(env))

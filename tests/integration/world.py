@@ -21,6 +21,7 @@ from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
 from sandbox.mapping import sandbox_mapping, three_role_grants
+from sandbox.stack import empty_storage
 from shared import bootstrap, names
 from shared.bootstrap import Services
 from shared.settings import Settings
@@ -138,14 +139,7 @@ class World:
 async def open_services(world: World, **overrides: Any) -> Services:
     """Fresh services in the running event loop, with empty product tables and queues."""
     svc = bootstrap.init(world.settings, **overrides)
-    await svc.ensure_storage()
-    for table in names.TABLES:
-        client = svc.table(table)
-        async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
-            await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
-    for queue in names.QUEUES:
-        async with svc.queues.get_queue_client(queue) as q:
-            await q.clear_messages()
+    await empty_storage(svc)
     return svc
 
 
