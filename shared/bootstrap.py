@@ -23,6 +23,7 @@ from shared.bulk import ImportBackfill
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, load_mapping
 from shared.reconcile import Reconciler
+from shared.redact import install_log_redaction
 from shared.settings import Settings
 from shared.storage import AuditStore, LeaseStore, LinkStore, StateStore, ensure_tables
 from shared.subscriptions import SubscriptionManager
@@ -208,6 +209,7 @@ _init_lock = threading.Lock()
 def init(settings: Settings | None = None, mapping: SyncMapping | None = None, **overrides: Any) -> Services:
     """Read settings and the mapping file (unless given) and make them the process's services."""
     global _current
+    install_log_redaction()
     settings = settings if settings is not None else Settings.from_env()
     mapping = mapping if mapping is not None else load_mapping(settings.mapping_file)
     with _init_lock:

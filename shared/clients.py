@@ -25,6 +25,7 @@ from kiota_authentication_azure.azure_identity_authentication_provider import Az
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared import redact
 from shared.auth0_target import RateGate
 from shared.settings import Auth0Auth, GraphAuth, Settings
 
@@ -51,14 +52,37 @@ class StaticTokenCredential:
         return None
 
 
+class RedactedTokens:
+    """Wraps an async ``TokenCredential`` so every access token it hands out is registered as a
+    secret (see :mod:`shared.redact`) before any SDK can log it."""
+
+    def __init__(self, credential: Any):
+        self._credential = credential
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        token: AccessToken = await self._credential.get_token(*scopes, **kwargs)
+        redact.register(token.token, runtime=True)
+        return token
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+    async def __aenter__(self) -> RedactedTokens:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 def graph_credential(settings: Settings) -> Any:
     if settings.graph_auth is GraphAuth.STATIC_TOKEN:
         assert settings.graph_token is not None
         return StaticTokenCredential(settings.graph_token.reveal())
     if settings.graph_auth is GraphAuth.CLIENT_SECRET:
         assert settings.tenant_id and settings.client_id and settings.client_secret
-        return ClientSecretCredential(settings.tenant_id, settings.client_id, settings.client_secret.reveal())
-    return (
+        secret = settings.client_secret.reveal()
+        return RedactedTokens(ClientSecretCredential(settings.tenant_id, settings.client_id, secret))
+    return RedactedTokens(
         ManagedIdentityCredential(client_id=settings.client_id) if settings.client_id else ManagedIdentityCredential()
     )
 
@@ -105,10 +129,16 @@ def auth0_client(settings: Settings, *, max_retries: int = 0, gate: RateGate | N
         client_id=settings.auth0_client_id,
         client_secret=settings.auth0_client_secret.reveal(),
     )
+
+    async def token() -> str:
+        value = str(await provider.get_token())
+        redact.register(value, runtime=True)  # a bearer token: never in a log line
+        return value
+
     return AsyncAuth0(
         base_url=settings.auth0_base_url,
         token=_no_sync_token,
-        async_token=provider.get_token,
+        async_token=token,
         max_retries=max_retries,
         httpx_client=http,
     )

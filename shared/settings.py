@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from shared import redact
+
 DEFAULT_GRAPH_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
 GRAPH_CLIENT_STATE_MAX: Final = 128  # Graph's limit for clientState
 GRAPH_CLIENT_STATE_MIN: Final = 16  # ours: the client state is a shared secret, so not guessable
@@ -54,6 +56,7 @@ class Secret:
 
     def __init__(self, value: str):
         self._value = value
+        redact.register(value)  # whoever logs or audits it later, the value shows as ***
 
     def reveal(self) -> str:
         return self._value

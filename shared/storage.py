@@ -24,6 +24,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared import names
 from shared.model import DeprovisionState, Link
+from shared.redact import redact
 from shared.work import WorkItem
 
 _FORBIDDEN: Final = (
@@ -304,9 +305,9 @@ class AuditStore:
             "target_id": row.target_id,
             "action": row.action,
             "outcome": row.outcome,
-            "diff": diff[:MAX_TEXT],
-            "detail": row.detail[:MAX_TEXT],
-            "error": row.error[:MAX_TEXT],
+            "diff": redact(diff)[:MAX_TEXT],
+            "detail": redact(row.detail)[:MAX_TEXT],
+            "error": redact(row.error)[:MAX_TEXT],
         }
 
     async def write(self, row: AuditRow) -> None:
