@@ -1,9 +1,11 @@
 """``sync_worker`` (queue trigger on ``sync-work``): converge one identity per message.
 
-Transient failures (throttling, 5xx, timeouts, a busy lease) raise, so the host makes the message
-visible again and retries it; after ``maxDequeueCount`` attempts the host moves it to
-``sync-work-poison``, and the last attempt writes its error to the audit table first. Permanent
-failures are audited and the message completes: retrying cannot help.
+Waiting is not failing: a rate limit whose reset is far off, or an identity another worker holds,
+re-schedules the item to become visible when it may go on (the message completes, so no attempt is
+spent and a rate limit never poisons anything). Transient failures (5xx, timeouts) raise, so the
+host makes the message visible again and retries it; after ``maxDequeueCount`` attempts the host
+moves it to ``sync-work-poison``, and the last attempt writes its error to the audit table first.
+Permanent failures are audited and the message completes: retrying cannot help.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap, names
-from shared.errors import BadInput, PermanentError
+from shared.errors import BadInput, PermanentError, TryLater
 from shared.risk import risk_service
 from shared.storage import AuditRow
 from shared.telemetry import correlated
@@ -59,6 +61,9 @@ async def sync_worker(msg: func.QueueMessage) -> None:
         clog.error("%s %s failed for good: %s", item.kind, item.id, exc)
         await svc.sync.audit_failure(item, exc)
     except Exception as exc:
+        if isinstance(exc, TryLater) and (delay := await svc.sync.defer(item, exc)) is not None:
+            clog.info("%s %s waits %.0f s: %s", item.kind, item.id, delay, exc)
+            return
         if (msg.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
             await svc.audit.write(
                 AuditRow(

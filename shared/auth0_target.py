@@ -24,6 +24,7 @@ from auth0.management.core.api_error import ApiError
 from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError
 
 T = TypeVar("T")
+Fence = Callable[[], None]  # raises LeaseLost when the caller may no longer write
 
 LUCENE_RESERVED = frozenset('+-&|!(){}[]^"~*?:\\/ ')
 MAX_INLINE_WAIT_S = 10.0  # wait out a rate limit this long in-process; longer goes back to the queue
@@ -137,9 +138,13 @@ class Auth0Target:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, op: str, fn: Callable[[], Awaitable[T]], fence: Fence | None = None) -> T:
+        """One Management API call. A write passes its ``fence``, checked after any rate-limit wait and
+        right before the request leaves, so a worker that lost its lease meanwhile sends nothing."""
         for attempt in range(RETRIES_AFTER_RATE_LIMIT + 1):
             await self.gate.wait(self.max_inline_wait_s)
+            if fence is not None:
+                fence()
             self.calls[op] = self.calls.get(op, 0) + 1
             try:
                 return await fn()
@@ -349,33 +354,34 @@ class Auth0Target:
         await self._call("roles.users.assign", lambda: self.client.roles.users.assign(role_id, users=user_ids))
 
     # -- writes ------------------------------------------------------------------------------------
+    # Each takes the caller's ``fence`` (see ``_call``).
 
-    async def create(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, payload: Mapping[str, Any], fence: Fence | None = None) -> dict[str, Any]:
         body = dict(payload)
         body.setdefault("password", random_password())
-        created = await self._call("users.create", lambda: self.client.users.create(**body))
+        created = await self._call("users.create", lambda: self.client.users.create(**body), fence)
         return _dump(created)
 
-    async def update(self, user_id: str, patch: Mapping[str, Any]) -> None:
-        await self._call("users.update", lambda: self.client.users.update(user_id, **patch))
+    async def update(self, user_id: str, patch: Mapping[str, Any], fence: Fence | None = None) -> None:
+        await self._call("users.update", lambda: self.client.users.update(user_id, **patch), fence)
 
-    async def delete(self, user_id: str) -> None:
+    async def delete(self, user_id: str, fence: Fence | None = None) -> None:
         with contextlib.suppress(NotFound):  # already gone: the goal is reached
-            await self._call("users.delete", lambda: self.client.users.delete(user_id))
+            await self._call("users.delete", lambda: self.client.users.delete(user_id), fence)
 
-    async def revoke_sessions(self, user_id: str) -> None:
-        await self._call("users.sessions.delete", lambda: self.client.users.sessions.delete(user_id))
+    async def revoke_sessions(self, user_id: str, fence: Fence | None = None) -> None:
+        await self._call("users.sessions.delete", lambda: self.client.users.sessions.delete(user_id), fence)
 
-    async def revoke_refresh_tokens(self, user_id: str) -> None:
-        await self._call("users.refresh_tokens.delete", lambda: self.client.users.refresh_token.delete(user_id))
+    async def revoke_refresh_tokens(self, user_id: str, fence: Fence | None = None) -> None:
+        await self._call("users.refresh_tokens.delete", lambda: self.client.users.refresh_token.delete(user_id), fence)
 
-    async def assign_roles(self, user_id: str, names: Iterable[str]) -> None:
+    async def assign_roles(self, user_id: str, names: Iterable[str], fence: Fence | None = None) -> None:
         ids = list((await self.role_ids(names)).values())
-        await self._call("users.roles.assign", lambda: self.client.users.roles.assign(user_id, roles=ids))
+        await self._call("users.roles.assign", lambda: self.client.users.roles.assign(user_id, roles=ids), fence)
 
-    async def remove_roles(self, user_id: str, names: Iterable[str]) -> None:
+    async def remove_roles(self, user_id: str, names: Iterable[str], fence: Fence | None = None) -> None:
         ids = list((await self.role_ids(names)).values())
-        await self._call("users.roles.delete", lambda: self.client.users.roles.delete(user_id, roles=ids))
+        await self._call("users.roles.delete", lambda: self.client.users.roles.delete(user_id, roles=ids), fence)
 
 
 def _reset_epoch(headers: Mapping[str, str] | None) -> float:

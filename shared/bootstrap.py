@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceExistsError
 from shared import clients, names
 from shared.auth0_target import Auth0Target, RateGate
 from shared.bulk import ImportBackfill
+from shared.clock import SYSTEM, Clock
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, load_mapping
 from shared.reconcile import Reconciler
@@ -111,8 +112,15 @@ class Services:
         return self._get("links", lambda: LinkStore(self.table(names.LINKS_TABLE)))  # type: ignore[no-any-return]
 
     @property
+    def clock(self) -> Clock:
+        """Time for leases and waits (tests override it to move time instead of sleeping)."""
+        return self._get("clock", lambda: SYSTEM)  # type: ignore[no-any-return]
+
+    @property
     def leases(self) -> LeaseStore:
-        return self._get("leases", lambda: LeaseStore(self.table(names.LOCKS_TABLE)))  # type: ignore[no-any-return]
+        return self._get(  # type: ignore[no-any-return]
+            "leases", lambda: LeaseStore(self.table(names.LOCKS_TABLE), clock=self.clock)
+        )
 
     @property
     def audit(self) -> AuditStore:

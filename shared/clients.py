@@ -30,6 +30,9 @@ from shared.auth0_target import RateGate
 from shared.settings import Auth0Auth, GraphAuth, Settings
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+# Shorter than the lease's fence margin (shared.storage.LEASE_FENCE_MARGIN_S): a write that starts
+# while the identity's lease is safely held cannot still be under way when the lease could pass on.
+AUTH0_TIMEOUT_S = 20.0
 
 
 class StaticTokenCredential:
@@ -114,12 +117,13 @@ def auth0_client(settings: Settings, *, max_retries: int = 0, gate: RateGate | N
         async def observe(response: httpx.Response) -> None:
             gate.observe(response.headers)
 
-        http = httpx.AsyncClient(timeout=60.0, follow_redirects=True, event_hooks={"response": [observe]})
+        http = httpx.AsyncClient(timeout=AUTH0_TIMEOUT_S, follow_redirects=True, event_hooks={"response": [observe]})
     if settings.auth0_auth is Auth0Auth.STATIC_TOKEN:
         assert settings.auth0_token is not None
         return AsyncAuth0(
             base_url=settings.auth0_base_url,
             token=settings.auth0_token.reveal(),
+            timeout=AUTH0_TIMEOUT_S,
             max_retries=max_retries,
             httpx_client=http,
         )
@@ -139,6 +143,7 @@ def auth0_client(settings: Settings, *, max_retries: int = 0, gate: RateGate | N
         base_url=settings.auth0_base_url,
         token=_no_sync_token,
         async_token=token,
+        timeout=AUTH0_TIMEOUT_S,
         max_retries=max_retries,
         httpx_client=http,
     )

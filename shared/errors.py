@@ -16,8 +16,28 @@ class TransientError(SyncError):
         self.retry_after_s = retry_after_s
 
 
-class RateLimited(TransientError):
+class TryLater(TransientError):
+    """Not a failure: the work has to wait (a rate limit's reset, another worker's lease). The worker
+    re-schedules the message to become visible after ``retry_after_s`` instead of spending one of
+    its attempts, so waiting never poisons a message."""
+
+
+class RateLimited(TryLater):
     """The vendor said 429; ``retry_after_s`` is how long its reset is away."""
+
+
+class LeaseBusy(TryLater):
+    """Another worker holds the identity's lease; the item runs again once it may be free."""
+
+
+class LeaseLost(TryLater):
+    """This worker's lease on the identity expired or was taken over: it must not write any more.
+    ``after_write`` says a write may have landed after the take-over, so the identity must be
+    converged again from a fresh read."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None, *, after_write: bool = False):
+        super().__init__(message, retry_after_s)
+        self.after_write = after_write
 
 
 class PermanentError(SyncError):

@@ -64,6 +64,9 @@ class Link:
     blocked_by_sync: bool = False
     target_deleted: bool = False
     risk_locked: bool = False
+    # Target path -> the value the target refused as taken by another account (an email collision):
+    # not tried again until the desired value changes; reconciliation reports it as a conflict.
+    conflicts: Mapping[str, Any] = field(default_factory=dict)
 
 
 class ActionKind(Enum):
@@ -82,6 +85,7 @@ class ActionKind(Enum):
     FINISH_DEPROVISION = "finish_deprovision"
     CLEAR_DEPROVISION = "clear_deprovision"
     MARK_TARGET_DELETED = "mark_target_deleted"
+    SET_CONFLICTS = "set_conflicts"  # forget conflicts that no longer apply
     # nothing to do, or a refusal the operator must see
     SKIP = "skip"
 

@@ -20,6 +20,9 @@ from shared.model import Account, Action, ActionKind, DeprovisionState, Link, So
 
 # Auth0 stores database-connection emails in lower case: compare them without case.
 _CASELESS = frozenset({"email"})
+# Values Auth0 keeps unique per connection: a 409 on an update that changes one is a collision with
+# another account, not a race.
+UNIQUE_PATHS = ("email", "username")
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,13 @@ def _plan_active(source: SourceUser, account: Account | None, link: Link | None,
     if link is None or link.user_id != account.user_id or link.target_deleted:
         actions.append(Action(ActionKind.LINK, reason="matched an existing account"))
     diff = profile_diff(desired, account.data)
+    conflicts = dict(link.conflicts) if link is not None else {}
+    for path, refused in conflicts.items():
+        if path in diff and diff[path][1] == refused:
+            del diff[path]  # the target refused exactly this value before: not again until it changes
+    kept = {p: v for p, v in conflicts.items() if desired.get(p) == v}
+    if kept != conflicts:  # before the update, which may record a new conflict on top
+        actions.append(Action(ActionKind.SET_CONFLICTS, {"conflicts": kept}, reason="the refused value changed"))
     if diff:
         patch = nest({path: after for path, (_, after) in diff.items()})
         if "email" in diff and desired.get("email_verified") is not None:
@@ -201,3 +211,36 @@ def judge_candidates(candidates: Sequence[Mapping[str, Any]], entra_id: str, app
     if owner is not None and str(owner) != entra_id:
         return MatchDecision("conflict", ids[0], ids)
     return MatchDecision("found", ids[0], ids)
+
+
+def observed(action: Action, account: Account | None, link: Link | None) -> bool | None:
+    """Whether the target (or the link) shows ``action``'s effect now: True, False, or None where it
+    cannot be seen (a revocation). Used to record what an interrupted attempt did."""
+    kind = action.kind
+    if kind is ActionKind.CREATE:
+        return account is not None
+    if kind is ActionKind.DELETE:
+        return account is None
+    if kind in {ActionKind.BLOCK, ActionKind.UNBLOCK}:
+        return account is not None and account.blocked is (kind is ActionKind.BLOCK)
+    if kind is ActionKind.UPDATE:
+        if account is None:
+            return False
+        after = {path: pair[1] for path, pair in action.diff.items()}
+        return not diff_values(after, lambda path: read_path(account.data, path))
+    if kind in {ActionKind.ASSIGN_ROLES, ActionKind.REMOVE_ROLES}:
+        if account is None:
+            return False
+        roles = frozenset(action.payload.get("roles", ()))
+        return roles <= account.roles if kind is ActionKind.ASSIGN_ROLES else not roles & account.roles
+    if kind is ActionKind.START_DEPROVISION:
+        return link is not None and link.deprovision is not DeprovisionState.NONE
+    if kind is ActionKind.FINISH_DEPROVISION:
+        return link is not None and link.deprovision is DeprovisionState.DONE
+    if kind is ActionKind.CLEAR_DEPROVISION:
+        return link is not None and link.deprovision is DeprovisionState.NONE
+    if kind is ActionKind.LINK:
+        return link is not None and account is not None and link.user_id == account.user_id
+    if kind is ActionKind.MARK_TARGET_DELETED:
+        return link is not None and link.target_deleted
+    return None

@@ -38,13 +38,13 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.request_information import RequestInformation
 
 from shared import names
-from shared.auth0_target import Auth0Target
-from shared.errors import NotFound, PermanentError, RateLimited, Refused, TransientError
+from shared.auth0_target import Auth0Target, Fence
+from shared.errors import LeaseBusy, NotFound, PermanentError, RateLimited, Refused, TransientError
 from shared.graph_source import GraphSource
 from shared.mapping import RiskPolicy
 from shared.model import Account, DeprovisionState, Link, SourceState, SourceUser
 from shared.notify import Notifier
-from shared.storage import AuditRow, AuditStore, LeaseBusy, LeaseStore, LinkStore, StateStore, utcnow
+from shared.storage import AuditRow, AuditStore, LeaseStore, LinkStore, StateStore, utcnow
 from shared.sync import SyncService
 from shared.telemetry import correlated
 from shared.work import RiskSignal, WorkItem, WorkQueue
@@ -255,24 +255,23 @@ class RiskService:
         clog = correlated(log, cid)
         result = PollResult()
         try:
-            lease = await self.leases.acquire(MONITOR_LEASE, wait_s=0.5)
+            async with self.leases.held(MONITOR_LEASE, wait_s=0.5):
+                await self._poll_once(cid, result)
         except LeaseBusy:
             result.busy = True
             clog.info("another risk_monitor run is in progress; skipping this one")
-            return result
-        try:
-            try:
-                await self._poll_detections(cid, result)
-                if self.policy.restore_on:
-                    await self._poll_risky_users(cid, result)
-            except IdentityProtectionThrottled as exc:
-                result.throttled = True
-                clog.warning("%s; the watermark stays, the next run continues from it", exc)
-                await self._audit_job(cid, "risk_poll", "warning", f"throttled: {exc}")
-            result.pruned = await self._prune()
-        finally:
-            await self.leases.release(lease)
         return result
+
+    async def _poll_once(self, cid: str, result: PollResult) -> None:
+        try:
+            await self._poll_detections(cid, result)
+            if self.policy.restore_on:
+                await self._poll_risky_users(cid, result)
+        except IdentityProtectionThrottled as exc:
+            result.throttled = True
+            correlated(log, cid).warning("%s; the watermark stays, the next run continues from it", exc)
+            await self._audit_job(cid, "risk_poll", "warning", f"throttled: {exc}")
+        result.pruned = await self._prune()
 
     async def _window(self, name: str) -> tuple[datetime, datetime]:
         """(where the stored watermark is, where this run reads from)."""
@@ -391,11 +390,14 @@ class RiskService:
         if signal is None:
             raise PermanentError("a risk work item without its risk signal")
         incident = f"{item.id}:{signal.key}"
-        lease = await self.leases.acquire(f"user:{item.id}", wait_s=self.lease_wait_s)
-        try:
+        async with self.leases.held(f"user:{item.id}", wait_s=self.lease_wait_s) as lease:
+
+            def fence() -> None:
+                self.leases.fence(lease)
+
             record = await self.state.get(INCIDENTS, incident)
             if record is None:
-                outcome = await self._respond(item, signal)
+                outcome = await self._respond(item, signal, fence)
                 record = {
                     "status": outcome.status,
                     "user_id": outcome.user_id,
@@ -409,8 +411,6 @@ class RiskService:
                     item, "replay", str(record.get("user_id", "")), list(record["done"]), list(record["problems"])
                 )
                 await self._audit(item, "risk_replay", "skipped", outcome.user_id, "incident already handled")
-        finally:
-            await self.leases.release(lease)
         message = str(record.get("message") or "")
         if message:
             outcome.notification = await self._notify(item, incident, message, outcome.user_id)
@@ -431,9 +431,9 @@ class RiskService:
             correlated(log, item.correlation_id).warning("%s", delivery.detail)
         return delivery.status
 
-    async def _respond(self, item: WorkItem, signal: RiskSignal) -> RiskOutcome:
+    async def _respond(self, item: WorkItem, signal: RiskSignal, fence: Fence) -> RiskOutcome:
         if signal.incident == "restore":
-            return await self._restore(item, signal)
+            return await self._restore(item, signal, fence)
         if signal.state not in ACTIONABLE_STATES:
             await self._audit(item, "risk_response", "skipped", "", f"riskState is {signal.state}: nothing to do")
             return RiskOutcome(item, "not_actionable")
@@ -467,11 +467,11 @@ class RiskService:
             await self._remember(item.id, account, link, wanted)  # before acting: a restore needs it
         for action in wanted:
             if action == "block":
-                await self._block(item, account, outcome)
+                await self._block(item, account, outcome, fence)
             elif action in {"revoke_sessions", "revoke_refresh_tokens"}:
-                await self._revoke(item, action, account.user_id, outcome)
+                await self._revoke(item, action, account.user_id, outcome, fence)
             elif action == "require_mfa":
-                await self._require_mfa(item, account, outcome)
+                await self._require_mfa(item, account, outcome, fence)
         summary = f"{signal.level} {signal.event_type}: " + "; ".join(outcome.done + outcome.problems)
         await self._audit(item, "risk_response", "warning" if outcome.problems else "ok", account.user_id, summary)
         return outcome
@@ -497,12 +497,12 @@ class RiskService:
             if not base.risk_locked or base.target_deleted:
                 await self.links.put(dataclasses.replace(base, risk_locked=True, target_deleted=False))
 
-    async def _block(self, item: WorkItem, account: Account, outcome: RiskOutcome) -> None:
+    async def _block(self, item: WorkItem, account: Account, outcome: RiskOutcome, fence: Fence) -> None:
         if account.blocked:
             outcome.done.append("the Auth0 account was already blocked (locked against unblocking by sync)")
             return
         try:
-            await self.target.update(account.user_id, {"blocked": True})
+            await self.target.update(account.user_id, {"blocked": True}, fence)
         except PermanentError as exc:
             outcome.problems.append(f"could not block the Auth0 account ({exc})")
             await self._audit(item, "risk_block", "failed", account.user_id, outcome.problems[-1])
@@ -510,13 +510,13 @@ class RiskService:
         outcome.done.append("blocked the Auth0 account")
         await self._audit(item, "risk_block", "ok", account.user_id, "risk response")
 
-    async def _revoke(self, item: WorkItem, action: str, user_id: str, outcome: RiskOutcome) -> None:
+    async def _revoke(self, item: WorkItem, action: str, user_id: str, outcome: RiskOutcome, fence: Fence) -> None:
         what = "sessions" if action == "revoke_sessions" else "refresh tokens"
         try:
             if action == "revoke_sessions":
-                await self.target.revoke_sessions(user_id)
+                await self.target.revoke_sessions(user_id, fence)
             else:
-                await self.target.revoke_refresh_tokens(user_id)
+                await self.target.revoke_refresh_tokens(user_id, fence)
         except (Refused, NotFound) as exc:
             status = exc.status if isinstance(exc, Refused) else 404
             outcome.problems.append(
@@ -528,13 +528,13 @@ class RiskService:
         outcome.done.append(f"revoked all {what}")
         await self._audit(item, action, "ok", user_id, "risk response")
 
-    async def _require_mfa(self, item: WorkItem, account: Account, outcome: RiskOutcome) -> None:
+    async def _require_mfa(self, item: WorkItem, account: Account, outcome: RiskOutcome, fence: Fence) -> None:
         flag = self.policy.mfa_flag
         if _app_metadata(account).get(flag) is True:
             outcome.done.append(f"app_metadata.{flag} was already set")
             return
         try:
-            await self.target.update(account.user_id, {"app_metadata": {flag: True}})
+            await self.target.update(account.user_id, {"app_metadata": {flag: True}}, fence)
         except PermanentError as exc:
             outcome.problems.append(f"could not set app_metadata.{flag} ({exc})")
             await self._audit(item, "risk_require_mfa", "failed", account.user_id, outcome.problems[-1])
@@ -542,7 +542,7 @@ class RiskService:
         outcome.done.append(f"set app_metadata.{flag} = true (the login flow asks for MFA)")
         await self._audit(item, "risk_require_mfa", "ok", account.user_id, "risk response")
 
-    async def _restore(self, item: WorkItem, signal: RiskSignal) -> RiskOutcome:
+    async def _restore(self, item: WorkItem, signal: RiskSignal, fence: Fence) -> RiskOutcome:
         """Lift what the risk response did, and only that."""
         if signal.state not in self.policy.restore_on:
             await self._audit(item, "risk_restore", "skipped", "", f"the policy does not restore on {signal.state}")
@@ -570,14 +570,14 @@ class RiskService:
                         "belongs to deprovisioning"
                     )
                 else:
-                    await self.target.update(user_id, {"blocked": False})
+                    await self.target.update(user_id, {"blocked": False}, fence)
                     outcome.done.append("unblocked the Auth0 account (the block was the risk response's)")
                     await self._audit(item, "risk_unblock", "ok", user_id, f"riskState {signal.state}")
             elif account.blocked:
                 outcome.done.append("left the existing block in place (the risk response did not place it)")
             flag = self.policy.mfa_flag
             if response.get("mfa_by_risk") and _app_metadata(account).get(flag) is True:
-                await self.target.update(user_id, {"app_metadata": {flag: None}})
+                await self.target.update(user_id, {"app_metadata": {flag: None}}, fence)
                 outcome.done.append(f"cleared app_metadata.{flag}")
                 await self._audit(item, "risk_clear_mfa", "ok", user_id, f"riskState {signal.state}")
         if link is not None and link.risk_locked:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -19,10 +20,12 @@ from typing import Any, Final
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared import names
+from shared.clock import SYSTEM, Clock
+from shared.errors import LeaseBusy, LeaseLost
 from shared.model import DeprovisionState, Link
 from shared.redact import redact
 from shared.work import WorkItem
@@ -88,14 +91,7 @@ class LinkStore:
             e = await self.table.get_entity(self.target, encode_key(entra_id))
         except ResourceNotFoundError:
             return None
-        return Link(
-            entra_id=entra_id,
-            user_id=str(e["user_id"]),
-            deprovision=DeprovisionState(e.get("deprovision", "none")),
-            blocked_by_sync=bool(e.get("blocked_by_sync", False)),
-            target_deleted=bool(e.get("target_deleted", False)),
-            risk_locked=bool(e.get("risk_locked", False)),
-        )
+        return _link(e, entra_id)
 
     def _entity(self, link: Link) -> dict[str, Any]:
         return {
@@ -107,6 +103,7 @@ class LinkStore:
             "blocked_by_sync": link.blocked_by_sync,
             "target_deleted": link.target_deleted,
             "risk_locked": link.risk_locked,
+            "conflicts": json.dumps(dict(link.conflicts), sort_keys=True, default=str) if link.conflicts else "",
             "updated_at": utcnow(),
         }
 
@@ -124,14 +121,20 @@ class LinkStore:
     async def all(self) -> AsyncIterator[Link]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.target})
         async for e in query:
-            yield Link(
-                entra_id=str(e["entra_id"]),
-                user_id=str(e["user_id"]),
-                deprovision=DeprovisionState(e.get("deprovision", "none")),
-                blocked_by_sync=bool(e.get("blocked_by_sync", False)),
-                target_deleted=bool(e.get("target_deleted", False)),
-                risk_locked=bool(e.get("risk_locked", False)),
-            )
+            yield _link(e, str(e["entra_id"]))
+
+
+def _link(e: Mapping[str, Any], entra_id: str) -> Link:
+    conflicts = e.get("conflicts") or ""
+    return Link(
+        entra_id=entra_id,
+        user_id=str(e["user_id"]),
+        deprovision=DeprovisionState(e.get("deprovision", "none")),
+        blocked_by_sync=bool(e.get("blocked_by_sync", False)),
+        target_deleted=bool(e.get("target_deleted", False)),
+        risk_locked=bool(e.get("risk_locked", False)),
+        conflicts=dict(json.loads(conflicts)) if conflicts else {},
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -139,8 +142,14 @@ class LinkStore:
 # ------------------------------------------------------------------------------------------------
 
 
-class LeaseBusy(Exception):
-    """Another worker holds the identity's lease; the message is retried later."""
+LEASE_TTL_S: Final = 60.0
+LEASE_RENEW_EVERY_S: Final = 15.0  # a quarter of the lifetime: three renewals may fail before it lapses
+# A target write starts only while at least this much of the lease is left. It exceeds the longest
+# a target request may take (the clients' timeouts are shorter), so a write that starts fenced
+# ends before the lease could pass to another worker.
+LEASE_FENCE_MARGIN_S: Final = 25.0
+
+log = logging.getLogger("entra_sync.storage")
 
 
 @dataclass
@@ -148,36 +157,57 @@ class Lease:
     key: str
     owner: str
     etag: str
+    expires_at: float  # epoch seconds, as written to the entity
+    lost: bool = False  # a renewal found that another worker had taken it over
 
 
 class LeaseStore:
-    """One lease per identity: insert-only create, or an ETag-guarded take-over once expired, so a
-    crashed worker cannot wedge an identity for longer than the lease's time to live."""
+    """One writer per identity: an expiring lease entity, taken insert-only or by an ETag-guarded
+    take-over once expired, so a crashed worker cannot wedge an identity for longer than the lease's
+    time to live.
 
-    def __init__(self, table: TableClient, ttl_s: float = 60.0, partition: str = "identity"):
+    A lease taken with :meth:`held` is renewed in the background while the work runs, and every
+    target write is *fenced* (:meth:`fence`): a worker whose lease lapsed (it was paused, starved or
+    its renewals failed) or was taken over writes nothing more. A write already on the wire when the
+    lease lapsed cannot be recalled; :meth:`fence_after_write` tells the caller to converge the
+    identity again from a fresh read, so the newest state still lands last.
+    """
+
+    def __init__(
+        self,
+        table: TableClient,
+        ttl_s: float = LEASE_TTL_S,
+        partition: str = "identity",
+        *,
+        clock: Clock = SYSTEM,
+        renew_every_s: float = LEASE_RENEW_EVERY_S,
+        fence_margin_s: float = LEASE_FENCE_MARGIN_S,
+    ):
         self.table = table
         self.ttl_s = ttl_s
         self.partition = partition
+        self.clock = clock
+        self.renew_every_s = min(renew_every_s, ttl_s / 3)
+        self.fence_margin_s = min(fence_margin_s, ttl_s / 2)
+
+    def _entity(self, key: str, owner: str, expires_at: float) -> dict[str, Any]:
+        return {"PartitionKey": self.partition, "RowKey": key, "owner": owner, "expires": expires_at}
 
     async def try_acquire(self, identity: str, owner: str | None = None) -> Lease | None:
         owner = owner or uuid.uuid4().hex
         key = encode_key(identity)
-        entity = {
-            "PartitionKey": self.partition,
-            "RowKey": key,
-            "owner": owner,
-            "expires": time.time() + self.ttl_s,
-        }
+        expires_at = self.clock.now() + self.ttl_s
+        entity = self._entity(key, owner, expires_at)
         try:
             meta = await self.table.create_entity(entity)
-            return Lease(key, owner, str(meta["etag"]))
+            return Lease(key, owner, str(meta["etag"]), expires_at)
         except ResourceExistsError:
             pass
         try:
             current = await self.table.get_entity(self.partition, key)
         except ResourceNotFoundError:
             return None  # released between our two calls: the caller tries again
-        if float(current.get("expires", 0)) > time.time():
+        if float(current.get("expires", 0)) > self.clock.now():
             return None
         try:
             meta = await self.table.update_entity(
@@ -188,7 +218,7 @@ class LeaseStore:
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             return None  # another worker took it over first
-        return Lease(key, owner, str(meta["etag"]))
+        return Lease(key, owner, str(meta["etag"]), expires_at)
 
     async def acquire(self, identity: str, wait_s: float = 3.0, poll_s: float = 0.05) -> Lease:
         """Wait up to ``wait_s`` for the lease, then raise :class:`LeaseBusy`."""
@@ -198,8 +228,67 @@ class LeaseStore:
             if lease is not None:
                 return lease
             if time.monotonic() >= deadline:
-                raise LeaseBusy(f"identity {identity} is being synced by another worker")
+                raise LeaseBusy(f"identity {identity} is being synced by another worker", retry_after_s=5.0)
             await asyncio.sleep(poll_s)
+
+    async def renew(self, lease: Lease) -> None:
+        """Extend the lease; :class:`LeaseLost` when another worker took it over meanwhile."""
+        if lease.lost:
+            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0)
+        expires_at = self.clock.now() + self.ttl_s
+        try:
+            meta = await self.table.update_entity(
+                self._entity(lease.key, lease.owner, expires_at),
+                mode=UpdateMode.REPLACE,
+                etag=lease.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            lease.lost = True
+            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0) from None
+        lease.etag, lease.expires_at = str(meta["etag"]), expires_at
+
+    def fence(self, lease: Lease) -> None:
+        """Before a target write: raise :class:`LeaseLost` unless the lease is surely still ours
+        (no I/O: another worker may take it over only after ``expires_at``)."""
+        if lease.lost or self.clock.now() > lease.expires_at - self.fence_margin_s:
+            raise LeaseLost(
+                f"lease {decode_key(lease.key)} lapsed before a write; the write was not sent", retry_after_s=5.0
+            )
+
+    def fence_after_write(self, lease: Lease) -> None:
+        """After a target write: raise :class:`LeaseLost` (``after_write``) if the lease may have passed
+        to another worker while the write was under way."""
+        if lease.lost or self.clock.now() > lease.expires_at:
+            raise LeaseLost(
+                f"lease {decode_key(lease.key)} lapsed while a write was under way; converging again",
+                retry_after_s=5.0,
+                after_write=True,
+            )
+
+    async def _keep(self, lease: Lease) -> None:
+        while not lease.lost:
+            await self.clock.sleep(self.renew_every_s)
+            try:
+                await self.renew(lease)
+            except LeaseLost:
+                log.warning("lease %s was taken over; its writes are fenced off", decode_key(lease.key))
+                return
+            except Exception as exc:  # storage trouble: the fence stops writes if renewals keep failing
+                log.warning("could not renew lease %s: %s", decode_key(lease.key), type(exc).__name__)
+
+    @contextlib.asynccontextmanager
+    async def held(self, identity: str, wait_s: float = 3.0) -> AsyncIterator[Lease]:
+        """The lease for the duration of the block, renewed in the background, then released."""
+        lease = await self.acquire(identity, wait_s=wait_s)
+        keeper = asyncio.create_task(self._keep(lease), name=f"lease:{identity}")
+        try:
+            yield lease
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self.release(lease)
 
     async def release(self, lease: Lease) -> None:
         # If it expired and another worker took it over, it is theirs now: nothing to release.
@@ -284,8 +373,18 @@ class AuditRow:
         )  # fmt: skip
 
 
+INTENT_PREFIX: Final = "~intent~"  # RowKey of a write-ahead intent: after every audit row's time key
+
+
 class AuditStore:
-    """One row per decision and action; partitioned by identity, ordered by time within it."""
+    """One row per decision and action; partitioned by identity, ordered by time within it.
+
+    The partition also holds, per target, the *write-ahead intent* of the work under way: what is
+    about to be written, recorded before the first target write. The audit rows of the work and the
+    intent's removal are then written in one transaction (:meth:`settle`), so a worker killed between
+    a target write and its audit row leaves the intent behind, and the next attempt records what the
+    killed one did.
+    """
 
     def __init__(self, table: TableClient):
         self.table = table
@@ -316,22 +415,71 @@ class AuditStore:
     async def write_many(self, rows: list[AuditRow]) -> None:
         """Rows about one identity in one round trip: a table transaction holds up to 100 operations
         of one partition (Azurite fails on more, so batches are split)."""
-        by_partition: dict[str, list[dict[str, Any]]] = {}
+        await self._submit(rows, [])
+
+    async def _submit(self, rows: list[AuditRow], deletes: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        by_partition: dict[str, list[Any]] = {}
+        for key, options in deletes:  # first, so a refused delete fails the first chunk: nothing written twice
+            by_partition.setdefault(key["PartitionKey"], []).append(("delete", key, options))
         for row in rows:
             entity = self._entity(row)
-            by_partition.setdefault(entity["PartitionKey"], []).append(entity)
-        for entities in by_partition.values():
-            for start in range(0, len(entities), 100):
-                chunk = entities[start : start + 100]
-                if len(chunk) == 1:
-                    await self.table.create_entity(chunk[0])
+            by_partition.setdefault(entity["PartitionKey"], []).append(("create", entity))
+        for ops in by_partition.values():
+            for start in range(0, len(ops), BATCH_LIMIT):
+                chunk = ops[start : start + BATCH_LIMIT]
+                if len(chunk) == 1 and chunk[0][0] == "create":
+                    await self.table.create_entity(chunk[0][1])
                 else:
-                    await self.table.submit_transaction([("create", e) for e in chunk])
+                    await self.table.submit_transaction(chunk)
+
+    # -- write-ahead intent ------------------------------------------------------------------------
+
+    async def write_intent(self, identity: str, target: str, intent: Mapping[str, Any]) -> str:
+        """Record (or replace) the intent; returns its ETag for :meth:`settle`."""
+        meta = await self.table.upsert_entity(
+            {
+                "PartitionKey": encode_key(identity),
+                "RowKey": INTENT_PREFIX + encode_key(target),
+                "value": redact(json.dumps(intent, separators=(",", ":"), default=str)),
+                "at": utcnow(),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+        return str(meta["etag"])
+
+    async def read_intent(self, identity: str, target: str) -> dict[str, Any] | None:
+        try:
+            e = await self.table.get_entity(encode_key(identity), INTENT_PREFIX + encode_key(target))
+        except ResourceNotFoundError:
+            return None
+        return dict(json.loads(e["value"]))
+
+    async def settle(
+        self, rows: list[AuditRow], identity: str, target: str, *, drop_intent: bool, intent_etag: str | None = None
+    ) -> None:
+        """The work's audit rows and, with ``drop_intent``, the removal of the intent: one transaction.
+
+        With ``intent_etag`` only the intent this worker wrote is removed: if another worker (that
+        took the lease over) has replaced it since, its intent stays and the rows are written alone.
+        """
+        if not drop_intent:
+            await self._submit(rows, [])
+            return
+        key = {"PartitionKey": encode_key(identity), "RowKey": INTENT_PREFIX + encode_key(target)}
+        options: dict[str, Any] = {}
+        if intent_etag is not None:
+            options = {"etag": intent_etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            await self._submit(rows, [(key, options)])
+        except (TableTransactionError, ResourceModifiedError, ResourceNotFoundError):
+            await self._submit(rows, [])  # the intent is not ours (any more): keep it, record the rows
+
+    # -- reading -----------------------------------------------------------------------------------
 
     async def for_identity(self, identity: str) -> list[dict[str, Any]]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(identity)})
-        return [dict(e) async for e in query]
+        return [dict(e) async for e in query if not str(e["RowKey"]).startswith(INTENT_PREFIX)]
 
     async def all(self) -> list[dict[str, Any]]:
-        rows = [dict(e) async for e in self.table.list_entities()]
+        rows = [dict(e) async for e in self.table.list_entities() if not str(e["RowKey"]).startswith(INTENT_PREFIX)]
         return sorted(rows, key=lambda r: str(r["RowKey"]))

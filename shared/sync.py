@@ -17,12 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import planner
-from shared.auth0_target import Auth0Target, lucene_phrase
-from shared.errors import Conflict, NotFound, PermanentError, Refused, TransientError
+from shared.auth0_target import Auth0Target, Fence, lucene_phrase
+from shared.errors import (
+    Conflict,
+    LeaseLost,
+    NotFound,
+    PermanentError,
+    RateLimited,
+    Refused,
+    TransientError,
+    TryLater,
+)
 from shared.graph_source import DeltaExpired, GraphSource
 from shared.mapping import SyncMapping
 from shared.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
-from shared.storage import AuditRow, AuditStore, LeaseStore, LinkStore, StateStore
+from shared.storage import AuditRow, AuditStore, Lease, LeaseStore, LinkStore, StateStore, utcnow
 from shared.telemetry import correlated
 from shared.work import WorkItem, WorkQueue
 
@@ -30,6 +39,9 @@ log = logging.getLogger("entra_sync.worker")
 
 GROUPS_DELTA_LEASE = "job:groups-delta"
 USERS_DELTA_LEASE = "job:users-delta"
+DEFAULT_WAIT_S = 30.0  # a wait with no reset given (a Graph 429 after the SDK's retries)
+MAX_WAIT_S = 15 * 60.0
+MAX_LEASE_DEFERRALS = 30  # an identity busy this often is stuck: let the host's attempts count again
 
 
 @dataclass
@@ -127,23 +139,21 @@ class SyncService(UsesPorts):
     async def sync_user(self, item: WorkItem) -> Outcome:
         clock = _Clock()
         t = time.perf_counter()
-        lease = await self.leases.acquire(f"user:{item.id}", wait_s=self.lease_wait_s)
-        clock.add("storage", t)
-        try:
-            outcome = await self._sync_user_locked(item, clock)
-        finally:
-            t = time.perf_counter()
-            await self.leases.release(lease)
+        async with self.leases.held(f"user:{item.id}", wait_s=self.lease_wait_s) as lease:
             clock.add("storage", t)
+            outcome = await self._sync_user_locked(item, clock, lease)
+            t = time.perf_counter()
+        clock.add("storage", t)
         outcome.timings = clock.spent
         return outcome
 
-    async def _sync_user_locked(self, item: WorkItem, clock: _Clock) -> Outcome:
+    async def _sync_user_locked(self, item: WorkItem, clock: _Clock, lease: Lease) -> Outcome:
         t = time.perf_counter()
         source = await self.source.read_user(item.id)
         clock.add("graph", t)
         t = time.perf_counter()
         link = await self.links.get(item.id)
+        intent = await self.audit_store.read_intent(item.id, self.target.name)
         clock.add("storage", t)
         for _attempt in range(2):
             t = time.perf_counter()
@@ -153,14 +163,16 @@ class SyncService(UsesPorts):
                 await self._audit(item, found.problem, "refused", detail=_match_problem(found))
                 return Outcome(item, found.problem, warnings=[_match_problem(found)])
             plan = planner.plan(source, found.account, link, self.mapping)
+            work = _Work(item, source, found.account, link, lease, intent)
             try:
-                return await self.apply(item, source, found.account, link, plan, clock)
-            except Conflict:
+                return await self.apply(work, plan, clock)
+            except CreateRaced:
                 # Another worker created the account between our read and our create (or it was
                 # created by hand with the deterministic id): read again and converge it instead.
                 correlated(log, item.correlation_id).info("create conflicted for %s; re-reading", item.id)
                 t = time.perf_counter()
                 link = await self.links.get(item.id)
+                intent = None  # settled by the attempt that raced
                 clock.add("storage", t)
         raise TransientError(f"could not settle the account for {item.id} after a create conflict")
 
@@ -221,89 +233,161 @@ class SyncService(UsesPorts):
     # Apply
     # ==============================================================================================
 
-    async def apply(
-        self,
-        item: WorkItem,
-        source: SourceUser,
-        account: Account | None,
-        link: Link | None,
-        plan: planner.Plan,
-        clock: _Clock,
-    ) -> Outcome:
-        user_id = account.user_id if account else (link.user_id if link else "")
+    async def apply(self, work: _Work, plan: planner.Plan, clock: _Clock) -> Outcome:
+        """Apply ``plan`` under ``work.lease``: the intent first, then each action fenced, then the
+        audit rows and the intent's removal in one transaction (also when an action failed)."""
+        item = work.item
+        user_id = work.account.user_id if work.account else (work.link.user_id if work.link else "")
         outcome = Outcome(item, "noop" if not plan.actions else "applied", user_id=user_id)
-        if not plan.actions:
-            await self._audit(item, "none", "ok", user_id, detail="in sync")
-            return outcome
-        current_link = link
-        rows: list[AuditRow] = []
-        try:
-            current_link = await self._apply_actions(item, source, plan, outcome, current_link, user_id, rows, clock)
-        finally:
-            # One round trip for the item's audit rows, written even when an action failed half-way.
+        rows = self._recovered(work, plan, user_id)
+        intent_etag: str | None = None
+        if plan.actions and any(a.kind is not ActionKind.SKIP for a in plan.actions):
             t = time.perf_counter()
-            await self.audit_store.write_many(rows)
+            intent_etag = await self.audit_store.write_intent(item.id, self.target.name, _intent(item, plan, rows))
+            clock.add("storage", t)
+        elif not plan.actions:
+            rows.append(AuditRow.for_item(item, self.target.name, "none", "ok", user_id, detail="in sync"))
+        try:
+            await self._apply_actions(work, plan, outcome, user_id, rows, clock)
+        except LeaseLost as exc:
+            rows.append(AuditRow.for_item(item, self.target.name, "lease_lost", "refused", user_id, detail=str(exc)))
+            raise
+        finally:
+            t = time.perf_counter()
+            await self.audit_store.settle(
+                rows, item.id, self.target.name, drop_intent=work.intent is not None or intent_etag is not None,
+                intent_etag=intent_etag,
+            )  # fmt: skip
             clock.add("storage", t)
         return outcome
 
+    def _recovered(self, work: _Work, plan: planner.Plan, user_id: str) -> list[AuditRow]:
+        """Audit rows for what an earlier attempt set out to do and never recorded (it was killed
+        between a write and its audit row): each action of its intent that this plan no longer
+        needs, with whether the target shows it now."""
+        if work.intent is None:
+            return []
+        rows = [AuditRow(**row) for row in work.intent.get("carried", [])]
+        planned = {a.kind for a in plan.actions}
+        earlier = str(work.intent.get("correlation_id", ""))
+        for entry in work.intent.get("actions", []):
+            action = _action_from(entry)
+            if action is None or action.kind in planned or action.kind is ActionKind.SKIP:
+                continue
+            seen = planner.observed(action, work.account, work.link)
+            outcome = "recovered" if seen is not False else "interrupted"
+            detail = (
+                f"attempt {earlier} began this at {work.intent.get('at', '?')} and stopped before recording it; "
+                + {True: "the target shows it done", None: "it is no longer needed", False: "it did not take effect"}[
+                    seen
+                ]
+            )
+            rows.append(
+                AuditRow.for_item(
+                    work.item, self.target.name, action.kind.value, outcome, user_id,
+                    diff=_safe_diff(action), detail=detail,
+                )
+            )  # fmt: skip
+        return rows
+
     async def _apply_actions(
-        self,
-        item: WorkItem,
-        source: SourceUser,
-        plan: planner.Plan,
-        outcome: Outcome,
-        current_link: Link | None,
-        user_id: str,
-        rows: list[AuditRow],
-        clock: _Clock,
-    ) -> Link | None:
+        self, work: _Work, plan: planner.Plan, outcome: Outcome, user_id: str, rows: list[AuditRow], clock: _Clock
+    ) -> None:
+        item, lease = work.item, work.lease
+
+        def fence() -> None:
+            self.leases.fence(lease)
+
+        current_link = work.link
         for action in plan.actions:
             write = action.writes_target
+            shown_diff: dict[str, Any] | None = None
             t = time.perf_counter()
             warning = ""
+            if action.kind is not ActionKind.SKIP:
+                fence()  # a worker that lost its lease writes nothing more
             if action.kind is ActionKind.CREATE:
-                created = await self.target.create(action.payload)
+                try:
+                    created = await self.target.create(action.payload, fence)
+                except Conflict as exc:
+                    raise CreateRaced(str(exc)) from exc
                 user_id = str(created["user_id"])
                 outcome.user_id = user_id
             elif action.kind is ActionKind.UPDATE:
-                await self.target.update(user_id, action.payload)
+                refused = await self._update(user_id, action, fence)
+                shown_diff = {p: v for p, v in (_safe_diff(action) or {}).items() if p not in refused}
+                if refused:
+                    current_link = await self._record_conflicts(action, item.id, user_id, current_link, refused)
+                    warning = _conflict_text(refused)
+                    rows.append(
+                        AuditRow.for_item(
+                            item, self.target.name, "conflict", "conflict", user_id,
+                            diff={p: [action.diff[p][0], v] for p, v in refused.items()}, detail=warning,
+                        )
+                    )  # fmt: skip
             elif action.kind is ActionKind.BLOCK:
-                await self.target.update(user_id, {"blocked": True})
+                await self.target.update(user_id, {"blocked": True}, fence)
             elif action.kind is ActionKind.UNBLOCK:
-                await self.target.update(user_id, {"blocked": False})
+                await self.target.update(user_id, {"blocked": False}, fence)
             elif action.kind in {ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS}:
-                warning = await self._revoke(action.kind, user_id)
+                warning = await self._revoke(action.kind, user_id, fence)
             elif action.kind is ActionKind.DELETE:
-                await self.target.delete(user_id)
+                await self.target.delete(user_id, fence)
             elif action.kind is ActionKind.ASSIGN_ROLES:
-                await self.target.assign_roles(user_id, action.payload["roles"])
+                await self.target.assign_roles(user_id, action.payload["roles"], fence)
             elif action.kind is ActionKind.REMOVE_ROLES:
-                await self.target.remove_roles(user_id, action.payload["roles"])
+                await self.target.remove_roles(user_id, action.payload["roles"], fence)
             elif action.kind is ActionKind.SKIP:
                 outcome.status = "skipped"
             else:
-                current_link = await self._bookkeep(action, source.id, user_id, current_link)
+                current_link = await self._bookkeep(action, item.id, user_id, current_link)
             clock.add("auth0_write" if write else "storage", t)
             outcome.actions.append(action.kind.value)
             if warning:
                 outcome.warnings.append(warning)
                 correlated(log, item.correlation_id).warning("%s", warning)
             outcome_text = "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok")
+            shown = shown_diff if action.kind is ActionKind.UPDATE else _safe_diff(action)
             rows.append(
                 AuditRow.for_item(
                     item, self.target.name, action.kind.value, outcome_text, user_id,
-                    diff=_safe_diff(action), detail=warning or action.reason,
+                    diff=shown, detail=warning or action.reason,
                 )
             )  # fmt: skip
-        return current_link
+            if action.kind is not ActionKind.SKIP:
+                self.leases.fence_after_write(lease)  # a write that may have landed late: converge again
 
-    async def _revoke(self, kind: ActionKind, user_id: str) -> str:
+    async def _update(self, user_id: str, action: Action, fence: Fence) -> dict[str, Any]:
+        """Send the update. When Auth0 refuses it because another account holds a unique value
+        (email, username: 409), send the other changes alone and return the refused values."""
+        try:
+            await self.target.update(user_id, action.payload, fence)
+            return {}
+        except Conflict as exc:
+            refused = {p: action.diff[p][1] for p in planner.UNIQUE_PATHS if p in action.diff}
+            if not refused:
+                raise PermanentError(f"Auth0 refused the update of {user_id} with a conflict: {exc}") from exc
+        rest = {p: pair[1] for p, pair in action.diff.items() if p not in refused}
+        patch = planner.nest(rest)
+        if patch:
+            await self.target.update(user_id, patch, fence)
+        return refused
+
+    async def _record_conflicts(
+        self, action: Action, entra_id: str, user_id: str, link: Link | None, refused: dict[str, Any]
+    ) -> Link:
+        base = link if link is not None and link.user_id == user_id else Link(entra_id, user_id)
+        new = dataclasses.replace(base, conflicts={**base.conflicts, **refused})
+        await self.links.put(new)
+        return new
+
+    async def _revoke(self, kind: ActionKind, user_id: str, fence: Fence) -> str:
         what = "sessions" if kind is ActionKind.REVOKE_SESSIONS else "refresh tokens"
         try:
             if kind is ActionKind.REVOKE_SESSIONS:
-                await self.target.revoke_sessions(user_id)
+                await self.target.revoke_sessions(user_id, fence)
             else:
-                await self.target.revoke_refresh_tokens(user_id)
+                await self.target.revoke_refresh_tokens(user_id, fence)
         except (Refused, NotFound) as exc:
             return (
                 f"Auth0 refused to revoke {what} for {user_id} ({exc}); the account is blocked, but existing "
@@ -325,6 +409,8 @@ class SyncService(UsesPorts):
             new = dataclasses.replace(base, deprovision=DeprovisionState.NONE, blocked_by_sync=False)
         elif action.kind is ActionKind.MARK_TARGET_DELETED:
             new = dataclasses.replace(link or base, target_deleted=True)
+        elif action.kind is ActionKind.SET_CONFLICTS:
+            new = dataclasses.replace(base, conflicts=dict(action.payload["conflicts"]))
         else:
             raise AssertionError(f"not a bookkeeping action: {action.kind}")
         await self.links.put(new)
@@ -343,6 +429,20 @@ class SyncService(UsesPorts):
         await self.audit_store.write(
             AuditRow.for_item(item, self.target.name, action, outcome, target_id, diff, detail, error)
         )
+
+    async def defer(self, item: WorkItem, wait: TryLater) -> float | None:
+        """Re-schedule ``item`` to wait out ``wait`` without spending an attempt, and audit it; the
+        delay, or None when it must not wait again (the caller lets the host retry it instead). A
+        rate limit is always waited out; a busy or lost lease at most ``MAX_LEASE_DEFERRALS`` times."""
+        if not isinstance(wait, RateLimited) and item.deferrals >= MAX_LEASE_DEFERRALS:
+            return None
+        delay = wait.retry_after_s
+        if delay is None:
+            delay = min(DEFAULT_WAIT_S * 2 ** min(item.deferrals, 5), MAX_WAIT_S)
+        delay = await self.queue.defer(item, delay)
+        detail = f"{wait}; runs again in {delay:.0f} s without spending an attempt (deferral {item.deferrals + 1})"
+        await self._audit(item, "deferred", "deferred", detail=detail)
+        return delay
 
     async def audit_failure(self, item: WorkItem, error: Exception) -> None:
         """A permanent failure: recorded, not retried."""
@@ -364,11 +464,8 @@ class SyncService(UsesPorts):
         enqueued = 0
         for resource in resources:
             lease_key = GROUPS_DELTA_LEASE if resource == "groups" else USERS_DELTA_LEASE
-            lease = await self.leases.acquire(lease_key, wait_s=self.lease_wait_s * 3)
-            try:
+            async with self.leases.held(lease_key, wait_s=self.lease_wait_s * 3):
                 enqueued += await self._catch_up(item, resource)
-            finally:
-                await self.leases.release(lease)
         await self._audit(item, "delta_catch_up", "ok", detail=f"{enqueued} users enqueued")
         return Outcome(item, "fanned_out", enqueued=enqueued)
 
@@ -407,14 +504,11 @@ class SyncService(UsesPorts):
         """Initial load: enqueue every user once (a full users-delta round), then keep the round's
         delta link so catch-ups continue from here."""
         item = WorkItem("delta", "users", "backfill", "backfill", correlation_id or uuid.uuid4().hex)
-        lease = await self.leases.acquire(USERS_DELTA_LEASE, wait_s=self.lease_wait_s * 3)
-        try:
+        async with self.leases.held(USERS_DELTA_LEASE, wait_s=self.lease_wait_s * 3):
             users, link = await self.source.users_delta(None)
             items = [WorkItem("user", uid, "backfill", "backfill", item.correlation_id) for uid in sorted(users)]
             await self.queue.send(items)
             await self.state.put("delta", "users", {"link": link})
-        finally:
-            await self.leases.release(lease)
         await self._audit(item, "backfill", "ok", detail=f"{len(items)} users enqueued")
         return len(items)
 
@@ -438,6 +532,55 @@ class SyncService(UsesPorts):
         ]
         if items:
             await self.queue.send(items)
+
+
+class CreateRaced(Exception):
+    """The create met an account that appeared since the read (409): read again and converge it."""
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One identity's work under its lease: what was read, and any intent an earlier attempt left."""
+
+    item: WorkItem
+    source: SourceUser
+    account: Account | None
+    link: Link | None
+    lease: Lease
+    intent: dict[str, Any] | None
+
+
+def _intent(item: WorkItem, plan: planner.Plan, carried: list[AuditRow]) -> dict[str, Any]:
+    """What is about to be written, recorded before the first write (see AuditStore)."""
+    return {
+        "correlation_id": item.correlation_id,
+        "source": item.source,
+        "at": utcnow(),
+        "actions": [
+            {"kind": a.kind.value, "reason": a.reason, "diff": {p: list(v) for p, v in a.diff.items()},
+             "roles": list(a.payload.get("roles", ()))}
+            for a in plan.actions
+        ],
+        "carried": [dataclasses.asdict(row) for row in carried],  # recovered rows not yet written
+    }  # fmt: skip
+
+
+def _action_from(entry: dict[str, Any]) -> Action | None:
+    try:
+        kind = ActionKind(entry.get("kind"))
+    except ValueError:
+        return None
+    diff = {str(p): (pair[0], pair[1]) for p, pair in (entry.get("diff") or {}).items()}
+    payload = {"roles": list(entry["roles"])} if entry.get("roles") else {}
+    return Action(kind, payload, diff, str(entry.get("reason", "")))
+
+
+def _conflict_text(refused: dict[str, Any]) -> str:
+    values = ", ".join(f"{path} {value!r}" for path, value in sorted(refused.items()))
+    return (
+        f"Auth0 refused {values}: another account already has it. The other changes were applied; this "
+        "value is not tried again until it changes in Entra, and reconciliation reports it as a conflict"
+    )
 
 
 def _match_problem(found: Resolution) -> str:

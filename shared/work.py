@@ -8,7 +8,10 @@ Functions host expects by default.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import math
+import random
 import re
 import time
 import uuid
@@ -100,11 +103,14 @@ class WorkItem:
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     enqueued_at: float = field(default_factory=time.time)
     risk: RiskSignal | None = None  # only for kind "risk"
+    deferrals: int = 0  # times the item was re-scheduled to wait (a rate limit, a busy lease)
 
     def to_json(self) -> str:
         data = asdict(self)
         if data["risk"] is None:
             del data["risk"]  # other kinds keep the message format they always had
+        if not data["deferrals"]:
+            del data["deferrals"]
         return json.dumps({"v": VERSION, **data}, separators=(",", ":"))
 
     @classmethod
@@ -127,6 +133,9 @@ class WorkItem:
         if kind in {"user", "group", "risk"} and not GUID.match(ident):
             raise BadInput(f"work item {kind} id {ident!r} is not a GUID")
         risk = RiskSignal.from_dict(data.get("risk")) if kind == "risk" else None
+        deferrals = data.get("deferrals", 0)
+        if isinstance(deferrals, bool) or not isinstance(deferrals, int) or deferrals < 0:
+            raise BadInput("work item deferrals must be a non-negative whole number")
         return cls(
             kind=kind,
             id=ident,
@@ -135,12 +144,16 @@ class WorkItem:
             correlation_id=str(data.get("correlation_id") or uuid.uuid4().hex)[:64],
             enqueued_at=float(data.get("enqueued_at") or time.time()),
             risk=risk,
+            deferrals=deferrals,
         )
 
 
 def user_item(entra_id: str, source: str, source_ref: str = "", correlation_id: str | None = None) -> WorkItem:
     extra: dict[str, Any] = {"correlation_id": correlation_id} if correlation_id else {}
     return WorkItem("user", entra_id, source, source_ref, **extra)
+
+
+MAX_VISIBILITY_S: Final = 7 * 24 * 3600 - 60  # the longest a queue message may stay invisible
 
 
 class WorkQueue:
@@ -169,3 +182,13 @@ class WorkQueue:
         if errors:
             raise errors[0]
         return len(batch)
+
+    async def defer(self, item: WorkItem, delay_s: float) -> float:
+        """Send ``item`` again to become visible in ``delay_s`` seconds (plus jitter, so items that
+        wait for the same reset do not all come back at once), counting the deferral. Returns the
+        delay used. The caller then completes the message it holds: its attempts are not spent."""
+        jitter = random.uniform(0.5, 1.0 + min(30.0, delay_s * 0.1))
+        delay = min(max(delay_s, 0.0) + jitter, MAX_VISIBILITY_S)
+        again = dataclasses.replace(item, deferrals=item.deferrals + 1)
+        await self.client.send_message(again.to_json(), visibility_timeout=math.ceil(delay))
+        return delay

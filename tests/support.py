@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,3 +39,56 @@ def sandbox_env(
     }
     env.update(extra)
     return env
+
+
+class FakeClock:
+    """A :class:`shared.clock.Clock` that moves only when told: ``sleep`` waits until
+    :meth:`advance` (or :meth:`run_for`) moves the time past its deadline."""
+
+    def __init__(self, start: float | None = None):
+        self._now = time.time() if start is None else start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self._now + seconds, wake))
+        await wake
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+        due = [(at, wake) for at, wake in self._sleepers if at <= self._now]
+        self._sleepers = [(at, wake) for at, wake in self._sleepers if at > self._now]
+        for _, wake in due:
+            if not wake.done():
+                wake.set_result(None)
+
+    async def run_for(self, seconds: float, step: float = 5.0, settle_s: float = 2.0) -> None:
+        """Advance in steps. After each, wait (at most ``settle_s``) until every task it woke has gone
+        back to sleep, so periodic work (lease renewals) has done its storage calls."""
+        end = self._now + seconds
+        while self._now < end:
+            sleeping = len(self._sleepers)
+            self.advance(min(step, end - self._now))
+            deadline = time.monotonic() + settle_s
+            while len(self._sleepers) < sleeping and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+
+
+class PausedClock:
+    """Tells the same time as ``base`` but never wakes a sleeper: a worker whose process is starved,
+    so its lease renewals never run."""
+
+    def __init__(self, base: FakeClock):
+        self.base = base
+
+    def now(self) -> float:
+        return self.base.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.get_running_loop().create_future()

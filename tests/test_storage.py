@@ -10,17 +10,18 @@ import pytest
 from azure.data.tables.aio import TableServiceClient
 
 from sandbox.azurite import Azurite
+from shared.errors import LeaseBusy, LeaseLost
 from shared.model import DeprovisionState, Link
 from shared.storage import (
     AuditRow,
     AuditStore,
-    LeaseBusy,
     LeaseStore,
     LinkStore,
     StateStore,
     decode_key,
     encode_key,
 )
+from tests.support import FakeClock
 
 NASTY = [
     "ada@contoso.example",
@@ -104,11 +105,12 @@ def test_a_lease_is_exclusive_until_released(azurite: Azurite, table_name: str) 
 
 def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_release_it(azurite: Azurite, table_name: str) -> None:
     async def body(table: Any) -> None:
-        crashed = LeaseStore(table, ttl_s=0.2)
+        clock = FakeClock()
+        crashed = LeaseStore(table, ttl_s=30, clock=clock)
         stale = await crashed.try_acquire("u1")
         assert stale is not None
-        await asyncio.sleep(0.3)
-        leases = LeaseStore(table, ttl_s=30)
+        clock.advance(31)
+        leases = LeaseStore(table, ttl_s=30, clock=clock)
         fresh = await leases.try_acquire("u1")
         assert fresh is not None
         await crashed.release(stale)  # the crashed worker comes back late: a no-op
@@ -154,5 +156,46 @@ def test_audit_rows_are_kept_per_identity_in_time_order(azurite: Azurite, table_
         assert [r["action"] for r in rows] == ["create", "assign_roles"]
         assert rows[0]["diff"] == '{"email": [null, "a"]}'
         assert rows[0]["identity"] == "o'brien/1"
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_a_held_lease_is_renewed_while_the_work_runs_so_no_one_can_take_it_over(
+    azurite: Azurite, table_name: str
+) -> None:
+    async def body(table: Any) -> None:
+        clock = FakeClock()
+        leases = LeaseStore(table, ttl_s=60, clock=clock)
+        async with leases.held("u1") as lease:
+            for _ in range(8):  # two minutes of work, well past one lifetime
+                await clock.run_for(15)
+                assert await leases.try_acquire("u1") is None  # renewed: still ours
+                leases.fence(lease)  # and writes may go on
+            assert lease.expires_at > clock.now() + 30
+        assert await leases.try_acquire("u1") is not None  # released at the end
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_a_lease_that_lapsed_or_was_taken_over_fences_off_every_later_write(azurite: Azurite, table_name: str) -> None:
+    async def body(table: Any) -> None:
+        clock = FakeClock()
+        slow = LeaseStore(table, ttl_s=60, clock=clock)
+        mine = await slow.try_acquire("u1")
+        assert mine is not None
+        slow.fence(mine)
+        clock.advance(40)  # inside the fence margin: no write may start now
+        with pytest.raises(LeaseLost):
+            slow.fence(mine)
+        slow.fence_after_write(mine)  # a write that finished now still landed while it was ours
+        clock.advance(21)
+        other = await LeaseStore(table, ttl_s=60, clock=clock).try_acquire("u1")
+        assert other is not None
+        with pytest.raises(LeaseLost) as lost:
+            slow.fence_after_write(mine)
+        assert lost.value.after_write
+        with pytest.raises(LeaseLost):
+            await slow.renew(mine)  # the ETag moved on: the take-over is noticed
+        assert mine.lost
 
     run(with_table, azurite, table_name, body)

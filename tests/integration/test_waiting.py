@@ -1,0 +1,69 @@
+"""Waiting is not failing: a rate limit whose reset is far off re-schedules the work item for the
+reset instead of spending its attempts, so a rate limit never poisons anything."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.server import RateLimit
+from shared import names
+from shared.bootstrap import Services
+from shared.work import user_item
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+
+RESET_S = 900  # Auth0's x-ratelimit-reset is 15 minutes away
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
+    w = World(azurite, tmp_path, users=12, groups=4).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+async def waiting(svc: Services, queue: str) -> int:
+    async with svc.queues.get_queue_client(queue) as client:
+        return int((await client.get_queue_properties()).approximate_message_count or 0)
+
+
+def test_a_distant_rate_limit_reset_reschedules_the_item_for_the_reset_without_spending_an_attempt(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+
+    async def scenario() -> tuple[list[dict[str, Any]], int, int, int]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.graph.update_user(user["id"], department="Research")
+            # One call goes through; the next one is refused until the bucket refills in 15 minutes.
+            world.auth0.limits.configure({"mgmt.*": RateLimit(burst=1, per_second=1 / RESET_S)})
+            # The host's last attempt (dequeue count 5 of maxDequeueCount 5): it must not poison.
+            await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=5)
+            visible_now = len(await queued(svc))
+            return (
+                await audit_rows(svc),
+                await waiting(svc, names.WORK_QUEUE),
+                visible_now,
+                await waiting(svc, names.WORK_POISON_QUEUE),
+            )
+
+    rows, scheduled, visible_now, poisoned = asyncio.run(scenario())
+    assert scheduled == 1 and visible_now == 0  # the item waits, invisible, on the queue
+    assert poisoned == 0
+    assert not [r for r in rows if r["outcome"] == "poisoned"]
+    deferred = [r for r in rows if r["action"] == "deferred"]
+    assert len(deferred) == 1
+    seconds = int(re.search(r"runs again in (\d+) s", deferred[0]["detail"]).group(1))  # type: ignore[union-attr]
+    assert RESET_S - 5 <= seconds <= RESET_S + 5 + 30  # the reset, plus at most the jitter
+    assert "without spending an attempt" in deferred[0]["detail"]
+    account = world.account(user["id"])
+    assert account is not None and account["user_metadata"]["department"] != "Research"  # nothing half-done
