@@ -1,0 +1,75 @@
+"""What the HTTP edge validates with, as pure functions: notification parsing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from shared.notifications import (
+    MAX_ITEMS,
+    NotificationRejected,
+    Refusal,
+    authenticate,
+    parse_changes,
+    summarise,
+)
+
+STATE = "unit-test-client-state-0123456789"
+SUB = "11111111-aaaa-4bbb-8ccc-000000000001"
+
+
+def body(items: list[Any]) -> bytes:
+    return json.dumps({"value": items}).encode()
+
+
+def change(user_id: str, state: str | None = STATE) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "subscriptionId": SUB,
+        "changeType": "updated",
+        "resource": f"Users/{user_id}",
+        "resourceData": {"id": user_id},
+    }
+    if state is not None:
+        item["clientState"] = state
+    return item
+
+
+def test_only_items_with_the_right_client_state_are_authenticated() -> None:
+    good = change(str(uuid.uuid4()))
+    authenticated = authenticate(body([good, change(str(uuid.uuid4()), None), "junk"]), "application/json", STATE)
+    assert authenticated.items == [good]
+    assert [r.reason for r in authenticated.refused] == [
+        "clientState missing or wrong",
+        "notification item is not an object",
+    ]
+
+
+def test_the_subscription_is_checked_only_for_authenticated_items() -> None:
+    user = str(uuid.uuid4())
+    authenticated = authenticate(body([change(user), change(str(uuid.uuid4()), None)]), "application/json", STATE)
+    batch = parse_changes(authenticated, frozenset({SUB}))
+    assert [(i.kind, i.id) for i in batch.items] == [("user", user)]
+    assert [r.reason for r in batch.refused] == ["clientState missing or wrong"]
+    assert [r.reason for r in parse_changes(authenticated, frozenset()).refused] == [
+        "clientState missing or wrong",
+        "unknown subscription",
+    ]
+
+
+def test_more_items_than_the_cap_refuse_the_whole_request() -> None:
+    assert len(authenticate(body([{}] * MAX_ITEMS), "application/json", STATE).refused) == MAX_ITEMS
+    with pytest.raises(NotificationRejected) as info:
+        authenticate(body([{}] * (MAX_ITEMS + 1)), "application/json", STATE)
+    assert info.value.status == 413
+    assert info.value.reason == f"{MAX_ITEMS + 1} notifications in one request; at most {MAX_ITEMS} are accepted"
+
+
+def test_refusals_are_summarised_per_reason_most_frequent_first() -> None:
+    refusals = [Refusal("unknown changeType"), *[Refusal("clientState missing or wrong")] * 3, Refusal("x")]
+    assert summarise(refusals) == (
+        "5 refused: clientState missing or wrong 3, unknown changeType 1, x 1",
+        {"clientState missing or wrong": 3, "unknown changeType": 1, "x": 1},
+    )
