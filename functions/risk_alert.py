@@ -67,7 +67,7 @@ def _signal(body: bytes) -> tuple[str, RiskSignal]:
     if not isinstance(data, dict):
         raise BadInput("body must be a riskDetection JSON object")
     user_id = data.get("userId")
-    if not isinstance(user_id, str) or not GUID.match(user_id):
+    if not isinstance(user_id, str) or not GUID.fullmatch(user_id):
         raise BadInput("userId must be the Entra object id (a GUID)")
     detection_id = data.get("id")
     if not isinstance(detection_id, str):

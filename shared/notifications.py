@@ -30,7 +30,7 @@ CHANGE_TYPES: Final = frozenset({"created", "updated", "deleted"})
 LIFECYCLE_EVENTS: Final = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 WRONG_CLIENT_STATE: Final = "clientState missing or wrong"
 UNKNOWN_SUBSCRIPTION: Final = "unknown subscription"
-_RESOURCE: Final = re.compile(r"^/?(?P<kind>users|groups)/(?P<id>[^/?#]+)$", re.IGNORECASE)
+_RESOURCE: Final = re.compile(r"/?(?P<kind>users|groups)/(?P<id>[^/?#]+)", re.IGNORECASE)  # fullmatch only
 
 
 class NotificationRejected(Exception):
@@ -145,12 +145,12 @@ def parse_changes(authenticated: Authenticated, known_subscriptions: frozenset[s
             continue
         resource = item.get("resource")
         data = item.get("resourceData")
-        match = _RESOURCE.match(resource) if isinstance(resource, str) else None
+        match = _RESOURCE.fullmatch(resource) if isinstance(resource, str) else None
         rid = data.get("id") if isinstance(data, dict) else None
         if match is None or not isinstance(rid, str):
             batch.refused.append(Refusal("resource is not a user or group", subscription_id=sub_id))
             continue
-        if not GUID.match(rid) or rid.lower() != match.group("id").lower():
+        if not GUID.fullmatch(rid) or rid.lower() != match.group("id").lower():
             batch.refused.append(Refusal("resourceData.id is not the resource's GUID", subscription_id=sub_id))
             continue
         kind = "user" if match.group("kind").lower() == "users" else "group"

@@ -24,7 +24,10 @@ from shared.errors import BadInput
 
 KINDS: Final = ("user", "group", "subscription", "delta", "risk")
 SOURCES: Final = ("notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group")
-GUID: Final = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Whole values only: ``$`` also matches before a final newline, so ``match`` with ``^...$`` would
+# let "<guid>\n" through. GUID is imported elsewhere, so it is anchored with ``\A...\Z`` and stays
+# whole whether ``match`` or ``fullmatch`` is called; the patterns below are used with ``fullmatch``.
+GUID: Final = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 MAX_MESSAGE_BYTES: Final = 48 * 1024  # base64 of this stays under the queue's 64 KiB limit
 SEND_CONCURRENCY: Final = 16
 VERSION: Final = 1
@@ -34,7 +37,7 @@ RISK_LEVELS: Final = ("low", "medium", "high")
 RISK_STATES: Final = (
     "none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised",
 )  # fmt: skip
-_RISK_TOKEN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+_RISK_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class RiskSignal:
         incident, ref = data.get("incident"), data.get("ref")
         if incident not in RISK_INCIDENTS:
             raise BadInput(f"risk incident {incident!r} is not one of {', '.join(RISK_INCIDENTS)}")
-        if not isinstance(ref, str) or not _RISK_TOKEN.match(ref):
+        if not isinstance(ref, str) or not _RISK_TOKEN.fullmatch(ref):
             raise BadInput("risk ref must be a detection id or timestamp (letters, digits, . _ : + -)")
         state = data.get("state") or "atRisk"
         if state not in RISK_STATES:
@@ -74,7 +77,7 @@ class RiskSignal:
         if incident == "detection":
             if level not in RISK_LEVELS:
                 raise BadInput(f"riskLevel {level!r} is not one of {', '.join(RISK_LEVELS)}")
-            if not isinstance(event_type, str) or not _RISK_TOKEN.match(event_type):
+            if not isinstance(event_type, str) or not _RISK_TOKEN.fullmatch(event_type):
                 raise BadInput("riskEventType must be a short identifier such as unfamiliarFeatures")
         for name in ("detected_at", "ip_address"):
             value = data.get(name) or ""
@@ -124,7 +127,7 @@ class WorkItem:
             raise BadInput(f"work item source {source!r} is not one of {', '.join(SOURCES)}")
         if not isinstance(ident, str) or not ident or len(ident) > 256:
             raise BadInput("work item id must be a non-empty string")
-        if kind in {"user", "group", "risk"} and not GUID.match(ident):
+        if kind in {"user", "group", "risk"} and not GUID.fullmatch(ident):
             raise BadInput(f"work item {kind} id {ident!r} is not a GUID")
         risk = RiskSignal.from_dict(data.get("risk")) if kind == "risk" else None
         return cls(

@@ -1,4 +1,5 @@
-"""What the HTTP edge validates with, as pure functions: notification parsing."""
+"""What the HTTP edge validates with, as pure functions: notification parsing, and the work items
+and risk signals that arrive from outside (a pushed alert, a queue message)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from shared.errors import BadInput
 from shared.notifications import (
     MAX_ITEMS,
     NotificationRejected,
@@ -16,6 +18,7 @@ from shared.notifications import (
     parse_changes,
     summarise,
 )
+from shared.work import RiskSignal, WorkItem
 
 STATE = "unit-test-client-state-0123456789"
 SUB = "11111111-aaaa-4bbb-8ccc-000000000001"
@@ -73,3 +76,27 @@ def test_refusals_are_summarised_per_reason_most_frequent_first() -> None:
         "5 refused: clientState missing or wrong 3, unknown changeType 1, x 1",
         {"clientState missing or wrong": 3, "unknown changeType": 1, "x": 1},
     )
+
+
+def work_item(**fields: Any) -> str:
+    return json.dumps({"v": 1, "kind": "user", "id": str(uuid.uuid4()), "source": "delta", **fields})
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (work_item(id=str(uuid.uuid4()) + "\n"), "is not a GUID"),
+    ],
+    ids=["guid-newline"],
+)
+def test_a_queue_message_python_cannot_use_is_bad_input_not_a_crash(text: str, problem: str) -> None:
+    with pytest.raises(BadInput, match=problem):
+        WorkItem.from_json(text)
+
+
+@pytest.mark.parametrize("field", ["ref", "event_type"])
+def test_a_risk_token_with_a_trailing_newline_is_bad_input(field: str) -> None:
+    signal = {"incident": "detection", "ref": "det-1", "level": "high", "event_type": "leakedCredentials"}
+    RiskSignal.from_dict(signal)
+    with pytest.raises(BadInput):
+        RiskSignal.from_dict({**signal, field: signal[field] + "\n"})

@@ -461,6 +461,33 @@ def test_the_push_endpoint_fails_closed_without_a_secret_and_an_accepted_alert_i
     assert "leakedCredentials" in message and "det-9" in message
 
 
+async def refused_alerts(world: World, indexed: dict[str, Any], requests: list[func.HttpRequest]) -> Any:
+    """Send each request; return the answers, what was queued and the refusal details."""
+    alert = indexed["risk_alert"].get_user_function()
+    async with services_for(world) as svc:
+        answers = [(await alert(request)).status_code for request in requests]
+        rows = await audit_rows(svc)
+        return answers, await queued(svc, take=False), [r["detail"] for r in rows if r["action"] == "refuse_risk_alert"]
+
+
+def test_the_push_endpoint_refuses_ids_with_a_trailing_newline(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    good = {"id": "det-2", "userId": user["id"], "riskLevel": "high", "riskEventType": "maliciousIPAddress"}
+    requests = [
+        alert_request({**good, "userId": user["id"] + "\n"}),
+        alert_request({**good, "id": "det-2\n"}),
+        alert_request({**good, "riskEventType": "maliciousIPAddress\n"}),
+    ]
+    answers, items, details = run(refused_alerts(world, indexed, requests))
+    assert answers == [400] * 3
+    assert items == []
+    assert details == [
+        "userId must be the Entra object id (a GUID)",
+        "risk ref must be a detection id or timestamp (letters, digits, . _ : + -)",
+        "riskEventType must be a short identifier such as unfamiliarFeatures",
+    ]
+
+
 # ------------------------------------------------------------------------------------------------
 # Restore, and the sync leaving a risk lock alone
 # ------------------------------------------------------------------------------------------------

@@ -300,3 +300,17 @@ def test_more_items_than_the_cap_refuse_the_whole_request_audited_once(
     assert items == []
     assert [(r["action"], r["outcome"]) for r in rows] == [("refuse_notification", "refused")]
     assert f"at most {CAP}" in rows[0]["detail"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Input edges
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_guid_with_a_trailing_newline_is_refused(world: World, indexed: dict[str, Any]) -> None:
+    response, items, rows = scenario(
+        world, indexed, "graph_webhook", http_request({"value": [note(str(uuid.uuid4()) + "\n")]})
+    )
+    assert response.status_code == 403
+    assert items == []
+    assert [r["detail"] for r in rows] == ["1 refused: resourceData.id is not the resource's GUID 1"]
