@@ -12,7 +12,6 @@ an accepted alert is queued for ``sync_worker`` (202): no Auth0 call happens her
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import uuid
 
@@ -23,7 +22,7 @@ from shared.bootstrap import Services
 from shared.errors import BadInput
 from shared.risk import risk_service
 from shared.storage import AuditRow
-from shared.work import GUID, RiskSignal
+from shared.work import GUID, RiskSignal, parse_json
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.risk")
@@ -60,10 +59,7 @@ def _authenticated(svc: Services, req: func.HttpRequest) -> str:
 
 
 def _signal(body: bytes) -> tuple[str, RiskSignal]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"body is not JSON: {exc.__class__.__name__}") from None
+    data = parse_json(body, "body")
     if not isinstance(data, dict):
         raise BadInput("body must be a riskDetection JSON object")
     user_id = data.get("userId")

@@ -12,14 +12,14 @@ ones are de-duplicated to one work item per identity.
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.work import GUID, WorkItem
+from shared.errors import BadInput
+from shared.work import GUID, WorkItem, parse_json
 
 MAX_BODY_BYTES: Final = 1024 * 1024  # Graph batches are far smaller; anything bigger is not Graph
 # Items per request: Graph sends small batches, so this leaves ample room while bounding the work
@@ -79,9 +79,9 @@ def _body(body: bytes, content_type: str) -> list[Any]:
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise NotificationRejected(415, "content type must be application/json")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NotificationRejected(400, f"body is not valid JSON: {exc}") from exc
+        data = parse_json(body, "body")
+    except BadInput as exc:
+        raise NotificationRejected(400, str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("value"), list):
         raise NotificationRejected(400, "body must be an object with a 'value' array")
     if len(data["value"]) > MAX_ITEMS:
@@ -140,7 +140,8 @@ def parse_changes(authenticated: Authenticated, known_subscriptions: frozenset[s
         sub_id = _subscribed(item, known_subscriptions, batch)
         if sub_id is None:
             continue
-        if item.get("changeType") not in CHANGE_TYPES:
+        change = item.get("changeType")
+        if not isinstance(change, str) or change not in CHANGE_TYPES:
             batch.refused.append(Refusal("unknown changeType", subscription_id=sub_id))
             continue
         resource = item.get("resource")
@@ -169,8 +170,8 @@ def parse_lifecycle(authenticated: Authenticated, known_subscriptions: frozenset
         if sub_id is None:
             continue
         event = item.get("lifecycleEvent")
-        if event not in LIFECYCLE_EVENTS:
+        if not isinstance(event, str) or event not in LIFECYCLE_EVENTS:
             batch.refused.append(Refusal("unknown lifecycleEvent", subscription_id=sub_id))
             continue
-        batch.lifecycle.append((sub_id, str(event)))
+        batch.lifecycle.append((sub_id, event))
     return batch

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 import uuid
@@ -38,6 +39,29 @@ RISK_STATES: Final = (
     "none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised",
 )  # fmt: skip
 _RISK_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """``json.loads`` for input from outside: every way it fails becomes :class:`BadInput`.
+
+    Besides malformed JSON and UTF-8 (``ValueError``), deep nesting raises ``RecursionError`` and a
+    number past Python's digit limit a plain ``ValueError``; left alone, either answers an HTTP
+    caller with a 500 and nothing audited, and poisons a queue message after five attempts.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadInput(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
+        raise BadInput(f"{what} is not valid JSON: {exc}") from None
+
+
+def _enqueued_at(value: Any) -> float:
+    if value is None:
+        return time.time()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInput("work item enqueued_at must be a number of seconds since the epoch")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -112,10 +136,7 @@ class WorkItem:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WorkItem:
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadInput(f"work item is not JSON: {exc}") from exc
+        data = parse_json(text, "work item")
         if not isinstance(data, dict):
             raise BadInput("work item must be a JSON object")
         if data.get("v") != VERSION:
@@ -136,7 +157,7 @@ class WorkItem:
             source=source,
             source_ref=str(data.get("source_ref", ""))[:256],
             correlation_id=str(data.get("correlation_id") or uuid.uuid4().hex)[:64],
-            enqueued_at=float(data.get("enqueued_at") or time.time()),
+            enqueued_at=_enqueued_at(data.get("enqueued_at")),
             risk=risk,
         )
 

@@ -22,6 +22,8 @@ from shared.work import RiskSignal, WorkItem
 
 STATE = "unit-test-client-state-0123456789"
 SUB = "11111111-aaaa-4bbb-8ccc-000000000001"
+NESTED = "[" * 100_000 + "]" * 100_000
+LONG_NUMBER = "9" * 5000
 
 
 def body(items: list[Any]) -> bytes:
@@ -70,6 +72,18 @@ def test_more_items_than_the_cap_refuse_the_whole_request() -> None:
     assert info.value.reason == f"{MAX_ITEMS + 1} notifications in one request; at most {MAX_ITEMS} are accepted"
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(NESTED, "body is nested too deeply"), ('{"value": [], "n": ' + LONG_NUMBER + "}", "body is not valid JSON")],
+    ids=["nested", "long-number"],
+)
+def test_json_that_python_cannot_parse_rejects_the_request_with_a_400(raw: str, reason: str) -> None:
+    with pytest.raises(NotificationRejected) as info:
+        authenticate(raw.encode(), "application/json", STATE)
+    assert info.value.status == 400
+    assert info.value.reason.startswith(reason)
+
+
 def test_refusals_are_summarised_per_reason_most_frequent_first() -> None:
     refusals = [Refusal("unknown changeType"), *[Refusal("clientState missing or wrong")] * 3, Refusal("x")]
     assert summarise(refusals) == (
@@ -85,13 +99,22 @@ def work_item(**fields: Any) -> str:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
+        (NESTED, "work item is nested too deeply"),
+        ('{"v": ' + LONG_NUMBER + "}", "work item is not valid JSON"),
         (work_item(id=str(uuid.uuid4()) + "\n"), "is not a GUID"),
+        (work_item(enqueued_at="soon"), "enqueued_at must be a number"),
+        (work_item(enqueued_at=[1]), "enqueued_at must be a number"),
     ],
-    ids=["guid-newline"],
+    ids=["nested", "long-number", "guid-newline", "enqueued-at-text", "enqueued-at-list"],
 )
 def test_a_queue_message_python_cannot_use_is_bad_input_not_a_crash(text: str, problem: str) -> None:
     with pytest.raises(BadInput, match=problem):
         WorkItem.from_json(text)
+
+
+def test_a_work_item_round_trips() -> None:
+    item = WorkItem("user", str(uuid.uuid4()), "notification", SUB)
+    assert WorkItem.from_json(item.to_json()) == item
 
 
 @pytest.mark.parametrize("field", ["ref", "event_type"])

@@ -488,6 +488,20 @@ def test_the_push_endpoint_refuses_ids_with_a_trailing_newline(world: World, ind
     ]
 
 
+def test_the_push_endpoint_answers_json_it_cannot_parse_with_a_400_and_audits_it(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    requests = [
+        alert_request(None, raw=b"[" * 5_000 + b"]" * 5_000),
+        alert_request(None, raw=b'{"id": ' + b"9" * 5000 + b"}"),
+    ]
+    answers, items, details = run(refused_alerts(world, indexed, requests))
+    assert answers == [400, 400]
+    assert items == []
+    assert details[0] == "body is nested too deeply"
+    assert details[1].startswith("body is not valid JSON")
+
+
 # ------------------------------------------------------------------------------------------------
 # Restore, and the sync leaving a risk lock alone
 # ------------------------------------------------------------------------------------------------

@@ -314,3 +314,39 @@ def test_a_guid_with_a_trailing_newline_is_refused(world: World, indexed: dict[s
     assert response.status_code == 403
     assert items == []
     assert [r["detail"] for r in rows] == ["1 refused: resourceData.id is not the resource's GUID 1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "reason"),
+    [
+        ("graph_webhook", "changeType", "unknown changeType"),
+        ("graph_lifecycle", "lifecycleEvent", "unknown lifecycleEvent"),
+    ],
+)
+def test_an_event_that_is_not_a_string_is_refused_not_a_crash(
+    world: World, indexed: dict[str, Any], name: str, field: str, reason: str
+) -> None:
+    item = {**ITEM[name](), field: ["updated"]}
+    response, items, rows = scenario(world, indexed, name, http_request({"value": [item]}))
+    assert response.status_code == 403
+    assert items == []
+    assert [r["detail"] for r in rows] == [f"1 refused: {reason} 1"]
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"value": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "body is nested too deeply"),
+        (b'{"value": [], "n": ' + b"9" * 5000 + b"}", "body is not valid JSON"),
+    ],
+    ids=["nested", "long-number"],
+)
+def test_json_that_python_cannot_parse_is_a_400_and_audited(
+    world: World, indexed: dict[str, Any], name: str, raw: bytes, reason: str
+) -> None:
+    response, items, rows = scenario(world, indexed, name, http_request(raw=raw))
+    assert response.status_code == 400
+    assert response.get_body().decode().startswith(reason)
+    assert items == []
+    assert [(r["outcome"], r["detail"][: len(reason)]) for r in rows] == [("refused", reason)]
