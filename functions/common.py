@@ -1,11 +1,12 @@
-"""What the two Graph HTTP handlers share: the handshake, validation, auditing and enqueueing."""
+"""What the anonymous HTTP handlers share: responses, and for the two Graph handlers the handshake,
+validation, auditing and enqueueing."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import azure.functions as func
 
@@ -29,9 +30,17 @@ log = logging.getLogger("entra_sync.webhook")
 
 Parser = Callable[[Authenticated, frozenset[str]], ParsedBatch]
 
+# A browser must never guess a type for what these endpoints answer: a text answer can echo what
+# the caller sent (the handshake token), and must not be sniffed into HTML or script.
+SECURITY_HEADERS: Final = {"X-Content-Type-Options": "nosniff"}
 
-def _text(message: str, status: int) -> func.HttpResponse:
-    return func.HttpResponse(message, status_code=status, mimetype="text/plain")
+
+def text_response(message: str, status: int) -> func.HttpResponse:
+    return func.HttpResponse(message, status_code=status, mimetype="text/plain", headers=SECURITY_HEADERS)
+
+
+def empty_response(status: int) -> func.HttpResponse:
+    return func.HttpResponse(status_code=status, headers=SECURITY_HEADERS)
 
 
 def handshake_response(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -39,8 +48,8 @@ def handshake_response(req: func.HttpRequest) -> func.HttpResponse | None:
     try:
         token = validation_token(dict(req.params))
     except NotificationRejected as exc:
-        return _text(exc.reason, exc.status)
-    return None if token is None else _text(token, 200)
+        return text_response(exc.reason, exc.status)
+    return None if token is None else text_response(token, 200)
 
 
 async def accept_notifications(
@@ -63,22 +72,22 @@ async def accept_notifications(
     except NotificationRejected as exc:
         log.warning("refused a %s request: %s", source, exc.reason)
         await _audit(svc, source, exc.reason)
-        return _text(exc.reason, exc.status)
+        return text_response(exc.reason, exc.status)
     batch = await _validate(svc, authenticated, parse)
     await audit_refusals(svc, source, batch.refused)
     items = to_items(batch)
     if batch.refused and not items:
-        return _text("no acceptable notification in the batch", 403)
+        return text_response("no acceptable notification in the batch", 403)
     try:
         await svc.work_queue.send(items)
     except Exception:
         log.exception("could not enqueue %d work items; Graph will retry the batch", len(items))
-        return _text("could not enqueue; retry later", 503)
+        return text_response("could not enqueue; retry later", 503)
     for item in items:
         correlated(log, item.correlation_id).info(
             "%s %s queued from %s %s", item.kind, item.id, source, item.source_ref
         )
-    return func.HttpResponse(status_code=202)
+    return empty_response(202)
 
 
 async def _validate(svc: Services, authenticated: Authenticated, parse: Parser) -> ParsedBatch:

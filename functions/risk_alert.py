@@ -17,6 +17,7 @@ import uuid
 
 import azure.functions as func
 
+from functions.common import empty_response, text_response
 from shared import bootstrap
 from shared.bootstrap import Services
 from shared.errors import BadInput
@@ -31,10 +32,6 @@ SECRET_HEADER = "x-risk-alert-secret"  # noqa: S105 - a header name, not a secre
 MAX_BODY_BYTES = 16 * 1024
 
 
-def _text(message: str, status: int) -> func.HttpResponse:
-    return func.HttpResponse(message, status_code=status, mimetype="text/plain")
-
-
 async def _refuse(
     svc: Services, correlation_id: str, reason: str, status: int, identity: str = "unknown"
 ) -> func.HttpResponse:
@@ -42,7 +39,7 @@ async def _refuse(
     await svc.audit.write(
         AuditRow(correlation_id, "risk", "risk_alert", identity, "", "", "refuse_risk_alert", "refused", detail=reason)
     )
-    return _text(reason, status)
+    return text_response(reason, status)
 
 
 def _authenticated(svc: Services, req: func.HttpRequest) -> str:
@@ -102,6 +99,6 @@ async def risk_alert(req: func.HttpRequest) -> func.HttpResponse:
         item = await risk_service(svc).enqueue_alert(user_id, signal, correlation_id)
     except Exception:
         log.exception("could not enqueue a risk alert; the playbook should retry")
-        return _text("could not enqueue; retry later", 503)
+        return text_response("could not enqueue; retry later", 503)
     log.info("cid=%s risk alert %s for %s queued", item.correlation_id, signal.ref, user_id)
-    return func.HttpResponse(status_code=202)
+    return empty_response(202)

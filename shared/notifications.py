@@ -68,6 +68,8 @@ def validation_token(params: dict[str, str]) -> str | None:
     token = params.get("validationToken")
     if token is None:
         return None
+    if not token:
+        raise NotificationRejected(400, "validationToken is empty")
     if len(token) > MAX_VALIDATION_TOKEN:
         raise NotificationRejected(400, "validationToken is too long")
     return token

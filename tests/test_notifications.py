@@ -17,6 +17,7 @@ from shared.notifications import (
     authenticate,
     parse_changes,
     summarise,
+    validation_token,
 )
 from shared.work import RiskSignal, WorkItem
 
@@ -90,6 +91,14 @@ def test_refusals_are_summarised_per_reason_most_frequent_first() -> None:
         "5 refused: clientState missing or wrong 3, unknown changeType 1, x 1",
         {"clientState missing or wrong": 3, "unknown changeType": 1, "x": 1},
     )
+
+
+def test_an_empty_validation_token_is_refused() -> None:
+    with pytest.raises(NotificationRejected) as info:
+        validation_token({"validationToken": ""})
+    assert (info.value.status, info.value.reason) == (400, "validationToken is empty")
+    assert validation_token({"validationToken": "t"}) == "t"
+    assert validation_token({}) is None
 
 
 def work_item(**fields: Any) -> str:

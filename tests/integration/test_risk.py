@@ -502,6 +502,28 @@ def test_the_push_endpoint_answers_json_it_cannot_parse_with_a_400_and_audits_it
     assert details[1].startswith("body is not valid JSON")
 
 
+def test_every_push_endpoint_answer_carries_nosniff(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    good = {"id": "det-3", "userId": user["id"], "riskLevel": "high", "riskEventType": "maliciousIPAddress"}
+    alert = indexed["risk_alert"].get_user_function()
+    requests = {
+        401: alert_request(good, secret=None),
+        400: alert_request({**good, "userId": "not-a-guid"}),
+        413: alert_request(None, raw=b" " * (16 * 1024 + 1)),
+        202: alert_request(good),
+    }
+
+    async def scenario() -> dict[int, Any]:
+        async with services_for(world):
+            return {status: await alert(request) for status, request in requests.items()}
+
+    answers = run(scenario())
+    assert {status: a.status_code for status, a in answers.items()} == {status: status for status in requests}
+    assert {status: a.headers.get("X-Content-Type-Options") for status, a in answers.items()} == dict.fromkeys(
+        requests, "nosniff"
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # Restore, and the sync leaving a risk lock alone
 # ------------------------------------------------------------------------------------------------

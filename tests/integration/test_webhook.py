@@ -21,6 +21,7 @@ SUB_USERS = "11111111-aaaa-4bbb-8ccc-000000000001"
 SUB_GROUPS = "11111111-aaaa-4bbb-8ccc-000000000002"
 SUB_UNKNOWN = "99999999-aaaa-4bbb-8ccc-000000000009"
 CAP = 1000  # items per request, as the README promises (shared.notifications.MAX_ITEMS)
+NOSNIFF = "nosniff"
 
 
 @pytest.fixture
@@ -181,7 +182,9 @@ def test_a_batch_that_cannot_be_enqueued_gets_a_503(world: World, indexed: dict[
             await known(svc)
             return await call(indexed, "graph_webhook", http_request({"value": [note(str(uuid.uuid4()))]}))
 
-    assert asyncio.run(go()).status_code == 503
+    response = asyncio.run(go())
+    assert response.status_code == 503
+    assert response.headers.get("X-Content-Type-Options") == NOSNIFF
 
 
 def test_reauthorization_required_is_queued_for_the_worker(world: World, indexed: dict[str, Any]) -> None:
@@ -350,3 +353,34 @@ def test_json_that_python_cannot_parse_is_a_400_and_audited(
     assert response.get_body().decode().startswith(reason)
     assert items == []
     assert [(r["outcome"], r["detail"][: len(reason)]) for r in rows] == [("refused", reason)]
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+def test_an_empty_validation_token_is_a_400(world: World, indexed: dict[str, Any], name: str) -> None:
+    response, items, _ = scenario(world, indexed, name, http_request(params={"validationToken": ""}))
+    assert response.status_code == 400
+    assert response.get_body().decode() == "validationToken is empty"
+    assert items == []
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+def test_every_answer_carries_nosniff(world: World, indexed: dict[str, Any], name: str) -> None:
+    requests = {
+        200: http_request(params={"validationToken": "token"}),
+        202: http_request({"value": [ITEM[name]()]}),
+        403: http_request({"value": [ITEM[name](state=None)]}),
+        400: http_request(raw=b"{not json"),
+        415: http_request({"value": []}, content_type="text/plain"),
+        413: http_request(raw=b" " * (1024 * 1024 + 1)),
+    }
+
+    async def go() -> dict[int, Any]:
+        async with services_for(world) as svc:
+            await known(svc)
+            return {status: await call(indexed, name, request) for status, request in requests.items()}
+
+    answers = asyncio.run(go())
+    assert {status: a.status_code for status, a in answers.items()} == {status: status for status in requests}
+    assert {status: a.headers.get("X-Content-Type-Options") for status, a in answers.items()} == dict.fromkeys(
+        requests, NOSNIFF
+    )
