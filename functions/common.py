@@ -1,27 +1,46 @@
-"""What the two Graph HTTP handlers share: the handshake, validation, auditing and enqueueing."""
+"""What the anonymous HTTP handlers share: responses, and for the two Graph handlers the handshake,
+validation, auditing and enqueueing."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import azure.functions as func
 
 from shared import bootstrap
 from shared.bootstrap import Services
-from shared.notifications import NotificationRejected, ParsedBatch, Refusal, validation_token
+from shared.notifications import (
+    UNKNOWN_SUBSCRIPTION,
+    Authenticated,
+    NotificationRejected,
+    ParsedBatch,
+    Refusal,
+    authenticate,
+    summarise,
+    validation_token,
+)
 from shared.storage import AuditRow
 from shared.telemetry import correlated
 from shared.work import WorkItem
 
 log = logging.getLogger("entra_sync.webhook")
 
-Parser = Callable[[bytes, str, str, frozenset[str]], ParsedBatch]
+Parser = Callable[[Authenticated, frozenset[str]], ParsedBatch]
+
+# A browser must never guess a type for what these endpoints answer: a text answer can echo what
+# the caller sent (the handshake token), and must not be sniffed into HTML or script.
+SECURITY_HEADERS: Final = {"X-Content-Type-Options": "nosniff"}
 
 
-def _text(message: str, status: int) -> func.HttpResponse:
-    return func.HttpResponse(message, status_code=status, mimetype="text/plain")
+def text_response(message: str, status: int) -> func.HttpResponse:
+    return func.HttpResponse(message, status_code=status, mimetype="text/plain", headers=SECURITY_HEADERS)
+
+
+def empty_response(status: int) -> func.HttpResponse:
+    return func.HttpResponse(status_code=status, headers=SECURITY_HEADERS)
 
 
 def handshake_response(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -29,8 +48,8 @@ def handshake_response(req: func.HttpRequest) -> func.HttpResponse | None:
     try:
         token = validation_token(dict(req.params))
     except NotificationRejected as exc:
-        return _text(exc.reason, exc.status)
-    return None if token is None else _text(token, 200)
+        return text_response(exc.reason, exc.status)
+    return None if token is None else text_response(token, 200)
 
 
 async def accept_notifications(
@@ -39,7 +58,8 @@ async def accept_notifications(
     """Handshake, or: validate every item, audit refusals, enqueue the rest, answer 202.
 
     A batch that cannot be enqueued gets a 503 so Graph retries it whole (harmless: work items are
-    level-triggered). A batch with nothing acceptable gets a 403.
+    level-triggered). A batch with nothing acceptable gets a 403. Whatever a request holds, its
+    refusals cost one audit row and one warning.
     """
     handshake = handshake_response(req)
     if handshake is not None:
@@ -47,46 +67,74 @@ async def accept_notifications(
     svc = bootstrap.services()
     await svc.ensure_storage()
     client_state = svc.settings.graph_client_state.reveal()
-    body, content_type = req.get_body(), req.headers.get("content-type", "")
     try:
-        batch = parse(body, content_type, client_state, await svc.subscriptions.known_ids())
-        if any(r.reason == "unknown subscription" for r in batch.refused):
-            # A subscription created moments ago may not be in the cache yet: look once more.
-            batch = parse(body, content_type, client_state, await svc.subscriptions.refresh_known())
+        authenticated = authenticate(req.get_body(), req.headers.get("content-type", ""), client_state)
     except NotificationRejected as exc:
-        await audit_refusals(svc, source, [Refusal(exc.reason)])
-        return _text(exc.reason, exc.status)
+        log.warning("refused a %s request: %s", source, exc.reason)
+        await _audit(svc, source, exc.reason)
+        return text_response(exc.reason, exc.status)
+    batch = await _validate(svc, authenticated, parse)
     await audit_refusals(svc, source, batch.refused)
     items = to_items(batch)
     if batch.refused and not items:
-        return _text("no acceptable notification in the batch", 403)
+        return text_response("no acceptable notification in the batch", 403)
     try:
         await svc.work_queue.send(items)
     except Exception:
         log.exception("could not enqueue %d work items; Graph will retry the batch", len(items))
-        return _text("could not enqueue; retry later", 503)
+        return text_response("could not enqueue; retry later", 503)
     for item in items:
         correlated(log, item.correlation_id).info(
             "%s %s queued from %s %s", item.kind, item.id, source, item.source_ref
         )
-    return func.HttpResponse(status_code=202)
+    return empty_response(202)
 
 
-async def audit_refusals(svc: Services, source: str, refusals: Iterable[Refusal]) -> None:
-    """Every refused notification leaves an audit row (never the clientState it carried)."""
-    correlation = uuid.uuid4().hex
-    for refusal in refusals:
-        log.warning("refused a %s: %s", source, refusal.reason)
-        await svc.audit.write(
-            AuditRow(
-                correlation_id=correlation,
-                source=source,
-                source_ref=refusal.subscription_id,
-                identity=refusal.identity,
-                target="",
-                target_id="",
-                action="refuse_notification",
-                outcome="refused",
-                detail=refusal.reason,
-            )
+async def _validate(svc: Services, authenticated: Authenticated, parse: Parser) -> ParsedBatch:
+    """Check the authenticated items against our subscriptions.
+
+    Storage is read only once an item proved it came from Graph, so forged items cause no I/O.
+    """
+    if not authenticated.items:
+        return parse(authenticated, frozenset())
+    batch = parse(authenticated, await svc.subscriptions.known_ids())
+    if any(r.reason == UNKNOWN_SUBSCRIPTION for r in batch.refused):
+        # A subscription created moments ago may not be in the cache yet: look once more.
+        batch = parse(authenticated, await svc.subscriptions.refresh_known())
+    return batch
+
+
+async def audit_refusals(svc: Services, source: str, refusals: list[Refusal]) -> None:
+    """A request's refused items leave one audit row and one warning, with the counts per reason
+    (never the clientState they carried): the cost of a forged batch does not grow with its size."""
+    if not refusals:
+        return
+    detail, counts = summarise(refusals)
+    log.warning("a %s request: %s", source, detail)
+    subscriptions = {r.subscription_id for r in refusals}
+    await _audit(
+        svc,
+        source,
+        detail,
+        diff={"refused": len(refusals), "reasons": counts},
+        source_ref=subscriptions.pop() if len(subscriptions) == 1 else "",
+    )
+
+
+async def _audit(
+    svc: Services, source: str, detail: str, diff: Mapping[str, Any] | None = None, source_ref: str = ""
+) -> None:
+    await svc.audit.write(
+        AuditRow(
+            correlation_id=uuid.uuid4().hex,
+            source=source,
+            source_ref=source_ref,
+            identity="unknown",
+            target="",
+            target_id="",
+            action="refuse_notification",
+            outcome="refused",
+            diff=diff,
+            detail=detail,
         )
+    )

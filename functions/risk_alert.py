@@ -12,28 +12,24 @@ an accepted alert is queued for ``sync_worker`` (202): no Auth0 call happens her
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import uuid
 
 import azure.functions as func
 
+from functions.common import empty_response, text_response
 from shared import bootstrap
 from shared.bootstrap import Services
 from shared.errors import BadInput
 from shared.risk import risk_service
 from shared.storage import AuditRow
-from shared.work import GUID, RiskSignal
+from shared.work import GUID, RiskSignal, parse_json
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.risk")
 
 SECRET_HEADER = "x-risk-alert-secret"  # noqa: S105 - a header name, not a secret
 MAX_BODY_BYTES = 16 * 1024
-
-
-def _text(message: str, status: int) -> func.HttpResponse:
-    return func.HttpResponse(message, status_code=status, mimetype="text/plain")
 
 
 async def _refuse(
@@ -43,7 +39,7 @@ async def _refuse(
     await svc.audit.write(
         AuditRow(correlation_id, "risk", "risk_alert", identity, "", "", "refuse_risk_alert", "refused", detail=reason)
     )
-    return _text(reason, status)
+    return text_response(reason, status)
 
 
 def _authenticated(svc: Services, req: func.HttpRequest) -> str:
@@ -60,14 +56,11 @@ def _authenticated(svc: Services, req: func.HttpRequest) -> str:
 
 
 def _signal(body: bytes) -> tuple[str, RiskSignal]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"body is not JSON: {exc.__class__.__name__}") from None
+    data = parse_json(body, "body")
     if not isinstance(data, dict):
         raise BadInput("body must be a riskDetection JSON object")
     user_id = data.get("userId")
-    if not isinstance(user_id, str) or not GUID.match(user_id):
+    if not isinstance(user_id, str) or not GUID.fullmatch(user_id):
         raise BadInput("userId must be the Entra object id (a GUID)")
     detection_id = data.get("id")
     if not isinstance(detection_id, str):
@@ -106,6 +99,6 @@ async def risk_alert(req: func.HttpRequest) -> func.HttpResponse:
         item = await risk_service(svc).enqueue_alert(user_id, signal, correlation_id)
     except Exception:
         log.exception("could not enqueue a risk alert; the playbook should retry")
-        return _text("could not enqueue; retry later", 503)
+        return text_response("could not enqueue; retry later", 503)
     log.info("cid=%s risk alert %s for %s queued", item.correlation_id, signal.ref, user_id)
-    return func.HttpResponse(status_code=202)
+    return empty_response(202)

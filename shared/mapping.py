@@ -445,7 +445,7 @@ class _Validator:
         path = self.text(where, value)
         if path is None:
             return None
-        if not all(_GRAPH_PROPERTY.match(part) for part in path.split(".")):
+        if not all(_GRAPH_PROPERTY.fullmatch(part) for part in path.split(".")):
             self.fail(where, f"{path!r} is not a Graph property path such as 'department' or 'manager.id'")
             return None
         return path
@@ -518,7 +518,7 @@ class _Validator:
         if len(set(precedence)) != len(precedence):
             self.fail("matching.precedence", "names a matcher twice")
         key = data.get("app_metadata_key", Matching.app_metadata_key)
-        if not isinstance(key, str) or not _METADATA_KEY.match(key):
+        if not isinstance(key, str) or not _METADATA_KEY.fullmatch(key):
             self.fail("matching.app_metadata_key", f"must be a simple key (letters, digits, _ or -), got {key!r}")
             key = Matching.app_metadata_key
         if "enterprise_identity" in precedence and connection is None:
@@ -571,7 +571,7 @@ class _Validator:
             return None
         head, _, rest = path.partition(".")
         if head in METADATA_TARGETS:
-            if not _METADATA_KEY.match(rest):
+            if not _METADATA_KEY.fullmatch(rest):
                 self.fail(
                     where,
                     f"{path!r}: metadata targets are one key deep ({head}.<key>), because Auth0 merges "
@@ -714,7 +714,7 @@ class _Validator:
             if state not in {"dismissed", "remediated", "confirmedSafe"}:
                 self.fail(f"risk.restore_on[{i}]", f"must be dismissed, remediated or confirmedSafe, got {state!r}")
         flag = data.get("mfa_flag", default.mfa_flag)
-        if not isinstance(flag, str) or not _METADATA_KEY.match(flag):
+        if not isinstance(flag, str) or not _METADATA_KEY.fullmatch(flag):
             self.fail("risk.mfa_flag", f"must be a simple app_metadata key, got {flag!r}")
             flag = default.mfa_flag
         return RiskPolicy(rules, restore_on, flag)

@@ -1,25 +1,36 @@
 """Graph change and lifecycle notifications: validated at the edge, turned into work items.
 
-Nothing here calls Graph or Auth0. Every item is checked on its own: the ``clientState`` (in
-constant time), the subscription (only ones entra-sync created), the resource and the id (a GUID).
-Refused items are reported back so the caller can audit them; accepted ones are de-duplicated to
-one work item per identity.
+Nothing here calls Graph or Auth0. Validation runs in two steps. :func:`authenticate` reads the
+body and checks every item's ``clientState`` (in constant time): it needs no storage, so a flood of
+forged items costs the caller nothing but the parse. Only the items that carried the right
+``clientState`` go on to :func:`parse_changes` or :func:`parse_lifecycle`, which check the
+subscription (only ones entra-sync created), the resource and the id (a GUID). Refused items are
+reported back so the caller can audit them (:func:`summarise` counts them per reason); accepted
+ones are de-duplicated to one work item per identity.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.work import GUID, WorkItem
+from shared.errors import BadInput
+from shared.work import GUID, WorkItem, parse_json
 
 MAX_BODY_BYTES: Final = 1024 * 1024  # Graph batches are far smaller; anything bigger is not Graph
+# Items per request: Graph sends small batches, so this leaves ample room while bounding the work
+# one anonymous request can cause (each item is parsed, compared and counted).
+MAX_ITEMS: Final = 1000
 MAX_VALIDATION_TOKEN: Final = 2048
 CHANGE_TYPES: Final = frozenset({"created", "updated", "deleted"})
-_RESOURCE: Final = re.compile(r"^/?(?P<kind>users|groups)/(?P<id>[^/?#]+)$", re.IGNORECASE)
+LIFECYCLE_EVENTS: Final = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+WRONG_CLIENT_STATE: Final = "clientState missing or wrong"
+UNKNOWN_SUBSCRIPTION: Final = "unknown subscription"
+_RESOURCE: Final = re.compile(r"/?(?P<kind>users|groups)/(?P<id>[^/?#]+)", re.IGNORECASE)  # fullmatch only
 
 
 class NotificationRejected(Exception):
@@ -34,8 +45,15 @@ class NotificationRejected(Exception):
 @dataclass(frozen=True)
 class Refusal:
     reason: str
-    identity: str = "unknown"
     subscription_id: str = ""
+
+
+@dataclass
+class Authenticated:
+    """The items of a request that carried the right ``clientState``, and the refusals of the rest."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +68,8 @@ def validation_token(params: dict[str, str]) -> str | None:
     token = params.get("validationToken")
     if token is None:
         return None
+    if not token:
+        raise NotificationRejected(400, "validationToken is empty")
     if len(token) > MAX_VALIDATION_TOKEN:
         raise NotificationRejected(400, "validationToken is too long")
     return token
@@ -61,49 +81,79 @@ def _body(body: bytes, content_type: str) -> list[Any]:
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise NotificationRejected(415, "content type must be application/json")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NotificationRejected(400, f"body is not valid JSON: {exc}") from exc
+        data = parse_json(body, "body")
+    except BadInput as exc:
+        raise NotificationRejected(400, str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("value"), list):
         raise NotificationRejected(400, "body must be an object with a 'value' array")
+    if len(data["value"]) > MAX_ITEMS:
+        raise NotificationRejected(
+            413, f"{len(data['value'])} notifications in one request; at most {MAX_ITEMS} are accepted"
+        )
     return list(data["value"])
 
 
-def _common(item: Any, client_state: str, known_subscriptions: frozenset[str]) -> tuple[str, Refusal | None]:
-    if not isinstance(item, dict):
-        return "", Refusal("notification item is not an object")
+def _subscription_id(item: dict[str, Any]) -> str:
     sub = item.get("subscriptionId")
-    sub_id = sub if isinstance(sub, str) else ""
-    state = item.get("clientState")
-    given = state.encode() if isinstance(state, str) else b""
-    if not hmac.compare_digest(given, client_state.encode()):
-        return sub_id, Refusal("clientState missing or wrong", subscription_id=sub_id[:64])
-    if sub_id not in known_subscriptions:
-        return sub_id, Refusal("unknown subscription", subscription_id=sub_id[:64])
-    return sub_id, None
+    return sub if isinstance(sub, str) else ""
 
 
-def parse_changes(
-    body: bytes, content_type: str, client_state: str, known_subscriptions: frozenset[str]
-) -> ParsedBatch:
-    batch = ParsedBatch()
-    seen: set[tuple[str, str]] = set()
+def authenticate(body: bytes, content_type: str, client_state: str) -> Authenticated:
+    """Read the body and keep the items whose ``clientState`` matches; refuse the rest.
+
+    Raises :class:`NotificationRejected` when the request as a whole is unusable (too big, not
+    JSON, too many items).
+    """
+    expected = client_state.encode()
+    result = Authenticated()
     for item in _body(body, content_type):
-        sub_id, refusal = _common(item, client_state, known_subscriptions)
-        if refusal is not None:
-            batch.refused.append(refusal)
+        if not isinstance(item, dict):
+            result.refused.append(Refusal("notification item is not an object"))
             continue
-        if item.get("changeType") not in CHANGE_TYPES:
+        state = item.get("clientState")
+        given = state.encode() if isinstance(state, str) else b""
+        if not hmac.compare_digest(given, expected):
+            result.refused.append(Refusal(WRONG_CLIENT_STATE, subscription_id=_subscription_id(item)[:64]))
+            continue
+        result.items.append(item)
+    return result
+
+
+def summarise(refusals: Iterable[Refusal]) -> tuple[str, dict[str, int]]:
+    """One line and the counts per reason, most frequent first: what a request's audit row says."""
+    counts = dict(Counter(r.reason for r in refusals).most_common())
+    listed = ", ".join(f"{reason} {n}" for reason, n in counts.items())
+    return f"{sum(counts.values())} refused: {listed}", counts
+
+
+def _subscribed(item: dict[str, Any], known_subscriptions: frozenset[str], batch: ParsedBatch) -> str | None:
+    """The item's subscription id if it is one of ours; otherwise the refusal is recorded."""
+    sub_id = _subscription_id(item)
+    if sub_id not in known_subscriptions:
+        batch.refused.append(Refusal(UNKNOWN_SUBSCRIPTION, subscription_id=sub_id[:64]))
+        return None
+    return sub_id
+
+
+def parse_changes(authenticated: Authenticated, known_subscriptions: frozenset[str]) -> ParsedBatch:
+    batch = ParsedBatch(refused=list(authenticated.refused))
+    seen: set[tuple[str, str]] = set()
+    for item in authenticated.items:
+        sub_id = _subscribed(item, known_subscriptions, batch)
+        if sub_id is None:
+            continue
+        change = item.get("changeType")
+        if not isinstance(change, str) or change not in CHANGE_TYPES:
             batch.refused.append(Refusal("unknown changeType", subscription_id=sub_id))
             continue
         resource = item.get("resource")
         data = item.get("resourceData")
-        match = _RESOURCE.match(resource) if isinstance(resource, str) else None
+        match = _RESOURCE.fullmatch(resource) if isinstance(resource, str) else None
         rid = data.get("id") if isinstance(data, dict) else None
         if match is None or not isinstance(rid, str):
             batch.refused.append(Refusal("resource is not a user or group", subscription_id=sub_id))
             continue
-        if not GUID.match(rid) or rid.lower() != match.group("id").lower():
+        if not GUID.fullmatch(rid) or rid.lower() != match.group("id").lower():
             batch.refused.append(Refusal("resourceData.id is not the resource's GUID", subscription_id=sub_id))
             continue
         kind = "user" if match.group("kind").lower() == "users" else "group"
@@ -115,18 +165,15 @@ def parse_changes(
     return batch
 
 
-def parse_lifecycle(
-    body: bytes, content_type: str, client_state: str, known_subscriptions: frozenset[str]
-) -> ParsedBatch:
-    batch = ParsedBatch()
-    for item in _body(body, content_type):
-        sub_id, refusal = _common(item, client_state, known_subscriptions)
-        if refusal is not None:
-            batch.refused.append(refusal)
+def parse_lifecycle(authenticated: Authenticated, known_subscriptions: frozenset[str]) -> ParsedBatch:
+    batch = ParsedBatch(refused=list(authenticated.refused))
+    for item in authenticated.items:
+        sub_id = _subscribed(item, known_subscriptions, batch)
+        if sub_id is None:
             continue
         event = item.get("lifecycleEvent")
-        if event not in {"reauthorizationRequired", "subscriptionRemoved", "missed"}:
+        if not isinstance(event, str) or event not in LIFECYCLE_EVENTS:
             batch.refused.append(Refusal("unknown lifecycleEvent", subscription_id=sub_id))
             continue
-        batch.lifecycle.append((sub_id, str(event)))
+        batch.lifecycle.append((sub_id, event))
     return batch

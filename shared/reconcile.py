@@ -77,7 +77,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def check_run_id(run_id: str) -> str:
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise RunNotFound(f"{run_id!r} is not a reconciliation run id (like 20261122T020000Z-1a2b3c)")
     return run_id
 

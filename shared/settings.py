@@ -136,7 +136,7 @@ def is_loopback_url(url: str) -> bool:
 def _valid_cron(expr: str) -> bool:
     fields = expr.split()
     # NCRONTAB as Azure Functions reads it: six fields, seconds first.
-    return len(fields) == 6 and all(_CRON_FIELD.match(f) for f in fields)
+    return len(fields) == 6 and all(_CRON_FIELD.fullmatch(f) for f in fields)
 
 
 class _Reader:
@@ -182,7 +182,7 @@ class _Reader:
         return value.rstrip("/")
 
     def guid(self, name: str, value: str | None) -> str | None:
-        if value is not None and not _GUID.match(value):
+        if value is not None and not _GUID.fullmatch(value):
             self.problems.append(f"{name} must be a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), got {value!r}")
             return None
         return value
@@ -288,7 +288,7 @@ class _Reader:
     def auth0(self) -> tuple[str, str | None, Auth0Auth, str | None, Secret | None, Secret | None] | None:
         domain = self.raw("AUTH0_DOMAIN")
         base_url_raw = self.raw("AUTH0_BASE_URL")
-        if domain is not None and not _HOSTNAME.match(domain):
+        if domain is not None and not _HOSTNAME.fullmatch(domain):
             self.problems.append(
                 f"AUTH0_DOMAIN must be a host name such as tenant.eu.auth0.com (no scheme, no path), got {domain!r}"
             )

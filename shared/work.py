@@ -27,7 +27,10 @@ from shared.errors import BadInput
 
 KINDS: Final = ("user", "group", "subscription", "delta", "risk")
 SOURCES: Final = ("notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group")
-GUID: Final = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# Whole values only: ``$`` also matches before a final newline, so ``match`` with ``^...$`` would
+# let "<guid>\n" through. GUID is imported elsewhere, so it is anchored with ``\A...\Z`` and stays
+# whole whether ``match`` or ``fullmatch`` is called; the patterns below are used with ``fullmatch``.
+GUID: Final = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 MAX_MESSAGE_BYTES: Final = 48 * 1024  # base64 of this stays under the queue's 64 KiB limit
 SEND_CONCURRENCY: Final = 16
 VERSION: Final = 1
@@ -37,7 +40,30 @@ RISK_LEVELS: Final = ("low", "medium", "high")
 RISK_STATES: Final = (
     "none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised",
 )  # fmt: skip
-_RISK_TOKEN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$")
+_RISK_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """``json.loads`` for input from outside: every way it fails becomes :class:`BadInput`.
+
+    Besides malformed JSON and UTF-8 (``ValueError``), deep nesting raises ``RecursionError`` and a
+    number past Python's digit limit a plain ``ValueError``; left alone, either answers an HTTP
+    caller with a 500 and nothing audited, and poisons a queue message after five attempts.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadInput(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
+        raise BadInput(f"{what} is not valid JSON: {exc}") from None
+
+
+def _enqueued_at(value: Any) -> float:
+    if value is None:
+        return time.time()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInput("work item enqueued_at must be a number of seconds since the epoch")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -67,7 +93,7 @@ class RiskSignal:
         incident, ref = data.get("incident"), data.get("ref")
         if incident not in RISK_INCIDENTS:
             raise BadInput(f"risk incident {incident!r} is not one of {', '.join(RISK_INCIDENTS)}")
-        if not isinstance(ref, str) or not _RISK_TOKEN.match(ref):
+        if not isinstance(ref, str) or not _RISK_TOKEN.fullmatch(ref):
             raise BadInput("risk ref must be a detection id or timestamp (letters, digits, . _ : + -)")
         state = data.get("state") or "atRisk"
         if state not in RISK_STATES:
@@ -77,7 +103,7 @@ class RiskSignal:
         if incident == "detection":
             if level not in RISK_LEVELS:
                 raise BadInput(f"riskLevel {level!r} is not one of {', '.join(RISK_LEVELS)}")
-            if not isinstance(event_type, str) or not _RISK_TOKEN.match(event_type):
+            if not isinstance(event_type, str) or not _RISK_TOKEN.fullmatch(event_type):
                 raise BadInput("riskEventType must be a short identifier such as unfamiliarFeatures")
         for name in ("detected_at", "ip_address"):
             value = data.get(name) or ""
@@ -115,10 +141,7 @@ class WorkItem:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WorkItem:
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadInput(f"work item is not JSON: {exc}") from exc
+        data = parse_json(text, "work item")
         if not isinstance(data, dict):
             raise BadInput("work item must be a JSON object")
         if data.get("v") != VERSION:
@@ -130,7 +153,7 @@ class WorkItem:
             raise BadInput(f"work item source {source!r} is not one of {', '.join(SOURCES)}")
         if not isinstance(ident, str) or not ident or len(ident) > 256:
             raise BadInput("work item id must be a non-empty string")
-        if kind in {"user", "group", "risk"} and not GUID.match(ident):
+        if kind in {"user", "group", "risk"} and not GUID.fullmatch(ident):
             raise BadInput(f"work item {kind} id {ident!r} is not a GUID")
         risk = RiskSignal.from_dict(data.get("risk")) if kind == "risk" else None
         deferrals = data.get("deferrals", 0)
@@ -142,7 +165,7 @@ class WorkItem:
             source=source,
             source_ref=str(data.get("source_ref", ""))[:256],
             correlation_id=str(data.get("correlation_id") or uuid.uuid4().hex)[:64],
-            enqueued_at=float(data.get("enqueued_at") or time.time()),
+            enqueued_at=_enqueued_at(data.get("enqueued_at")),
             risk=risk,
             deferrals=deferrals,
         )

@@ -461,6 +461,69 @@ def test_the_push_endpoint_fails_closed_without_a_secret_and_an_accepted_alert_i
     assert "leakedCredentials" in message and "det-9" in message
 
 
+async def refused_alerts(world: World, indexed: dict[str, Any], requests: list[func.HttpRequest]) -> Any:
+    """Send each request; return the answers, what was queued and the refusal details."""
+    alert = indexed["risk_alert"].get_user_function()
+    async with services_for(world) as svc:
+        answers = [(await alert(request)).status_code for request in requests]
+        rows = await audit_rows(svc)
+        return answers, await queued(svc, take=False), [r["detail"] for r in rows if r["action"] == "refuse_risk_alert"]
+
+
+def test_the_push_endpoint_refuses_ids_with_a_trailing_newline(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    good = {"id": "det-2", "userId": user["id"], "riskLevel": "high", "riskEventType": "maliciousIPAddress"}
+    requests = [
+        alert_request({**good, "userId": user["id"] + "\n"}),
+        alert_request({**good, "id": "det-2\n"}),
+        alert_request({**good, "riskEventType": "maliciousIPAddress\n"}),
+    ]
+    answers, items, details = run(refused_alerts(world, indexed, requests))
+    assert answers == [400] * 3
+    assert items == []
+    assert details == [
+        "userId must be the Entra object id (a GUID)",
+        "risk ref must be a detection id or timestamp (letters, digits, . _ : + -)",
+        "riskEventType must be a short identifier such as unfamiliarFeatures",
+    ]
+
+
+def test_the_push_endpoint_answers_json_it_cannot_parse_with_a_400_and_audits_it(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    requests = [
+        alert_request(None, raw=b"[" * 5_000 + b"]" * 5_000),
+        alert_request(None, raw=b'{"id": ' + b"9" * 5000 + b"}"),
+    ]
+    answers, items, details = run(refused_alerts(world, indexed, requests))
+    assert answers == [400, 400]
+    assert items == []
+    assert details[0] == "body is nested too deeply"
+    assert details[1].startswith("body is not valid JSON")
+
+
+def test_every_push_endpoint_answer_carries_nosniff(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    good = {"id": "det-3", "userId": user["id"], "riskLevel": "high", "riskEventType": "maliciousIPAddress"}
+    alert = indexed["risk_alert"].get_user_function()
+    requests = {
+        401: alert_request(good, secret=None),
+        400: alert_request({**good, "userId": "not-a-guid"}),
+        413: alert_request(None, raw=b" " * (16 * 1024 + 1)),
+        202: alert_request(good),
+    }
+
+    async def scenario() -> dict[int, Any]:
+        async with services_for(world):
+            return {status: await alert(request) for status, request in requests.items()}
+
+    answers = run(scenario())
+    assert {status: a.status_code for status, a in answers.items()} == {status: status for status in requests}
+    assert {status: a.headers.get("X-Content-Type-Options") for status, a in answers.items()} == dict.fromkeys(
+        requests, "nosniff"
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # Restore, and the sync leaving a risk lock alone
 # ------------------------------------------------------------------------------------------------

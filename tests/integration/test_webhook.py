@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from tests.support import CLIENT_STATE
 
 SUB_USERS = "11111111-aaaa-4bbb-8ccc-000000000001"
 SUB_GROUPS = "11111111-aaaa-4bbb-8ccc-000000000002"
+SUB_UNKNOWN = "99999999-aaaa-4bbb-8ccc-000000000009"
+CAP = 1000  # items per request, as the README promises (shared.notifications.MAX_ITEMS)
+NOSNIFF = "nosniff"
 
 
 @pytest.fixture
@@ -46,6 +50,20 @@ def note(
     if state is not None:
         item["clientState"] = state
     return item
+
+
+def lifecycle_note(*, state: str | None = CLIENT_STATE, sub: str = SUB_USERS) -> dict[str, Any]:
+    item: dict[str, Any] = {"subscriptionId": sub, "lifecycleEvent": "reauthorizationRequired"}
+    if state is not None:
+        item["clientState"] = state
+    return item
+
+
+# One well-formed item per function; ``state`` None leaves the clientState out.
+ITEM: dict[str, Callable[..., dict[str, Any]]] = {
+    "graph_webhook": lambda state=CLIENT_STATE: note(str(uuid.uuid4()), state=state),
+    "graph_lifecycle": lambda state=CLIENT_STATE: lifecycle_note(state=state),
+}
 
 
 async def call(indexed: dict[str, Any], name: str, request: Any) -> Any:
@@ -100,7 +118,7 @@ def test_a_batch_becomes_one_work_item_per_identity(world: World, indexed: dict[
     [
         ({"clientState": "sandbox-client-state-WRONG-000000"}, "clientState missing or wrong"),
         ({"clientState": None}, "clientState missing or wrong"),
-        ({"subscriptionId": "99999999-aaaa-4bbb-8ccc-000000000009"}, "unknown subscription"),
+        ({"subscriptionId": SUB_UNKNOWN}, "unknown subscription"),
         (
             {"resourceData": {"id": "not-a-guid"}, "resource": "Users/not-a-guid"},
             "resourceData.id is not the resource's GUID",
@@ -118,7 +136,9 @@ def test_a_refused_item_is_audited_and_nothing_is_enqueued(
     response, items, rows = scenario(world, indexed, "graph_webhook", http_request({"value": [item]}))
     assert response.status_code == 403
     assert items == []
-    assert [(r["action"], r["outcome"], r["detail"]) for r in rows] == [("refuse_notification", "refused", reason)]
+    assert [(r["action"], r["outcome"], r["detail"]) for r in rows] == [
+        ("refuse_notification", "refused", f"1 refused: {reason} 1")
+    ]
     assert all(CLIENT_STATE not in json.dumps(r, default=str) for r in rows)
 
 
@@ -128,7 +148,7 @@ def test_good_items_go_through_beside_a_refused_one(world: World, indexed: dict[
     response, items, rows = scenario(world, indexed, "graph_webhook", http_request(body))
     assert response.status_code == 202
     assert [i.id for i in items] == [good]
-    assert [r["detail"] for r in rows] == ["clientState missing or wrong"]
+    assert [r["detail"] for r in rows] == ["1 refused: clientState missing or wrong 1"]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +182,9 @@ def test_a_batch_that_cannot_be_enqueued_gets_a_503(world: World, indexed: dict[
             await known(svc)
             return await call(indexed, "graph_webhook", http_request({"value": [note(str(uuid.uuid4()))]}))
 
-    assert asyncio.run(go()).status_code == 503
+    response = asyncio.run(go())
+    assert response.status_code == 503
+    assert response.headers.get("X-Content-Type-Options") == NOSNIFF
 
 
 def test_reauthorization_required_is_queued_for_the_worker(world: World, indexed: dict[str, Any]) -> None:
@@ -181,4 +203,184 @@ def test_reauthorization_required_is_queued_for_the_worker(world: World, indexed
     assert [(i.kind, i.id, i.source, i.source_ref) for i in items] == [
         ("subscription", SUB_USERS, "lifecycle", "reauthorizationRequired")
     ]
-    assert [r["detail"] for r in rows] == ["clientState missing or wrong"]
+    assert [r["detail"] for r in rows] == ["1 refused: clientState missing or wrong 1"]
+
+
+# ------------------------------------------------------------------------------------------------
+# What an anonymous request can cost
+# ------------------------------------------------------------------------------------------------
+
+
+class CountingSubscriptions:
+    """The real subscription manager, counting the webhook's look-ups (each may read Table Storage)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.lookups = 0
+
+    async def known_ids(self) -> frozenset[str]:
+        self.lookups += 1
+        return await self.inner.known_ids()  # type: ignore[no-any-return]
+
+    async def refresh_known(self) -> frozenset[str]:
+        self.lookups += 1
+        return await self.inner.refresh_known()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+def test_a_flood_of_unauthenticated_items_costs_one_audit_row_and_one_warning(
+    world: World, indexed: dict[str, Any], name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = {"value": [ITEM[name](state=None) for _ in range(CAP)]}
+    with caplog.at_level(logging.WARNING):
+        response, items, rows = scenario(world, indexed, name, http_request(body))
+    assert response.status_code == 403
+    assert items == []
+    [row] = rows
+    assert (row["action"], row["outcome"]) == ("refuse_notification", "refused")
+    assert row["detail"] == f"{CAP} refused: clientState missing or wrong {CAP}"
+    assert json.loads(row["diff"]) == {"refused": CAP, "reasons": {"clientState missing or wrong": CAP}}
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+
+
+def test_refusals_are_counted_per_reason_in_one_audit_row_without_the_client_state(
+    world: World, indexed: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    good = str(uuid.uuid4())
+    body = {
+        "value": [
+            note(good),
+            note(str(uuid.uuid4()), state=None),
+            note(str(uuid.uuid4()), state=CLIENT_STATE + "x"),
+            note(str(uuid.uuid4()), sub=SUB_UNKNOWN),
+            {**note(str(uuid.uuid4())), "changeType": "exploded"},
+        ]
+    }
+    with caplog.at_level(logging.WARNING):
+        response, items, rows = scenario(world, indexed, "graph_webhook", http_request(body))
+    assert response.status_code == 202
+    assert [i.id for i in items] == [good]
+    [row] = rows
+    assert row["detail"] == "4 refused: clientState missing or wrong 2, unknown subscription 1, unknown changeType 1"
+    assert json.loads(row["diff"]) == {
+        "refused": 4,
+        "reasons": {"clientState missing or wrong": 2, "unknown subscription": 1, "unknown changeType": 1},
+    }
+    assert CLIENT_STATE not in json.dumps(rows, default=str)
+    assert CLIENT_STATE not in caplog.text
+
+
+def test_subscriptions_are_looked_up_only_once_an_item_carries_the_right_client_state(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    forged = {"value": [note(str(uuid.uuid4()), state=None, sub=SUB_UNKNOWN) for _ in range(20)]}
+    user = str(uuid.uuid4())
+
+    async def go() -> tuple[int, int, int, int, list[Any]]:
+        async with services_for(world) as svc:
+            await known(svc)
+            spy = CountingSubscriptions(svc.subscriptions)
+            svc.overrides["subscriptions"] = spy
+            refused = await call(indexed, "graph_webhook", http_request(forged))
+            after_forged = spy.lookups
+            accepted = await call(indexed, "graph_webhook", http_request({"value": [note(user)]}))
+            return refused.status_code, after_forged, accepted.status_code, spy.lookups, await queued(svc)
+
+    refused, after_forged, accepted, lookups, items = asyncio.run(go())
+    assert (refused, after_forged) == (403, 0)
+    assert accepted == 202 and lookups >= 1
+    assert [i.id for i in items] == [user]
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+def test_more_items_than_the_cap_refuse_the_whole_request_audited_once(
+    world: World, indexed: dict[str, Any], name: str
+) -> None:
+    body = {"value": [ITEM[name]() for _ in range(CAP + 1)]}
+    response, items, rows = scenario(world, indexed, name, http_request(body))
+    assert response.status_code == 413
+    assert f"at most {CAP}" in response.get_body().decode()
+    assert items == []
+    assert [(r["action"], r["outcome"]) for r in rows] == [("refuse_notification", "refused")]
+    assert f"at most {CAP}" in rows[0]["detail"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Input edges
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_guid_with_a_trailing_newline_is_refused(world: World, indexed: dict[str, Any]) -> None:
+    response, items, rows = scenario(
+        world, indexed, "graph_webhook", http_request({"value": [note(str(uuid.uuid4()) + "\n")]})
+    )
+    assert response.status_code == 403
+    assert items == []
+    assert [r["detail"] for r in rows] == ["1 refused: resourceData.id is not the resource's GUID 1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "reason"),
+    [
+        ("graph_webhook", "changeType", "unknown changeType"),
+        ("graph_lifecycle", "lifecycleEvent", "unknown lifecycleEvent"),
+    ],
+)
+def test_an_event_that_is_not_a_string_is_refused_not_a_crash(
+    world: World, indexed: dict[str, Any], name: str, field: str, reason: str
+) -> None:
+    item = {**ITEM[name](), field: ["updated"]}
+    response, items, rows = scenario(world, indexed, name, http_request({"value": [item]}))
+    assert response.status_code == 403
+    assert items == []
+    assert [r["detail"] for r in rows] == [f"1 refused: {reason} 1"]
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"value": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "body is nested too deeply"),
+        (b'{"value": [], "n": ' + b"9" * 5000 + b"}", "body is not valid JSON"),
+    ],
+    ids=["nested", "long-number"],
+)
+def test_json_that_python_cannot_parse_is_a_400_and_audited(
+    world: World, indexed: dict[str, Any], name: str, raw: bytes, reason: str
+) -> None:
+    response, items, rows = scenario(world, indexed, name, http_request(raw=raw))
+    assert response.status_code == 400
+    assert response.get_body().decode().startswith(reason)
+    assert items == []
+    assert [(r["outcome"], r["detail"][: len(reason)]) for r in rows] == [("refused", reason)]
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+def test_an_empty_validation_token_is_a_400(world: World, indexed: dict[str, Any], name: str) -> None:
+    response, items, _ = scenario(world, indexed, name, http_request(params={"validationToken": ""}))
+    assert response.status_code == 400
+    assert response.get_body().decode() == "validationToken is empty"
+    assert items == []
+
+
+@pytest.mark.parametrize("name", ["graph_webhook", "graph_lifecycle"])
+def test_every_answer_carries_nosniff(world: World, indexed: dict[str, Any], name: str) -> None:
+    requests = {
+        200: http_request(params={"validationToken": "token"}),
+        202: http_request({"value": [ITEM[name]()]}),
+        403: http_request({"value": [ITEM[name](state=None)]}),
+        400: http_request(raw=b"{not json"),
+        415: http_request({"value": []}, content_type="text/plain"),
+        413: http_request(raw=b" " * (1024 * 1024 + 1)),
+    }
+
+    async def go() -> dict[int, Any]:
+        async with services_for(world) as svc:
+            await known(svc)
+            return {status: await call(indexed, name, request) for status, request in requests.items()}
+
+    answers = asyncio.run(go())
+    assert {status: a.status_code for status, a in answers.items()} == {status: status for status in requests}
+    assert {status: a.headers.get("X-Content-Type-Options") for status, a in answers.items()} == dict.fromkeys(
+        requests, NOSNIFF
+    )

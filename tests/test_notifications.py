@@ -1,0 +1,134 @@
+"""What the HTTP edge validates with, as pure functions: notification parsing, and the work items
+and risk signals that arrive from outside (a pushed alert, a queue message)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from shared.errors import BadInput
+from shared.notifications import (
+    MAX_ITEMS,
+    NotificationRejected,
+    Refusal,
+    authenticate,
+    parse_changes,
+    summarise,
+    validation_token,
+)
+from shared.work import RiskSignal, WorkItem
+
+STATE = "unit-test-client-state-0123456789"
+SUB = "11111111-aaaa-4bbb-8ccc-000000000001"
+NESTED = "[" * 100_000 + "]" * 100_000
+LONG_NUMBER = "9" * 5000
+
+
+def body(items: list[Any]) -> bytes:
+    return json.dumps({"value": items}).encode()
+
+
+def change(user_id: str, state: str | None = STATE) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "subscriptionId": SUB,
+        "changeType": "updated",
+        "resource": f"Users/{user_id}",
+        "resourceData": {"id": user_id},
+    }
+    if state is not None:
+        item["clientState"] = state
+    return item
+
+
+def test_only_items_with_the_right_client_state_are_authenticated() -> None:
+    good = change(str(uuid.uuid4()))
+    authenticated = authenticate(body([good, change(str(uuid.uuid4()), None), "junk"]), "application/json", STATE)
+    assert authenticated.items == [good]
+    assert [r.reason for r in authenticated.refused] == [
+        "clientState missing or wrong",
+        "notification item is not an object",
+    ]
+
+
+def test_the_subscription_is_checked_only_for_authenticated_items() -> None:
+    user = str(uuid.uuid4())
+    authenticated = authenticate(body([change(user), change(str(uuid.uuid4()), None)]), "application/json", STATE)
+    batch = parse_changes(authenticated, frozenset({SUB}))
+    assert [(i.kind, i.id) for i in batch.items] == [("user", user)]
+    assert [r.reason for r in batch.refused] == ["clientState missing or wrong"]
+    assert [r.reason for r in parse_changes(authenticated, frozenset()).refused] == [
+        "clientState missing or wrong",
+        "unknown subscription",
+    ]
+
+
+def test_more_items_than_the_cap_refuse_the_whole_request() -> None:
+    assert len(authenticate(body([{}] * MAX_ITEMS), "application/json", STATE).refused) == MAX_ITEMS
+    with pytest.raises(NotificationRejected) as info:
+        authenticate(body([{}] * (MAX_ITEMS + 1)), "application/json", STATE)
+    assert info.value.status == 413
+    assert info.value.reason == f"{MAX_ITEMS + 1} notifications in one request; at most {MAX_ITEMS} are accepted"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(NESTED, "body is nested too deeply"), ('{"value": [], "n": ' + LONG_NUMBER + "}", "body is not valid JSON")],
+    ids=["nested", "long-number"],
+)
+def test_json_that_python_cannot_parse_rejects_the_request_with_a_400(raw: str, reason: str) -> None:
+    with pytest.raises(NotificationRejected) as info:
+        authenticate(raw.encode(), "application/json", STATE)
+    assert info.value.status == 400
+    assert info.value.reason.startswith(reason)
+
+
+def test_refusals_are_summarised_per_reason_most_frequent_first() -> None:
+    refusals = [Refusal("unknown changeType"), *[Refusal("clientState missing or wrong")] * 3, Refusal("x")]
+    assert summarise(refusals) == (
+        "5 refused: clientState missing or wrong 3, unknown changeType 1, x 1",
+        {"clientState missing or wrong": 3, "unknown changeType": 1, "x": 1},
+    )
+
+
+def test_an_empty_validation_token_is_refused() -> None:
+    with pytest.raises(NotificationRejected) as info:
+        validation_token({"validationToken": ""})
+    assert (info.value.status, info.value.reason) == (400, "validationToken is empty")
+    assert validation_token({"validationToken": "t"}) == "t"
+    assert validation_token({}) is None
+
+
+def work_item(**fields: Any) -> str:
+    return json.dumps({"v": 1, "kind": "user", "id": str(uuid.uuid4()), "source": "delta", **fields})
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (NESTED, "work item is nested too deeply"),
+        ('{"v": ' + LONG_NUMBER + "}", "work item is not valid JSON"),
+        (work_item(id=str(uuid.uuid4()) + "\n"), "is not a GUID"),
+        (work_item(enqueued_at="soon"), "enqueued_at must be a number"),
+        (work_item(enqueued_at=[1]), "enqueued_at must be a number"),
+    ],
+    ids=["nested", "long-number", "guid-newline", "enqueued-at-text", "enqueued-at-list"],
+)
+def test_a_queue_message_python_cannot_use_is_bad_input_not_a_crash(text: str, problem: str) -> None:
+    with pytest.raises(BadInput, match=problem):
+        WorkItem.from_json(text)
+
+
+def test_a_work_item_round_trips() -> None:
+    item = WorkItem("user", str(uuid.uuid4()), "notification", SUB)
+    assert WorkItem.from_json(item.to_json()) == item
+
+
+@pytest.mark.parametrize("field", ["ref", "event_type"])
+def test_a_risk_token_with_a_trailing_newline_is_bad_input(field: str) -> None:
+    signal = {"incident": "detection", "ref": "det-1", "level": "high", "event_type": "leakedCredentials"}
+    RiskSignal.from_dict(signal)
+    with pytest.raises(BadInput):
+        RiskSignal.from_dict({**signal, field: signal[field] + "\n"})
