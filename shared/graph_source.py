@@ -200,6 +200,17 @@ class GraphSource:
                 groups_of.setdefault(user_id, set()).add(group_id)
         return groups_of
 
+    async def nested_groups(self, group_id: str) -> set[str]:
+        """The groups nested inside ``group_id``, at any depth."""
+        builder = self.client.groups.by_group_id(group_id).transitive_members
+        params = builder.TransitiveMembersRequestBuilderGetQueryParameters(select=["id"], top=999)
+        info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        return {
+            str(item["id"])
+            async for item in self._pages("groups.transitiveMembers", info)
+            if item.get("@odata.type") == GROUP_TYPE
+        }
+
     async def _pages(self, op: str, info: RequestInformation) -> AsyncIterator[dict[str, Any]]:
         async for page in self.pages(op, info):
             for item in page:

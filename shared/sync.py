@@ -28,7 +28,7 @@ from shared.errors import (
     TransientError,
     TryLater,
 )
-from shared.graph_source import DeltaExpired, GraphSource
+from shared.graph_source import DeltaExpired, GraphSource, GroupDeltaPage
 from shared.mapping import SyncMapping
 from shared.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
 from shared.storage import AuditRow, AuditStore, Lease, LeaseStore, LinkStore, StateStore, utcnow
@@ -39,6 +39,8 @@ log = logging.getLogger("entra_sync.worker")
 
 GROUPS_DELTA_LEASE = "job:groups-delta"
 USERS_DELTA_LEASE = "job:users-delta"
+WATCHED_GROUPS = ("groups", "watched")  # state row: the mapped groups and the groups nested in them
+WATCHED_CACHE_S = 60.0
 DEFAULT_WAIT_S = 30.0  # a wait with no reset given (a Graph 429 after the SDK's retries)
 MAX_WAIT_S = 15 * 60.0
 MAX_LEASE_DEFERRALS = 30  # an identity busy this often is stuck: let the host's attempts count again
@@ -110,6 +112,8 @@ class SyncService(UsesPorts):
     def __init__(self, ports: Ports, *, lease_wait_s: float = 3.0):
         super().__init__(ports)
         self.lease_wait_s = lease_wait_s
+        self._watched: frozenset[str] | None = None
+        self._watched_at = 0.0
         # Told about every finished item (benchmarks, metrics); an observer must be quick and not raise.
         self.observers: list[Callable[[Outcome], None]] = []
 
@@ -453,10 +457,41 @@ class SyncService(UsesPorts):
     # ==============================================================================================
 
     async def sync_group(self, item: WorkItem) -> Outcome:
-        if item.id not in self.mapping.relevant_groups:
-            await self._audit(item, "group_change", "skipped", detail="group is not in the mapping's scope or roles")
+        watched = await self.watched_groups()
+        if item.id not in watched:
+            watched = await self.watched_groups(fresh=True)  # nested moments ago, by another instance?
+        if item.id not in watched:
+            detail = "group is not in the mapping's scope or roles, nor nested in a group that is"
+            await self._audit(item, "group_change", "skipped", detail=detail)
             return Outcome(item, "ignored")
         return await self.catch_up(item, resources=("groups",))
+
+    async def watched_groups(self, *, fresh: bool = False) -> frozenset[str]:
+        """The groups whose membership matters: the mapping's scope and role groups, and every group
+        nested inside them (a member of a nested group is a member of the mapped one). Stored in the
+        state table, kept here for ``WATCHED_CACHE_S``; ``fresh`` reads the stored set again."""
+        mapped = self.mapping.relevant_groups
+        if not mapped:
+            return frozenset()
+        if not fresh and self._watched is not None and time.monotonic() - self._watched_at < WATCHED_CACHE_S:
+            return self._watched
+        stored = await self.state.get(*WATCHED_GROUPS)
+        if stored is None or set(stored.get("mapped", ())) != mapped:
+            return await self.rewatch()
+        return self._keep_watched(frozenset(str(g) for g in stored.get("groups", ())))
+
+    async def rewatch(self) -> frozenset[str]:
+        """Work the watched groups out again from Graph (after a nesting change) and store them."""
+        mapped = self.mapping.relevant_groups
+        groups = set(mapped)
+        for group_id in sorted(mapped):
+            groups |= await self.source.nested_groups(group_id)
+        await self.state.put(*WATCHED_GROUPS, {"mapped": sorted(mapped), "groups": sorted(groups)})
+        return self._keep_watched(frozenset(groups))
+
+    def _keep_watched(self, groups: frozenset[str]) -> frozenset[str]:
+        self._watched, self._watched_at = groups, time.monotonic()
+        return groups
 
     async def catch_up(self, item: WorkItem, resources: Iterable[str] = ("users", "groups")) -> Outcome:
         """Read the stored delta links forward and enqueue every user whose data or relevant
@@ -512,18 +547,24 @@ class SyncService(UsesPorts):
         await self._audit(item, "backfill", "ok", detail=f"{len(items)} users enqueued")
         return len(items)
 
-    async def _users_from_group_changes(self, page: Any) -> set[str]:
-        relevant = self.mapping.relevant_groups
+    async def _users_from_group_changes(self, page: GroupDeltaPage) -> set[str]:
+        """Users whose membership of a watched group changed, directly or through a nested group
+        that was added or removed; a nesting change also works the watched groups out again."""
+        watched = await self.watched_groups()
         users: set[str] = set()
+        nesting_changed = bool(page.deleted_groups & watched)
         for bucket in (page.added, page.removed):
             for group_id, members in bucket.items():
-                if group_id not in relevant:
+                if group_id not in watched:
                     continue
                 for member in members:
                     if member in page.nested_groups:
+                        nesting_changed = True
                         users |= await self.source.transitive_user_members(member)
                     else:
                         users.add(member)
+        if nesting_changed:
+            await self.rewatch()
         return users
 
     async def _enqueue(self, item: WorkItem, users: Iterable[str]) -> None:
