@@ -29,6 +29,8 @@ from typing import Any, Final
 
 import yaml
 
+from shared.graph_schema import user_path_problem
+
 SUPPORTED_VERSION: Final = 1
 
 # Auth0 root attributes the Management API lets us write for a database-connection user.
@@ -447,6 +449,10 @@ class _Validator:
             return None
         if not all(_GRAPH_PROPERTY.match(part) for part in path.split(".")):
             self.fail(where, f"{path!r} is not a Graph property path such as 'department' or 'manager.id'")
+            return None
+        problem = user_path_problem(path)
+        if problem is not None:
+            self.fail(where, problem)
             return None
         return path
 

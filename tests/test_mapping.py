@@ -93,7 +93,7 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
             "attributes[0].transforms[0]: lookup takes {table:",
         ),
         (
-            "version: 1\nattributes:\n  - {source: mail, target: email}\n  - {source: upn, target: email}\n",
+            "version: 1\nattributes:\n  - {source: mail, target: email}\n  - {source: mailNickname, target: email}\n",
             "attributes[1].target: 'email' is already mapped by attributes[0]",
         ),
         (MINIMAL + "scope: {user_types: [Robot]}\n", "scope.user_types[0]: must be Member or Guest, got 'Robot'"),
@@ -258,3 +258,104 @@ def test_the_example_risk_rules_put_event_types_before_levels() -> None:
 def test_policy_errors_name_the_entry(section: str, expected: str) -> None:
     found = problems(MINIMAL + section + "\n")
     assert any(p.startswith(expected) for p in found), found
+
+
+# ------------------------------------------------------------------------------------------------
+# Graph sources are checked against the v1.0 user properties
+# ------------------------------------------------------------------------------------------------
+
+
+def with_attribute(source: str) -> str:
+    return f"version: 1\nattributes:\n  - {{source: mail, target: email}}\n  - {{source: {source}, target: name}}\n"
+
+
+def test_a_misspelt_property_is_refused_naming_the_file_the_entry_and_the_nearest_property() -> None:
+    with pytest.raises(MappingError) as info:
+        parse_mapping(with_attribute("departmnet"), source="mapping.yaml")
+    message = str(info.value)
+    assert message.startswith("mapping file mapping.yaml is invalid (1 problem(s))")
+    assert (
+        "attributes[1].source: 'departmnet' is not a Microsoft Graph v1.0 user property; did you mean 'department'?"
+    ) in message
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("Department", "'Department' is not a Microsoft Graph v1.0 user property; did you mean 'department'?"),
+        ("jobtitle", "did you mean 'jobTitle'?"),
+        ("shoeSize", "'shoeSize' is not a Microsoft Graph v1.0 user property (see the user resource"),
+        ("employeeOrgData.costCentre", "'employeeOrgData' has no property 'costCentre'; did you mean "
+         "'employeeOrgData.costCenter'?"),
+        ("onPremisesExtensionAttributes.customAttribute1", "'onPremisesExtensionAttributes' has no property "
+         "'customAttribute1'; did you mean 'onPremisesExtensionAttributes.extensionAttribute1'?"),
+        ("onPremisesExtensionAttributes.extensionAttribute1.x", "'onPremisesExtensionAttributes.extensionAttribute1' "
+         "is a single value: it has no property 'x'"),
+        ("manager", "'manager' is an object: name one of its properties (id, displayName, mail, userPrincipalName)"),
+        ("manager.mial", "'manager' has no property 'mial'; did you mean 'manager.mail'?"),
+        ("manager.department", "'manager' has no property 'department'; entra-sync reads these of a manager: "
+         "displayName, id, mail, userPrincipalName"),
+        ("department.name", "'department' is a single value (or a list of values): it has no property 'name'"),
+        ("identities.issuer", "'identities' is a list of objects: a path into it reads nothing"),
+        ("birthday", "'birthday' cannot be read for a list of users (Graph answers 501 Not Implemented)"),
+        ("extension_b7d8e_costCenter", "'extension_b7d8e_costCenter' is not a directory extension property name, "
+         "which has the form extension_<application (client) id without dashes, 32 hex digits>_<name>"),
+        ("extension_0123456789abcdef0123456789abcdef_costCenter.code", "a directory extension holds a value"),
+    ],
+)  # fmt: skip
+def test_an_unreadable_source_path_says_what_is_wrong(source: str, expected: str) -> None:
+    found = problems(with_attribute(source))
+    assert len(found) == 1, found
+    assert found[0].startswith("attributes[1].source: ")
+    assert expected in found[0]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "department",
+        "employeeOrgData.costCenter",
+        "employeeOrgData.division",
+        "onPremisesExtensionAttributes.extensionAttribute15",
+        "onPremisesSamAccountName",
+        "employeeHireDate",
+        "employeeType",
+        "otherMails",
+        "proxyAddresses",
+        "usageLocation",
+        "preferredLanguage",
+        "identities",
+        "manager.userPrincipalName",
+        "extension_0123456789abcdef0123456789ABCDEF_costCenter",
+        "customSecurityAttributes.Engineering.ProjectDate",
+    ],
+)
+def test_documented_properties_and_extension_forms_are_accepted(source: str) -> None:
+    mapping = parse_mapping(with_attribute(source))
+    assert mapping.attributes[1].sources == (source,)
+
+
+def test_each_source_of_a_multi_source_attribute_is_checked() -> None:
+    found = problems("version: 1\nattributes:\n  - {source: [givenName, surnmae], target: name}\n")
+    assert found == [
+        "attributes[0].source[1]: 'surnmae' is not a Microsoft Graph v1.0 user property; did you mean 'surname'?"
+    ]
+
+
+def test_scope_condition_attributes_are_checked_like_sources() -> None:
+    found = problems(MINIMAL + "scope: {conditions: [{attribute: companyNmae, operator: equals, value: Contoso}]}\n")
+    assert found == [
+        "scope.conditions[0].attribute: 'companyNmae' is not a Microsoft Graph v1.0 user property; did you mean "
+        "'companyName'?"
+    ]
+
+
+def test_the_select_list_reads_nested_and_extension_properties_by_their_top_level_name() -> None:
+    m = parse_mapping(
+        "version: 1\nattributes:\n  - {source: mail, target: email}\n"
+        "  - {source: employeeOrgData.costCenter, target: app_metadata.cost_center}\n"
+        "  - {source: extension_0123456789abcdef0123456789abcdef_badge, target: app_metadata.badge}\n"
+    )
+    select, manager = m.graph_select()
+    assert {"employeeOrgData", "extension_0123456789abcdef0123456789abcdef_badge"} <= set(select)
+    assert manager is False
