@@ -47,6 +47,8 @@ DEPROVISION_ACTIONS: Final = ("block", "delete")
 ALWAYS_SELECTED: Final = ("id", "accountEnabled", "userType", "userPrincipalName", "mail")
 
 _GRAPH_PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# An Entra object id: a GUID in its usual 8-4-4-4-12 form (Graph writes them in lower case).
+_OBJECT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}$")
 
 
@@ -456,6 +458,20 @@ class _Validator:
             return None
         return path
 
+    def group_id(self, where: str, value: Any) -> str | None:
+        """A group's object id, in lower case as Graph writes ids (group ids are compared exactly)."""
+        text = self.text(where, value)
+        if text is None:
+            return None
+        if not _OBJECT_ID.fullmatch(text):
+            self.fail(
+                where,
+                f"{text!r} is not a group object id: use the group's object id (a GUID, shown as Object ID "
+                "on the group's overview in the Entra admin center), not its name",
+            )
+            return None
+        return text.lower()
+
     # -- sections ----------------------------------------------------------------------------------
 
     def target(self, data: Any) -> Target:
@@ -474,7 +490,13 @@ class _Validator:
                 self.fail(f"scope.user_types[{i}]", f"must be Member or Guest, got {t!r}")
         if not user_types:
             self.fail("scope.user_types", "must name at least one of Member, Guest")
-        groups = self.string_list("scope.groups", data.get("groups"))
+        raw_groups = data.get("groups")
+        if raw_groups is not None and not isinstance(raw_groups, list):
+            self.fail("scope.groups", f"must be a list of group object ids, got {type(raw_groups).__name__}")
+            raw_groups = None
+        groups = tuple(
+            group for i, item in enumerate(raw_groups or []) if (group := self.group_id(f"scope.groups[{i}]", item))
+        )
         conditions = []
         raw = data.get("conditions") or []
         if not isinstance(raw, list):
@@ -644,7 +666,7 @@ class _Validator:
             entry = self.keys(where, item, {"group", "roles", "note"})
             if not entry:
                 continue
-            group = self.text(f"{where}.group", entry.get("group"))
+            group = self.group_id(f"{where}.group", entry.get("group"))
             roles = self.string_list(f"{where}.roles", entry.get("roles"))
             if not roles:
                 self.fail(f"{where}.roles", "must name at least one Auth0 role")

@@ -20,6 +20,7 @@ from shared.mapping import (
 
 REPO = Path(__file__).resolve().parent.parent
 MINIMAL = "version: 1\nattributes:\n  - {source: mail, target: email}\n"
+G1, G2, G3 = (f"0000000{n}-1111-4222-8333-444444444444" for n in (1, 2, 3))
 
 
 def problems(text: str) -> list[str]:
@@ -117,7 +118,7 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
             MINIMAL + "matching: {precedence: [enterprise_identity]}\n",
             "matching.enterprise_connection: is required when precedence includes enterprise_identity",
         ),
-        (MINIMAL + "roles: [{group: g1, roles: []}]\n", "roles[0].roles: must name at least one Auth0 role"),
+        (MINIMAL + f"roles: [{{group: {G1}, roles: []}}]\n", "roles[0].roles: must name at least one Auth0 role"),
         (MINIMAL + "deprovision: {action: shred}\n", "deprovision.action: must be one of block, delete, got 'shred'"),
         (MINIMAL + "deprovision: {revoke_sessions: 'yes'}\n", "deprovision.revoke_sessions: must be true or false"),
         ("version: 1\nattributes: [\n", "is not valid YAML"),
@@ -212,13 +213,14 @@ def test_scope_combines_user_type_groups_and_conditions() -> None:
 
 def test_roles_are_many_to_many() -> None:
     m = parse_mapping(
-        MINIMAL + "roles:\n  - {group: g1, roles: [A, B]}\n  - {group: g2, roles: [B]}\n  - {group: g3, roles: [C]}\n"
+        MINIMAL + f"roles:\n  - {{group: {G1}, roles: [A, B]}}\n  - {{group: {G2}, roles: [B]}}\n"
+        f"  - {{group: {G3}, roles: [C]}}\n"
     )
-    assert m.roles_for(frozenset({"g1"})) == {"A", "B"}
-    assert m.roles_for(frozenset({"g2", "g3"})) == {"B", "C"}
+    assert m.roles_for(frozenset({G1})) == {"A", "B"}
+    assert m.roles_for(frozenset({G2, G3})) == {"B", "C"}
     assert m.roles_for(frozenset()) == frozenset()
     assert m.managed_roles == {"A", "B", "C"}
-    assert m.relevant_groups == {"g1", "g2", "g3"}
+    assert m.relevant_groups == {G1, G2, G3}
 
 
 def test_naming_an_enterprise_connection_adds_its_matcher_by_default() -> None:
@@ -261,7 +263,7 @@ def test_policy_errors_name_the_entry(section: str, expected: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Graph sources are checked against the v1.0 user properties
+# Graph sources are checked against the v1.0 user properties; groups are object ids
 # ------------------------------------------------------------------------------------------------
 
 
@@ -359,3 +361,40 @@ def test_the_select_list_reads_nested_and_extension_properties_by_their_top_leve
     select, manager = m.graph_select()
     assert {"employeeOrgData", "extension_0123456789abcdef0123456789abcdef_badge"} <= set(select)
     assert manager is False
+
+
+@pytest.mark.parametrize(
+    ("section", "entry"),
+    [
+        ("roles: [{group: Sales Team, roles: [Sales Reader]}]", "roles[0].group"),
+        (f"roles: [{{group: {G1}, roles: [A]}}, {{group: All Staff, roles: [B]}}]", "roles[1].group"),
+        ("scope: {groups: [All Staff]}", "scope.groups[0]"),
+        (f"scope: {{groups: ['{{{G1}}}']}}", "scope.groups[0]"),  # braces: not the form Graph writes
+        (f"scope: {{groups: [{G1}-extra]}}", "scope.groups[0]"),
+        (f"scope: {{groups: [{G1[:-1]}]}}", "scope.groups[0]"),
+    ],
+)
+def test_a_group_that_is_not_an_object_id_is_refused_naming_the_entry(section: str, entry: str) -> None:
+    found = problems(MINIMAL + section + "\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{entry}: ")
+    assert "is not a group object id: use the group's object id" in found[0]
+
+
+def test_group_ids_are_kept_in_lower_case_as_graph_writes_them() -> None:
+    upper = "ABCDEF01-1111-4222-8333-44444444444A"
+    m = parse_mapping(MINIMAL + f"scope: {{groups: [{upper}]}}\nroles: [{{group: {upper}, roles: [A]}}]\n")
+    assert m.scope.groups == (upper.lower(),)
+    assert m.roles_for(frozenset({upper.lower()})) == {"A"}
+
+
+def test_the_sandbox_mappings_stay_valid() -> None:
+    from sandbox.mapping import sandbox_mapping, three_role_grants
+
+    groups = [G1, G2, G3]
+    plain = parse_mapping(sandbox_mapping(three_role_grants(groups)))
+    assert plain.relevant_groups == set(groups)
+    scoped = parse_mapping(
+        sandbox_mapping(three_role_grants(groups), scope=f"{{groups: [{G1}]}}", department_default="X")
+    )
+    assert scoped.scope.groups == (G1,)
