@@ -574,8 +574,8 @@ class _Validator:
         return tuple(result)
 
     def attribute(self, where: str, data: Any) -> AttributeMapping | None:
-        data = self.keys(where, data, {"source", "target", "transforms"})
-        if not data:
+        self.keys(where, data, {"source", "target", "transforms"})
+        if not isinstance(data, dict):  # an empty {} is not skipped: it fails below, like any entry
             return None
         target = self.target_path(f"{where}.target", data.get("target"))
         raw_source = data.get("source")
@@ -664,7 +664,7 @@ class _Validator:
         for i, item in enumerate(data):
             where = f"roles[{i}]"
             entry = self.keys(where, item, {"group", "roles", "note"})
-            if not entry:
+            if not isinstance(item, dict):  # an empty {} is not skipped: it fails below, like any entry
                 continue
             group = self.group_id(f"{where}.group", entry.get("group"))
             roles = self.string_list(f"{where}.roles", entry.get("roles"))

@@ -388,6 +388,18 @@ def test_group_ids_are_kept_in_lower_case_as_graph_writes_them() -> None:
     assert m.roles_for(frozenset({upper.lower()})) == {"A"}
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 1\nattributes:\n  - {source: mail, target: email}\n  - {}\n", "attributes[1].target: must be"),
+        (MINIMAL + "roles: [{}]\n", "roles[0].group: must be a non-empty string"),
+    ],
+)
+def test_an_empty_entry_is_an_error_not_skipped(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(p.startswith(expected) for p in found), found
+
+
 def test_the_sandbox_mappings_stay_valid() -> None:
     from sandbox.mapping import sandbox_mapping, three_role_grants
 
