@@ -308,6 +308,14 @@ class SyncMapping:
         """Groups whose membership matters: scope groups and role-granting groups."""
         return frozenset(self.scope.groups) | self.role_groups
 
+    def group_entries(self) -> list[tuple[str, str]]:
+        """Every place the file names a group, in file order: (entry, group object id), e.g.
+        ``("roles[2].group", "<id>")``. Validation refuses a file with a bad entry rather than skip
+        it, so positions here are positions in the file."""
+        entries = [(f"scope.groups[{i}]", group) for i, group in enumerate(self.scope.groups)]
+        entries += [(f"roles[{i}].group", grant.group) for i, grant in enumerate(self.roles)]
+        return entries
+
     def roles_for(self, group_ids: frozenset[str]) -> frozenset[str]:
         return frozenset(r for grant in self.roles if grant.group in group_ids for r in grant.roles)
 

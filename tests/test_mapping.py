@@ -388,6 +388,14 @@ def test_group_ids_are_kept_in_lower_case_as_graph_writes_them() -> None:
     assert m.roles_for(frozenset({upper.lower()})) == {"A"}
 
 
+def test_group_entries_name_every_place_a_group_appears_in_file_order() -> None:
+    m = parse_mapping(
+        MINIMAL
+        + f"scope: {{groups: [{G3}]}}\nroles:\n  - {{group: {G1}, roles: [A]}}\n  - {{group: {G3}, roles: [B]}}\n"
+    )
+    assert m.group_entries() == [("scope.groups[0]", G3), ("roles[0].group", G1), ("roles[1].group", G3)]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
