@@ -9,10 +9,17 @@ missing scope group would leave nobody in scope), so this reads each mapped grou
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import logging
+import uuid
+from typing import Any, Final, Protocol
 
 from shared.errors import PermanentError
 from shared.mapping import SyncMapping
+from shared.storage import AuditRow, AuditStore
+
+log = logging.getLogger("entra_sync.mapping")
+
+AUDIT_IDENTITY: Final = "mapping"  # the audit partition of findings about the mapping file
 
 
 class GroupReader(Protocol):
@@ -39,3 +46,17 @@ async def mapping_group_problems(source: GroupReader, mapping: SyncMapping) -> l
             else f"group {group_id} does not exist in Entra ID (404); use the object id of an existing group"
         )
     return [f"{entry}: {verdicts[group]}" for entry, group in mapping.group_entries() if verdicts[group]]
+
+
+async def report_mapping_group_problems(source: GroupReader, mapping: SyncMapping, audit: AuditStore) -> list[str]:
+    """:func:`mapping_group_problems`, each logged as an error and audited (partition ``mapping``,
+    so ``entra-sync audit --identity mapping`` lists them)."""
+    problems = await mapping_group_problems(source, mapping)
+    correlation = uuid.uuid4().hex
+    for problem in problems:
+        log.error("mapping file %s: %s", mapping.source, problem)
+        await audit.write(
+            AuditRow(correlation, "startup", mapping.source, AUDIT_IDENTITY, "", "", "check_mapping_groups",
+                     "failed", detail=problem)
+        )  # fmt: skip
+    return problems

@@ -4,6 +4,7 @@ a group that does not exist is reported naming the mapping entry, never met as a
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +13,14 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
+from sandbox.host import FunctionsHost
 from sandbox.mapping import sandbox_mapping, three_role_grants
 from shared import bootstrap
 from shared.errors import PermanentError
 from shared.graph_source import GroupNotFound
 from shared.mapping_groups import mapping_group_problems
-from tests.integration.world import World
+from tests.integration.world import World, open_services
+from tests.support import sandbox_env
 
 MISSING = "7e57a11d-0000-4000-8000-00000000dead"  # a well-formed object id no tenant group has
 
@@ -101,3 +104,38 @@ def test_a_membership_read_of_a_missing_group_is_a_permanent_error_naming_the_gr
         f"group {MISSING}, named by roles[1].group in {path}, does not exist in Entra ID "
         "(Graph groups.transitiveMembers: 404)"
     )
+
+
+def test_subscriptions_renew_logs_and_audits_each_missing_group_and_still_renews(
+    world: World, indexed: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    host = FunctionsHost.from_functions(
+        [indexed["graph_webhook"], indexed["graph_lifecycle"], indexed["subscriptions_renew"]],
+        storage_connection=world.azurite.connection_string,
+        app_settings=sandbox_env(storage=world.azurite.connection_string),
+        on_stop=lambda: bootstrap.services().aclose(),
+    ).start()
+    try:
+        path = world.tmp_path / "mapping-missing.yaml"
+        path.write_text(sandbox_mapping([(world.group_ids[0], ["Employee"]), (MISSING, ["Sales Reader"])]))
+        world.configure(host.base_url, path)
+        host.run_coroutine(open_services(world))
+        with caplog.at_level(logging.ERROR, logger="entra_sync.mapping"):
+            host.run_timer("subscriptions_renew")
+        rows = host.run_coroutine(bootstrap.services().audit.for_identity("mapping"))
+    finally:
+        host.stop()
+
+    assert sorted(s["resource"] for s in world.graph.snapshot(full=True)["dump"]["subscriptions"]) == [
+        "groups",
+        "users",
+    ]
+    problem = (
+        f"roles[1].group: group {MISSING} does not exist in Entra ID (404); use the object id of an existing group"
+    )
+    assert [r.getMessage() for r in caplog.records if r.name == "entra_sync.mapping"] == [
+        f"mapping file {path}: {problem}"
+    ]
+    assert [(r["action"], r["outcome"], r["source_ref"], r["detail"]) for r in rows] == [
+        ("check_mapping_groups", "failed", str(path), problem)
+    ]
