@@ -197,7 +197,7 @@ def cmd_check() -> int:
             print(f"  - {problem}")
         return 2
     groups = len(mapping.relevant_groups)
-    print(f"groups: {groups} of {groups} found in Entra ID")
+    print(f"groups: {groups} of {groups} found in Entra ID" if groups else "groups: the mapping names none")
     return 0
 
 

@@ -1,9 +1,9 @@
 """The Microsoft Graph v1.0 ``user`` properties a mapping may read.
 
-A mapping source Graph does not have is never an error at run time: the sandbox returns nothing for
-it and Graph refuses the whole ``$select``, and either way every account looks as if the field had
-been cleared. So start-up validation checks each path against this catalogue and suggests the
-nearest known name.
+A mapping source Graph does not have fails late and widely: Graph refuses a ``$select`` that names
+it, so every read of a user fails, and where it is not refused (the sandbox) it reads as empty, so
+every account looks as if the field had been cleared. So start-up validation checks each path
+against this catalogue and suggests the nearest known name.
 
 The catalogue is the structural properties of the v1.0 ``user`` resource (navigation properties
 such as ``memberOf`` or ``photo`` are not properties a ``$select`` returns), as Microsoft's
