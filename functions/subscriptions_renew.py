@@ -1,5 +1,8 @@
 """``subscriptions_renew`` (timer, ``%SUBSCRIPTIONS_SCHEDULE%``): keep the users and groups
-subscriptions alive, renewing each to just under Graph's 41,760-minute limit on every run."""
+subscriptions alive, renewing each to just under Graph's 41,760-minute limit on every run.
+
+Every run (the first is right after a deployment) also checks that each group the mapping file
+names exists in Entra ID: a missing one is logged as an error and audited, naming its entry."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
+from shared.errors import TransientError
+from shared.mapping_groups import report_mapping_group_problems
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.subscriptions")
@@ -23,3 +28,7 @@ async def subscriptions_renew(timer: func.TimerRequest) -> None:
     result = await svc.subscriptions.ensure()
     for resource, sub in result.items():
         log.info("%s subscription %s valid until %s", resource, sub["id"], sub["expirationDateTime"])
+    try:
+        await report_mapping_group_problems(svc.source, svc.mapping, svc.audit)
+    except TransientError as exc:  # the subscriptions are renewed; the check waits for the next run
+        log.warning("could not check the mapping's groups in Entra ID now: %s", exc)

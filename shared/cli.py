@@ -8,6 +8,7 @@
     entra-sync backfill                       initial load: queue every user once
     entra-sync backfill --import-jobs         initial load: create the joiners through Auth0 import jobs
     entra-sync audit [--identity ID] [--since ISO] [--until ISO] [--limit N]
+    entra-sync check                          the settings, the mapping file and its groups in Entra ID
 
 Settings come from the environment, or from a Functions ``local.settings.json`` given with
 ``--settings`` (its ``Values``). Run it as ``python -m shared.cli`` or, installed, ``entra-sync``.
@@ -29,9 +30,10 @@ from typing import TextIO
 
 from shared import bootstrap
 from shared.errors import SyncError
-from shared.mapping import MappingError
+from shared.mapping import MappingError, SyncMapping, load_mapping
+from shared.mapping_groups import mapping_group_problems
 from shared.reconcile import check_run_id
-from shared.settings import SettingsError
+from shared.settings import Settings, SettingsError
 from shared.storage import decode_key
 
 
@@ -168,6 +170,45 @@ async def cmd_audit(svc: bootstrap.Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check() -> int:
+    """The settings, then the mapping file, then its groups in Entra ID (read through Graph; storage
+    is not needed). Exit 2 when anything is wrong, 1 when Graph could not answer, 0 when sound."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(exc)
+        print("the mapping file and its groups are checked once the settings are valid")
+        return 2
+    print("settings: ok")
+    try:
+        mapping = load_mapping(settings.mapping_file)
+    except MappingError as exc:
+        print(exc)
+        return 2
+    print(f"mapping file {mapping.source}: ok ({len(mapping.attributes)} attributes)")
+    try:
+        problems = asyncio.run(_mapping_group_problems(settings, mapping))
+    except SyncError as exc:
+        print(f"error: could not read the mapping's groups from Entra ID: {exc}", file=sys.stderr)
+        return 1
+    if problems:
+        print(f"mapping file {mapping.source}: {len(problems)} group problem(s):")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 2
+    groups = len(mapping.relevant_groups)
+    print(f"groups: {groups} of {groups} found in Entra ID" if groups else "groups: the mapping names none")
+    return 0
+
+
+async def _mapping_group_problems(settings: Settings, mapping: SyncMapping) -> list[str]:
+    svc = bootstrap.init(settings, mapping)
+    try:
+        return await mapping_group_problems(svc.source, mapping)
+    finally:
+        await svc.aclose()
+
+
 COMMANDS: dict[str, Callable[[bootstrap.Services, argparse.Namespace], Awaitable[int]]] = {
     "reconcile": cmd_reconcile,
     "approve": cmd_approve,
@@ -207,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
     aud.add_argument("--since", help="ISO time, e.g. 2026-11-22T00:00:00Z")
     aud.add_argument("--until", help="ISO time")
     aud.add_argument("--limit", type=int, default=200)
+    sub.add_parser("check", help="check the settings, the mapping file and that its groups exist in Entra ID")
     return p
 
 
@@ -214,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.settings:
         _load_settings_file(args.settings)
+    if args.command == "check":  # needs no storage, and reports settings problems itself
+        return cmd_check()
     command = COMMANDS[args.command]
     try:
         return asyncio.run(_with_services(lambda svc: command(svc, args)))

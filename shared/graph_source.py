@@ -36,6 +36,20 @@ class DeltaExpired(PermanentError):
     """The stored delta link is no longer valid (410 / syncStateNotFound): start a full round."""
 
 
+class GroupNotFound(NotFound):
+    """A group the mapping names does not exist in Entra ID (Graph answered 404). ``entries`` are the
+    mapping entries that name it (``roles[2].group``)."""
+
+    def __init__(self, group_id: str, op: str, mapping: SyncMapping):
+        self.group_id = group_id
+        self.entries = [entry for entry, group in mapping.group_entries() if group == group_id]
+        named = f", named by {', '.join(self.entries)} in {mapping.source}," if self.entries else ""
+        super().__init__(
+            f"group {group_id}{named} does not exist in Entra ID (Graph {op}: 404): use the object id of an "
+            "existing group or remove the entry (entra-sync check lists every such entry)"
+        )
+
+
 @dataclass
 class GroupDeltaPage:
     """Membership changes of one groups-delta round, and where the next round starts."""
@@ -183,14 +197,31 @@ class GraphSource:
         return frozenset(found)
 
     async def transitive_user_members(self, group_id: str) -> set[str]:
+        """Users in the group, directly or through nested groups. Raises :class:`GroupNotFound`
+        (permanent) when Entra ID has no such group."""
         builder = self.client.groups.by_group_id(group_id).transitive_members
         params = builder.TransitiveMembersRequestBuilderGetQueryParameters(select=["id"], top=999)
         info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        return {
-            str(item["id"])
-            async for item in self._pages("groups.transitiveMembers", info)
-            if item.get("@odata.type") == "#microsoft.graph.user"
-        }
+        try:
+            return {
+                str(item["id"])
+                async for item in self._pages("groups.transitiveMembers", info)
+                if item.get("@odata.type") == "#microsoft.graph.user"
+            }
+        except NotFound as exc:
+            raise GroupNotFound(group_id, "groups.transitiveMembers", self.mapping) from exc
+
+    async def read_group(self, group_id: str) -> dict[str, Any] | None:
+        """The group's ``id`` and ``displayName``, or ``None`` when Entra ID has no such group."""
+        builder = self.client.groups.by_group_id(group_id)
+        params = builder.GroupItemRequestBuilderGetQueryParameters(select=["id", "displayName"])
+        info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        try:
+            group = await self.fetch_json("groups.get", info)
+        except NotFound:
+            return None
+        group.pop("@odata.context", None)
+        return group
 
     async def relevant_memberships(self) -> dict[str, set[str]]:
         """User id -> the mapping's relevant groups it belongs to (nested too), one paging per group."""

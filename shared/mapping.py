@@ -29,6 +29,8 @@ from typing import Any, Final
 
 import yaml
 
+from shared.graph_schema import user_path_problem
+
 SUPPORTED_VERSION: Final = 1
 
 # Auth0 root attributes the Management API lets us write for a database-connection user.
@@ -45,6 +47,8 @@ DEPROVISION_ACTIONS: Final = ("block", "delete")
 ALWAYS_SELECTED: Final = ("id", "accountEnabled", "userType", "userPrincipalName", "mail")
 
 _GRAPH_PROPERTY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# An Entra object id: a GUID in its usual 8-4-4-4-12 form (Graph writes them in lower case).
+_OBJECT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}$")
 
 
@@ -304,6 +308,14 @@ class SyncMapping:
         """Groups whose membership matters: scope groups and role-granting groups."""
         return frozenset(self.scope.groups) | self.role_groups
 
+    def group_entries(self) -> list[tuple[str, str]]:
+        """Every place the file names a group, in file order: (entry, group object id), e.g.
+        ``("roles[2].group", "<id>")``. Validation refuses a file with a bad entry rather than skip
+        it, so positions here are positions in the file."""
+        entries = [(f"scope.groups[{i}]", group) for i, group in enumerate(self.scope.groups)]
+        entries += [(f"roles[{i}].group", grant.group) for i, grant in enumerate(self.roles)]
+        return entries
+
     def roles_for(self, group_ids: frozenset[str]) -> frozenset[str]:
         return frozenset(r for grant in self.roles if grant.group in group_ids for r in grant.roles)
 
@@ -448,7 +460,25 @@ class _Validator:
         if not all(_GRAPH_PROPERTY.fullmatch(part) for part in path.split(".")):
             self.fail(where, f"{path!r} is not a Graph property path such as 'department' or 'manager.id'")
             return None
+        problem = user_path_problem(path)
+        if problem is not None:
+            self.fail(where, problem)
+            return None
         return path
+
+    def group_id(self, where: str, value: Any) -> str | None:
+        """A group's object id, in lower case as Graph writes ids (group ids are compared exactly)."""
+        text = self.text(where, value)
+        if text is None:
+            return None
+        if not _OBJECT_ID.fullmatch(text):
+            self.fail(
+                where,
+                f"{text!r} is not a group object id: use the group's object id (a GUID, shown as Object ID "
+                "on the group's overview in the Entra admin center), not its name",
+            )
+            return None
+        return text.lower()
 
     # -- sections ----------------------------------------------------------------------------------
 
@@ -468,7 +498,13 @@ class _Validator:
                 self.fail(f"scope.user_types[{i}]", f"must be Member or Guest, got {t!r}")
         if not user_types:
             self.fail("scope.user_types", "must name at least one of Member, Guest")
-        groups = self.string_list("scope.groups", data.get("groups"))
+        raw_groups = data.get("groups")
+        if raw_groups is not None and not isinstance(raw_groups, list):
+            self.fail("scope.groups", f"must be a list of group object ids, got {type(raw_groups).__name__}")
+            raw_groups = None
+        groups = tuple(
+            group for i, item in enumerate(raw_groups or []) if (group := self.group_id(f"scope.groups[{i}]", item))
+        )
         conditions = []
         raw = data.get("conditions") or []
         if not isinstance(raw, list):
@@ -546,8 +582,8 @@ class _Validator:
         return tuple(result)
 
     def attribute(self, where: str, data: Any) -> AttributeMapping | None:
-        data = self.keys(where, data, {"source", "target", "transforms"})
-        if not data:
+        self.keys(where, data, {"source", "target", "transforms"})
+        if not isinstance(data, dict):  # an empty {} is not skipped: it fails below, like any entry
             return None
         target = self.target_path(f"{where}.target", data.get("target"))
         raw_source = data.get("source")
@@ -636,9 +672,9 @@ class _Validator:
         for i, item in enumerate(data):
             where = f"roles[{i}]"
             entry = self.keys(where, item, {"group", "roles", "note"})
-            if not entry:
+            if not isinstance(item, dict):  # an empty {} is not skipped: it fails below, like any entry
                 continue
-            group = self.text(f"{where}.group", entry.get("group"))
+            group = self.group_id(f"{where}.group", entry.get("group"))
             roles = self.string_list(f"{where}.roles", entry.get("roles"))
             if not roles:
                 self.fail(f"{where}.roles", "must name at least one Auth0 role")

@@ -20,6 +20,7 @@ from shared.mapping import (
 
 REPO = Path(__file__).resolve().parent.parent
 MINIMAL = "version: 1\nattributes:\n  - {source: mail, target: email}\n"
+G1, G2, G3 = (f"0000000{n}-1111-4222-8333-444444444444" for n in (1, 2, 3))
 
 
 def problems(text: str) -> list[str]:
@@ -93,7 +94,7 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
             "attributes[0].transforms[0]: lookup takes {table:",
         ),
         (
-            "version: 1\nattributes:\n  - {source: mail, target: email}\n  - {source: upn, target: email}\n",
+            "version: 1\nattributes:\n  - {source: mail, target: email}\n  - {source: mailNickname, target: email}\n",
             "attributes[1].target: 'email' is already mapped by attributes[0]",
         ),
         (MINIMAL + "scope: {user_types: [Robot]}\n", "scope.user_types[0]: must be Member or Guest, got 'Robot'"),
@@ -117,7 +118,7 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
             MINIMAL + "matching: {precedence: [enterprise_identity]}\n",
             "matching.enterprise_connection: is required when precedence includes enterprise_identity",
         ),
-        (MINIMAL + "roles: [{group: g1, roles: []}]\n", "roles[0].roles: must name at least one Auth0 role"),
+        (MINIMAL + f"roles: [{{group: {G1}, roles: []}}]\n", "roles[0].roles: must name at least one Auth0 role"),
         (MINIMAL + "deprovision: {action: shred}\n", "deprovision.action: must be one of block, delete, got 'shred'"),
         (MINIMAL + "deprovision: {revoke_sessions: 'yes'}\n", "deprovision.revoke_sessions: must be true or false"),
         ("version: 1\nattributes: [\n", "is not valid YAML"),
@@ -212,13 +213,14 @@ def test_scope_combines_user_type_groups_and_conditions() -> None:
 
 def test_roles_are_many_to_many() -> None:
     m = parse_mapping(
-        MINIMAL + "roles:\n  - {group: g1, roles: [A, B]}\n  - {group: g2, roles: [B]}\n  - {group: g3, roles: [C]}\n"
+        MINIMAL + f"roles:\n  - {{group: {G1}, roles: [A, B]}}\n  - {{group: {G2}, roles: [B]}}\n"
+        f"  - {{group: {G3}, roles: [C]}}\n"
     )
-    assert m.roles_for(frozenset({"g1"})) == {"A", "B"}
-    assert m.roles_for(frozenset({"g2", "g3"})) == {"B", "C"}
+    assert m.roles_for(frozenset({G1})) == {"A", "B"}
+    assert m.roles_for(frozenset({G2, G3})) == {"B", "C"}
     assert m.roles_for(frozenset()) == frozenset()
     assert m.managed_roles == {"A", "B", "C"}
-    assert m.relevant_groups == {"g1", "g2", "g3"}
+    assert m.relevant_groups == {G1, G2, G3}
 
 
 def test_naming_an_enterprise_connection_adds_its_matcher_by_default() -> None:
@@ -258,3 +260,161 @@ def test_the_example_risk_rules_put_event_types_before_levels() -> None:
 def test_policy_errors_name_the_entry(section: str, expected: str) -> None:
     found = problems(MINIMAL + section + "\n")
     assert any(p.startswith(expected) for p in found), found
+
+
+# ------------------------------------------------------------------------------------------------
+# Graph sources are checked against the v1.0 user properties; groups are object ids
+# ------------------------------------------------------------------------------------------------
+
+
+def with_attribute(source: str) -> str:
+    return f"version: 1\nattributes:\n  - {{source: mail, target: email}}\n  - {{source: {source}, target: name}}\n"
+
+
+def test_a_misspelt_property_is_refused_naming_the_file_the_entry_and_the_nearest_property() -> None:
+    with pytest.raises(MappingError) as info:
+        parse_mapping(with_attribute("departmnet"), source="mapping.yaml")
+    message = str(info.value)
+    assert message.startswith("mapping file mapping.yaml is invalid (1 problem(s))")
+    assert (
+        "attributes[1].source: 'departmnet' is not a Microsoft Graph v1.0 user property; did you mean 'department'?"
+    ) in message
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("Department", "'Department' is not a Microsoft Graph v1.0 user property; did you mean 'department'?"),
+        ("jobtitle", "did you mean 'jobTitle'?"),
+        ("shoeSize", "'shoeSize' is not a Microsoft Graph v1.0 user property (see the user resource"),
+        ("employeeOrgData.costCentre", "'employeeOrgData' has no property 'costCentre'; did you mean "
+         "'employeeOrgData.costCenter'?"),
+        ("onPremisesExtensionAttributes.customAttribute1", "'onPremisesExtensionAttributes' has no property "
+         "'customAttribute1'; did you mean 'onPremisesExtensionAttributes.extensionAttribute1'?"),
+        ("onPremisesExtensionAttributes.extensionAttribute1.x", "'onPremisesExtensionAttributes.extensionAttribute1' "
+         "is a single value: it has no property 'x'"),
+        ("manager", "'manager' is an object: name one of its properties (id, displayName, mail, userPrincipalName)"),
+        ("manager.mial", "'manager' has no property 'mial'; did you mean 'manager.mail'?"),
+        ("manager.department", "'manager' has no property 'department'; entra-sync reads these of a manager: "
+         "displayName, id, mail, userPrincipalName"),
+        ("department.name", "'department' is a single value (or a list of values): it has no property 'name'"),
+        ("identities.issuer", "'identities' is a list of objects: a path into it reads nothing"),
+        ("birthday", "'birthday' cannot be read for a list of users (Graph answers 501 Not Implemented)"),
+        ("extension_b7d8e_costCenter", "'extension_b7d8e_costCenter' is not a directory extension property name, "
+         "which has the form extension_<application (client) id without dashes, 32 hex digits>_<name>"),
+        ("extension_0123456789abcdef0123456789abcdef_costCenter.code", "a directory extension holds a value"),
+    ],
+)  # fmt: skip
+def test_an_unreadable_source_path_says_what_is_wrong(source: str, expected: str) -> None:
+    found = problems(with_attribute(source))
+    assert len(found) == 1, found
+    assert found[0].startswith("attributes[1].source: ")
+    assert expected in found[0]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "department",
+        "employeeOrgData.costCenter",
+        "employeeOrgData.division",
+        "onPremisesExtensionAttributes.extensionAttribute15",
+        "onPremisesSamAccountName",
+        "employeeHireDate",
+        "employeeType",
+        "otherMails",
+        "proxyAddresses",
+        "usageLocation",
+        "preferredLanguage",
+        "identities",
+        "manager.userPrincipalName",
+        "extension_0123456789abcdef0123456789ABCDEF_costCenter",
+        "customSecurityAttributes.Engineering.ProjectDate",
+    ],
+)
+def test_documented_properties_and_extension_forms_are_accepted(source: str) -> None:
+    mapping = parse_mapping(with_attribute(source))
+    assert mapping.attributes[1].sources == (source,)
+
+
+def test_each_source_of_a_multi_source_attribute_is_checked() -> None:
+    found = problems("version: 1\nattributes:\n  - {source: [givenName, surnmae], target: name}\n")
+    assert found == [
+        "attributes[0].source[1]: 'surnmae' is not a Microsoft Graph v1.0 user property; did you mean 'surname'?"
+    ]
+
+
+def test_scope_condition_attributes_are_checked_like_sources() -> None:
+    found = problems(MINIMAL + "scope: {conditions: [{attribute: companyNmae, operator: equals, value: Contoso}]}\n")
+    assert found == [
+        "scope.conditions[0].attribute: 'companyNmae' is not a Microsoft Graph v1.0 user property; did you mean "
+        "'companyName'?"
+    ]
+
+
+def test_the_select_list_reads_nested_and_extension_properties_by_their_top_level_name() -> None:
+    m = parse_mapping(
+        "version: 1\nattributes:\n  - {source: mail, target: email}\n"
+        "  - {source: employeeOrgData.costCenter, target: app_metadata.cost_center}\n"
+        "  - {source: extension_0123456789abcdef0123456789abcdef_badge, target: app_metadata.badge}\n"
+    )
+    select, manager = m.graph_select()
+    assert {"employeeOrgData", "extension_0123456789abcdef0123456789abcdef_badge"} <= set(select)
+    assert manager is False
+
+
+@pytest.mark.parametrize(
+    ("section", "entry"),
+    [
+        ("roles: [{group: Sales Team, roles: [Sales Reader]}]", "roles[0].group"),
+        (f"roles: [{{group: {G1}, roles: [A]}}, {{group: All Staff, roles: [B]}}]", "roles[1].group"),
+        ("scope: {groups: [All Staff]}", "scope.groups[0]"),
+        (f"scope: {{groups: ['{{{G1}}}']}}", "scope.groups[0]"),  # braces: not the form Graph writes
+        (f"scope: {{groups: [{G1}-extra]}}", "scope.groups[0]"),
+        (f"scope: {{groups: [{G1[:-1]}]}}", "scope.groups[0]"),
+    ],
+)
+def test_a_group_that_is_not_an_object_id_is_refused_naming_the_entry(section: str, entry: str) -> None:
+    found = problems(MINIMAL + section + "\n")
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{entry}: ")
+    assert "is not a group object id: use the group's object id" in found[0]
+
+
+def test_group_ids_are_kept_in_lower_case_as_graph_writes_them() -> None:
+    upper = "ABCDEF01-1111-4222-8333-44444444444A"
+    m = parse_mapping(MINIMAL + f"scope: {{groups: [{upper}]}}\nroles: [{{group: {upper}, roles: [A]}}]\n")
+    assert m.scope.groups == (upper.lower(),)
+    assert m.roles_for(frozenset({upper.lower()})) == {"A"}
+
+
+def test_group_entries_name_every_place_a_group_appears_in_file_order() -> None:
+    m = parse_mapping(
+        MINIMAL
+        + f"scope: {{groups: [{G3}]}}\nroles:\n  - {{group: {G1}, roles: [A]}}\n  - {{group: {G3}, roles: [B]}}\n"
+    )
+    assert m.group_entries() == [("scope.groups[0]", G3), ("roles[0].group", G1), ("roles[1].group", G3)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 1\nattributes:\n  - {source: mail, target: email}\n  - {}\n", "attributes[1].target: must be"),
+        (MINIMAL + "roles: [{}]\n", "roles[0].group: must be a non-empty string"),
+    ],
+)
+def test_an_empty_entry_is_an_error_not_skipped(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_the_sandbox_mappings_stay_valid() -> None:
+    from sandbox.mapping import sandbox_mapping, three_role_grants
+
+    groups = [G1, G2, G3]
+    plain = parse_mapping(sandbox_mapping(three_role_grants(groups)))
+    assert plain.relevant_groups == set(groups)
+    scoped = parse_mapping(
+        sandbox_mapping(three_role_grants(groups), scope=f"{{groups: [{G1}]}}", department_default="X")
+    )
+    assert scoped.scope.groups == (G1,)

@@ -12,6 +12,10 @@ from shared.planner import judge_candidates, nest, plan, profile_diff
 
 OID = "5f1c6a3e-9d2b-4c8e-8a1f-2b3c4d5e6f70"
 UID = f"auth0|{OID}"
+# Group object ids (the mapping file takes object ids, not names).
+STAFF = "0a1b2c3d-0000-4000-8000-00000000000a"
+SALES = "0a1b2c3d-0000-4000-8000-00000000000b"
+SUPPORT = "0a1b2c3d-0000-4000-8000-00000000000c"
 
 MAPPING = parse_mapping(
     """
@@ -25,17 +29,17 @@ attributes:
   - {source: jobTitle, target: user_metadata.job_title}
   - {source: manager.id, target: app_metadata.manager_object_id}
 roles:
-  - {group: g-staff, roles: [Employee]}
-  - {group: g-sales, roles: [Sales Reader, Sales Writer]}
-  - {group: g-support, roles: [Sales Reader]}
-deprovision: {action: block, hard_delete: delete}
 """
+    f"  - {{group: {STAFF}, roles: [Employee]}}\n"
+    f"  - {{group: {SALES}, roles: [Sales Reader, Sales Writer]}}\n"
+    f"  - {{group: {SUPPORT}, roles: [Sales Reader]}}\n"
+    "deprovision: {action: block, hard_delete: delete}\n"
 )
 
 PROPS = {"mail": "Ada.Lovelace@contoso.example", "displayName": "Ada Lovelace", "department": "R&D", "jobTitle": None}
 
 
-def source(state: SourceState = SourceState.ACTIVE, groups: tuple[str, ...] = ("g-staff",), **props: Any) -> SourceUser:
+def source(state: SourceState = SourceState.ACTIVE, groups: tuple[str, ...] = (STAFF,), **props: Any) -> SourceUser:
     return SourceUser(OID, state, {**PROPS, "manager": {"id": "m-1"}, **props}, frozenset(groups))
 
 
@@ -61,7 +65,7 @@ def kinds(actions: Any) -> list[str]:
 
 
 def test_joiner_is_created_with_a_deterministic_id_linked_and_given_roles() -> None:
-    p = plan(source(groups=("g-staff", "g-sales")), None, None, MAPPING)
+    p = plan(source(groups=(STAFF, SALES)), None, None, MAPPING)
     assert p.kinds == ["create", "link", "assign_roles"]
     create = p.actions[0].payload
     assert create == {
@@ -123,16 +127,16 @@ def test_changed_email_updates_the_same_account_and_records_the_diff() -> None:
 @pytest.mark.parametrize(
     ("groups", "held", "expected"),
     [
-        (("g-staff", "g-sales"), ("Employee",), [("assign_roles", ["Sales Reader", "Sales Writer"])]),
+        ((STAFF, SALES), ("Employee",), [("assign_roles", ["Sales Reader", "Sales Writer"])]),
         (
-            ("g-staff",),
+            (STAFF,),
             ("Employee", "Sales Reader", "Sales Writer"),
             [("remove_roles", ["Sales Reader", "Sales Writer"])],
         ),
-        # Sales Reader still comes from g-support after leaving g-sales.
-        (("g-staff", "g-support"), ("Employee", "Sales Reader", "Sales Writer"), [("remove_roles", ["Sales Writer"])]),
+        # Sales Reader still comes from the support group after leaving the sales group.
+        ((STAFF, SUPPORT), ("Employee", "Sales Reader", "Sales Writer"), [("remove_roles", ["Sales Writer"])]),
         # Roles no mapping manages are never touched.
-        (("g-staff",), ("Employee", "Billing Admin"), []),
+        ((STAFF,), ("Employee", "Billing Admin"), []),
         ((), ("Employee", "Billing Admin"), [("remove_roles", ["Employee"])]),
     ],
 )

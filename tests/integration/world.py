@@ -64,16 +64,23 @@ class World:
         return self
 
     def configure(self, notification_base: str, mapping_path: Path | None = None) -> None:
-        env = sandbox_env(
-            storage=self.azurite.connection_string,
-            graph_base_url=self.graph.base_url,
-            auth0_base_url=self.auth0.base_url,
+        env = self.environment(
             GRAPH_NOTIFICATION_URL=f"{notification_base}/graph_webhook",
             GRAPH_LIFECYCLE_URL=f"{notification_base}/graph_lifecycle",
             SYNC_MAPPING_FILE=str(mapping_path or self.tmp_path / "mapping.yaml"),
         )
         self.env = env
         self.settings = Settings.from_env(env)
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        """App settings for this world (its emulators, Azurite, its mapping file), as the CLI reads them."""
+        extra.setdefault("SYNC_MAPPING_FILE", str(self.tmp_path / "mapping.yaml"))
+        return sandbox_env(
+            storage=self.azurite.connection_string,
+            graph_base_url=self.graph.base_url,
+            auth0_base_url=self.auth0.base_url,
+            **extra,
+        )
 
     def stop(self) -> None:
         self.graph.stop()

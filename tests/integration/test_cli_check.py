@@ -1,0 +1,76 @@
+"""``entra-sync check`` against the sandbox: settings, then the mapping file, then its groups in
+Entra ID; exit 2 on any problem, naming it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.mapping import sandbox_mapping, three_role_grants
+from shared.cli import main
+from tests.integration.world import World
+
+MISSING = "7e57a11d-0000-4000-8000-00000000beef"
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    w = World(azurite, tmp_path, users=10, groups=4).start()
+    for name, value in w.environment().items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def check_with(monkeypatch: pytest.MonkeyPatch, world: World, mapping_text: str) -> int:
+    path = world.tmp_path / "checked.yaml"
+    path.write_text(mapping_text)
+    monkeypatch.setenv("SYNC_MAPPING_FILE", str(path))
+    return main(["check"])
+
+
+def test_check_exits_0_when_settings_mapping_and_groups_are_sound(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check_with(monkeypatch, world, sandbox_mapping(three_role_grants(world.group_ids))) == 0
+    out = capsys.readouterr().out
+    assert "settings: ok" in out
+    assert "checked.yaml: ok (9 attributes)" in out
+    assert "groups: 3 of 3 found in Entra ID" in out
+
+
+def test_check_exits_2_naming_each_entry_whose_group_is_missing(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grants = [(world.group_ids[0], ["Employee"]), (MISSING, ["Sales Reader"])]
+    assert check_with(monkeypatch, world, sandbox_mapping(grants)) == 2
+    out = capsys.readouterr().out
+    assert "checked.yaml: 1 group problem(s):" in out
+    assert f"  - roles[1].group: group {MISSING} does not exist in Entra ID (404)" in out
+
+
+def test_check_exits_2_on_a_misspelt_property_without_reading_any_group(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = sandbox_mapping(three_role_grants(world.group_ids)).replace("{source: department,", "{source: departmnet,")
+    world.graph.log.clear()
+    assert check_with(monkeypatch, world, text) == 2
+    out = capsys.readouterr().out
+    assert "checked.yaml is invalid (1 problem(s))" in out
+    assert "attributes[5].source: 'departmnet' is not a Microsoft Graph v1.0 user property; did you mean" in out
+    assert world.graph.log.counts().get("groups.get", 0) == 0
+
+
+def test_check_exits_2_listing_the_settings_problems(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("GRAPH_CLIENT_STATE")
+    assert main(["check"]) == 2
+    out = capsys.readouterr().out
+    assert "GRAPH_CLIENT_STATE is required" in out
+    assert "settings: ok" not in out
