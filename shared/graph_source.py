@@ -30,6 +30,7 @@ from shared.model import SourceState, SourceUser
 ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
 SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups
 GROUP_TYPE: Final = "#microsoft.graph.group"
+USER_TYPE: Final = "#microsoft.graph.user"
 
 
 class DeltaExpired(PermanentError):
@@ -199,6 +200,13 @@ class GraphSource:
     async def transitive_user_members(self, group_id: str) -> set[str]:
         """Users in the group, directly or through nested groups. Raises :class:`GroupNotFound`
         (permanent) when Entra ID has no such group."""
+        return await self._transitive_members(group_id, USER_TYPE)
+
+    async def nested_groups(self, group_id: str) -> set[str]:
+        """The groups nested inside ``group_id``, at any depth (:class:`GroupNotFound` as above)."""
+        return await self._transitive_members(group_id, GROUP_TYPE)
+
+    async def _transitive_members(self, group_id: str, odata_type: str) -> set[str]:
         builder = self.client.groups.by_group_id(group_id).transitive_members
         params = builder.TransitiveMembersRequestBuilderGetQueryParameters(select=["id"], top=999)
         info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
@@ -206,7 +214,7 @@ class GraphSource:
             return {
                 str(item["id"])
                 async for item in self._pages("groups.transitiveMembers", info)
-                if item.get("@odata.type") == "#microsoft.graph.user"
+                if item.get("@odata.type") == odata_type
             }
         except NotFound as exc:
             raise GroupNotFound(group_id, "groups.transitiveMembers", self.mapping) from exc
@@ -230,17 +238,6 @@ class GraphSource:
             for user_id in await self.transitive_user_members(group_id):
                 groups_of.setdefault(user_id, set()).add(group_id)
         return groups_of
-
-    async def nested_groups(self, group_id: str) -> set[str]:
-        """The groups nested inside ``group_id``, at any depth."""
-        builder = self.client.groups.by_group_id(group_id).transitive_members
-        params = builder.TransitiveMembersRequestBuilderGetQueryParameters(select=["id"], top=999)
-        info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        return {
-            str(item["id"])
-            async for item in self._pages("groups.transitiveMembers", info)
-            if item.get("@odata.type") == GROUP_TYPE
-        }
 
     async def _pages(self, op: str, info: RequestInformation) -> AsyncIterator[dict[str, Any]]:
         async for page in self.pages(op, info):
