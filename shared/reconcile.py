@@ -30,7 +30,17 @@ from shared.errors import PermanentError
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, read_path
 from shared.model import DeprovisionState, Link, SourceState, SourceUser
-from shared.reconcile_model import Breaker, DriftRecord, RunSummary
+from shared.reconcile_model import (
+    Ambiguous,
+    AttributeMismatch,
+    Breaker,
+    DriftRecord,
+    Missing,
+    Orphaned,
+    RoleMismatch,
+    RunSummary,
+    Stale,
+)
 from shared.storage import AuditRow, AuditStore, LinkStore, StateStore, utcnow
 from shared.work import WorkItem, WorkQueue
 
@@ -57,6 +67,7 @@ class _Account:
     owner: str | None  # the Entra object id in app_metadata, if any
     blocked: bool
     last_seen: str | None  # last_login, else created_at
+    logged_in: bool  # whether last_seen is a login
     name: str
     values: tuple[Any, ...]  # the mapping's target paths, in ``Reconciler.paths`` order
 
@@ -158,11 +169,7 @@ class Reconciler:
                 continue
             summary.managed_accounts += 1
             if entra_id not in seen_entra and not account.blocked:
-                records.append(
-                    DriftRecord(
-                        "orphaned", entra_id, user_id, account.email or account.name, {"reason": "source deleted"}
-                    )
-                )
+                records.append(Orphaned("source deleted").record(entra_id, user_id, account.email or account.name))
         lap("orphans")
 
         counts: dict[str, int] = {}
@@ -212,6 +219,7 @@ class Reconciler:
                 owner=_text(read_path(user, f"app_metadata.{key}")),
                 blocked=bool(user.get("blocked")),
                 last_seen=_text(user.get("last_login")) or _text(user.get("created_at")),
+                logged_in=_text(user.get("last_login")) is not None,
                 name=str(user.get("name") or ""),
                 values=tuple(read_path(user, p) for p in self.paths),
             )
@@ -255,10 +263,10 @@ class Reconciler:
 
         found, problem = self._match(source, links.get(entra_id), auth0)
         if problem is not None:
-            return [DriftRecord("ambiguous", entra_id, None, display, problem)]
+            return [problem.record(entra_id, None, display)]
         if found is None:
             if state is SourceState.ACTIVE:
-                return [DriftRecord("missing", entra_id, None, display, {"state": "active"})]
+                return [Missing("active").record(entra_id, None, display)]
             return []
         seen_accounts.add(found.user_id)
         summary.managed_accounts += 1
@@ -266,7 +274,7 @@ class Reconciler:
             if found.blocked:
                 return []
             reason = "source disabled" if state is SourceState.DISABLED else "out of scope"
-            return [DriftRecord("orphaned", entra_id, found.user_id, display, {"reason": reason})]
+            return [Orphaned(reason).record(entra_id, found.user_id, display)]
 
         out: list[DriftRecord] = []
         current = dict(zip(self.paths, found.values, strict=True))
@@ -281,22 +289,22 @@ class Reconciler:
             fields["blocked"] = (True, False)
         if fields:
             changed = {path: [before, after] for path, (before, after) in sorted(fields.items())}
-            out.append(DriftRecord("attribute_mismatch", entra_id, found.user_id, display, {"fields": changed}))
+            out.append(AttributeMismatch(changed).record(entra_id, found.user_id, display))
         managed = self.mapping.managed_roles
         if managed:
             want = self.mapping.roles_for(groups)
             have = frozenset(roles_of.get(found.user_id, ())) & managed
             if want != have:
-                roles = {"add": sorted(want - have), "remove": sorted(have - want)}
-                out.append(DriftRecord("role_mismatch", entra_id, found.user_id, display, roles))
+                roles = RoleMismatch(add=sorted(want - have), remove=sorted(have - want))
+                out.append(roles.record(entra_id, found.user_id, display))
         stale = self._stale(found)
         if stale is not None:
-            out.append(DriftRecord("stale", entra_id, found.user_id, display, stale))
+            out.append(stale.record(entra_id, found.user_id, display))
         return out
 
     def _match(
         self, source: SourceUser, link: Link | None, auth0: _Auth0Side
-    ) -> tuple[_Account | None, dict[str, Any] | None]:
+    ) -> tuple[_Account | None, Ambiguous | None]:
         """The same order as the worker: link, deterministic id, then the mapping's precedence."""
         accounts = auth0.accounts
         if link is not None and not link.target_deleted and link.user_id in accounts:
@@ -325,14 +333,10 @@ class Reconciler:
                 assert decision.user_id is not None
                 return accounts[decision.user_id], None
             if decision.outcome in {"ambiguous", "conflict"}:
-                return None, {
-                    "candidates": list(decision.candidates),
-                    "matched_by": matcher,
-                    "problem": decision.outcome,
-                }
+                return None, Ambiguous(list(decision.candidates), matcher, decision.outcome)
         return None, None
 
-    def _stale(self, account: _Account) -> dict[str, Any] | None:
+    def _stale(self, account: _Account) -> Stale | None:
         if account.blocked or not account.last_seen:
             return None
         try:
@@ -342,7 +346,9 @@ class Reconciler:
         days = (self.now() - seen).days
         if days < self.mapping.reconcile.stale_after_days:
             return None
-        return {"last_seen": account.last_seen, "days": days}
+        if account.logged_in:
+            return Stale(days, last_login=account.last_seen)
+        return Stale(days, created_at=account.last_seen)
 
     # -- deciding --------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -29,7 +29,18 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from shared import names
 from shared.errors import BadInput, NotFound
-from shared.reconcile_model import DRIFT_ORDER, DRIFT_TITLES, DriftRecord, RunSummary
+from shared.reconcile_model import (
+    DRIFT_ORDER,
+    DRIFT_TITLES,
+    Ambiguous,
+    AttributeMismatch,
+    DriftRecord,
+    Missing,
+    Orphaned,
+    RoleMismatch,
+    RunSummary,
+    Stale,
+)
 
 REPORTS_CONTAINER: Final = names.REPORTS_CONTAINER
 
@@ -114,12 +125,19 @@ def show_value(value: Any) -> str:
 
 def _fields(record: DriftRecord) -> list[tuple[str, Any, Any]]:
     """attribute_mismatch details as (field, Auth0 value, Entra value)."""
-    fields: Mapping[str, Sequence[Any]] = record.details.get("fields") or {}
+    fields: Mapping[str, Sequence[Any]] = AttributeMismatch.of(record).fields or {}
     return [(name, pair[0], pair[1]) for name, pair in fields.items()]
 
 
-def _roles(record: DriftRecord, key: str) -> list[str]:
-    return [str(role) for role in record.details.get(key) or []]
+def _texts(values: Iterable[Any] | None) -> list[str]:
+    return [str(value) for value in values or ()]
+
+
+def _last_login(stale: Stale) -> str:
+    """When a stale account last logged in, or that it never did (and when it was created)."""
+    if stale.last_login:
+        return f"last login {stale.last_login}"
+    return f"never logged in, created {stale.created_at}" if stale.created_at else "never logged in"
 
 
 def what_differs(record: DriftRecord) -> str:
@@ -128,28 +146,27 @@ def what_differs(record: DriftRecord) -> str:
     Role changes are written ``roles: +added; -removed`` rather than ``+role ...`` so the text never
     starts like a formula and is not mangled by the CSV guard.
     """
-    d = record.details
     match record.drift:
-        case "missing":
-            return f"no Auth0 account; Entra state: {d.get('state', 'unknown')}"
-        case "orphaned":
-            return f"no Entra source: {d.get('reason', 'unknown')}"
-        case "attribute_mismatch":
+        case Missing.drift:
+            return f"no Auth0 account; Entra state: {Missing.of(record).state or 'unknown'}"
+        case Orphaned.drift:
+            return f"no Entra source: {Orphaned.of(record).reason or 'unknown'}"
+        case AttributeMismatch.drift:
             parts = [f"{name}: {show_value(a)} -> {show_value(e)}" for name, a, e in _fields(record)]
             return "; ".join(parts) or "(no fields listed)"
-        case "role_mismatch":
-            changes = [f"+{r}" for r in _roles(record, "add")] + [f"-{r}" for r in _roles(record, "remove")]
+        case RoleMismatch.drift:
+            roles = RoleMismatch.of(record)
+            changes = [f"+{r}" for r in _texts(roles.add)] + [f"-{r}" for r in _texts(roles.remove)]
             return "roles: " + "; ".join(changes) if changes else "(no roles listed)"
-        case "ambiguous":
-            candidates = ", ".join(_roles(record, "candidates")) or "(none listed)"
-            return f"candidates: {candidates} (matched by {d.get('matched_by', 'unknown')})"
-        case "stale":
-            last = d.get("last_login")
-            days = d.get("days")
-            seen = f"last login {last}" if last else "never logged in"
-            return f"{seen} ({days} days)" if days is not None else seen
+        case Ambiguous.drift:
+            ambiguous = Ambiguous.of(record)
+            candidates = ", ".join(_texts(ambiguous.candidates)) or "(none listed)"
+            return f"candidates: {candidates} (matched by {ambiguous.matched_by or 'unknown'})"
+        case Stale.drift:
+            stale = Stale.of(record)
+            return f"{_last_login(stale)} ({stale.days} days)"
         case _:
-            return _json(d)
+            return _json(record.details)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -479,7 +496,7 @@ _IDENTITY_HEAD: Final = "<th>Identity</th><th>Entra object id</th><th>Auth0 user
 def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
     """The table head and body rows for one drift class."""
     rows: list[str] = []
-    if drift == "attribute_mismatch":
+    if drift == AttributeMismatch.drift:
         head = f"{_IDENTITY_HEAD}<th>Field</th><th>Auth0 value</th><th>Entra value</th><th>Done</th>"
         for r in records:
             fields = _fields(r) or [("(no fields listed)", None, None)]
@@ -494,41 +511,44 @@ def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
                 else:
                     rows.append(f"<tr>{cells}</tr>")
         return head, rows
-    if drift == "role_mismatch":
+    if drift == RoleMismatch.drift:
         head = f"{_IDENTITY_HEAD}<th>Roles to add</th><th>Roles to remove</th><th>Done</th>"
         for r in records:
-            add = "<br>".join(esc(x) for x in _roles(r, "add")) or _nil("(none)")
-            remove = "<br>".join(esc(x) for x in _roles(r, "remove")) or _nil("(none)")
+            roles = RoleMismatch.of(r)
+            add = "<br>".join(esc(x) for x in _texts(roles.add)) or _nil("(none)")
+            remove = "<br>".join(esc(x) for x in _texts(roles.remove)) or _nil("(none)")
             rows.append(f"<tr>{_identity_cells(r)}<td>{add}</td><td>{remove}</td><td>{_action(r.action)}</td></tr>")
         return head, rows
-    if drift == "ambiguous":
+    if drift == Ambiguous.drift:
         head = f"{_IDENTITY_HEAD}<th>Matched by</th><th>Candidates (never fixed automatically)</th><th>Done</th>"
         for r in records:
-            candidates = "".join(f"<li>{_id(c)}</li>" for c in _roles(r, "candidates"))
+            ambiguous = Ambiguous.of(r)
+            candidates = "".join(f"<li>{_id(c)}</li>" for c in _texts(ambiguous.candidates))
             cell = f'<ul class="plain">{candidates}</ul>' if candidates else _nil("(none listed)")
-            matched = r.details.get("matched_by")
             rows.append(
-                f"<tr>{_identity_cells(r)}<td>{_cell_value(matched)}</td><td>{cell}</td>"
+                f"<tr>{_identity_cells(r)}<td>{_cell_value(ambiguous.matched_by)}</td><td>{cell}</td>"
                 f"<td>{_action(r.action)}</td></tr>"
             )
         return head, rows
-    if drift == "stale":
+    if drift == Stale.drift:
         head = f"{_IDENTITY_HEAD}<th>Last login</th><th class=n>Days</th><th>Done</th>"
         for r in records:
-            last = r.details.get("last_login")
-            days = r.details.get("days")
+            stale = Stale.of(r)
+            never = f"never (created {stale.created_at})" if stale.created_at else "never"
             rows.append(
-                f"<tr>{_identity_cells(r)}<td>{esc(last) if last else _nil('never')}</td>"
-                f"<td class=n>{esc(days) if days is not None else ''}</td><td>{_action(r.action)}</td></tr>"
+                f"<tr>{_identity_cells(r)}<td>{esc(stale.last_login) if stale.last_login else _nil(never)}</td>"
+                f"<td class=n>{esc(stale.days)}</td><td>{_action(r.action)}</td></tr>"
             )
         return head, rows
-    if drift in ("missing", "orphaned"):
-        key, label = ("state", "Entra state") if drift == "missing" else ("reason", "Reason")
+    one_column: dict[str, tuple[str, Callable[[DriftRecord], str]]] = {
+        Missing.drift: ("Entra state", lambda r: Missing.of(r).state),
+        Orphaned.drift: ("Reason", lambda r: Orphaned.of(r).reason),
+    }
+    if drift in one_column:
+        label, value = one_column[drift]
         head = f"{_IDENTITY_HEAD}<th>{label}</th><th>Done</th>"
         for r in records:
-            rows.append(
-                f"<tr>{_identity_cells(r)}<td>{_cell_value(r.details.get(key))}</td><td>{_action(r.action)}</td></tr>"
-            )
+            rows.append(f"<tr>{_identity_cells(r)}<td>{_cell_value(value(r))}</td><td>{_action(r.action)}</td></tr>")
         return head, rows
     head = f"{_IDENTITY_HEAD}<th>Details</th><th>Done</th>"
     for r in records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Callable, Coroutine
@@ -15,7 +16,21 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from sandbox.azurite import Azurite
 from shared.errors import BadInput, NotFound
-from shared.reconcile_model import DRIFT_ORDER, DRIFT_TITLES, Breaker, DriftRecord, RunSummary
+from shared.reconcile_model import (
+    DETAIL_TYPES,
+    DRIFT_ORDER,
+    DRIFT_TITLES,
+    Ambiguous,
+    AttributeMismatch,
+    Breaker,
+    Details,
+    DriftRecord,
+    Missing,
+    Orphaned,
+    RoleMismatch,
+    RunSummary,
+    Stale,
+)
 from shared.report import (
     CSV_COLUMNS,
     ReportStore,
@@ -31,35 +46,23 @@ from shared.report import (
 HOSTILE = '<script>alert("x")</script> O\'Brien & Zoë 山田'
 
 
+def record(
+    details: Details, entra_id: str | None, user_id: str | None, display: str, action: str = "reported"
+) -> DriftRecord:
+    """A record built the way the reconciler builds it."""
+    return dataclasses.replace(details.record(entra_id, user_id, display), action=action)
+
+
 def records() -> list[DriftRecord]:
+    grace = {"email": ["grace@old.example", "grace@new.example"], "family_name": [None, "Hopper"]}
     return [
-        DriftRecord("stale", "e-6", "auth0|6", "Sam Stale", {"last_login": "2025-01-02T03:04:05Z", "days": 321}),
-        DriftRecord("stale", "e-7", "auth0|7", "Nora Never", {"last_login": None, "days": 400}),
-        DriftRecord("missing", "e-1", None, "Ada Lovelace", {"state": "active"}, action="enqueued"),
-        DriftRecord("orphaned", None, "auth0|2", "Old Account", {"reason": "source deleted"}, action="held"),
-        DriftRecord(
-            "attribute_mismatch",
-            "e-3",
-            "auth0|3",
-            "Grace Hopper",
-            {"fields": {"email": ["grace@old.example", "grace@new.example"], "family_name": [None, "Hopper"]}},
-            action="enqueued",
-        ),
-        DriftRecord(
-            "role_mismatch",
-            "e-4",
-            "auth0|4",
-            "Sales Person",
-            {"add": ["Sales Writer"], "remove": ["Employee"]},
-            action="enqueued",
-        ),
-        DriftRecord(
-            "ambiguous",
-            "e-5",
-            None,
-            "Two Matches",
-            {"candidates": ["auth0|5a", "auth0|5b"], "matched_by": "email"},
-        ),
+        record(Stale(321, last_login="2025-01-02T03:04:05Z", created_at=None), "e-6", "auth0|6", "Sam Stale"),
+        record(Stale(400, created_at="2024-10-18T00:00:00Z"), "e-7", "auth0|7", "Nora Never"),
+        record(Missing("active"), "e-1", None, "Ada Lovelace", action="enqueued"),
+        record(Orphaned("source deleted"), None, "auth0|2", "Old Account", action="held"),
+        record(AttributeMismatch(grace), "e-3", "auth0|3", "Grace Hopper", action="enqueued"),
+        record(RoleMismatch(["Sales Writer"], ["Employee"]), "e-4", "auth0|4", "Sales Person", action="enqueued"),
+        record(Ambiguous(["auth0|5a", "auth0|5b"], "email", "ambiguous"), "e-5", None, "Two Matches"),
     ]
 
 
@@ -137,7 +140,29 @@ def test_what_differs_reads_as_one_line_per_class() -> None:
     assert by_class["role_mismatche-4"] == "roles: +Sales Writer; -Employee"
     assert by_class["ambiguouse-5"] == "candidates: auth0|5a, auth0|5b (matched by email)"
     assert by_class["stalee-6"] == "last login 2025-01-02T03:04:05Z (321 days)"
-    assert by_class["stalee-7"] == "never logged in (400 days)"
+    assert by_class["stalee-7"] == "never logged in, created 2024-10-18T00:00:00Z (400 days)"
+
+
+def test_every_class_reads_back_the_details_it_wrote_through_the_stored_json() -> None:
+    samples: dict[type[Details], Details] = {
+        Missing: Missing("active"),
+        Orphaned: Orphaned("out of scope"),
+        AttributeMismatch: AttributeMismatch({"name": ["Old", "New"]}),
+        RoleMismatch: RoleMismatch(["Sales Writer"], ["Employee"]),
+        Ambiguous: Ambiguous(["auth0|a", "auth0|b"], "email", "ambiguous"),
+        Stale: Stale(120, last_login="2025-01-01T00:00:00Z"),
+    }
+    assert set(samples) == set(DETAIL_TYPES)
+    for kind, details in samples.items():
+        stored = json.loads(json.dumps(details.record("e", "u", "Someone").to_dict()))
+        back = DriftRecord.from_dict(stored)
+        assert back.drift == kind.drift
+        assert kind.of(back) == details
+
+
+def test_details_of_one_class_are_not_read_from_a_record_of_another() -> None:
+    with pytest.raises(ValueError, match="a 'missing' record has no Stale details"):
+        Stale.of(Missing("active").record("e", None, "Someone"))
 
 
 @pytest.mark.parametrize("good", ["20261122T020000Z-1a2b3c", "a", "run_1.2-x"])
@@ -287,7 +312,7 @@ def test_html_tables_show_what_differs_and_what_was_done() -> None:
     assert "Sales Person e-4 auth0|4 Sales Writer Employee enqueued" in text
     assert "Two Matches e-5 (none) email auth0|5a auth0|5b reported only" in text
     assert "Sam Stale e-6 auth0|6 2025-01-02T03:04:05Z 321 reported only" in text
-    assert "Nora Never e-7 auth0|7 never 400" in text
+    assert "Nora Never e-7 auth0|7 never (created 2024-10-18T00:00:00Z) 400" in text
     assert "Old Account (none) auth0|2 source deleted held" in text
 
 

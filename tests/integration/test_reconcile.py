@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
 from shared.mapping import load_mapping
+from shared.reconcile_model import DriftRecord, RunSummary
 from shared.work import WorkItem
 from tests.integration.world import World, audit_rows, drain, queued, services_for
 
@@ -78,7 +81,7 @@ def test_every_drift_class_is_found_and_the_safe_ones_are_repaired(world: World,
     world.graph.update_user(leaver, accountEnabled=False)  # its notification was lost
     stale_roles = world.auth0.user_role_names(f"auth0|{stale}")
     api(world, "DELETE", f"/users/auth0|{stale}")
-    world.auth0.add_user({"user_id": stale, "email": f"{stale}@old.example", "last_login": "2020-01-01T00:00:00.000Z",
+    world.auth0.add_user({"user_id": stale, "email": f"{stale}@old.example", "last_login": "2020-01-01T00:00:00Z",
                           "app_metadata": {"entra_object_id": stale}, "roles": stale_roles})  # fmt: skip
     api(world, "DELETE", f"/users/auth0|{twin}")
     for n in (1, 2):
@@ -116,6 +119,53 @@ def test_every_drift_class_is_found_and_the_safe_ones_are_repaired(world: World,
     assert {r.drift for r in rest} == {"stale", "ambiguous"}
     assert world.account(leaver)["blocked"] is True  # type: ignore[index]
     assert world.auth0.get_user("auth0|twin-1")["name"] != "Changed"  # type: ignore[index]
+
+
+def members(world: World) -> list[str]:
+    """Enabled Member users: in scope, with an Auth0 account after ``in_sync_start``."""
+    dump = world.graph.snapshot(full=True)["dump"]
+    return [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
+
+
+def age_account(world: World, entra_id: str, **times: str) -> None:
+    """Put the same in-sync account back with other ``created_at`` / ``last_login`` times (the
+    Management API cannot set them); without ``last_login`` it never logged in."""
+    account = world.account(entra_id)
+    assert account is not None
+    roles = world.auth0.user_role_names(f"auth0|{entra_id}")
+    api(world, "DELETE", f"/users/auth0|{entra_id}")
+    kept = ("email", "email_verified", "name", "given_name", "family_name", "user_metadata", "app_metadata")
+    same = {k: account[k] for k in kept if k in account}
+    world.auth0.add_user({**same, "user_id": entra_id, "roles": roles, **times})
+
+
+async def run_and_read_report(world: World, mode: str = "dry-run") -> tuple[RunSummary, list[DriftRecord], bytes, str]:
+    """One reconciliation run with the real report store, and the report.html and report.csv it stored."""
+    async with services_for(world) as svc:
+        summary, records = await svc.reconciler.run(mode)
+        page = await svc.reports.load(summary.run_id, "html")
+        table = (await svc.reports.load(summary.run_id, "csv")).decode("utf-8-sig")
+        return summary, records, page, table
+
+
+def what_differs_by_identity(table: str) -> dict[str, str]:
+    return {row["entra_id"]: row["what_differs"] for row in csv.DictReader(io.StringIO(table, newline=""))}
+
+
+def test_the_stored_report_says_when_a_stale_account_last_logged_in(world: World) -> None:
+    in_sync_start(world)
+    logged_in, never = members(world)[:2]
+    age_account(world, logged_in, created_at="2019-06-01T00:00:00Z", last_login="2020-01-01T00:00:00Z")
+    age_account(world, never, created_at="2020-02-01T00:00:00Z")
+
+    summary, _, page, table = run(run_and_read_report(world))
+
+    assert summary.counts == {"stale": 2}
+    differs = what_differs_by_identity(table)
+    assert differs[logged_in].startswith("last login 2020-01-01T00:00:00Z (")
+    assert differs[never].startswith("never logged in, created 2020-02-01T00:00:00Z (")
+    assert b"2020-01-01T00:00:00Z" in page
+    assert b"never (created 2020-02-01T00:00:00Z)" in page
 
 
 def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, indexed: dict[str, Any]) -> None:
