@@ -29,7 +29,7 @@ from shared.auth0_target import Auth0Target
 from shared.errors import PermanentError
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, read_path
-from shared.model import DeprovisionState, Link, SourceState, SourceUser
+from shared.model import ActionKind, DeprovisionState, Link, SourceState, SourceUser
 from shared.reconcile_model import (
     Ambiguous,
     AttributeMismatch,
@@ -39,6 +39,7 @@ from shared.reconcile_model import (
     Orphaned,
     RoleMismatch,
     RunSummary,
+    Skipped,
     Stale,
 )
 from shared.storage import AuditRow, AuditStore, LinkStore, StateStore, utcnow
@@ -265,9 +266,13 @@ class Reconciler:
         if problem is not None:
             return [problem.record(entra_id, None, display)]
         if found is None:
-            if state is SourceState.ACTIVE:
-                return [Missing("active").record(entra_id, None, display)]
-            return []
+            if state is not SourceState.ACTIVE:
+                return []
+            # Classified as the worker would plan it: a joiner it skips is not missing, and never queued.
+            first = planner.plan(source, None, links.get(entra_id), self.mapping).actions[0]
+            if first.kind is ActionKind.SKIP:
+                return [Skipped(first.reason).record(entra_id, None, display)]
+            return [Missing("active").record(entra_id, None, display)]
         seen_accounts.add(found.user_id)
         summary.managed_accounts += 1
         if state is not SourceState.ACTIVE:

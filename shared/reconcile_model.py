@@ -68,6 +68,16 @@ class Missing(Details):
 
 
 @dataclass(frozen=True)
+class Skipped(Details):
+    """In scope in Entra, no Auth0 account, and the worker will not create one: it plans a skip
+    (today: no email after mapping). Reported with the worker's reason, never queued."""
+
+    drift: ClassVar[str] = "skipped"
+    title: ClassVar[str] = "Not created in Auth0 (the worker skips them)"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Orphaned(Details):
     """A managed, still active Auth0 account whose Entra user is gone, disabled or out of scope."""
 
@@ -117,6 +127,7 @@ class Stale(Details):
 # The drift classes, in the order reports show them.
 DETAIL_TYPES: tuple[type[Details], ...] = (
     Missing,
+    Skipped,
     Orphaned,
     AttributeMismatch,
     RoleMismatch,

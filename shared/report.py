@@ -39,6 +39,7 @@ from shared.reconcile_model import (
     Orphaned,
     RoleMismatch,
     RunSummary,
+    Skipped,
     Stale,
 )
 
@@ -149,6 +150,8 @@ def what_differs(record: DriftRecord) -> str:
     match record.drift:
         case Missing.drift:
             return f"no Auth0 account; Entra state: {Missing.of(record).state or 'unknown'}"
+        case Skipped.drift:
+            return f"not created: {Skipped.of(record).reason or 'the worker skips it'}"
         case Orphaned.drift:
             return f"no Entra source: {Orphaned.of(record).reason or 'unknown'}"
         case AttributeMismatch.drift:
@@ -233,6 +236,7 @@ def esc(value: Any) -> str:
 
 _COLORS: Final = {
     "missing": "#2563eb",
+    "skipped": "#0891b2",
     "orphaned": "#dc2626",
     "attribute_mismatch": "#d97706",
     "role_mismatch": "#7c3aed",
@@ -542,6 +546,7 @@ def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
         return head, rows
     one_column: dict[str, tuple[str, Callable[[DriftRecord], str]]] = {
         Missing.drift: ("Entra state", lambda r: Missing.of(r).state),
+        Skipped.drift: ("Why the worker does not create it", lambda r: Skipped.of(r).reason),
         Orphaned.drift: ("Reason", lambda r: Orphaned.of(r).reason),
     }
     if drift in one_column:

@@ -29,6 +29,7 @@ from shared.reconcile_model import (
     Orphaned,
     RoleMismatch,
     RunSummary,
+    Skipped,
     Stale,
 )
 from shared.report import (
@@ -146,6 +147,7 @@ def test_what_differs_reads_as_one_line_per_class() -> None:
 def test_every_class_reads_back_the_details_it_wrote_through_the_stored_json() -> None:
     samples: dict[type[Details], Details] = {
         Missing: Missing("active"),
+        Skipped: Skipped("joiner has no email after mapping; Auth0 needs one"),
         Orphaned: Orphaned("out of scope"),
         AttributeMismatch: AttributeMismatch({"name": ["Old", "New"]}),
         RoleMismatch: RoleMismatch(["Sales Writer"], ["Employee"]),
@@ -316,6 +318,16 @@ def test_html_tables_show_what_differs_and_what_was_done() -> None:
     assert "Old Account (none) auth0|2 source deleted held" in text
 
 
+def test_html_lists_joiners_the_worker_skips_apart_from_missing_ones_with_the_reason() -> None:
+    why = "joiner has no email after mapping; Auth0 needs one"
+    recs = [record(Skipped(why), "e-9", None, "No Mail"), record(Missing("active"), "e-1", None, "Ada")]
+    text = Page(render_html(summary(), recs, [])).plain
+    assert f"{DRIFT_TITLES['missing']} (1)" in text
+    assert f"{DRIFT_TITLES['skipped']} (1)" in text
+    assert f"No Mail e-9 (none) {why} reported only" in text
+    assert what_differs(recs[0]) == f"not created: {why}"
+
+
 def test_html_of_a_dry_run_says_nothing_changed() -> None:
     dry = [DriftRecord("missing", "e-1", None, "Ada", {"state": "active"}, action="none")]
     text = Page(render_html(summary(mode="dry-run"), dry, [])).plain
@@ -450,6 +462,7 @@ def big(n: int) -> list[DriftRecord]:
         drift = DRIFT_ORDER[i % len(DRIFT_ORDER)]
         details: dict[str, Any] = {
             "missing": {"state": "active"},
+            "skipped": {"reason": "joiner has no email after mapping; Auth0 needs one"},
             "orphaned": {"reason": "source deleted"},
             "attribute_mismatch": {"fields": {"email": [f"u{i}@old.example", f"u{i}@new.example"]}},
             "role_mismatch": {"add": ["Sales Writer"], "remove": ["Employee"]},
@@ -462,12 +475,12 @@ def big(n: int) -> list[DriftRecord]:
 
 def test_a_large_run_is_whole_in_csv_and_json_and_capped_in_html() -> None:
     # Rendering speed at 100,000 records is measured in bench/, not asserted here.
-    recs = big(13_000)
+    recs = big(15_000)
     as_json = render_json(summary(), recs)
     as_csv = render_csv(recs)
     as_html = render_html(summary(), recs, [])
-    assert json.loads(as_json)["record_count"] == 13_000
-    assert as_csv.count(b"\r\n") == 13_001
+    assert json.loads(as_json)["record_count"] == 15_000
+    assert as_csv.count(b"\r\n") == 15_001
     assert as_html.count(b"Showing the first 2,000 of") == len(DRIFT_ORDER)
 
 

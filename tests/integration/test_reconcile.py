@@ -168,6 +168,26 @@ def test_the_stored_report_says_when_a_stale_account_last_logged_in(world: World
     assert b"never (created 2020-02-01T00:00:00Z)" in page
 
 
+def test_an_in_scope_user_the_worker_would_not_create_is_reported_as_skipped_not_missing(world: World) -> None:
+    in_sync_start(world)
+    no_mail = members(world)[0]
+    api(world, "DELETE", f"/users/auth0|{no_mail}")
+    world.graph.update_user(no_mail, mail=None)  # the mapping takes the email from mail: none after mapping
+
+    async def scenario() -> Any:
+        async with services_for(world, reports=None) as svc:  # remediate lists missing
+            summary, records = await svc.reconciler.run("apply")
+            return summary, records, await queued(svc)
+
+    summary, records, items = run(scenario())
+    assert summary.counts == {"skipped": 1}
+    [skipped] = records
+    assert (skipped.entra_id, skipped.action) == (no_mail, "reported")
+    assert skipped.details == {"reason": "joiner has no email after mapping; Auth0 needs one"}
+    assert items == []
+    assert summary.enqueued == 0
+
+
 def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, indexed: dict[str, Any]) -> None:
     in_sync_start(world)
     dump = world.graph.snapshot(full=True)["dump"]
