@@ -89,10 +89,11 @@ async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> in
     print(f"run {summary.run_id} ({summary.mode}): {summary.status}")
     print(f"  Entra users {summary.entra_users} (in scope {summary.entra_in_scope})")
     print(f"  Auth0 accounts {summary.auth0_users} ({summary.auth0_read}), managed {summary.managed_accounts}")
-    print(f"  in sync {summary.in_sync}")
+    print(f"  in sync {summary.in_sync} of {summary.entra_in_scope} in-scope identities")
+    print(f"  drift records {sum(summary.counts.values())}, about {summary.drifted} identities:")
     for drift, count in sorted(summary.counts.items()):
         print(f"  {drift:<20} {count}")
-    print(f"  enqueued {summary.enqueued}, held {summary.held}")
+    print(f"  identities enqueued {summary.enqueued} (one work item each), held {summary.held}")
     if summary.breaker.tripped:
         print(f"  CIRCUIT BREAKER: {summary.breaker.reason}")
         print(f"  review the report, then: entra-sync approve {summary.run_id}")

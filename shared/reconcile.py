@@ -177,8 +177,7 @@ class Reconciler:
         for r in records:
             counts[r.drift] = counts.get(r.drift, 0) + 1
         summary.counts = counts
-        drifted = {r.entra_id or r.user_id for r in records if r.drift != "stale"}
-        summary.in_sync = max(0, summary.entra_in_scope - len(drifted))
+        summary.drifted = len({r.identity for r in records})
         summary.breaker = await self._breaker(summary, records)
         await self._decide(summary, records)
         lap("decide")
@@ -260,6 +259,22 @@ class Reconciler:
             state = SourceState.ACTIVE
             summary.entra_in_scope += 1
         source = SourceUser(entra_id, state, user, groups)
+        records = self._drift(source, user, links, auth0, roles_of, seen_accounts, summary)
+        if state is SourceState.ACTIVE and not records:
+            summary.in_sync += 1
+        return records
+
+    def _drift(
+        self,
+        source: SourceUser,
+        user: dict[str, Any],
+        links: dict[str, Link],
+        auth0: _Auth0Side,
+        roles_of: dict[str, frozenset[str]],
+        seen_accounts: set[str],
+        summary: RunSummary,
+    ) -> list[DriftRecord]:
+        entra_id, state, groups = source.id, source.state, source.group_ids
         display = str(user.get("displayName") or user.get("userPrincipalName") or entra_id)
 
         found, problem = self._match(source, links.get(entra_id), auth0)

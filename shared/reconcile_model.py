@@ -29,6 +29,12 @@ class DriftRecord:
     details: dict[str, Any] = field(default_factory=dict)
     action: str = "reported"  # "enqueued", "reported", "held" (circuit breaker), "none" (dry run)
 
+    @property
+    def identity(self) -> str:
+        """Who the record is about: the Entra object id, else (an orphan) the Auth0 user id.
+        One identity can have a record in several classes."""
+        return self.entra_id or self.user_id or ""
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -159,10 +165,11 @@ class RunSummary:
     entra_in_scope: int = 0
     auth0_users: int = 0
     managed_accounts: int = 0
-    in_sync: int = 0
-    counts: dict[str, int] = field(default_factory=dict)  # drift class -> identities
-    enqueued: int = 0
-    held: int = 0
+    in_sync: int = 0  # in-scope Entra identities with no drift record (so entra_in_scope - in_sync have drift)
+    counts: dict[str, int] = field(default_factory=dict)  # drift class -> records (one per identity in the class)
+    drifted: int = 0  # identities with at least one drift record, in scope or not (fewer than the records)
+    enqueued: int = 0  # identities queued for the worker: one work item each, however many classes
+    held: int = 0  # identities whose deprovision the circuit breaker held
     breaker: Breaker = field(default_factory=Breaker)
     auth0_read: str = ""  # "list" or "export job"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase

@@ -20,6 +20,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -337,7 +338,39 @@ def _counts(records: Sequence[DriftRecord]) -> Counter[str]:
     return Counter(r.drift for r in records)
 
 
-def _header(summary: RunSummary, total: int) -> list[str]:
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Drift counted both ways: records (one per identity and class) and identities (people or
+    accounts). One identity in two classes is two records; the worker gets one work item per identity."""
+
+    records: Counter[str]  # action -> records
+    identities: Counter[str]  # action -> identities with a record of that action
+    total_records: int
+    total_identities: int
+
+    @classmethod
+    def of(cls, records: Sequence[DriftRecord]) -> Tally:
+        by_action: dict[str, set[str]] = {}
+        for r in records:
+            by_action.setdefault(r.action, set()).add(r.identity)
+        return cls(
+            records=Counter(r.action for r in records),
+            identities=Counter({action: len(who) for action, who in by_action.items()}),
+            total_records=len(records),
+            total_identities=len({r.identity for r in records}),
+        )
+
+    def both(self, action: str) -> str:
+        """``3 identities (4 drift records)`` for one action."""
+        n = self.identities[action]
+        return f"{_plural(n, 'identity', 'identities')} ({_plural(self.records[action], 'record', 'records')})"
+
+
+def _header(summary: RunSummary, tally: Tally) -> list[str]:
     s = summary
     out = [
         f"<h1>Reconciliation run <code>{esc(s.run_id)}</code> "
@@ -354,10 +387,14 @@ def _header(summary: RunSummary, total: int) -> list[str]:
     items += [
         ("Entra users", f"{s.entra_users:,} ({s.entra_in_scope:,} in scope)"),
         ("Auth0 users", f"{s.auth0_users:,} ({s.managed_accounts:,} managed)"),
-        ("In sync", f"{s.in_sync:,}"),
-        ("Drift", f"{total:,}"),
-        ("Enqueued", f"{s.enqueued:,}"),
-        ("Held", f"{s.held:,}"),
+        ("In sync", f"{s.in_sync:,} of {s.entra_in_scope:,} in-scope identities"),
+        (
+            "Drift",
+            f"{_plural(tally.total_records, 'record', 'records')} about "
+            f"{_plural(tally.total_identities, 'identity', 'identities')}",
+        ),
+        ("Enqueued", tally.both("enqueued")),
+        ("Held", tally.both("held")),
     ]
     if s.auth0_read:
         items.append(("Auth0 read", s.auth0_read))
@@ -389,8 +426,8 @@ def _banners(summary: RunSummary, total: int) -> list[str]:
             f"<tr><td>Share of managed users</td><td class=n>{b.share:.1%}</td>"
             f"<td class=n>{b.share_limit:.1%}</td></tr>"
             "</tbody></table>"
-            f"<p>{s.held:,} change(s) are held until someone approves this run. After reviewing the tables "
-            "below, approve it with:</p>"
+            f"<p>The deprovisions of {_plural(s.held, 'identity', 'identities')} are held until someone approves "
+            "this run. After reviewing the tables below, approve it with:</p>"
             f'<p><code class="command">{esc(command)}</code></p></section>'
         )
     elif b.tripped:
@@ -413,14 +450,22 @@ def _banners(summary: RunSummary, total: int) -> list[str]:
     return out
 
 
-def _counts_table(classes: Sequence[str], records: Sequence[DriftRecord], summary: RunSummary) -> list[str]:
+def _counts_table(
+    classes: Sequence[str], records: Sequence[DriftRecord], summary: RunSummary, tally: Tally
+) -> list[str]:
     by_action: dict[str, Counter[str]] = {}
     for r in records:
         by_action.setdefault(r.drift, Counter())[r.action] += 1
     actions = [a for a in ACTION_LABELS if any(a in c for c in by_action.values())]
+    in_scope_drifted = max(0, summary.entra_in_scope - summary.in_sync)
     out = [
         "<h2>Counts by class</h2>",
-        "<table><thead><tr><th>Drift class</th><th class=n>Identities</th>",
+        '<p class="note">Each drift record is one identity in one class, and one identity can be in several '
+        f"classes: the {_plural(tally.total_records, 'record', 'records')} below are about "
+        f"{_plural(tally.total_identities, 'identity', 'identities')}. The worker gets one work item per "
+        f"identity. Of the {summary.entra_in_scope:,} in-scope Entra identities, {summary.in_sync:,} are in sync "
+        f"and {in_scope_drifted:,} have drift; the others with drift are outside the scope (orphans).</p>",
+        "<table><thead><tr><th>Drift class</th><th class=n>Records</th>",
         *(f"<th class=n>{esc(ACTION_LABELS[a])}</th>" for a in actions),
         "</tr></thead><tbody>",
     ]
@@ -436,11 +481,19 @@ def _counts_table(classes: Sequence[str], records: Sequence[DriftRecord], summar
             f"<td class=n>{n:,}</td>" + "".join(f"<td class=n>{c[a]:,}</td>" for a in actions) + "</tr>"
         )
     out.append(
-        f"<tr><th>Total drift</th><th class=n>{sum(total.values()):,}</th>"
+        f"<tr><th>Total drift records</th><th class=n>{sum(total.values()):,}</th>"
         + "".join(f"<th class=n>{total[a]:,}</th>" for a in actions)
         + "</tr>"
     )
-    out.append(f"<tr><td>In sync</td><td class=n>{summary.in_sync:,}</td>{'<td></td>' * len(actions)}</tr>")
+    out.append(
+        f"<tr><th>Identities with drift</th><th class=n>{tally.total_identities:,}</th>"
+        + "".join(f"<th class=n>{tally.identities[a]:,}</th>" for a in actions)
+        + "</tr>"
+    )
+    out.append(
+        f"<tr><td>In sync (in-scope identities with no drift)</td><td class=n>{summary.in_sync:,}</td>"
+        f"{'<td></td>' * len(actions)}</tr>"
+    )
     out.append("</tbody></table>")
     return out
 
@@ -597,6 +650,7 @@ def render_html(
     for r in recs:
         by_class.setdefault(r.drift, []).append(r)
     total = len(recs)
+    tally = Tally.of(recs)
     title = f"Reconciliation {summary.run_id} · {summary.status}"
     out = [
         "<!DOCTYPE html>",
@@ -605,10 +659,10 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         "<header>",
-        *_header(summary, total),
+        *_header(summary, tally),
         "</header><main>",
         *_banners(summary, total),
-        *_counts_table(classes, recs, summary),
+        *_counts_table(classes, recs, summary, tally),
         *_trend(summary, counts, history),
     ]
     for drift in classes:

@@ -78,7 +78,7 @@ def summary(**kw: Any) -> RunSummary:
         "entra_in_scope": 1_100,
         "auth0_users": 1_150,
         "managed_accounts": 1_090,
-        "in_sync": 1_083,
+        "in_sync": 1_094,  # records() has drift for 6 in-scope identities and one orphan
         "counts": {"missing": 1, "orphaned": 1, "attribute_mismatch": 1, "role_mismatch": 1, "ambiguous": 1},
         "enqueued": 3,
         "auth0_read": "export job",
@@ -303,8 +303,30 @@ def test_html_counts_by_class_follow_drift_order_with_titles() -> None:
     positions = [counts.index(DRIFT_TITLES[d]) for d in DRIFT_ORDER]
     assert positions == sorted(positions)
     assert f"{DRIFT_TITLES['stale']} 2 " in counts
-    assert "Total drift 7 3 3 1" in counts  # identities, enqueued, reported only, held
-    assert "In sync 1,083" in counts
+    assert "Total drift records 7 3 3 1" in counts  # records, enqueued, reported only, held
+    assert "Identities with drift 7 3 3 1" in counts
+    assert "In sync (in-scope identities with no drift) 1,094" in counts
+
+
+def test_html_counts_records_and_identities_apart_so_that_the_numbers_add_up() -> None:
+    both = [
+        record(AttributeMismatch({"name": ["Old", "New"]}), "e-1", "auth0|1", "Two Ways", action="enqueued"),
+        record(RoleMismatch(["Employee"], []), "e-1", "auth0|1", "Two Ways", action="enqueued"),
+        record(Missing("active"), "e-2", None, "Ada", action="enqueued"),
+        record(Orphaned("source deleted"), None, "auth0|9", "Gone", action="held"),
+    ]
+    run = summary(entra_in_scope=10, in_sync=8, enqueued=2, held=1)
+    text = Page(render_html(run, both, [])).plain
+    header = text[: text.index("Counts by class")]
+    assert "In sync 8 of 10 in-scope identities" in header
+    assert "Drift 4 records about 3 identities" in header
+    assert "Enqueued 2 identities (3 records)" in header
+    assert "Held 1 identity (1 record)" in header
+    counts = text[text.index("Counts by class") : text.index("Trend")]
+    assert "the 4 records below are about 3 identities" in counts
+    assert "Of the 10 in-scope Entra identities, 8 are in sync and 2 have drift" in counts
+    assert "Total drift records 4 3 1" in counts  # records: all, enqueued, held
+    assert "Identities with drift 3 2 1" in counts
 
 
 def test_html_tables_show_what_differs_and_what_was_done() -> None:
@@ -376,7 +398,7 @@ def test_html_banner_when_the_circuit_breaker_held_the_run() -> None:
     assert "Reason: would block 40 of 1,090 managed users" in banner
     assert "Users to block or delete 40 25" in banner
     assert "Share of managed users 3.7% 5.0%" in banner
-    assert "40 change(s) are held" in banner
+    assert "The deprovisions of 40 identities are held" in banner
     assert "entra-sync approve 20261122T020000Z-1a2b3c" in banner
     command = [a for t, a in page.tags if t == "code" and a.get("class") == "command"]
     assert len(command) == 1
@@ -404,7 +426,7 @@ def test_html_of_a_failed_run_says_so() -> None:
 def test_html_of_an_empty_run_says_all_in_sync() -> None:
     text = Page(render_html(summary(counts={}), [], [])).plain
     assert "All in sync 1,100 in-scope Entra users and 1,150 Auth0 users were compared; no drift was found." in text
-    assert "Total drift 0" in text
+    assert "Total drift records 0" in text
     assert "No earlier runs to compare with yet." in text
 
 

@@ -188,6 +188,44 @@ def test_an_in_scope_user_the_worker_would_not_create_is_reported_as_skipped_not
     assert summary.enqueued == 0
 
 
+def test_in_sync_counts_in_scope_identities_and_is_not_lowered_by_orphans_outside_the_scope(world: World) -> None:
+    created = in_sync_start(world)
+    disabled = world.member_user(enabled=False)["id"]  # no account yet: out of scope of the mirror
+    gone = "0f0f0f0f-0000-4000-8000-00000000dead"  # no such Entra user
+    for owner in (disabled, gone):
+        world.auth0.add_user(
+            {"user_id": owner, "email": f"{owner}@x.example", "app_metadata": {"entra_object_id": owner}}
+        )
+
+    summary, records, page, _ = run(run_and_read_report(world))
+
+    assert sorted(r.details["reason"] for r in records) == ["source deleted", "source disabled"]
+    assert summary.entra_in_scope == created
+    assert summary.in_sync == created
+    assert summary.drifted == 2
+    assert f"In sync (in-scope identities with no drift)</td><td class=n>{created:,}<".encode() in page
+
+
+def test_one_identity_in_two_classes_is_one_work_item_and_the_report_says_records_and_identities(
+    world: World,
+) -> None:
+    in_sync_start(world)
+    both = world.member_user()["id"]  # in group 0, which grants Employee
+    api(world, "PATCH", f"/users/auth0|{both}", json={"name": "Changed In Auth0"})
+    role_ids = {r["name"]: r["id"] for r in api(world, "GET", "/roles").json()}
+    api(world, "DELETE", f"/users/auth0|{both}/roles", json={"roles": [role_ids["Employee"]]})
+
+    summary, records, page, _ = run(run_and_read_report(world, "apply"))
+
+    assert summary.counts == {"attribute_mismatch": 1, "role_mismatch": 1}
+    assert {r.action for r in records} == {"enqueued"}
+    assert (summary.enqueued, summary.drifted) == (1, 1)
+    assert summary.in_sync == summary.entra_in_scope - 1
+    text = page.decode()
+    assert "<dt>Drift</dt><dd>2 records about 1 identity</dd>" in text
+    assert "<dt>Enqueued</dt><dd>1 identity (2 records)</dd>" in text
+
+
 def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, indexed: dict[str, Any]) -> None:
     in_sync_start(world)
     dump = world.graph.snapshot(full=True)["dump"]
