@@ -103,7 +103,7 @@ async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> in
 
 async def cmd_approve(svc: bootstrap.Services, args: argparse.Namespace) -> int:
     queued = await svc.reconciler.approve(check_run_id(args.run), approver=args.by)
-    print(f"run {args.run} approved: {queued} held deprovisions queued for the worker")
+    print(f"run {args.run} approved by {args.by}: {queued} held deprovisions queued for the worker")
     return 0
 
 

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from shared import planner
 from shared.auth0_target import Auth0Target
-from shared.errors import PermanentError
+from shared.errors import NotFound, PermanentError
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, read_path
 from shared.model import ActionKind, DeprovisionState, Link, SourceState, SourceUser
@@ -448,10 +448,7 @@ class Reconciler:
 
     async def _save(self, summary: RunSummary, records: list[DriftRecord]) -> None:
         await self.state.put(RUN_KIND, summary.run_id, summary.to_dict())
-        if self.reports is not None:
-            await self.reports.ensure()
-            history = [r for r in await self.history() if r.run_id != summary.run_id][-(HISTORY - 1) :]
-            await self.reports.save(summary, records, [*history, summary])
+        await self._save_report(summary, records)
         outcome = {"held": "held", "completed": "ok"}.get(summary.status, summary.status)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "in sync"
         await self.audit.write(
@@ -468,6 +465,24 @@ class Reconciler:
             if self.alert is not None:
                 await self.alert(message)
 
+    async def _save_report(self, summary: RunSummary, records: list[DriftRecord]) -> None:
+        if self.reports is None:
+            return
+        await self.reports.ensure()
+        history = [r for r in await self.history() if r.run_id != summary.run_id][-(HISTORY - 1) :]
+        await self.reports.save(summary, records, [*history, summary])
+
+    async def _stored_records(self, run_id: str) -> list[DriftRecord] | None:
+        """The records of a run's stored report, or None where there is none (reports not kept)."""
+        if self.reports is None:
+            return None
+        try:
+            _, records = await self.reports.load_run(run_id)
+        except NotFound:
+            log.warning("reconciliation run %s has no stored report to update", run_id)
+            return None
+        return list(records)
+
     async def history(self) -> list[RunSummary]:
         runs = [RunSummary.from_dict(v) for v in (await self.state.list(RUN_KIND)).values()]
         return sorted(runs, key=lambda r: r.started_at)
@@ -479,15 +494,26 @@ class Reconciler:
         return RunSummary.from_dict(data)
 
     async def approve(self, run_id: str, approver: str = "operator") -> int:
-        """Release a held run: queue the deprovisions the circuit breaker stopped."""
+        """Release a held run: queue the deprovisions the circuit breaker stopped, record who
+        approved it and when, and store its report again so that the report says so.
+
+        The run is marked approved last: if anything before fails, it is still held and approving
+        again re-queues the same items, which the worker converges to no change."""
         summary = await self.summary(run_id)
         if summary.status != "held":
             raise PermanentError(f"run {run_id} is {summary.status}, not held: nothing to approve")
         held = sorted((await self.state.list(f"reconcile-held:{run_id}")).keys())
+        records = await self._stored_records(run_id)
         items = [WorkItem("user", entra_id, "reconcile", run_id, run_id) for entra_id in held]
         if items:
             await self.queue.send(items)
         summary.status = "approved"
+        summary.approved_by, summary.approved_at = approver, utcnow()
+        if records is not None:
+            for record in records:
+                if record.action == "held":
+                    record.action = "approved"
+            await self._save_report(summary, records)
         await self.state.put(RUN_KIND, run_id, summary.to_dict())
         await self.audit.write(
             AuditRow(run_id, "reconcile", run_id, "reconcile", "auth0", "", "approve", "ok",

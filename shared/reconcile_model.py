@@ -27,7 +27,9 @@ class DriftRecord:
     user_id: str | None
     display: str  # a name or email for people reading the report
     details: dict[str, Any] = field(default_factory=dict)
-    action: str = "reported"  # "enqueued", "reported", "held" (circuit breaker), "none" (dry run)
+    # "enqueued", "reported", "held" (circuit breaker), "approved" (held, then queued on approval),
+    # "none" (dry run)
+    action: str = "reported"
 
     @property
     def identity(self) -> str:
@@ -174,6 +176,8 @@ class RunSummary:
     auth0_read: str = ""  # "list" or "export job"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     error: str = ""
+    approved_by: str = ""  # who released a held run, and when (ISO 8601, UTC)
+    approved_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -69,6 +69,7 @@ ACTION_LABELS: Final = {
     "enqueued": "enqueued",
     "reported": "reported only",
     "held": "held",
+    "approved": "queued on approval",
     "none": "none (dry run)",
 }
 
@@ -260,7 +261,7 @@ code { font-family: ui-monospace, "SFMono-Regular", Consolas, monospace; backgro
   background: #e5e7eb; color: #374151; vertical-align: middle; }
 .s-completed { background: #dcfce7; color: #166534; } .s-held { background: #ffedd5; color: #9a3412; }
 .s-approved { background: #dbeafe; color: #1e40af; } .s-failed { background: #fee2e2; color: #991b1b; }
-.a-enqueued { background: #dbeafe; color: #1e40af; } .a-held { background: #ffedd5; color: #9a3412; }
+.a-enqueued, .a-approved { background: #dbeafe; color: #1e40af; } .a-held { background: #ffedd5; color: #9a3412; }
 .a-reported { background: #f3f4f6; color: #374151; } .a-none { background: #fff; color: #6b7280;
   border: 1px solid #d1d5db; }
 .banner { border-radius: 6px; padding: 12px 16px; margin: 16px 0; border-left: 6px solid; break-inside: avoid; }
@@ -396,6 +397,8 @@ def _header(summary: RunSummary, tally: Tally) -> list[str]:
         ("Enqueued", tally.both("enqueued")),
         ("Held", tally.both("held")),
     ]
+    if s.approved_at or s.approved_by:
+        items.append(("Approved", f"{s.approved_at or '—'} by {s.approved_by or '(unknown)'}"))
     if s.auth0_read:
         items.append(("Auth0 read", s.auth0_read))
     out += [f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in items]
@@ -433,6 +436,9 @@ def _banners(summary: RunSummary, total: int) -> list[str]:
     elif b.tripped:
         out.append(
             '<section class="banner info"><h2>Held by the circuit breaker, then approved</h2>'
+            f"<p><strong>Approved by</strong> {esc(s.approved_by) if s.approved_by else _nil('(not recorded)')} "
+            f"<strong>at</strong> {esc(s.approved_at) if s.approved_at else _nil('(not recorded)')}: the held "
+            f"deprovisions of {_plural(s.held, 'identity', 'identities')} were queued for the worker.</p>"
             f"<p><strong>Reason it was held:</strong> {esc(b.reason)} ({b.deprovisions:,} users to block or "
             f"delete, limit {b.limit:,}; {b.share:.1%} of managed users, limit {b.share_limit:.1%}).</p></section>"
         )
@@ -720,6 +726,10 @@ class ReportStore:
             )
             written[fmt] = name
         return written
+
+    async def load_run(self, run_id: str) -> tuple[RunSummary, list[DriftRecord]]:
+        """A run's summary and records as its report.json holds them, to render them again."""
+        return parse_json(await self.load(run_id, "json"))
 
     async def load(self, run_id: str, fmt: str) -> bytes:
         """One stored report; NotFound for an unknown run or format, BadInput for an unsafe run id."""

@@ -411,6 +411,18 @@ def test_html_notes_an_approved_run_without_asking_again() -> None:
     assert "entra-sync approve" not in text
 
 
+def test_html_of_an_approved_run_says_who_approved_it_and_when() -> None:
+    breaker = Breaker(tripped=True, reason="too many", deprovisions=1, limit=0)
+    approved = summary(
+        status="approved", held=1, breaker=breaker, approved_by="alice", approved_at="2026-11-22T08:15:00Z"
+    )
+    released = [record(Orphaned("source disabled"), "e-2", "auth0|2", "Gone Person", action="approved")]
+    text = Page(render_html(approved, released, [])).plain
+    assert "Approved 2026-11-22T08:15:00Z by alice" in text
+    assert "Approved by alice at 2026-11-22T08:15:00Z: the held deprovisions of 1 identity were queued" in text
+    assert "Gone Person e-2 auth0|2 source disabled queued on approval" in text
+
+
 def test_html_without_a_tripped_breaker_has_no_banner() -> None:
     text = Page(render_html(summary(), records(), [])).plain
     assert "circuit breaker" not in text

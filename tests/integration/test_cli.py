@@ -87,7 +87,9 @@ def test_a_held_run_exits_3_and_approve_releases_it(world: World, capsys: pytest
     assert f"entra-sync approve {run_id}" in out
 
     assert main(["approve", run_id, "--by", "test-operator"]) == 0
-    assert "4 held deprovisions queued" in capsys.readouterr().out
+    assert "approved by test-operator: 4 held deprovisions queued" in capsys.readouterr().out
+    assert main(["report", run_id, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["approved_by"] == "test-operator"
     assert main(["approve", run_id]) == 1  # already approved
     assert "not held" in capsys.readouterr().err
 

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
 from shared.mapping import load_mapping
 from shared.reconcile_model import DriftRecord, RunSummary
+from shared.report import parse_json
 from shared.work import WorkItem
 from tests.integration.world import World, audit_rows, drain, queued, services_for
 
@@ -261,6 +263,33 @@ def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, i
     assert after.status == "approved"
     assert all(world.account(uid)["blocked"] is True for uid in leavers)  # type: ignore[index]
     assert any(r["action"] == "approve" for r in rows)
+
+
+def test_approving_a_held_run_records_who_and_when_and_stores_the_report_again(world: World) -> None:
+    in_sync_start(world)
+    leavers = members(world)[:4]  # the limit is 3
+    for uid in leavers:
+        world.graph.update_user(uid, accountEnabled=False)
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            held, _ = await svc.reconciler.run("apply")
+            before = await svc.reports.load(held.run_id, "html")
+            await svc.reconciler.approve(held.run_id, approver="alice")
+            after = await svc.reconciler.summary(held.run_id)
+            _, records = parse_json(await svc.reports.load(held.run_id, "json"))
+            return held, before, after, records, await svc.reports.load(held.run_id, "html")
+
+    held, before, after, records, page = run(scenario())
+    assert held.status == "held"
+    assert f"entra-sync approve {held.run_id}".encode() in before
+    assert (after.status, after.approved_by) == ("approved", "alice")
+    assert datetime.fromisoformat(after.approved_at) >= datetime.fromisoformat(after.finished_at)
+    assert {r.action for r in records if r.drift == "orphaned"} == {"approved"}
+    text = page.decode()
+    assert "s-approved" in text
+    assert f"<dt>Approved</dt><dd>{after.approved_at} by alice</dd>" in text
+    assert f"entra-sync approve {held.run_id}" not in text
 
 
 def test_an_entra_read_that_looks_partial_holds_the_run(world: World) -> None:
