@@ -228,6 +228,39 @@ def test_one_identity_in_two_classes_is_one_work_item_and_the_report_says_record
     assert "<dt>Enqueued</dt><dd>1 identity (2 records)</dd>" in text
 
 
+def test_a_mapping_of_the_managers_mail_reconciles_clean_after_the_worker_synced(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]
+) -> None:
+    world = World(azurite, tmp_path, users=30, groups=6).start()
+    try:
+        mapping = tmp_path / "mapping.yaml"
+        by_id = "  - {source: manager.id, target: app_metadata.manager_object_id}\n"
+        by_mail = "  - {source: manager.mail, target: app_metadata.manager_mail}\n"
+        assert by_id in mapping.read_text()
+        mapping.write_text(mapping.read_text().replace(by_id, by_id + by_mail))
+
+        async def scenario() -> Any:
+            async with services_for(world, reports=None) as svc:
+                await svc.sync.backfill()
+                await drain(indexed, svc)
+                return await svc.reconciler.run("dry-run")
+
+        summary, records = run(scenario())
+        dump = world.graph.snapshot(full=True)["dump"]
+        mail_of = {u["id"]: u.get("mail") for u in dump["users"]}
+        synced = [a for u in dump["users"] if (a := world.account(u["id"])) is not None]
+        with_manager = [a for a in synced if a["app_metadata"].get("manager_object_id")]
+        assert with_manager, "the seeded tenant should give some synced user a manager"
+        assert all(
+            a["app_metadata"].get("manager_mail") == mail_of[a["app_metadata"]["manager_object_id"]]
+            for a in with_manager
+        )
+        assert records == []
+        assert summary.in_sync == summary.entra_in_scope == len(synced)
+    finally:
+        world.stop()
+
+
 def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, indexed: dict[str, Any]) -> None:
     in_sync_start(world)
     dump = world.graph.snapshot(full=True)["dump"]
