@@ -12,6 +12,10 @@
 
 Settings come from the environment, or from a Functions ``local.settings.json`` given with
 ``--settings`` (its ``Values``). Run it as ``python -m shared.cli`` or, installed, ``entra-sync``.
+
+Exit codes: 0 done, 1 the command failed (the error says why), 2 bad usage or an environment it
+cannot work in (bad arguments, settings or mapping, unreachable storage), 3 a run held by the
+circuit breaker. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import tempfile
 import time
 import webbrowser
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
+
+from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared import bootstrap
 from shared.errors import SyncError
@@ -65,19 +73,67 @@ class ProgressLine:
             self.stream.flush()
 
 
+class UsageError(Exception):
+    """Bad arguments or an environment the CLI cannot work in: one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 time (``2026-11-22T00:00:00Z``, ``2026-11-22T01:00+01:00``, ``2026-11-22``);
+    without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-11-22T00:00:00Z") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _load_settings_file(path: str) -> None:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    values = data.get("Values", data)
+    where = f"--settings {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{where}: not a JSON file ({exc})") from None
+    values = data.get("Values", data) if isinstance(data, dict) else None
     if not isinstance(values, dict):
-        raise SystemExit(f"{path}: expected a JSON object with 'Values'")
+        raise UsageError(f"{where}: expected a JSON object with 'Values'")
     for key, value in values.items():
         os.environ.setdefault(str(key), str(value))
+
+
+def _without_query(text: str) -> str:
+    """Leave out query strings: a SAS token travels in one."""
+    return re.sub(r"\?\S*", "", text)
 
 
 async def _with_services(work: Callable[[bootstrap.Services], Awaitable[int]]) -> int:
     svc = bootstrap.init()
     try:
-        await svc.ensure_storage()
+        try:
+            await svc.ensure_storage()
+        except AzureError as exc:
+            reason = _without_query(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            verb = "reach" if isinstance(exc, ServiceRequestError) else "use"
+            where = _without_query(svc.tables.url)
+            raise UsageError(f"cannot {verb} Azure Storage (AzureWebJobsStorage) at {where}: {reason}") from None
         return await work(svc)
     finally:
         await svc.aclose()
@@ -91,10 +147,11 @@ async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> in
     print(f"run {summary.run_id} ({summary.mode}): {summary.status}")
     print(f"  Entra users {summary.entra_users} (in scope {summary.entra_in_scope})")
     print(f"  Auth0 accounts {summary.auth0_users} ({summary.auth0_read}), managed {summary.managed_accounts}")
-    print(f"  in sync {summary.in_sync}")
+    print(f"  in sync {summary.in_sync} of {summary.entra_in_scope} in-scope identities")
+    print(f"  drift records {sum(summary.counts.values())}, about {summary.drifted} identities:")
     for drift, count in sorted(summary.counts.items()):
         print(f"  {drift:<20} {count}")
-    print(f"  enqueued {summary.enqueued}, held {summary.held}")
+    print(f"  identities enqueued {summary.enqueued} (one work item each), held {summary.held}")
     if summary.breaker.tripped:
         print(f"  CIRCUIT BREAKER: {summary.breaker.reason}")
         print(f"  review the report, then: entra-sync approve {summary.run_id}")
@@ -104,7 +161,7 @@ async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> in
 
 async def cmd_approve(svc: bootstrap.Services, args: argparse.Namespace) -> int:
     queued = await svc.reconciler.approve(check_run_id(args.run), approver=args.by)
-    print(f"run {args.run} approved: {queued} held deprovisions queued for the worker")
+    print(f"run {args.run} approved by {args.by}: {queued} held deprovisions queued for the worker")
     return 0
 
 
@@ -157,7 +214,7 @@ async def cmd_audit(svc: bootstrap.Services, args: argparse.Namespace) -> int:
     shown = 0
     for row in rows:
         at = str(row.get("at", ""))
-        if (args.since and at < args.since) or (args.until and at > args.until):
+        if (args.since or args.until) and not _within(at, args.since, args.until):
             continue
         identity = row.get("identity") or decode_key(str(row["PartitionKey"]))
         print(
@@ -209,6 +266,15 @@ async def _mapping_group_problems(settings: Settings, mapping: SyncMapping) -> l
         await svc.aclose()
 
 
+def _within(at: str, since: datetime | None, until: datetime | None) -> bool:
+    """Whether an audit row's time is in [since, until]; a row whose time cannot be read is not."""
+    try:
+        when = iso_time(at)
+    except argparse.ArgumentTypeError:
+        return False
+    return (since is None or when >= since) and (until is None or when <= until)
+
+
 COMMANDS: dict[str, Callable[[bootstrap.Services, argparse.Namespace], Awaitable[int]]] = {
     "reconcile": cmd_reconcile,
     "approve": cmd_approve,
@@ -220,7 +286,7 @@ COMMANDS: dict[str, Callable[[bootstrap.Services, argparse.Namespace], Awaitable
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="entra-sync", description="entra-sync operator commands")
+    p = _Parser(prog="entra-sync", description="entra-sync operator commands")
     p.add_argument("--settings", help="a local.settings.json whose Values to use (environment wins)")
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("reconcile", help="compare both sides, report drift, optionally queue repairs")
@@ -231,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     app.add_argument("run")
     app.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (recorded in the audit)")
     runs = sub.add_parser("runs", help="recent reconciliation runs")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=at_least_one, default=20, help="how many of the latest runs (1 or more)")
     rep = sub.add_parser("report", help="print or save a run's report")
     rep.add_argument("run")
     rep.add_argument("--format", choices=("html", "json", "csv"), default="json")
@@ -245,23 +311,23 @@ def parser() -> argparse.ArgumentParser:
     )
     aud = sub.add_parser("audit", help="audit rows, by identity or time")
     aud.add_argument("--identity", help="an Entra object id")
-    aud.add_argument("--since", help="ISO time, e.g. 2026-11-22T00:00:00Z")
-    aud.add_argument("--until", help="ISO time")
-    aud.add_argument("--limit", type=int, default=200)
+    aud.add_argument("--since", type=iso_time, help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z (UTC without an offset)")
+    aud.add_argument("--until", type=iso_time, help="ISO 8601 time")
+    aud.add_argument("--limit", type=at_least_one, default=200, help="at most this many rows (1 or more)")
     sub.add_parser("check", help="check the settings, the mapping file and that its groups exist in Entra ID")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.settings:
-        _load_settings_file(args.settings)
-    if args.command == "check":  # needs no storage, and reports settings problems itself
-        return cmd_check()
-    command = COMMANDS[args.command]
     try:
+        args = parser().parse_args(argv)
+        if args.settings:
+            _load_settings_file(args.settings)
+        if args.command == "check":  # needs no storage, and reports settings problems itself
+            return cmd_check()
+        command = COMMANDS[args.command]
         return asyncio.run(_with_services(lambda svc: command(svc, args)))
-    except (SettingsError, MappingError) as exc:
+    except (UsageError, SettingsError, MappingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SyncError as exc:

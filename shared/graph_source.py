@@ -24,6 +24,7 @@ from msgraph.generated.models.subscription import Subscription
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
 from shared.errors import NotFound, PermanentError, RateLimited, TransientError
+from shared.graph_schema import MANAGER_PROPERTIES
 from shared.mapping import SyncMapping
 from shared.model import SourceState, SourceUser
 
@@ -31,6 +32,10 @@ ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
 SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups
 GROUP_TYPE: Final = "#microsoft.graph.group"
 USER_TYPE: Final = "#microsoft.graph.user"
+# The manager's fields, the same for reading one user (the worker) and paging them all
+# (reconciliation): were they to differ, a mapping of ``manager.mail`` would drift every night. The
+# mapping validator accepts exactly these as ``manager.<property>``.
+MANAGER_EXPAND: Final = f"manager($select={','.join(MANAGER_PROPERTIES)})"
 
 
 class DeltaExpired(PermanentError):
@@ -86,6 +91,7 @@ class GraphSource:
         self.client = client
         self.mapping = mapping
         self.select, self.expand_manager = mapping.graph_select()
+        self.expand = [MANAGER_EXPAND] if self.expand_manager else None
         self.calls: dict[str, int] = {}
 
     async def fetch_json(
@@ -137,10 +143,7 @@ class GraphSource:
     async def read_user(self, entra_id: str) -> SourceUser:
         """The user as Entra has it now, classified for the planner."""
         builder = self.client.users.by_user_id(entra_id)
-        params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(
-            select=self.select,
-            expand=["manager($select=id,mail,userPrincipalName,displayName)"] if self.expand_manager else None,
-        )
+        params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=self.select, expand=self.expand)
         try:
             props = await self.fetch_json(
                 "users.get", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
@@ -170,11 +173,9 @@ class GraphSource:
         return SourceUser(entra_id, SourceState.SOFT_DELETED, props)
 
     async def list_users(self, page_size: int = 999) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every user, a page at a time, with the mapping's ``$select`` (and manager id)."""
+        """Every user, a page at a time, with the mapping's ``$select`` (and the manager's fields)."""
         builder = self.client.users
-        params = builder.UsersRequestBuilderGetQueryParameters(
-            select=self.select, top=page_size, expand=["manager($select=id)"] if self.expand_manager else None
-        )
+        params = builder.UsersRequestBuilderGetQueryParameters(select=self.select, top=page_size, expand=self.expand)
         page = await self.fetch_json(
             "users.list", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
         )

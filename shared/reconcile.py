@@ -26,11 +26,22 @@ from typing import Any, Final
 
 from shared import planner
 from shared.auth0_target import Auth0Target
-from shared.errors import PermanentError
+from shared.errors import NotFound, PermanentError
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, read_path
-from shared.model import DeprovisionState, Link, SourceState, SourceUser
-from shared.reconcile_model import Breaker, DriftRecord, RunSummary
+from shared.model import ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.reconcile_model import (
+    Ambiguous,
+    AttributeMismatch,
+    Breaker,
+    DriftRecord,
+    Missing,
+    Orphaned,
+    RoleMismatch,
+    RunSummary,
+    Skipped,
+    Stale,
+)
 from shared.storage import AuditRow, AuditStore, LinkStore, StateStore, utcnow
 from shared.work import WorkItem, WorkQueue
 
@@ -57,6 +68,7 @@ class _Account:
     owner: str | None  # the Entra object id in app_metadata, if any
     blocked: bool
     last_seen: str | None  # last_login, else created_at
+    logged_in: bool  # whether last_seen is a login
     name: str
     values: tuple[Any, ...]  # the mapping's target paths, in ``Reconciler.paths`` order
 
@@ -158,19 +170,14 @@ class Reconciler:
                 continue
             summary.managed_accounts += 1
             if entra_id not in seen_entra and not account.blocked:
-                records.append(
-                    DriftRecord(
-                        "orphaned", entra_id, user_id, account.email or account.name, {"reason": "source deleted"}
-                    )
-                )
+                records.append(Orphaned("source deleted").record(entra_id, user_id, account.email or account.name))
         lap("orphans")
 
         counts: dict[str, int] = {}
         for r in records:
             counts[r.drift] = counts.get(r.drift, 0) + 1
         summary.counts = counts
-        drifted = {r.entra_id or r.user_id for r in records if r.drift != "stale"}
-        summary.in_sync = max(0, summary.entra_in_scope - len(drifted))
+        summary.drifted = len({r.identity for r in records})
         summary.breaker = await self._breaker(summary, records)
         await self._decide(summary, records)
         lap("decide")
@@ -212,6 +219,7 @@ class Reconciler:
                 owner=_text(read_path(user, f"app_metadata.{key}")),
                 blocked=bool(user.get("blocked")),
                 last_seen=_text(user.get("last_login")) or _text(user.get("created_at")),
+                logged_in=_text(user.get("last_login")) is not None,
                 name=str(user.get("name") or ""),
                 values=tuple(read_path(user, p) for p in self.paths),
             )
@@ -251,22 +259,42 @@ class Reconciler:
             state = SourceState.ACTIVE
             summary.entra_in_scope += 1
         source = SourceUser(entra_id, state, user, groups)
+        records = self._drift(source, user, links, auth0, roles_of, seen_accounts, summary)
+        if state is SourceState.ACTIVE and not records:
+            summary.in_sync += 1
+        return records
+
+    def _drift(
+        self,
+        source: SourceUser,
+        user: dict[str, Any],
+        links: dict[str, Link],
+        auth0: _Auth0Side,
+        roles_of: dict[str, frozenset[str]],
+        seen_accounts: set[str],
+        summary: RunSummary,
+    ) -> list[DriftRecord]:
+        entra_id, state, groups = source.id, source.state, source.group_ids
         display = str(user.get("displayName") or user.get("userPrincipalName") or entra_id)
 
         found, problem = self._match(source, links.get(entra_id), auth0)
         if problem is not None:
-            return [DriftRecord("ambiguous", entra_id, None, display, problem)]
+            return [problem.record(entra_id, None, display)]
         if found is None:
-            if state is SourceState.ACTIVE:
-                return [DriftRecord("missing", entra_id, None, display, {"state": "active"})]
-            return []
+            if state is not SourceState.ACTIVE:
+                return []
+            # Classified as the worker would plan it: a joiner it skips is not missing, and never queued.
+            first = planner.plan(source, None, links.get(entra_id), self.mapping).actions[0]
+            if first.kind is ActionKind.SKIP:
+                return [Skipped(first.reason).record(entra_id, None, display)]
+            return [Missing("active").record(entra_id, None, display)]
         seen_accounts.add(found.user_id)
         summary.managed_accounts += 1
         if state is not SourceState.ACTIVE:
             if found.blocked:
                 return []
             reason = "source disabled" if state is SourceState.DISABLED else "out of scope"
-            return [DriftRecord("orphaned", entra_id, found.user_id, display, {"reason": reason})]
+            return [Orphaned(reason).record(entra_id, found.user_id, display)]
 
         out: list[DriftRecord] = []
         current = dict(zip(self.paths, found.values, strict=True))
@@ -281,22 +309,22 @@ class Reconciler:
             fields["blocked"] = (True, False)
         if fields:
             changed = {path: [before, after] for path, (before, after) in sorted(fields.items())}
-            out.append(DriftRecord("attribute_mismatch", entra_id, found.user_id, display, {"fields": changed}))
+            out.append(AttributeMismatch(changed).record(entra_id, found.user_id, display))
         managed = self.mapping.managed_roles
         if managed:
             want = self.mapping.roles_for(groups)
             have = frozenset(roles_of.get(found.user_id, ())) & managed
             if want != have:
-                roles = {"add": sorted(want - have), "remove": sorted(have - want)}
-                out.append(DriftRecord("role_mismatch", entra_id, found.user_id, display, roles))
+                roles = RoleMismatch(add=sorted(want - have), remove=sorted(have - want))
+                out.append(roles.record(entra_id, found.user_id, display))
         stale = self._stale(found)
         if stale is not None:
-            out.append(DriftRecord("stale", entra_id, found.user_id, display, stale))
+            out.append(stale.record(entra_id, found.user_id, display))
         return out
 
     def _match(
         self, source: SourceUser, link: Link | None, auth0: _Auth0Side
-    ) -> tuple[_Account | None, dict[str, Any] | None]:
+    ) -> tuple[_Account | None, Ambiguous | None]:
         """The same order as the worker: link, deterministic id, then the mapping's precedence."""
         accounts = auth0.accounts
         if link is not None and not link.target_deleted and link.user_id in accounts:
@@ -325,14 +353,10 @@ class Reconciler:
                 assert decision.user_id is not None
                 return accounts[decision.user_id], None
             if decision.outcome in {"ambiguous", "conflict"}:
-                return None, {
-                    "candidates": list(decision.candidates),
-                    "matched_by": matcher,
-                    "problem": decision.outcome,
-                }
+                return None, Ambiguous(list(decision.candidates), matcher, decision.outcome)
         return None, None
 
-    def _stale(self, account: _Account) -> dict[str, Any] | None:
+    def _stale(self, account: _Account) -> Stale | None:
         if account.blocked or not account.last_seen:
             return None
         try:
@@ -342,7 +366,9 @@ class Reconciler:
         days = (self.now() - seen).days
         if days < self.mapping.reconcile.stale_after_days:
             return None
-        return {"last_seen": account.last_seen, "days": days}
+        if account.logged_in:
+            return Stale(days, last_login=account.last_seen)
+        return Stale(days, created_at=account.last_seen)
 
     # -- deciding --------------------------------------------------------------------------------------
 
@@ -422,10 +448,7 @@ class Reconciler:
 
     async def _save(self, summary: RunSummary, records: list[DriftRecord]) -> None:
         await self.state.put(RUN_KIND, summary.run_id, summary.to_dict())
-        if self.reports is not None:
-            await self.reports.ensure()
-            history = [r for r in await self.history() if r.run_id != summary.run_id][-(HISTORY - 1) :]
-            await self.reports.save(summary, records, [*history, summary])
+        await self._save_report(summary, records)
         outcome = {"held": "held", "completed": "ok"}.get(summary.status, summary.status)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "in sync"
         await self.audit.write(
@@ -442,6 +465,24 @@ class Reconciler:
             if self.alert is not None:
                 await self.alert(message)
 
+    async def _save_report(self, summary: RunSummary, records: list[DriftRecord]) -> None:
+        if self.reports is None:
+            return
+        await self.reports.ensure()
+        history = [r for r in await self.history() if r.run_id != summary.run_id][-(HISTORY - 1) :]
+        await self.reports.save(summary, records, [*history, summary])
+
+    async def _stored_records(self, run_id: str) -> list[DriftRecord] | None:
+        """The records of a run's stored report, or None where there is none (reports not kept)."""
+        if self.reports is None:
+            return None
+        try:
+            _, records = await self.reports.load_run(run_id)
+        except NotFound:
+            log.warning("reconciliation run %s has no stored report to update", run_id)
+            return None
+        return list(records)
+
     async def history(self) -> list[RunSummary]:
         runs = [RunSummary.from_dict(v) for v in (await self.state.list(RUN_KIND)).values()]
         return sorted(runs, key=lambda r: r.started_at)
@@ -453,15 +494,26 @@ class Reconciler:
         return RunSummary.from_dict(data)
 
     async def approve(self, run_id: str, approver: str = "operator") -> int:
-        """Release a held run: queue the deprovisions the circuit breaker stopped."""
+        """Release a held run: queue the deprovisions the circuit breaker stopped, record who
+        approved it and when, and store its report again so that the report says so.
+
+        The run is marked approved last: if anything before fails, it is still held and approving
+        again re-queues the same items, which the worker converges to no change."""
         summary = await self.summary(run_id)
         if summary.status != "held":
             raise PermanentError(f"run {run_id} is {summary.status}, not held: nothing to approve")
         held = sorted((await self.state.list(f"reconcile-held:{run_id}")).keys())
+        records = await self._stored_records(run_id)
         items = [WorkItem("user", entra_id, "reconcile", run_id, run_id) for entra_id in held]
         if items:
             await self.queue.send(items)
         summary.status = "approved"
+        summary.approved_by, summary.approved_at = approver, utcnow()
+        if records is not None:
+            for record in records:
+                if record.action == "held":
+                    record.action = "approved"
+            await self._save_report(summary, records)
         await self.state.put(RUN_KIND, run_id, summary.to_dict())
         await self.audit.write(
             AuditRow(run_id, "reconcile", run_id, "reconcile", "auth0", "", "approve", "ok",

@@ -19,7 +19,8 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -29,7 +30,19 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from shared import names
 from shared.errors import BadInput, NotFound
-from shared.reconcile_model import DRIFT_ORDER, DRIFT_TITLES, DriftRecord, RunSummary
+from shared.reconcile_model import (
+    DRIFT_ORDER,
+    DRIFT_TITLES,
+    Ambiguous,
+    AttributeMismatch,
+    DriftRecord,
+    Missing,
+    Orphaned,
+    RoleMismatch,
+    RunSummary,
+    Skipped,
+    Stale,
+)
 
 REPORTS_CONTAINER: Final = names.REPORTS_CONTAINER
 
@@ -56,6 +69,7 @@ ACTION_LABELS: Final = {
     "enqueued": "enqueued",
     "reported": "reported only",
     "held": "held",
+    "approved": "queued on approval",
     "none": "none (dry run)",
 }
 
@@ -114,12 +128,19 @@ def show_value(value: Any) -> str:
 
 def _fields(record: DriftRecord) -> list[tuple[str, Any, Any]]:
     """attribute_mismatch details as (field, Auth0 value, Entra value)."""
-    fields: Mapping[str, Sequence[Any]] = record.details.get("fields") or {}
+    fields: Mapping[str, Sequence[Any]] = AttributeMismatch.of(record).fields or {}
     return [(name, pair[0], pair[1]) for name, pair in fields.items()]
 
 
-def _roles(record: DriftRecord, key: str) -> list[str]:
-    return [str(role) for role in record.details.get(key) or []]
+def _texts(values: Iterable[Any] | None) -> list[str]:
+    return [str(value) for value in values or ()]
+
+
+def _last_login(stale: Stale) -> str:
+    """When a stale account last logged in, or that it never did (and when it was created)."""
+    if stale.last_login:
+        return f"last login {stale.last_login}"
+    return f"never logged in, created {stale.created_at}" if stale.created_at else "never logged in"
 
 
 def what_differs(record: DriftRecord) -> str:
@@ -128,28 +149,29 @@ def what_differs(record: DriftRecord) -> str:
     Role changes are written ``roles: +added; -removed`` rather than ``+role ...`` so the text never
     starts like a formula and is not mangled by the CSV guard.
     """
-    d = record.details
     match record.drift:
-        case "missing":
-            return f"no Auth0 account; Entra state: {d.get('state', 'unknown')}"
-        case "orphaned":
-            return f"no Entra source: {d.get('reason', 'unknown')}"
-        case "attribute_mismatch":
+        case Missing.drift:
+            return f"no Auth0 account; Entra state: {Missing.of(record).state or 'unknown'}"
+        case Skipped.drift:
+            return f"not created: {Skipped.of(record).reason or 'the worker skips it'}"
+        case Orphaned.drift:
+            return f"no Entra source: {Orphaned.of(record).reason or 'unknown'}"
+        case AttributeMismatch.drift:
             parts = [f"{name}: {show_value(a)} -> {show_value(e)}" for name, a, e in _fields(record)]
             return "; ".join(parts) or "(no fields listed)"
-        case "role_mismatch":
-            changes = [f"+{r}" for r in _roles(record, "add")] + [f"-{r}" for r in _roles(record, "remove")]
+        case RoleMismatch.drift:
+            roles = RoleMismatch.of(record)
+            changes = [f"+{r}" for r in _texts(roles.add)] + [f"-{r}" for r in _texts(roles.remove)]
             return "roles: " + "; ".join(changes) if changes else "(no roles listed)"
-        case "ambiguous":
-            candidates = ", ".join(_roles(record, "candidates")) or "(none listed)"
-            return f"candidates: {candidates} (matched by {d.get('matched_by', 'unknown')})"
-        case "stale":
-            last = d.get("last_login")
-            days = d.get("days")
-            seen = f"last login {last}" if last else "never logged in"
-            return f"{seen} ({days} days)" if days is not None else seen
+        case Ambiguous.drift:
+            ambiguous = Ambiguous.of(record)
+            candidates = ", ".join(_texts(ambiguous.candidates)) or "(none listed)"
+            return f"candidates: {candidates} (matched by {ambiguous.matched_by or 'unknown'})"
+        case Stale.drift:
+            stale = Stale.of(record)
+            return f"{_last_login(stale)} ({stale.days} days)"
         case _:
-            return _json(d)
+            return _json(record.details)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,6 +238,7 @@ def esc(value: Any) -> str:
 
 _COLORS: Final = {
     "missing": "#2563eb",
+    "skipped": "#0891b2",
     "orphaned": "#dc2626",
     "attribute_mismatch": "#d97706",
     "role_mismatch": "#7c3aed",
@@ -238,7 +261,7 @@ code { font-family: ui-monospace, "SFMono-Regular", Consolas, monospace; backgro
   background: #e5e7eb; color: #374151; vertical-align: middle; }
 .s-completed { background: #dcfce7; color: #166534; } .s-held { background: #ffedd5; color: #9a3412; }
 .s-approved { background: #dbeafe; color: #1e40af; } .s-failed { background: #fee2e2; color: #991b1b; }
-.a-enqueued { background: #dbeafe; color: #1e40af; } .a-held { background: #ffedd5; color: #9a3412; }
+.a-enqueued, .a-approved { background: #dbeafe; color: #1e40af; } .a-held { background: #ffedd5; color: #9a3412; }
 .a-reported { background: #f3f4f6; color: #374151; } .a-none { background: #fff; color: #6b7280;
   border: 1px solid #d1d5db; }
 .banner { border-radius: 6px; padding: 12px 16px; margin: 16px 0; border-left: 6px solid; break-inside: avoid; }
@@ -316,7 +339,39 @@ def _counts(records: Sequence[DriftRecord]) -> Counter[str]:
     return Counter(r.drift for r in records)
 
 
-def _header(summary: RunSummary, total: int) -> list[str]:
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Drift counted both ways: records (one per identity and class) and identities (people or
+    accounts). One identity in two classes is two records; the worker gets one work item per identity."""
+
+    records: Counter[str]  # action -> records
+    identities: Counter[str]  # action -> identities with a record of that action
+    total_records: int
+    total_identities: int
+
+    @classmethod
+    def of(cls, records: Sequence[DriftRecord]) -> Tally:
+        by_action: dict[str, set[str]] = {}
+        for r in records:
+            by_action.setdefault(r.action, set()).add(r.identity)
+        return cls(
+            records=Counter(r.action for r in records),
+            identities=Counter({action: len(who) for action, who in by_action.items()}),
+            total_records=len(records),
+            total_identities=len({r.identity for r in records}),
+        )
+
+    def both(self, action: str) -> str:
+        """``3 identities (4 drift records)`` for one action."""
+        n = self.identities[action]
+        return f"{_plural(n, 'identity', 'identities')} ({_plural(self.records[action], 'record', 'records')})"
+
+
+def _header(summary: RunSummary, tally: Tally) -> list[str]:
     s = summary
     out = [
         f"<h1>Reconciliation run <code>{esc(s.run_id)}</code> "
@@ -333,11 +388,17 @@ def _header(summary: RunSummary, total: int) -> list[str]:
     items += [
         ("Entra users", f"{s.entra_users:,} ({s.entra_in_scope:,} in scope)"),
         ("Auth0 users", f"{s.auth0_users:,} ({s.managed_accounts:,} managed)"),
-        ("In sync", f"{s.in_sync:,}"),
-        ("Drift", f"{total:,}"),
-        ("Enqueued", f"{s.enqueued:,}"),
-        ("Held", f"{s.held:,}"),
+        ("In sync", f"{s.in_sync:,} of {s.entra_in_scope:,} in-scope identities"),
+        (
+            "Drift",
+            f"{_plural(tally.total_records, 'record', 'records')} about "
+            f"{_plural(tally.total_identities, 'identity', 'identities')}",
+        ),
+        ("Enqueued", tally.both("enqueued")),
+        ("Held", tally.both("held")),
     ]
+    if s.approved_at or s.approved_by:
+        items.append(("Approved", f"{s.approved_at or '—'} by {s.approved_by or '(unknown)'}"))
     if s.auth0_read:
         items.append(("Auth0 read", s.auth0_read))
     out += [f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in items]
@@ -368,13 +429,16 @@ def _banners(summary: RunSummary, total: int) -> list[str]:
             f"<tr><td>Share of managed users</td><td class=n>{b.share:.1%}</td>"
             f"<td class=n>{b.share_limit:.1%}</td></tr>"
             "</tbody></table>"
-            f"<p>{s.held:,} change(s) are held until someone approves this run. After reviewing the tables "
-            "below, approve it with:</p>"
+            f"<p>The deprovisions of {_plural(s.held, 'identity', 'identities')} are held until someone approves "
+            "this run. After reviewing the tables below, approve it with:</p>"
             f'<p><code class="command">{esc(command)}</code></p></section>'
         )
     elif b.tripped:
         out.append(
             '<section class="banner info"><h2>Held by the circuit breaker, then approved</h2>'
+            f"<p><strong>Approved by</strong> {esc(s.approved_by) if s.approved_by else _nil('(not recorded)')} "
+            f"<strong>at</strong> {esc(s.approved_at) if s.approved_at else _nil('(not recorded)')}: the held "
+            f"deprovisions of {_plural(s.held, 'identity', 'identities')} were queued for the worker.</p>"
             f"<p><strong>Reason it was held:</strong> {esc(b.reason)} ({b.deprovisions:,} users to block or "
             f"delete, limit {b.limit:,}; {b.share:.1%} of managed users, limit {b.share_limit:.1%}).</p></section>"
         )
@@ -392,14 +456,22 @@ def _banners(summary: RunSummary, total: int) -> list[str]:
     return out
 
 
-def _counts_table(classes: Sequence[str], records: Sequence[DriftRecord], summary: RunSummary) -> list[str]:
+def _counts_table(
+    classes: Sequence[str], records: Sequence[DriftRecord], summary: RunSummary, tally: Tally
+) -> list[str]:
     by_action: dict[str, Counter[str]] = {}
     for r in records:
         by_action.setdefault(r.drift, Counter())[r.action] += 1
     actions = [a for a in ACTION_LABELS if any(a in c for c in by_action.values())]
+    in_scope_drifted = max(0, summary.entra_in_scope - summary.in_sync)
     out = [
         "<h2>Counts by class</h2>",
-        "<table><thead><tr><th>Drift class</th><th class=n>Identities</th>",
+        '<p class="note">Each drift record is one identity in one class, and one identity can be in several '
+        f"classes: the {_plural(tally.total_records, 'record', 'records')} below are about "
+        f"{_plural(tally.total_identities, 'identity', 'identities')}. The worker gets one work item per "
+        f"identity. Of the {summary.entra_in_scope:,} in-scope Entra identities, {summary.in_sync:,} are in sync "
+        f"and {in_scope_drifted:,} have drift; the others with drift are outside the scope (orphans).</p>",
+        "<table><thead><tr><th>Drift class</th><th class=n>Records</th>",
         *(f"<th class=n>{esc(ACTION_LABELS[a])}</th>" for a in actions),
         "</tr></thead><tbody>",
     ]
@@ -415,11 +487,19 @@ def _counts_table(classes: Sequence[str], records: Sequence[DriftRecord], summar
             f"<td class=n>{n:,}</td>" + "".join(f"<td class=n>{c[a]:,}</td>" for a in actions) + "</tr>"
         )
     out.append(
-        f"<tr><th>Total drift</th><th class=n>{sum(total.values()):,}</th>"
+        f"<tr><th>Total drift records</th><th class=n>{sum(total.values()):,}</th>"
         + "".join(f"<th class=n>{total[a]:,}</th>" for a in actions)
         + "</tr>"
     )
-    out.append(f"<tr><td>In sync</td><td class=n>{summary.in_sync:,}</td>{'<td></td>' * len(actions)}</tr>")
+    out.append(
+        f"<tr><th>Identities with drift</th><th class=n>{tally.total_identities:,}</th>"
+        + "".join(f"<th class=n>{tally.identities[a]:,}</th>" for a in actions)
+        + "</tr>"
+    )
+    out.append(
+        f"<tr><td>In sync (in-scope identities with no drift)</td><td class=n>{summary.in_sync:,}</td>"
+        f"{'<td></td>' * len(actions)}</tr>"
+    )
     out.append("</tbody></table>")
     return out
 
@@ -479,7 +559,7 @@ _IDENTITY_HEAD: Final = "<th>Identity</th><th>Entra object id</th><th>Auth0 user
 def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
     """The table head and body rows for one drift class."""
     rows: list[str] = []
-    if drift == "attribute_mismatch":
+    if drift == AttributeMismatch.drift:
         head = f"{_IDENTITY_HEAD}<th>Field</th><th>Auth0 value</th><th>Entra value</th><th>Done</th>"
         for r in records:
             fields = _fields(r) or [("(no fields listed)", None, None)]
@@ -494,41 +574,45 @@ def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
                 else:
                     rows.append(f"<tr>{cells}</tr>")
         return head, rows
-    if drift == "role_mismatch":
+    if drift == RoleMismatch.drift:
         head = f"{_IDENTITY_HEAD}<th>Roles to add</th><th>Roles to remove</th><th>Done</th>"
         for r in records:
-            add = "<br>".join(esc(x) for x in _roles(r, "add")) or _nil("(none)")
-            remove = "<br>".join(esc(x) for x in _roles(r, "remove")) or _nil("(none)")
+            roles = RoleMismatch.of(r)
+            add = "<br>".join(esc(x) for x in _texts(roles.add)) or _nil("(none)")
+            remove = "<br>".join(esc(x) for x in _texts(roles.remove)) or _nil("(none)")
             rows.append(f"<tr>{_identity_cells(r)}<td>{add}</td><td>{remove}</td><td>{_action(r.action)}</td></tr>")
         return head, rows
-    if drift == "ambiguous":
+    if drift == Ambiguous.drift:
         head = f"{_IDENTITY_HEAD}<th>Matched by</th><th>Candidates (never fixed automatically)</th><th>Done</th>"
         for r in records:
-            candidates = "".join(f"<li>{_id(c)}</li>" for c in _roles(r, "candidates"))
+            ambiguous = Ambiguous.of(r)
+            candidates = "".join(f"<li>{_id(c)}</li>" for c in _texts(ambiguous.candidates))
             cell = f'<ul class="plain">{candidates}</ul>' if candidates else _nil("(none listed)")
-            matched = r.details.get("matched_by")
             rows.append(
-                f"<tr>{_identity_cells(r)}<td>{_cell_value(matched)}</td><td>{cell}</td>"
+                f"<tr>{_identity_cells(r)}<td>{_cell_value(ambiguous.matched_by)}</td><td>{cell}</td>"
                 f"<td>{_action(r.action)}</td></tr>"
             )
         return head, rows
-    if drift == "stale":
+    if drift == Stale.drift:
         head = f"{_IDENTITY_HEAD}<th>Last login</th><th class=n>Days</th><th>Done</th>"
         for r in records:
-            last = r.details.get("last_login")
-            days = r.details.get("days")
+            stale = Stale.of(r)
+            never = f"never (created {stale.created_at})" if stale.created_at else "never"
             rows.append(
-                f"<tr>{_identity_cells(r)}<td>{esc(last) if last else _nil('never')}</td>"
-                f"<td class=n>{esc(days) if days is not None else ''}</td><td>{_action(r.action)}</td></tr>"
+                f"<tr>{_identity_cells(r)}<td>{esc(stale.last_login) if stale.last_login else _nil(never)}</td>"
+                f"<td class=n>{esc(stale.days)}</td><td>{_action(r.action)}</td></tr>"
             )
         return head, rows
-    if drift in ("missing", "orphaned"):
-        key, label = ("state", "Entra state") if drift == "missing" else ("reason", "Reason")
+    one_column: dict[str, tuple[str, Callable[[DriftRecord], str]]] = {
+        Missing.drift: ("Entra state", lambda r: Missing.of(r).state),
+        Skipped.drift: ("Why the worker does not create it", lambda r: Skipped.of(r).reason),
+        Orphaned.drift: ("Reason", lambda r: Orphaned.of(r).reason),
+    }
+    if drift in one_column:
+        label, value = one_column[drift]
         head = f"{_IDENTITY_HEAD}<th>{label}</th><th>Done</th>"
         for r in records:
-            rows.append(
-                f"<tr>{_identity_cells(r)}<td>{_cell_value(r.details.get(key))}</td><td>{_action(r.action)}</td></tr>"
-            )
+            rows.append(f"<tr>{_identity_cells(r)}<td>{_cell_value(value(r))}</td><td>{_action(r.action)}</td></tr>")
         return head, rows
     head = f"{_IDENTITY_HEAD}<th>Details</th><th>Done</th>"
     for r in records:
@@ -572,6 +656,7 @@ def render_html(
     for r in recs:
         by_class.setdefault(r.drift, []).append(r)
     total = len(recs)
+    tally = Tally.of(recs)
     title = f"Reconciliation {summary.run_id} · {summary.status}"
     out = [
         "<!DOCTYPE html>",
@@ -580,10 +665,10 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         "<header>",
-        *_header(summary, total),
+        *_header(summary, tally),
         "</header><main>",
         *_banners(summary, total),
-        *_counts_table(classes, recs, summary),
+        *_counts_table(classes, recs, summary, tally),
         *_trend(summary, counts, history),
     ]
     for drift in classes:
@@ -641,6 +726,10 @@ class ReportStore:
             )
             written[fmt] = name
         return written
+
+    async def load_run(self, run_id: str) -> tuple[RunSummary, list[DriftRecord]]:
+        """A run's summary and records as its report.json holds them, to render them again."""
+        return parse_json(await self.load(run_id, "json"))
 
     async def load(self, run_id: str, fmt: str) -> bytes:
         """One stored report; NotFound for an unknown run or format, BadInput for an unsafe run id."""

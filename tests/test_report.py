@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Callable, Coroutine
@@ -15,7 +16,22 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from sandbox.azurite import Azurite
 from shared.errors import BadInput, NotFound
-from shared.reconcile_model import DRIFT_ORDER, DRIFT_TITLES, Breaker, DriftRecord, RunSummary
+from shared.reconcile_model import (
+    DETAIL_TYPES,
+    DRIFT_ORDER,
+    DRIFT_TITLES,
+    Ambiguous,
+    AttributeMismatch,
+    Breaker,
+    Details,
+    DriftRecord,
+    Missing,
+    Orphaned,
+    RoleMismatch,
+    RunSummary,
+    Skipped,
+    Stale,
+)
 from shared.report import (
     CSV_COLUMNS,
     ReportStore,
@@ -31,35 +47,23 @@ from shared.report import (
 HOSTILE = '<script>alert("x")</script> O\'Brien & Zoë 山田'
 
 
+def record(
+    details: Details, entra_id: str | None, user_id: str | None, display: str, action: str = "reported"
+) -> DriftRecord:
+    """A record built the way the reconciler builds it."""
+    return dataclasses.replace(details.record(entra_id, user_id, display), action=action)
+
+
 def records() -> list[DriftRecord]:
+    grace = {"email": ["grace@old.example", "grace@new.example"], "family_name": [None, "Hopper"]}
     return [
-        DriftRecord("stale", "e-6", "auth0|6", "Sam Stale", {"last_login": "2025-01-02T03:04:05Z", "days": 321}),
-        DriftRecord("stale", "e-7", "auth0|7", "Nora Never", {"last_login": None, "days": 400}),
-        DriftRecord("missing", "e-1", None, "Ada Lovelace", {"state": "active"}, action="enqueued"),
-        DriftRecord("orphaned", None, "auth0|2", "Old Account", {"reason": "source deleted"}, action="held"),
-        DriftRecord(
-            "attribute_mismatch",
-            "e-3",
-            "auth0|3",
-            "Grace Hopper",
-            {"fields": {"email": ["grace@old.example", "grace@new.example"], "family_name": [None, "Hopper"]}},
-            action="enqueued",
-        ),
-        DriftRecord(
-            "role_mismatch",
-            "e-4",
-            "auth0|4",
-            "Sales Person",
-            {"add": ["Sales Writer"], "remove": ["Employee"]},
-            action="enqueued",
-        ),
-        DriftRecord(
-            "ambiguous",
-            "e-5",
-            None,
-            "Two Matches",
-            {"candidates": ["auth0|5a", "auth0|5b"], "matched_by": "email"},
-        ),
+        record(Stale(321, last_login="2025-01-02T03:04:05Z", created_at=None), "e-6", "auth0|6", "Sam Stale"),
+        record(Stale(400, created_at="2024-10-18T00:00:00Z"), "e-7", "auth0|7", "Nora Never"),
+        record(Missing("active"), "e-1", None, "Ada Lovelace", action="enqueued"),
+        record(Orphaned("source deleted"), None, "auth0|2", "Old Account", action="held"),
+        record(AttributeMismatch(grace), "e-3", "auth0|3", "Grace Hopper", action="enqueued"),
+        record(RoleMismatch(["Sales Writer"], ["Employee"]), "e-4", "auth0|4", "Sales Person", action="enqueued"),
+        record(Ambiguous(["auth0|5a", "auth0|5b"], "email", "ambiguous"), "e-5", None, "Two Matches"),
     ]
 
 
@@ -74,7 +78,7 @@ def summary(**kw: Any) -> RunSummary:
         "entra_in_scope": 1_100,
         "auth0_users": 1_150,
         "managed_accounts": 1_090,
-        "in_sync": 1_083,
+        "in_sync": 1_094,  # records() has drift for 6 in-scope identities and one orphan
         "counts": {"missing": 1, "orphaned": 1, "attribute_mismatch": 1, "role_mismatch": 1, "ambiguous": 1},
         "enqueued": 3,
         "auth0_read": "export job",
@@ -137,7 +141,30 @@ def test_what_differs_reads_as_one_line_per_class() -> None:
     assert by_class["role_mismatche-4"] == "roles: +Sales Writer; -Employee"
     assert by_class["ambiguouse-5"] == "candidates: auth0|5a, auth0|5b (matched by email)"
     assert by_class["stalee-6"] == "last login 2025-01-02T03:04:05Z (321 days)"
-    assert by_class["stalee-7"] == "never logged in (400 days)"
+    assert by_class["stalee-7"] == "never logged in, created 2024-10-18T00:00:00Z (400 days)"
+
+
+def test_every_class_reads_back_the_details_it_wrote_through_the_stored_json() -> None:
+    samples: dict[type[Details], Details] = {
+        Missing: Missing("active"),
+        Skipped: Skipped("joiner has no email after mapping; Auth0 needs one"),
+        Orphaned: Orphaned("out of scope"),
+        AttributeMismatch: AttributeMismatch({"name": ["Old", "New"]}),
+        RoleMismatch: RoleMismatch(["Sales Writer"], ["Employee"]),
+        Ambiguous: Ambiguous(["auth0|a", "auth0|b"], "email", "ambiguous"),
+        Stale: Stale(120, last_login="2025-01-01T00:00:00Z"),
+    }
+    assert set(samples) == set(DETAIL_TYPES)
+    for kind, details in samples.items():
+        stored = json.loads(json.dumps(details.record("e", "u", "Someone").to_dict()))
+        back = DriftRecord.from_dict(stored)
+        assert back.drift == kind.drift
+        assert kind.of(back) == details
+
+
+def test_details_of_one_class_are_not_read_from_a_record_of_another() -> None:
+    with pytest.raises(ValueError, match="a 'missing' record has no Stale details"):
+        Stale.of(Missing("active").record("e", None, "Someone"))
 
 
 @pytest.mark.parametrize("good", ["20261122T020000Z-1a2b3c", "a", "run_1.2-x"])
@@ -276,8 +303,30 @@ def test_html_counts_by_class_follow_drift_order_with_titles() -> None:
     positions = [counts.index(DRIFT_TITLES[d]) for d in DRIFT_ORDER]
     assert positions == sorted(positions)
     assert f"{DRIFT_TITLES['stale']} 2 " in counts
-    assert "Total drift 7 3 3 1" in counts  # identities, enqueued, reported only, held
-    assert "In sync 1,083" in counts
+    assert "Total drift records 7 3 3 1" in counts  # records, enqueued, reported only, held
+    assert "Identities with drift 7 3 3 1" in counts
+    assert "In sync (in-scope identities with no drift) 1,094" in counts
+
+
+def test_html_counts_records_and_identities_apart_so_that_the_numbers_add_up() -> None:
+    both = [
+        record(AttributeMismatch({"name": ["Old", "New"]}), "e-1", "auth0|1", "Two Ways", action="enqueued"),
+        record(RoleMismatch(["Employee"], []), "e-1", "auth0|1", "Two Ways", action="enqueued"),
+        record(Missing("active"), "e-2", None, "Ada", action="enqueued"),
+        record(Orphaned("source deleted"), None, "auth0|9", "Gone", action="held"),
+    ]
+    run = summary(entra_in_scope=10, in_sync=8, enqueued=2, held=1)
+    text = Page(render_html(run, both, [])).plain
+    header = text[: text.index("Counts by class")]
+    assert "In sync 8 of 10 in-scope identities" in header
+    assert "Drift 4 records about 3 identities" in header
+    assert "Enqueued 2 identities (3 records)" in header
+    assert "Held 1 identity (1 record)" in header
+    counts = text[text.index("Counts by class") : text.index("Trend")]
+    assert "the 4 records below are about 3 identities" in counts
+    assert "Of the 10 in-scope Entra identities, 8 are in sync and 2 have drift" in counts
+    assert "Total drift records 4 3 1" in counts  # records: all, enqueued, held
+    assert "Identities with drift 3 2 1" in counts
 
 
 def test_html_tables_show_what_differs_and_what_was_done() -> None:
@@ -287,8 +336,18 @@ def test_html_tables_show_what_differs_and_what_was_done() -> None:
     assert "Sales Person e-4 auth0|4 Sales Writer Employee enqueued" in text
     assert "Two Matches e-5 (none) email auth0|5a auth0|5b reported only" in text
     assert "Sam Stale e-6 auth0|6 2025-01-02T03:04:05Z 321 reported only" in text
-    assert "Nora Never e-7 auth0|7 never 400" in text
+    assert "Nora Never e-7 auth0|7 never (created 2024-10-18T00:00:00Z) 400" in text
     assert "Old Account (none) auth0|2 source deleted held" in text
+
+
+def test_html_lists_joiners_the_worker_skips_apart_from_missing_ones_with_the_reason() -> None:
+    why = "joiner has no email after mapping; Auth0 needs one"
+    recs = [record(Skipped(why), "e-9", None, "No Mail"), record(Missing("active"), "e-1", None, "Ada")]
+    text = Page(render_html(summary(), recs, [])).plain
+    assert f"{DRIFT_TITLES['missing']} (1)" in text
+    assert f"{DRIFT_TITLES['skipped']} (1)" in text
+    assert f"No Mail e-9 (none) {why} reported only" in text
+    assert what_differs(recs[0]) == f"not created: {why}"
 
 
 def test_html_of_a_dry_run_says_nothing_changed() -> None:
@@ -339,7 +398,7 @@ def test_html_banner_when_the_circuit_breaker_held_the_run() -> None:
     assert "Reason: would block 40 of 1,090 managed users" in banner
     assert "Users to block or delete 40 25" in banner
     assert "Share of managed users 3.7% 5.0%" in banner
-    assert "40 change(s) are held" in banner
+    assert "The deprovisions of 40 identities are held" in banner
     assert "entra-sync approve 20261122T020000Z-1a2b3c" in banner
     command = [a for t, a in page.tags if t == "code" and a.get("class") == "command"]
     assert len(command) == 1
@@ -350,6 +409,18 @@ def test_html_notes_an_approved_run_without_asking_again() -> None:
     text = Page(render_html(summary(status="approved", breaker=breaker), records(), [])).plain
     assert "Held by the circuit breaker, then approved" in text
     assert "entra-sync approve" not in text
+
+
+def test_html_of_an_approved_run_says_who_approved_it_and_when() -> None:
+    breaker = Breaker(tripped=True, reason="too many", deprovisions=1, limit=0)
+    approved = summary(
+        status="approved", held=1, breaker=breaker, approved_by="alice", approved_at="2026-11-22T08:15:00Z"
+    )
+    released = [record(Orphaned("source disabled"), "e-2", "auth0|2", "Gone Person", action="approved")]
+    text = Page(render_html(approved, released, [])).plain
+    assert "Approved 2026-11-22T08:15:00Z by alice" in text
+    assert "Approved by alice at 2026-11-22T08:15:00Z: the held deprovisions of 1 identity were queued" in text
+    assert "Gone Person e-2 auth0|2 source disabled queued on approval" in text
 
 
 def test_html_without_a_tripped_breaker_has_no_banner() -> None:
@@ -367,7 +438,7 @@ def test_html_of_a_failed_run_says_so() -> None:
 def test_html_of_an_empty_run_says_all_in_sync() -> None:
     text = Page(render_html(summary(counts={}), [], [])).plain
     assert "All in sync 1,100 in-scope Entra users and 1,150 Auth0 users were compared; no drift was found." in text
-    assert "Total drift 0" in text
+    assert "Total drift records 0" in text
     assert "No earlier runs to compare with yet." in text
 
 
@@ -425,6 +496,7 @@ def big(n: int) -> list[DriftRecord]:
         drift = DRIFT_ORDER[i % len(DRIFT_ORDER)]
         details: dict[str, Any] = {
             "missing": {"state": "active"},
+            "skipped": {"reason": "joiner has no email after mapping; Auth0 needs one"},
             "orphaned": {"reason": "source deleted"},
             "attribute_mismatch": {"fields": {"email": [f"u{i}@old.example", f"u{i}@new.example"]}},
             "role_mismatch": {"add": ["Sales Writer"], "remove": ["Employee"]},
@@ -437,12 +509,12 @@ def big(n: int) -> list[DriftRecord]:
 
 def test_a_large_run_is_whole_in_csv_and_json_and_capped_in_html() -> None:
     # Rendering speed at 100,000 records is measured in bench/, not asserted here.
-    recs = big(13_000)
+    recs = big(15_000)
     as_json = render_json(summary(), recs)
     as_csv = render_csv(recs)
     as_html = render_html(summary(), recs, [])
-    assert json.loads(as_json)["record_count"] == 13_000
-    assert as_csv.count(b"\r\n") == 13_001
+    assert json.loads(as_json)["record_count"] == 15_000
+    assert as_csv.count(b"\r\n") == 15_001
     assert as_html.count(b"Showing the first 2,000 of") == len(DRIFT_ORDER)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from sandbox.azurite import Azurite
+from sandbox.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from sandbox.mirror import mirror
 from shared.cli import main
 from shared.mapping import load_mapping
@@ -87,7 +88,9 @@ def test_a_held_run_exits_3_and_approve_releases_it(world: World, capsys: pytest
     assert f"entra-sync approve {run_id}" in out
 
     assert main(["approve", run_id, "--by", "test-operator"]) == 0
-    assert "4 held deprovisions queued" in capsys.readouterr().out
+    assert "approved by test-operator: 4 held deprovisions queued" in capsys.readouterr().out
+    assert main(["report", run_id, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["approved_by"] == "test-operator"
     assert main(["approve", run_id]) == 1  # already approved
     assert "not held" in capsys.readouterr().err
 
@@ -108,3 +111,82 @@ def test_bad_input_gets_a_clear_error(
 def test_backfill_queues_every_user_once(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backfill"]) == 0
     assert f"backfill: {world.graph.snapshot()['users']} users queued" in capsys.readouterr().out
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """What the CLI printed on stderr, checked to be one line and no traceback."""
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_audit_times_compare_as_times_whatever_their_offset(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile", "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "--identity", "reconcile"]) == 0
+    # The newest reconcile row is this run's (earlier tests' rows may share the Azurite session).
+    at = max((line.split()[0] for line in capsys.readouterr().out.splitlines()), key=datetime.fromisoformat)
+    written = datetime.fromisoformat(at)
+    # Half an hour before, written at +01:00, reads as a later string; half an hour after at -05:00, an earlier one.
+    since = (written - timedelta(minutes=30)).astimezone(timezone(timedelta(hours=1))).isoformat()
+    until = (written + timedelta(minutes=30)).astimezone(timezone(timedelta(hours=-5))).isoformat()
+    assert since > at > until
+
+    assert main(["audit", "--identity", "reconcile", "--since", since, "--until", until]) == 0
+    assert at in capsys.readouterr().out
+    later = (written + timedelta(minutes=1)).isoformat()
+    assert main(["audit", "--identity", "reconcile", "--since", later]) == 0
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_audit_refuses_a_time_that_is_not_iso_8601(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", option, "yesterday"]) == 2
+    err = one_line_error(capsys)
+    assert f"argument {option}: 'yesterday' is not an ISO 8601 time" in err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "ten"])
+def test_runs_and_audit_want_a_limit_of_at_least_one(limit: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("runs", "audit"):
+        assert main([command, "--limit", limit]) == 2
+        err = one_line_error(capsys)
+        assert f"entra-sync {command}: argument --limit:" in err
+        assert ("must be 1 or more" if limit != "ten" else "'ten' is not a whole number") in err
+
+
+def test_runs_limit_shows_the_latest_runs(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(2):
+        assert main(["reconcile", "--dry-run"]) == 0
+    runs = re.findall(r"run (\S+) \(dry-run\)", capsys.readouterr().out)
+    assert main(["runs", "--limit", "1"]) == 0
+    assert capsys.readouterr().out.split()[0] == runs[-1]
+
+
+def test_a_settings_file_that_is_not_there_is_named_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "local.settings.json"
+    assert main(["--settings", str(missing), "runs"]) == 2
+    assert f"--settings {missing}: no such file" in one_line_error(capsys)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["--settings", str(broken), "runs"]) == 2
+    assert f"--settings {broken}: not a JSON file" in one_line_error(capsys)
+
+
+def test_unreachable_storage_is_named_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    closed = f"http://127.0.0.1:9/{DEV_ACCOUNT}"
+    storage = (
+        f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+        f"BlobEndpoint={closed};QueueEndpoint={closed};TableEndpoint={closed};"
+    )
+    for name, value in sandbox_env(storage=storage).items():
+        monkeypatch.setenv(name, value)
+    assert main(["runs"]) == 2
+    err = one_line_error(capsys)
+    assert f"cannot reach Azure Storage (AzureWebJobsStorage) at {closed}" in err
+    assert DEV_KEY not in err

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ import pytest
 from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
 from shared.mapping import load_mapping
+from shared.reconcile_model import DriftRecord, RunSummary
+from shared.report import parse_json
 from shared.work import WorkItem
 from tests.integration.world import World, audit_rows, drain, queued, services_for
 
@@ -78,7 +83,7 @@ def test_every_drift_class_is_found_and_the_safe_ones_are_repaired(world: World,
     world.graph.update_user(leaver, accountEnabled=False)  # its notification was lost
     stale_roles = world.auth0.user_role_names(f"auth0|{stale}")
     api(world, "DELETE", f"/users/auth0|{stale}")
-    world.auth0.add_user({"user_id": stale, "email": f"{stale}@old.example", "last_login": "2020-01-01T00:00:00.000Z",
+    world.auth0.add_user({"user_id": stale, "email": f"{stale}@old.example", "last_login": "2020-01-01T00:00:00Z",
                           "app_metadata": {"entra_object_id": stale}, "roles": stale_roles})  # fmt: skip
     api(world, "DELETE", f"/users/auth0|{twin}")
     for n in (1, 2):
@@ -118,6 +123,144 @@ def test_every_drift_class_is_found_and_the_safe_ones_are_repaired(world: World,
     assert world.auth0.get_user("auth0|twin-1")["name"] != "Changed"  # type: ignore[index]
 
 
+def members(world: World) -> list[str]:
+    """Enabled Member users: in scope, with an Auth0 account after ``in_sync_start``."""
+    dump = world.graph.snapshot(full=True)["dump"]
+    return [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
+
+
+def age_account(world: World, entra_id: str, **times: str) -> None:
+    """Put the same in-sync account back with other ``created_at`` / ``last_login`` times (the
+    Management API cannot set them); without ``last_login`` it never logged in."""
+    account = world.account(entra_id)
+    assert account is not None
+    roles = world.auth0.user_role_names(f"auth0|{entra_id}")
+    api(world, "DELETE", f"/users/auth0|{entra_id}")
+    kept = ("email", "email_verified", "name", "given_name", "family_name", "user_metadata", "app_metadata")
+    same = {k: account[k] for k in kept if k in account}
+    world.auth0.add_user({**same, "user_id": entra_id, "roles": roles, **times})
+
+
+async def run_and_read_report(world: World, mode: str = "dry-run") -> tuple[RunSummary, list[DriftRecord], bytes, str]:
+    """One reconciliation run with the real report store, and the report.html and report.csv it stored."""
+    async with services_for(world) as svc:
+        summary, records = await svc.reconciler.run(mode)
+        page = await svc.reports.load(summary.run_id, "html")
+        table = (await svc.reports.load(summary.run_id, "csv")).decode("utf-8-sig")
+        return summary, records, page, table
+
+
+def what_differs_by_identity(table: str) -> dict[str, str]:
+    return {row["entra_id"]: row["what_differs"] for row in csv.DictReader(io.StringIO(table, newline=""))}
+
+
+def test_the_stored_report_says_when_a_stale_account_last_logged_in(world: World) -> None:
+    in_sync_start(world)
+    logged_in, never = members(world)[:2]
+    age_account(world, logged_in, created_at="2019-06-01T00:00:00Z", last_login="2020-01-01T00:00:00Z")
+    age_account(world, never, created_at="2020-02-01T00:00:00Z")
+
+    summary, _, page, table = run(run_and_read_report(world))
+
+    assert summary.counts == {"stale": 2}
+    differs = what_differs_by_identity(table)
+    assert differs[logged_in].startswith("last login 2020-01-01T00:00:00Z (")
+    assert differs[never].startswith("never logged in, created 2020-02-01T00:00:00Z (")
+    assert b"2020-01-01T00:00:00Z" in page
+    assert b"never (created 2020-02-01T00:00:00Z)" in page
+
+
+def test_an_in_scope_user_the_worker_would_not_create_is_reported_as_skipped_not_missing(world: World) -> None:
+    in_sync_start(world)
+    no_mail = members(world)[0]
+    api(world, "DELETE", f"/users/auth0|{no_mail}")
+    world.graph.update_user(no_mail, mail=None)  # the mapping takes the email from mail: none after mapping
+
+    async def scenario() -> Any:
+        async with services_for(world, reports=None) as svc:  # remediate lists missing
+            summary, records = await svc.reconciler.run("apply")
+            return summary, records, await queued(svc)
+
+    summary, records, items = run(scenario())
+    assert summary.counts == {"skipped": 1}
+    [skipped] = records
+    assert (skipped.entra_id, skipped.action) == (no_mail, "reported")
+    assert skipped.details == {"reason": "joiner has no email after mapping; Auth0 needs one"}
+    assert items == []
+    assert summary.enqueued == 0
+
+
+def test_in_sync_counts_in_scope_identities_and_is_not_lowered_by_orphans_outside_the_scope(world: World) -> None:
+    created = in_sync_start(world)
+    disabled = world.member_user(enabled=False)["id"]  # no account yet: out of scope of the mirror
+    gone = "0f0f0f0f-0000-4000-8000-00000000dead"  # no such Entra user
+    for owner in (disabled, gone):
+        world.auth0.add_user(
+            {"user_id": owner, "email": f"{owner}@x.example", "app_metadata": {"entra_object_id": owner}}
+        )
+
+    summary, records, page, _ = run(run_and_read_report(world))
+
+    assert sorted(r.details["reason"] for r in records) == ["source deleted", "source disabled"]
+    assert summary.entra_in_scope == created
+    assert summary.in_sync == created
+    assert summary.drifted == 2
+    assert f"In sync (in-scope identities with no drift)</td><td class=n>{created:,}<".encode() in page
+
+
+def test_one_identity_in_two_classes_is_one_work_item_and_the_report_says_records_and_identities(
+    world: World,
+) -> None:
+    in_sync_start(world)
+    both = world.member_user()["id"]  # in group 0, which grants Employee
+    api(world, "PATCH", f"/users/auth0|{both}", json={"name": "Changed In Auth0"})
+    role_ids = {r["name"]: r["id"] for r in api(world, "GET", "/roles").json()}
+    api(world, "DELETE", f"/users/auth0|{both}/roles", json={"roles": [role_ids["Employee"]]})
+
+    summary, records, page, _ = run(run_and_read_report(world, "apply"))
+
+    assert summary.counts == {"attribute_mismatch": 1, "role_mismatch": 1}
+    assert {r.action for r in records} == {"enqueued"}
+    assert (summary.enqueued, summary.drifted) == (1, 1)
+    assert summary.in_sync == summary.entra_in_scope - 1
+    text = page.decode()
+    assert "<dt>Drift</dt><dd>2 records about 1 identity</dd>" in text
+    assert "<dt>Enqueued</dt><dd>1 identity (2 records)</dd>" in text
+
+
+def test_a_mapping_of_the_managers_mail_reconciles_clean_after_the_worker_synced(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]
+) -> None:
+    world = World(azurite, tmp_path, users=30, groups=6).start()
+    try:
+        mapping = tmp_path / "mapping.yaml"
+        by_id = "  - {source: manager.id, target: app_metadata.manager_object_id}\n"
+        by_mail = "  - {source: manager.mail, target: app_metadata.manager_mail}\n"
+        assert by_id in mapping.read_text()
+        mapping.write_text(mapping.read_text().replace(by_id, by_id + by_mail))
+
+        async def scenario() -> Any:
+            async with services_for(world, reports=None) as svc:
+                await svc.sync.backfill()
+                await drain(indexed, svc)
+                return await svc.reconciler.run("dry-run")
+
+        summary, records = run(scenario())
+        dump = world.graph.snapshot(full=True)["dump"]
+        mail_of = {u["id"]: u.get("mail") for u in dump["users"]}
+        synced = [a for u in dump["users"] if (a := world.account(u["id"])) is not None]
+        with_manager = [a for a in synced if a["app_metadata"].get("manager_object_id")]
+        assert with_manager, "the seeded tenant should give some synced user a manager"
+        assert all(
+            a["app_metadata"].get("manager_mail") == mail_of[a["app_metadata"]["manager_object_id"]]
+            for a in with_manager
+        )
+        assert records == []
+        assert summary.in_sync == summary.entra_in_scope == len(synced)
+    finally:
+        world.stop()
+
+
 def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, indexed: dict[str, Any]) -> None:
     in_sync_start(world)
     dump = world.graph.snapshot(full=True)["dump"]
@@ -153,6 +296,33 @@ def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, i
     assert after.status == "approved"
     assert all(world.account(uid)["blocked"] is True for uid in leavers)  # type: ignore[index]
     assert any(r["action"] == "approve" for r in rows)
+
+
+def test_approving_a_held_run_records_who_and_when_and_stores_the_report_again(world: World) -> None:
+    in_sync_start(world)
+    leavers = members(world)[:4]  # the limit is 3
+    for uid in leavers:
+        world.graph.update_user(uid, accountEnabled=False)
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            held, _ = await svc.reconciler.run("apply")
+            before = await svc.reports.load(held.run_id, "html")
+            await svc.reconciler.approve(held.run_id, approver="alice")
+            after = await svc.reconciler.summary(held.run_id)
+            _, records = parse_json(await svc.reports.load(held.run_id, "json"))
+            return held, before, after, records, await svc.reports.load(held.run_id, "html")
+
+    held, before, after, records, page = run(scenario())
+    assert held.status == "held"
+    assert f"entra-sync approve {held.run_id}".encode() in before
+    assert (after.status, after.approved_by) == ("approved", "alice")
+    assert datetime.fromisoformat(after.approved_at) >= datetime.fromisoformat(after.finished_at)
+    assert {r.action for r in records if r.drift == "orphaned"} == {"approved"}
+    text = page.decode()
+    assert "s-approved" in text
+    assert f"<dt>Approved</dt><dd>{after.approved_at} by alice</dd>" in text
+    assert f"entra-sync approve {held.run_id}" not in text
 
 
 def test_an_entra_read_that_looks_partial_holds_the_run(world: World) -> None:
