@@ -65,13 +65,18 @@ async def sync_worker(msg: func.QueueMessage) -> None:
             clog.info("%s %s waits %.0f s: %s", item.kind, item.id, delay, exc)
             return
         if (msg.dequeue_count or 0) >= MAX_DEQUEUE_COUNT:
+            error = f"{type(exc).__name__}: {exc}"
             await svc.audit.write(
                 AuditRow(
                     item.correlation_id, item.source, item.source_ref, item.id, "auth0", "", "sync", "poisoned",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=error,
                 )
             )  # fmt: skip
-            log.error(
-                "%s %s goes to the poison queue after %s attempts: %s", item.kind, item.id, msg.dequeue_count, exc
+            await svc.alerts.send(
+                f"poison:{msg.id or item.correlation_id}",
+                f"gave up on the {item.kind} work item for {item.id} after {msg.dequeue_count} attempts: {error}. "
+                f"It is in the {names.WORK_POISON_QUEUE} queue; its audit trail: entra-sync audit --identity {item.id}",
+                source=item.source,
+                correlation_id=item.correlation_id,
             )
         raise

@@ -18,11 +18,14 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from shared import clients, names
+from shared.alerts import Alerts
 from shared.auth0_target import Auth0Target, RateGate
 from shared.bulk import ImportBackfill
 from shared.clock import SYSTEM, Clock
 from shared.graph_source import GraphSource
+from shared.guard import MassChangeGuard
 from shared.mapping import SyncMapping, load_mapping
+from shared.notify import Notifier
 from shared.reconcile import Reconciler
 from shared.redact import install_log_redaction
 from shared.settings import Settings
@@ -155,6 +158,23 @@ class Services:
                 state=self.state,
                 queue=self.work_queue,
                 mapping=self.mapping,
+                guard=self.guard,
+            ),
+        )
+
+    @property
+    def guard(self) -> MassChangeGuard:
+        """Mass changes held for approval on the way in (one per process: it counts for the window)."""
+        return self._get(  # type: ignore[no-any-return]
+            "guard",
+            lambda: MassChangeGuard(
+                state=self.state,
+                links=self.links,
+                audit=self.audit,
+                queue=self.work_queue,
+                policy=self.mapping.guard,
+                alerts=self.alerts,
+                clock=self.clock,
             ),
         )
 
@@ -185,15 +205,20 @@ class Services:
                 audit=self.audit,
                 mapping=self.mapping,
                 reports=self.reports,
-                alert=self.alert,
+                alert=self.alerts.send,
             ),
         )
 
-    async def alert(self, message: str) -> None:
-        """Tell the operators (the security webhook, when configured); the log has it either way."""
-        alert = self.overrides.get("alert")
-        if alert is not None:
-            await alert(message)
+    @property
+    def notifier(self) -> Notifier:
+        """The Slack/Teams webhook (``NOTIFY_WEBHOOK_URL``): one message per incident."""
+        return self._get(  # type: ignore[no-any-return]
+            "notifier", lambda: Notifier(self.table(names.STATE_TABLE), self.settings.notify_webhook_url)
+        )
+
+    @property
+    def alerts(self) -> Alerts:
+        return self._get("alerts", lambda: Alerts(self.notifier, self.audit))  # type: ignore[no-any-return]
 
     @property
     def subscriptions(self) -> SubscriptionManager:

@@ -160,8 +160,14 @@ async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> in
 
 
 async def cmd_approve(svc: bootstrap.Services, args: argparse.Namespace) -> int:
-    queued = await svc.reconciler.approve(check_run_id(args.run), approver=args.by)
-    print(f"run {args.run} approved by {args.by}: {queued} held deprovisions queued for the worker")
+    """A held reconciliation run, or a mass change held on the way in (their ids look alike)."""
+    ident = check_run_id(args.run)
+    if await svc.guard.episode(ident) is not None:
+        queued = await svc.guard.approve(ident, approver=args.by)
+        print(f"mass change {ident} approved by {args.by}: {queued} held identities queued for the worker")
+        return 0
+    queued = await svc.reconciler.approve(ident, approver=args.by)
+    print(f"run {ident} approved by {args.by}: {queued} held deprovisions queued for the worker")
     return 0
 
 

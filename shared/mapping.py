@@ -227,9 +227,10 @@ DRIFT_CLASSES: Final = (
     "role_mismatch",
     "stale",  # no Auth0 login in stale_after_days (reported only)
     "ambiguous",  # several candidates (never auto-fixed)
+    "conflict",  # a value the target refused as another account's (reported only)
 )
 SAFE_BY_DEFAULT: Final = ("missing", "attribute_mismatch", "role_mismatch")
-NEVER_AUTO_FIXED: Final = frozenset({"ambiguous", "stale"})
+NEVER_AUTO_FIXED: Final = frozenset({"ambiguous", "stale", "conflict"})
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,21 @@ class ReconcilePolicy:
     # more than this many managed users, or this share of them, is held for approval.
     max_deprovisions: int = 25
     max_deprovision_share: float = 0.05
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """Mass changes held for approval on the way in (notifications, delta, repairs), over a sliding
+    window: the reconcile section's deprovision thresholds, and one attribute changed or cleared on
+    many accounts. The share rules apply once at least ``min_changes_for_share`` changes of a kind
+    are counted, so two leavers in a small tenant are not a mass event."""
+
+    window_minutes: int = 60
+    max_deprovisions: int = 25
+    max_deprovision_share: float = 0.05
+    max_attribute_changes: int = 500  # one target path changed or cleared on this many accounts
+    max_attribute_change_share: float = 0.5
+    min_changes_for_share: int = 5
 
 
 RISK_LEVELS: Final = ("low", "medium", "high")
@@ -291,6 +307,7 @@ class SyncMapping:
     deprovision: Deprovision = field(default_factory=Deprovision)
     reconcile: ReconcilePolicy = field(default_factory=ReconcilePolicy)
     risk: RiskPolicy = field(default_factory=RiskPolicy)
+    guard: GuardPolicy = field(default_factory=GuardPolicy)
 
     # -- derived ---------------------------------------------------------------------------------
 
@@ -389,7 +406,10 @@ class _Validator:
     def mapping(self, data: Any) -> SyncMapping:
         if not isinstance(data, dict):
             raise MappingError(self.source, ["the top level must be a mapping (key: value)"])
-        known = {"version", "target", "scope", "matching", "attributes", "roles", "deprovision", "reconcile", "risk"}
+        known = {
+            "version", "target", "scope", "matching", "attributes", "roles", "deprovision", "reconcile", "risk",
+            "guard",
+        }  # fmt: skip
         for key in data:
             if key not in known:
                 self.fail(str(key), f"unknown section (expected one of: {', '.join(sorted(known))})")
@@ -403,9 +423,10 @@ class _Validator:
         deprovision = self.deprovision(data.get("deprovision") or {})
         reconcile = self.reconcile(data.get("reconcile") or {})
         risk = self.risk(data.get("risk") or {})
+        guard = self.guard(data.get("guard") or {}, reconcile)
         if self.problems:
             raise MappingError(self.source, self.problems)
-        return SyncMapping(self.source, target, scope, matching, attributes, roles, deprovision, reconcile, risk)
+        return SyncMapping(self.source, target, scope, matching, attributes, roles, deprovision, reconcile, risk, guard)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -718,6 +739,31 @@ class _Validator:
             max_deprovision_share=self.number(
                 "reconcile.max_deprovision_share", data.get("max_deprovision_share"), 0.05, 0.0, 1.0
             ),
+        )
+
+    def guard(self, data: Any, reconcile: ReconcilePolicy) -> GuardPolicy:
+        """Defaults: the reconcile section's deprovision thresholds, so both paths hold alike."""
+        data = self.keys(
+            "guard",
+            data,
+            {"window_minutes", "max_deprovisions", "max_deprovision_share", "max_attribute_changes",
+             "max_attribute_change_share", "min_changes_for_share"},
+        )  # fmt: skip
+        d = GuardPolicy()
+
+        def count(key: str, default: int, low: int = 0) -> int:
+            return int(self.number(f"guard.{key}", data.get(key), default, low, 10**7))
+
+        def share(key: str, default: float) -> float:
+            return self.number(f"guard.{key}", data.get(key), default, 0.0, 1.0)
+
+        return GuardPolicy(
+            window_minutes=count("window_minutes", d.window_minutes, 1),
+            max_deprovisions=count("max_deprovisions", reconcile.max_deprovisions),
+            max_deprovision_share=share("max_deprovision_share", reconcile.max_deprovision_share),
+            max_attribute_changes=count("max_attribute_changes", d.max_attribute_changes),
+            max_attribute_change_share=share("max_attribute_change_share", d.max_attribute_change_share),
+            min_changes_for_share=count("min_changes_for_share", d.min_changes_for_share, 1),
         )
 
     def risk(self, data: Any) -> RiskPolicy:

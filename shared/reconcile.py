@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,11 +29,13 @@ from shared.auth0_target import Auth0Target
 from shared.errors import NotFound, PermanentError
 from shared.graph_source import GraphSource
 from shared.mapping import SyncMapping, read_path
+from shared.mapping_groups import mapping_group_problems
 from shared.model import ActionKind, DeprovisionState, Link, SourceState, SourceUser
 from shared.reconcile_model import (
     Ambiguous,
     AttributeMismatch,
     Breaker,
+    Conflict,
     DriftRecord,
     Missing,
     Orphaned,
@@ -106,7 +108,7 @@ class Reconciler:
         audit: AuditStore,
         mapping: SyncMapping,
         reports: Any = None,  # shared.report.ReportStore, or None to skip writing reports
-        alert: Callable[[str], Any] | None = None,  # async callable told when a run is held
+        alert: Callable[[str, str], Awaitable[Any]] | None = None,  # (incident key, message): a held or failed run
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.source = source
@@ -134,6 +136,14 @@ class Reconciler:
             raise ValueError("mode is dry-run or apply")
         report = progress or (lambda phase, done, total: None)
         summary = RunSummary(run_id=run_id or new_run_id(self.now()), mode=mode, started_at=utcnow())
+        try:
+            records = await self._run(summary, report)
+        except Exception as exc:
+            await self._failed(summary, exc)
+            raise
+        return summary, records
+
+    async def _run(self, summary: RunSummary, report: Progress) -> list[DriftRecord]:
         clock = time.perf_counter()
 
         def lap(phase: str) -> None:
@@ -141,6 +151,13 @@ class Reconciler:
             summary.timings[phase] = round(time.perf_counter() - clock, 3)
             clock = time.perf_counter()
 
+        problems = await mapping_group_problems(self.source, self.mapping)
+        if problems:  # a missing scope group would make everyone a leaver: refuse the run instead
+            raise PermanentError(
+                f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and roles "
+                f"cannot be worked out: {'; '.join(problems)}"
+            )
+        lap("mapping")
         links = {link.entra_id: link async for link in self.links.all()}
         entra_of = {link.user_id: link.entra_id for link in links.values() if not link.target_deleted}
         lap("links")
@@ -185,7 +202,20 @@ class Reconciler:
         summary.finished_at = utcnow()
         await self._save(summary, records)
         lap("report")
-        return summary, records
+        return records
+
+    async def _failed(self, summary: RunSummary, error: Exception) -> None:
+        """A run that could not finish still leaves its run record, a report saying why, an audit row
+        and an alert: a silent nightly failure is how drift goes unseen."""
+        summary.status = "failed"
+        summary.error = f"{type(error).__name__}: {error}"
+        summary.finished_at = utcnow()
+        try:
+            await self._save(summary, [])
+        except Exception as exc:  # storage is what failed: the alert and the log must still go out
+            log.error("could not record the failed reconciliation %s: %s", summary.run_id, type(exc).__name__)
+            if self.alert is not None:
+                await self.alert(f"reconcile-failed:{summary.run_id}", _failure_message(summary))
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -307,6 +337,10 @@ class Reconciler:
             and link.blocked_by_sync
         ) and not link.risk_locked:
             fields["blocked"] = (True, False)
+        refused = {p: [fields.pop(p)[0], v] for p, v in (link.conflicts if link else {}).items()
+                   if p in fields and fields[p][1] == v}  # fmt: skip
+        if refused:  # the worker will not send these again: a person decides, so reported apart
+            out.append(Conflict(dict(sorted(refused.items()))).record(entra_id, found.user_id, display))
         if fields:
             changed = {path: [before, after] for path, (before, after) in sorted(fields.items())}
             out.append(AttributeMismatch(changed).record(entra_id, found.user_id, display))
@@ -417,15 +451,19 @@ class Reconciler:
             if record.drift not in remediate or record.entra_id is None:
                 record.action = "reported"
                 continue
+            if summary.mode == "dry-run":  # a dry run holds nothing: its report says what the breaker would do
+                record.action = "none"
+                continue
             if record.drift == "orphaned" and summary.breaker.tripped:
                 record.action = "held"
                 held.append(record.entra_id)
                 continue
-            if summary.mode == "dry-run":
-                record.action = "none"
-                continue
             record.action = "enqueued"
-            items.append(WorkItem("user", record.entra_id, "reconcile", summary.run_id, summary.run_id))
+            # The circuit breaker judged this run's deprovisions: the worker's guard need not again.
+            approved = f"reconcile:{summary.run_id}"
+            items.append(
+                WorkItem("user", record.entra_id, "reconcile", summary.run_id, summary.run_id, approved=approved)
+            )
         # One work item per identity, even with several drift classes.
         unique = list({i.id: i for i in items}.values())
         if unique:
@@ -453,17 +491,19 @@ class Reconciler:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "in sync"
         await self.audit.write(
             AuditRow(summary.run_id, "reconcile", summary.run_id, "reconcile", "auth0", "", f"reconcile_{summary.mode}",
-                     outcome, detail=f"{counts}; enqueued {summary.enqueued}; held {summary.held}",
-                     error=summary.breaker.reason)
+                     outcome, detail=f"{counts}; enqueued {summary.enqueued} identities; held {summary.held}",
+                     error=summary.error or summary.breaker.reason)
         )  # fmt: skip
+        if self.alert is None:
+            return
         if summary.status == "held":
             message = (
-                f"entra-sync reconciliation {summary.run_id} is held by the circuit breaker: {summary.breaker.reason}. "
+                f"reconciliation {summary.run_id} is held by the circuit breaker: {summary.breaker.reason}. "
                 f"Nothing was blocked or deleted. Review the report, then run: entra-sync approve {summary.run_id}"
             )
-            log.error("%s", message)
-            if self.alert is not None:
-                await self.alert(message)
+            await self.alert(f"reconcile-held:{summary.run_id}", message)
+        elif summary.status == "failed":
+            await self.alert(f"reconcile-failed:{summary.run_id}", _failure_message(summary))
 
     async def _save_report(self, summary: RunSummary, records: list[DriftRecord]) -> None:
         if self.reports is None:
@@ -500,11 +540,14 @@ class Reconciler:
         The run is marked approved last: if anything before fails, it is still held and approving
         again re-queues the same items, which the worker converges to no change."""
         summary = await self.summary(run_id)
+        if summary.mode != "apply":
+            raise PermanentError(f"run {run_id} is a {summary.mode}: it queued nothing, so there is nothing to approve")
         if summary.status != "held":
             raise PermanentError(f"run {run_id} is {summary.status}, not held: nothing to approve")
         held = sorted((await self.state.list(f"reconcile-held:{run_id}")).keys())
         records = await self._stored_records(run_id)
-        items = [WorkItem("user", entra_id, "reconcile", run_id, run_id) for entra_id in held]
+        approved = f"reconcile:{run_id}"
+        items = [WorkItem("user", entra_id, "reconcile", run_id, run_id, approved=approved) for entra_id in held]
         if items:
             await self.queue.send(items)
         summary.status = "approved"
@@ -520,6 +563,13 @@ class Reconciler:
                      detail=f"{len(items)} held deprovisions queued, approved by {approver}")
         )  # fmt: skip
         return len(items)
+
+
+def _failure_message(summary: RunSummary) -> str:
+    return (
+        f"reconciliation {summary.run_id} ({summary.mode}) failed and proved nothing: {summary.error}. "
+        "Nothing was repaired; fix the cause and run: entra-sync reconcile --dry-run"
+    )
 
 
 def _index(index: dict[str, str | tuple[str, ...]], key: str, user_id: str) -> None:

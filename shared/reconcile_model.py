@@ -102,6 +102,17 @@ class AttributeMismatch(Details):
 
 
 @dataclass(frozen=True)
+class Conflict(Details):
+    """An Entra value the target refused because another account already holds it (an email
+    collision on update). The worker does not send it again until it changes in Entra: a person
+    decides whose it is. Never repaired automatically."""
+
+    drift: ClassVar[str] = "conflict"
+    title: ClassVar[str] = "Conflict with another Auth0 account"
+    fields: dict[str, list[Any]] = field(default_factory=dict)  # target path -> [Auth0 value, refused Entra value]
+
+
+@dataclass(frozen=True)
 class RoleMismatch(Details):
     drift: ClassVar[str] = "role_mismatch"
     title: ClassVar[str] = "Role mismatch"
@@ -138,6 +149,7 @@ DETAIL_TYPES: tuple[type[Details], ...] = (
     Skipped,
     Orphaned,
     AttributeMismatch,
+    Conflict,
     RoleMismatch,
     Ambiguous,
     Stale,

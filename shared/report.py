@@ -35,6 +35,7 @@ from shared.reconcile_model import (
     DRIFT_TITLES,
     Ambiguous,
     AttributeMismatch,
+    Conflict,
     DriftRecord,
     Missing,
     Orphaned,
@@ -127,8 +128,9 @@ def show_value(value: Any) -> str:
 
 
 def _fields(record: DriftRecord) -> list[tuple[str, Any, Any]]:
-    """attribute_mismatch details as (field, Auth0 value, Entra value)."""
-    fields: Mapping[str, Sequence[Any]] = AttributeMismatch.of(record).fields or {}
+    """attribute_mismatch and conflict details as (field, Auth0 value, Entra value)."""
+    kind = Conflict if record.drift == Conflict.drift else AttributeMismatch
+    fields: Mapping[str, Sequence[Any]] = kind.of(record).fields or {}
     return [(name, pair[0], pair[1]) for name, pair in fields.items()]
 
 
@@ -158,6 +160,9 @@ def what_differs(record: DriftRecord) -> str:
             return f"no Entra source: {Orphaned.of(record).reason or 'unknown'}"
         case AttributeMismatch.drift:
             parts = [f"{name}: {show_value(a)} -> {show_value(e)}" for name, a, e in _fields(record)]
+            return "; ".join(parts) or "(no fields listed)"
+        case Conflict.drift:
+            parts = [f"{name}: {show_value(e)} belongs to another account" for name, _, e in _fields(record)]
             return "; ".join(parts) or "(no fields listed)"
         case RoleMismatch.drift:
             roles = RoleMismatch.of(record)
@@ -418,7 +423,15 @@ def _banners(summary: RunSummary, total: int) -> list[str]:
             f"<p>{esc(s.error) if s.error else 'No error message was recorded.'}</p>"
             "<p>The findings below may be incomplete.</p></section>"
         )
-    if b.tripped and s.status != "approved":
+    if b.tripped and s.mode == "dry-run":
+        out.append(
+            '<section class="banner alarm" id="circuit-breaker">'
+            "<h2>An applied run would be held by the circuit breaker</h2>"
+            f"<p><strong>Reason:</strong> {esc(b.reason) if b.reason else _nil('(none recorded)')} "
+            f"({b.deprovisions:,} users to block or delete, limit {b.limit:,}; {b.share:.1%} of managed users, "
+            f"limit {b.share_limit:.1%}). A dry run holds nothing and has nothing to approve.</p></section>"
+        )
+    elif b.tripped and s.status != "approved":
         command = APPROVE_COMMAND.format(run_id=s.run_id)
         out.append(
             '<section class="banner alarm" id="circuit-breaker">'
@@ -559,7 +572,7 @@ _IDENTITY_HEAD: Final = "<th>Identity</th><th>Entra object id</th><th>Auth0 user
 def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
     """The table head and body rows for one drift class."""
     rows: list[str] = []
-    if drift == AttributeMismatch.drift:
+    if drift in {AttributeMismatch.drift, Conflict.drift}:
         head = f"{_IDENTITY_HEAD}<th>Field</th><th>Auth0 value</th><th>Entra value</th><th>Done</th>"
         for r in records:
             fields = _fields(r) or [("(no fields listed)", None, None)]

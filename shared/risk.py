@@ -37,7 +37,6 @@ from typing import Any, Final
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.request_information import RequestInformation
 
-from shared import names
 from shared.auth0_target import Auth0Target, Fence
 from shared.errors import LeaseBusy, NotFound, PermanentError, RateLimited, Refused, TransientError
 from shared.graph_source import GraphSource
@@ -645,12 +644,9 @@ def risk_service(svc: Any) -> RiskService:
     """The risk service for a :class:`~shared.bootstrap.Services`, built once per process and kept
     there (and the notifier with it, so ``Services.aclose`` closes its HTTP client)."""
     pacer: Pacer = svc._get("risk_pacer", Pacer)
-    notifier: Notifier = svc._get(
-        "notifier", lambda: Notifier(svc.table(names.STATE_TABLE), svc.settings.notify_webhook_url)
-    )
     return svc._get(  # type: ignore[no-any-return]
         "risk",
         lambda: RiskService(
-            sync=svc.sync, feed=RiskFeed(svc.source, pacer), notifier=notifier, policy=svc.mapping.risk
+            sync=svc.sync, feed=RiskFeed(svc.source, pacer), notifier=svc.notifier, policy=svc.mapping.risk
         ),
     )

@@ -118,6 +118,11 @@ class LinkStore:
                 [("upsert", self._entity(link), {"mode": UpdateMode.REPLACE}) for link in chunk]
             )
 
+    async def count(self) -> int:
+        """How many identities have a link to this target (reading keys only)."""
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.target}, select=["RowKey"])
+        return sum([1 async for _ in query])
+
     async def all(self) -> AsyncIterator[Link]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.target})
         async for e in query:

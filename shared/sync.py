@@ -29,6 +29,7 @@ from shared.errors import (
     TryLater,
 )
 from shared.graph_source import DeltaExpired, GraphSource, GroupDeltaPage
+from shared.guard import MassChangeGuard
 from shared.mapping import SyncMapping
 from shared.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
 from shared.storage import AuditRow, AuditStore, Lease, LeaseStore, LinkStore, StateStore, utcnow
@@ -51,7 +52,8 @@ class Outcome:
     """What one work item did (returned for tests, the demo and benchmarks)."""
 
     item: WorkItem
-    status: str  # "applied", "noop", "skipped", "ambiguous", "conflict", "failed", "ignored", "fanned_out"
+    # "applied", "noop", "skipped", "ambiguous", "conflict", "failed", "ignored", "fanned_out", "held"
+    status: str
     actions: list[str] = field(default_factory=list)
     user_id: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -91,6 +93,7 @@ class Ports:
     state: StateStore
     queue: WorkQueue
     mapping: SyncMapping
+    guard: MassChangeGuard | None = None  # mass changes held for approval (None: nothing is held)
 
 
 class UsesPorts:
@@ -106,6 +109,7 @@ class UsesPorts:
         self.state = ports.state
         self.queue = ports.queue
         self.mapping = ports.mapping
+        self.guard = ports.guard
 
 
 class SyncService(UsesPorts):
@@ -167,6 +171,13 @@ class SyncService(UsesPorts):
                 await self._audit(item, found.problem, "refused", detail=_match_problem(found))
                 return Outcome(item, found.problem, warnings=[_match_problem(found)])
             plan = planner.plan(source, found.account, link, self.mapping)
+            hold = await self.guard.check(item, plan) if self.guard is not None else None
+            if hold is not None:
+                await self._audit(
+                    item, "held", "held", found.account.user_id if found.account else "", detail=hold.reason
+                )
+                correlated(log, item.correlation_id).warning("%s %s: %s", item.kind, item.id, hold.reason)
+                return Outcome(item, "held", warnings=[hold.reason])
             work = _Work(item, source, found.account, link, lease, intent)
             try:
                 return await self.apply(work, plan, clock)

@@ -26,7 +26,9 @@ from shared import names
 from shared.errors import BadInput
 
 KINDS: Final = ("user", "group", "subscription", "delta", "risk")
-SOURCES: Final = ("notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group")
+SOURCES: Final = (
+    "notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group", "approval",
+)  # fmt: skip
 # Whole values only: ``$`` also matches before a final newline, so ``match`` with ``^...$`` would
 # let "<guid>\n" through. GUID is imported elsewhere, so it is anchored with ``\A...\Z`` and stays
 # whole whether ``match`` or ``fullmatch`` is called; the patterns below are used with ``fullmatch``.
@@ -130,13 +132,17 @@ class WorkItem:
     enqueued_at: float = field(default_factory=time.time)
     risk: RiskSignal | None = None  # only for kind "risk"
     deferrals: int = 0  # times the item was re-scheduled to wait (a rate limit, a busy lease)
+    # Who approved the mass change this item is part of: "guard:<episode>" (a held mass change) or
+    # "reconcile:<run>" (deprovisions the nightly circuit breaker judged); "" for none.
+    approved: str = ""
 
     def to_json(self) -> str:
         data = asdict(self)
         if data["risk"] is None:
             del data["risk"]  # other kinds keep the message format they always had
-        if not data["deferrals"]:
-            del data["deferrals"]
+        for optional in ("deferrals", "approved"):
+            if not data[optional]:
+                del data[optional]  # items without them keep the message format they always had
         return json.dumps({"v": VERSION, **data}, separators=(",", ":"))
 
     @classmethod
@@ -159,6 +165,9 @@ class WorkItem:
         deferrals = data.get("deferrals", 0)
         if isinstance(deferrals, bool) or not isinstance(deferrals, int) or deferrals < 0:
             raise BadInput("work item deferrals must be a non-negative whole number")
+        approved = data.get("approved", "")
+        if not isinstance(approved, str) or len(approved) > 128:
+            raise BadInput("work item approved must be a short string")
         return cls(
             kind=kind,
             id=ident,
@@ -168,6 +177,7 @@ class WorkItem:
             enqueued_at=_enqueued_at(data.get("enqueued_at")),
             risk=risk,
             deferrals=deferrals,
+            approved=approved,
         )
 
 

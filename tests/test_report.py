@@ -23,6 +23,7 @@ from shared.reconcile_model import (
     Ambiguous,
     AttributeMismatch,
     Breaker,
+    Conflict,
     Details,
     DriftRecord,
     Missing,
@@ -150,6 +151,7 @@ def test_every_class_reads_back_the_details_it_wrote_through_the_stored_json() -
         Skipped: Skipped("joiner has no email after mapping; Auth0 needs one"),
         Orphaned: Orphaned("out of scope"),
         AttributeMismatch: AttributeMismatch({"name": ["Old", "New"]}),
+        Conflict: Conflict({"email": ["ada@x.example", "grace@x.example"]}),
         RoleMismatch: RoleMismatch(["Sales Writer"], ["Employee"]),
         Ambiguous: Ambiguous(["auth0|a", "auth0|b"], "email", "ambiguous"),
         Stale: Stale(120, last_login="2025-01-01T00:00:00Z"),
@@ -499,6 +501,7 @@ def big(n: int) -> list[DriftRecord]:
             "skipped": {"reason": "joiner has no email after mapping; Auth0 needs one"},
             "orphaned": {"reason": "source deleted"},
             "attribute_mismatch": {"fields": {"email": [f"u{i}@old.example", f"u{i}@new.example"]}},
+            "conflict": {"fields": {"email": [f"u{i}@old.example", f"taken{i}@new.example"]}},
             "role_mismatch": {"add": ["Sales Writer"], "remove": ["Employee"]},
             "ambiguous": {"candidates": [f"auth0|{i}a", f"auth0|{i}b"], "matched_by": "email"},
             "stale": {"last_login": "2025-01-01T00:00:00Z", "days": 120},
@@ -509,12 +512,13 @@ def big(n: int) -> list[DriftRecord]:
 
 def test_a_large_run_is_whole_in_csv_and_json_and_capped_in_html() -> None:
     # Rendering speed at 100,000 records is measured in bench/, not asserted here.
-    recs = big(15_000)
+    n = 2_100 * len(DRIFT_ORDER)  # past the page's cap in every class
+    recs = big(n)
     as_json = render_json(summary(), recs)
     as_csv = render_csv(recs)
     as_html = render_html(summary(), recs, [])
-    assert json.loads(as_json)["record_count"] == 15_000
-    assert as_csv.count(b"\r\n") == 15_001
+    assert json.loads(as_json)["record_count"] == n
+    assert as_csv.count(b"\r\n") == n + 1
     assert as_html.count(b"Showing the first 2,000 of") == len(DRIFT_ORDER)
 
 

@@ -30,8 +30,8 @@ def test_an_email_taken_by_another_account_withholds_only_the_email_and_is_audit
 ) -> None:
     ada, bob = world.member_user(), world.member_user(skip=1)
 
-    async def scenario() -> tuple[Any, list[dict[str, Any]], dict[str, int]]:
-        async with services_for(world) as svc:
+    async def scenario() -> tuple[Any, list[dict[str, Any]], dict[str, int], list[Any]]:
+        async with services_for(world, reports=None) as svc:
             for user in (ada, bob):
                 await run_worker(indexed, user_item(user["id"], "notification"))
             taken = (world.account(ada["id"]) or {})["email"]
@@ -42,9 +42,10 @@ def test_an_email_taken_by_another_account_withholds_only_the_email_and_is_audit
             for source in ("notification", "delta", "reconcile"):  # later notifications and repairs
                 await run_worker(indexed, user_item(bob["id"], source), dequeue_count=5)
             replay_writes = world.auth0_writes()
-            return first, await audit_rows(svc), replay_writes
+            _, records = await svc.reconciler.run("dry-run")
+            return first, await audit_rows(svc), replay_writes, [r for r in records if r.entra_id == bob["id"]]
 
-    link, rows, replay_writes = asyncio.run(scenario())
+    link, rows, replay_writes, reported = asyncio.run(scenario())
     account = world.account(bob["id"])
     assert account is not None
     assert account["email"] == bob["mail"].lower()  # kept: the new one belongs to Ada's account
@@ -59,6 +60,10 @@ def test_an_email_taken_by_another_account_withholds_only_the_email_and_is_audit
     assert "department" in update["diff"] and '"email"' not in update["diff"]
     assert not [r for r in rows if r["outcome"] in {"poisoned", "failed"}]
     assert replay_writes == {}  # the refused value is not sent again
+    # Reconciliation reports it as a conflict for a person to settle, not as drift to repair.
+    assert [(r.drift, r.details) for r in reported] == [
+        ("conflict", {"fields": {"email": [bob["mail"].lower(), taken]}})
+    ]
 
 
 def test_a_conflicted_email_is_tried_again_once_it_changes_in_entra(world: World, indexed: dict[str, Any]) -> None:

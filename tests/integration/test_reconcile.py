@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,13 +16,24 @@ import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
+from sandbox.receiver import WebhookReceiver
 from shared.mapping import load_mapping
 from shared.reconcile_model import DriftRecord, RunSummary
 from shared.report import parse_json
+from shared.settings import Secret
 from shared.work import WorkItem
 from tests.integration.world import World, audit_rows, drain, queued, services_for
 
 REMEDIATE_ALL = "reconcile: {remediate: [missing, attribute_mismatch, role_mismatch, orphaned], max_deprovisions: 3}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver().start()
+    try:
+        yield hook  # type: ignore[misc]
+    finally:
+        hook.stop()
 
 
 @pytest.fixture
@@ -261,15 +273,18 @@ def test_a_mapping_of_the_managers_mail_reconciles_clean_after_the_worker_synced
         world.stop()
 
 
-def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, indexed: dict[str, Any]) -> None:
+def test_the_circuit_breaker_holds_a_mass_disable_until_approved(
+    world: World, indexed: dict[str, Any], receiver: WebhookReceiver
+) -> None:
     in_sync_start(world)
+    world.settings = dataclasses.replace(world.settings, notify_webhook_url=Secret(receiver.url()))
     dump = world.graph.snapshot(full=True)["dump"]
     leavers = [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:5]
     for uid in leavers:
         world.graph.update_user(uid, accountEnabled=False)
 
     async def scenario() -> Any:
-        async with services_for(world, reports=None, alert=alerts.append_async) as svc:
+        async with services_for(world, reports=None) as svc:  # the real alerts: the composition root's
             held, records = await svc.reconciler.run("apply")
             waiting = await queued(svc)
             untouched = all(world.account(uid)["blocked"] is False for uid in leavers)  # type: ignore[index]
@@ -278,11 +293,6 @@ def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, i
             after = await svc.reconciler.summary(held.run_id)
             return held, records, waiting, untouched, approved, after, await audit_rows(svc)
 
-    class Alerts(list[str]):
-        async def append_async(self, message: str) -> None:
-            self.append(message)
-
-    alerts = Alerts()
     held, records, waiting, untouched, approved, after, rows = run(scenario())
     assert held.status == "held"
     assert held.breaker.tripped is True
@@ -290,8 +300,10 @@ def test_the_circuit_breaker_holds_a_mass_disable_until_approved(world: World, i
     assert {r.action for r in records if r.drift == "orphaned"} == {"held"}
     assert waiting == []
     assert untouched
+    alerts = receiver.texts()
     assert len(alerts) == 1
     assert f"entra-sync approve {held.run_id}" in alerts[0]
+    assert [(r["action"], r["outcome"]) for r in rows if r["identity"] == "alerts"] == [("alert", "ok")]
     assert approved == 5
     assert after.status == "approved"
     assert all(world.account(uid)["blocked"] is True for uid in leavers)  # type: ignore[index]

@@ -361,8 +361,13 @@ def test_the_last_attempt_keeps_its_error_before_the_poison_queue(world: World, 
             return await audit_rows(svc)
 
     rows = run(scenario())
-    assert [(r["action"], r["outcome"]) for r in rows] == [("sync", "poisoned")]
-    assert "503" in rows[0]["error"]
+    poisoned = [r for r in rows if r["identity"] == user["id"]]
+    assert [(r["action"], r["outcome"]) for r in poisoned] == [("sync", "poisoned")]
+    assert "503" in poisoned[0]["error"]
+    # No NOTIFY_WEBHOOK_URL in this world: the alert's audit row says it could not be sent.
+    alerts = [r for r in rows if r["identity"] == "alerts"]
+    assert [(r["action"], r["outcome"]) for r in alerts] == [("alert", "failed")]
+    assert "NOTIFY_WEBHOOK_URL is not set" in alerts[0]["error"]
 
 
 @pytest.mark.parametrize(

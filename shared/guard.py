@@ -1,0 +1,302 @@
+"""Mass changes are held for approval on every path, not only at night.
+
+Like Entra provisioning's accidental-deletion threshold, but for every way a change arrives
+(notifications, delta, reconciliation repairs, backfill): before the worker applies a plan, the
+guard counts what it would do over a sliding window, per target:
+
+* ``deprovision``: a leaver's deprovisioning starts (block or delete);
+* ``attribute:<path>``: one target attribute changed or cleared.
+
+When a count passes the mapping's ``guard`` thresholds (a number, or a share of the managed
+accounts once at least ``min_changes_for_share`` are counted), the guard opens a hold *episode*:
+that change and every later one of the same kind is held (never dropped: the identity is kept in
+the state table), one alert goes to the operators, and ``entra-sync approve <episode>`` queues the
+held identities again, approved, and lets that kind through for the rest of the window.
+
+Counting is shared by all instances through the state table without a write per change: each
+instance keeps its own per-minute counts and stores them every :data:`FLUSH_EVERY` changes or
+:data:`REFRESH_S` seconds, and reads every instance's counts for the window at the same pace. Once
+a count is past :data:`EXACT_ABOVE` of its limit, every change is stored and the window re-read
+before it is let through, so a limit is exceeded by no more than the changes in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from shared.alerts import Alerts
+from shared.clock import Clock
+from shared.errors import PermanentError
+from shared.mapping import GuardPolicy
+from shared.model import ActionKind
+from shared.storage import AuditRow, AuditStore, LinkStore, StateStore, utcnow
+from shared.work import WorkItem, WorkQueue
+
+log = logging.getLogger("entra_sync.guard")
+
+FLUSH_EVERY: Final = 20  # changes counted here before they are stored
+REFRESH_S: Final = 5.0  # the window's totals are read again after this long
+EXACT_ABOVE: Final = 0.5  # past this share of a limit, every change is stored and checked first
+MANAGED_REFRESH_S: Final = 600.0  # how often the managed accounts are counted again
+DEPROVISION: Final = "deprovision"
+
+
+@dataclass(frozen=True)
+class Hold:
+    episode: str
+    subject: str
+    reason: str
+
+
+def subjects_of(plan: Any) -> list[str]:
+    """What in a plan the guard counts: a deprovision that starts, each attribute that changes."""
+    out: list[str] = []
+    if any(a.kind is ActionKind.START_DEPROVISION for a in plan.actions):
+        out.append(DEPROVISION)
+    for action in plan.actions:
+        if action.kind is ActionKind.UPDATE:
+            out.extend(f"attribute:{path}" for path in sorted(action.diff))
+    return out
+
+
+def _minute(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y%m%d%H%M")
+
+
+def new_episode_id(now: float) -> str:
+    """Same form as a reconciliation run id, so ``entra-sync approve <id>`` takes either."""
+    return f"{datetime.fromtimestamp(now, UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+class MassChangeGuard:
+    def __init__(
+        self,
+        *,
+        state: StateStore,
+        links: LinkStore,
+        audit: AuditStore,
+        queue: WorkQueue,
+        policy: GuardPolicy,
+        alerts: Alerts,
+        clock: Clock,
+        target: str = "auth0",
+        instance: str | None = None,
+    ):
+        self.state = state
+        self.links = links
+        self.audit = audit
+        self.queue = queue
+        self.policy = policy
+        self.alerts = alerts
+        self.clock = clock
+        self.target = target
+        self.instance = instance or uuid.uuid4().hex[:12]
+        self._lock = asyncio.Lock()
+        self._pending: dict[str, dict[str, int]] = {}  # minute -> subject -> counted here, not yet stored
+        self._stored: dict[str, dict[str, int]] = {}  # minute -> subject -> this instance's stored counts
+        self._totals: dict[str, int] = {}  # subject -> every instance's stored counts in the window
+        self._totals_at = -1e18
+        self._managed = 0
+        self._managed_at = -1e18
+
+    @property
+    def _counts_kind(self) -> str:
+        return f"guard-count:{self.target}"
+
+    @property
+    def _episodes_kind(self) -> str:
+        return f"guard:{self.target}"
+
+    # -- deciding ----------------------------------------------------------------------------------
+
+    async def check(self, item: WorkItem, plan: Any) -> Hold | None:
+        """None to go ahead (the changes are counted), or the hold the item now waits in."""
+        subjects = [s for s in subjects_of(plan) if not _approved(item, s)]
+        if not subjects:
+            return None
+        async with self._lock:
+            now = self.clock.now()
+            for subject in subjects:
+                episode = await self._episode(subject, now)
+                if episode is not None and episode["status"] == "held":
+                    return await self._hold(item, subject, episode)
+            managed = await self._managed_accounts(now)
+            if now - self._totals_at > REFRESH_S:
+                await self._sync(now)
+            for subject in subjects:
+                if await self._episode_open(subject, now):
+                    continue  # approved: let through for the rest of the window
+                limit = self._limit(subject, managed)
+                if self._count(subject) + 1 > limit * EXACT_ABOVE:
+                    await self._sync(now)  # near the limit: count exactly, across instances
+                reason = self._exceeded(subject, self._count(subject) + 1, managed)
+                if reason:  # count the managed accounts afresh before holding anything on a share
+                    managed = await self._managed_accounts(now, fresh=True)
+                    reason = self._exceeded(subject, self._count(subject) + 1, managed)
+                if reason:
+                    return await self._trip(item, subject, reason, now)
+            minute = _minute(now)
+            for subject in subjects:
+                bucket = self._pending.setdefault(minute, {})
+                bucket[subject] = bucket.get(subject, 0) + 1
+            if sum(n for b in self._pending.values() for n in b.values()) >= FLUSH_EVERY:
+                await self._sync(now)
+        return None
+
+    def _count(self, subject: str) -> int:
+        return self._totals.get(subject, 0) + sum(b.get(subject, 0) for b in self._pending.values())
+
+    def _thresholds(self, subject: str) -> tuple[int, float, str]:
+        p = self.policy
+        if subject == DEPROVISION:
+            return p.max_deprovisions, p.max_deprovision_share, "accounts would be blocked or deleted"
+        path = subject.split(":", 1)[1]
+        return p.max_attribute_changes, p.max_attribute_change_share, f"accounts would have {path} changed"
+
+    def _limit(self, subject: str, managed: int) -> float:
+        """The count at which the share or number rule would trip (for choosing exact counting)."""
+        most, share, _ = self._thresholds(subject)
+        by_share = max(self.policy.min_changes_for_share, share * managed) if managed else float(most)
+        return min(float(most), by_share)
+
+    def _exceeded(self, subject: str, count: int, managed: int) -> str:
+        most, share, what = self._thresholds(subject)
+        minutes = self.policy.window_minutes
+        if count > most:
+            return f"{count} {what} within {minutes} minutes; the limit is {most}"
+        if managed and count >= self.policy.min_changes_for_share and count / managed > share:
+            return (
+                f"{count} {what} within {minutes} minutes, {count / managed:.1%} of {managed} managed accounts; "
+                f"the limit is {share:.1%}"
+            )
+        return ""
+
+    # -- counting across instances -------------------------------------------------------------------
+
+    async def _sync(self, now: float) -> None:
+        """Store this instance's new counts, forget what left the window, read every instance's."""
+        oldest = _minute(now - self.policy.window_minutes * 60)
+        for minute, counts in self._pending.items():
+            stored = self._stored.setdefault(minute, {})
+            for subject, n in counts.items():
+                stored[subject] = stored.get(subject, 0) + n
+            await self.state.put(self._counts_kind, f"{minute}:{self.instance}", {"counts": stored})
+        self._pending = {}
+        totals: dict[str, int] = {}
+        for name, value in (await self.state.list(self._counts_kind)).items():
+            minute = name.split(":", 1)[0]
+            if minute < oldest:
+                await self.state.delete(self._counts_kind, name)  # any instance may sweep old minutes
+                self._stored.pop(minute, None)
+                continue
+            for subject, n in dict(value.get("counts", {})).items():
+                totals[subject] = totals.get(subject, 0) + int(n)
+        self._totals, self._totals_at = totals, now
+
+    async def _managed_accounts(self, now: float, *, fresh: bool = False) -> int:
+        if fresh or now - self._managed_at > MANAGED_REFRESH_S:
+            self._managed = await self.links.count()
+            self._managed_at = now
+        return self._managed
+
+    # -- episodes ----------------------------------------------------------------------------------------
+
+    async def _episode(self, subject: str, now: float) -> dict[str, Any] | None:
+        episode = await self.state.get(self._episodes_kind, subject)
+        if episode is None:
+            return None
+        if episode["status"] == "approved" and float(episode.get("approved_until", 0)) <= now:
+            return None  # its window has passed: a new mass change opens a new episode
+        return episode
+
+    async def _episode_open(self, subject: str, now: float) -> bool:
+        episode = await self._episode(subject, now)
+        return episode is not None and episode["status"] == "approved"
+
+    async def _trip(self, item: WorkItem, subject: str, reason: str, now: float) -> Hold:
+        episode = {
+            "episode": new_episode_id(now),
+            "target": self.target,
+            "subject": subject,
+            "status": "held",
+            "since": utcnow(),
+            "reason": reason,
+        }
+        current = await self.state.get(self._episodes_kind, subject)
+        if current is not None and current["status"] == "held":
+            episode = current  # another instance tripped first: join its episode
+        else:
+            await self.state.put(self._episodes_kind, subject, episode)
+            await self.state.put("guard-episode", episode["episode"], {"target": self.target, "subject": subject})
+            what = "deprovisions" if subject == DEPROVISION else f"changes of {subject.split(':', 1)[1]}"
+            await self.alerts.send(
+                f"guard:{episode['episode']}",
+                f"mass change held for {self.target}: {reason}. These {what} and every later one are held, "
+                f"nothing was dropped. Review them, then run: entra-sync approve {episode['episode']}",
+                source=item.source,
+                correlation_id=item.correlation_id,
+            )
+        return await self._hold(item, subject, episode)
+
+    async def _hold(self, item: WorkItem, subject: str, episode: dict[str, Any]) -> Hold:
+        await self.state.put(
+            f"guard-held:{episode['episode']}",
+            item.id,
+            {"correlation_id": item.correlation_id, "source": item.source, "at": utcnow()},
+        )
+        reason = (
+            f"held with the mass change {episode['episode']} ({episode['reason']}); "
+            f"released by: entra-sync approve {episode['episode']}"
+        )
+        return Hold(str(episode["episode"]), subject, reason)
+
+    # -- approving ---------------------------------------------------------------------------------------
+
+    async def episode(self, episode_id: str) -> dict[str, Any] | None:
+        where = await self.state.get("guard-episode", episode_id)
+        if where is None:
+            return None
+        episode = await self.state.get(f"guard:{where['target']}", str(where["subject"]))
+        return episode if episode is not None and episode.get("episode") == episode_id else None
+
+    async def approve(self, episode_id: str, approver: str) -> int:
+        """Queue the held identities again, approved, and let this kind of change through for the
+        rest of the window. Returns how many were queued."""
+        episode = await self.episode(episode_id)
+        if episode is None:
+            raise PermanentError(f"no held mass change {episode_id}")
+        if episode["status"] != "held":
+            raise PermanentError(f"mass change {episode_id} is {episode['status']}, not held: nothing to approve")
+        held = await self.state.list(f"guard-held:{episode_id}")
+        items = [
+            WorkItem("user", entra_id, "approval", episode_id, str(row.get("correlation_id") or uuid.uuid4().hex),
+                     approved=f"guard:{episode_id}")
+            for entra_id, row in sorted(held.items())
+        ]  # fmt: skip
+        if items:
+            await self.queue.send(items)
+        now = self.clock.now()
+        episode.update(
+            status="approved", approved_by=approver, approved_at=utcnow(),
+            approved_until=now + self.policy.window_minutes * 60,
+        )  # fmt: skip
+        await self.state.put(f"guard:{episode['target']}", str(episode["subject"]), episode)
+        await self.audit.write(
+            AuditRow(episode_id, "approval", episode_id, "guard", str(episode["target"]), "", "approve", "ok",
+                     detail=f"{len(items)} held identities queued, approved by {approver} ({episode['reason']})")
+        )  # fmt: skip
+        log.info("mass change %s approved by %s: %d identities queued", episode_id, approver, len(items))
+        return len(items)
+
+
+def _approved(item: WorkItem, subject: str) -> bool:
+    """An approved mass change lets its items through; a reconciliation run's items passed the
+    nightly circuit breaker for deprovisions (which judged them), not for attribute changes."""
+    if item.approved.startswith("guard:"):
+        return True
+    return item.approved.startswith("reconcile:") and subject == DEPROVISION

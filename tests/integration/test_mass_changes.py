@@ -1,0 +1,136 @@
+"""Mass changes are held on every path, not only at night: deprovisions and one attribute changed
+on many accounts, through notifications, over a sliding window; held work is kept, one alert goes
+out, and approving releases it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.receiver import WebhookReceiver
+from shared.bootstrap import Services
+from shared.mapping import GuardPolicy
+from shared.settings import Secret
+from shared.work import user_item
+from tests.integration.world import World, audit_rows, drain, run_worker, services_for
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver().start()
+    try:
+        yield hook  # type: ignore[misc]
+    finally:
+        hook.stop()
+
+
+def world_for(azurite: Azurite, tmp_path: Path, receiver: WebhookReceiver, extra: str = "") -> World:
+    w = World(azurite, tmp_path, mapping_extra=extra).start()
+    w.settings = dataclasses.replace(w.settings, notify_webhook_url=Secret(receiver.url()))
+    return w
+
+
+async def everyone_synced(indexed: dict[str, Any], svc: Services) -> list[str]:
+    await svc.sync.backfill()
+    await drain(indexed, svc)
+    return sorted([link.entra_id async for link in svc.links.all()])
+
+
+def episode_in(text: str) -> str:
+    found = re.search(r"entra-sync approve (\S+)", text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_disabling_most_of_a_tenant_through_notifications_is_held_past_the_threshold_until_approved(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any], receiver: WebhookReceiver
+) -> None:
+    world = world_for(azurite, tmp_path, receiver)
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            managed = await everyone_synced(indexed, svc)
+            leavers = managed[: int(len(managed) * 0.6)]
+            for entra_id in leavers:
+                world.graph.update_user(entra_id, accountEnabled=False)
+                await run_worker(indexed, user_item(entra_id, "notification"))
+            blocked_first = [e for e in leavers if (world.account(e) or {}).get("blocked")]
+            alerts = receiver.texts()
+            approved = await svc.guard.approve(episode_in(alerts[0]), approver="alice")
+            await drain(indexed, svc)
+            one_more = next(e for e in managed if e not in leavers)  # approved: the window lets it through
+            world.graph.update_user(one_more, accountEnabled=False)
+            await run_worker(indexed, user_item(one_more, "notification"))
+            return managed, leavers, blocked_first, alerts, approved, one_more, await audit_rows(svc)
+
+    try:
+        managed, leavers, blocked_first, alerts, approved, one_more, rows = asyncio.run(scenario())
+    finally:
+        world.stop()
+    floor = GuardPolicy().min_changes_for_share  # the share rule (5% by default) applies from the 5th
+    assert len(managed) >= 20
+    assert len(blocked_first) == floor - 1  # 4 of the managed is past 5% but under the floor; the 5th trips
+    held = [r for r in rows if r["action"] == "held"]
+    assert len(held) == len(leavers) - len(blocked_first)  # every later one held, none dropped
+    assert len(alerts) == 1 and "mass change held for auth0" in alerts[0]
+    assert approved == len(held)
+    assert all((world.account(e) or {}).get("blocked") for e in leavers)  # released by the approval
+    assert (world.account(one_more) or {}).get("blocked") is True
+    assert any(r["action"] == "approve" and "approved by alice" in r["detail"] for r in rows)
+
+
+def test_one_attribute_changed_on_many_accounts_is_held_with_one_alert(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any], receiver: WebhookReceiver
+) -> None:
+    world = world_for(azurite, tmp_path, receiver, extra="guard: {max_attribute_changes: 5}")
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            managed = await everyone_synced(indexed, svc)
+            for entra_id in managed[:12]:  # an HR feed blanks everyone's department
+                world.graph.update_user(entra_id, department=None)
+                await run_worker(indexed, user_item(entra_id, "notification"))
+            return managed, await audit_rows(svc)
+
+    try:
+        managed, rows = asyncio.run(scenario())
+    finally:
+        world.stop()
+    cleared = [e for e in managed[:12] if "department" not in ((world.account(e) or {}).get("user_metadata") or {})]
+    assert len(cleared) == 5  # the limit; the sixth and later are held
+    held = [r for r in rows if r["action"] == "held"]
+    assert len(held) == 7
+    assert "accounts would have user_metadata.department changed" in held[0]["detail"]
+    assert len(receiver.texts()) == 1
+
+
+def test_a_share_is_judged_against_the_managed_accounts_of_now_not_of_an_earlier_count(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any], receiver: WebhookReceiver
+) -> None:
+    world = world_for(azurite, tmp_path, receiver)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            first = world.member_user()
+            await run_worker(indexed, user_item(first["id"], "notification"))
+            world.graph.update_user(first["id"], department="Early")  # the guard counts one managed account
+            await run_worker(indexed, user_item(first["id"], "notification"))
+            managed = await everyone_synced(indexed, svc)  # then the tenant is loaded
+            for entra_id in managed[:6]:  # six department changes of ~30 accounts: 20%, under the 50% share
+                world.graph.update_user(entra_id, department="Reorganised")
+                await run_worker(indexed, user_item(entra_id, "notification"))
+            return await audit_rows(svc)
+
+    try:
+        rows = asyncio.run(scenario())
+    finally:
+        world.stop()
+    assert not [r for r in rows if r["action"] == "held"]
+    assert receiver.texts() == []
