@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite, AzuriteUnavailable
+from sandbox.receiver import WebhookReceiver
 from tests.support import sandbox_env
 
 # Tests never talk to the internet: make sure no proxy setting sends loopback traffic elsewhere.
@@ -32,6 +33,16 @@ def azurite() -> Iterator[Azurite]:
         yield emulator
     finally:
         emulator.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A Slack/Teams incoming-webhook stand-in on loopback (for ``NOTIFY_WEBHOOK_URL``)."""
+    hook = WebhookReceiver().start()
+    try:
+        yield hook  # type: ignore[misc]
+    finally:
+        hook.stop()
 
 
 @pytest.fixture

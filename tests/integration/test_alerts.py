@@ -23,15 +23,6 @@ from tests.integration.world import World, audit_rows, run_worker, services_for
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver().start()
-    try:
-        yield hook  # type: ignore[misc]
-    finally:
-        hook.stop()
-
-
-@pytest.fixture
 def world(azurite: Azurite, tmp_path: Path, receiver: WebhookReceiver) -> Iterator[World]:
     w = World(azurite, tmp_path).start()
     w.settings = dataclasses.replace(w.settings, notify_webhook_url=Secret(receiver.url()))

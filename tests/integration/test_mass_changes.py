@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.receiver import WebhookReceiver
@@ -20,15 +17,6 @@ from shared.mapping import GuardPolicy
 from shared.settings import Secret
 from shared.work import user_item
 from tests.integration.world import World, audit_rows, drain, run_worker, services_for
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver().start()
-    try:
-        yield hook  # type: ignore[misc]
-    finally:
-        hook.stop()
 
 
 def world_for(azurite: Azurite, tmp_path: Path, receiver: WebhookReceiver, extra: str = "") -> World:

@@ -28,15 +28,6 @@ REMEDIATE_ALL = "reconcile: {remediate: [missing, attribute_mismatch, role_misma
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver().start()
-    try:
-        yield hook  # type: ignore[misc]
-    finally:
-        hook.stop()
-
-
-@pytest.fixture
 def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
     w = World(azurite, tmp_path, users=40, groups=6, mapping_extra=REMEDIATE_ALL).start()
     try:

@@ -31,15 +31,6 @@ SECRET = "risk-alert-secret-0123456789abcdef0123456789"
 IP_ROUTES = "identityProtection.*"
 
 
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver().start()
-    try:
-        yield hook  # type: ignore[misc]
-    finally:
-        hook.stop()
-
-
 def make_world(azurite: Azurite, tmp_path: Path, receiver: WebhookReceiver | None, risk: str = "") -> World:
     w = World(azurite, tmp_path, mapping_extra=risk).start()
     # Identity Protection as Graph enforces it: one request per second per tenant, no Retry-After.

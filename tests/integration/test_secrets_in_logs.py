@@ -41,15 +41,6 @@ class Capture(logging.Handler):
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver().start()
-    try:
-        yield hook  # type: ignore[misc]
-    finally:
-        hook.stop()
-
-
-@pytest.fixture
 def everything_logged() -> Iterator[Capture]:
     capture = Capture()
     root = logging.getLogger()
