@@ -25,6 +25,8 @@ from shared.work import WorkItem
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = ("Employee", "Sales Reader", "Sales Writer")
+# For load benchmarks: a steady synthetic mix (a fifth of it leavers) is no mass event to hold.
+UNGUARDED = "guard: {max_deprovisions: 1000000, max_attribute_changes: 1000000, min_changes_for_share: 1000000}"
 
 
 @dataclass
