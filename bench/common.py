@@ -20,8 +20,8 @@ from sandbox.mapping import sandbox_mapping, three_role_grants
 from sandbox.stack import Stack, empty_storage
 from shared import bootstrap, names
 from shared.bootstrap import Services
+from shared.core.work import WorkItem
 from shared.settings import Settings
-from shared.work import WorkItem
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = ("Employee", "Sales Reader", "Sales Writer")

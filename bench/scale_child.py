@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from shared import bootstrap
-from shared.reconcile import BASE_FIELDS, LIST_LIMIT
+from shared.services.reconcile import BASE_FIELDS, LIST_LIMIT
 
 
 async def reconcile(mode: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.bootstrap import Services
-from shared.notifications import (
+from shared.core.work import WorkItem
+from shared.sources.graph.notifications import (
     UNKNOWN_SUBSCRIPTION,
     Authenticated,
     NotificationRejected,
@@ -22,9 +23,8 @@ from shared.notifications import (
     summarise,
     validation_token,
 )
-from shared.storage import AuditRow
+from shared.stores.audit import AuditRow
 from shared.telemetry import correlated
-from shared.work import WorkItem
 
 log = logging.getLogger("entra_sync.webhook")
 

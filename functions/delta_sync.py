@@ -13,8 +13,8 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
+from shared.core.work import WorkItem
 from shared.telemetry import correlated
-from shared.work import WorkItem
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.delta")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions.common import accept_notifications
-from shared.notifications import ParsedBatch, parse_lifecycle
-from shared.work import WorkItem
+from shared.core.work import WorkItem
+from shared.sources.graph.notifications import ParsedBatch, parse_lifecycle
 
 bp = func.Blueprint()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from functions.common import accept_notifications
-from shared.notifications import parse_changes
+from shared.sources.graph.notifications import parse_changes
 
 bp = func.Blueprint()
 

@@ -20,10 +20,10 @@ import azure.functions as func
 from functions.common import empty_response, text_response
 from shared import bootstrap
 from shared.bootstrap import Services
+from shared.core.work import GUID, RiskSignal, parse_json
 from shared.errors import BadInput
-from shared.risk import risk_service
-from shared.storage import AuditRow
-from shared.work import GUID, RiskSignal, parse_json
+from shared.services.risk import risk_service
+from shared.stores.audit import AuditRow
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.risk")

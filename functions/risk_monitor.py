@@ -10,7 +10,7 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
-from shared.risk import risk_service
+from shared.services.risk import risk_service
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.risk")

@@ -12,7 +12,7 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.errors import TransientError
-from shared.mapping_groups import report_mapping_group_problems
+from shared.sources.graph.groups import report_mapping_group_problems
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.subscriptions")

@@ -15,11 +15,11 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap, names
+from shared.core.work import WorkItem
 from shared.errors import BadInput, PermanentError, TryLater
-from shared.risk import risk_service
-from shared.storage import AuditRow
+from shared.services.risk import risk_service
+from shared.stores.audit import AuditRow
 from shared.telemetry import correlated
-from shared.work import WorkItem
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.worker")

@@ -9,9 +9,9 @@ from typing import Any
 
 from sandbox.auth0 import Auth0Emulator
 from sandbox.graph import GraphEmulator
-from shared import planner
-from shared.mapping import SyncMapping
-from shared.model import SourceState, SourceUser
+from shared.core import plan as planner
+from shared.core.model import SourceState, SourceUser
+from shared.mapping.model import SyncMapping
 
 
 def _transitive_groups(dump: dict[str, Any], relevant: frozenset[str]) -> dict[str, set[str]]:

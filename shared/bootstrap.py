@@ -17,22 +17,30 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared import clients, names
-from shared.alerts import Alerts
-from shared.auth0_target import Auth0Target, RateGate
-from shared.bulk import ImportBackfill
+from shared import names
 from shared.clock import SYSTEM, Clock
-from shared.graph_source import GraphSource
-from shared.guard import MassChangeGuard
-from shared.mapping import SyncMapping, load_mapping
-from shared.notify import Notifier
-from shared.reconcile import Reconciler
+from shared.mapping.model import SyncMapping, load_mapping
 from shared.redact import install_log_redaction
+from shared.services.alerts import Alerts
+from shared.services.guard import MassChangeGuard
+from shared.services.notify import Notifier
+from shared.services.reconcile import Reconciler
+from shared.services.worker import Ports, SyncService
 from shared.settings import Settings
-from shared.storage import AuditStore, LeaseStore, LinkStore, StateStore, ensure_tables
-from shared.subscriptions import SubscriptionManager
-from shared.sync import Ports, SyncService
-from shared.work import WorkQueue
+from shared.sources.graph.client import graph_client
+from shared.sources.graph.source import GraphSource
+from shared.sources.graph.subscriptions import SubscriptionManager
+from shared.stores.audit import AuditStore
+from shared.stores.clients import blob_service, queue_service, table_service
+from shared.stores.keys import ensure_tables
+from shared.stores.leases import LeaseStore
+from shared.stores.links import LinkStore
+from shared.stores.queue import WorkQueue
+from shared.stores.state import StateStore
+from shared.targets.auth0.bulk import ImportBackfill
+from shared.targets.auth0.client import auth0_client
+from shared.targets.auth0.ratelimit import RateGate
+from shared.targets.auth0.target import Auth0Target
 
 
 @dataclass
@@ -70,11 +78,11 @@ class Services:
 
     @property
     def graph(self) -> Any:
-        return self._get("graph", lambda: clients.graph_client(self.settings))
+        return self._get("graph", lambda: graph_client(self.settings))
 
     @property
     def auth0(self) -> Any:
-        return self._get("auth0", lambda: clients.auth0_client(self.settings, gate=self.auth0_gate))
+        return self._get("auth0", lambda: auth0_client(self.settings, gate=self.auth0_gate))
 
     @property
     def auth0_gate(self) -> RateGate:
@@ -83,15 +91,15 @@ class Services:
 
     @property
     def tables(self) -> Any:
-        return self._get("tables", lambda: clients.table_service(self.settings))
+        return self._get("tables", lambda: table_service(self.settings))
 
     @property
     def queues(self) -> Any:
-        return self._get("queues", lambda: clients.queue_service(self.settings))
+        return self._get("queues", lambda: queue_service(self.settings))
 
     @property
     def blobs(self) -> Any:
-        return self._get("blobs", lambda: clients.blob_service(self.settings))
+        return self._get("blobs", lambda: blob_service(self.settings))
 
     def table(self, name: str) -> Any:
         return self._get(f"table:{name}", lambda: self.tables.get_table_client(name))
@@ -188,7 +196,7 @@ class Services:
 
     @property
     def reports(self) -> Any:
-        from shared.report import ReportStore
+        from shared.services.report import ReportStore
 
         return self._get("reports", lambda: ReportStore(self.blobs))
 

@@ -38,11 +38,11 @@ from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared import bootstrap
 from shared.errors import SyncError
-from shared.mapping import MappingError, SyncMapping, load_mapping
-from shared.mapping_groups import mapping_group_problems
-from shared.reconcile import check_run_id
+from shared.mapping.model import MappingError, SyncMapping, load_mapping
+from shared.services.reconcile import check_run_id
 from shared.settings import Settings, SettingsError
-from shared.storage import decode_key
+from shared.sources.graph.groups import mapping_group_problems
+from shared.stores.keys import decode_key
 
 
 class ProgressLine:

@@ -1,4 +1,4 @@
-"""The product's own SDK wiring (shared.clients) reaches the sandbox exactly as it would reach Azure."""
+"""The product's own SDK wiring (shared/*/client*.py) reaches the sandbox exactly as it would reach Azure."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
-from shared import clients
 from shared.settings import Settings
+from shared.sources.graph.client import graph_client
+from shared.stores.clients import queue_service, table_service
+from shared.targets.auth0.client import auth0_client
 from tests.support import sandbox_env
 
 
@@ -46,7 +48,7 @@ def test_graph_client_reads_users_with_select_and_the_token(
     settings = settings_for(azurite, graph, auth0)
 
     async def read() -> Any:
-        client = clients.graph_client(settings)
+        client = graph_client(settings)
         query = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(select=["id", "accountEnabled"], top=10)
         config = UsersRequestBuilder.UsersRequestBuilderGetRequestConfiguration(query_parameters=query)
         return await client.users.get(request_configuration=config)
@@ -64,7 +66,7 @@ def test_graph_client_with_a_wrong_token_is_refused(
 
     settings = settings_for(azurite, graph, auth0, GRAPH_TOKEN="not-the-token")
     with pytest.raises(ODataError) as info:
-        asyncio.run(clients.graph_client(settings).users.get())
+        asyncio.run(graph_client(settings).users.get())
     assert info.value.response_status_code == 401
 
 
@@ -74,7 +76,7 @@ def test_auth0_client_reads_users_with_the_static_token(
     settings = settings_for(azurite, graph, auth0)
 
     async def read() -> Any:
-        client = clients.auth0_client(settings)
+        client = auth0_client(settings)
         return await client.users.list(per_page=5, page=0, include_totals=True)
 
     pager = asyncio.run(read())
@@ -88,11 +90,11 @@ def test_storage_clients_reach_azurite(
     settings = settings_for(azurite, graph, auth0)
 
     async def roundtrip() -> list[str]:
-        tables: TableServiceClient = clients.table_service(settings)
+        tables: TableServiceClient = table_service(settings)
         async with tables:
             await tables.create_table(f"c{run_id}")
             names = [t.name async for t in tables.list_tables()]
-        queues = clients.queue_service(settings)
+        queues = queue_service(settings)
         async with queues:
             await queues.create_queue(f"q-{run_id}")
             names += [q.name async for q in queues.list_queues()]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.mapping import (
+from shared.mapping.model import (
     AttributeMapping,
     Condition,
     MappingError,

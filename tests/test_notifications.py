@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from shared.core.work import RiskSignal, WorkItem
 from shared.errors import BadInput
-from shared.notifications import (
+from shared.sources.graph.notifications import (
     MAX_ITEMS,
     NotificationRejected,
     Refusal,
@@ -19,7 +20,6 @@ from shared.notifications import (
     summarise,
     validation_token,
 )
-from shared.work import RiskSignal, WorkItem
 
 STATE = "unit-test-client-state-0123456789"
 SUB = "11111111-aaaa-4bbb-8ccc-000000000001"

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from shared.mapping import parse_mapping
-from shared.model import Account, ActionKind, DeprovisionState, Link, SourceState, SourceUser
-from shared.planner import judge_candidates, nest, plan, profile_diff
+from shared.core.model import Account, ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.core.plan import judge_candidates, nest, plan, profile_diff
+from shared.mapping.model import parse_mapping
 
 OID = "5f1c6a3e-9d2b-4c8e-8a1f-2b3c4d5e6f70"
 UID = f"auth0|{OID}"

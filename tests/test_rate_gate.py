@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from shared.auth0_target import RateGate
 from shared.errors import RateLimited
+from shared.targets.auth0.ratelimit import RateGate
 
 
 class Clock:
@@ -42,7 +42,7 @@ def test_after_a_429_calls_are_spaced_at_the_limits_rate_then_the_spacing_lifts(
     async def sleep(seconds: float) -> None:  # time passes only on the fake clock
         waited.append(seconds)
 
-    monkeypatch.setattr("shared.auth0_target.asyncio.sleep", sleep)
+    monkeypatch.setattr("shared.targets.auth0.ratelimit.asyncio.sleep", sleep)
     gate = RateGate(clock)
     gate.throttled(headers(2, 0, clock.now + 1))  # free plan: 2 per second
     assert gate.spacing_s == pytest.approx(0.5)

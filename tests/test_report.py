@@ -15,8 +15,7 @@ import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from sandbox.azurite import Azurite
-from shared.errors import BadInput, NotFound
-from shared.reconcile_model import (
+from shared.core.drift import (
     DETAIL_TYPES,
     DRIFT_ORDER,
     DRIFT_TITLES,
@@ -33,7 +32,8 @@ from shared.reconcile_model import (
     Skipped,
     Stale,
 )
-from shared.report import (
+from shared.errors import BadInput, NotFound
+from shared.services.report import (
     CSV_COLUMNS,
     ReportStore,
     csv_safe,

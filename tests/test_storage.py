@@ -10,17 +10,13 @@ import pytest
 from azure.data.tables.aio import TableServiceClient
 
 from sandbox.azurite import Azurite
+from shared.core.model import DeprovisionState, Link
 from shared.errors import LeaseBusy, LeaseLost
-from shared.model import DeprovisionState, Link
-from shared.storage import (
-    AuditRow,
-    AuditStore,
-    LeaseStore,
-    LinkStore,
-    StateStore,
-    decode_key,
-    encode_key,
-)
+from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.keys import decode_key, encode_key
+from shared.stores.leases import LeaseStore
+from shared.stores.links import LinkStore
+from shared.stores.state import StateStore
 from tests.support import FakeClock
 
 NASTY = [

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.mapping import MappingError, parse_mapping
-from shared.reconcile import RunNotFound, check_run_id
+from shared.mapping.model import MappingError, parse_mapping
+from shared.services.reconcile import RunNotFound, check_run_id
 from shared.settings import _Reader
 
 GUID = "3f2a9c4e-1b7d-4c2a-9e8f-0a1b2c3d4e5f"

@@ -16,9 +16,9 @@ from azure.functions.timer import TimerRequest
 from sandbox.azurite import Azurite
 from sandbox.receiver import WebhookReceiver
 from sandbox.server import FaultRule
-from shared.report import parse_json
+from shared.core.work import user_item
+from shared.services.report import parse_json
 from shared.settings import Secret
-from shared.work import user_item
 from tests.integration.world import World, audit_rows, run_worker, services_for
 
 

@@ -15,9 +15,9 @@ from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
 from shared import bootstrap
-from shared.bulk import ImportBackfill, pack_files
 from shared.cli import main
-from shared.mapping import load_mapping
+from shared.mapping.model import load_mapping
+from shared.targets.auth0.bulk import ImportBackfill, pack_files
 from tests.integration.world import World, open_services, queued, run_worker
 from tests.support import sandbox_env
 
@@ -121,7 +121,7 @@ def test_many_small_files_run_two_jobs_at_a_time_and_the_worker_finds_nothing_to
             result = await bulk.run()
             world.auth0.log.clear()
             some = sorted(expected)[0].removeprefix("auth0|")
-            from shared.work import user_item
+            from shared.core.work import user_item
 
             await run_worker(indexed, user_item(some, "manual"))
             return result, world.auth0_writes()

@@ -13,7 +13,7 @@ import pytest
 from sandbox.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from sandbox.mirror import mirror
 from shared.cli import main
-from shared.mapping import load_mapping
+from shared.mapping.model import load_mapping
 from tests.integration.world import World
 from tests.support import sandbox_env
 

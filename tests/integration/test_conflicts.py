@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from shared.work import user_item
+from shared.core.work import user_item
 from tests.integration.world import World, audit_rows, run_worker, services_for
 
 

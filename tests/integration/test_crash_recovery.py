@@ -17,9 +17,9 @@ import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.server import FaultRule
-from shared.model import DeprovisionState
-from shared.storage import LEASE_TTL_S
-from shared.work import user_item
+from shared.core.model import DeprovisionState
+from shared.core.work import user_item
+from shared.stores.leases import LEASE_TTL_S
 from tests.integration.world import World, audit_rows, run_worker, services_for
 from tests.support import REPO, FakeClock
 

@@ -17,8 +17,8 @@ from sandbox.host import FunctionsHost
 from sandbox.mapping import sandbox_mapping, three_role_grants
 from shared import bootstrap
 from shared.errors import PermanentError
-from shared.graph_source import GroupNotFound
-from shared.mapping_groups import mapping_group_problems
+from shared.sources.graph.groups import mapping_group_problems
+from shared.sources.graph.source import GroupNotFound
 from tests.integration.world import World, open_services
 from tests.support import sandbox_env
 

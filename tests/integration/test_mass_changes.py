@@ -13,9 +13,9 @@ from typing import Any
 from sandbox.azurite import Azurite
 from sandbox.receiver import WebhookReceiver
 from shared.bootstrap import Services
-from shared.mapping import GuardPolicy
+from shared.core.work import user_item
+from shared.mapping.model import GuardPolicy
 from shared.settings import Secret
-from shared.work import user_item
 from tests.integration.world import World, audit_rows, drain, run_worker, services_for
 
 

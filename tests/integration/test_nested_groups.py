@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from shared.work import WorkItem
+from shared.core.work import WorkItem
 from tests.integration.world import World, drain, run_worker, services_for
 
 SUB_GROUPS = "11111111-aaaa-4bbb-8ccc-000000000002"

@@ -17,11 +17,11 @@ import pytest
 from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
 from sandbox.receiver import WebhookReceiver
-from shared.mapping import load_mapping
-from shared.reconcile_model import DriftRecord, RunSummary
-from shared.report import parse_json
+from shared.core.drift import DriftRecord, RunSummary
+from shared.core.work import WorkItem
+from shared.mapping.model import load_mapping
+from shared.services.report import parse_json
 from shared.settings import Secret
-from shared.work import WorkItem
 from tests.integration.world import World, audit_rows, drain, queued, services_for
 
 REMEDIATE_ALL = "reconcile: {remediate: [missing, attribute_mismatch, role_mismatch, orphaned], max_deprovisions: 3}"

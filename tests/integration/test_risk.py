@@ -19,12 +19,12 @@ from sandbox.azurite import Azurite
 from sandbox.receiver import WebhookReceiver
 from sandbox.server import FaultRule, RateLimit
 from shared import names
+from shared.core.model import DeprovisionState
+from shared.core.work import WorkItem, user_item
 from shared.errors import TransientError
-from shared.model import DeprovisionState
-from shared.notify import Notifier
-from shared.risk import risk_service
+from shared.services.notify import Notifier
+from shared.services.risk import risk_service
 from shared.settings import Secret
-from shared.work import WorkItem, user_item
 from tests.integration.world import World, audit_rows, drain, queued, run_worker, services_for
 
 SECRET = "risk-alert-secret-0123456789abcdef0123456789"

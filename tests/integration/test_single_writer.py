@@ -18,9 +18,9 @@ from auth0.management.client import AsyncAuth0
 
 from sandbox.azurite import Azurite
 from shared.bootstrap import Services
+from shared.core.work import user_item
 from shared.errors import LeaseLost
-from shared.storage import LEASE_TTL_S
-from shared.work import user_item
+from shared.stores.leases import LEASE_TTL_S
 from tests.integration.world import World, audit_rows, run_worker, services_for
 from tests.support import FakeClock, PausedClock
 

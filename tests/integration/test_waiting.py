@@ -15,7 +15,7 @@ from sandbox.azurite import Azurite
 from sandbox.server import RateLimit
 from shared import names
 from shared.bootstrap import Services
-from shared.work import user_item
+from shared.core.work import user_item
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for
 
 RESET_S = 900  # Auth0's x-ratelimit-reset is 15 minutes away

@@ -20,7 +20,7 @@ from tests.support import CLIENT_STATE
 SUB_USERS = "11111111-aaaa-4bbb-8ccc-000000000001"
 SUB_GROUPS = "11111111-aaaa-4bbb-8ccc-000000000002"
 SUB_UNKNOWN = "99999999-aaaa-4bbb-8ccc-000000000009"
-CAP = 1000  # items per request, as the README promises (shared.notifications.MAX_ITEMS)
+CAP = 1000  # items per request, as the README promises (shared.sources.graph.notifications.MAX_ITEMS)
 NOSNIFF = "nosniff"
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.server import FaultRule, RateLimit
-from shared.model import DeprovisionState
-from shared.work import WorkItem, user_item
+from shared.core.model import DeprovisionState
+from shared.core.work import WorkItem, user_item
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for
 
 
@@ -483,7 +483,7 @@ def test_one_correlation_id_runs_from_the_work_item_to_the_logs_and_audit_rows(
 def test_a_create_that_loses_the_race_converges_the_winners_account(world: World, indexed: dict[str, Any]) -> None:
     """Without the lease (say it expired under a stalled worker), the deterministic user_id still
     makes the second create a 409, and the loser converges the winner's account instead."""
-    from shared.auth0_target import Auth0Target
+    from shared.targets.auth0.target import Auth0Target
 
     user = world.member_user()
     world.auth0.add_user({"user_id": user["id"], "email": user["mail"].lower(), "name": "Made by the other worker"})
@@ -501,10 +501,10 @@ def test_a_create_that_loses_the_race_converges_the_winners_account(world: World
             return []  # likewise before the create
 
     async def scenario() -> list[dict[str, Any]]:
-        from shared import clients
+        from shared.targets.auth0.client import auth0_client
 
         async with services_for(world) as svc:
-            svc.overrides["target"] = StaleRead(clients.auth0_client(world.settings))
+            svc.overrides["target"] = StaleRead(auth0_client(world.settings))
             await run_worker(indexed, user_item(user["id"], "notification"))
             return await audit_rows(svc)
 

@@ -24,8 +24,8 @@ from sandbox.mapping import sandbox_mapping, three_role_grants
 from sandbox.stack import empty_storage
 from shared import bootstrap, names
 from shared.bootstrap import Services
+from shared.core.work import WorkItem
 from shared.settings import Settings
-from shared.work import WorkItem
 from tests.support import sandbox_env
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Billing Admin")

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from shared.core.work import GUID, WorkItem, parse_json
 from shared.errors import BadInput
-from shared.work import GUID, WorkItem, parse_json
 
 MAX_BODY_BYTES: Final = 1024 * 1024  # Graph batches are far smaller; anything bigger is not Graph
 # Items per request: Graph sends small batches, so this leaves ample room while bounding the work

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.mapping import METADATA_TARGETS, SyncMapping, read_path
-from shared.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.core.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.mapping.model import METADATA_TARGETS, SyncMapping, read_path
 
 # Auth0 stores database-connection emails in lower case: compare them without case.
 _CASELESS = frozenset({"email"})

@@ -21,26 +21,21 @@ from typing import Any, TypeVar
 import httpx
 from auth0.management.core.api_error import ApiError
 
+from shared.core.ports import Fence
 from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError
+from shared.targets.auth0.lucene import lucene_phrase
+from shared.targets.auth0.ratelimit import RateGate
 
 T = TypeVar("T")
-Fence = Callable[[], None]  # raises LeaseLost when the caller may no longer write
 
-LUCENE_RESERVED = frozenset('+-&|!(){}[]^"~*?:\\/ ')
+
 MAX_INLINE_WAIT_S = 10.0  # wait out a rate limit this long in-process; longer goes back to the queue
+
+
 RETRIES_AFTER_RATE_LIMIT = 8  # with pacing a retry rarely meets a second 429
+
+
 PAGE = 100  # the Management API's largest page
-
-
-def lucene_phrase(value: str) -> str:
-    """A quoted Lucene phrase for Auth0 search: quotes and backslashes escaped, nothing else can
-    break out of the phrase."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def lucene_term(value: str) -> str:
-    """A bare Lucene term with every reserved character escaped."""
-    return "".join("\\" + ch if ch in LUCENE_RESERVED else ch for ch in value)
 
 
 def _dump(obj: Any) -> dict[str, Any]:
@@ -57,72 +52,6 @@ def random_password() -> str:
     alphabet = string.ascii_letters + string.digits + "!#%+-.:=@^_~"
     core = "".join(secrets.choice(alphabet) for _ in range(28))
     return core + secrets.choice(string.ascii_uppercase) + secrets.choice(string.digits) + "!a"
-
-
-class RateGate:
-    """Shared by every Auth0 call in the process, so concurrent invocations pace together.
-
-    It reads Auth0's ``x-ratelimit-limit/-remaining/-reset`` on every answer (``observe``): when the
-    budget is spent it closes until the reset. After a 429 (``throttled``) it also spaces calls at the
-    rate the limit implies (limit calls per reset window), so waiting callers do not all retry at the
-    reset instant and spend the new budget at once; the spacing is dropped once the budget is healthy
-    again. A wait longer than the caller allows becomes a :class:`RateLimited` for the host to retry.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
-        self.open_at = 0.0
-        self.spacing_s = 0.0
-        self.next_slot = 0.0
-
-    def close_until(self, epoch_s: float) -> None:
-        self.open_at = max(self.open_at, epoch_s)
-
-    def observe(self, headers: Mapping[str, str]) -> None:
-        limit, remaining, reset = _budget(headers)
-        if remaining is None:
-            return
-        if remaining <= 0 and reset is not None:
-            self.close_until(reset)
-        elif limit and remaining >= limit / 2:
-            self.spacing_s = 0.0
-
-    def throttled(self, headers: Mapping[str, str]) -> None:
-        reset = _reset_epoch(headers)
-        self.close_until(reset)
-        limit, _, _ = _budget(headers)
-        window = max(reset - self.clock(), 1.0)
-        self.spacing_s = max(self.spacing_s, window / max(limit or 1, 1))
-
-    async def wait(self, max_wait_s: float) -> None:
-        now = self.clock()
-        start = max(now, self.open_at)
-        if self.spacing_s:
-            start = max(start, self.next_slot)
-        delay = start - now
-        if delay > max_wait_s:
-            raise RateLimited(f"Auth0 rate limit: the next call may go in {delay:.1f} s", retry_after_s=delay)
-        if self.spacing_s:
-            self.next_slot = start + self.spacing_s
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
-def _budget(headers: Mapping[str, str]) -> tuple[int | None, int | None, float | None]:
-    lower = {k.lower(): v for k, v in headers.items()}
-
-    def number(name: str) -> float | None:
-        try:
-            return float(lower[name])
-        except (KeyError, ValueError):
-            return None
-
-    limit, remaining, reset = number("x-ratelimit-limit"), number("x-ratelimit-remaining"), number("x-ratelimit-reset")
-    return (
-        int(limit) if limit is not None else None,
-        int(remaining) if remaining is not None else None,
-        reset,
-    )
 
 
 class Auth0Target:
@@ -382,18 +311,6 @@ class Auth0Target:
     async def remove_roles(self, user_id: str, names: Iterable[str], fence: Fence | None = None) -> None:
         ids = list((await self.role_ids(names)).values())
         await self._call("users.roles.delete", lambda: self.client.users.roles.delete(user_id, roles=ids), fence)
-
-
-def _reset_epoch(headers: Mapping[str, str] | None) -> float:
-    headers = {k.lower(): v for k, v in (headers or {}).items()}
-    try:
-        return float(headers["x-ratelimit-reset"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return time.time() + float(headers["retry-after"])
-    except (KeyError, ValueError):
-        return time.time() + 1.0
 
 
 def _translate(op: str, exc: ApiError) -> Exception:

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import planner
-from shared.auth0_target import Auth0Target, Fence, lucene_phrase
+from shared.core import plan as planner
+from shared.core.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.core.ports import Fence
+from shared.core.work import WorkItem
 from shared.errors import (
     Conflict,
     LeaseLost,
@@ -28,13 +30,18 @@ from shared.errors import (
     TransientError,
     TryLater,
 )
-from shared.graph_source import DeltaExpired, GraphSource, GroupDeltaPage
-from shared.guard import MassChangeGuard
-from shared.mapping import SyncMapping
-from shared.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
-from shared.storage import AuditRow, AuditStore, Lease, LeaseStore, LinkStore, StateStore, utcnow
+from shared.mapping.model import SyncMapping
+from shared.services.guard import MassChangeGuard
+from shared.sources.graph.source import DeltaExpired, GraphSource, GroupDeltaPage
+from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.keys import utcnow
+from shared.stores.leases import Lease, LeaseStore
+from shared.stores.links import LinkStore
+from shared.stores.queue import WorkQueue
+from shared.stores.state import StateStore
+from shared.targets.auth0.lucene import lucene_phrase
+from shared.targets.auth0.target import Auth0Target
 from shared.telemetry import correlated
-from shared.work import WorkItem, WorkQueue
 
 log = logging.getLogger("entra_sync.worker")
 

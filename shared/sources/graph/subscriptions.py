@@ -8,10 +8,11 @@ import logging
 import time
 from typing import Any, Final
 
+from shared.core.work import WorkItem
 from shared.errors import NotFound
-from shared.graph_source import SUBSCRIPTION_MAX_MINUTES, GraphSource
-from shared.storage import StateStore
-from shared.work import WorkItem, WorkQueue
+from shared.sources.graph.source import SUBSCRIPTION_MAX_MINUTES, GraphSource
+from shared.stores.queue import WorkQueue
+from shared.stores.state import StateStore
 
 log = logging.getLogger("entra_sync.subscriptions")
 

@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared import planner
-from shared.mapping import SyncMapping
-from shared.model import Link, SourceState, SourceUser
-from shared.storage import AuditRow
-from shared.sync import USERS_DELTA_LEASE, Ports, UsesPorts
-from shared.work import WorkItem
+from shared.core import plan as planner
+from shared.core.model import Link, SourceState, SourceUser
+from shared.core.work import WorkItem
+from shared.mapping.model import SyncMapping
+from shared.services.worker import USERS_DELTA_LEASE, Ports, UsesPorts
+from shared.stores.audit import AuditRow
 
 log = logging.getLogger("entra_sync.bulk")
 

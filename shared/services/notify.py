@@ -38,7 +38,7 @@ from azure.data.tables.aio import TableClient
 
 from shared.errors import TransientError
 from shared.settings import Secret
-from shared.storage import encode_key, utcnow
+from shared.stores.keys import encode_key, utcnow
 
 log = logging.getLogger("entra_sync.notify")
 

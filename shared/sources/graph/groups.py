@@ -14,8 +14,8 @@ import uuid
 from typing import Any, Final, Protocol
 
 from shared.errors import PermanentError
-from shared.mapping import SyncMapping
-from shared.storage import AuditRow, AuditStore
+from shared.mapping.model import SyncMapping
+from shared.stores.audit import AuditRow, AuditStore
 
 log = logging.getLogger("entra_sync.mapping")
 

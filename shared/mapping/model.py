@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import yaml
 
-from shared.graph_schema import user_path_problem
+from shared.mapping.graph_schema import user_path_problem
 
 SUPPORTED_VERSION: Final = 1
 

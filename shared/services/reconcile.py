@@ -24,14 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from shared import planner
-from shared.auth0_target import Auth0Target
-from shared.errors import NotFound, PermanentError
-from shared.graph_source import GraphSource
-from shared.mapping import SyncMapping, read_path
-from shared.mapping_groups import mapping_group_problems
-from shared.model import ActionKind, DeprovisionState, Link, SourceState, SourceUser
-from shared.reconcile_model import (
+from shared.core import plan as planner
+from shared.core.drift import (
     Ambiguous,
     AttributeMismatch,
     Breaker,
@@ -44,8 +38,18 @@ from shared.reconcile_model import (
     Skipped,
     Stale,
 )
-from shared.storage import AuditRow, AuditStore, LinkStore, StateStore, utcnow
-from shared.work import WorkItem, WorkQueue
+from shared.core.model import ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.core.work import WorkItem
+from shared.errors import NotFound, PermanentError
+from shared.mapping.model import SyncMapping, read_path
+from shared.sources.graph.groups import mapping_group_problems
+from shared.sources.graph.source import GraphSource
+from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.keys import utcnow
+from shared.stores.links import LinkStore
+from shared.stores.queue import WorkQueue
+from shared.stores.state import StateStore
+from shared.targets.auth0.target import Auth0Target
 
 log = logging.getLogger("entra_sync.reconcile")
 
@@ -107,7 +111,7 @@ class Reconciler:
         queue: WorkQueue,
         audit: AuditStore,
         mapping: SyncMapping,
-        reports: Any = None,  # shared.report.ReportStore, or None to skip writing reports
+        reports: Any = None,  # shared.services.report.ReportStore, or None to skip writing reports
         alert: Callable[[str, str], Awaitable[Any]] | None = None,  # (incident key, message): a held or failed run
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):

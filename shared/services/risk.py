@@ -19,161 +19,71 @@ Two halves, joined by the work queue:
   picks the actions. What the response did is recorded before it is done (``risk-response``), so a
   restore lifts only that: the block only if it was the response's, the MFA flag, the risk lock. The
   incident's outcome is recorded once (``risk-incident``), so a redelivered item does not act
-  again, and the message is sent through :class:`~shared.notify.Notifier` exactly once.
+  again, and the message is sent through :class:`~shared.services.notify.Notifier` exactly once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from kiota_abstractions.request_information import RequestInformation
-
-from shared.auth0_target import Auth0Target, Fence
-from shared.errors import LeaseBusy, NotFound, PermanentError, RateLimited, Refused, TransientError
-from shared.graph_source import GraphSource
-from shared.mapping import RiskPolicy
-from shared.model import Account, DeprovisionState, Link, SourceState, SourceUser
-from shared.notify import Notifier
-from shared.storage import AuditRow, AuditStore, LeaseStore, LinkStore, StateStore, utcnow
-from shared.sync import SyncService
+from shared.core.model import Account, DeprovisionState, Link, SourceState, SourceUser
+from shared.core.ports import Fence
+from shared.core.work import RiskSignal, WorkItem
+from shared.errors import LeaseBusy, NotFound, PermanentError, Refused
+from shared.mapping.model import RiskPolicy
+from shared.services.notify import Notifier
+from shared.services.worker import SyncService
+from shared.sources.graph.risk_feed import (
+    IdentityProtectionThrottled,
+    Pacer,
+    RiskFeed,
+    odata_when,
+    parse_when,
+    signal_from_detection,
+)
+from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.keys import utcnow
+from shared.stores.leases import LeaseStore
+from shared.stores.links import LinkStore
+from shared.stores.queue import WorkQueue
+from shared.stores.state import StateStore
+from shared.targets.auth0.target import Auth0Target
 from shared.telemetry import correlated
-from shared.work import RiskSignal, WorkItem, WorkQueue
 
 log = logging.getLogger("entra_sync.risk")
 
-PACE_S: Final = 1.05  # Identity Protection: 1 request per second per tenant, no Retry-After
+
 OVERLAP: Final = timedelta(hours=1)  # re-read this much before the watermark (late detections)
+
+
 REMEMBER_FOR: Final = timedelta(days=30)  # how long processed detection ids are kept
+
+
 PRUNE_BATCH: Final = 200  # most remembered ids deleted per run
+
+
 MONITOR_LEASE: Final = "job:risk-monitor"
+
+
 ACTIONABLE_STATES: Final = frozenset({"atRisk", "confirmedCompromised"})
+
 
 # State table partitions (StateStore kinds).
 WATERMARKS: Final = "risk"
+
+
 SEEN: Final = "risk-detection"  # detection ids / restore events already enqueued
+
+
 INCIDENTS: Final = "risk-incident"  # the outcome of each incident, once acted on
+
+
 RESPONSES: Final = "risk-response"  # per user: what the risk response changed, for a restore
-
-DETECTION_SELECT: Final = [
-    # What a response and its message need; $select keeps the pages small.
-    "id", "userId", "userPrincipalName", "userDisplayName", "riskLevel", "riskEventType", "riskState",
-    "detectedDateTime", "lastUpdatedDateTime", "ipAddress",
-]  # fmt: skip
-RISKY_USER_SELECT: Final = ["id", "userPrincipalName", "riskLevel", "riskState", "riskLastUpdatedDateTime"]
-
-
-class IdentityProtectionThrottled(TransientError):
-    """Identity Protection answered 429 (it sends no Retry-After): stop, try on the next run."""
-
-
-# ==================================================================================================
-# Reading Identity Protection
-# ==================================================================================================
-
-
-class Pacer:
-    """Spaces requests at least ``interval_s`` apart (start to start), process-wide."""
-
-    def __init__(self, interval_s: float = PACE_S, clock: Callable[[], float] = time.monotonic):
-        self.interval_s = interval_s
-        self.clock = clock
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self._lock:
-            delay = self._next - self.clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._next = self.clock() + self.interval_s
-
-
-def parse_when(value: Any) -> datetime | None:
-    """A Graph DateTimeOffset (``Z`` or offset, up to 7 fractional digits) as aware UTC."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("z", "Z")
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    head, sep, rest = text.partition(".")
-    if sep:  # Python reads at most 6 fractional digits
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def odata_when(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class RiskFeed:
-    """``identityProtection`` reads through the Graph source, paced, with the SDK's retry middleware
-    switched off for them (it would retry a 429 at once, three times, and Identity Protection sends
-    no Retry-After)."""
-
-    def __init__(self, source: GraphSource, pacer: Pacer):
-        self.source = source
-        self.client = source.client
-        self.pacer = pacer
-
-    @property
-    def calls(self) -> dict[str, int]:
-        return {op: n for op, n in self.source.calls.items() if op.startswith("identityProtection.")}
-
-    async def _pages(self, op: str, info: RequestInformation) -> AsyncIterator[list[dict[str, Any]]]:
-        try:
-            async for page in self.source.pages(op, info, before=self.pacer.wait, sdk_retries=False):
-                yield page
-        except RateLimited as exc:
-            raise IdentityProtectionThrottled(f"Graph {op}: 429 (Identity Protection throttled)") from exc
-
-    def detections(self, since: datetime) -> AsyncIterator[list[dict[str, Any]]]:
-        builder = self.client.identity_protection.risk_detections
-        params = builder.RiskDetectionsRequestBuilderGetQueryParameters(
-            filter=f"lastUpdatedDateTime ge {odata_when(since)}", select=DETECTION_SELECT
-        )
-        info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        return self._pages("identityProtection.riskDetections", info)
-
-    def risky_users(self, since: datetime) -> AsyncIterator[list[dict[str, Any]]]:
-        builder = self.client.identity_protection.risky_users
-        params = builder.RiskyUsersRequestBuilderGetQueryParameters(
-            filter=f"riskLastUpdatedDateTime ge {odata_when(since)}", select=RISKY_USER_SELECT
-        )
-        info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        return self._pages("identityProtection.riskyUsers", info)
-
-
-def signal_from_detection(d: dict[str, Any]) -> RiskSignal:
-    return RiskSignal.from_dict(
-        {
-            "incident": "detection",
-            "ref": str(d["id"]),
-            "level": d.get("riskLevel"),
-            "event_type": d.get("riskEventType"),
-            "state": d.get("riskState"),
-            "detected_at": d.get("detectedDateTime") or "",
-            "ip_address": d.get("ipAddress") or "",
-        }
-    )
-
-
-# ==================================================================================================
-# The service
-# ==================================================================================================
 
 
 @dataclass

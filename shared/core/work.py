@@ -7,41 +7,48 @@ Functions host expects by default.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import math
-import random
 import re
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueServiceClient
-
-from shared import names
 from shared.errors import BadInput
 
 KINDS: Final = ("user", "group", "subscription", "delta", "risk")
+
+
 SOURCES: Final = (
     "notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group", "approval",
 )  # fmt: skip
+
+
 # Whole values only: ``$`` also matches before a final newline, so ``match`` with ``^...$`` would
 # let "<guid>\n" through. GUID is imported elsewhere, so it is anchored with ``\A...\Z`` and stays
 # whole whether ``match`` or ``fullmatch`` is called; the patterns below are used with ``fullmatch``.
 GUID: Final = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
 MAX_MESSAGE_BYTES: Final = 48 * 1024  # base64 of this stays under the queue's 64 KiB limit
-SEND_CONCURRENCY: Final = 16
+
+
 VERSION: Final = 1
+
+
 RISK_INCIDENTS: Final = ("detection", "restore")
+
+
 RISK_LEVELS: Final = ("low", "medium", "high")
+
+
 # riskState values (Graph v1.0 riskState enum, without the evolvable sentinel).
 RISK_STATES: Final = (
     "none", "confirmedSafe", "remediated", "dismissed", "atRisk", "confirmedCompromised",
 )  # fmt: skip
+
+
 _RISK_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 
 
@@ -184,44 +191,3 @@ class WorkItem:
 def user_item(entra_id: str, source: str, source_ref: str = "", correlation_id: str | None = None) -> WorkItem:
     extra: dict[str, Any] = {"correlation_id": correlation_id} if correlation_id else {}
     return WorkItem("user", entra_id, source, source_ref, **extra)
-
-
-MAX_VISIBILITY_S: Final = 7 * 24 * 3600 - 60  # the longest a queue message may stay invisible
-
-
-class WorkQueue:
-    """Sends work items to the worker's queue (base64, as the queue trigger reads them)."""
-
-    def __init__(self, service: QueueServiceClient, queue: str = names.WORK_QUEUE):
-        self.client = service.get_queue_client(
-            queue, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
-        )
-
-    async def send(self, items: Iterable[WorkItem]) -> int:
-        """Send every item; any failure raises after all sends finished (the caller answers 5xx and
-        the source retries the whole batch, which is harmless because items are level-triggered)."""
-        batch = list(items)
-        gate = asyncio.Semaphore(SEND_CONCURRENCY)
-
-        async def one(item: WorkItem) -> None:
-            text = item.to_json()
-            if len(text) > MAX_MESSAGE_BYTES:
-                raise BadInput("work item too large for a queue message")
-            async with gate:
-                await self.client.send_message(text)
-
-        results = await asyncio.gather(*(one(i) for i in batch), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
-        return len(batch)
-
-    async def defer(self, item: WorkItem, delay_s: float) -> float:
-        """Send ``item`` again to become visible in ``delay_s`` seconds (plus jitter, so items that
-        wait for the same reset do not all come back at once), counting the deferral. Returns the
-        delay used. The caller then completes the message it holds: its attempts are not spent."""
-        jitter = random.uniform(0.5, 1.0 + min(30.0, delay_s * 0.1))
-        delay = min(max(delay_s, 0.0) + jitter, MAX_VISIBILITY_S)
-        again = dataclasses.replace(item, deferrals=item.deferrals + 1)
-        await self.client.send_message(again.to_json(), visibility_timeout=math.ceil(delay))
-        return delay

@@ -2,7 +2,7 @@
 
 A reconciliation held by the circuit breaker, a reconciliation that failed, mass changes held on
 the way in, a work item given up on (moved to the poison queue). Each goes once per incident to
-``NOTIFY_WEBHOOK_URL`` (through the :class:`~shared.notify.Notifier`'s claim, so a retried
+``NOTIFY_WEBHOOK_URL`` (through the :class:`~shared.services.notify.Notifier`'s claim, so a retried
 function does not repeat it), is logged as an error, and leaves an audit row (identity ``alerts``)
 saying whether it was sent. Sending never raises: an alert that cannot be delivered must not turn
 the incident into a second failure; the audit row and the error log carry it instead.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from shared.notify import Notifier
-from shared.storage import AuditRow, AuditStore
+from shared.services.notify import Notifier
+from shared.stores.audit import AuditRow, AuditStore
 
 log = logging.getLogger("entra_sync.alerts")
 

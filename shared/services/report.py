@@ -29,8 +29,7 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
 from shared import names
-from shared.errors import BadInput, NotFound
-from shared.reconcile_model import (
+from shared.core.drift import (
     DRIFT_ORDER,
     DRIFT_TITLES,
     Ambiguous,
@@ -44,6 +43,7 @@ from shared.reconcile_model import (
     Skipped,
     Stale,
 )
+from shared.errors import BadInput, NotFound
 
 REPORTS_CONTAINER: Final = names.REPORTS_CONTAINER
 

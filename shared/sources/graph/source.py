@@ -23,10 +23,10 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.subscription import Subscription
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
+from shared.core.model import SourceState, SourceUser
 from shared.errors import NotFound, PermanentError, RateLimited, TransientError
-from shared.graph_schema import MANAGER_PROPERTIES
-from shared.mapping import SyncMapping
-from shared.model import SourceState, SourceUser
+from shared.mapping.graph_schema import MANAGER_PROPERTIES
+from shared.mapping.model import SyncMapping
 
 ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
 SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups

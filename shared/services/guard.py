@@ -29,13 +29,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from shared.alerts import Alerts
 from shared.clock import Clock
+from shared.core.model import ActionKind
+from shared.core.work import WorkItem
 from shared.errors import PermanentError
-from shared.mapping import GuardPolicy
-from shared.model import ActionKind
-from shared.storage import AuditRow, AuditStore, LinkStore, StateStore, utcnow
-from shared.work import WorkItem, WorkQueue
+from shared.mapping.model import GuardPolicy
+from shared.services.alerts import Alerts
+from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.keys import utcnow
+from shared.stores.links import LinkStore
+from shared.stores.queue import WorkQueue
+from shared.stores.state import StateStore
 
 log = logging.getLogger("entra_sync.guard")
 

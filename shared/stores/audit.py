@@ -1,0 +1,164 @@
+"""Audit rows, and the write-ahead intent of the work under way."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.core.work import WorkItem
+from shared.redact import redact
+from shared.stores.keys import BATCH_LIMIT, MAX_TEXT, encode_key, utcnow
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    correlation_id: str
+    source: str  # "notification", "delta", "reconcile", "risk", "manual"
+    source_ref: str  # notification/subscription id, run id, ...
+    identity: str  # Entra object id
+    target: str  # "auth0"
+    target_id: str  # Auth0 user_id, or "" when none
+    action: str
+    outcome: str  # "ok", "skipped", "refused", "warning", "failed"
+    diff: Mapping[str, Any] | None = None
+    detail: str = ""
+    error: str = ""
+    at: str = field(default_factory=utcnow)  # when it happened (not when the row was written)
+
+    @classmethod
+    def for_item(
+        cls,
+        item: WorkItem,
+        target: str,
+        action: str,
+        outcome: str,
+        target_id: str = "",
+        diff: Mapping[str, Any] | None = None,
+        detail: str = "",
+        error: str = "",
+    ) -> AuditRow:
+        """A row about one work item: its correlation id, source and identity carried over."""
+        return cls(
+            item.correlation_id, item.source, item.source_ref, item.id, target, target_id, action, outcome,
+            diff, detail, error,
+        )  # fmt: skip
+
+
+INTENT_PREFIX: Final = "~intent~"  # RowKey of a write-ahead intent: after every audit row's time key
+
+
+class AuditStore:
+    """One row per decision and action; partitioned by identity, ordered by time within it.
+
+    The partition also holds, per target, the *write-ahead intent* of the work under way: what is
+    about to be written, recorded before the first target write. The audit rows of the work and the
+    intent's removal are then written in one transaction (:meth:`settle`), so a worker killed between
+    a target write and its audit row leaves the intent behind, and the next attempt records what the
+    killed one did.
+    """
+
+    def __init__(self, table: TableClient):
+        self.table = table
+
+    @staticmethod
+    def _entity(row: AuditRow) -> dict[str, Any]:
+        diff = json.dumps(row.diff, sort_keys=True, default=str) if row.diff else ""
+        return {
+            "PartitionKey": encode_key(row.identity),
+            "RowKey": f"{row.at}_{uuid.uuid4().hex[:12]}",
+            "at": row.at,
+            "correlation_id": row.correlation_id,
+            "source": row.source,
+            "source_ref": row.source_ref,
+            "identity": row.identity,
+            "target": row.target,
+            "target_id": row.target_id,
+            "action": row.action,
+            "outcome": row.outcome,
+            "diff": redact(diff)[:MAX_TEXT],
+            "detail": redact(row.detail)[:MAX_TEXT],
+            "error": redact(row.error)[:MAX_TEXT],
+        }
+
+    async def write(self, row: AuditRow) -> None:
+        await self.table.create_entity(self._entity(row))
+
+    async def write_many(self, rows: list[AuditRow]) -> None:
+        """Rows about one identity in one round trip: a table transaction holds up to 100 operations
+        of one partition (Azurite fails on more, so batches are split)."""
+        await self._submit(rows, [])
+
+    async def _submit(self, rows: list[AuditRow], deletes: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        by_partition: dict[str, list[Any]] = {}
+        for key, options in deletes:  # first, so a refused delete fails the first chunk: nothing written twice
+            by_partition.setdefault(key["PartitionKey"], []).append(("delete", key, options))
+        for row in rows:
+            entity = self._entity(row)
+            by_partition.setdefault(entity["PartitionKey"], []).append(("create", entity))
+        for ops in by_partition.values():
+            for start in range(0, len(ops), BATCH_LIMIT):
+                chunk = ops[start : start + BATCH_LIMIT]
+                if len(chunk) == 1 and chunk[0][0] == "create":
+                    await self.table.create_entity(chunk[0][1])
+                else:
+                    await self.table.submit_transaction(chunk)
+
+    # -- write-ahead intent ------------------------------------------------------------------------
+
+    async def write_intent(self, identity: str, target: str, intent: Mapping[str, Any]) -> str:
+        """Record (or replace) the intent; returns its ETag for :meth:`settle`."""
+        meta = await self.table.upsert_entity(
+            {
+                "PartitionKey": encode_key(identity),
+                "RowKey": INTENT_PREFIX + encode_key(target),
+                "value": redact(json.dumps(intent, separators=(",", ":"), default=str)),
+                "at": utcnow(),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+        return str(meta["etag"])
+
+    async def read_intent(self, identity: str, target: str) -> dict[str, Any] | None:
+        try:
+            e = await self.table.get_entity(encode_key(identity), INTENT_PREFIX + encode_key(target))
+        except ResourceNotFoundError:
+            return None
+        return dict(json.loads(e["value"]))
+
+    async def settle(
+        self, rows: list[AuditRow], identity: str, target: str, *, drop_intent: bool, intent_etag: str | None = None
+    ) -> None:
+        """The work's audit rows and, with ``drop_intent``, the removal of the intent: one transaction.
+
+        With ``intent_etag`` only the intent this worker wrote is removed: if another worker (that
+        took the lease over) has replaced it since, its intent stays and the rows are written alone.
+        """
+        if not drop_intent:
+            await self._submit(rows, [])
+            return
+        key = {"PartitionKey": encode_key(identity), "RowKey": INTENT_PREFIX + encode_key(target)}
+        options: dict[str, Any] = {}
+        if intent_etag is not None:
+            options = {"etag": intent_etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            await self._submit(rows, [(key, options)])
+        except (TableTransactionError, ResourceModifiedError, ResourceNotFoundError):
+            await self._submit(rows, [])  # the intent is not ours (any more): keep it, record the rows
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def for_identity(self, identity: str) -> list[dict[str, Any]]:
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(identity)})
+        return [dict(e) async for e in query if not str(e["RowKey"]).startswith(INTENT_PREFIX)]
+
+    async def all(self) -> list[dict[str, Any]]:
+        rows = [dict(e) async for e in self.table.list_entities() if not str(e["RowKey"]).startswith(INTENT_PREFIX)]
+        return sorted(rows, key=lambda r: str(r["RowKey"]))

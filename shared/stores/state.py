@@ -1,0 +1,45 @@
+"""Sync state: subscriptions, delta links, watermarks, run records, held work."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.stores.keys import decode_key, encode_key, utcnow
+
+
+class StateStore:
+    def __init__(self, table: TableClient):
+        self.table = table
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        try:
+            e = await self.table.get_entity(encode_key(kind), encode_key(name))
+        except ResourceNotFoundError:
+            return None
+        return dict(json.loads(e["value"]))
+
+    async def put(self, kind: str, name: str, value: Mapping[str, Any]) -> None:
+        await self.table.upsert_entity(
+            {
+                "PartitionKey": encode_key(kind),
+                "RowKey": encode_key(name),
+                "value": json.dumps(value, separators=(",", ":"), default=str),
+                "updated_at": utcnow(),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+
+    async def delete(self, kind: str, name: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.table.delete_entity(encode_key(kind), encode_key(name))
+
+    async def list(self, kind: str) -> dict[str, dict[str, Any]]:
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(kind)})
+        return {decode_key(str(e["RowKey"])): dict(json.loads(e["value"])) async for e in query}
