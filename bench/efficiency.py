@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from bench.common import Report, Sandbox, Table, prime, take_queued, verdict
 from sandbox.mirror import mirror
 from shared.core.work import WorkItem, user_item
-from shared.mapping.model import load_mapping
+from shared.mapping.load import load_mapping
 
 
 @dataclass(frozen=True)

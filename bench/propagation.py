@@ -14,7 +14,7 @@ from typing import Any
 from bench.common import UNGUARDED, Report, Sandbox, Table, pcts, percentile, prime, verdict
 from sandbox.mirror import mirror
 from sandbox.stack import functions_host
-from shared.mapping.model import load_mapping
+from shared.mapping.load import load_mapping
 from shared.services.worker import Outcome
 
 MIX = (("joiner", 0.15), ("mover", 0.40), ("group change", 0.25), ("leaver", 0.20))

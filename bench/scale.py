@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import REPO, Report, Sandbox, Table, take_queued, verdict
 from sandbox.mirror import mirror
-from shared.mapping.model import load_mapping
+from shared.mapping.load import load_mapping
 
 IN_SCOPE_SHARE_SAMPLE = 2_000
 CHILD_TIMEOUT_S = 300

@@ -11,7 +11,7 @@ from typing import Any, Final
 import azure.functions as func
 
 from shared import bootstrap
-from shared.bootstrap import Services
+from shared.bootstrap import App
 from shared.core.work import WorkItem
 from shared.sources.graph.notifications import (
     UNKNOWN_SUBSCRIPTION,
@@ -64,7 +64,7 @@ async def accept_notifications(
     handshake = handshake_response(req)
     if handshake is not None:
         return handshake
-    svc = bootstrap.services()
+    svc = bootstrap.app()
     await svc.ensure_storage()
     client_state = svc.settings.graph_client_state.reveal()
     try:
@@ -79,7 +79,7 @@ async def accept_notifications(
     if batch.refused and not items:
         return text_response("no acceptable notification in the batch", 403)
     try:
-        await svc.work_queue.send(items)
+        await svc.queue.send(items)
     except Exception:
         log.exception("could not enqueue %d work items; Graph will retry the batch", len(items))
         return text_response("could not enqueue; retry later", 503)
@@ -90,7 +90,7 @@ async def accept_notifications(
     return empty_response(202)
 
 
-async def _validate(svc: Services, authenticated: Authenticated, parse: Parser) -> ParsedBatch:
+async def _validate(svc: App, authenticated: Authenticated, parse: Parser) -> ParsedBatch:
     """Check the authenticated items against our subscriptions.
 
     Storage is read only once an item proved it came from Graph, so forged items cause no I/O.
@@ -104,7 +104,7 @@ async def _validate(svc: Services, authenticated: Authenticated, parse: Parser) 
     return batch
 
 
-async def audit_refusals(svc: Services, source: str, refusals: list[Refusal]) -> None:
+async def audit_refusals(svc: App, source: str, refusals: list[Refusal]) -> None:
     """A request's refused items leave one audit row and one warning, with the counts per reason
     (never the clientState they carried): the cost of a forged batch does not grow with its size."""
     if not refusals:
@@ -122,7 +122,7 @@ async def audit_refusals(svc: Services, source: str, refusals: list[Refusal]) ->
 
 
 async def _audit(
-    svc: Services, source: str, detail: str, diff: Mapping[str, Any] | None = None, source_ref: str = ""
+    svc: App, source: str, detail: str, diff: Mapping[str, Any] | None = None, source_ref: str = ""
 ) -> None:
     await svc.audit.write(
         AuditRow(

@@ -36,7 +36,7 @@ async def _first_page(pager: Any) -> None:
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def health(req: func.HttpRequest) -> func.HttpResponse:
-    services = bootstrap.services()
+    services = bootstrap.app()
     checks = await asyncio.gather(
         _check("table_storage", lambda: _first_page(services.tables.list_tables(results_per_page=1))),
         _check("queue_storage", lambda: _first_page(services.queues.list_queues(results_per_page=1))),

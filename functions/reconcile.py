@@ -12,6 +12,7 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
+from shared.services.reconcile import reconcile_every
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.reconcile")
@@ -22,14 +23,11 @@ log = logging.getLogger("entra_sync.reconcile")
 async def reconcile(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("reconcile is running late")
-    svc = bootstrap.services()
-    await svc.ensure_storage()
-    summary, _ = await svc.reconciler.run("apply")
-    log.info(
-        "reconciliation %s %s: %s; enqueued %d, held %d",
-        summary.run_id,
-        summary.status,
-        summary.counts or "in sync",
-        summary.enqueued,
-        summary.held,
-    )
+    app = bootstrap.app()
+    await app.ensure_storage()
+    for summary in await reconcile_every(app.reconcilers, "apply"):
+        log.info(
+            "reconciliation %s of %s %s: %s; enqueued %d, held %d",
+            summary.run_id, summary.target, summary.status, summary.counts or "in sync", summary.enqueued,
+            summary.held,
+        )  # fmt: skip

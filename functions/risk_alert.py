@@ -19,10 +19,9 @@ import azure.functions as func
 
 from functions.common import empty_response, text_response
 from shared import bootstrap
-from shared.bootstrap import Services
+from shared.bootstrap import App
 from shared.core.work import GUID, RiskSignal, parse_json
 from shared.errors import BadInput
-from shared.services.risk import risk_service
 from shared.stores.audit import AuditRow
 
 bp = func.Blueprint()
@@ -33,7 +32,7 @@ MAX_BODY_BYTES = 16 * 1024
 
 
 async def _refuse(
-    svc: Services, correlation_id: str, reason: str, status: int, identity: str = "unknown"
+    svc: App, correlation_id: str, reason: str, status: int, identity: str = "unknown"
 ) -> func.HttpResponse:
     log.warning("refused a risk alert: %s", reason)
     await svc.audit.write(
@@ -42,7 +41,7 @@ async def _refuse(
     return text_response(reason, status)
 
 
-def _authenticated(svc: Services, req: func.HttpRequest) -> str:
+def _authenticated(svc: App, req: func.HttpRequest) -> str:
     """Why the caller is not authenticated, or "" when it is."""
     secret = svc.settings.risk_alert_secret
     if secret is None:
@@ -82,7 +81,7 @@ def _signal(body: bytes) -> tuple[str, RiskSignal]:
 @bp.function_name("risk_alert")
 @bp.route(route="risk_alert", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def risk_alert(req: func.HttpRequest) -> func.HttpResponse:
-    svc = bootstrap.services()
+    svc = bootstrap.app()
     await svc.ensure_storage()
     correlation_id = uuid.uuid4().hex
     problem = _authenticated(svc, req)
@@ -96,7 +95,7 @@ async def risk_alert(req: func.HttpRequest) -> func.HttpResponse:
     except BadInput as exc:
         return await _refuse(svc, correlation_id, str(exc), 400)
     try:
-        item = await risk_service(svc).enqueue_alert(user_id, signal, correlation_id)
+        item = await svc.risk_monitor.enqueue_alert(user_id, signal, correlation_id)
     except Exception:
         log.exception("could not enqueue a risk alert; the playbook should retry")
         return text_response("could not enqueue; retry later", 503)

@@ -10,7 +10,6 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
-from shared.services.risk import risk_service
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.risk")
@@ -21,9 +20,9 @@ log = logging.getLogger("entra_sync.risk")
 async def risk_monitor(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("risk_monitor is running late")
-    svc = bootstrap.services()
-    await svc.ensure_storage()
-    result = await risk_service(svc).poll()
+    app = bootstrap.app()
+    await app.ensure_storage()
+    result = await app.risk_monitor.poll()
     log.info(
         "risk_monitor: %d detections read, %d queued, %d already queued, %d restores queued%s",
         result.detections, result.enqueued, result.duplicates, result.restores,

@@ -23,12 +23,12 @@ log = logging.getLogger("entra_sync.subscriptions")
 async def subscriptions_renew(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("subscriptions_renew is running late")
-    svc = bootstrap.services()
-    await svc.ensure_storage()
-    result = await svc.subscriptions.ensure()
+    app = bootstrap.app()
+    await app.ensure_storage()
+    result = await app.subscriptions.ensure()
     for resource, sub in result.items():
         log.info("%s subscription %s valid until %s", resource, sub["id"], sub["expirationDateTime"])
     try:
-        await report_mapping_group_problems(svc.source, svc.mapping, svc.audit)
+        await report_mapping_group_problems(app.source, app.mapping, app.audit)
     except TransientError as exc:  # the subscriptions are renewed; the check waits for the next run
         log.warning("could not check the mapping's groups in Entra ID now: %s", exc)

@@ -110,7 +110,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             )
 
             started = time.perf_counter()
-            queued = host.run_coroutine(svc.sync.backfill())
+            queued = host.run_coroutine(svc.delta.backfill())
             if not host.wait_idle(600):
                 raise TimeoutError("the backfill did not finish")
             took = time.perf_counter() - started
@@ -217,7 +217,7 @@ def _nightly_reconciliation(graph: Any, auth0: Any, host: FunctionsHost, svc: An
     graph.configure_notifications(drop_rate=0.0)
 
     started = time.perf_counter()
-    summary, _ = host.run_coroutine(svc.reconciler.run("apply"), timeout_s=600)
+    summary, _ = host.run_coroutine(svc.reconcilers["auth0"].run("apply"), timeout_s=600)
     host.wait_idle(STEP_TIMEOUT_S)
     secs = time.perf_counter() - started
     drift = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "none"
@@ -225,7 +225,7 @@ def _nightly_reconciliation(graph: Any, auth0: Any, host: FunctionsHost, svc: An
     fixed = (auth0.get_user(f"auth0|{renamed['id']}") or {}).get("name") == renamed["displayName"] and (
         auth0.get_user(f"auth0|{moved['id']}") or {}
     ).get("user_metadata", {}).get("department") == "Quietly Moved"
-    check, _ = host.run_coroutine(svc.reconciler.run("dry-run"))
+    check, _ = host.run_coroutine(svc.reconcilers["auth0"].run("dry-run"))
     print(
         f"     both repaired: {'yes' if fixed else 'NO'}; a second (dry) run finds "
         f"{sum(check.counts.get(c, 0) for c in ('missing', 'attribute_mismatch', 'role_mismatch', 'orphaned'))} "

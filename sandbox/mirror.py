@@ -9,9 +9,9 @@ from typing import Any
 
 from sandbox.auth0 import Auth0Emulator
 from sandbox.graph import GraphEmulator
-from shared.core import plan as planner
-from shared.core.model import SourceState, SourceUser
+from shared.core.model import Identity, SourceState
 from shared.mapping.model import SyncMapping
+from shared.targets.auth0.rules import Auth0Rules
 
 
 def _transitive_groups(dump: dict[str, Any], relevant: frozenset[str]) -> dict[str, set[str]]:
@@ -34,14 +34,17 @@ def _transitive_groups(dump: dict[str, Any], relevant: frozenset[str]) -> dict[s
     return result
 
 
-def mirror(graph: GraphEmulator, auth0: Auth0Emulator, mapping: SyncMapping) -> int:
-    """Create the in-sync Auth0 side (accounts, roles) for ``mapping``; returns accounts created.
-    Links are not written: reconciliation finds these accounts by their deterministic id."""
+def mirror(graph: GraphEmulator, auth0: Auth0Emulator, mapping: SyncMapping, target: str = "auth0") -> int:
+    """Create the in-sync Auth0 side (accounts, roles) of ``mapping``'s Auth0 target; returns the
+    accounts created. Links are not written: reconciliation finds these accounts by their
+    deterministic id."""
+    section = mapping.target(target)
+    rules = Auth0Rules(section)
     dump = graph.snapshot(full=True)["dump"]
     managers = dump["managers"]
     groups_of = _transitive_groups(dump, mapping.relevant_groups)
     existing = {r["name"] for r in auth0.snapshot(dump=True)["dump"]["roles"]}
-    for role in sorted(mapping.managed_roles - existing):
+    for role in sorted(section.managed - existing):
         auth0.add_role(role)
     now = datetime.now(UTC)
     created_at = (now - timedelta(days=30)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -54,11 +57,11 @@ def mirror(graph: GraphEmulator, auth0: Auth0Emulator, mapping: SyncMapping) -> 
         groups = frozenset(groups_of.get(user["id"], ()))
         if not user.get("accountEnabled", True) or not mapping.scope.includes(props, groups):
             continue
-        source = SourceUser(user["id"], SourceState.ACTIVE, props, groups)
-        payload = planner.create_payload(source, planner.desired_profile(source, mapping), mapping)
-        if not payload.get("email"):
+        identity = Identity(user["id"], SourceState.ACTIVE, props, groups)
+        payload = rules.create_payload(identity, rules.desired(identity))
+        if isinstance(payload, str):  # the worker would not create it either
             continue
-        payload["roles"] = sorted(mapping.roles_for(groups))
+        payload["roles"] = sorted(section.entitlements_for(groups))
         payload["created_at"] = created_at
         payload["last_login"] = last_login
         auth0.add_user(payload)

@@ -19,7 +19,7 @@ from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
 from sandbox.host import FunctionsHost
 from shared import bootstrap, names
-from shared.bootstrap import Services
+from shared.bootstrap import App
 from shared.settings import Settings
 
 GRAPH_TOKEN = "sandbox-graph-token"
@@ -91,7 +91,7 @@ class Stack:
         return self.graph.seed({"users": users, "groups": groups, "seed": seed})
 
 
-async def empty_storage(svc: Services) -> None:
+async def empty_storage(svc: App) -> None:
     """The product's tables and queues, created if missing and emptied (Azurite is shared by runs)."""
     await svc.ensure_storage()
     for table in names.TABLES:
@@ -104,7 +104,7 @@ async def empty_storage(svc: Services) -> None:
 
 
 @contextmanager
-def functions_host(env: dict[str, str], visibility_timeout_s: float = 1.0) -> Iterator[tuple[FunctionsHost, Services]]:
+def functions_host(env: dict[str, str], visibility_timeout_s: float = 1.0) -> Iterator[tuple[FunctionsHost, App]]:
     """The function app, imported with ``env`` as its settings (read at import, as in Azure), served by
     the host stand-in. Once the host's URL is known the webhook settings point at it and the
     services are built afresh; ``env`` is updated with them."""
@@ -117,7 +117,7 @@ def functions_host(env: dict[str, str], visibility_timeout_s: float = 1.0) -> It
         storage_connection=env["AzureWebJobsStorage"],
         app_settings=env,
         visibility_timeout_s=visibility_timeout_s,
-        on_stop=lambda: bootstrap.services().aclose(),
+        on_stop=lambda: bootstrap.app().aclose(),
     )
     with host:
         env.update(

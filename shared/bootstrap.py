@@ -1,17 +1,23 @@
-"""The composition root: settings and mapping in, ready services out.
+"""The composition root: settings and the mapping in, every adapter and service built, in one place.
 
 ``function_app.py`` calls :func:`init` once at start-up: a settings or mapping problem stops the app
-there, naming the setting or the mapping entry. Functions reach their collaborators through
-:func:`services`, which builds each SDK client and adapter on first use and keeps it for the life of
-the worker process (one event loop). Tests call :func:`init` with their own settings (sandbox URLs,
-Azurite) and may override any named part.
+there, naming the setting or the mapping entry. :func:`build` constructs everything in dependency
+order (no network call happens while building: the SDK clients connect on first use, inside the
+worker's event loop): the storage clients and stores, the source (Entra ID through Graph), one
+provisioning job per target the mapping names (its adapter from its kind in the registry, its
+links, guard and health), and the services, with the handler table that routes each work item to
+its service. Functions reach it through :func:`app`.
+
+Tests call :func:`init` with their own settings (sandbox URLs, Azurite) and may pass the few
+things a test must control: a clock, the target kinds (an in-memory target), an Auth0 client,
+adapters to put in place of the built ones, or no report store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +25,25 @@ from azure.core.exceptions import ResourceExistsError
 
 from shared import names
 from shared.clock import SYSTEM, Clock
-from shared.mapping.model import SyncMapping, load_mapping
+from shared.core.ports import Target
+from shared.mapping.load import load_mapping
+from shared.mapping.model import SyncMapping, TargetSection
 from shared.redact import install_log_redaction
 from shared.services.alerts import Alerts
+from shared.services.delta import DeltaService
+from shared.services.dispatch import Dispatcher
 from shared.services.guard import MassChangeGuard
+from shared.services.health import Health
 from shared.services.notify import Notifier
 from shared.services.reconcile import Reconciler
-from shared.services.worker import Ports, SyncService
+from shared.services.report import ReportStore
+from shared.services.risk.monitor import RiskMonitor
+from shared.services.risk.response import RiskResponse
+from shared.services.waits import Waits
+from shared.services.worker import TargetJob, Worker
 from shared.settings import Settings
 from shared.sources.graph.client import graph_client
+from shared.sources.graph.risk_feed import Pacer, RiskFeed
 from shared.sources.graph.source import GraphSource
 from shared.sources.graph.subscriptions import SubscriptionManager
 from shared.stores.audit import AuditStore
@@ -37,72 +53,74 @@ from shared.stores.leases import LeaseStore
 from shared.stores.links import LinkStore
 from shared.stores.queue import WorkQueue
 from shared.stores.state import StateStore
-from shared.targets.auth0.bulk import ImportBackfill
 from shared.targets.auth0.client import auth0_client
 from shared.targets.auth0.ratelimit import RateGate
-from shared.targets.auth0.target import Auth0Target
+from shared.targets.registry import KINDS, TargetKind
+
+MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test keeps them equal)
 
 
 @dataclass
-class Services:
+class BuildContext:
+    """What a target kind's ``build`` may use: the settings, the clock, and per-target clients."""
+
+    settings: Settings
+    clock: Clock
+    auth0_client_override: Any = None
+    closers: list[Any] = field(default_factory=list)
+
+    def auth0_gate(self) -> RateGate:
+        return RateGate()  # one per Auth0 target: its own rate budget
+
+    def auth0_client(self, gate: RateGate | None = None) -> Any:
+        if self.auth0_client_override is not None:
+            return self.auth0_client_override
+        assert self.settings.auth0 is not None  # checked against the mapping before building
+        client = auth0_client(self.settings.auth0, gate=gate)
+        self.closers.append(client)
+        return client
+
+
+@dataclass
+class App:
+    """Everything the functions and the CLI use, built once."""
+
     settings: Settings
     mapping: SyncMapping
-    overrides: dict[str, Any] = field(default_factory=dict)
-    _built: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.RLock = field(default_factory=threading.RLock)
+    clock: Clock
+    tables: Any
+    queues: Any
+    blobs: Any
+    state: StateStore
+    leases: LeaseStore
+    audit: AuditStore
+    queue: WorkQueue
+    waits: Waits
+    reports: ReportStore | None
+    notifier: Notifier
+    alerts: Alerts
+    source: GraphSource
+    jobs: dict[str, TargetJob]
+    worker: Worker
+    delta: DeltaService
+    reconcilers: dict[str, Reconciler]
+    subscriptions: SubscriptionManager
+    risk_monitor: RiskMonitor
+    risk: RiskResponse
+    dispatcher: Dispatcher
+    closers: list[Any] = field(default_factory=list)
     _storage_ready: bool = False
 
-    def _get(self, name: str, factory: Any) -> Any:
-        if name in self.overrides:
-            return self.overrides[name]
-        with self._lock:
-            if name not in self._built:
-                self._built[name] = factory()
-            return self._built[name]
-
-    async def aclose(self) -> None:
-        """Close the clients this object built (not overrides, which belong to the caller)."""
-        with self._lock:
-            built, self._built = self._built, {}
-            self._storage_ready = False
-        for obj in built.values():
-            close = getattr(obj, "close", None)
-            if close is not None and not isinstance(
-                obj, SyncService | SubscriptionManager | Reconciler | ImportBackfill
-            ):
-                result = close()
-                if asyncio.iscoroutine(result):
-                    await result
-
-    # -- SDK clients -------------------------------------------------------------------------------
-
-    @property
-    def graph(self) -> Any:
-        return self._get("graph", lambda: graph_client(self.settings))
-
-    @property
-    def auth0(self) -> Any:
-        return self._get("auth0", lambda: auth0_client(self.settings, gate=self.auth0_gate))
-
-    @property
-    def auth0_gate(self) -> RateGate:
-        """One rate-limit gate per process for every Auth0 call."""
-        return self._get("auth0_gate", RateGate)  # type: ignore[no-any-return]
-
-    @property
-    def tables(self) -> Any:
-        return self._get("tables", lambda: table_service(self.settings))
-
-    @property
-    def queues(self) -> Any:
-        return self._get("queues", lambda: queue_service(self.settings))
-
-    @property
-    def blobs(self) -> Any:
-        return self._get("blobs", lambda: blob_service(self.settings))
+    def job(self, name: str = "") -> TargetJob:
+        """A target's job by name; without a name, the only target (an error where there are several)."""
+        if name:
+            return self.jobs[name]
+        if len(self.jobs) != 1:
+            raise KeyError(f"the mapping names {len(self.jobs)} targets: say which ({', '.join(self.jobs)})")
+        return next(iter(self.jobs.values()))
 
     def table(self, name: str) -> Any:
-        return self._get(f"table:{name}", lambda: self.tables.get_table_client(name))
+        return self.tables.get_table_client(name)
 
     async def ensure_storage(self) -> None:
         """Create the tables and queues if missing (the Bicep creates them in Azure; Azurite starts empty)."""
@@ -116,149 +134,139 @@ class Services:
                     await client.create_queue()
         self._storage_ready = True
 
-    # -- adapters and services ----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the clients this app built."""
+        closers, self.closers = self.closers, []
+        self._storage_ready = False
+        for obj in closers:
+            close = getattr(obj, "close", None) or getattr(obj, "aclose", None)
+            if close is not None:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result
 
-    @property
-    def links(self) -> LinkStore:
-        return self._get("links", lambda: LinkStore(self.table(names.LINKS_TABLE)))  # type: ignore[no-any-return]
 
-    @property
-    def clock(self) -> Clock:
-        """Time for leases and waits (tests override it to move time instead of sleeping)."""
-        return self._get("clock", lambda: SYSTEM)  # type: ignore[no-any-return]
-
-    @property
-    def leases(self) -> LeaseStore:
-        return self._get(  # type: ignore[no-any-return]
-            "leases", lambda: LeaseStore(self.table(names.LOCKS_TABLE), clock=self.clock)
+def build(
+    settings: Settings,
+    mapping: SyncMapping,
+    *,
+    clock: Clock = SYSTEM,
+    kinds: Mapping[str, TargetKind] = KINDS,
+    auth0: Any = None,
+    targets: Mapping[str, Target] | None = None,
+    reports: bool = True,
+    graph: Any = None,
+) -> App:
+    """Every adapter and service from ``settings`` and ``mapping``. ``auth0``: an Auth0 client to use
+    instead of one from the settings; ``targets``: adapters to use instead of the built ones (by
+    target name); ``graph``: a Graph client; ``reports=False``: no report store."""
+    settings.check_targets((name, section.kind) for name, section in mapping.targets.items())
+    context = BuildContext(settings, clock, auth0)
+    tables, queues, blobs = table_service(settings), queue_service(settings), blob_service(settings)
+    closers: list[Any] = [tables, queues, blobs]
+    graph_sdk = graph if graph is not None else graph_client(settings)
+    state = StateStore(tables.get_table_client(names.STATE_TABLE))
+    leases = LeaseStore(tables.get_table_client(names.LOCKS_TABLE), clock=clock)
+    audit = AuditStore(tables.get_table_client(names.AUDIT_TABLE))
+    queue = WorkQueue(queues)
+    waits = Waits(queue, audit)
+    notifier = Notifier(tables.get_table_client(names.STATE_TABLE), settings.notify_webhook_url)
+    closers.append(notifier)
+    alerts = Alerts(notifier, audit)
+    source = GraphSource(graph_sdk, mapping)
+    links_table = tables.get_table_client(names.LINKS_TABLE)
+    jobs: dict[str, TargetJob] = {}
+    for name, section in mapping.targets.items():
+        target = (targets or {}).get(name) or kinds[section.kind].build(section, context)
+        jobs[name] = _job(section, target, LinkStore(links_table, name), state, audit, queue, alerts, clock)
+    closers.extend(context.closers)
+    report_store = ReportStore(blobs) if reports else None
+    worker = Worker(
+        source=source, jobs=jobs, leases=leases, audit=audit, queue=queue, waits=waits, alerts=alerts, clock=clock
+    )
+    delta = DeltaService(source=source, mapping=mapping, state=state, leases=leases, queue=queue, audit=audit)
+    reconcilers = {
+        name: Reconciler(
+            source=source,
+            job=job,
+            state=state,
+            queue=queue,
+            audit=audit,
+            mapping=mapping,
+            reports=report_store,
+            alert=alerts.send,
         )
-
-    @property
-    def audit(self) -> AuditStore:
-        return self._get("audit", lambda: AuditStore(self.table(names.AUDIT_TABLE)))  # type: ignore[no-any-return]
-
-    @property
-    def state(self) -> StateStore:
-        return self._get("state", lambda: StateStore(self.table(names.STATE_TABLE)))  # type: ignore[no-any-return]
-
-    @property
-    def work_queue(self) -> WorkQueue:
-        return self._get("work_queue", lambda: WorkQueue(self.queues))  # type: ignore[no-any-return]
-
-    @property
-    def source(self) -> GraphSource:
-        return self._get("source", lambda: GraphSource(self.graph, self.mapping))  # type: ignore[no-any-return]
-
-    @property
-    def target(self) -> Auth0Target:
-        return self._get("target", lambda: Auth0Target(self.auth0, self.auth0_gate))  # type: ignore[no-any-return]
-
-    @property
-    def ports(self) -> Ports:
-        return self._get(  # type: ignore[no-any-return]
-            "ports",
-            lambda: Ports(
-                source=self.source,
-                target=self.target,
-                links=self.links,
-                leases=self.leases,
-                audit=self.audit,
-                state=self.state,
-                queue=self.work_queue,
-                mapping=self.mapping,
-                guard=self.guard,
-            ),
-        )
-
-    @property
-    def guard(self) -> MassChangeGuard:
-        """Mass changes held for approval on the way in (one per process: it counts for the window)."""
-        return self._get(  # type: ignore[no-any-return]
-            "guard",
-            lambda: MassChangeGuard(
-                state=self.state,
-                links=self.links,
-                audit=self.audit,
-                queue=self.work_queue,
-                policy=self.mapping.guard,
-                alerts=self.alerts,
-                clock=self.clock,
-            ),
-        )
-
-    @property
-    def sync(self) -> SyncService:
-        return self._get("sync", lambda: SyncService(self.ports))  # type: ignore[no-any-return]
-
-    @property
-    def bulk(self) -> ImportBackfill:
-        return self._get("bulk", lambda: ImportBackfill(self.ports))  # type: ignore[no-any-return]
-
-    @property
-    def reports(self) -> Any:
-        from shared.services.report import ReportStore
-
-        return self._get("reports", lambda: ReportStore(self.blobs))
-
-    @property
-    def reconciler(self) -> Reconciler:
-        return self._get(  # type: ignore[no-any-return]
-            "reconciler",
-            lambda: Reconciler(
-                source=self.source,
-                target=self.target,
-                links=self.links,
-                state=self.state,
-                queue=self.work_queue,
-                audit=self.audit,
-                mapping=self.mapping,
-                reports=self.reports,
-                alert=self.alerts.send,
-            ),
-        )
-
-    @property
-    def notifier(self) -> Notifier:
-        """The Slack/Teams webhook (``NOTIFY_WEBHOOK_URL``): one message per incident."""
-        return self._get(  # type: ignore[no-any-return]
-            "notifier", lambda: Notifier(self.table(names.STATE_TABLE), self.settings.notify_webhook_url)
-        )
-
-    @property
-    def alerts(self) -> Alerts:
-        return self._get("alerts", lambda: Alerts(self.notifier, self.audit))  # type: ignore[no-any-return]
-
-    @property
-    def subscriptions(self) -> SubscriptionManager:
-        return self._get(  # type: ignore[no-any-return]
-            "subscriptions",
-            lambda: SubscriptionManager(
-                self.source,
-                self.state,
-                self.work_queue,
-                notification_url=self.settings.graph_notification_url,
-                lifecycle_url=self.settings.graph_lifecycle_url,
-                client_state=self.settings.graph_client_state.reveal(),
-            ),
-        )
+        for name, job in jobs.items()
+    }
+    subscriptions = SubscriptionManager(
+        source, state, queue,
+        notification_url=settings.graph_notification_url, lifecycle_url=settings.graph_lifecycle_url,
+        client_state=settings.graph_client_state.reveal(),
+    )  # fmt: skip
+    monitor = RiskMonitor(
+        feed=RiskFeed(source, Pacer()), policy=mapping.risk, state=state, leases=leases, queue=queue, audit=audit
+    )
+    risk = RiskResponse(
+        source=source, jobs=jobs, leases=leases, state=state, audit=audit, notifier=notifier, policy=mapping.risk
+    )
+    dispatcher = Dispatcher(
+        {
+            "user": worker.sync_user,
+            "group": delta.sync_group,
+            "delta": delta.catch_up,
+            "subscription": subscriptions.handle_lifecycle,
+            "risk": risk.handle,
+        },
+        waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT,
+    )  # fmt: skip
+    return App(
+        settings=settings, mapping=mapping, clock=clock, tables=tables, queues=queues, blobs=blobs, state=state,
+        leases=leases, audit=audit, queue=queue, waits=waits, reports=report_store, notifier=notifier,
+        alerts=alerts, source=source, jobs=jobs, worker=worker, delta=delta, reconcilers=reconcilers,
+        subscriptions=subscriptions, risk_monitor=monitor, risk=risk, dispatcher=dispatcher, closers=closers,
+    )  # fmt: skip
 
 
-_current: Services | None = None
-_init_lock = threading.Lock()
+def _job(
+    section: TargetSection,
+    target: Target,
+    links: LinkStore,
+    state: StateStore,
+    audit: AuditStore,
+    queue: WorkQueue,
+    alerts: Alerts,
+    clock: Clock,
+) -> TargetJob:
+    guard = MassChangeGuard(
+        state=state, links=links, audit=audit, queue=queue, policy=section.guard, alerts=alerts, clock=clock,
+        target=section.name,
+    )  # fmt: skip
+    return TargetJob(section, target, links, guard, Health(clock))
 
 
-def init(settings: Settings | None = None, mapping: SyncMapping | None = None, **overrides: Any) -> Services:
-    """Read settings and the mapping file (unless given) and make them the process's services."""
+_current: App | None = None
+_lock = threading.Lock()
+
+
+def init(
+    settings: Settings | None = None,
+    mapping: SyncMapping | None = None,
+    *,
+    kinds: Mapping[str, TargetKind] = KINDS,
+    **options: Any,
+) -> App:
+    """Read the settings and the mapping file (unless given), build, and make it the process's app."""
     global _current
     install_log_redaction()
     settings = settings if settings is not None else Settings.from_env()
-    mapping = mapping if mapping is not None else load_mapping(settings.mapping_file)
-    with _init_lock:
-        _current = Services(settings, mapping, dict(overrides))
-        return _current
+    mapping = mapping if mapping is not None else load_mapping(settings.mapping_file, kinds=kinds)
+    built = build(settings, mapping, kinds=kinds, **options)
+    with _lock:
+        _current = built
+        return built
 
 
-def services() -> Services:
-    with _init_lock:
+def app() -> App:
+    with _lock:
         current = _current
     return current if current is not None else init()

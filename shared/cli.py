@@ -37,12 +37,17 @@ from typing import NoReturn, TextIO
 from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared import bootstrap
+from shared.core.drift import RunSummary, target_title
 from shared.errors import SyncError
-from shared.mapping.model import MappingError, SyncMapping, load_mapping
+from shared.mapping.load import load_mapping
+from shared.mapping.model import MappingError, SyncMapping
 from shared.services.reconcile import check_run_id
 from shared.settings import Settings, SettingsError
+from shared.sources.graph.client import graph_client
 from shared.sources.graph.groups import mapping_group_problems
+from shared.sources.graph.source import GraphSource
 from shared.stores.keys import decode_key
+from shared.targets.auth0.bulk import ImportBackfill
 
 
 class ProgressLine:
@@ -124,7 +129,7 @@ def _without_query(text: str) -> str:
     return re.sub(r"\?\S*", "", text)
 
 
-async def _with_services(work: Callable[[bootstrap.Services], Awaitable[int]]) -> int:
+async def _with_services(work: Callable[[bootstrap.App], Awaitable[int]]) -> int:
     svc = bootstrap.init()
     try:
         try:
@@ -139,14 +144,35 @@ async def _with_services(work: Callable[[bootstrap.Services], Awaitable[int]]) -
         await svc.aclose()
 
 
-async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> int:
-    progress = ProgressLine()
-    await svc.reports.ensure()
-    summary, _ = await svc.reconciler.run("apply" if args.apply else "dry-run", progress=progress)
-    progress.done()
-    print(f"run {summary.run_id} ({summary.mode}): {summary.status}")
+def _targets(svc: bootstrap.App, name: str | None) -> list[str]:
+    if name is None:
+        return list(svc.jobs)
+    if name not in svc.jobs:
+        named = ", ".join(svc.jobs) or "none"
+        raise UsageError(f"--target {name}: the mapping names no such target (it names {named})")
+    return [name]
+
+
+async def cmd_reconcile(svc: bootstrap.App, args: argparse.Namespace) -> int:
+    """Every target the mapping names (or the one asked for), each its own run and report."""
+    held = False
+    for name in _targets(svc, args.target):
+        progress = ProgressLine()
+        if svc.reports is not None:
+            await svc.reports.ensure()
+        summary, _ = await svc.reconcilers[name].run("apply" if args.apply else "dry-run", progress=progress)
+        progress.done()
+        _print_run(summary)
+        held = held or summary.status == "held"
+    return 3 if held else 0
+
+
+def _print_run(summary: RunSummary) -> None:
+    title = target_title(summary.target)
+    print(f"run {summary.run_id} of {summary.target} ({summary.mode}): {summary.status}")
     print(f"  Entra users {summary.entra_users} (in scope {summary.entra_in_scope})")
-    print(f"  Auth0 accounts {summary.auth0_users} ({summary.auth0_read}), managed {summary.managed_accounts}")
+    read = f" ({summary.read_by})" if summary.read_by else ""
+    print(f"  {title} accounts {summary.accounts}{read}, managed {summary.managed_accounts}")
     print(f"  in sync {summary.in_sync} of {summary.entra_in_scope} in-scope identities")
     print(f"  drift records {sum(summary.counts.values())}, about {summary.drifted} identities:")
     for drift, count in sorted(summary.counts.items()):
@@ -156,29 +182,40 @@ async def cmd_reconcile(svc: bootstrap.Services, args: argparse.Namespace) -> in
         print(f"  CIRCUIT BREAKER: {summary.breaker.reason}")
         print(f"  review the report, then: entra-sync approve {summary.run_id}")
     print(f"  report: entra-sync report {summary.run_id} --open")
-    return 3 if summary.status == "held" else 0
 
 
-async def cmd_approve(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+async def cmd_approve(svc: bootstrap.App, args: argparse.Namespace) -> int:
     """A held reconciliation run, or a mass change held on the way in (their ids look alike)."""
     ident = check_run_id(args.run)
-    if await svc.guard.episode(ident) is not None:
-        queued = await svc.guard.approve(ident, approver=args.by)
-        print(f"mass change {ident} approved by {args.by}: {queued} held identities queued for the worker")
-        return 0
-    queued = await svc.reconciler.approve(ident, approver=args.by)
+    for job in svc.jobs.values():
+        if job.guard is not None and await job.guard.episode(ident) is not None:
+            queued = await job.guard.approve(ident, approver=args.by)
+            print(
+                f"mass change {ident} in {job.name} approved by {args.by}: {queued} held identities queued "
+                "for the worker"
+            )
+            return 0
+    run = await next(iter(svc.reconcilers.values())).summary(ident) if svc.reconcilers else None
+    if run is None or run.target not in svc.reconcilers:
+        raise UsageError(f"{ident}: no held run or mass change of a target the mapping names")
+    queued = await svc.reconcilers[run.target].approve(ident, approver=args.by)
     print(f"run {ident} approved by {args.by}: {queued} held deprovisions queued for the worker")
     return 0
 
 
-async def cmd_runs(svc: bootstrap.Services, args: argparse.Namespace) -> int:
-    for run in (await svc.reconciler.history())[-args.limit :]:
+async def cmd_runs(svc: bootstrap.App, args: argparse.Namespace) -> int:
+    if not svc.reconcilers:
+        return 0
+    runs = await next(iter(svc.reconcilers.values())).history(every_target=True)
+    for run in runs[-args.limit :]:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items())) or "in sync"
-        print(f"{run.run_id}  {run.mode:<8} {run.status:<9} {counts}")
+        print(f"{run.run_id}  {run.target:<14} {run.mode:<8} {run.status:<9} {counts}")
     return 0
 
 
-async def cmd_report(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:
+    if svc.reports is None:
+        raise UsageError("reports are not kept by this configuration")
     body = await svc.reports.load(check_run_id(args.run), args.format)
     if args.output or args.open:
         target = (
@@ -193,10 +230,17 @@ async def cmd_report(svc: bootstrap.Services, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_backfill(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+async def cmd_backfill(svc: bootstrap.App, args: argparse.Namespace) -> int:
     if args.import_jobs:
+        name = args.target or "auth0"
+        if name not in svc.jobs or svc.jobs[name].section.kind != "auth0":
+            raise UsageError(f"--import-jobs needs an Auth0 target ({name} is not one the mapping names)")
         progress = ProgressLine()
-        result = await svc.bulk.run(progress=progress)
+        bulk = ImportBackfill(
+            source=svc.source, job=svc.jobs[name], state=svc.state, leases=svc.leases, queue=svc.queue,
+            audit=svc.audit,
+        )  # fmt: skip
+        result = await bulk.run(progress=progress)
         progress.done()
         print(f"backfill through import jobs: {result.entra_users} Entra users, {result.in_scope} in scope")
         print(f"  already linked {result.already_linked}, without email {result.without_email}")
@@ -207,12 +251,12 @@ async def cmd_backfill(svc: bootstrap.Services, args: argparse.Namespace) -> int
         print(f"  roles assigned {result.role_assignments} in {result.role_calls} calls, links written {result.links}")
         print(f"  handed to the worker {result.enqueued} (existing accounts to match, refused rows to retry)")
         return 1 if result.failed else 0
-    queued = await svc.sync.backfill()
-    print(f"backfill: {queued} users queued for the worker")
+    queued = await svc.delta.backfill()
+    print(f"backfill: {queued} users queued for the worker (every target the mapping names)")
     return 0
 
 
-async def cmd_audit(svc: bootstrap.Services, args: argparse.Namespace) -> int:
+async def cmd_audit(svc: bootstrap.App, args: argparse.Namespace) -> int:
     if args.identity:
         rows = await svc.audit.for_identity(args.identity)
     else:
@@ -248,7 +292,8 @@ def cmd_check() -> int:
     except MappingError as exc:
         print(exc)
         return 2
-    print(f"mapping file {mapping.source}: ok ({len(mapping.attributes)} attributes)")
+    targets = ", ".join(f"{n} ({len(t.attributes)} attributes)" for n, t in mapping.targets.items()) or "none"
+    print(f"mapping file {mapping.source}: ok (version {mapping.version}; targets: {targets})")
     try:
         problems = asyncio.run(_mapping_group_problems(settings, mapping))
     except SyncError as exc:
@@ -265,11 +310,8 @@ def cmd_check() -> int:
 
 
 async def _mapping_group_problems(settings: Settings, mapping: SyncMapping) -> list[str]:
-    svc = bootstrap.init(settings, mapping)
-    try:
-        return await mapping_group_problems(svc.source, mapping)
-    finally:
-        await svc.aclose()
+    client = graph_client(settings)
+    return await mapping_group_problems(GraphSource(client, mapping), mapping)
 
 
 def _within(at: str, since: datetime | None, until: datetime | None) -> bool:
@@ -281,7 +323,7 @@ def _within(at: str, since: datetime | None, until: datetime | None) -> bool:
     return (since is None or when >= since) and (until is None or when <= until)
 
 
-COMMANDS: dict[str, Callable[[bootstrap.Services, argparse.Namespace], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]]] = {
     "reconcile": cmd_reconcile,
     "approve": cmd_approve,
     "runs": cmd_runs,
@@ -299,6 +341,7 @@ def parser() -> argparse.ArgumentParser:
     mode = rec.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="plan and report; change nothing")
     mode.add_argument("--apply", action="store_true", help="queue the safe repairs")
+    rec.add_argument("--target", help="one target the mapping names (default: every target, each its own run)")
     app = sub.add_parser("approve", help="release a run held by the circuit breaker")
     app.add_argument("run")
     app.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (recorded in the audit)")
@@ -315,6 +358,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create the in-scope joiners through Auth0 import jobs (bulk) instead of one worker run each",
     )
+    back.add_argument("--target", help="with --import-jobs: the Auth0 target (default auth0)")
     aud = sub.add_parser("audit", help="audit rows, by identity or time")
     aud.add_argument("--identity", help="an Entra object id")
     aud.add_argument("--since", type=iso_time, help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z (UTC without an offset)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -95,6 +95,23 @@ class StorageSettings:
     client_id: str | None = None  # user-assigned managed identity for identity-based access
 
 
+AUTH0_SETTINGS: Final = (
+    "AUTH0_DOMAIN", "AUTH0_BASE_URL", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET", "AUTH0_TOKEN",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Auth0Settings:
+    """The Auth0 Management API: a machine-to-machine application, or the sandbox's static token."""
+
+    base_url: str
+    domain: str | None
+    auth: Auth0Auth
+    client_id: str | None
+    client_secret: Secret | None
+    token: Secret | None
+
+
 @dataclass(frozen=True)
 class Settings:
     graph_base_url: str
@@ -106,12 +123,7 @@ class Settings:
     graph_client_state: Secret
     graph_notification_url: str
     graph_lifecycle_url: str
-    auth0_base_url: str
-    auth0_domain: str | None
-    auth0_auth: Auth0Auth
-    auth0_client_id: str | None
-    auth0_client_secret: Secret | None
-    auth0_token: Secret | None
+    auth0: Auth0Settings | None  # present where AUTH0_* is set; required by a mapping with an auth0 target
     storage: StorageSettings
     schedules: Mapping[str, str]
     mapping_file: Path
@@ -121,6 +133,17 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         return _Reader(os.environ if env is None else env).read()
+
+    def check_targets(self, kinds: Iterable[tuple[str, str]]) -> None:
+        """Every target the mapping names (name, kind) has the settings it needs; all problems at once."""
+        problems = []
+        for name, kind in kinds:
+            if kind == "auth0" and self.auth0 is None:
+                problems.append(
+                    f"AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): the mapping names the target {name}"
+                )
+        if problems:
+            raise SettingsError(problems)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -209,9 +232,7 @@ class _Reader:
         assert storage is not None
         assert notification_url is not None
         assert lifecycle_url is not None
-        assert auth0 is not None
         assert mapping_file is not None
-        auth0_base_url, auth0_domain, auth0_auth, auth0_client_id, auth0_secret, auth0_token = auth0
         return Settings(
             graph_base_url=graph_base_url,
             graph_auth=graph_auth,
@@ -222,12 +243,7 @@ class _Reader:
             graph_client_state=client_state,
             graph_notification_url=notification_url,
             graph_lifecycle_url=lifecycle_url,
-            auth0_base_url=auth0_base_url,
-            auth0_domain=auth0_domain,
-            auth0_auth=auth0_auth,
-            auth0_client_id=auth0_client_id,
-            auth0_client_secret=auth0_secret,
-            auth0_token=auth0_token,
+            auth0=auth0,
             storage=storage,
             schedules=schedules,
             mapping_file=mapping_file,
@@ -285,16 +301,22 @@ class _Reader:
             return None
         return Secret(value)
 
-    def auth0(self) -> tuple[str, str | None, Auth0Auth, str | None, Secret | None, Secret | None] | None:
+    def auth0(self) -> Auth0Settings | None:
+        """Optional: a deployment may sync only to other targets; a mapping with an Auth0 target
+        then needs it (:meth:`Settings.check_targets`)."""
         domain = self.raw("AUTH0_DOMAIN")
         base_url_raw = self.raw("AUTH0_BASE_URL")
+        named = any(self.env.get(n) for n in AUTH0_SETTINGS)
         if domain is not None and not _HOSTNAME.fullmatch(domain):
             self.problems.append(
                 f"AUTH0_DOMAIN must be a host name such as tenant.eu.auth0.com (no scheme, no path), got {domain!r}"
             )
-            domain = None
-        if base_url_raw is None and domain is None and not self._already_reported("AUTH0_DOMAIN"):
-            self.problems.append("AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox)")
+            return None
+        if base_url_raw is None and domain is None:
+            if named and not self._already_reported("AUTH0_DOMAIN"):
+                self.problems.append(
+                    "AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox) with the other AUTH0_ settings"
+                )
             return None
         base_url = self.url("AUTH0_BASE_URL", base_url_raw) if base_url_raw else f"https://{domain}/api/v2"
         if base_url is None:
@@ -306,10 +328,12 @@ class _Reader:
                     "AUTH0_TOKEN is for the sandbox only and needs a loopback AUTH0_BASE_URL; "
                     "use AUTH0_CLIENT_ID/AUTH0_CLIENT_SECRET for a real tenant"
                 )
-            return base_url, domain, Auth0Auth.STATIC_TOKEN, None, None, Secret(token)
+            return Auth0Settings(base_url, domain, Auth0Auth.STATIC_TOKEN, None, None, Secret(token))
         client_id = self.required("AUTH0_CLIENT_ID", "the machine-to-machine application's client id")
         secret = self.required("AUTH0_CLIENT_SECRET", "the machine-to-machine application's client secret")
-        return base_url, domain, Auth0Auth.CLIENT_CREDENTIALS, client_id, Secret(secret) if secret else None, None
+        return Auth0Settings(
+            base_url, domain, Auth0Auth.CLIENT_CREDENTIALS, client_id, Secret(secret) if secret else None, None
+        )
 
     def storage(self) -> StorageSettings | None:
         conn = self.raw("AzureWebJobsStorage")

@@ -76,7 +76,8 @@ def test_auth0_client_reads_users_with_the_static_token(
     settings = settings_for(azurite, graph, auth0)
 
     async def read() -> Any:
-        client = auth0_client(settings)
+        assert settings.auth0 is not None
+        client = auth0_client(settings.auth0)
         return await client.users.list(per_page=5, page=0, include_totals=True)
 
     pager = asyncio.run(read())

@@ -32,7 +32,7 @@ def call_http(function: Any, method: str = "GET", body: bytes = b"", params: dic
         try:
             return await function.get_user_function()(request)
         finally:
-            await bootstrap.services().aclose()
+            await bootstrap.app().aclose()
 
     return asyncio.run(run())
 
@@ -109,8 +109,28 @@ def test_start_up_fails_naming_each_missing_setting() -> None:
     )
     assert proc.returncode != 0
     assert "entra-sync cannot start" in proc.stderr
-    for name in ("GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "AUTH0_DOMAIN", "AzureWebJobsStorage"):
+    for name in ("GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "AzureWebJobsStorage", "SYNC_MAPPING_FILE"):
         assert f"{name} is required" in proc.stderr
+
+
+def test_start_up_fails_naming_the_settings_a_mapped_target_needs() -> None:
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    env.update(sandbox_env(storage="UseDevelopmentStorage=true"))
+    for name in ("AUTH0_BASE_URL", "AUTH0_TOKEN"):
+        del env[name]  # the shipped example maps an Auth0 target
+    proc = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): the mapping names the target auth0" in (
+        proc.stderr
+    )
 
 
 def test_start_up_fails_naming_the_mapping_file_entry(tmp_path: Path) -> None:

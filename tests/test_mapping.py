@@ -7,18 +7,26 @@ from typing import Any
 
 import pytest
 
+from shared.mapping.load import load_mapping, parse_mapping
 from shared.mapping.model import (
     AttributeMapping,
     Condition,
     MappingError,
     Scope,
+    SyncMapping,
+    TargetSection,
     Transform,
-    load_mapping,
-    parse_mapping,
     read_path,
 )
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def auth0(m: SyncMapping) -> TargetSection:
+    """A version 1 file's one target."""
+    return m.target("auth0")
+
+
 MINIMAL = "version: 1\nattributes:\n  - {source: mail, target: email}\n"
 G1, G2, G3 = (f"0000000{n}-1111-4222-8333-444444444444" for n in (1, 2, 3))
 
@@ -32,11 +40,11 @@ def problems(text: str) -> list[str]:
 
 def test_the_shipped_example_is_valid_and_complete() -> None:
     m = load_mapping(REPO / "mapping.example.yaml")
-    assert m.target.connection == "Username-Password-Authentication"
+    assert auth0(m).options.connection == "Username-Password-Authentication"
     assert m.scope.user_types == ("Member",)
-    assert m.matching.precedence == ("link", "app_metadata", "enterprise_identity", "email")
-    assert m.managed_roles == {"Employee", "Sales Reader", "Sales Writer"}
-    assert m.deprovision.action == "block"
+    assert auth0(m).matching == ("link", "app_metadata", "enterprise_identity", "email")
+    assert auth0(m).managed == {"Employee", "Sales Reader", "Sales Writer"}
+    assert auth0(m).deprovision.action == "disable"
     select, manager = m.graph_select()
     assert manager is True
     assert {"id", "accountEnabled", "mail", "department", "companyName", "businessPhones"} <= set(select)
@@ -45,17 +53,17 @@ def test_the_shipped_example_is_valid_and_complete() -> None:
 
 def test_defaults_for_a_minimal_file() -> None:
     m = parse_mapping(MINIMAL)
-    assert m.deprovision.action == "block"
-    assert m.deprovision.revoke_sessions is True
-    assert m.matching.precedence == ("link", "app_metadata", "email")  # no enterprise connection named
-    assert m.roles == ()
-    assert m.managed_roles == frozenset()
+    assert auth0(m).deprovision.action == "disable"
+    assert auth0(m).deprovision.revoke_sessions is True
+    assert auth0(m).matching == ("link", "app_metadata", "email")  # no enterprise connection named
+    assert auth0(m).grants == ()
+    assert auth0(m).managed == frozenset()
 
 
 def test_json_files_are_read_as_json(tmp_path: Path) -> None:
     path = tmp_path / "mapping.json"
     path.write_text('{"version": 1, "attributes": [{"source": "mail", "target": "email"}]}')
-    assert load_mapping(path).attributes[0].target == "email"
+    assert auth0(load_mapping(path)).attributes[0].target == "email"
 
 
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
@@ -66,7 +74,7 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("version: 2\n" + MINIMAL[11:], "version: must be 1, got 2"),
+        ("version: 3\n" + MINIMAL[11:], "version: must be 1 or 2, got 3"),
         ("version: 1\n", "attributes: must be a non-empty list"),
         (MINIMAL + "colour: blue\n", "colour: unknown section"),
         (
@@ -216,23 +224,23 @@ def test_roles_are_many_to_many() -> None:
         MINIMAL + f"roles:\n  - {{group: {G1}, roles: [A, B]}}\n  - {{group: {G2}, roles: [B]}}\n"
         f"  - {{group: {G3}, roles: [C]}}\n"
     )
-    assert m.roles_for(frozenset({G1})) == {"A", "B"}
-    assert m.roles_for(frozenset({G2, G3})) == {"B", "C"}
-    assert m.roles_for(frozenset()) == frozenset()
-    assert m.managed_roles == {"A", "B", "C"}
+    assert auth0(m).entitlements_for(frozenset({G1})) == {"A", "B"}
+    assert auth0(m).entitlements_for(frozenset({G2, G3})) == {"B", "C"}
+    assert auth0(m).entitlements_for(frozenset()) == frozenset()
+    assert auth0(m).managed == {"A", "B", "C"}
     assert m.relevant_groups == {G1, G2, G3}
 
 
 def test_naming_an_enterprise_connection_adds_its_matcher_by_default() -> None:
     m = parse_mapping(MINIMAL + "matching: {enterprise_connection: entra}\n")
-    assert m.matching.precedence == ("link", "app_metadata", "enterprise_identity", "email")
-    assert m.matching.enterprise_connection == "entra"
+    assert auth0(m).matching == ("link", "app_metadata", "enterprise_identity", "email")
+    assert auth0(m).options.enterprise_connection == "entra"
 
 
 def test_reconcile_and_risk_policies_default_safely() -> None:
     m = parse_mapping(MINIMAL)
-    assert m.reconcile.remediate == ("missing", "attribute_mismatch", "role_mismatch")
-    assert m.reconcile.max_deprovisions == 25
+    assert auth0(m).reconcile.remediate == ("missing", "attribute_mismatch", "role_mismatch")
+    assert auth0(m).reconcile.max_deprovisions == 25
     assert m.risk.actions_for("high", "anything") == ("block", "revoke_sessions", "revoke_refresh_tokens", "notify")
     assert m.risk.actions_for("medium", "x") == ("revoke_sessions", "require_mfa", "notify")
     assert m.risk.actions_for("low", "x") == ("notify",)
@@ -243,7 +251,7 @@ def test_the_example_risk_rules_put_event_types_before_levels() -> None:
     m = load_mapping(REPO / "mapping.example.yaml")
     assert m.risk.actions_for("low", "leakedCredentials")[0] == "block"
     assert m.risk.actions_for("low", "unfamiliarFeatures") == ("notify",)
-    assert "orphaned" in m.reconcile.remediate
+    assert "orphaned" in auth0(m).reconcile.remediate
 
 
 @pytest.mark.parametrize(
@@ -334,7 +342,7 @@ def test_an_unreadable_source_path_says_what_is_wrong(source: str, expected: str
 )
 def test_documented_properties_and_extension_forms_are_accepted(source: str) -> None:
     mapping = parse_mapping(with_attribute(source))
-    assert mapping.attributes[1].sources == (source,)
+    assert auth0(mapping).attributes[1].sources == (source,)
 
 
 def test_each_source_of_a_multi_source_attribute_is_checked() -> None:
@@ -385,7 +393,7 @@ def test_group_ids_are_kept_in_lower_case_as_graph_writes_them() -> None:
     upper = "ABCDEF01-1111-4222-8333-44444444444A"
     m = parse_mapping(MINIMAL + f"scope: {{groups: [{upper}]}}\nroles: [{{group: {upper}, roles: [A]}}]\n")
     assert m.scope.groups == (upper.lower(),)
-    assert m.roles_for(frozenset({upper.lower()})) == {"A"}
+    assert auth0(m).entitlements_for(frozenset({upper.lower()})) == {"A"}
 
 
 def test_group_entries_name_every_place_a_group_appears_in_file_order() -> None:

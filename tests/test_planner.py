@@ -1,4 +1,5 @@
-"""The planner is pure: table-driven cases over joiners, movers, roles and leavers."""
+"""The planner is pure: table-driven cases over joiners, movers, roles and leavers, through the
+Auth0 target's rules (what its paths are, how its values compare, what a create sends)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from typing import Any
 
 import pytest
 
-from shared.core.model import Account, ActionKind, DeprovisionState, Link, SourceState, SourceUser
-from shared.core.plan import judge_candidates, nest, plan, profile_diff
-from shared.mapping.model import parse_mapping
+from shared.core import plan as planner
+from shared.core.match import judge
+from shared.core.model import Account, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
+from shared.mapping.load import parse_mapping
+from shared.mapping.model import SyncMapping
+from shared.targets.auth0.rules import CAPABILITIES, Auth0Rules, nest
 
 OID = "5f1c6a3e-9d2b-4c8e-8a1f-2b3c4d5e6f70"
 UID = f"auth0|{OID}"
@@ -39,8 +43,8 @@ roles:
 PROPS = {"mail": "Ada.Lovelace@contoso.example", "displayName": "Ada Lovelace", "department": "R&D", "jobTitle": None}
 
 
-def source(state: SourceState = SourceState.ACTIVE, groups: tuple[str, ...] = (STAFF,), **props: Any) -> SourceUser:
-    return SourceUser(OID, state, {**PROPS, "manager": {"id": "m-1"}, **props}, frozenset(groups))
+def source(state: SourceState = SourceState.ACTIVE, groups: tuple[str, ...] = (STAFF,), **props: Any) -> Identity:
+    return Identity(OID, state, {**PROPS, "manager": {"id": "m-1"}, **props}, frozenset(groups))
 
 
 def account(roles: tuple[str, ...] = ("Employee",), **data: Any) -> Account:
@@ -54,14 +58,25 @@ def account(roles: tuple[str, ...] = ("Employee",), **data: Any) -> Account:
         "app_metadata": {"entra_object_id": OID, "manager_object_id": "m-1"},
     }
     base.update(data)
-    return Account(UID, base, frozenset(roles))
+    return Auth0Rules(MAPPING.target("auth0")).account(base, frozenset(roles))
 
 
 LINK = Link(OID, UID)
 
 
-def kinds(actions: Any) -> list[str]:
-    return [a.kind.value for a in actions]
+class Planned:
+    """A plan with the Auth0 words for its actions (``kinds``), as audit rows show them."""
+
+    def __init__(self, plan: Plan, rules: Auth0Rules):
+        self.actions = plan.actions
+        self.writes = plan.writes
+        self.kinds = [rules.label(a.kind) for a in plan.actions]
+
+
+def plan(identity: Identity, acct: Account | None, link: Link | None, mapping: SyncMapping) -> Planned:
+    section = mapping.target("auth0")
+    rules = Auth0Rules(section)
+    return Planned(planner.plan(identity, acct, link, section, rules, CAPABILITIES), rules)
 
 
 def test_joiner_is_created_with_a_deterministic_id_linked_and_given_roles() -> None:
@@ -78,7 +93,7 @@ def test_joiner_is_created_with_a_deterministic_id_linked_and_given_roles() -> N
         "user_metadata": {"department": "R&D"},
         "app_metadata": {"entra_object_id": OID, "manager_object_id": "m-1"},
     }
-    assert p.actions[2].payload == {"roles": ["Employee", "Sales Reader", "Sales Writer"]}
+    assert p.actions[2].entitlements == ("Employee", "Sales Reader", "Sales Writer")
 
 
 def test_joiner_without_an_email_is_refused_not_created() -> None:
@@ -93,7 +108,8 @@ def test_in_sync_user_plans_no_write() -> None:
 
 
 def test_email_case_difference_is_not_a_change() -> None:
-    assert profile_diff({"email": "A@B.example"}, {"email": "a@b.example"}) == {}
+    rules = Auth0Rules(MAPPING.target("auth0"))
+    assert planner.diff({"email": "A@B.example"}, account(email="a@b.example"), rules) == {}
 
 
 @pytest.mark.parametrize(
@@ -144,7 +160,7 @@ def test_roles_follow_group_membership(
     groups: tuple[str, ...], held: tuple[str, ...], expected: list[tuple[str, list[str]]]
 ) -> None:
     p = plan(source(groups=groups), account(roles=held), LINK, MAPPING)
-    assert [(a.kind.value, a.payload["roles"]) for a in p.actions] == expected
+    assert [(kind, list(a.entitlements)) for kind, a in zip(p.kinds, p.actions, strict=True)] == expected
 
 
 def test_an_account_found_by_matching_gets_linked() -> None:
@@ -156,44 +172,44 @@ def test_an_account_found_by_matching_gets_linked() -> None:
 def test_leaver_is_blocked_and_revoked_with_the_block_remembered_as_ours(state: SourceState) -> None:
     p = plan(source(state), account(), LINK, MAPPING)
     assert p.kinds == ["start_deprovision", "block", "revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
-    assert p.actions[0].payload == {"blocked_by_sync": True}
+    assert p.actions[0].payload == {"disabled_by_sync": True}
 
 
 def test_leaver_already_deprovisioned_is_a_no_op_replay() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True)
+    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True)
     p = plan(source(SourceState.DISABLED), account(blocked=True), done, MAPPING)
     assert p.writes == ()
 
 
 def test_a_crash_after_the_block_completes_the_revocations_on_redelivery() -> None:
-    pending = Link(OID, UID, DeprovisionState.PENDING, blocked_by_sync=True)
+    pending = Link(OID, UID, DeprovisionState.PENDING, disabled_by_sync=True)
     p = plan(source(SourceState.DISABLED), account(blocked=True), pending, MAPPING)
     assert p.kinds == ["revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
 
 
 def test_a_leaver_unblocked_by_hand_is_blocked_again() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True)
+    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True)
     p = plan(source(SourceState.DISABLED), account(blocked=False), done, MAPPING)
     assert p.kinds == ["block", "revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
 
 
 def test_an_account_blocked_by_someone_else_is_not_ours_to_lift() -> None:
     p = plan(source(SourceState.DISABLED), account(blocked=True), LINK, MAPPING)
-    assert p.actions[0].payload == {"blocked_by_sync": False}
+    assert p.actions[0].payload == {"disabled_by_sync": False}
     assert "block" not in p.kinds
-    later = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=False)
+    later = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=False)
     back = plan(source(), account(blocked=True), later, MAPPING)
     assert back.kinds == ["clear_deprovision"]
 
 
 def test_re_enabled_user_is_unblocked() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True)
+    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True)
     p = plan(source(), account(blocked=True), done, MAPPING)
     assert p.kinds == ["unblock", "clear_deprovision"]
 
 
 def test_a_risk_lock_survives_re_enabling() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, blocked_by_sync=True, risk_locked=True)
+    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True, risk_locked=True)
     p = plan(source(), account(blocked=True), done, MAPPING)
     assert p.kinds == ["clear_deprovision"]
 
@@ -227,17 +243,17 @@ def test_nest_builds_metadata_objects() -> None:
 
 
 @pytest.mark.parametrize(
-    ("candidates", "outcome", "user_id"),
+    ("candidates", "outcome", "target_id"),
     [
         ([], "none", None),
-        ([{"user_id": "auth0|1", "app_metadata": {"entra_object_id": OID}}], "found", "auth0|1"),
-        ([{"user_id": "auth0|1"}], "found", "auth0|1"),
-        ([{"user_id": "auth0|1"}, {"user_id": "auth0|1"}], "found", "auth0|1"),
-        ([{"user_id": "auth0|1"}, {"user_id": "auth0|2"}], "ambiguous", None),
-        ([{"user_id": "auth0|1", "app_metadata": {"entra_object_id": "someone-else"}}], "conflict", "auth0|1"),
+        ([Account("auth0|1", owner=OID)], "found", "auth0|1"),
+        ([Account("auth0|1")], "found", "auth0|1"),
+        ([Account("auth0|1"), Account("auth0|1")], "found", "auth0|1"),
+        ([Account("auth0|1"), Account("auth0|2")], "ambiguous", None),
+        ([Account("auth0|1", owner="someone-else")], "conflict", "auth0|1"),
     ],
 )
-def test_matching_never_guesses(candidates: list[dict[str, Any]], outcome: str, user_id: str | None) -> None:
-    decision = judge_candidates(candidates, OID, "entra_object_id")
-    assert decision.outcome == outcome
-    assert decision.user_id == user_id
+def test_matching_never_guesses(candidates: list[Account], outcome: str, target_id: str | None) -> None:
+    found, account_found = judge(candidates, OID)
+    assert found == outcome
+    assert (account_found.target_id if account_found else None) == target_id

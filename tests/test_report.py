@@ -45,6 +45,12 @@ from shared.services.report import (
     what_differs,
 )
 
+
+def title(drift: str) -> str:
+    """A class's title as an Auth0 run's report shows it."""
+    return DRIFT_TITLES[drift].replace("{target}", "Auth0")
+
+
 HOSTILE = '<script>alert("x")</script> O\'Brien & Zoë 山田'
 
 
@@ -77,12 +83,12 @@ def summary(**kw: Any) -> RunSummary:
         "finished_at": "2026-11-22T02:03:25.500Z",
         "entra_users": 1_200,
         "entra_in_scope": 1_100,
-        "auth0_users": 1_150,
+        "accounts": 1_150,
         "managed_accounts": 1_090,
         "in_sync": 1_094,  # records() has drift for 6 in-scope identities and one orphan
         "counts": {"missing": 1, "orphaned": 1, "attribute_mismatch": 1, "role_mismatch": 1, "ambiguous": 1},
         "enqueued": 3,
-        "auth0_read": "export job",
+        "read_by": "export job",
         "timings": {"entra": 12.5, "auth0": 40.25},
     }
     base.update(kw)
@@ -302,9 +308,9 @@ def test_html_title_carries_run_id_mode_status_and_times() -> None:
 def test_html_counts_by_class_follow_drift_order_with_titles() -> None:
     text = Page(render_html(summary(), records(), [])).plain
     counts = text[text.index("Counts by class") : text.index("Trend")]
-    positions = [counts.index(DRIFT_TITLES[d]) for d in DRIFT_ORDER]
+    positions = [counts.index(title(d)) for d in DRIFT_ORDER]
     assert positions == sorted(positions)
-    assert f"{DRIFT_TITLES['stale']} 2 " in counts
+    assert f"{title('stale')} 2 " in counts
     assert "Total drift records 7 3 3 1" in counts  # records, enqueued, reported only, held
     assert "Identities with drift 7 3 3 1" in counts
     assert "In sync (in-scope identities with no drift) 1,094" in counts
@@ -346,8 +352,8 @@ def test_html_lists_joiners_the_worker_skips_apart_from_missing_ones_with_the_re
     why = "joiner has no email after mapping; Auth0 needs one"
     recs = [record(Skipped(why), "e-9", None, "No Mail"), record(Missing("active"), "e-1", None, "Ada")]
     text = Page(render_html(summary(), recs, [])).plain
-    assert f"{DRIFT_TITLES['missing']} (1)" in text
-    assert f"{DRIFT_TITLES['skipped']} (1)" in text
+    assert f"{title('missing')} (1)" in text
+    assert f"{title('skipped')} (1)" in text
     assert f"No Mail e-9 (none) {why} reported only" in text
     assert what_differs(recs[0]) == f"not created: {why}"
 
@@ -373,7 +379,7 @@ def test_html_escapes_hostile_values_everywhere() -> None:
         status="held",
         mode=HOSTILE,
         error=HOSTILE,
-        auth0_read=HOSTILE,
+        read_by=HOSTILE,
         timings={HOSTILE: 1.0},
         breaker=Breaker(tripped=True, reason=HOSTILE, deprovisions=9, limit=5, share=0.5, share_limit=0.05),
     )
@@ -439,7 +445,7 @@ def test_html_of_a_failed_run_says_so() -> None:
 
 def test_html_of_an_empty_run_says_all_in_sync() -> None:
     text = Page(render_html(summary(counts={}), [], [])).plain
-    assert "All in sync 1,100 in-scope Entra users and 1,150 Auth0 users were compared; no drift was found." in text
+    assert "All in sync 1,100 in-scope Entra users and 1,150 Auth0 accounts were compared; no drift was found." in text
     assert "Total drift records 0" in text
     assert "No earlier runs to compare with yet." in text
 
@@ -450,7 +456,7 @@ def test_html_trend_lists_earlier_runs_oldest_first_with_the_current_last() -> N
     current = summary()
     page = Page(render_html(current, records(), [newer, older, current]))  # unordered, current included
     text = page.plain
-    trend = text[text.index("Trend") : text.index(DRIFT_TITLES["missing"] + " (1)")]
+    trend = text[text.index("Trend") : text.index(title("missing") + " (1)")]
     assert "The last 3 runs, oldest first; this run is the last, highlighted row." in trend
     assert trend.index("r-1 ") < trend.index("r-2 ") < trend.index("20261122T020000Z-1a2b3c 2026")
     assert "r-1 2026-11-20T02:00:00Z apply completed 10 10 0 0 0 0 0" in trend
@@ -468,11 +474,11 @@ def test_html_trend_leaves_out_classes_no_run_had() -> None:
     older = summary(run_id="r-1", started_at="2026-11-20T02:00:00Z", counts={"missing": 2, "ambiguous": 0})
     current = [DriftRecord("stale", "e", "u", "Sam", {"last_login": None, "days": 99})]
     text = Page(render_html(summary(), current, [older])).plain
-    trend = text[text.index("Trend") : text.index(DRIFT_TITLES["stale"] + " (1)")]
+    trend = text[text.index("Trend") : text.index(title("stale") + " (1)")]
     assert (
         "Missing in Auth0 Stale (no recent login) Run Started Mode Status Drift Total Missing in Auth0 Stale" in trend
     )
-    assert DRIFT_TITLES["ambiguous"] not in trend
+    assert title("ambiguous") not in trend
 
 
 def test_html_caps_each_table_and_points_to_the_csv_and_json() -> None:

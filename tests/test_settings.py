@@ -44,9 +44,9 @@ def problems_of(env: dict[str, str]) -> list[str]:
 def test_sandbox_environment_reads_into_typed_settings() -> None:
     s = Settings.from_env(sandbox_env(storage=AZURITE))
     assert s.graph_auth is GraphAuth.STATIC_TOKEN
-    assert s.auth0_auth is Auth0Auth.STATIC_TOKEN
+    assert s.auth0 is not None and s.auth0.auth is Auth0Auth.STATIC_TOKEN
     assert s.graph_base_url == "http://127.0.0.1:9/v1.0"
-    assert s.auth0_base_url == "http://127.0.0.1:9/api/v2"
+    assert s.auth0.base_url == "http://127.0.0.1:9/api/v2"
     assert s.graph_client_state.reveal() == CLIENT_STATE
     assert s.storage.connection_string == Secret(AZURITE)
     assert s.schedules["DELTA_SCHEDULE"] == "0 */5 * * * *"
@@ -62,8 +62,8 @@ def test_production_environment_uses_client_secret_and_identity_based_storage() 
     s = Settings.from_env(production_env())
     assert s.graph_base_url == "https://graph.microsoft.com/v1.0"
     assert s.graph_auth is GraphAuth.CLIENT_SECRET
-    assert s.auth0_auth is Auth0Auth.CLIENT_CREDENTIALS
-    assert s.auth0_base_url == "https://contoso.eu.auth0.com/api/v2"
+    assert s.auth0 is not None and s.auth0.auth is Auth0Auth.CLIENT_CREDENTIALS
+    assert s.auth0.base_url == "https://contoso.eu.auth0.com/api/v2"
     assert s.storage.connection_string is None
     assert s.storage.table_service_uri == "https://essync.table.core.windows.net"
     assert s.storage.queue_service_uri == "https://essync.queue.core.windows.net"
@@ -113,8 +113,22 @@ def test_missing_storage_and_auth0_are_named() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     problems = problems_of({})
     names = {p.split(" ", 1)[0] for p in problems}
-    assert {"GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "AUTH0_DOMAIN", "AzureWebJobsStorage"} <= names
+    assert {"GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "AzureWebJobsStorage"} <= names
     assert {"DELTA_SCHEDULE", "RISK_SCHEDULE"} <= names
+
+
+def test_auth0_is_optional_until_the_mapping_names_an_auth0_target() -> None:
+    env = sandbox_env(storage=AZURITE)
+    for name in ("AUTH0_BASE_URL", "AUTH0_TOKEN"):
+        del env[name]
+    s = Settings.from_env(env)  # a deployment may sync only to other targets
+    assert s.auth0 is None
+    s.check_targets([("scim:hr-app", "scim")])
+    with pytest.raises(SettingsError) as info:
+        s.check_targets([("auth0", "auth0")])
+    assert info.value.problems == [
+        "AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): the mapping names the target auth0"
+    ]
 
 
 @pytest.mark.parametrize("name", ["AZURE_CLIENT_SECRET", "AUTH0_CLIENT_SECRET", "GRAPH_CLIENT_STATE"])

@@ -68,8 +68,8 @@ def test_nasty_keys_are_accepted_by_the_service(azurite: Azurite, table_name: st
         for value in NASTY:
             got = await links.get(value)
             assert got is not None
-            assert got.user_id == f"auth0|{value}"
-        assert sorted([link.entra_id async for link in links.all()]) == sorted(NASTY)
+            assert got.target_id == f"auth0|{value}"
+        assert sorted([link.source_id async for link in links.all()]) == sorted(NASTY)
 
     run(with_table, azurite, table_name, body)
 
@@ -78,7 +78,7 @@ def test_links_round_trip_with_their_deprovision_state(azurite: Azurite, table_n
     async def body(table: Any) -> None:
         links = LinkStore(table)
         assert await links.get("u1") is None
-        link = Link("u1", "auth0|u1", DeprovisionState.PENDING, blocked_by_sync=True, risk_locked=True)
+        link = Link("u1", "auth0|u1", DeprovisionState.PENDING, disabled_by_sync=True, risk_locked=True)
         await links.put(link)
         assert await links.get("u1") == link
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.mapping.model import MappingError, parse_mapping
+from shared.mapping.load import parse_mapping
+from shared.mapping.model import MappingError
 from shared.services.reconcile import RunNotFound, check_run_id
 from shared.settings import _Reader
 

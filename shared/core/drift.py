@@ -10,8 +10,14 @@ the two cannot disagree about a key: a renamed field is a type error on both sid
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, Self
+from datetime import datetime
+from typing import Any, ClassVar, Final, Self
+
+from shared.core.match import Resolution
+from shared.core.model import Account, ActionKind, Identity, Link, Plan, SourceState
+from shared.core.ports import Rules
 
 
 @dataclass
@@ -47,7 +53,8 @@ class DriftRecord:
 
 @dataclass(frozen=True)
 class Details:
-    """Base of the per-class details: ``drift`` names the class, ``title`` is what reports call it."""
+    """Base of the per-class details: ``drift`` names the class, ``title`` is what reports call it
+    (``{target}`` stands for the target's name in the report)."""
 
     drift: ClassVar[str]
     title: ClassVar[str]
@@ -71,7 +78,7 @@ class Missing(Details):
     """In scope in Entra, no Auth0 account: the worker will create one."""
 
     drift: ClassVar[str] = "missing"
-    title: ClassVar[str] = "Missing in Auth0"
+    title: ClassVar[str] = "Missing in {target}"
     state: str = "active"
 
 
@@ -81,7 +88,7 @@ class Skipped(Details):
     (today: no email after mapping). Reported with the worker's reason, never queued."""
 
     drift: ClassVar[str] = "skipped"
-    title: ClassVar[str] = "Not created in Auth0 (the worker skips them)"
+    title: ClassVar[str] = "Not created in {target} (the worker skips them)"
     reason: str = ""
 
 
@@ -90,7 +97,7 @@ class Orphaned(Details):
     """A managed, still active Auth0 account whose Entra user is gone, disabled or out of scope."""
 
     drift: ClassVar[str] = "orphaned"
-    title: ClassVar[str] = "Orphaned in Auth0"
+    title: ClassVar[str] = "Orphaned in {target}"
     reason: str = ""  # "source deleted" | "source disabled" | "out of scope"
 
 
@@ -108,7 +115,7 @@ class Conflict(Details):
     decides whose it is. Never repaired automatically."""
 
     drift: ClassVar[str] = "conflict"
-    title: ClassVar[str] = "Conflict with another Auth0 account"
+    title: ClassVar[str] = "Conflict with another {target} account"
     fields: dict[str, list[Any]] = field(default_factory=dict)  # target path -> [Auth0 value, refused Entra value]
 
 
@@ -156,6 +163,14 @@ DETAIL_TYPES: tuple[type[Details], ...] = (
 )
 DRIFT_ORDER = tuple(t.drift for t in DETAIL_TYPES)
 DRIFT_TITLES = {t.drift: t.title for t in DETAIL_TYPES}
+KIND_TITLES: Final = {"auth0": "Auth0", "scim": "SCIM", "salesforce": "Salesforce", "memory": "memory"}
+
+
+def target_title(target: str) -> str:
+    """How reports name a target: ``auth0`` -> Auth0, ``scim:hr-app`` -> SCIM hr-app."""
+    kind, _, name = target.partition(":")
+    base = KIND_TITLES.get(kind, kind)
+    return f"{base} {name}" if name else base
 
 
 @dataclass
@@ -177,7 +192,7 @@ class RunSummary:
     finished_at: str = ""
     entra_users: int = 0
     entra_in_scope: int = 0
-    auth0_users: int = 0
+    accounts: int = 0  # accounts the target holds
     managed_accounts: int = 0
     in_sync: int = 0  # in-scope Entra identities with no drift record (so entra_in_scope - in_sync have drift)
     counts: dict[str, int] = field(default_factory=dict)  # drift class -> records (one per identity in the class)
@@ -185,17 +200,113 @@ class RunSummary:
     enqueued: int = 0  # identities queued for the worker: one work item each, however many classes
     held: int = 0  # identities whose deprovision the circuit breaker held
     breaker: Breaker = field(default_factory=Breaker)
-    auth0_read: str = ""  # "list" or "export job"
+    read_by: str = ""  # how the target's accounts were read (Auth0: "list" or "export job")
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     error: str = ""
     approved_by: str = ""  # who released a held run, and when (ISO 8601, UTC)
     approved_at: str = ""
+    target: str = "auth0"  # the target the run reconciled
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        """Runs stored before reconciliation covered more than Auth0 named two fields after it."""
         data = dict(data)
         data["breaker"] = Breaker(**data.get("breaker", {}))
-        return cls(**data)
+        for old, new in (("auth0_users", "accounts"), ("auth0_read", "read_by")):
+            if old in data:
+                data[new] = data.pop(old)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ------------------------------------------------------------------------------------------------
+# Drift from a plan: what reconciliation reports is what the worker would do
+# ------------------------------------------------------------------------------------------------
+
+
+def drift_of(
+    identity: Identity,
+    resolution: Resolution,
+    link: Link | None,
+    plan: Plan,
+    rules: Rules,
+    *,
+    stale_after_days: int,
+    now: datetime,
+    display: str,
+    desired: Mapping[str, Any] | None = None,
+) -> list[DriftRecord]:
+    """The drift records of one identity in one target, read off the plan the worker would make
+    from the same reads (one matching ladder, one planner: the two can never disagree)."""
+    if resolution.problem:
+        details = Ambiguous(list(resolution.candidates), resolution.matched_by, resolution.problem)
+        return [details.record(identity.id, None, display)]
+    account = resolution.account
+    if account is None:
+        if identity.state is not SourceState.ACTIVE:
+            return []
+        skip = plan.first(ActionKind.SKIP)
+        if skip is not None:  # a joiner the worker will not create (no email): not missing
+            return [Skipped(skip.reason).record(identity.id, None, display)]
+        return [Missing("active").record(identity.id, None, display)]
+    if identity.state is not SourceState.ACTIVE:
+        if plan.has(ActionKind.DISABLE) or plan.has(ActionKind.DELETE):
+            reason = _LEAVER_REASONS.get(identity.state, "source deleted")
+            return [Orphaned(reason).record(identity.id, account.target_id, display)]
+        return []
+
+    out: list[DriftRecord] = []
+    desired = rules.desired(identity) if desired is None else desired
+    refused = {
+        path: [rules.current(account, path), value]
+        for path, value in sorted((link.conflicts if link is not None else {}).items())
+        if desired.get(path) == value and not rules.same(path, value, rules.current(account, path))
+    }
+    if refused:  # the worker will not send these again: a person decides, so reported apart
+        out.append(Conflict(refused).record(identity.id, account.target_id, display))
+    update = plan.first(ActionKind.UPDATE)
+    fields = {path: [before, after] for path, (before, after) in sorted(update.diff.items())} if update else {}
+    if plan.has(ActionKind.ENABLE):  # ours to lift: the identity is active again
+        fields["active"] = [False, True]
+    if fields:
+        out.append(AttributeMismatch(fields).record(identity.id, account.target_id, display))
+    grant, ungrant = plan.first(ActionKind.GRANT), plan.first(ActionKind.UNGRANT)
+    if grant is not None or ungrant is not None:
+        roles = RoleMismatch(
+            add=list(grant.entitlements) if grant else [], remove=list(ungrant.entitlements) if ungrant else []
+        )
+        out.append(roles.record(identity.id, account.target_id, display))
+    stale = _stale(account, rules, stale_after_days, now)
+    if stale is not None:
+        out.append(stale.record(identity.id, account.target_id, display))
+    return out
+
+
+_LEAVER_REASONS: Final = {
+    SourceState.DISABLED: "source disabled",
+    SourceState.OUT_OF_SCOPE: "out of scope",
+    SourceState.SOFT_DELETED: "source deleted",
+    SourceState.HARD_DELETED: "source deleted",
+}
+
+
+def _stale(account: Account, rules: Rules, stale_after_days: int, now: datetime) -> Stale | None:
+    """No sign-in for ``stale_after_days``: counted from the last sign-in, or from the creation
+    for an account that never signed in."""
+    if not account.active:
+        return None
+    last_login, created_at = rules.last_seen(account)
+    since = last_login or created_at
+    if not since:
+        return None
+    try:
+        seen = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    days = (now - seen).days
+    if days < stale_after_days:
+        return None
+    return Stale(days, last_login=last_login, created_at=None if last_login else created_at)

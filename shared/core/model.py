@@ -1,19 +1,27 @@
-"""Plain data the pure core works on: the source as Entra has it now, the target as Auth0 has it
-now, what entra-sync remembers about the pair (the link), and the actions a plan is made of."""
+"""Plain, vendor-neutral data the pure core works on.
+
+An :class:`Identity` is a person as a source (Entra ID) has them now; an :class:`Account` is what a
+target (Auth0, a SCIM application, ...) holds for them now; a :class:`Link` is what entra-sync
+remembers about the pair; a plan is made of :class:`Action` s. Nothing here knows a vendor: what a
+target's attributes are called, how its values compare and what deprovisioning means there are
+the target's rules (:class:`shared.core.ports.Rules`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Final
+
+LINK_SCHEMA: Final = 2  # links written with source/target names and neutral field names
 
 
 class SourceState(Enum):
     ACTIVE = "active"  # exists, enabled, in scope
-    DISABLED = "disabled"  # accountEnabled = false
+    DISABLED = "disabled"  # disabled at the source (Entra: accountEnabled = false)
     OUT_OF_SCOPE = "out_of_scope"  # exists and enabled, but the scope excludes it
-    SOFT_DELETED = "soft_deleted"  # in deleted items, restorable for 30 days
+    SOFT_DELETED = "soft_deleted"  # deleted, restorable (Entra: deleted items, 30 days)
     HARD_DELETED = "hard_deleted"  # gone for good
 
     @property
@@ -22,64 +30,73 @@ class SourceState(Enum):
 
 
 @dataclass(frozen=True)
-class SourceUser:
-    """An Entra user as read now. ``props`` holds the selected Graph properties (and ``manager``)."""
+class Identity:
+    """A person as a source has them now. ``attributes`` carry the source's own property names (the
+    mapping speaks them); ``groups`` are the relevant groups they belong to, directly or nested."""
 
     id: str
     state: SourceState
-    props: Mapping[str, Any] = field(default_factory=dict)
-    group_ids: frozenset[str] = frozenset()  # relevant groups the user is a (transitive) member of
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    groups: frozenset[str] = frozenset()
+    source: str = "entra"
 
 
 @dataclass(frozen=True)
 class Account:
-    """An Auth0 user as read now, with the names of the roles it holds."""
+    """An account as a target holds it now.
 
-    user_id: str
-    data: Mapping[str, Any]  # the Management API's user object
-    roles: frozenset[str] = frozenset()
+    ``data`` is the target's own representation (its rules read paths from it); ``entitlements``
+    the names of what it holds (roles, groups, permission sets), as far as they were read; ``active``
+    whether it can sign in; ``owner`` the source id stamped on it (so another identity's account is
+    never taken over).
+    """
 
-    @property
-    def blocked(self) -> bool:
-        return bool(self.data.get("blocked"))
+    target_id: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    entitlements: frozenset[str] = frozenset()
+    active: bool = True
+    owner: str | None = None
 
 
 class DeprovisionState(Enum):
     NONE = "none"
-    PENDING = "pending"  # started: the block may be in place, revocations may not be
+    PENDING = "pending"  # started: the account may be disabled, revocations may not be done
     DONE = "done"
 
 
 @dataclass(frozen=True)
 class Link:
-    """What entra-sync remembers about one Entra user and its Auth0 account.
+    """What entra-sync remembers about one source identity and its account in one target.
 
-    ``blocked_by_sync`` says the block is ours (set while deprovisioning), so a re-enable lifts only
-    blocks entra-sync placed, never one placed by an admin or the risk response.
+    ``disabled_by_sync`` says the disabling is ours (set while deprovisioning), so a re-enable lifts
+    only what entra-sync placed, never an administrator's block or the risk response's.
     """
 
-    entra_id: str
-    user_id: str
+    source_id: str
+    target_id: str
     deprovision: DeprovisionState = DeprovisionState.NONE
-    blocked_by_sync: bool = False
+    disabled_by_sync: bool = False
     target_deleted: bool = False
     risk_locked: bool = False
     # Target path -> the value the target refused as taken by another account (an email collision):
     # not tried again until the desired value changes; reconciliation reports it as a conflict.
     conflicts: Mapping[str, Any] = field(default_factory=dict)
+    target: str = field(default="auth0", kw_only=True)
+    source: str = field(default="entra", kw_only=True)
+    schema_version: int = field(default=LINK_SCHEMA, kw_only=True)
 
 
 class ActionKind(Enum):
     CREATE = "create"
     UPDATE = "update"
-    BLOCK = "block"
-    UNBLOCK = "unblock"
+    DISABLE = "disable"
+    ENABLE = "enable"
     REVOKE_SESSIONS = "revoke_sessions"
     REVOKE_REFRESH_TOKENS = "revoke_refresh_tokens"
     DELETE = "delete"
-    ASSIGN_ROLES = "assign_roles"
-    REMOVE_ROLES = "remove_roles"
-    # bookkeeping in Table Storage (no target call)
+    GRANT = "grant"  # entitlements to add
+    UNGRANT = "ungrant"  # entitlements to remove
+    # bookkeeping in the link (no target call)
     LINK = "link"
     START_DEPROVISION = "start_deprovision"
     FINISH_DEPROVISION = "finish_deprovision"
@@ -90,28 +107,48 @@ class ActionKind(Enum):
     SKIP = "skip"
 
 
-TARGET_WRITES = frozenset(
+TARGET_WRITES: Final = frozenset(
     {
         ActionKind.CREATE,
         ActionKind.UPDATE,
-        ActionKind.BLOCK,
-        ActionKind.UNBLOCK,
+        ActionKind.DISABLE,
+        ActionKind.ENABLE,
         ActionKind.REVOKE_SESSIONS,
         ActionKind.REVOKE_REFRESH_TOKENS,
         ActionKind.DELETE,
-        ActionKind.ASSIGN_ROLES,
-        ActionKind.REMOVE_ROLES,
+        ActionKind.GRANT,
+        ActionKind.UNGRANT,
     }
 )
 
 
 @dataclass(frozen=True)
 class Action:
+    """One step of a plan. ``payload`` is what the target is sent (built by its rules), ``diff`` the
+    target paths that change (path -> (before, after)), ``entitlements`` what a grant adds or an
+    ungrant removes."""
+
     kind: ActionKind
     payload: Mapping[str, Any] = field(default_factory=dict)
-    diff: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)  # target path -> (before, after)
+    diff: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     reason: str = ""
+    entitlements: tuple[str, ...] = ()
 
     @property
     def writes_target(self) -> bool:
         return self.kind in TARGET_WRITES
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+
+    @property
+    def writes(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.writes_target)
+
+    def has(self, kind: ActionKind) -> bool:
+        return any(a.kind is kind for a in self.actions)
+
+    def first(self, kind: ActionKind) -> Action | None:
+        return next((a for a in self.actions if a.kind is kind), None)

@@ -1,7 +1,234 @@
-"""The ports the services work through (``typing.Protocol``), and what they share."""
+"""The ports the services work through, as ``typing.Protocol`` s.
+
+Every port has an in-memory implementation (``sandbox/memory.py``) and a contract test suite that
+every implementation passes (``tests/contracts/``). The services see only these shapes: a
+:class:`Source` (Entra ID through Graph), any number of :class:`Target` s (Auth0, SCIM
+applications, ...), the stores (links, leases, state, audit), the work queue and the alerts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.core.model import Account, Action, ActionKind, Identity, Link
+from shared.core.work import WorkItem
 
 Fence = Callable[[], None]  # raises LeaseLost when the caller may no longer write
+
+
+# ------------------------------------------------------------------------------------------------
+# Sources
+# ------------------------------------------------------------------------------------------------
+
+
+class Source(Protocol):
+    """Where identities come from (and what they are now: the source of truth)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def read(self, source_id: str) -> Identity:
+        """The identity as the source has it now, classified (a deleted one too)."""
+
+    def identities(self) -> AsyncIterator[list[Identity]]:
+        """Every identity, classified, a page at a time (reconciliation, backfill)."""
+
+    async def changed(self, cursor: str | None) -> tuple[set[str], str]:
+        """Ids changed since ``cursor`` (every id for ``None``) and the cursor to go on from."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Targets
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target can do; the planner plans only what it offers."""
+
+    revoke_sessions: bool = False
+    revoke_refresh_tokens: bool = False
+    delete: bool = True
+    entitlements: str = ""  # what its entitlements are called ("roles", "groups"); "" for none
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one action did: the new account's id (a create), values the target refused
+    because another account holds them (the other changes were applied), a warning (done in part)."""
+
+    target_id: str = ""
+    refused: Mapping[str, Any] = field(default_factory=dict)
+    warning: str = ""
+
+
+class Rules(Protocol):
+    """A target's own rules, pure, from its mapping section: which paths it has, how values compare,
+    what a create and an update send, how accounts are found. The planner, the matching ladder and
+    reconciliation ask these; they never name a vendor themselves."""
+
+    def desired(self, identity: Identity) -> dict[str, Any]:
+        """Target path -> value the mapping derives from the identity (the owner stamp included)."""
+
+    def current(self, account: Account, path: str) -> Any:
+        """The account's value at a target path."""
+
+    def same(self, path: str, want: Any, have: Any) -> bool:
+        """Whether a value already is what is wanted (a target may compare without case)."""
+
+    def removes_unmapped(self, path: str) -> bool:
+        """Whether a path mapped to nothing is removed (True) or left as it is (False)."""
+
+    def unique(self, path: str) -> bool:
+        """Whether the target keeps values of this path unique across accounts (email, userName)."""
+
+    def create_payload(self, identity: Identity, desired: Mapping[str, Any]) -> dict[str, Any] | str:
+        """What a create sends, or why the target cannot create this identity (a skip's reason)."""
+
+    def update_payload(self, changes: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+        """What an update of ``changes`` (path -> new value) sends."""
+
+    def deterministic_id(self, identity: Identity) -> str | None:
+        """The id a create gives this identity's account, when the target lets the caller choose it."""
+
+    def match_key(self, matcher: str, identity: Identity, desired: Mapping[str, Any]) -> str | None:
+        """The key a matcher looks the identity up by, or None where it does not apply."""
+
+    def keys_of(self, account: Account) -> Mapping[str, Iterable[str]]:
+        """Matcher -> the keys an account can be found under (to index a whole target at once)."""
+
+    def last_seen(self, account: Account) -> tuple[str | None, str | None]:
+        """(last sign-in, creation time) as ISO 8601, where the target knows them."""
+
+    def label(self, kind: ActionKind) -> str:
+        """The target's word for an action in audit rows and logs (Auth0 blocks, SCIM deactivates)."""
+
+    def flag_path(self, flag: str) -> str | None:
+        """Where the target keeps a flag its login flow reads (the risk response's require_mfa), or
+        None where it has no such place."""
+
+
+class Target(Protocol):
+    """Somewhere accounts are provisioned: reads, matching, writes, and every account at once."""
+
+    @property
+    def name(self) -> str:
+        """Its name in the mapping: "auth0", "scim:hr-app"."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def rules(self) -> Rules: ...
+
+    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
+        """The account now (its entitlements read when asked), or None."""
+
+    async def find(self, matcher: str, key: str) -> list[Account]:
+        """Candidate accounts for a matcher's key (immediately consistent where the target can)."""
+
+    async def apply(self, target_id: str, action: Action, fence: Fence) -> Applied:
+        """Perform one target write; ``fence`` is called right before each request goes out."""
+
+    def accounts(self) -> AsyncIterator[Account]:
+        """Every account, with owner and entitlements (reconciliation)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Stores, queue, alerts
+# ------------------------------------------------------------------------------------------------
+
+
+class LinkStore(Protocol):
+    """One target's links, by source id."""
+
+    @property
+    def target(self) -> str: ...
+
+    async def get(self, source_id: str) -> Link | None: ...
+
+    async def put(self, link: Link) -> None: ...
+
+    async def put_many(self, links: list[Link]) -> None: ...
+
+    def all(self) -> AsyncIterator[Link]: ...
+
+    async def count(self) -> int: ...
+
+
+class Lease(Protocol):
+    key: str
+    expires_at: float
+    lost: bool
+
+
+class LeaseStore(Protocol):
+    """One writer per key: expiring, renewed while held, fenced before writes."""
+
+    def held(self, key: str, wait_s: float = 3.0) -> AbstractAsyncContextManager[Any]: ...
+
+    def many(
+        self, keys: Mapping[str, str], wait_s: float = 3.0
+    ) -> AbstractAsyncContextManager[tuple[dict[str, Any], dict[str, Exception]]]: ...
+
+    async def try_acquire(self, key: str, owner: str | None = None) -> Any: ...
+
+    async def release(self, lease: Any) -> None: ...
+
+    async def renew(self, lease: Any) -> None: ...
+
+    def fence(self, lease: Any) -> None: ...
+
+    def fence_after_write(self, lease: Any) -> None: ...
+
+
+class StateStore(Protocol):
+    """Small JSON documents by (kind, name): subscriptions, cursors, run records, held work."""
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None: ...
+
+    async def put(self, kind: str, name: str, value: Mapping[str, Any]) -> None: ...
+
+    async def delete(self, kind: str, name: str) -> None: ...
+
+    async def list(self, kind: str) -> dict[str, dict[str, Any]]: ...
+
+    async def delete_older(self, kind: str, before: str, limit: int) -> int:
+        """Delete up to ``limit`` documents of ``kind`` written before ``before`` (ISO 8601)."""
+
+
+class AuditStore(Protocol):
+    """Audit rows per identity, and the write-ahead intent of the work under way."""
+
+    async def write(self, row: Any) -> None: ...
+
+    async def write_many(self, rows: list[Any]) -> None: ...
+
+    async def write_intent(self, identity: str, target: str, intent: Mapping[str, Any]) -> str: ...
+
+    async def read_intent(self, identity: str, target: str) -> dict[str, Any] | None: ...
+
+    async def settle(
+        self, rows: list[Any], identity: str, target: str, *, drop_intent: bool, intent_etag: str | None = None
+    ) -> None: ...
+
+    async def for_identity(self, identity: str) -> list[dict[str, Any]]: ...
+
+    async def all(self) -> list[dict[str, Any]]: ...
+
+
+class WorkQueue(Protocol):
+    async def send(self, items: Iterable[WorkItem]) -> int: ...
+
+    async def defer(self, item: WorkItem, delay_s: float) -> float:
+        """Send ``item`` again to become visible in about ``delay_s``; returns the delay used."""
+
+    async def poison(self, item: WorkItem) -> None:
+        """Give up on ``item``: into the poison queue, where an operator looks."""
+
+
+class Alerts(Protocol):
+    async def send(self, key: str, message: str, *, source: str = "alert", correlation_id: str = "") -> str: ...

@@ -49,6 +49,8 @@ RISK_STATES: Final = (
 )  # fmt: skip
 
 
+# A target's name: its kind, and a name of its own after a colon for kinds that can be several.
+TARGET_NAME: Final = re.compile(r"[a-z][a-z0-9]{0,15}(:[a-z0-9][a-z0-9-]{0,46}[a-z0-9])?")
 _RISK_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 
 
@@ -142,12 +144,16 @@ class WorkItem:
     # Who approved the mass change this item is part of: "guard:<episode>" (a held mass change) or
     # "reconcile:<run>" (deprovisions the nightly circuit breaker judged); "" for none.
     approved: str = ""
+    # The target this item is for, when it is one target's share of a change (a retry, a wait);
+    # "" for every target the mapping names.
+    target: str = ""
+    attempt: int = 0  # failed attempts at this item's target so far (its own retries, not the host's)
 
     def to_json(self) -> str:
         data = asdict(self)
         if data["risk"] is None:
             del data["risk"]  # other kinds keep the message format they always had
-        for optional in ("deferrals", "approved"):
+        for optional in ("deferrals", "approved", "target", "attempt"):
             if not data[optional]:
                 del data[optional]  # items without them keep the message format they always had
         return json.dumps({"v": VERSION, **data}, separators=(",", ":"))
@@ -175,6 +181,12 @@ class WorkItem:
         approved = data.get("approved", "")
         if not isinstance(approved, str) or len(approved) > 128:
             raise BadInput("work item approved must be a short string")
+        target = data.get("target", "")
+        if not isinstance(target, str) or (target and not TARGET_NAME.fullmatch(target)):
+            raise BadInput("work item target must be a target name such as auth0 or scim:hr-app")
+        attempt = data.get("attempt", 0)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt <= 100:
+            raise BadInput("work item attempt must be a whole number from 0 to 100")
         return cls(
             kind=kind,
             id=ident,
@@ -185,6 +197,8 @@ class WorkItem:
             risk=risk,
             deferrals=deferrals,
             approved=approved,
+            target=target,
+            attempt=attempt,
         )
 
 

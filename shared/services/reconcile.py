@@ -1,14 +1,16 @@
-"""Reconciliation: prove both sides agree, repair what is safe, report everything.
+"""Reconciliation: prove every target agrees with Entra, repair what is safe, report everything.
 
-One run reads the links, the holders of every managed role, the members of every relevant group
-and every Auth0 account (list, or an export job past 1,000 users) into compact form, then streams
-the Entra users page by page and classifies each identity. Only drifted identities are kept, so
-memory grows with the Auth0 side's size (a few hundred bytes an account) and the drift, not with
-the Entra side.
+One run covers one target. It reads the target's links and every account it holds (with their
+entitlements, in the target's own bulk way: Auth0 lists up to 1,000 accounts and exports beyond),
+indexes them by every key the target's matchers look up, then streams the Entra identities page by
+page, and for each one runs the same ladder and the same planner as the worker (against the index
+instead of the live target): the drift records are read off the plan the worker would make, so the
+two can never disagree. Only drifted identities are kept, so memory grows with the target's size
+and the drift, not with Entra.
 
-Remediation never acts here: drifted identities of the mapping's safe classes are queued for the
-worker, which re-reads and converges them like any other work item. A run that would block or
-delete more managed users than the circuit breaker allows, or whose Entra read looks partial,
+Remediation never acts here: drifted identities of the target's safe classes are queued for the
+worker, which re-reads and converges them like any other work item. A run that would disable or
+delete more managed accounts than the circuit breaker allows, or whose Entra read looks partial,
 queues none of those, reports, alerts and waits for ``approve``.
 """
 
@@ -19,74 +21,37 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from shared.core import plan as planner
-from shared.core.drift import (
-    Ambiguous,
-    AttributeMismatch,
-    Breaker,
-    Conflict,
-    DriftRecord,
-    Missing,
-    Orphaned,
-    RoleMismatch,
-    RunSummary,
-    Skipped,
-    Stale,
-)
-from shared.core.model import ActionKind, DeprovisionState, Link, SourceState, SourceUser
+from shared.core.classify import for_target
+from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
+from shared.core.match import resolve
+from shared.core.model import Account, Identity, Link, Plan, SourceState
+from shared.core.ports import AuditStore, Rules, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import NotFound, PermanentError
-from shared.mapping.model import SyncMapping, read_path
+from shared.mapping.model import SyncMapping
+from shared.services.worker import TargetJob
 from shared.sources.graph.groups import mapping_group_problems
 from shared.sources.graph.source import GraphSource
-from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
-from shared.stores.links import LinkStore
-from shared.stores.queue import WorkQueue
-from shared.stores.state import StateStore
-from shared.targets.auth0.target import Auth0Target
 
 log = logging.getLogger("entra_sync.reconcile")
 
-LIST_LIMIT: Final = 1000  # Auth0 list/search stops here; past it, an export job
 RUN_KIND: Final = "reconcile-run"
 HISTORY: Final = 12
 PARTIAL_READ_SHARE: Final = 0.5  # fewer Entra users than half the last run's: the read looks partial
-_RUN_ID: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
-BASE_FIELDS: Final = ("user_id", "email", "name", "blocked", "app_metadata", "last_login", "created_at")
+_RUN_ID: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 
 Progress = Callable[[str, int, int | None], None]
 
 
 class RunNotFound(PermanentError):
     pass
-
-
-@dataclass(slots=True)
-class _Account:
-    user_id: str
-    email: str
-    owner: str | None  # the Entra object id in app_metadata, if any
-    blocked: bool
-    last_seen: str | None  # last_login, else created_at
-    logged_in: bool  # whether last_seen is a login
-    name: str
-    values: tuple[Any, ...]  # the mapping's target paths, in ``Reconciler.paths`` order
-
-
-@dataclass
-class _Auth0Side:
-    accounts: dict[str, _Account] = field(default_factory=dict)
-    # Most keys have one account: a plain id then, a tuple only on a collision (saves a list per account).
-    by_owner: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
-    by_email: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
-    by_enterprise: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # enterprise identity -> ids
-    read: str = "list"
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -100,13 +65,44 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+class AccountIndex:
+    """Every account of a target, found by id or by any matcher's key: the reconciliation's stand-in
+    for the live target in the matching ladder (the same :class:`~shared.core.match.Lookup`)."""
+
+    def __init__(self, rules: Rules):
+        self.rules = rules
+        self.accounts: dict[str, Account] = {}
+        # Most keys have one account: a plain id then, a tuple only on a collision (saves a list per key).
+        self._keys: dict[str, dict[str, str | tuple[str, ...]]] = {}
+
+    def add(self, account: Account) -> None:
+        self.accounts[account.target_id] = account
+        for matcher, keys in self.rules.keys_of(account).items():
+            index = self._keys.setdefault(matcher, {})
+            for key in keys:
+                held = index.get(key)
+                if held is None:
+                    index[key] = account.target_id
+                elif isinstance(held, str):
+                    index[key] = (held, account.target_id)
+                else:
+                    index[key] = (*held, account.target_id)
+
+    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
+        return self.accounts.get(target_id)
+
+    async def find(self, matcher: str, key: str) -> list[Account]:
+        held = self._keys.get(matcher, {}).get(key)
+        ids = () if held is None else (held,) if isinstance(held, str) else held
+        return [self.accounts[i] for i in ids]
+
+
 class Reconciler:
     def __init__(
         self,
         *,
         source: GraphSource,
-        target: Auth0Target,
-        links: LinkStore,
+        job: TargetJob,
         state: StateStore,
         queue: WorkQueue,
         audit: AuditStore,
@@ -116,8 +112,10 @@ class Reconciler:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.source = source
-        self.target = target
-        self.links = links
+        self.job = job
+        self.target = job.target
+        self.section = job.section
+        self.links = job.links
         self.state = state
         self.queue = queue
         self.audit = audit
@@ -125,11 +123,6 @@ class Reconciler:
         self.reports = reports
         self.alert = alert
         self.now = now
-        self.paths = tuple(dict.fromkeys([a.target for a in mapping.attributes] + [self._owner_path]))
-
-    @property
-    def _owner_path(self) -> str:
-        return f"app_metadata.{self.mapping.matching.app_metadata_key}"
 
     # ==============================================================================================
 
@@ -139,7 +132,9 @@ class Reconciler:
         if mode not in {"dry-run", "apply"}:
             raise ValueError("mode is dry-run or apply")
         report = progress or (lambda phase, done, total: None)
-        summary = RunSummary(run_id=run_id or new_run_id(self.now()), mode=mode, started_at=utcnow())
+        summary = RunSummary(
+            run_id=run_id or new_run_id(self.now()), mode=mode, started_at=utcnow(), target=self.target.name
+        )
         try:
             records = await self._run(summary, report)
         except Exception as exc:
@@ -158,40 +153,36 @@ class Reconciler:
         problems = await mapping_group_problems(self.source, self.mapping)
         if problems:  # a missing scope group would make everyone a leaver: refuse the run instead
             raise PermanentError(
-                f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and roles "
-                f"cannot be worked out: {'; '.join(problems)}"
+                f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
+                f"entitlements cannot be worked out: {'; '.join(problems)}"
             )
         lap("mapping")
-        links = {link.entra_id: link async for link in self.links.all()}
-        entra_of = {link.user_id: link.entra_id for link in links.values() if not link.target_deleted}
+        links = {link.source_id: link async for link in self.links.all()}
+        source_of = {link.target_id: link.source_id for link in links.values() if not link.target_deleted}
         lap("links")
-        roles_of = await self._role_holders()
-        lap("roles")
-        groups_of = await self.source.relevant_memberships()
-        lap("groups")
-        auth0 = await self._read_auth0(report)
-        summary.auth0_users, summary.auth0_read = len(auth0.accounts), auth0.read
-        lap("auth0")
+        index = await self._read_target(report)
+        summary.accounts, summary.read_by = len(index.accounts), getattr(self.target, "read_by", "")
+        lap("target")
 
         records: list[DriftRecord] = []
         seen_accounts: set[str] = set()
-        seen_entra: set[str] = set()
-        async for page in self.source.list_users():
-            for user in page:
+        seen: set[str] = set()
+        async for page in self.source.identities():
+            for identity in page:
                 summary.entra_users += 1
-                seen_entra.add(str(user["id"]))
-                record = self._classify(user, links, auth0, roles_of, groups_of, seen_accounts, summary)
-                records.extend(record)
+                seen.add(identity.id)
+                records.extend(await self._drift(identity, links.get(identity.id), index, seen_accounts, summary))
             report("entra users", summary.entra_users, None)
         lap("entra")
 
-        for user_id, account in auth0.accounts.items():
-            entra_id = entra_of.get(user_id) or account.owner
-            if user_id in seen_accounts or entra_id is None:
+        for target_id, account in index.accounts.items():
+            source_id = source_of.get(target_id) or account.owner
+            if target_id in seen_accounts or source_id is None:
                 continue
             summary.managed_accounts += 1
-            if entra_id not in seen_entra and not account.blocked:
-                records.append(Orphaned("source deleted").record(entra_id, user_id, account.email or account.name))
+            if source_id not in seen and account.active:
+                display = str(account.data.get("email") or account.data.get("name") or target_id)
+                records.append(Orphaned("source deleted").record(source_id, target_id, display))
         lap("orphans")
 
         counts: dict[str, int] = {}
@@ -223,195 +214,55 @@ class Reconciler:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    async def _role_holders(self) -> dict[str, frozenset[str]]:
-        holders: dict[str, set[str]] = {}
-        if not self.mapping.managed_roles:
-            return {}
-        for name, role_id in (await self.target.role_ids(sorted(self.mapping.managed_roles))).items():
-            for user_id in await self.target.role_members(role_id):
-                holders.setdefault(user_id, set()).add(name)
-        # Many users hold the same set of roles: share one frozenset per distinct set.
-        shared: dict[frozenset[str], frozenset[str]] = {}
-        return {user_id: shared.setdefault(frozenset(names), frozenset(names)) for user_id, names in holders.items()}
+    async def _read_target(self, report: Progress) -> AccountIndex:
+        index = AccountIndex(self.target.rules)
+        async for account in self.target.accounts():
+            index.add(account)
+            if len(index.accounts) % 5000 == 0:
+                report(f"{self.target.name} accounts", len(index.accounts), None)
+        report(f"{self.target.name} accounts", len(index.accounts), len(index.accounts))
+        return index
 
-    async def _read_auth0(self, report: Progress) -> _Auth0Side:
-        side = _Auth0Side()
-        total = await self.target.count_users()
-        enterprise = self.mapping.matching.enterprise_connection
-        extra = ("identities",) if enterprise else ()
-        fields = sorted({*BASE_FIELDS, *extra, *(p.split(".", 1)[0] for p in self.paths)})
-        if total > LIST_LIMIT:
-            side.read = "export job"
-            users = self.target.export_users(fields)
-        else:
-            users = self.target.list_users(fields)
-        key = self.mapping.matching.app_metadata_key
-        async for user in users:
-            account = _Account(
-                user_id=str(user["user_id"]),
-                email=str(user.get("email") or "").lower(),
-                owner=_text(read_path(user, f"app_metadata.{key}")),
-                blocked=bool(user.get("blocked")),
-                last_seen=_text(user.get("last_login")) or _text(user.get("created_at")),
-                logged_in=_text(user.get("last_login")) is not None,
-                name=str(user.get("name") or ""),
-                values=tuple(read_path(user, p) for p in self.paths),
-            )
-            side.accounts[account.user_id] = account
-            if account.owner:
-                _index(side.by_owner, account.owner, account.user_id)
-            if account.email:
-                _index(side.by_email, account.email, account.user_id)
-            for identity in (user.get("identities") or ()) if enterprise else ():
-                sso = isinstance(identity, dict) and identity.get("connection") == enterprise
-                if sso and identity.get("user_id"):
-                    _index(side.by_enterprise, str(identity["user_id"]), account.user_id)
-            if len(side.accounts) % 5000 == 0:
-                report("auth0 accounts", len(side.accounts), total)
-        report("auth0 accounts", len(side.accounts), total)
-        return side
-
-    # -- classifying ---------------------------------------------------------------------------------
-
-    def _classify(
+    async def _drift(
         self,
-        user: dict[str, Any],
-        links: dict[str, Link],
-        auth0: _Auth0Side,
-        roles_of: dict[str, frozenset[str]],
-        groups_of: dict[str, set[str]],
+        source: Identity,
+        link: Link | None,
+        index: AccountIndex,
         seen_accounts: set[str],
         summary: RunSummary,
     ) -> list[DriftRecord]:
-        entra_id = str(user["id"])
-        groups = frozenset(groups_of.get(entra_id, ()))
-        if user.get("accountEnabled") is False:
-            state = SourceState.DISABLED
-        elif not self.mapping.scope.includes(user, groups):
-            state = SourceState.OUT_OF_SCOPE
-        else:
-            state = SourceState.ACTIVE
+        """Classified as the worker would: the same narrowing, ladder and planner."""
+        identity = for_target(source, self.section.scope)
+        rules = self.target.rules
+        desired = rules.desired(identity)
+        found = await resolve(identity, link, index, rules, self.section.matching, desired, entitlements=True)
+        if found.account is not None:
+            seen_accounts.add(found.account.target_id)
+            summary.managed_accounts += 1
+        plan = (
+            Plan(())
+            if found.problem
+            else planner.plan(
+                identity, found.account, link, self.section, rules, self.target.capabilities, desired=desired
+            )
+        )
+        display = str(
+            identity.attributes.get("displayName") or identity.attributes.get("userPrincipalName") or identity.id
+        )
+        records = drift_of(
+            identity, found, link, plan, rules, stale_after_days=self.section.reconcile.stale_after_days,
+            now=self.now(), display=display, desired=desired,
+        )  # fmt: skip
+        if identity.state is SourceState.ACTIVE:
             summary.entra_in_scope += 1
-        source = SourceUser(entra_id, state, user, groups)
-        records = self._drift(source, user, links, auth0, roles_of, seen_accounts, summary)
-        if state is SourceState.ACTIVE and not records:
-            summary.in_sync += 1
+            if not records:
+                summary.in_sync += 1
         return records
-
-    def _drift(
-        self,
-        source: SourceUser,
-        user: dict[str, Any],
-        links: dict[str, Link],
-        auth0: _Auth0Side,
-        roles_of: dict[str, frozenset[str]],
-        seen_accounts: set[str],
-        summary: RunSummary,
-    ) -> list[DriftRecord]:
-        entra_id, state, groups = source.id, source.state, source.group_ids
-        display = str(user.get("displayName") or user.get("userPrincipalName") or entra_id)
-
-        found, problem = self._match(source, links.get(entra_id), auth0)
-        if problem is not None:
-            return [problem.record(entra_id, None, display)]
-        if found is None:
-            if state is not SourceState.ACTIVE:
-                return []
-            # Classified as the worker would plan it: a joiner it skips is not missing, and never queued.
-            first = planner.plan(source, None, links.get(entra_id), self.mapping).actions[0]
-            if first.kind is ActionKind.SKIP:
-                return [Skipped(first.reason).record(entra_id, None, display)]
-            return [Missing("active").record(entra_id, None, display)]
-        seen_accounts.add(found.user_id)
-        summary.managed_accounts += 1
-        if state is not SourceState.ACTIVE:
-            if found.blocked:
-                return []
-            reason = "source disabled" if state is SourceState.DISABLED else "out of scope"
-            return [Orphaned(reason).record(entra_id, found.user_id, display)]
-
-        out: list[DriftRecord] = []
-        current = dict(zip(self.paths, found.values, strict=True))
-        fields = planner.diff_values(planner.desired_profile(source, self.mapping), current.get)
-        link = links.get(entra_id)
-        if (
-            found.blocked
-            and link is not None
-            and link.deprovision is not DeprovisionState.NONE
-            and link.blocked_by_sync
-        ) and not link.risk_locked:
-            fields["blocked"] = (True, False)
-        refused = {p: [fields.pop(p)[0], v] for p, v in (link.conflicts if link else {}).items()
-                   if p in fields and fields[p][1] == v}  # fmt: skip
-        if refused:  # the worker will not send these again: a person decides, so reported apart
-            out.append(Conflict(dict(sorted(refused.items()))).record(entra_id, found.user_id, display))
-        if fields:
-            changed = {path: [before, after] for path, (before, after) in sorted(fields.items())}
-            out.append(AttributeMismatch(changed).record(entra_id, found.user_id, display))
-        managed = self.mapping.managed_roles
-        if managed:
-            want = self.mapping.roles_for(groups)
-            have = frozenset(roles_of.get(found.user_id, ())) & managed
-            if want != have:
-                roles = RoleMismatch(add=sorted(want - have), remove=sorted(have - want))
-                out.append(roles.record(entra_id, found.user_id, display))
-        stale = self._stale(found)
-        if stale is not None:
-            out.append(stale.record(entra_id, found.user_id, display))
-        return out
-
-    def _match(
-        self, source: SourceUser, link: Link | None, auth0: _Auth0Side
-    ) -> tuple[_Account | None, Ambiguous | None]:
-        """The same order as the worker: link, deterministic id, then the mapping's precedence."""
-        accounts = auth0.accounts
-        if link is not None and not link.target_deleted and link.user_id in accounts:
-            return accounts[link.user_id], None
-        if self.mapping.target.deterministic_user_id and f"auth0|{source.id}" in accounts:
-            return accounts[f"auth0|{source.id}"], None
-        for matcher in self.mapping.matching.precedence:
-            if matcher == "app_metadata":
-                ids = _ids(auth0.by_owner.get(source.id))
-            elif matcher == "email":
-                email = planner.desired_profile(source, self.mapping).get("email")
-                ids = _ids(auth0.by_email.get(str(email).strip().lower())) if email else ()
-            elif matcher == "enterprise_identity":
-                ids = _ids(auth0.by_enterprise.get(source.id))
-            else:
-                continue  # link is handled above
-            decision = planner.judge_candidates(
-                [
-                    {"user_id": i, "app_metadata": {self.mapping.matching.app_metadata_key: accounts[i].owner}}
-                    for i in ids
-                ],
-                source.id,
-                self.mapping.matching.app_metadata_key,
-            )
-            if decision.outcome == "found":
-                assert decision.user_id is not None
-                return accounts[decision.user_id], None
-            if decision.outcome in {"ambiguous", "conflict"}:
-                return None, Ambiguous(list(decision.candidates), matcher, decision.outcome)
-        return None, None
-
-    def _stale(self, account: _Account) -> Stale | None:
-        if account.blocked or not account.last_seen:
-            return None
-        try:
-            seen = datetime.fromisoformat(account.last_seen.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        days = (self.now() - seen).days
-        if days < self.mapping.reconcile.stale_after_days:
-            return None
-        if account.logged_in:
-            return Stale(days, last_login=account.last_seen)
-        return Stale(days, created_at=account.last_seen)
 
     # -- deciding --------------------------------------------------------------------------------------
 
     async def _breaker(self, summary: RunSummary, records: list[DriftRecord]) -> Breaker:
-        policy = self.mapping.reconcile
+        policy = self.section.reconcile
         # Only deprovisions this run would queue count: orphans that are merely reported block no one.
         deprovisions = sum(1 for r in records if r.drift == "orphaned") if "orphaned" in policy.remediate else 0
         share = deprovisions / max(1, summary.managed_accounts)
@@ -448,7 +299,7 @@ class Reconciler:
         return done[-1].entra_users if done else 0
 
     async def _decide(self, summary: RunSummary, records: list[DriftRecord]) -> None:
-        remediate = set(self.mapping.reconcile.remediate)
+        remediate = set(self.section.reconcile.remediate)
         items: list[WorkItem] = []
         held: list[str] = []
         for record in records:
@@ -494,8 +345,9 @@ class Reconciler:
         outcome = {"held": "held", "completed": "ok"}.get(summary.status, summary.status)
         counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "in sync"
         await self.audit.write(
-            AuditRow(summary.run_id, "reconcile", summary.run_id, "reconcile", "auth0", "", f"reconcile_{summary.mode}",
-                     outcome, detail=f"{counts}; enqueued {summary.enqueued} identities; held {summary.held}",
+            AuditRow(summary.run_id, "reconcile", summary.run_id, "reconcile", summary.target, "",
+                     f"reconcile_{summary.mode}", outcome,
+                     detail=f"{counts}; enqueued {summary.enqueued} identities; held {summary.held}",
                      error=summary.error or summary.breaker.reason)
         )  # fmt: skip
         if self.alert is None:
@@ -527,9 +379,11 @@ class Reconciler:
             return None
         return list(records)
 
-    async def history(self) -> list[RunSummary]:
+    async def history(self, every_target: bool = False) -> list[RunSummary]:
+        """This target's runs (or every target's), oldest first."""
         runs = [RunSummary.from_dict(v) for v in (await self.state.list(RUN_KIND)).values()]
-        return sorted(runs, key=lambda r: r.started_at)
+        mine = runs if every_target else [r for r in runs if r.target == self.target.name]
+        return sorted(mine, key=lambda r: r.started_at)
 
     async def summary(self, run_id: str) -> RunSummary:
         data = await self.state.get(RUN_KIND, check_run_id(run_id))
@@ -544,6 +398,8 @@ class Reconciler:
         The run is marked approved last: if anything before fails, it is still held and approving
         again re-queues the same items, which the worker converges to no change."""
         summary = await self.summary(run_id)
+        if summary.target != self.target.name:
+            raise PermanentError(f"run {run_id} reconciled {summary.target}, not {self.target.name}")
         if summary.mode != "apply":
             raise PermanentError(f"run {run_id} is a {summary.mode}: it queued nothing, so there is nothing to approve")
         if summary.status != "held":
@@ -563,7 +419,7 @@ class Reconciler:
             await self._save_report(summary, records)
         await self.state.put(RUN_KIND, run_id, summary.to_dict())
         await self.audit.write(
-            AuditRow(run_id, "reconcile", run_id, "reconcile", "auth0", "", "approve", "ok",
+            AuditRow(run_id, "reconcile", run_id, "reconcile", summary.target, "", "approve", "ok",
                      detail=f"{len(items)} held deprovisions queued, approved by {approver}")
         )  # fmt: skip
         return len(items)
@@ -594,3 +450,25 @@ def _ids(held: str | tuple[str, ...] | None) -> tuple[str, ...]:
 
 def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
+
+
+async def reconcile_every(reconcilers: Mapping[str, Reconciler], mode: str = "apply") -> list[RunSummary]:
+    """Every target in turn, each its own run, report and circuit breaker. One that fails (its run
+    is recorded, reported and alerted already) does not stop the others; the failures are raised
+    together once every target had its run."""
+    summaries: list[RunSummary] = []
+    failures: list[str] = []
+    for name, reconciler in reconcilers.items():
+        try:
+            summary, _ = await reconciler.run(mode)
+        except Exception as exc:
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        summaries.append(summary)
+    if failures:
+        raise ReconcileFailed("; ".join(failures))
+    return summaries
+
+
+class ReconcileFailed(Exception):
+    """At least one target's reconciliation failed (each is recorded, reported and alerted)."""

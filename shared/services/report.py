@@ -42,6 +42,7 @@ from shared.core.drift import (
     RunSummary,
     Skipped,
     Stale,
+    target_title,
 )
 from shared.errors import BadInput, NotFound
 
@@ -109,8 +110,9 @@ def _classes(present: Iterable[str]) -> list[str]:
     return [*DRIFT_ORDER, *extra]
 
 
-def _title(drift: str) -> str:
-    return DRIFT_TITLES.get(drift, drift)
+def _title(drift: str, target: str = "Auth0") -> str:
+    """A class's title for people; ``target`` is the target's title (see ``target_title``)."""
+    return DRIFT_TITLES.get(drift, drift).replace("{target}", target)
 
 
 def _json(value: Any) -> str:
@@ -145,7 +147,7 @@ def _last_login(stale: Stale) -> str:
     return f"never logged in, created {stale.created_at}" if stale.created_at else "never logged in"
 
 
-def what_differs(record: DriftRecord) -> str:
+def what_differs(record: DriftRecord, target: str = "Auth0") -> str:
     """A one-line account of what differs, e.g. ``email: a@x -> b@x`` or ``roles: +Sales; -Staff``.
 
     Role changes are written ``roles: +added; -removed`` rather than ``+role ...`` so the text never
@@ -153,7 +155,7 @@ def what_differs(record: DriftRecord) -> str:
     """
     match record.drift:
         case Missing.drift:
-            return f"no Auth0 account; Entra state: {Missing.of(record).state or 'unknown'}"
+            return f"no {target} account; Entra state: {Missing.of(record).state or 'unknown'}"
         case Skipped.drift:
             return f"not created: {Skipped.of(record).reason or 'the worker skips it'}"
         case Orphaned.drift:
@@ -220,14 +222,15 @@ def csv_safe(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def render_csv(records: Iterable[DriftRecord]) -> bytes:
+def render_csv(records: Iterable[DriftRecord], target: str = "auth0") -> bytes:
     """One row per drift record, in report order; UTF-8 with a byte-order mark so Excel reads
     non-ASCII names correctly; CRLF line ends (RFC 4180)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
+    t = target_title(target)
     for r in ordered(records):
-        row = (r.drift, r.entra_id or "", r.user_id or "", r.display, r.action, what_differs(r), _json(r.details))
+        row = (r.drift, r.entra_id or "", r.user_id or "", r.display, r.action, what_differs(r, t), _json(r.details))
         writer.writerow([csv_safe(cell) for cell in row])
     return out.getvalue().encode("utf-8-sig")
 
@@ -392,7 +395,7 @@ def _header(summary: RunSummary, tally: Tally) -> list[str]:
         items.append(("Duration", duration))
     items += [
         ("Entra users", f"{s.entra_users:,} ({s.entra_in_scope:,} in scope)"),
-        ("Auth0 users", f"{s.auth0_users:,} ({s.managed_accounts:,} managed)"),
+        (f"{target_title(s.target)} accounts", f"{s.accounts:,} ({s.managed_accounts:,} managed)"),
         ("In sync", f"{s.in_sync:,} of {s.entra_in_scope:,} in-scope identities"),
         (
             "Drift",
@@ -404,8 +407,8 @@ def _header(summary: RunSummary, tally: Tally) -> list[str]:
     ]
     if s.approved_at or s.approved_by:
         items.append(("Approved", f"{s.approved_at or '—'} by {s.approved_by or '(unknown)'}"))
-    if s.auth0_read:
-        items.append(("Auth0 read", s.auth0_read))
+    if s.read_by:
+        items.append((f"{target_title(s.target)} read", s.read_by))
     out += [f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in items]
     out.append("</dl>")
     if s.timings:
@@ -458,12 +461,13 @@ def _banners(summary: RunSummary, total: int) -> list[str]:
     if s.mode == "dry-run":
         out.append(
             '<section class="banner info"><p><strong>Dry run:</strong> this run planned and reported only; '
-            "nothing was changed in Auth0.</p></section>"
+            f"nothing was changed in {esc(target_title(s.target))}.</p></section>"
         )
     if total == 0 and s.status != "failed":
         out.append(
             '<section class="banner ok"><h2>All in sync</h2>'
-            f"<p>{s.entra_in_scope:,} in-scope Entra users and {s.auth0_users:,} Auth0 users were compared; "
+            f"<p>{s.entra_in_scope:,} in-scope Entra users and {s.accounts:,} {esc(target_title(s.target))} "
+            "accounts were compared; "
             "no drift was found.</p></section>"
         )
     return out
@@ -493,7 +497,7 @@ def _counts_table(
         c = by_action.get(drift, Counter())
         n = sum(c.values())
         total.update(c)
-        title = esc(_title(drift))
+        title = esc(_title(drift, target_title(summary.target)))
         name = f'<a href="#drift-{esc(drift)}">{title}</a>' if n else title
         out.append(
             f'<tr><td><span class="swatch" style="background:{_color(drift)}"></span>{name}</td>'
@@ -518,7 +522,8 @@ def _counts_table(
 
 
 def _trend(summary: RunSummary, current: Counter[str], history: Sequence[RunSummary]) -> list[str]:
-    earlier = [h for h in history if h.run_id != summary.run_id]
+    t = target_title(summary.target)
+    earlier = [h for h in history if h.run_id != summary.run_id and h.target == summary.target]
     earlier.sort(key=lambda h: h.started_at)  # stable: equal or missing times keep the caller's order
     earlier = earlier[-(TREND_RUNS - 1) :] if TREND_RUNS > 1 else []
     runs: list[tuple[RunSummary, Mapping[str, int]]] = [(h, h.counts) for h in earlier]
@@ -535,19 +540,19 @@ def _trend(summary: RunSummary, current: Counter[str], history: Sequence[RunSumm
         )
     out.append('<div class="legend">')
     out += [
-        f'<span><span class="swatch" style="background:{_color(d)}"></span>{esc(_title(d))}</span>' for d in classes
+        f'<span><span class="swatch" style="background:{_color(d)}"></span>{esc(_title(d, t))}</span>' for d in classes
     ]
     out.append("</div>")
     out.append('<div class="scroll"><table class="trend"><thead><tr><th>Run</th><th>Started</th><th>Mode</th>')
     out.append("<th>Status</th><th>Drift</th><th class=n>Total</th>")
-    out += [f"<th class=n>{esc(_title(d))}</th>" for d in classes]
+    out += [f"<th class=n>{esc(_title(d, t))}</th>" for d in classes]
     out.append("</tr></thead><tbody>")
     for run, counts in runs:
         is_current = run is summary
         total = sum(counts.get(d, 0) for d in classes)
         bar = "".join(
             f'<span style="width:{100 * counts[d] / peak:.2f}%;background:{_color(d)}" '
-            f'title="{esc(_title(d))}: {counts[d]:,}"></span>'
+            f'title="{esc(_title(d, t))}: {counts[d]:,}"></span>'
             for d in classes
             if counts.get(d, 0) > 0
         )
@@ -566,14 +571,15 @@ def _identity_cells(r: DriftRecord, rowspan: int = 1) -> str:
     return f"<td{span}>{name}</td><td{span}>{_id(r.entra_id)}</td><td{span}>{_id(r.user_id)}</td>"
 
 
-_IDENTITY_HEAD: Final = "<th>Identity</th><th>Entra object id</th><th>Auth0 user id</th>"
+def _identity_head(target: str) -> str:
+    return f"<th>Identity</th><th>Entra object id</th><th>{esc(target)} id</th>"
 
 
-def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
+def _rows(drift: str, records: Sequence[DriftRecord], target: str = "Auth0") -> tuple[str, list[str]]:
     """The table head and body rows for one drift class."""
     rows: list[str] = []
     if drift in {AttributeMismatch.drift, Conflict.drift}:
-        head = f"{_IDENTITY_HEAD}<th>Field</th><th>Auth0 value</th><th>Entra value</th><th>Done</th>"
+        head = f"{_identity_head(target)}<th>Field</th><th>{esc(target)} value</th><th>Entra value</th><th>Done</th>"
         for r in records:
             fields = _fields(r) or [("(no fields listed)", None, None)]
             span = len(fields)
@@ -588,7 +594,7 @@ def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
                     rows.append(f"<tr>{cells}</tr>")
         return head, rows
     if drift == RoleMismatch.drift:
-        head = f"{_IDENTITY_HEAD}<th>Roles to add</th><th>Roles to remove</th><th>Done</th>"
+        head = f"{_identity_head(target)}<th>Roles to add</th><th>Roles to remove</th><th>Done</th>"
         for r in records:
             roles = RoleMismatch.of(r)
             add = "<br>".join(esc(x) for x in _texts(roles.add)) or _nil("(none)")
@@ -596,7 +602,9 @@ def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
             rows.append(f"<tr>{_identity_cells(r)}<td>{add}</td><td>{remove}</td><td>{_action(r.action)}</td></tr>")
         return head, rows
     if drift == Ambiguous.drift:
-        head = f"{_IDENTITY_HEAD}<th>Matched by</th><th>Candidates (never fixed automatically)</th><th>Done</th>"
+        head = (
+            f"{_identity_head(target)}<th>Matched by</th><th>Candidates (never fixed automatically)</th><th>Done</th>"
+        )
         for r in records:
             ambiguous = Ambiguous.of(r)
             candidates = "".join(f"<li>{_id(c)}</li>" for c in _texts(ambiguous.candidates))
@@ -607,7 +615,7 @@ def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
             )
         return head, rows
     if drift == Stale.drift:
-        head = f"{_IDENTITY_HEAD}<th>Last login</th><th class=n>Days</th><th>Done</th>"
+        head = f"{_identity_head(target)}<th>Last login</th><th class=n>Days</th><th>Done</th>"
         for r in records:
             stale = Stale.of(r)
             never = f"never (created {stale.created_at})" if stale.created_at else "never"
@@ -623,22 +631,22 @@ def _rows(drift: str, records: Sequence[DriftRecord]) -> tuple[str, list[str]]:
     }
     if drift in one_column:
         label, value = one_column[drift]
-        head = f"{_IDENTITY_HEAD}<th>{label}</th><th>Done</th>"
+        head = f"{_identity_head(target)}<th>{label}</th><th>Done</th>"
         for r in records:
             rows.append(f"<tr>{_identity_cells(r)}<td>{_cell_value(value(r))}</td><td>{_action(r.action)}</td></tr>")
         return head, rows
-    head = f"{_IDENTITY_HEAD}<th>Details</th><th>Done</th>"
+    head = f"{_identity_head(target)}<th>Details</th><th>Done</th>"
     for r in records:
         rows.append(f"<tr>{_identity_cells(r)}<td>{esc(_json(r.details))}</td><td>{_action(r.action)}</td></tr>")
     return head, rows
 
 
-def _section(drift: str, records: Sequence[DriftRecord], row_cap: int) -> list[str]:
+def _section(drift: str, records: Sequence[DriftRecord], row_cap: int, target: str) -> list[str]:
     shown = records[:row_cap]
-    head, rows = _rows(drift, shown)
+    head, rows = _rows(drift, shown, target)
     out = [
         f'<section id="drift-{esc(drift)}"><h2><span class="swatch" style="background:{_color(drift)}"></span>'
-        f"{esc(_title(drift))} <span class=note>({len(records):,})</span></h2>"
+        f"{esc(_title(drift, target))} <span class=note>({len(records):,})</span></h2>"
     ]
     if len(records) > len(shown):
         out.append(
@@ -686,7 +694,7 @@ def render_html(
     ]
     for drift in classes:
         if by_class.get(drift):
-            out += _section(drift, by_class[drift], row_cap)
+            out += _section(drift, by_class[drift], row_cap, target_title(summary.target))
     out.append(
         "</main><footer>entra-sync reconciliation report "
         f"(schema {SCHEMA_VERSION}) for run <code>{esc(summary.run_id)}</code>. Every record is also in "
@@ -724,7 +732,7 @@ class ReportStore:
         recs = ordered(records)
         rendered = {
             "json": render_json(summary, recs),
-            "csv": render_csv(recs),
+            "csv": render_csv(recs, summary.target),
             "html": render_html(summary, recs, history),
         }
         written: dict[str, str] = {}

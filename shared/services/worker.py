@@ -1,85 +1,112 @@
-"""The worker's service: one work item in, the target converged, every decision audited.
+"""The worker: one identity in, every target converged to the source, every decision audited.
 
-Per identity: take the lease, read Entra (the source of truth), find the Auth0 account (link, the
-deterministic id, then the configured matching precedence), plan (pure), apply, audit, release.
-Transient errors propagate so the host retries the message; permanent ones are audited and
-swallowed so a bad identity cannot poison the queue.
+The unit of work is (identity, target). For a user work item the worker takes the identity's lease
+in each target (concurrently; a busy one re-schedules only that target's share), reads the source
+once under them, then converges each target on its own: match (the ladder of
+:mod:`shared.core.match`), plan (pure), hold a mass change (the target's guard), record the intent,
+apply each action through the target's port (fenced by the lease), and write the audit rows with
+the intent's removal in one transaction.
+
+One target's trouble never delays another: a quarantined target (its circuit breaker open) is not
+called and its share waits for the end of the cool-down; a rate limit or a lost lease re-schedules
+that share for when it may go on; a transient failure retries that share alone with back-off, and
+after :data:`MAX_TARGET_ATTEMPTS` it goes to the poison queue with an alert. The other targets'
+shares complete in the same invocation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from shared.clock import Clock
 from shared.core import plan as planner
-from shared.core.model import Account, Action, ActionKind, DeprovisionState, Link, SourceState, SourceUser
-from shared.core.ports import Fence
+from shared.core.classify import for_target
+from shared.core.match import Resolution, resolve
+from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
+from shared.core.ports import Alerts, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
 from shared.core.work import WorkItem
-from shared.errors import (
-    Conflict,
-    LeaseLost,
-    NotFound,
-    PermanentError,
-    RateLimited,
-    Refused,
-    TransientError,
-    TryLater,
-)
-from shared.mapping.model import SyncMapping
+from shared.errors import Conflict, LeaseLost, PermanentError, TransientError, TryLater
+from shared.mapping.model import TargetSection
+from shared.names import WORK_POISON_QUEUE
 from shared.services.guard import MassChangeGuard
-from shared.sources.graph.source import DeltaExpired, GraphSource, GroupDeltaPage
-from shared.stores.audit import AuditRow, AuditStore
+from shared.services.health import Health
+from shared.services.waits import Waits
+from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
-from shared.stores.leases import Lease, LeaseStore
-from shared.stores.links import LinkStore
-from shared.stores.queue import WorkQueue
-from shared.stores.state import StateStore
-from shared.targets.auth0.lucene import lucene_phrase
-from shared.targets.auth0.target import Auth0Target
 from shared.telemetry import correlated
 
 log = logging.getLogger("entra_sync.worker")
 
-GROUPS_DELTA_LEASE = "job:groups-delta"
-USERS_DELTA_LEASE = "job:users-delta"
-WATCHED_GROUPS = ("groups", "watched")  # state row: the mapped groups and the groups nested in them
-WATCHED_CACHE_S = 60.0
-DEFAULT_WAIT_S = 30.0  # a wait with no reset given (a Graph 429 after the SDK's retries)
-MAX_WAIT_S = 15 * 60.0
-MAX_LEASE_DEFERRALS = 30  # an identity busy this often is stuck: let the host's attempts count again
+MAX_TARGET_ATTEMPTS: Final = 5  # as the host's maxDequeueCount: then the poison queue
+RETRY_BASE_S: Final = 30.0
+RETRY_MAX_S: Final = 900.0
+# Legacy names of actions in intents recorded before the core went vendor-neutral.
+_LEGACY_KINDS: Final = {
+    "block": ActionKind.DISABLE,
+    "unblock": ActionKind.ENABLE,
+    "assign_roles": ActionKind.GRANT,
+    "remove_roles": ActionKind.UNGRANT,
+}
+
+
+@dataclass
+class TargetJob:
+    """One target's provisioning job: its mapping section, adapter, links, guard and health."""
+
+    section: TargetSection
+    target: Target
+    links: LinkStore
+    guard: MassChangeGuard | None
+    health: Health
+
+    @property
+    def name(self) -> str:
+        return self.target.name
 
 
 @dataclass
 class Outcome:
-    """What one work item did (returned for tests, the demo and benchmarks)."""
+    """What a work item did, for one target (``target``) or the whole item (its ``parts``)."""
 
     item: WorkItem
-    # "applied", "noop", "skipped", "ambiguous", "conflict", "failed", "ignored", "fanned_out", "held"
+    # applied, noop, skipped, ambiguous, conflict, held, deferred, quarantined, retrying, poisoned,
+    # failed, ignored, fanned_out
     status: str
+    target: str = ""
     actions: list[str] = field(default_factory=list)
-    user_id: str = ""
+    target_id: str = ""
     warnings: list[str] = field(default_factory=list)
     enqueued: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    parts: list[Outcome] = field(default_factory=list)
     started_at: float = 0.0  # epoch seconds when the worker took the item (queue wait = this - enqueued_at)
     finished_at: float = 0.0
 
-
-@dataclass
-class Resolution:
-    account: Account | None
-    matched_by: str = ""
-    problem: str = ""  # "ambiguous" or "conflict"
-    candidates: tuple[str, ...] = ()
+    @classmethod
+    def of(cls, item: WorkItem, parts: list[Outcome], timings: dict[str, float]) -> Outcome:
+        """The whole item: one target's outcome as it is, several summed up."""
+        if len(parts) == 1:
+            only = parts[0]
+            return dataclasses.replace(only, target="", parts=parts, timings={**timings, **only.timings})
+        statuses = {p.status for p in parts}
+        status = next((s for s in ("applied", "held", "retrying", "deferred", "failed") if s in statuses), "noop")
+        spent = dict(timings)
+        for part in parts:
+            for stage, seconds in part.timings.items():
+                spent[stage] = spent.get(stage, 0.0) + seconds
+        actions = [a for p in parts for a in p.actions]
+        warnings = [w for p in parts for w in p.warnings]
+        return cls(item, status, actions=actions, warnings=warnings, timings=spent, parts=parts)
 
 
 class _Clock:
-    """Adds up time per stage (graph, auth0_read, auth0_write, storage) for the benchmarks."""
+    """Adds up time per stage (source, target_read, target_write, storage) for the benchmarks."""
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}
@@ -88,207 +115,227 @@ class _Clock:
         self.spent[stage] = self.spent.get(stage, 0.0) + time.perf_counter() - started
 
 
+class CreateRaced(Exception):
+    """The create met an account that appeared since the read (409): read again and converge it."""
+
+
 @dataclass(frozen=True)
-class Ports:
-    """The adapters the services work through, built once by the composition root."""
+class _Work:
+    """One identity's work in one target under its lease: what was read, any intent left behind."""
 
-    source: GraphSource
-    target: Auth0Target
-    links: LinkStore
-    leases: LeaseStore
-    audit: AuditStore
-    state: StateStore
-    queue: WorkQueue
-    mapping: SyncMapping
-    guard: MassChangeGuard | None = None  # mass changes held for approval (None: nothing is held)
+    item: WorkItem
+    job: TargetJob
+    identity: Identity
+    account: Account | None
+    link: Link | None
+    lease: Any
+    intent: dict[str, Any] | None
 
 
-class UsesPorts:
-    """Gives a service its ports as attributes (``self.source``, ``self.target``, ...)."""
-
-    def __init__(self, ports: Ports):
-        self.ports = ports
-        self.source = ports.source
-        self.target = ports.target
-        self.links = ports.links
-        self.leases = ports.leases
-        self.audit_store = ports.audit
-        self.state = ports.state
-        self.queue = ports.queue
-        self.mapping = ports.mapping
-        self.guard = ports.guard
-
-
-class SyncService(UsesPorts):
-    def __init__(self, ports: Ports, *, lease_wait_s: float = 3.0):
-        super().__init__(ports)
+class Worker:
+    def __init__(
+        self,
+        *,
+        source: Source,
+        jobs: Mapping[str, TargetJob],
+        leases: LeaseStore,
+        audit: AuditStore,
+        queue: WorkQueue,
+        waits: Waits,
+        alerts: Alerts,
+        clock: Clock,
+        lease_wait_s: float = 3.0,
+    ):
+        self.source = source
+        self.jobs = dict(jobs)
+        self.leases = leases
+        self.audit = audit
+        self.queue = queue
+        self.waits = waits
+        self.alerts = alerts
+        self.clock = clock
         self.lease_wait_s = lease_wait_s
-        self._watched: frozenset[str] | None = None
-        self._watched_at = 0.0
-        # Told about every finished item (benchmarks, metrics); an observer must be quick and not raise.
-        self.observers: list[Callable[[Outcome], None]] = []
 
     # ==============================================================================================
-    # Entry point
-    # ==============================================================================================
-
-    async def handle(self, item: WorkItem) -> Outcome:
-        started = time.time()
-        if item.kind == "user":
-            outcome = await self.sync_user(item)
-        elif item.kind == "group":
-            outcome = await self.sync_group(item)
-        elif item.kind == "delta":
-            outcome = await self.catch_up(item)
-        else:
-            raise PermanentError(f"work item kind {item.kind!r} is handled elsewhere")
-        outcome.started_at, outcome.finished_at = started, time.time()
-        for observe in self.observers:
-            observe(outcome)
-        return outcome
-
-    # ==============================================================================================
-    # Users
+    # One identity, every target
     # ==============================================================================================
 
     async def sync_user(self, item: WorkItem) -> Outcome:
-        clock = _Clock()
+        started = self.clock.now()
+        names = [item.target] if item.target else list(self.jobs)
+        unknown = [n for n in names if n not in self.jobs]
+        parts = [await self._unknown(item, n) for n in unknown]
+        wanted = [self.jobs[n] for n in names if n in self.jobs]
+        timings = _Clock()
+        ready: list[TargetJob] = []
+        for job in wanted:
+            wait_s = job.health.wait_s()
+            if wait_s > 0:
+                parts.append(await self._quarantined(item, job, wait_s))
+            else:
+                ready.append(job)
         t = time.perf_counter()
-        async with self.leases.held(f"user:{item.id}", wait_s=self.lease_wait_s) as lease:
-            clock.add("storage", t)
-            outcome = await self._sync_user_locked(item, clock, lease)
+        keys = {job.name: f"user:{item.id}:{job.name}" for job in ready}
+        async with self.leases.many(keys, wait_s=self.lease_wait_s) as (leased, refused):
+            timings.add("storage", t)
+            for name, why in refused.items():
+                parts.append(await self._failed(item, self.jobs[name], why))
+            if leased:
+                t = time.perf_counter()
+                identity = await self.source.read(item.id)  # under every lease: nobody writes a staler read
+                timings.add("source", t)
+                done = await asyncio.gather(
+                    *(self._converge(item, identity, self.jobs[name], lease) for name, lease in leased.items()),
+                    return_exceptions=True,
+                )
+                for name, result in zip(leased, done, strict=True):
+                    if isinstance(result, Exception):
+                        parts.append(await self._failed(item, self.jobs[name], result))
+                    elif isinstance(result, BaseException):
+                        raise result
+                    else:
+                        self.jobs[name].health.succeeded()
+                        parts.append(result)
             t = time.perf_counter()
-        clock.add("storage", t)
-        outcome.timings = clock.spent
+        timings.add("storage", t)
+        outcome = Outcome.of(item, parts, timings.spent)
+        outcome.started_at, outcome.finished_at = started, self.clock.now()
         return outcome
 
-    async def _sync_user_locked(self, item: WorkItem, clock: _Clock, lease: Lease) -> Outcome:
+    async def _unknown(self, item: WorkItem, name: str) -> Outcome:
+        detail = f"the mapping names no target {name!r} (any more): nothing to do"
+        await self._audit(item, name, "sync", "skipped", detail=detail)
+        return Outcome(item, "ignored", target=name, warnings=[detail])
+
+    async def _quarantined(self, item: WorkItem, job: TargetJob, wait_s: float) -> Outcome:
+        share = dataclasses.replace(item, target=job.name)
+        delay = await self.queue.defer(share, wait_s)
+        detail = (
+            f"{job.name} is quarantined after {job.health.failures} failures in a row ({job.health.last_error}); "
+            f"this share runs again in {delay:.0f} s, without calling it"
+        )
+        await self._audit(share, job.name, "deferred", "deferred", detail=detail)
+        return Outcome(item, "quarantined", target=job.name, warnings=[detail])
+
+    async def _failed(self, item: WorkItem, job: TargetJob, exc: BaseException) -> Outcome:
+        """One target's share went wrong: wait, retry or give up on that share alone."""
+        share = dataclasses.replace(item, target=job.name)
+        clog = correlated(log, item.correlation_id)
+        if isinstance(exc, TryLater) and await self.waits.defer(share, exc, job.name) is not None:
+            return Outcome(item, "deferred", target=job.name, warnings=[str(exc)])
+        if isinstance(exc, PermanentError):
+            clog.error("%s %s failed for good in %s: %s", item.kind, item.id, job.name, exc)
+            await self._audit(share, job.name, "sync", "failed", error=f"{type(exc).__name__}: {exc}")
+            return Outcome(item, "failed", target=job.name, warnings=[str(exc)])
+        job.health.failed(f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        attempt = share.attempt + 1
+        if attempt >= MAX_TARGET_ATTEMPTS:
+            await self.queue.poison(dataclasses.replace(share, attempt=attempt))
+            await self._audit(share, job.name, "sync", "poisoned", error=error)
+            await self.alerts.send(
+                f"poison:{item.correlation_id}:{item.id}:{job.name}",
+                f"gave up on {job.name} for {item.id} after {attempt} attempts: {error}. It is in the "
+                f"{WORK_POISON_QUEUE} queue; its audit trail: entra-sync audit --identity {item.id}",
+                source=item.source,
+                correlation_id=item.correlation_id,
+            )
+            return Outcome(item, "poisoned", target=job.name, warnings=[error])
+        delay = await self.queue.defer(
+            dataclasses.replace(share, attempt=attempt), min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_MAX_S)
+        )
+        detail = f"attempt {attempt} of {MAX_TARGET_ATTEMPTS} failed; {job.name}'s share runs again in {delay:.0f} s"
+        await self._audit(share, job.name, "sync", "retrying", detail=detail, error=error)
+        clog.warning("%s %s in %s: %s; %s", item.kind, item.id, job.name, error, detail)
+        return Outcome(item, "retrying", target=job.name, warnings=[error])
+
+    # ==============================================================================================
+    # One identity, one target
+    # ==============================================================================================
+
+    async def _converge(self, item: WorkItem, source: Identity, job: TargetJob, lease: Any) -> Outcome:
+        clock = _Clock()
+        rules = job.target.rules
+        identity = for_target(source, job.section.scope)
         t = time.perf_counter()
-        source = await self.source.read_user(item.id)
-        clock.add("graph", t)
-        t = time.perf_counter()
-        link = await self.links.get(item.id)
-        intent = await self.audit_store.read_intent(item.id, self.target.name)
+        link = await job.links.get(item.id)
+        intent = await self.audit.read_intent(item.id, job.name)
         clock.add("storage", t)
+        desired = rules.desired(identity)
         for _attempt in range(2):
             t = time.perf_counter()
-            found = await self.resolve(source, link)
-            clock.add("auth0_read", t)
+            found = await resolve(
+                identity, link, job.target, rules, job.section.matching, desired,
+                entitlements=identity.state is SourceState.ACTIVE,  # a leaver's roles are left as they are
+            )  # fmt: skip
+            clock.add("target_read", t)
             if found.problem:
-                await self._audit(item, found.problem, "refused", detail=_match_problem(found))
-                return Outcome(item, found.problem, warnings=[_match_problem(found)])
-            plan = planner.plan(source, found.account, link, self.mapping)
-            hold = await self.guard.check(item, plan) if self.guard is not None else None
+                return await self._unmatched(item, job, found, clock)
+            plan = planner.plan(
+                identity, found.account, link, job.section, rules, job.target.capabilities, desired=desired
+            )
+            hold = await job.guard.check(item, plan) if job.guard is not None else None
             if hold is not None:
-                await self._audit(
-                    item, "held", "held", found.account.user_id if found.account else "", detail=hold.reason
+                target_id = found.account.target_id if found.account else ""
+                await self._audit(item, job.name, "held", "held", target_id, detail=hold.reason)
+                correlated(log, item.correlation_id).warning(
+                    "%s %s in %s: %s", item.kind, item.id, job.name, hold.reason
                 )
-                correlated(log, item.correlation_id).warning("%s %s: %s", item.kind, item.id, hold.reason)
-                return Outcome(item, "held", warnings=[hold.reason])
-            work = _Work(item, source, found.account, link, lease, intent)
+                return Outcome(item, "held", target=job.name, warnings=[hold.reason], timings=clock.spent)
             try:
-                return await self.apply(work, plan, clock)
+                return await self._apply(_Work(item, job, identity, found.account, link, lease, intent), plan, clock)
             except CreateRaced:
                 # Another worker created the account between our read and our create (or it was
                 # created by hand with the deterministic id): read again and converge it instead.
-                correlated(log, item.correlation_id).info("create conflicted for %s; re-reading", item.id)
+                correlated(log, item.correlation_id).info(
+                    "create conflicted for %s in %s; re-reading", item.id, job.name
+                )
                 t = time.perf_counter()
-                link = await self.links.get(item.id)
+                link = await job.links.get(item.id)
                 intent = None  # settled by the attempt that raced
                 clock.add("storage", t)
-        raise TransientError(f"could not settle the account for {item.id} after a create conflict")
+        raise TransientError(f"could not settle the {job.name} account for {item.id} after a create conflict")
 
-    async def resolve(self, source: SourceUser, link: Link | None) -> Resolution:
-        """Find the Auth0 account: link, deterministic id, then the matching precedence."""
-        with_roles = source.state is SourceState.ACTIVE
-        if link is not None and not link.target_deleted:
-            account = await self._account(link.user_id, with_roles)
-            if account is not None:
-                return Resolution(account, "link")
-        if self.mapping.target.deterministic_user_id:
-            account = await self._account(f"auth0|{source.id}", with_roles)
-            if account is not None:
-                return Resolution(account, "deterministic_id")
-        key = self.mapping.matching.app_metadata_key
-        for matcher in self.mapping.matching.precedence:
-            candidates = await self._candidates(matcher, source)
-            if candidates is None:
-                continue
-            decision = planner.judge_candidates(candidates, source.id, key)
-            if decision.outcome == "none":
-                continue
-            if decision.outcome in {"ambiguous", "conflict"}:
-                return Resolution(None, matcher, decision.outcome, decision.candidates)
-            assert decision.user_id is not None
-            account = await self._account(decision.user_id, with_roles)
-            return Resolution(account, matcher)
-        return Resolution(None)
+    async def _unmatched(self, item: WorkItem, job: TargetJob, found: Resolution, clock: _Clock) -> Outcome:
+        await self._audit(item, job.name, found.problem, "refused", detail=found.explain())
+        return Outcome(item, found.problem, target=job.name, warnings=[found.explain()], timings=clock.spent)
 
-    async def _candidates(self, matcher: str, source: SourceUser) -> list[dict[str, Any]] | None:
-        if matcher == "link":
-            return None  # handled first
-        if matcher == "app_metadata":
-            return await self.target.by_app_metadata(self.mapping.matching.app_metadata_key, source.id)
-        if matcher == "enterprise_identity":
-            connection = self.mapping.matching.enterprise_connection
-            assert connection is not None  # validated with the mapping
-            q = f"identities.connection:{lucene_phrase(connection)} AND identities.user_id:{lucene_phrase(source.id)}"
-            return await self.target.search(q)
-        if matcher == "email":
-            if source.state is SourceState.HARD_DELETED:
-                return None  # nothing left to read an email from
-            email = planner.desired_profile(source, self.mapping).get("email")
-            if not isinstance(email, str) or not email.strip():
-                return None
-            return await self.target.by_email(email.strip())
-        raise AssertionError(f"unknown matcher {matcher}")
-
-    async def _account(self, user_id: str, with_roles: bool = True) -> Account | None:
-        data = await self.target.get(user_id)
-        if data is None:
-            return None
-        # Roles are planned only for active users: a leaver's are left as they are (blocked, not stripped).
-        roles = await self.target.roles_of(user_id) if with_roles and self.mapping.managed_roles else frozenset()
-        return Account(user_id, data, roles)
-
-    # ==============================================================================================
-    # Apply
-    # ==============================================================================================
-
-    async def apply(self, work: _Work, plan: planner.Plan, clock: _Clock) -> Outcome:
-        """Apply ``plan`` under ``work.lease``: the intent first, then each action fenced, then the
-        audit rows and the intent's removal in one transaction (also when an action failed)."""
-        item = work.item
-        user_id = work.account.user_id if work.account else (work.link.user_id if work.link else "")
-        outcome = Outcome(item, "noop" if not plan.actions else "applied", user_id=user_id)
-        rows = self._recovered(work, plan, user_id)
+    async def _apply(self, work: _Work, plan: Plan, clock: _Clock) -> Outcome:
+        """The intent first, then each action fenced, then the audit rows and the intent's removal
+        in one transaction (also when an action failed half-way)."""
+        item, job = work.item, work.job
+        target_id = work.account.target_id if work.account else (work.link.target_id if work.link else "")
+        outcome = Outcome(item, "noop" if not plan.actions else "applied", target=job.name, target_id=target_id)
+        rows = self._recovered(work, plan, target_id)
         intent_etag: str | None = None
-        if plan.actions and any(a.kind is not ActionKind.SKIP for a in plan.actions):
+        if any(a.kind is not ActionKind.SKIP for a in plan.actions):
             t = time.perf_counter()
-            intent_etag = await self.audit_store.write_intent(item.id, self.target.name, _intent(item, plan, rows))
+            intent_etag = await self.audit.write_intent(item.id, job.name, _intent(item, plan, rows))
             clock.add("storage", t)
         elif not plan.actions:
-            rows.append(AuditRow.for_item(item, self.target.name, "none", "ok", user_id, detail="in sync"))
+            rows.append(AuditRow.for_item(item, job.name, "none", "ok", target_id, detail="in sync"))
         try:
-            await self._apply_actions(work, plan, outcome, user_id, rows, clock)
+            await self._apply_actions(work, plan, outcome, rows, clock)
         except LeaseLost as exc:
-            rows.append(AuditRow.for_item(item, self.target.name, "lease_lost", "refused", user_id, detail=str(exc)))
+            rows.append(AuditRow.for_item(item, job.name, "lease_lost", "refused", outcome.target_id, detail=str(exc)))
             raise
         finally:
             t = time.perf_counter()
-            await self.audit_store.settle(
-                rows, item.id, self.target.name, drop_intent=work.intent is not None or intent_etag is not None,
+            await self.audit.settle(
+                rows, item.id, job.name, drop_intent=work.intent is not None or intent_etag is not None,
                 intent_etag=intent_etag,
             )  # fmt: skip
             clock.add("storage", t)
+        outcome.timings = clock.spent
         return outcome
 
-    def _recovered(self, work: _Work, plan: planner.Plan, user_id: str) -> list[AuditRow]:
+    def _recovered(self, work: _Work, plan: Plan, target_id: str) -> list[AuditRow]:
         """Audit rows for what an earlier attempt set out to do and never recorded (it was killed
         between a write and its audit row): each action of its intent that this plan no longer
         needs, with whether the target shows it now."""
         if work.intent is None:
             return []
+        rules = work.job.target.rules
         rows = [AuditRow(**row) for row in work.intent.get("carried", [])]
         planned = {a.kind for a in plan.actions}
         earlier = str(work.intent.get("correlation_id", ""))
@@ -296,328 +343,132 @@ class SyncService(UsesPorts):
             action = _action_from(entry)
             if action is None or action.kind in planned or action.kind is ActionKind.SKIP:
                 continue
-            seen = planner.observed(action, work.account, work.link)
+            seen = planner.observed(action, work.account, work.link, rules)
             outcome = "recovered" if seen is not False else "interrupted"
+            how = {True: "the target shows it done", None: "it is no longer needed", False: "it did not take effect"}
             detail = (
                 f"attempt {earlier} began this at {work.intent.get('at', '?')} and stopped before recording it; "
-                + {True: "the target shows it done", None: "it is no longer needed", False: "it did not take effect"}[
-                    seen
-                ]
+                + how[seen]
             )
             rows.append(
                 AuditRow.for_item(
-                    work.item, self.target.name, action.kind.value, outcome, user_id,
-                    diff=_safe_diff(action), detail=detail,
+                    work.item, work.job.name, rules.label(action.kind), outcome, target_id,
+                    diff=_safe_diff(action, work.job.target.capabilities.entitlements or "entitlements"),
+                    detail=detail,
                 )
             )  # fmt: skip
         return rows
 
     async def _apply_actions(
-        self, work: _Work, plan: planner.Plan, outcome: Outcome, user_id: str, rows: list[AuditRow], clock: _Clock
+        self, work: _Work, plan: Plan, outcome: Outcome, rows: list[AuditRow], clock: _Clock
     ) -> None:
-        item, lease = work.item, work.lease
+        item, job, lease = work.item, work.job, work.lease
+        rules = job.target.rules
 
         def fence() -> None:
             self.leases.fence(lease)
 
         current_link = work.link
         for action in plan.actions:
-            write = action.writes_target
-            shown_diff: dict[str, Any] | None = None
             t = time.perf_counter()
             warning = ""
-            if action.kind is not ActionKind.SKIP:
+            shown = _safe_diff(action, job.target.capabilities.entitlements or "entitlements")
+            if action.kind is ActionKind.SKIP:
+                outcome.status = "skipped"
+            elif action.writes_target:
                 fence()  # a worker that lost its lease writes nothing more
-            if action.kind is ActionKind.CREATE:
                 try:
-                    created = await self.target.create(action.payload, fence)
+                    applied = await job.target.apply(outcome.target_id, action, fence)
                 except Conflict as exc:
-                    raise CreateRaced(str(exc)) from exc
-                user_id = str(created["user_id"])
-                outcome.user_id = user_id
-            elif action.kind is ActionKind.UPDATE:
-                refused = await self._update(user_id, action, fence)
-                shown_diff = {p: v for p, v in (_safe_diff(action) or {}).items() if p not in refused}
-                if refused:
-                    current_link = await self._record_conflicts(action, item.id, user_id, current_link, refused)
-                    warning = _conflict_text(refused)
+                    if action.kind is ActionKind.CREATE:
+                        raise CreateRaced(str(exc)) from exc
+                    raise
+                if applied.target_id:
+                    outcome.target_id = applied.target_id
+                if applied.refused:
+                    current_link = await self._record_conflicts(
+                        item.id, job, outcome.target_id, current_link, applied.refused
+                    )
+                    warning = _conflict_text(job.name, applied.refused)
+                    shown = {p: v for p, v in (shown or {}).items() if p not in applied.refused}
                     rows.append(
                         AuditRow.for_item(
-                            item, self.target.name, "conflict", "conflict", user_id,
-                            diff={p: [action.diff[p][0], v] for p, v in refused.items()}, detail=warning,
+                            item, job.name, "conflict", "conflict", outcome.target_id,
+                            diff={p: [action.diff[p][0], v] for p, v in applied.refused.items()}, detail=warning,
                         )
                     )  # fmt: skip
-            elif action.kind is ActionKind.BLOCK:
-                await self.target.update(user_id, {"blocked": True}, fence)
-            elif action.kind is ActionKind.UNBLOCK:
-                await self.target.update(user_id, {"blocked": False}, fence)
-            elif action.kind in {ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS}:
-                warning = await self._revoke(action.kind, user_id, fence)
-            elif action.kind is ActionKind.DELETE:
-                await self.target.delete(user_id, fence)
-            elif action.kind is ActionKind.ASSIGN_ROLES:
-                await self.target.assign_roles(user_id, action.payload["roles"], fence)
-            elif action.kind is ActionKind.REMOVE_ROLES:
-                await self.target.remove_roles(user_id, action.payload["roles"], fence)
-            elif action.kind is ActionKind.SKIP:
-                outcome.status = "skipped"
+                warning = warning or applied.warning
             else:
-                current_link = await self._bookkeep(action, item.id, user_id, current_link)
-            clock.add("auth0_write" if write else "storage", t)
-            outcome.actions.append(action.kind.value)
+                fence()
+                current_link = await self._bookkeep(action, item.id, job, outcome.target_id, current_link)
+            clock.add("target_write" if action.writes_target else "storage", t)
+            label = rules.label(action.kind)
+            outcome.actions.append(label)
             if warning:
                 outcome.warnings.append(warning)
                 correlated(log, item.correlation_id).warning("%s", warning)
-            outcome_text = "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok")
-            shown = shown_diff if action.kind is ActionKind.UPDATE else _safe_diff(action)
+            result = "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok")
             rows.append(
                 AuditRow.for_item(
-                    item, self.target.name, action.kind.value, outcome_text, user_id,
-                    diff=shown, detail=warning or action.reason,
+                    item, job.name, label, result, outcome.target_id, diff=shown, detail=warning or action.reason
                 )
-            )  # fmt: skip
+            )
             if action.kind is not ActionKind.SKIP:
                 self.leases.fence_after_write(lease)  # a write that may have landed late: converge again
 
-    async def _update(self, user_id: str, action: Action, fence: Fence) -> dict[str, Any]:
-        """Send the update. When Auth0 refuses it because another account holds a unique value
-        (email, username: 409), send the other changes alone and return the refused values."""
-        try:
-            await self.target.update(user_id, action.payload, fence)
-            return {}
-        except Conflict as exc:
-            refused = {p: action.diff[p][1] for p in planner.UNIQUE_PATHS if p in action.diff}
-            if not refused:
-                raise PermanentError(f"Auth0 refused the update of {user_id} with a conflict: {exc}") from exc
-        rest = {p: pair[1] for p, pair in action.diff.items() if p not in refused}
-        patch = planner.nest(rest)
-        if patch:
-            await self.target.update(user_id, patch, fence)
-        return refused
-
     async def _record_conflicts(
-        self, action: Action, entra_id: str, user_id: str, link: Link | None, refused: dict[str, Any]
+        self, source_id: str, job: TargetJob, target_id: str, link: Link | None, refused: Mapping[str, Any]
     ) -> Link:
-        base = link if link is not None and link.user_id == user_id else Link(entra_id, user_id)
+        base = link if link is not None and link.target_id == target_id else Link(source_id, target_id, target=job.name)
         new = dataclasses.replace(base, conflicts={**base.conflicts, **refused})
-        await self.links.put(new)
+        await job.links.put(new)
         return new
 
-    async def _revoke(self, kind: ActionKind, user_id: str, fence: Fence) -> str:
-        what = "sessions" if kind is ActionKind.REVOKE_SESSIONS else "refresh tokens"
-        try:
-            if kind is ActionKind.REVOKE_SESSIONS:
-                await self.target.revoke_sessions(user_id, fence)
-            else:
-                await self.target.revoke_refresh_tokens(user_id, fence)
-        except (Refused, NotFound) as exc:
-            return (
-                f"Auth0 refused to revoke {what} for {user_id} ({exc}); the account is blocked, but existing "
-                f"{what} stay valid until they expire (revocation needs the Enterprise plan)"
-            )
-        return ""
-
-    async def _bookkeep(self, action: Action, entra_id: str, user_id: str, link: Link | None) -> Link:
-        base = link if link is not None and link.user_id == user_id else Link(entra_id, user_id)
+    async def _bookkeep(
+        self, action: Action, source_id: str, job: TargetJob, target_id: str, link: Link | None
+    ) -> Link:
+        base = link if link is not None and link.target_id == target_id else Link(source_id, target_id, target=job.name)
         if action.kind is ActionKind.LINK:
             new = dataclasses.replace(base, target_deleted=False)
         elif action.kind is ActionKind.START_DEPROVISION:
             new = dataclasses.replace(
-                base, deprovision=DeprovisionState.PENDING, blocked_by_sync=bool(action.payload["blocked_by_sync"])
+                base, deprovision=DeprovisionState.PENDING, disabled_by_sync=bool(action.payload["disabled_by_sync"])
             )
         elif action.kind is ActionKind.FINISH_DEPROVISION:
             new = dataclasses.replace(base, deprovision=DeprovisionState.DONE)
         elif action.kind is ActionKind.CLEAR_DEPROVISION:
-            new = dataclasses.replace(base, deprovision=DeprovisionState.NONE, blocked_by_sync=False)
+            new = dataclasses.replace(base, deprovision=DeprovisionState.NONE, disabled_by_sync=False)
         elif action.kind is ActionKind.MARK_TARGET_DELETED:
             new = dataclasses.replace(link or base, target_deleted=True)
         elif action.kind is ActionKind.SET_CONFLICTS:
             new = dataclasses.replace(base, conflicts=dict(action.payload["conflicts"]))
         else:
             raise AssertionError(f"not a bookkeeping action: {action.kind}")
-        await self.links.put(new)
+        await job.links.put(new)
         return new
 
     async def _audit(
         self,
         item: WorkItem,
+        target: str,
         action: str,
         outcome: str,
         target_id: str = "",
-        diff: dict[str, Any] | None = None,
         detail: str = "",
         error: str = "",
     ) -> None:
-        await self.audit_store.write(
-            AuditRow.for_item(item, self.target.name, action, outcome, target_id, diff, detail, error)
-        )
-
-    async def defer(self, item: WorkItem, wait: TryLater) -> float | None:
-        """Re-schedule ``item`` to wait out ``wait`` without spending an attempt, and audit it; the
-        delay, or None when it must not wait again (the caller lets the host retry it instead). A
-        rate limit is always waited out; a busy or lost lease at most ``MAX_LEASE_DEFERRALS`` times."""
-        if not isinstance(wait, RateLimited) and item.deferrals >= MAX_LEASE_DEFERRALS:
-            return None
-        delay = wait.retry_after_s
-        if delay is None:
-            delay = min(DEFAULT_WAIT_S * 2 ** min(item.deferrals, 5), MAX_WAIT_S)
-        delay = await self.queue.defer(item, delay)
-        detail = f"{wait}; runs again in {delay:.0f} s without spending an attempt (deferral {item.deferrals + 1})"
-        await self._audit(item, "deferred", "deferred", detail=detail)
-        return delay
-
-    async def audit_failure(self, item: WorkItem, error: Exception) -> None:
-        """A permanent failure: recorded, not retried."""
-        await self._audit(item, "sync", "failed", error=f"{type(error).__name__}: {error}")
-
-    # ==============================================================================================
-    # Groups: membership changes come from groups delta
-    # ==============================================================================================
-
-    async def sync_group(self, item: WorkItem) -> Outcome:
-        watched = await self.watched_groups()
-        if item.id not in watched:
-            watched = await self.watched_groups(fresh=True)  # nested moments ago, by another instance?
-        if item.id not in watched:
-            detail = "group is not in the mapping's scope or roles, nor nested in a group that is"
-            await self._audit(item, "group_change", "skipped", detail=detail)
-            return Outcome(item, "ignored")
-        return await self.catch_up(item, resources=("groups",))
-
-    async def watched_groups(self, *, fresh: bool = False) -> frozenset[str]:
-        """The groups whose membership matters: the mapping's scope and role groups, and every group
-        nested inside them (a member of a nested group is a member of the mapped one). Stored in the
-        state table, kept here for ``WATCHED_CACHE_S``; ``fresh`` reads the stored set again."""
-        mapped = self.mapping.relevant_groups
-        if not mapped:
-            return frozenset()
-        if not fresh and self._watched is not None and time.monotonic() - self._watched_at < WATCHED_CACHE_S:
-            return self._watched
-        stored = await self.state.get(*WATCHED_GROUPS)
-        if stored is None or set(stored.get("mapped", ())) != mapped:
-            return await self.rewatch()
-        return self._keep_watched(frozenset(str(g) for g in stored.get("groups", ())))
-
-    async def rewatch(self) -> frozenset[str]:
-        """Work the watched groups out again from Graph (after a nesting change) and store them."""
-        mapped = self.mapping.relevant_groups
-        groups = set(mapped)
-        for group_id in sorted(mapped):
-            groups |= await self.source.nested_groups(group_id)
-        await self.state.put(*WATCHED_GROUPS, {"mapped": sorted(mapped), "groups": sorted(groups)})
-        return self._keep_watched(frozenset(groups))
-
-    def _keep_watched(self, groups: frozenset[str]) -> frozenset[str]:
-        self._watched, self._watched_at = groups, time.monotonic()
-        return groups
-
-    async def catch_up(self, item: WorkItem, resources: Iterable[str] = ("users", "groups")) -> Outcome:
-        """Read the stored delta links forward and enqueue every user whose data or relevant
-        membership changed. Links are stored only after their items are enqueued."""
-        enqueued = 0
-        for resource in resources:
-            lease_key = GROUPS_DELTA_LEASE if resource == "groups" else USERS_DELTA_LEASE
-            async with self.leases.held(lease_key, wait_s=self.lease_wait_s * 3):
-                enqueued += await self._catch_up(item, resource)
-        await self._audit(item, "delta_catch_up", "ok", detail=f"{enqueued} users enqueued")
-        return Outcome(item, "fanned_out", enqueued=enqueued)
-
-    async def _catch_up(self, item: WorkItem, resource: str) -> int:
-        stored = await self.state.get("delta", resource)
-        if stored is None:
-            return await self._full_pass(item, resource)
-        try:
-            if resource == "groups":
-                page = await self.source.groups_delta(stored["link"])
-                users = await self._users_from_group_changes(page)
-                link = page.delta_link
-            else:
-                users, link = await self.source.users_delta(stored["link"])
-        except DeltaExpired:
-            correlated(log, item.correlation_id).warning("%s delta link expired; full pass", resource)
-            return await self._full_pass(item, resource)
-        await self._enqueue(item, users)
-        await self.state.put("delta", resource, {"link": link})
-        return len(users)
-
-    async def _full_pass(self, item: WorkItem, resource: str) -> int:
-        """No usable cursor: a full delta round enqueues everyone who could matter and yields a
-        fresh link to continue from."""
-        if resource == "groups":
-            page = await self.source.groups_delta(None)
-            users = await self._users_from_group_changes(page)
-            link = page.delta_link
-        else:
-            users, link = await self.source.users_delta(None)
-        await self._enqueue(item, users)
-        await self.state.put("delta", resource, {"link": link})
-        return len(users)
-
-    async def backfill(self, correlation_id: str | None = None) -> int:
-        """Initial load: enqueue every user once (a full users-delta round), then keep the round's
-        delta link so catch-ups continue from here."""
-        item = WorkItem("delta", "users", "backfill", "backfill", correlation_id or uuid.uuid4().hex)
-        async with self.leases.held(USERS_DELTA_LEASE, wait_s=self.lease_wait_s * 3):
-            users, link = await self.source.users_delta(None)
-            items = [WorkItem("user", uid, "backfill", "backfill", item.correlation_id) for uid in sorted(users)]
-            await self.queue.send(items)
-            await self.state.put("delta", "users", {"link": link})
-        await self._audit(item, "backfill", "ok", detail=f"{len(items)} users enqueued")
-        return len(items)
-
-    async def _users_from_group_changes(self, page: GroupDeltaPage) -> set[str]:
-        """Users whose membership of a watched group changed, directly or through a nested group
-        that was added or removed; a nesting change also works the watched groups out again."""
-        watched = await self.watched_groups()
-        users: set[str] = set()
-        nesting_changed = bool(page.deleted_groups & watched)
-        for bucket in (page.added, page.removed):
-            for group_id, members in bucket.items():
-                if group_id not in watched:
-                    continue
-                for member in members:
-                    if member in page.nested_groups:
-                        nesting_changed = True
-                        users |= await self.source.transitive_user_members(member)
-                    else:
-                        users.add(member)
-        if nesting_changed:
-            await self.rewatch()
-        return users
-
-    async def _enqueue(self, item: WorkItem, users: Iterable[str]) -> None:
-        items = [
-            WorkItem("user", uid, "delta", item.source_ref or item.kind, item.correlation_id) for uid in sorted(users)
-        ]
-        if items:
-            await self.queue.send(items)
+        await self.audit.write(AuditRow.for_item(item, target, action, outcome, target_id, detail=detail, error=error))
 
 
-class CreateRaced(Exception):
-    """The create met an account that appeared since the read (409): read again and converge it."""
-
-
-@dataclass(frozen=True)
-class _Work:
-    """One identity's work under its lease: what was read, and any intent an earlier attempt left."""
-
-    item: WorkItem
-    source: SourceUser
-    account: Account | None
-    link: Link | None
-    lease: Lease
-    intent: dict[str, Any] | None
-
-
-def _intent(item: WorkItem, plan: planner.Plan, carried: list[AuditRow]) -> dict[str, Any]:
-    """What is about to be written, recorded before the first write (see AuditStore)."""
+def _intent(item: WorkItem, plan: Plan, carried: list[AuditRow]) -> dict[str, Any]:
+    """What is about to be written, recorded before the first write (see the audit store)."""
     return {
         "correlation_id": item.correlation_id,
         "source": item.source,
         "at": utcnow(),
         "actions": [
             {"kind": a.kind.value, "reason": a.reason, "diff": {p: list(v) for p, v in a.diff.items()},
-             "roles": list(a.payload.get("roles", ()))}
+             "entitlements": list(a.entitlements)}
             for a in plan.actions
         ],
         "carried": [dataclasses.asdict(row) for row in carried],  # recovered rows not yet written
@@ -625,38 +476,31 @@ def _intent(item: WorkItem, plan: planner.Plan, carried: list[AuditRow]) -> dict
 
 
 def _action_from(entry: dict[str, Any]) -> Action | None:
+    raw = entry.get("kind")
     try:
-        kind = ActionKind(entry.get("kind"))
+        kind = _LEGACY_KINDS.get(str(raw)) or ActionKind(raw)
     except ValueError:
         return None
     diff = {str(p): (pair[0], pair[1]) for p, pair in (entry.get("diff") or {}).items()}
-    payload = {"roles": list(entry["roles"])} if entry.get("roles") else {}
-    return Action(kind, payload, diff, str(entry.get("reason", "")))
+    names = tuple(entry.get("entitlements") or entry.get("roles") or ())
+    return Action(kind, {}, diff, str(entry.get("reason", "")), names)
 
 
-def _conflict_text(refused: dict[str, Any]) -> str:
+def _conflict_text(target: str, refused: Mapping[str, Any]) -> str:
     values = ", ".join(f"{path} {value!r}" for path, value in sorted(refused.items()))
     return (
-        f"Auth0 refused {values}: another account already has it. The other changes were applied; this "
+        f"{target} refused {values}: another account already has it. The other changes were applied; this "
         "value is not tried again until it changes in Entra, and reconciliation reports it as a conflict"
     )
 
 
-def _match_problem(found: Resolution) -> str:
-    if found.problem == "ambiguous":
-        return f"{found.matched_by} matched several Auth0 accounts ({', '.join(found.candidates)}); not guessing"
-    return (
-        f"{found.matched_by} matched {', '.join(found.candidates)}, which belongs to another Entra user; "
-        "not taking it over"
-    )
-
-
-def _safe_diff(action: Action) -> dict[str, Any] | None:
-    """What an audit row may show: the mapped fields that changed, never a password or token."""
+def _safe_diff(action: Action, entitlements: str = "entitlements") -> dict[str, Any] | None:
+    """What an audit row may show: the mapped fields that changed, never a password or token;
+    ``entitlements`` is the target's word for them ("roles")."""
     if action.diff:
         return {path: [before, after] for path, (before, after) in action.diff.items()}
     if action.kind is ActionKind.CREATE:
         return {k: v for k, v in action.payload.items() if k not in {"password"}}
-    if action.kind in {ActionKind.ASSIGN_ROLES, ActionKind.REMOVE_ROLES}:
-        return {"roles": list(action.payload["roles"])}
+    if action.entitlements:
+        return {entitlements: list(action.entitlements)}
     return None

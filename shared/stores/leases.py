@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -172,6 +172,30 @@ class LeaseStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await self.release(lease)
+
+    @contextlib.asynccontextmanager
+    async def many(
+        self, keys: Mapping[str, str], wait_s: float = 3.0
+    ) -> AsyncIterator[tuple[dict[str, Lease], dict[str, Exception]]]:
+        """Several leases at once (name -> key), taken concurrently and each renewed while held:
+        yields (the leases taken, by name; why the others could not be, by name), releases at the
+        end. One busy key never keeps the others from being taken."""
+        holds = {name: self.held(key, wait_s=wait_s) for name, key in keys.items()}
+        entered = await asyncio.gather(*(h.__aenter__() for h in holds.values()), return_exceptions=True)
+        taken: dict[str, Lease] = {}
+        refused: dict[str, Exception] = {}
+        for name, got in zip(holds, entered, strict=True):
+            if isinstance(got, Exception):
+                refused[name] = got
+            elif isinstance(got, BaseException):
+                raise got
+            else:
+                taken[name] = got
+        try:
+            yield taken, refused
+        finally:
+            for name in taken:
+                await holds[name].__aexit__(None, None, None)
 
     async def release(self, lease: Lease) -> None:
         # If it expired and another worker took it over, it is theirs now: nothing to release.

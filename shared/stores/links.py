@@ -1,4 +1,10 @@
-"""Links: what entra-sync remembers about a source identity and its target account."""
+"""Links: what entra-sync remembers about a source identity and its account in one target.
+
+One partition per target (its name: ``auth0``, ``scim:hr-app``), one row per source identity.
+Rows are written in the link schema 2 (neutral names: ``source_id``, ``target_id``,
+``disabled_by_sync``); rows written before it (``entra_id``, ``user_id``, ``blocked_by_sync``) are
+read as they are and take the new form the next time the link changes, so no migration has to run.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +16,39 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.core.model import DeprovisionState, Link
+from shared.core.model import LINK_SCHEMA, DeprovisionState, Link
 from shared.stores.keys import BATCH_LIMIT, encode_key, utcnow
 
 
 class LinkStore:
-    """Entra object id -> target account, one partition per target system."""
-
-    def __init__(self, table: TableClient, target: str = "auth0"):
+    def __init__(self, table: TableClient, target: str = "auth0", source: str = "entra"):
         self.table = table
         self.target = target
+        self.source = source
+        self._partition = encode_key(target)
 
-    async def get(self, entra_id: str) -> Link | None:
+    def _row(self, source_id: str) -> str:
+        # Entra, the first source, keys rows by the object id alone (as before link schema 2).
+        return encode_key(source_id if self.source == "entra" else f"{self.source}:{source_id}")
+
+    async def get(self, source_id: str) -> Link | None:
         try:
-            e = await self.table.get_entity(self.target, encode_key(entra_id))
+            e = await self.table.get_entity(self._partition, self._row(source_id))
         except ResourceNotFoundError:
             return None
-        return _link(e, entra_id)
+        return self._link(e)
 
     def _entity(self, link: Link) -> dict[str, Any]:
         return {
-            "PartitionKey": self.target,
-            "RowKey": encode_key(link.entra_id),
-            "entra_id": link.entra_id,
-            "user_id": link.user_id,
+            "PartitionKey": self._partition,
+            "RowKey": self._row(link.source_id),
+            "schema_version": LINK_SCHEMA,
+            "source": self.source,
+            "source_id": link.source_id,
+            "target": self.target,
+            "target_id": link.target_id,
             "deprovision": link.deprovision.value,
-            "blocked_by_sync": link.blocked_by_sync,
+            "disabled_by_sync": link.disabled_by_sync,
             "target_deleted": link.target_deleted,
             "risk_locked": link.risk_locked,
             "conflicts": json.dumps(dict(link.conflicts), sort_keys=True, default=str) if link.conflicts else "",
@@ -55,23 +68,26 @@ class LinkStore:
 
     async def count(self) -> int:
         """How many identities have a link to this target (reading keys only)."""
-        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.target}, select=["RowKey"])
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self._partition}, select=["RowKey"])
         return sum([1 async for _ in query])
 
     async def all(self) -> AsyncIterator[Link]:
-        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self.target})
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self._partition})
         async for e in query:
-            yield _link(e, str(e["entra_id"]))
+            yield self._link(e)
 
-
-def _link(e: Mapping[str, Any], entra_id: str) -> Link:
-    conflicts = e.get("conflicts") or ""
-    return Link(
-        entra_id=entra_id,
-        user_id=str(e["user_id"]),
-        deprovision=DeprovisionState(e.get("deprovision", "none")),
-        blocked_by_sync=bool(e.get("blocked_by_sync", False)),
-        target_deleted=bool(e.get("target_deleted", False)),
-        risk_locked=bool(e.get("risk_locked", False)),
-        conflicts=dict(json.loads(conflicts)) if conflicts else {},
-    )
+    def _link(self, e: Mapping[str, Any]) -> Link:
+        conflicts = e.get("conflicts") or ""
+        old = "user_id" in e and "target_id" not in e  # a row from before link schema 2
+        return Link(
+            source_id=str(e["entra_id"] if old else e["source_id"]),
+            target_id=str(e["user_id"] if old else e["target_id"]),
+            target=self.target,
+            source=self.source,
+            deprovision=DeprovisionState(e.get("deprovision", "none")),
+            disabled_by_sync=bool(e.get("blocked_by_sync" if old else "disabled_by_sync", False)),
+            target_deleted=bool(e.get("target_deleted", False)),
+            risk_locked=bool(e.get("risk_locked", False)),
+            conflicts=dict(json.loads(conflicts)) if conflicts else {},
+            schema_version=int(e.get("schema_version", 1)),
+        )

@@ -7,7 +7,7 @@ import dataclasses
 import math
 import random
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
@@ -26,9 +26,13 @@ class WorkQueue:
     """Sends work items to the worker's queue (base64, as the queue trigger reads them)."""
 
     def __init__(self, service: QueueServiceClient, queue: str = names.WORK_QUEUE):
-        self.client = service.get_queue_client(
-            queue, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
-        )
+        def client(name: str) -> Any:
+            return service.get_queue_client(
+                name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+            )
+
+        self.client = client(queue)
+        self.poisoned = client(f"{queue}-poison")  # where the host puts what it gave up on, too
 
     async def send(self, items: Iterable[WorkItem]) -> int:
         """Send every item; any failure raises after all sends finished (the caller answers 5xx and
@@ -58,3 +62,8 @@ class WorkQueue:
         again = dataclasses.replace(item, deferrals=item.deferrals + 1)
         await self.client.send_message(again.to_json(), visibility_timeout=math.ceil(delay))
         return delay
+
+    async def poison(self, item: WorkItem) -> None:
+        """Give up on ``item``: it goes where the host moves a message after its last attempt, for
+        an operator to look at (the caller audits why and alerts)."""
+        await self.poisoned.send_message(item.to_json())

@@ -43,3 +43,18 @@ class StateStore:
     async def list(self, kind: str) -> dict[str, dict[str, Any]]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(kind)})
         return {decode_key(str(e["RowKey"])): dict(json.loads(e["value"])) async for e in query}
+
+    async def delete_older(self, kind: str, before: str, limit: int) -> int:
+        """Delete up to ``limit`` documents of ``kind`` last written before ``before`` (ISO 8601)."""
+        query = self.table.query_entities(
+            "PartitionKey eq @pk and updated_at lt @cutoff",
+            parameters={"pk": encode_key(kind), "cutoff": before},
+            select=["PartitionKey", "RowKey"],
+        )
+        deleted = 0
+        async for entity in query:
+            if deleted >= limit:
+                break
+            await self.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+            deleted += 1
+        return deleted

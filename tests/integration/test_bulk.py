@@ -16,7 +16,7 @@ from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
 from shared import bootstrap
 from shared.cli import main
-from shared.mapping.model import load_mapping
+from shared.mapping.load import load_mapping
 from shared.targets.auth0.bulk import ImportBackfill, pack_files
 from tests.integration.world import World, open_services, queued, run_worker
 from tests.support import sandbox_env
@@ -81,7 +81,7 @@ def test_import_jobs_create_every_in_scope_joiner_as_the_worker_would(
     async def state() -> tuple[int, list[str]]:
         svc = bootstrap.init(world.settings)
         try:
-            links = [link async for link in svc.links.all()]
+            links = [link async for link in svc.job().links.all()]
             items = await queued(svc)
             return len(links), [i.id for i in items]
         finally:
@@ -117,7 +117,10 @@ def test_many_small_files_run_two_jobs_at_a_time_and_the_worker_finds_nothing_to
     async def scenario() -> tuple[Any, dict[str, int]]:
         svc = await open_services(world)
         try:
-            bulk = ImportBackfill(svc.ports, max_file_bytes=3_000, poll_s=0.02)
+            bulk = ImportBackfill(
+                source=svc.source, job=svc.job(), state=svc.state, leases=svc.leases, queue=svc.queue,
+                audit=svc.audit, max_file_bytes=3_000, poll_s=0.02,
+            )  # fmt: skip
             result = await bulk.run()
             world.auth0.log.clear()
             some = sorted(expected)[0].removeprefix("auth0|")

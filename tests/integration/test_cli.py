@@ -13,7 +13,7 @@ import pytest
 from sandbox.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from sandbox.mirror import mirror
 from shared.cli import main
-from shared.mapping.model import load_mapping
+from shared.mapping.load import load_mapping
 from tests.integration.world import World
 from tests.support import sandbox_env
 
@@ -52,7 +52,7 @@ def test_a_dry_run_then_its_report_in_every_format(
 
     assert main(["reconcile", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    run_id = re.search(r"run (\S+) \(dry-run\): completed", out).group(1)  # type: ignore[union-attr]
+    run_id = re.search(r"run (\S+) of auth0 \(dry-run\): completed", out).group(1)  # type: ignore[union-attr]
     assert "attribute_mismatch   1" in out
 
     assert main(["runs"]) == 0
@@ -83,7 +83,7 @@ def test_a_held_run_exits_3_and_approve_releases_it(world: World, capsys: pytest
 
     assert main(["reconcile", "--apply"]) == 3
     out = capsys.readouterr().out
-    run_id = re.search(r"run (\S+) \(apply\): held", out).group(1)  # type: ignore[union-attr]
+    run_id = re.search(r"run (\S+) of auth0 \(apply\): held", out).group(1)  # type: ignore[union-attr]
     assert "CIRCUIT BREAKER: 4 accounts would be blocked or deleted; the limit is 2" in out
     assert f"entra-sync approve {run_id}" in out
 
@@ -159,7 +159,7 @@ def test_runs_and_audit_want_a_limit_of_at_least_one(limit: str, capsys: pytest.
 def test_runs_limit_shows_the_latest_runs(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     for _ in range(2):
         assert main(["reconcile", "--dry-run"]) == 0
-    runs = re.findall(r"run (\S+) \(dry-run\)", capsys.readouterr().out)
+    runs = re.findall(r"run (\S+) of auth0 \(dry-run\)", capsys.readouterr().out)
     assert main(["runs", "--limit", "1"]) == 0
     assert capsys.readouterr().out.split()[0] == runs[-1]
 

@@ -40,7 +40,7 @@ def test_check_exits_0_when_settings_mapping_and_groups_are_sound(
     assert check_with(monkeypatch, world, sandbox_mapping(three_role_grants(world.group_ids))) == 0
     out = capsys.readouterr().out
     assert "settings: ok" in out
-    assert "checked.yaml: ok (9 attributes)" in out
+    assert "checked.yaml: ok (version 1; targets: auth0 (9 attributes))" in out
     assert "groups: 3 of 3 found in Entra ID" in out
 
 

@@ -31,18 +31,18 @@ def test_an_email_taken_by_another_account_withholds_only_the_email_and_is_audit
     ada, bob = world.member_user(), world.member_user(skip=1)
 
     async def scenario() -> tuple[Any, list[dict[str, Any]], dict[str, int], list[Any]]:
-        async with services_for(world, reports=None) as svc:
+        async with services_for(world, reports=False) as svc:
             for user in (ada, bob):
                 await run_worker(indexed, user_item(user["id"], "notification"))
             taken = (world.account(ada["id"]) or {})["email"]
             world.graph.update_user(bob["id"], mail=taken, department="Research", jobTitle="Lead Researcher")
             await run_worker(indexed, user_item(bob["id"], "notification"), dequeue_count=5)  # the last attempt
-            first = await svc.links.get(bob["id"])
+            first = await svc.job().links.get(bob["id"])
             world.auth0.log.clear()
             for source in ("notification", "delta", "reconcile"):  # later notifications and repairs
                 await run_worker(indexed, user_item(bob["id"], source), dequeue_count=5)
             replay_writes = world.auth0_writes()
-            _, records = await svc.reconciler.run("dry-run")
+            _, records = await svc.reconcilers["auth0"].run("dry-run")
             return first, await audit_rows(svc), replay_writes, [r for r in records if r.entra_id == bob["id"]]
 
     link, rows, replay_writes, reported = asyncio.run(scenario())
@@ -77,7 +77,7 @@ def test_a_conflicted_email_is_tried_again_once_it_changes_in_entra(world: World
             await run_worker(indexed, user_item(bob["id"], "notification"))
             world.graph.update_user(bob["id"], mail="bob.free@contoso.example")
             await run_worker(indexed, user_item(bob["id"], "notification"))
-            return await svc.links.get(bob["id"])
+            return await svc.job().links.get(bob["id"])
 
     link = asyncio.run(scenario())
     account = world.account(bob["id"])

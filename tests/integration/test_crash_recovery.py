@@ -93,7 +93,7 @@ def test_a_worker_killed_between_the_block_and_its_audit_row_is_finished_and_rec
             before = await audit_rows(svc)
             assert not [r for r in before if r["action"] == "block"]  # the killed attempt recorded nothing
             await run_worker(indexed, item)  # the host redelivers the same message
-            return await svc.links.get(user["id"]), await audit_rows(svc)
+            return await svc.job().links.get(user["id"]), await audit_rows(svc)
 
     link, rows = asyncio.run(redelivered())
     by_action = {r["action"]: r for r in rows if r["correlation_id"] == item.correlation_id}

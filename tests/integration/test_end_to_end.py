@@ -32,7 +32,7 @@ def running(azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]) -> Iterat
         storage_connection=azurite.connection_string,
         visibility_timeout_s=0.2,
         app_settings=sandbox_env(storage=azurite.connection_string),
-        on_stop=lambda: bootstrap.services().aclose(),
+        on_stop=lambda: bootstrap.app().aclose(),
     )
     host.start()
     try:
@@ -120,7 +120,7 @@ def test_reauthorization_repairs_dropped_notifications_through_a_delta_catch_up(
     account = eventually(lambda: world.account(user["id"]))
     assert account["user_metadata"]["department"] == "Dropped Notifications Dept"
     assert host.wait_idle(15)
-    rows = host.run_coroutine(audit_rows(bootstrap.services()))
+    rows = host.run_coroutine(audit_rows(bootstrap.app()))
     assert any(r["action"] == "delta_catch_up" for r in rows)
 
 

@@ -113,7 +113,7 @@ def test_subscriptions_renew_logs_and_audits_each_missing_group_and_still_renews
         [indexed["graph_webhook"], indexed["graph_lifecycle"], indexed["subscriptions_renew"]],
         storage_connection=world.azurite.connection_string,
         app_settings=sandbox_env(storage=world.azurite.connection_string),
-        on_stop=lambda: bootstrap.services().aclose(),
+        on_stop=lambda: bootstrap.app().aclose(),
     ).start()
     try:
         path = world.tmp_path / "mapping-missing.yaml"
@@ -122,7 +122,7 @@ def test_subscriptions_renew_logs_and_audits_each_missing_group_and_still_renews
         host.run_coroutine(open_services(world))
         with caplog.at_level(logging.ERROR, logger="entra_sync.mapping"):
             host.run_timer("subscriptions_renew")
-        rows = host.run_coroutine(bootstrap.services().audit.for_identity("mapping"))
+        rows = host.run_coroutine(bootstrap.app().audit.for_identity("mapping"))
     finally:
         host.stop()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sandbox.azurite import Azurite
 from sandbox.receiver import WebhookReceiver
-from shared.bootstrap import Services
+from shared.bootstrap import App
 from shared.core.work import user_item
 from shared.mapping.model import GuardPolicy
 from shared.settings import Secret
@@ -25,10 +25,10 @@ def world_for(azurite: Azurite, tmp_path: Path, receiver: WebhookReceiver, extra
     return w
 
 
-async def everyone_synced(indexed: dict[str, Any], svc: Services) -> list[str]:
-    await svc.sync.backfill()
+async def everyone_synced(indexed: dict[str, Any], svc: App) -> list[str]:
+    await svc.delta.backfill()
     await drain(indexed, svc)
-    return sorted([link.entra_id async for link in svc.links.all()])
+    return sorted([link.source_id async for link in svc.job().links.all()])
 
 
 def episode_in(text: str) -> str:
@@ -51,7 +51,7 @@ def test_disabling_most_of_a_tenant_through_notifications_is_held_past_the_thres
                 await run_worker(indexed, user_item(entra_id, "notification"))
             blocked_first = [e for e in leavers if (world.account(e) or {}).get("blocked")]
             alerts = receiver.texts()
-            approved = await svc.guard.approve(episode_in(alerts[0]), approver="alice")
+            approved = await svc.job().guard.approve(episode_in(alerts[0]), approver="alice")
             await drain(indexed, svc)
             one_more = next(e for e in managed if e not in leavers)  # approved: the window lets it through
             world.graph.update_user(one_more, accountEnabled=False)

@@ -19,7 +19,7 @@ from sandbox.mirror import mirror
 from sandbox.receiver import WebhookReceiver
 from shared.core.drift import DriftRecord, RunSummary
 from shared.core.work import WorkItem
-from shared.mapping.model import load_mapping
+from shared.mapping.load import load_mapping
 from shared.services.report import parse_json
 from shared.settings import Secret
 from tests.integration.world import World, audit_rows, drain, queued, services_for
@@ -55,9 +55,9 @@ def test_an_in_sync_tenant_reports_no_drift_and_a_dry_run_writes_nothing(world: 
     created = in_sync_start(world)
 
     async def scenario() -> Any:
-        async with services_for(world, reports=None) as svc:
+        async with services_for(world, reports=False) as svc:
             world.auth0.log.clear()
-            summary, records = await svc.reconciler.run("dry-run")
+            summary, records = await svc.reconcilers["auth0"].run("dry-run")
             return summary, records, await queued(svc)
 
     summary, records, items = run(scenario())
@@ -65,7 +65,7 @@ def test_an_in_sync_tenant_reports_no_drift_and_a_dry_run_writes_nothing(world: 
     assert records == []
     assert summary.entra_in_scope == created
     assert summary.in_sync == created
-    assert summary.auth0_read == "list"
+    assert summary.read_by == "list"
     assert world.auth0_writes() == {}
     assert items == []
 
@@ -95,11 +95,11 @@ def test_every_drift_class_is_found_and_the_safe_ones_are_repaired(world: World,
         )
 
     async def scenario() -> Any:
-        async with services_for(world, reports=None) as svc:
-            first, records = await svc.reconciler.run("apply")
+        async with services_for(world, reports=False) as svc:
+            first, records = await svc.reconcilers["auth0"].run("apply")
             enqueued = {i.id for i in await queued(svc, take=False)}
             await drain(indexed, svc)
-            second, rest = await svc.reconciler.run("dry-run")
+            second, rest = await svc.reconcilers["auth0"].run("dry-run")
             return first, records, enqueued, second, rest
 
     first, records, enqueued, second, rest = run(scenario())
@@ -147,7 +147,7 @@ def age_account(world: World, entra_id: str, **times: str) -> None:
 async def run_and_read_report(world: World, mode: str = "dry-run") -> tuple[RunSummary, list[DriftRecord], bytes, str]:
     """One reconciliation run with the real report store, and the report.html and report.csv it stored."""
     async with services_for(world) as svc:
-        summary, records = await svc.reconciler.run(mode)
+        summary, records = await svc.reconcilers["auth0"].run(mode)
         page = await svc.reports.load(summary.run_id, "html")
         table = (await svc.reports.load(summary.run_id, "csv")).decode("utf-8-sig")
         return summary, records, page, table
@@ -180,8 +180,8 @@ def test_an_in_scope_user_the_worker_would_not_create_is_reported_as_skipped_not
     world.graph.update_user(no_mail, mail=None)  # the mapping takes the email from mail: none after mapping
 
     async def scenario() -> Any:
-        async with services_for(world, reports=None) as svc:  # remediate lists missing
-            summary, records = await svc.reconciler.run("apply")
+        async with services_for(world, reports=False) as svc:  # remediate lists missing
+            summary, records = await svc.reconcilers["auth0"].run("apply")
             return summary, records, await queued(svc)
 
     summary, records, items = run(scenario())
@@ -243,10 +243,10 @@ def test_a_mapping_of_the_managers_mail_reconciles_clean_after_the_worker_synced
         mapping.write_text(mapping.read_text().replace(by_id, by_id + by_mail))
 
         async def scenario() -> Any:
-            async with services_for(world, reports=None) as svc:
-                await svc.sync.backfill()
+            async with services_for(world, reports=False) as svc:
+                await svc.delta.backfill()
                 await drain(indexed, svc)
-                return await svc.reconciler.run("dry-run")
+                return await svc.reconcilers["auth0"].run("dry-run")
 
         summary, records = run(scenario())
         dump = world.graph.snapshot(full=True)["dump"]
@@ -275,13 +275,13 @@ def test_the_circuit_breaker_holds_a_mass_disable_until_approved(
         world.graph.update_user(uid, accountEnabled=False)
 
     async def scenario() -> Any:
-        async with services_for(world, reports=None) as svc:  # the real alerts: the composition root's
-            held, records = await svc.reconciler.run("apply")
+        async with services_for(world, reports=False) as svc:  # the real alerts: the composition root's
+            held, records = await svc.reconcilers["auth0"].run("apply")
             waiting = await queued(svc)
             untouched = all(world.account(uid)["blocked"] is False for uid in leavers)  # type: ignore[index]
-            approved = await svc.reconciler.approve(held.run_id)
+            approved = await svc.reconcilers["auth0"].approve(held.run_id)
             await drain(indexed, svc)
-            after = await svc.reconciler.summary(held.run_id)
+            after = await svc.reconcilers["auth0"].summary(held.run_id)
             return held, records, waiting, untouched, approved, after, await audit_rows(svc)
 
     held, records, waiting, untouched, approved, after, rows = run(scenario())
@@ -309,10 +309,10 @@ def test_approving_a_held_run_records_who_and_when_and_stores_the_report_again(w
 
     async def scenario() -> Any:
         async with services_for(world) as svc:
-            held, _ = await svc.reconciler.run("apply")
+            held, _ = await svc.reconcilers["auth0"].run("apply")
             before = await svc.reports.load(held.run_id, "html")
-            await svc.reconciler.approve(held.run_id, approver="alice")
-            after = await svc.reconciler.summary(held.run_id)
+            await svc.reconcilers["auth0"].approve(held.run_id, approver="alice")
+            after = await svc.reconcilers["auth0"].summary(held.run_id)
             _, records = parse_json(await svc.reports.load(held.run_id, "json"))
             return held, before, after, records, await svc.reports.load(held.run_id, "html")
 
@@ -332,11 +332,11 @@ def test_an_entra_read_that_looks_partial_holds_the_run(world: World) -> None:
     in_sync_start(world)
 
     async def scenario() -> Any:
-        async with services_for(world, reports=None) as svc:
-            first, _ = await svc.reconciler.run("dry-run")
+        async with services_for(world, reports=False) as svc:
+            first, _ = await svc.reconcilers["auth0"].run("dry-run")
             for user in world.graph.snapshot(full=True)["dump"]["users"][:30]:
                 world.graph.hard_delete_user(user["id"])
-            second, _ = await svc.reconciler.run("apply")
+            second, _ = await svc.reconcilers["auth0"].run("apply")
             return first, second, await queued(svc)
 
     first, second, items = run(scenario())
@@ -354,13 +354,13 @@ def test_past_1000_accounts_the_auth0_side_is_read_with_an_export_job(azurite: A
         assert created > 1000
 
         async def scenario() -> Any:
-            async with services_for(world, reports=None) as svc:
+            async with services_for(world, reports=False) as svc:
                 world.auth0.log.clear()
-                return await svc.reconciler.run("dry-run")
+                return await svc.reconcilers["auth0"].run("dry-run")
 
         summary, records = run(scenario())
-        assert summary.auth0_read == "export job"
-        assert summary.auth0_users == created
+        assert summary.read_by == "export job"
+        assert summary.accounts == created
         assert records == []
         assert world.auth0.log.counts().get("mgmt.jobs.users_exports") == 1
         assert world.auth0_writes() == {}
@@ -398,7 +398,7 @@ def test_an_expired_delta_token_falls_back_to_a_full_pass_and_a_fresh_link(world
             await svc.state.put("delta", "users", {"link": await svc.source.latest_delta_link("users")})
             await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
             world.graph.expire_delta_tokens()
-            outcome = await svc.sync.catch_up(WorkItem("delta", "all", "delta", "timer"))
+            outcome = await svc.delta.catch_up(WorkItem("delta", "all", "delta", "timer"))
             fresh = await svc.state.get("delta", "users")
             return outcome, fresh, await queued(svc)
 
@@ -422,8 +422,8 @@ def test_an_enterprise_identity_counts_as_the_users_account(azurite: Azurite, tm
         world.auth0.add_user({"connection": ENTERPRISE_CONNECTION, "user_id": user["id"], "email": "sso@corp.example"})
 
         async def scenario() -> Any:
-            async with services_for(world, reports=None) as svc:
-                return await svc.reconciler.run("dry-run")
+            async with services_for(world, reports=False) as svc:
+                return await svc.reconcilers["auth0"].run("dry-run")
 
         summary, records = run(scenario())
         assert "missing" not in summary.counts

@@ -23,7 +23,6 @@ from shared.core.model import DeprovisionState
 from shared.core.work import WorkItem, user_item
 from shared.errors import TransientError
 from shared.services.notify import Notifier
-from shared.services.risk import risk_service
 from shared.settings import Secret
 from tests.integration.world import World, audit_rows, drain, queued, run_worker, services_for
 
@@ -103,7 +102,7 @@ def test_a_high_risk_detection_blocks_and_revokes_within_one_poll_and_tells_the_
             world.auth0.log.clear()
             await poll(indexed)
             items = await respond(indexed, svc)
-            return detection, items, await svc.links.get(user["id"]), await audit_rows(svc)
+            return detection, items, await svc.job().links.get(user["id"]), await audit_rows(svc)
 
     detection, items, link, rows = run(scenario())
     assert [(i.kind, i.id, i.risk.ref if i.risk else None) for i in items] == [("risk", user["id"], detection["id"])]
@@ -262,7 +261,7 @@ def test_the_first_send_failing_still_ends_in_exactly_one_message(
                 await run_worker(indexed, item)  # acted, but the message did not go out: retried
             await run_worker(indexed, item, dequeue_count=2)
             await run_worker(indexed, item, dequeue_count=3)  # and a stray redelivery
-            notifier: Notifier = svc._get("notifier", lambda: None)
+            notifier: Notifier = svc.notifier
             return await notifier.state_of(f"{user['id']}:detection:{item.risk.ref}")
 
     state = run(scenario())
@@ -343,7 +342,7 @@ def test_requests_are_paced_one_per_second_pages_included(azurite: Azurite, tmp_
         async def scenario() -> Any:
             async with services_for(world) as svc:
                 await poll(indexed)
-                return risk_service(svc).feed.calls, len(await queued(svc))
+                return svc.risk_monitor.feed.calls, len(await queued(svc))
 
         calls, enqueued = run(scenario())
         requests = ip_requests(world)
@@ -539,20 +538,20 @@ def test_restore_on_lifts_only_what_the_response_did(
                 await synced(indexed, admins["id"])
                 # An admin had already blocked this account and required MFA: not the response's doing.
                 world.auth0.add_sessions(f"auth0|{admins['id']}", 1)
-                await svc.target.update(
+                await svc.job().target.update(
                     f"auth0|{admins['id']}", {"blocked": True, "app_metadata": {"require_mfa": True}}
                 )
                 world.graph.raise_risk(ours["id"], level="high")
                 world.graph.raise_risk(admins["id"], level="high")
                 await poll(indexed)
                 await respond(indexed, svc)
-                during = (world.account(ours["id"]), await svc.links.get(ours["id"]))
+                during = (world.account(ours["id"]), await svc.job().links.get(ours["id"]))
                 world.graph.set_user_risk_state([ours["id"], admins["id"]], "dismissed")
                 await poll(indexed)
                 await respond(indexed, svc)
                 await poll(indexed)  # the dismissal again, inside the overlap: nothing more
                 replayed = await queued(svc)
-                return during, replayed, await svc.links.get(ours["id"]), await svc.links.get(admins["id"])
+                return during, replayed, await svc.job().links.get(ours["id"]), await svc.job().links.get(admins["id"])
 
         (during_account, during_link), replayed, link, admins_link = run(scenario())
         assert during_account["blocked"] is True and during_account["app_metadata"]["require_mfa"] is True
@@ -591,7 +590,7 @@ def test_a_later_sync_does_not_unblock_a_risk_locked_account(
             await respond(indexed, svc)
             world.graph.update_user(user["id"], accountEnabled=True)
             await synced(indexed, user["id"])  # re-enabled: without the risk lock this would unblock
-            return await svc.links.get(user["id"])
+            return await svc.job().links.get(user["id"])
 
     link = run(scenario())
     account = world.account(user["id"])

@@ -67,13 +67,13 @@ def test_no_secret_reaches_any_log_record_or_audit_row(
     )
     user = world.member_user()
     settings = world.settings
-    assert settings.graph_token is not None and settings.auth0_token is not None
+    assert settings.graph_token is not None and settings.auth0 is not None and settings.auth0.token is not None
     assert settings.storage.connection_string is not None
     account_key = settings.storage.connection_string.reveal().split("AccountKey=")[1].split(";")[0]
     secrets = {
         "clientState": CLIENT_STATE,
         "Graph token": settings.graph_token.reveal(),
-        "Auth0 token": settings.auth0_token.reveal(),
+        "Auth0 token": settings.auth0.token.reveal(),
         "webhook URL path": HOOK,
         "risk secret": RISK_SECRET,
         "storage account key": account_key,
@@ -98,7 +98,7 @@ def test_no_secret_reaches_any_log_record_or_audit_row(
             for item in await queued(svc):
                 await run_worker(indexed, item)
             await indexed["reconcile"].get_user_function()(TimerRequest(past_due=False))
-            await svc.sync.backfill()
+            await svc.delta.backfill()
             return await audit_rows(svc)
 
     try:

@@ -14,7 +14,7 @@ import pytest
 from sandbox.azurite import Azurite
 from sandbox.server import RateLimit
 from shared import names
-from shared.bootstrap import Services
+from shared.bootstrap import App
 from shared.core.work import user_item
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for
 
@@ -30,7 +30,7 @@ def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
         w.stop()
 
 
-async def waiting(svc: Services, queue: str) -> int:
+async def waiting(svc: App, queue: str) -> int:
     async with svc.queues.get_queue_client(queue) as client:
         return int((await client.get_queue_properties()).approximate_message_count or 0)
 

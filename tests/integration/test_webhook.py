@@ -178,7 +178,8 @@ def test_a_batch_that_cannot_be_enqueued_gets_a_503(world: World, indexed: dict[
             raise ConnectionError("queue service unavailable")
 
     async def go() -> Any:
-        async with services_for(world, work_queue=BrokenQueue()) as svc:
+        async with services_for(world) as svc:
+            svc.queue = BrokenQueue()  # type: ignore[assignment]
             await known(svc)
             return await call(indexed, "graph_webhook", http_request({"value": [note(str(uuid.uuid4()))]}))
 
@@ -280,7 +281,7 @@ def test_subscriptions_are_looked_up_only_once_an_item_carries_the_right_client_
         async with services_for(world) as svc:
             await known(svc)
             spy = CountingSubscriptions(svc.subscriptions)
-            svc.overrides["subscriptions"] = spy
+            svc.subscriptions = spy
             refused = await call(indexed, "graph_webhook", http_request(forged))
             after_forged = spy.lookups
             accepted = await call(indexed, "graph_webhook", http_request({"value": [note(user)]}))

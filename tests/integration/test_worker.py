@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.server import FaultRule, RateLimit
+from shared import names
 from shared.core.model import DeprovisionState
 from shared.core.work import WorkItem, user_item
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for
@@ -26,6 +28,12 @@ def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
         w.stop()
 
 
+async def waiting(svc: Any) -> int:
+    """Messages on the work queue, visible or not."""
+    async with svc.queues.get_queue_client(names.WORK_QUEUE) as client:
+        return int((await client.get_queue_properties()).approximate_message_count or 0)
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -37,7 +45,7 @@ def test_joiner_gets_an_account_with_mapped_attributes_roles_and_a_link(world: W
     async def scenario() -> tuple[Any, list[dict[str, Any]]]:
         async with services_for(world) as svc:
             await run_worker(indexed, user_item(user["id"], "notification"))
-            return await svc.links.get(user["id"]), await audit_rows(svc)
+            return await svc.job().links.get(user["id"]), await audit_rows(svc)
 
     link, rows = run(scenario())
     account = world.account(user["id"])
@@ -49,7 +57,7 @@ def test_joiner_gets_an_account_with_mapped_attributes_roles_and_a_link(world: W
     assert account["blocked"] is False
     assert sorted(world.auth0.user_role_names(account["user_id"])) == ["Employee", "Sales Reader", "Sales Writer"]
     assert link is not None
-    assert link.user_id == f"auth0|{user['id']}"
+    assert link.target_id == f"auth0|{user['id']}"
     assert [r["action"] for r in rows] == ["create", "link", "assign_roles"]
     assert all(r["outcome"] == "ok" for r in rows)
     assert "password" not in rows[0]["diff"]
@@ -125,7 +133,7 @@ def test_leaver_is_blocked_and_signed_out_then_unblocked_when_re_enabled(world: 
             world.auth0.add_sessions(uid, 3, refresh_tokens=2)
             world.graph.update_user(user["id"], accountEnabled=False)
             await run_worker(indexed, user_item(user["id"], "notification"))
-            left = await svc.links.get(user["id"])
+            left = await svc.job().links.get(user["id"])
             blocked = dict(world.account(user["id"]) or {})
             sessions = world.auth0.sessions_of(uid)
             world.graph.update_user(user["id"], accountEnabled=True)
@@ -136,7 +144,7 @@ def test_leaver_is_blocked_and_signed_out_then_unblocked_when_re_enabled(world: 
     assert blocked["blocked"] is True
     assert sessions == {"sessions": 0, "refresh_tokens": 0}
     assert left.deprovision is DeprovisionState.DONE
-    assert left.blocked_by_sync is True
+    assert left.disabled_by_sync is True
     account = world.account(user["id"])
     assert account is not None
     assert account["blocked"] is False
@@ -158,7 +166,7 @@ def test_soft_delete_blocks_and_hard_delete_follows_its_delete_policy(world: Wor
             soft = dict(world.account(user["id"]) or {})
             world.graph.hard_delete_user(user["id"])
             await run_worker(indexed, user_item(user["id"], "notification"))
-            return soft, await svc.links.get(user["id"])
+            return soft, await svc.job().links.get(user["id"])
 
     soft, link = run(scenario())
     assert soft["blocked"] is True
@@ -214,11 +222,11 @@ def test_an_existing_account_is_matched_and_linked_not_duplicated(
     async def scenario() -> Any:
         async with services_for(world) as svc:
             await run_worker(indexed, user_item(user["id"], "notification"))
-            return await svc.links.get(user["id"])
+            return await svc.job().links.get(user["id"])
 
     link = run(scenario())
     assert link is not None
-    assert link.user_id == "auth0|legacy-1"
+    assert link.target_id == "auth0|legacy-1"
     assert world.auth0.snapshot()["users"] == 1
     legacy = world.auth0.get_user("auth0|legacy-1")
     assert legacy is not None
@@ -284,33 +292,39 @@ def test_a_rate_limit_is_waited_out_until_the_reset_not_hammered(world: World, i
     assert elapsed >= 1.0
 
 
-def test_a_5xx_is_retried_by_the_host_and_converges_once(world: World, indexed: dict[str, Any]) -> None:
+def test_a_5xx_retries_that_targets_share_with_back_off_and_converges_once(
+    world: World, indexed: dict[str, Any]
+) -> None:
     user = world.member_user()
     world.auth0.faults.configure([FaultRule("mgmt.users.write.create", kind="error", status=503, count=1)])
 
-    async def scenario() -> None:
-        async with services_for(world):
-            with pytest.raises(Exception, match="503"):
-                await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=1)
-            await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=2)
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))  # completes: the share waits
+            assert await waiting(svc) == 1
+            retry = dataclasses.replace(user_item(user["id"], "notification"), target="auth0", attempt=1)
+            await run_worker(indexed, retry)  # the re-scheduled share, once visible
+            return await audit_rows(svc)
 
-    run(scenario())
+    rows = run(scenario())
     assert world.auth0.snapshot()["users"] == 1
     assert world.account(user["id"]) is not None
+    retrying = [r for r in rows if r["outcome"] == "retrying"]
+    assert len(retrying) == 1 and "503" in retrying[0]["error"] and "runs again in" in retrying[0]["detail"]
 
 
 def test_a_timeout_is_transient(world: World, indexed: dict[str, Any]) -> None:
-    from shared.errors import TransientError
-
     user = world.member_user()
     world.auth0.faults.configure([FaultRule("mgmt.users.get", kind="drop", count=1)])
 
-    async def scenario() -> None:
-        async with services_for(world):
-            with pytest.raises(TransientError):
-                await run_worker(indexed, user_item(user["id"], "notification"))
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await audit_rows(svc)
 
-    run(scenario())
+    rows = run(scenario())
+    assert [(r["action"], r["outcome"]) for r in rows] == [("sync", "retrying")]
+    assert "TransientError" in rows[0]["error"]
 
 
 def test_a_worker_dying_between_block_and_revocation_is_completed_on_redelivery(
@@ -325,17 +339,17 @@ def test_a_worker_dying_between_block_and_revocation_is_completed_on_redelivery(
             world.auth0.add_sessions(uid, 2)
             world.graph.update_user(user["id"], accountEnabled=False)
             world.auth0.faults.configure([FaultRule("mgmt.users.sessions.delete", kind="error", status=500, count=1)])
-            with pytest.raises(Exception, match="500"):
-                await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=1)
-            midway = await svc.links.get(user["id"])
-            await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=2)
-            return midway, await svc.links.get(user["id"])
+            await run_worker(indexed, user_item(user["id"], "notification"))  # the revocation fails: a retry waits
+            midway = await svc.job().links.get(user["id"])
+            retry = dataclasses.replace(user_item(user["id"], "notification"), target="auth0", attempt=1)
+            await run_worker(indexed, retry)
+            return midway, await svc.job().links.get(user["id"])
 
     midway, final = run(scenario())
     assert midway.deprovision is DeprovisionState.PENDING
     assert world.auth0.sessions_of(uid)["sessions"] == 0
     assert final.deprovision is DeprovisionState.DONE
-    assert final.blocked_by_sync is True  # the block stays ours, so a re-enable will lift it
+    assert final.disabled_by_sync is True  # the block stays ours, so a re-enable will lift it
 
 
 def test_a_malformed_work_item_is_audited_and_not_retried(world: World, indexed: dict[str, Any]) -> None:
@@ -350,17 +364,20 @@ def test_a_malformed_work_item_is_audited_and_not_retried(world: World, indexed:
     assert "not a GUID" in rows[0]["detail"] or "not a GUID" in rows[1]["detail"]
 
 
-def test_the_last_attempt_keeps_its_error_before_the_poison_queue(world: World, indexed: dict[str, Any]) -> None:
+def test_the_last_attempt_of_a_targets_share_goes_to_the_poison_queue_with_its_error(
+    world: World, indexed: dict[str, Any]
+) -> None:
     user = world.member_user()
     world.auth0.faults.configure([FaultRule("mgmt.users.get", kind="error", status=503)])
 
-    async def scenario() -> list[dict[str, Any]]:
+    async def scenario() -> tuple[list[dict[str, Any]], list[WorkItem]]:
         async with services_for(world) as svc:
-            with pytest.raises(Exception, match="503"):
-                await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=5)
-            return await audit_rows(svc)
+            last = dataclasses.replace(user_item(user["id"], "notification"), target="auth0", attempt=4)
+            await run_worker(indexed, last)  # the fifth attempt: nothing is re-scheduled after it
+            return await audit_rows(svc), await queued(svc, names.WORK_POISON_QUEUE)
 
-    rows = run(scenario())
+    rows, poison = run(scenario())
+    assert [(i.id, i.target, i.attempt) for i in poison] == [(user["id"], "auth0", 5)]
     poisoned = [r for r in rows if r["identity"] == user["id"]]
     assert [(r["action"], r["outcome"]) for r in poisoned] == [("sync", "poisoned")]
     assert "503" in poisoned[0]["error"]
@@ -416,7 +433,7 @@ def test_group_notifications_fan_out_to_the_members_whose_roles_change(world: Wo
 def test_a_group_outside_the_mapping_is_ignored_without_a_graph_call(world: World, indexed: dict[str, Any]) -> None:
     async def scenario() -> list[dict[str, Any]]:
         async with services_for(world) as svc:
-            await svc.sync.watched_groups()  # worked out once (mapped groups and those nested in them)
+            await svc.delta.watched_groups()  # worked out once (mapped groups and those nested in them)
             world.graph.log.clear()
             await run_worker(indexed, WorkItem("group", world.group_ids[3], "notification"))
             return await audit_rows(svc)
@@ -448,7 +465,7 @@ def test_leaving_scope_is_a_leaver_and_guests_outside_scope_get_nothing(
                 world.graph.remove_member(world.group_ids[0], user["id"])
                 await run_worker(indexed, user_item(user["id"], "notification"))
                 await run_worker(indexed, user_item(guest["id"], "notification"))
-                return await svc.links.get(user["id"])
+                return await svc.job().links.get(user["id"])
 
         link = run(scenario())
         account = world.account(user["id"])
@@ -501,10 +518,13 @@ def test_a_create_that_loses_the_race_converges_the_winners_account(world: World
             return []  # likewise before the create
 
     async def scenario() -> list[dict[str, Any]]:
+        from shared.mapping.load import load_mapping
         from shared.targets.auth0.client import auth0_client
 
-        async with services_for(world) as svc:
-            svc.overrides["target"] = StaleRead(auth0_client(world.settings))
+        assert world.settings.auth0 is not None
+        section = load_mapping(world.settings.mapping_file).target("auth0")
+        stale = StaleRead(section, auth0_client(world.settings.auth0))
+        async with services_for(world, targets={"auth0": stale}) as svc:
             await run_worker(indexed, user_item(user["id"], "notification"))
             return await audit_rows(svc)
 

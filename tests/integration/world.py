@@ -23,7 +23,7 @@ from sandbox.graph import GraphEmulator
 from sandbox.mapping import sandbox_mapping, three_role_grants
 from sandbox.stack import empty_storage
 from shared import bootstrap, names
-from shared.bootstrap import Services
+from shared.bootstrap import App
 from shared.core.work import WorkItem
 from shared.settings import Settings
 from tests.support import sandbox_env
@@ -46,7 +46,7 @@ class World:
     settings: Settings = field(init=False)
     env: dict[str, str] = field(init=False)  # the app settings ``settings`` was read from
     group_ids: list[str] = field(init=False)
-    svc: Services = field(init=False)
+    svc: App = field(init=False)
 
     def start(self, notification_base: str = "http://127.0.0.1:9/api") -> World:
         self.graph = GraphEmulator().start()  # type: ignore[assignment]
@@ -145,7 +145,7 @@ class World:
         return dict(Counter(e.route for e in self.auth0.log.entries() if e.write))
 
 
-async def open_services(world: World, keep_storage: bool = False, **overrides: Any) -> Services:
+async def open_services(world: World, keep_storage: bool = False, **overrides: Any) -> App:
     """Fresh services in the running event loop, with empty product tables and queues (unless
     ``keep_storage``: what an earlier scenario left is still there)."""
     svc = bootstrap.init(world.settings, **overrides)
@@ -165,7 +165,7 @@ async def run_worker(indexed: dict[str, Any], item: WorkItem | str, dequeue_coun
     await indexed["sync_worker"].get_user_function()(message(item, dequeue_count))
 
 
-async def queued(svc: Services, queue: str = names.WORK_QUEUE, take: bool = True) -> list[WorkItem]:
+async def queued(svc: App, queue: str = names.WORK_QUEUE, take: bool = True) -> list[WorkItem]:
     """The work items waiting on a queue: removed from it when ``take``, else peeked (at most 32)."""
     client: QueueClient = svc.queues.get_queue_client(queue, message_decode_policy=TextBase64DecodePolicy())
     items: list[WorkItem] = []
@@ -183,7 +183,7 @@ async def queued(svc: Services, queue: str = names.WORK_QUEUE, take: bool = True
                 await client.delete_message(m)
 
 
-async def drain(indexed: dict[str, Any], svc: Services, rounds: int = 5) -> int:
+async def drain(indexed: dict[str, Any], svc: App, rounds: int = 5) -> int:
     """Run the worker on everything queued (and what that queues), a bounded number of rounds."""
     done = 0
     for _ in range(rounds):
@@ -204,7 +204,7 @@ def http_request(body: Any = None, params: dict[str, str] | None = None, content
     )
 
 
-async def audit_rows(svc: Services) -> list[dict[str, Any]]:
+async def audit_rows(svc: App) -> list[dict[str, Any]]:
     return await svc.audit.all()
 
 

@@ -23,7 +23,8 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.subscription import Subscription
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
-from shared.core.model import SourceState, SourceUser
+from shared.core.classify import classify
+from shared.core.model import Identity, SourceState
 from shared.errors import NotFound, PermanentError, RateLimited, TransientError
 from shared.mapping.graph_schema import MANAGER_PROPERTIES
 from shared.mapping.model import SyncMapping
@@ -87,6 +88,8 @@ def _translate(op: str, exc: Exception) -> Exception:
 
 
 class GraphSource:
+    name = "entra"
+
     def __init__(self, client: Any, mapping: SyncMapping):
         self.client = client
         self.mapping = mapping
@@ -140,37 +143,48 @@ class GraphSource:
 
     # -- users -------------------------------------------------------------------------------------
 
-    async def read_user(self, entra_id: str) -> SourceUser:
-        """The user as Entra has it now, classified for the planner."""
-        builder = self.client.users.by_user_id(entra_id)
+    async def read(self, source_id: str) -> Identity:
+        """The user as Entra has it now, classified (a deleted one too)."""
+        builder = self.client.users.by_user_id(source_id)
         params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=self.select, expand=self.expand)
         try:
             props = await self.fetch_json(
                 "users.get", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
             )
         except NotFound:
-            return await self._deleted(entra_id)
+            return await self._deleted(source_id)
         props.pop("@odata.context", None)
         # A disabled user is a leaver whatever its groups: the membership read is needed only to
-        # decide scope and roles for an enabled one.
+        # decide scope and entitlements for an enabled one.
         enabled = props.get("accountEnabled") is not False
-        groups = await self.relevant_groups_of(entra_id) if enabled and self.mapping.relevant_groups else frozenset()
-        if not enabled:
-            state = SourceState.DISABLED
-        elif not self.mapping.scope.includes(props, groups):
-            state = SourceState.OUT_OF_SCOPE
-        else:
-            state = SourceState.ACTIVE
-        return SourceUser(entra_id, state, props, groups)
+        groups = await self.relevant_groups_of(source_id) if enabled and self.mapping.relevant_groups else frozenset()
+        return Identity(source_id, classify(enabled, props, groups, self.mapping.scope), props, groups)
 
-    async def _deleted(self, entra_id: str) -> SourceUser:
-        builder = self.client.directory.deleted_items.by_directory_object_id(entra_id)
+    async def _deleted(self, source_id: str) -> Identity:
+        builder = self.client.directory.deleted_items.by_directory_object_id(source_id)
         try:
             props = await self.fetch_json("deletedItems.get", builder.to_get_request_information())
         except NotFound:
-            return SourceUser(entra_id, SourceState.HARD_DELETED)
+            return Identity(source_id, SourceState.HARD_DELETED)
         props.pop("@odata.context", None)
-        return SourceUser(entra_id, SourceState.SOFT_DELETED, props)
+        return Identity(source_id, SourceState.SOFT_DELETED, props)
+
+    async def identities(self, page_size: int = 999) -> AsyncIterator[list[Identity]]:
+        """Every user, classified, a page at a time: the relevant group memberships are read first
+        (one paging per group), so no user costs a call of its own."""
+        groups_of = await self.relevant_memberships()
+        async for page in self.list_users(page_size):
+            out = []
+            for user in page:
+                source_id = str(user["id"])
+                groups = frozenset(groups_of.get(source_id, ()))
+                enabled = user.get("accountEnabled") is not False
+                out.append(Identity(source_id, classify(enabled, user, groups, self.mapping.scope), user, groups))
+            yield out
+
+    async def changed(self, cursor: str | None) -> tuple[set[str], str]:
+        """Users changed since ``cursor`` (every user for None), and the delta link to go on from."""
+        return await self.users_delta(cursor)
 
     async def list_users(self, page_size: int = 999) -> AsyncIterator[list[dict[str, Any]]]:
         """Every user, a page at a time, with the mapping's ``$select`` (and the manager's fields)."""

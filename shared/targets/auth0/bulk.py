@@ -28,12 +28,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.core import plan as planner
-from shared.core.model import Link, SourceState, SourceUser
+from shared.core.classify import for_target
+from shared.core.model import Identity, Link, SourceState
+from shared.core.ports import AuditStore, LeaseStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
-from shared.mapping.model import SyncMapping
-from shared.services.worker import USERS_DELTA_LEASE, Ports, UsesPorts
+from shared.services.delta import USERS_DELTA_LEASE
+from shared.services.worker import TargetJob
+from shared.sources.graph.source import GraphSource
 from shared.stores.audit import AuditRow
+from shared.targets.auth0.rules import Auth0Rules
+from shared.targets.auth0.target import Auth0Target
 
 log = logging.getLogger("entra_sync.bulk")
 
@@ -89,14 +93,13 @@ class _JobOutcome:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (Entra id, code)
 
 
-def import_record(source: SourceUser, mapping: SyncMapping) -> dict[str, Any] | None:
-    """The account the worker would create for ``source``, as a users-imports row (None without an
-    email, which Auth0 needs)."""
-    desired = planner.desired_profile(source, mapping)
-    if not desired.get("email"):
+def import_record(identity: Identity, rules: Auth0Rules) -> dict[str, Any] | None:
+    """The account the worker would create for ``identity``, as a users-imports row (None where the
+    worker would not create one: no email, which Auth0 needs)."""
+    body = rules.create_payload(identity, rules.desired(identity))
+    if isinstance(body, str):
         return None
-    body = planner.create_payload(source, desired, mapping)
-    body["user_id"] = source.id  # the deterministic key, whatever the mapping's create default
+    body["user_id"] = identity.id  # the deterministic key, whatever the mapping's create default
     return {k: v for k, v in body.items() if k in IMPORT_FIELDS}
 
 
@@ -121,18 +124,33 @@ def pack_files(records: Iterable[dict[str, Any]], max_bytes: int = MAX_FILE_BYTE
     return files
 
 
-class ImportBackfill(UsesPorts):
+class ImportBackfill:
     def __init__(
         self,
-        ports: Ports,
         *,
+        source: GraphSource,
+        job: TargetJob,
+        state: StateStore,
+        leases: LeaseStore,
+        queue: WorkQueue,
+        audit: AuditStore,
         max_file_bytes: int = MAX_FILE_BYTES,
         max_active_jobs: int = MAX_ACTIVE_JOBS,
         job_timeout_s: float = 3600.0,
         poll_s: float = 0.25,
         max_poll_s: float = 2.0,
     ):
-        super().__init__(ports)
+        if not isinstance(job.target, Auth0Target):
+            raise TypeError("import jobs are an Auth0 bulk path")
+        self.source = source
+        self.job = job
+        self.target: Auth0Target = job.target
+        self.rules: Auth0Rules = job.target.rules
+        self.links = job.links
+        self.state = state
+        self.leases = leases
+        self.queue = queue
+        self.audit_store = audit
         self.max_file_bytes = max_file_bytes
         self.max_active_jobs = min(max_active_jobs, MAX_ACTIVE_JOBS)
         self.job_timeout_s = job_timeout_s
@@ -143,8 +161,7 @@ class ImportBackfill(UsesPorts):
         report = progress or (lambda phase, done, total: None)
         correlation = correlation_id or uuid.uuid4().hex
         result = BulkResult()
-        lease = await self.leases.acquire(USERS_DELTA_LEASE, wait_s=10.0)
-        try:
+        async with self.leases.held(USERS_DELTA_LEASE, wait_s=10.0):
             clock = time.perf_counter()
 
             def lap(phase: str) -> None:
@@ -161,7 +178,9 @@ class ImportBackfill(UsesPorts):
             inserted = [by_id[i] for i in outcome.inserted]
             await self._assign_roles(inserted, result)
             lap("roles")
-            await self.links.put_many([Link(j.entra_id, f"auth0|{j.entra_id}") for j in inserted])
+            await self.links.put_many(
+                [Link(j.entra_id, f"auth0|{j.entra_id}", target=self.target.name) for j in inserted]
+            )
             result.links = len(inserted)
             await self._audit_created(inserted, correlation)
             lap("links_audit")
@@ -172,8 +191,6 @@ class ImportBackfill(UsesPorts):
             result.enqueued = len(items)
             await self.state.put("delta", "users", {"link": delta_link})
             lap("handoff")
-        finally:
-            await self.leases.release(lease)
         await self.audit_store.write(
             AuditRow(
                 correlation, "backfill", "import-jobs", "backfill", self.target.name, "", "backfill_import", "ok",
@@ -188,25 +205,23 @@ class ImportBackfill(UsesPorts):
     # -- reading -----------------------------------------------------------------------------------
 
     async def _joiners(self, result: BulkResult, report: Progress) -> list[_Joiner]:
-        linked = {link.entra_id async for link in self.links.all()}
-        groups_of = await self.source.relevant_memberships()
+        linked = {link.source_id async for link in self.links.all()}
         joiners: list[_Joiner] = []
-        async for page in self.source.list_users():
-            for user in page:
+        async for page in self.source.identities():
+            for found in page:
                 result.entra_users += 1
-                entra_id = str(user["id"])
-                groups = frozenset(groups_of.get(entra_id, ()))
-                if user.get("accountEnabled") is False or not self.mapping.scope.includes(user, groups):
+                identity = for_target(found, self.job.section.scope)  # classified as the worker does
+                if identity.state is not SourceState.ACTIVE:
                     continue
                 result.in_scope += 1
-                if entra_id in linked:
+                if identity.id in linked:
                     result.already_linked += 1
                     continue
-                record = import_record(SourceUser(entra_id, SourceState.ACTIVE, user, groups), self.mapping)
+                record = import_record(identity, self.rules)
                 if record is None:
                     result.without_email += 1
                     continue
-                joiners.append(_Joiner(entra_id, record, self.mapping.roles_for(groups)))
+                joiners.append(_Joiner(identity.id, record, self.job.section.entitlements_for(identity.groups)))
             report("entra users", result.entra_users, None)
         return joiners
 
@@ -218,7 +233,7 @@ class ImportBackfill(UsesPorts):
             return outcome
         files = pack_files((j.record for j in joiners), self.max_file_bytes)
         result.files = len(files)
-        connection_id = await self.target.connection_id(self.mapping.target.connection)
+        connection_id = await self.target.connection_id(self.rules.options.connection)
         gate = asyncio.Semaphore(self.max_active_jobs)
         done = 0
 

@@ -7,7 +7,7 @@ from auth0.management.client import AsyncAuth0
 from auth0.management.token_provider import AsyncTokenProvider
 
 from shared import redact
-from shared.settings import Auth0Auth, Settings
+from shared.settings import Auth0Auth, Auth0Settings
 from shared.targets.auth0.ratelimit import RateGate
 
 # Shorter than the lease's fence margin (shared.stores.leases.LEASE_FENCE_MARGIN_S): a write that starts
@@ -15,7 +15,7 @@ from shared.targets.auth0.ratelimit import RateGate
 AUTH0_TIMEOUT_S = 20.0
 
 
-def auth0_client(settings: Settings, *, max_retries: int = 0, gate: RateGate | None = None) -> AsyncAuth0:
+def auth0_client(settings: Auth0Settings, *, max_retries: int = 0, gate: RateGate | None = None) -> AsyncAuth0:
     """An Auth0 Management API client.
 
     Retries default to none: the SDK would retry POSTs after a 5xx (a possible duplicate create) and
@@ -29,20 +29,20 @@ def auth0_client(settings: Settings, *, max_retries: int = 0, gate: RateGate | N
             gate.observe(response.headers)
 
         http = httpx.AsyncClient(timeout=AUTH0_TIMEOUT_S, follow_redirects=True, event_hooks={"response": [observe]})
-    if settings.auth0_auth is Auth0Auth.STATIC_TOKEN:
-        assert settings.auth0_token is not None
+    if settings.auth is Auth0Auth.STATIC_TOKEN:
+        assert settings.token is not None
         return AsyncAuth0(
-            base_url=settings.auth0_base_url,
-            token=settings.auth0_token.reveal(),
+            base_url=settings.base_url,
+            token=settings.token.reveal(),
             timeout=AUTH0_TIMEOUT_S,
             max_retries=max_retries,
             httpx_client=http,
         )
-    assert settings.auth0_domain and settings.auth0_client_id and settings.auth0_client_secret
+    assert settings.domain and settings.client_id and settings.client_secret
     provider = AsyncTokenProvider(
-        domain=settings.auth0_domain,
-        client_id=settings.auth0_client_id,
-        client_secret=settings.auth0_client_secret.reveal(),
+        domain=settings.domain,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret.reveal(),
     )
 
     async def token() -> str:
@@ -51,7 +51,7 @@ def auth0_client(settings: Settings, *, max_retries: int = 0, gate: RateGate | N
         return value
 
     return AsyncAuth0(
-        base_url=settings.auth0_base_url,
+        base_url=settings.base_url,
         token=_no_sync_token,
         async_token=token,
         timeout=AUTH0_TIMEOUT_S,

@@ -1,9 +1,17 @@
-"""The Auth0 side: reads and writes through ``auth0-python``'s async client.
+"""Auth0 as a target: the :class:`~shared.core.ports.Target` port over ``auth0-python``'s async client.
 
 Retries belong to the worker, not the SDK (the client is built with ``max_retries=0``): a retried
 POST after a 5xx could create a duplicate, and a 409 would be retried for seconds. A 429 closes a
 process-wide gate until Auth0's ``x-ratelimit-reset``, so concurrent invocations wait instead of
-hammering; a short wait is absorbed here, a long one becomes a transient error for the host.
+hammering; a short wait is absorbed here, a longer one becomes :class:`RateLimited`, which the
+worker waits out by re-scheduling the item.
+
+Auth0's meaning of the neutral actions: disable = ``blocked: true``, enable = ``blocked: false``,
+grant/ungrant = role assignment, the revocations = ``DELETE /users/{id}/sessions`` and
+``/refresh-tokens`` (Enterprise-plan features: elsewhere Auth0 answers 403/404, the account stays
+blocked and the result says what could not be done). An update that Auth0 refuses with 409
+because another account holds a unique value (email, username) sends the other changes alone and
+returns the refused values.
 """
 
 from __future__ import annotations
@@ -21,10 +29,13 @@ from typing import Any, TypeVar
 import httpx
 from auth0.management.core.api_error import ApiError
 
-from shared.core.ports import Fence
+from shared.core.model import Account, Action, ActionKind
+from shared.core.ports import Applied, Fence
 from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError
+from shared.mapping.model import TargetSection
 from shared.targets.auth0.lucene import lucene_phrase
 from shared.targets.auth0.ratelimit import RateGate
+from shared.targets.auth0.rules import CAPABILITIES, Auth0Rules, nest
 
 T = TypeVar("T")
 
@@ -36,6 +47,8 @@ RETRIES_AFTER_RATE_LIMIT = 8  # with pacing a retry rarely meets a second 429
 
 
 PAGE = 100  # the Management API's largest page
+LIST_LIMIT = 1000  # Auth0's list and search stop here; past it, an export job
+BASE_FIELDS = ("user_id", "email", "name", "blocked", "app_metadata", "last_login", "created_at")
 
 
 def _dump(obj: Any) -> dict[str, Any]:
@@ -55,12 +68,22 @@ def random_password() -> str:
 
 
 class Auth0Target:
-    name = "auth0"
+    capabilities = CAPABILITIES
 
-    def __init__(self, client: Any, gate: RateGate | None = None, max_inline_wait_s: float = MAX_INLINE_WAIT_S):
+    def __init__(
+        self,
+        section: TargetSection,
+        client: Any,
+        gate: RateGate | None = None,
+        max_inline_wait_s: float = MAX_INLINE_WAIT_S,
+    ):
+        self.name = section.name
+        self.section = section
+        self.rules = Auth0Rules(section)
         self.client = client
         self.gate = gate or RateGate()
         self.max_inline_wait_s = max_inline_wait_s
+        self.read_by = ""  # how accounts() read them last: "list" or "export job"
         self._role_ids: dict[str, str] | None = None
         self._role_lock = asyncio.Lock()
         self.calls: dict[str, int] = {}
@@ -88,6 +111,103 @@ class Auth0Target:
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 raise TransientError(f"Auth0 {op}: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")
+
+    # -- the Target port -----------------------------------------------------------------------------
+
+    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
+        data = await self.get(target_id)
+        if data is None:
+            return None
+        # Roles are read only where they are planned (an active identity, a mapping that grants some).
+        roles = await self.roles_of(target_id) if entitlements and self.section.managed else frozenset()
+        return self.rules.account(data, roles)
+
+    async def find(self, matcher: str, key: str) -> list[Account]:
+        if matcher == "app_metadata":
+            users = await self.by_app_metadata(self.rules.options.app_metadata_key, key)
+        elif matcher == "enterprise_identity":
+            connection = self.rules.options.enterprise_connection
+            assert connection is not None  # validated with the mapping
+            users = await self.search(
+                f"identities.connection:{lucene_phrase(connection)} AND identities.user_id:{lucene_phrase(key)}"
+            )
+        elif matcher == "email":
+            users = await self.by_email(key)
+        else:
+            raise PermanentError(f"Auth0 has no matcher {matcher!r}")
+        return [self.rules.account(u) for u in users]
+
+    async def apply(self, target_id: str, action: Action, fence: Fence) -> Applied:
+        kind = action.kind
+        if kind is ActionKind.CREATE:
+            created = await self.create(action.payload, fence)
+            return Applied(target_id=str(created["user_id"]))
+        if kind is ActionKind.UPDATE:
+            return await self._update(target_id, action, fence)
+        if kind in {ActionKind.DISABLE, ActionKind.ENABLE}:
+            await self.update(target_id, {"blocked": kind is ActionKind.DISABLE}, fence)
+        elif kind in {ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS}:
+            return await self._revoke(target_id, kind, fence)
+        elif kind is ActionKind.DELETE:
+            await self.delete(target_id, fence)
+        elif kind is ActionKind.GRANT:
+            await self.assign_roles(target_id, action.entitlements, fence)
+        elif kind is ActionKind.UNGRANT:
+            await self.remove_roles(target_id, action.entitlements, fence)
+        else:
+            raise PermanentError(f"{kind.value} is not an Auth0 write")
+        return Applied()
+
+    async def _update(self, target_id: str, action: Action, fence: Fence) -> Applied:
+        try:
+            await self.update(target_id, action.payload, fence)
+            return Applied()
+        except Conflict as exc:
+            refused = {p: pair[1] for p, pair in action.diff.items() if self.rules.unique(p)}
+            if not refused:
+                raise PermanentError(f"Auth0 refused the update of {target_id} with a conflict: {exc}") from exc
+        rest = nest({p: pair[1] for p, pair in action.diff.items() if p not in refused})
+        if rest:
+            await self.update(target_id, rest, fence)
+        return Applied(refused=refused)
+
+    async def _revoke(self, target_id: str, kind: ActionKind, fence: Fence) -> Applied:
+        what = "sessions" if kind is ActionKind.REVOKE_SESSIONS else "refresh tokens"
+        try:
+            if kind is ActionKind.REVOKE_SESSIONS:
+                await self.revoke_sessions(target_id, fence)
+            else:
+                await self.revoke_refresh_tokens(target_id, fence)
+        except (Refused, NotFound) as exc:
+            status = exc.status if isinstance(exc, Refused) else 404
+            return Applied(
+                warning=f"Auth0 refused ({status}; revocation needs the Enterprise plan): the account is blocked, "
+                f"but existing {what} stay valid until they expire"
+            )
+        return Applied()
+
+    async def accounts(self) -> AsyncIterator[Account]:
+        """Every account with its managed roles: the holders of each managed role first (checkpoint
+        paging, no call per user), then every user through the list API up to 1,000 accounts and an
+        export job beyond (streamed), with only the fields the mapping compares."""
+        holders: dict[str, set[str]] = {}
+        if self.section.managed:
+            for name, role_id in (await self.role_ids(sorted(self.section.managed))).items():
+                for user_id in await self.role_members(role_id):
+                    holders.setdefault(user_id, set()).add(name)
+        shared: dict[frozenset[str], frozenset[str]] = {}  # one frozenset per distinct set of roles
+        total = await self.count_users()
+        paths = [a.target for a in self.section.attributes] + [self.rules.options.owner_path]
+        extra = ("identities",) if self.rules.options.enterprise_connection else ()
+        fields = sorted({*BASE_FIELDS, *extra, *(p.split(".", 1)[0] for p in paths)})
+        users = self.export_users(fields) if total > LIST_LIMIT else self.list_users(fields)
+        self.read_by = "export job" if total > LIST_LIMIT else "list"
+        async for user in users:
+            names = frozenset(holders.get(str(user["user_id"]), ()))
+            yield self.rules.account(user, shared.setdefault(names, names))
+
+    async def total(self) -> int:
+        return await self.count_users()
 
     # -- reads -------------------------------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""The matching ladder, written once: which account in a target belongs to an identity.
+
+The link first, then the id a create would have given (where the target lets the caller choose
+it), then the target section's matchers in their order, first hit wins. Several candidates are
+*ambiguous* and an account that carries another identity's id is a *conflict*: both are reported
+and left alone, never guessed at.
+
+The ladder asks a :class:`Lookup`: the live target in the worker (immediately consistent reads),
+or an index of every account in reconciliation, so both decide alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.core.model import Account, Identity, Link
+from shared.core.ports import Rules
+
+LINK = "link"  # always first; in the precedence list for readability only
+
+
+class Lookup(Protocol):
+    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None: ...
+
+    async def find(self, matcher: str, key: str) -> list[Account]: ...
+
+
+@dataclass(frozen=True)
+class Resolution:
+    account: Account | None
+    matched_by: str = ""
+    problem: str = ""  # "ambiguous" or "conflict"
+    candidates: tuple[str, ...] = ()
+
+    def explain(self) -> str:
+        """The operator's reading of a problem."""
+        if self.problem == "ambiguous":
+            return f"{self.matched_by} matched several accounts ({', '.join(self.candidates)}); not guessing"
+        return (
+            f"{self.matched_by} matched {', '.join(self.candidates)}, which belongs to another identity; "
+            "not taking it over"
+        )
+
+
+def judge(candidates: Sequence[Account], source_id: str) -> tuple[str, Account | None]:
+    """One candidate that is not another identity's account is a match; several are ambiguous;
+    one that carries another identity's id is a conflict."""
+    unique = {a.target_id: a for a in candidates}
+    if not unique:
+        return "none", None
+    if len(unique) > 1:
+        return "ambiguous", None
+    account = next(iter(unique.values()))
+    if account.owner is not None and account.owner != source_id:
+        return "conflict", account
+    return "found", account
+
+
+async def resolve(
+    identity: Identity,
+    link: Link | None,
+    lookup: Lookup,
+    rules: Rules,
+    precedence: Sequence[str],
+    desired: Mapping[str, Any],
+    *,
+    entitlements: bool,
+) -> Resolution:
+    """Find the identity's account (see the module docs). ``entitlements``: read what it holds."""
+    if link is not None and not link.target_deleted:
+        account = await lookup.read(link.target_id, entitlements=entitlements)
+        if account is not None:
+            return Resolution(account, LINK)
+    chosen = rules.deterministic_id(identity)
+    if chosen is not None:
+        account = await lookup.read(chosen, entitlements=entitlements)
+        if account is not None:
+            return Resolution(account, "deterministic_id")
+    for matcher in precedence:
+        if matcher == LINK:
+            continue
+        key = rules.match_key(matcher, identity, desired)
+        if key is None:
+            continue
+        found = await lookup.find(matcher, key)
+        outcome, account = judge(found, identity.id)
+        if outcome == "none":
+            continue
+        if outcome != "found":
+            return Resolution(None, matcher, outcome, tuple(sorted({a.target_id for a in found})))
+        assert account is not None
+        # A search result may be stale or partial: read the account itself, as the link would.
+        account = await lookup.read(account.target_id, entitlements=entitlements) or account
+        return Resolution(account, matcher)
+    return Resolution(None)

@@ -1,0 +1,553 @@
+"""Reading and checking the mapping file.
+
+The file (YAML or JSON, named by ``SYNC_MAPPING_FILE``) is validated once at start-up; every error
+names the file, the entry (``targets.auth0.attributes[3].transforms[1]``) and what is wrong, all
+problems at once. A target's section is checked by its kind (``shared.targets``): which paths it can
+write, which matchers it offers, its own options.
+
+Version 2 (shared scope, named targets)::
+
+    version: 2
+    scope: {user_types: [Member], groups: [<group object id>]}
+    targets:
+      auth0:
+        connection: Username-Password-Authentication
+        matching: {precedence: [link, app_metadata, email]}
+        attributes:
+          - {source: mail, target: email, transforms: [trim, lower]}
+        roles:
+          - {group: <group object id>, roles: [Sales Reader]}
+        deprovision: {action: block}
+    risk: {...}
+
+Version 1 (one Auth0 target, its sections at the top level) still loads, as the single target
+``auth0``: move ``target``'s keys and the sections ``matching``, ``attributes``, ``roles``,
+``deprovision``, ``reconcile`` and ``guard`` under ``targets.auth0`` to convert it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import yaml
+
+from shared.core.work import TARGET_NAME
+from shared.mapping.graph_schema import user_path_problem
+from shared.mapping.model import (
+    CONDITION_OPERATORS,
+    DEPROVISION_ACTIONS,
+    DRIFT_CLASSES,
+    NEVER_AUTO_FIXED,
+    RISK_ACTIONS,
+    RISK_LEVELS,
+    SAFE_BY_DEFAULT,
+    USER_TYPES,
+    AttributeMapping,
+    Condition,
+    Deprovision,
+    Grant,
+    GuardPolicy,
+    MappingError,
+    ReconcilePolicy,
+    RiskPolicy,
+    RiskRule,
+    Scope,
+    SyncMapping,
+    TargetSection,
+    Transform,
+)
+
+if TYPE_CHECKING:
+    from shared.targets.registry import TargetKind
+
+VERSIONS: Final = (1, 2)
+V1_SECTIONS: Final = frozenset(
+    {"version", "target", "scope", "matching", "attributes", "roles", "deprovision", "reconcile", "risk", "guard"}
+)
+V2_SECTIONS: Final = frozenset({"version", "scope", "targets", "risk"})
+SECTION_KEYS: Final = frozenset(
+    {"kind", "attributes", "matching", "deprovision", "reconcile", "guard", "scope", "note"}
+)
+V1_TARGET: Final = "auth0"
+
+_GRAPH_PROPERTY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_OBJECT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+SIMPLE_KEY: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}")
+
+
+def load_mapping(path: str | Path, kinds: Mapping[str, TargetKind] | None = None) -> SyncMapping:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MappingError(str(path), [f"cannot be read: {exc.strerror or exc}"]) from exc
+    return parse_mapping(text, source=str(path), json_only=path.suffix.lower() == ".json", kinds=kinds)
+
+
+def parse_mapping(
+    text: str, source: str = "<mapping>", json_only: bool = False, kinds: Mapping[str, TargetKind] | None = None
+) -> SyncMapping:
+    try:
+        data = json.loads(text) if json_only else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise MappingError(source, [f"is not valid {'JSON' if json_only else 'YAML'}: {exc}"]) from exc
+    if kinds is None:
+        from shared.targets.registry import KINDS  # the kinds import this module's checker
+
+        kinds = KINDS
+    return Checker(source).mapping(data, kinds)
+
+
+class Checker:
+    """Collects every problem of a file; target kinds use it to check their own keys."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[str] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    # -- the file ------------------------------------------------------------------------------------
+
+    def mapping(self, data: Any, kinds: Mapping[str, TargetKind]) -> SyncMapping:
+        if not isinstance(data, dict):
+            raise MappingError(self.source, ["the top level must be a mapping (key: value)"])
+        version = data.get("version")
+        if version not in VERSIONS:
+            self.fail("version", f"must be 1 or 2, got {version!r}")
+        known = V2_SECTIONS if version == 2 else V1_SECTIONS
+        for key in data:
+            if key not in known:
+                self.fail(str(key), f"unknown section (expected one of: {', '.join(sorted(known))})")
+        scope = self.scope("scope.", data.get("scope") or {})
+        if version == 2:
+            targets = self.targets(data.get("targets"), kinds)
+        else:
+            v1 = {k: v for k, v in data.items() if k in V1_SECTIONS - {"version", "scope", "risk", "target"}}
+            kind = kinds[V1_TARGET]
+            target = self.keys("target", data.get("target") or {}, kind.option_keys)
+            section = self.section(V1_TARGET, kind, v1, "", options=(target, "target."))
+            targets = {V1_TARGET: section} if section is not None else {}
+        risk = self.risk(data.get("risk") or {})
+        if self.problems:
+            raise MappingError(self.source, self.problems)
+        return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk)
+
+    def targets(self, data: Any, kinds: Mapping[str, TargetKind]) -> dict[str, TargetSection]:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.fail("targets", f"must be a mapping of target name to its section, got {type(data).__name__}")
+            return {}
+        out: dict[str, TargetSection] = {}
+        for name, section in data.items():
+            where = f"targets.{name}."
+            if not isinstance(name, str) or not TARGET_NAME.fullmatch(name):
+                self.fail(
+                    f"targets.{name}",
+                    "a target name is a kind and an optional name, in lower case: auth0, scim:hr-app",
+                )
+                continue
+            if not isinstance(section, dict):
+                self.fail(f"targets.{name}", f"must be a mapping, got {type(section).__name__}")
+                continue
+            kind_name = str(section.get("kind") or name.split(":", 1)[0])
+            kind = kinds.get(kind_name)
+            if kind is None:
+                self.fail(f"{where}kind", f"{kind_name!r} is not a target kind (one of: {', '.join(sorted(kinds))})")
+                continue
+            parsed = self.section(name, kind, section, where, options=(section, where))
+            if parsed is not None:
+                out[name] = parsed
+        return out
+
+    def section(
+        self, name: str, kind: TargetKind, data: dict[str, Any], where: str, *, options: tuple[Mapping[str, Any], str]
+    ) -> TargetSection | None:
+        allowed = (SECTION_KEYS | {kind.grants_key} | kind.option_keys) if where else set(data)
+        for key in data:
+            if key not in allowed:
+                self.fail(f"{where}{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        count = len(self.problems)
+        option_values, option_where = options
+        matching = self.keys(f"{where}matching", data.get("matching") or {}, {"precedence"} | kind.matching_keys)
+        parsed_options = kind.options(self, option_where, option_values, matching, f"{where}matching.")
+        precedence = self.precedence(f"{where}matching.", matching, kind, parsed_options)
+        attributes = self.attributes(where, data.get("attributes"), kind)
+        grants = self.grants(where, data.get(kind.grants_key) or [], kind)
+        deprovision = self.deprovision(f"{where}deprovision", data.get("deprovision") or {}, kind)
+        reconcile = self.reconcile(f"{where}reconcile", data.get("reconcile") or {})
+        guard = self.guard(f"{where}guard", data.get("guard") or {}, reconcile)
+        scope = self.scope(f"{where}scope.", data["scope"]) if where and "scope" in data else None
+        if len(self.problems) > count:
+            return None
+        return TargetSection(
+            name=name, kind=kind.name, where=where, attributes=attributes, grants=grants, matching=precedence,
+            deprovision=deprovision, reconcile=reconcile, guard=guard, scope=scope, options=parsed_options,
+            grants_key=kind.grants_key,
+        )  # fmt: skip
+
+    # -- primitives ------------------------------------------------------------------------------------
+
+    def keys(self, where: str, data: Any, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            self.fail(where, f"must be a mapping, got {type(data).__name__}")
+            return {}
+        for key in data:
+            if key not in allowed:
+                self.fail(f"{where}.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return data
+
+    def text(self, where: str, value: Any) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            self.fail(where, f"must be a non-empty string, got {value!r}")
+            return None
+        return value.strip()
+
+    def flag(self, where: str, value: Any, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(where, f"must be true or false, got {value!r}")
+            return default
+        return value
+
+    def choice(self, where: str, value: Any, options: Sequence[str], default: str) -> str:
+        if value is None:
+            return default
+        if value not in options:
+            self.fail(where, f"must be one of {', '.join(options)}, got {value!r}")
+            return default
+        return str(value)
+
+    def string_list(self, where: str, value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.fail(where, f"must be a list, got {type(value).__name__}")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            text = self.text(f"{where}[{i}]", item)
+            if text is not None:
+                out.append(text)
+        return tuple(out)
+
+    def simple_key(self, where: str, value: Any, default: str, what: str) -> str:
+        if not isinstance(value, str) or not SIMPLE_KEY.fullmatch(value):
+            self.fail(where, f"must be a simple {what}, got {value!r}")
+            return default
+        return value
+
+    def number(self, where: str, value: Any, default: float, low: float, high: float) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            self.fail(where, f"must be a number from {low:g} to {high:g}, got {value!r}")
+            return default
+        return float(value)
+
+    def graph_path(self, where: str, value: Any) -> str | None:
+        path = self.text(where, value)
+        if path is None:
+            return None
+        if not all(_GRAPH_PROPERTY.fullmatch(part) for part in path.split(".")):
+            self.fail(where, f"{path!r} is not a Graph property path such as 'department' or 'manager.id'")
+            return None
+        problem = user_path_problem(path)
+        if problem is not None:
+            self.fail(where, problem)
+            return None
+        return path
+
+    def group_id(self, where: str, value: Any) -> str | None:
+        """A group's object id, in lower case as Graph writes ids (group ids are compared exactly)."""
+        text = self.text(where, value)
+        if text is None:
+            return None
+        if not _OBJECT_ID.fullmatch(text):
+            self.fail(
+                where,
+                f"{text!r} is not a group object id: use the group's object id (a GUID, shown as Object ID "
+                "on the group's overview in the Entra admin center), not its name",
+            )
+            return None
+        return text.lower()
+
+    # -- shared parts ------------------------------------------------------------------------------------
+
+    def scope(self, where: str, data: Any) -> Scope:
+        data = self.keys(where.rstrip("."), data, {"user_types", "groups", "conditions"})
+        user_types = self.string_list(f"{where}user_types", data.get("user_types", ["Member"]))
+        for i, t in enumerate(user_types):
+            if t not in USER_TYPES:
+                self.fail(f"{where}user_types[{i}]", f"must be Member or Guest, got {t!r}")
+        if not user_types:
+            self.fail(f"{where}user_types", "must name at least one of Member, Guest")
+        raw_groups = data.get("groups")
+        if raw_groups is not None and not isinstance(raw_groups, list):
+            self.fail(f"{where}groups", f"must be a list of group object ids, got {type(raw_groups).__name__}")
+            raw_groups = None
+        groups = tuple(
+            group for i, item in enumerate(raw_groups or []) if (group := self.group_id(f"{where}groups[{i}]", item))
+        )
+        conditions = []
+        raw = data.get("conditions") or []
+        if not isinstance(raw, list):
+            self.fail(f"{where}conditions", "must be a list")
+            raw = []
+        for i, item in enumerate(raw):
+            cond = self.condition(f"{where}conditions[{i}]", item)
+            if cond is not None:
+                conditions.append(cond)
+        return Scope(user_types or ("Member",), groups, tuple(conditions))
+
+    def condition(self, where: str, data: Any) -> Condition | None:
+        data = self.keys(where, data, {"attribute", "operator", "value"})
+        attribute = self.graph_path(f"{where}.attribute", data.get("attribute"))
+        op = data.get("operator")
+        if op not in CONDITION_OPERATORS:
+            self.fail(f"{where}.operator", f"must be one of {', '.join(CONDITION_OPERATORS)}, got {op!r}")
+            return None
+        value = data.get("value")
+        if op in {"in", "not_in"} and not (isinstance(value, list) and value):
+            self.fail(f"{where}.value", f"operator {op} needs a non-empty list")
+            return None
+        if op in {"equals", "not_equals", "starts_with", "ends_with", "matches"} and value is None:
+            self.fail(f"{where}.value", f"operator {op} needs a value")
+            return None
+        if op == "matches":
+            try:
+                re.compile(str(value))
+            except re.error as exc:
+                self.fail(f"{where}.value", f"is not a valid regular expression: {exc}")
+                return None
+        if attribute is None:
+            return None
+        return Condition(attribute, op, value)
+
+    # -- a target's section ----------------------------------------------------------------------------
+
+    def precedence(self, where: str, data: Mapping[str, Any], kind: TargetKind, options: Any) -> tuple[str, ...]:
+        matchers = ("link", *kind.matchers)
+        default = list(kind.default_matching(options))
+        precedence = self.string_list(f"{where}precedence", data.get("precedence", default))
+        for i, name in enumerate(precedence):
+            if name not in matchers:
+                self.fail(f"{where}precedence[{i}]", f"must be one of {', '.join(matchers)}, got {name!r}")
+        if len(set(precedence)) != len(precedence):
+            self.fail(f"{where}precedence", "names a matcher twice")
+        problem = kind.matching_problem(options, precedence)
+        if problem is not None:
+            self.fail(f"{where}{problem[0]}", problem[1])
+        return precedence
+
+    def attributes(self, where: str, data: Any, kind: TargetKind) -> tuple[AttributeMapping, ...]:
+        if not isinstance(data, list) or not data:
+            self.fail(f"{where}attributes", "must be a non-empty list of {source, target, transforms}")
+            return ()
+        result = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(data):
+            entry = f"{where}attributes[{i}]"
+            mapped = self.attribute(entry, item, kind)
+            if mapped is None:
+                continue
+            if mapped.target in seen:
+                self.fail(
+                    f"{entry}.target", f"{mapped.target!r} is already mapped by attributes[{seen[mapped.target]}]"
+                )
+                continue
+            seen[mapped.target] = i
+            result.append(mapped)
+        return tuple(result)
+
+    def attribute(self, where: str, data: Any, kind: TargetKind) -> AttributeMapping | None:
+        self.keys(where, data, {"source", "target", "transforms"})
+        if not isinstance(data, dict):  # an empty {} is not skipped: it fails below, like any entry
+            return None
+        target = self.text(f"{where}.target", data.get("target"))
+        if target is not None and (problem := kind.path_problem(target)) is not None:
+            self.fail(f"{where}.target", problem)
+            target = None
+        raw_source = data.get("source")
+        sources: tuple[str, ...] = ()
+        if isinstance(raw_source, list):
+            sources = tuple(p for j, s in enumerate(raw_source) if (p := self.graph_path(f"{where}.source[{j}]", s)))
+        elif raw_source is not None:
+            path = self.graph_path(f"{where}.source", raw_source)
+            sources = (path,) if path else ()
+        transforms = self.transforms(f"{where}.transforms", data.get("transforms") or [])
+        if raw_source is None and not any(t.kind == "constant" for t in transforms):
+            self.fail(where, "needs a source (a Graph property path or a list of them) or a constant transform")
+            return None
+        if target is None:
+            return None
+        return AttributeMapping(target, sources, transforms)
+
+    def transforms(self, where: str, data: Any) -> tuple[Transform, ...]:
+        if not isinstance(data, list):
+            self.fail(where, "must be a list")
+            return ()
+        out = []
+        for i, item in enumerate(data):
+            t = self.transform(f"{where}[{i}]", item)
+            if t is not None:
+                out.append(t)
+        return tuple(out)
+
+    def transform(self, where: str, item: Any) -> Transform | None:
+        simple = {"lower", "upper", "trim", "first"}
+        if isinstance(item, str):
+            if item in simple:
+                return Transform(item)
+            self.fail(where, f"unknown transform {item!r} (lower, upper, trim, first, default, lookup, join, constant)")
+            return None
+        if not isinstance(item, dict) or len(item) != 1:
+            self.fail(where, "must be a name (lower) or a one-key mapping ({default: value})")
+            return None
+        kind, arg = next(iter(item.items()))
+        if kind in {"default", "constant"}:
+            return Transform(kind, arg)
+        if kind == "join":
+            if not isinstance(arg, str):
+                self.fail(where, "join takes the separator string, e.g. {join: ' '}")
+                return None
+            return Transform("join", arg)
+        if kind == "lookup":
+            if not isinstance(arg, dict) or "table" not in arg or not isinstance(arg["table"], dict):
+                self.fail(where, "lookup takes {table: {from: to, ...}, default: value}")
+                return None
+            extra = set(arg) - {"table", "default"}
+            if extra:
+                self.fail(where, f"lookup has unknown keys {sorted(extra)}")
+            return Transform("lookup", {str(k): v for k, v in arg["table"].items()}, arg.get("default"))
+        self.fail(where, f"unknown transform {kind!r} (lower, upper, trim, first, default, lookup, join, constant)")
+        return None
+
+    def grants(self, where: str, data: Any, kind: TargetKind) -> tuple[Grant, ...]:
+        key = kind.grants_key
+        if not isinstance(data, list):
+            self.fail(f"{where}{key}", f"must be a list of {{group, {key}}}")
+            return ()
+        grants = []
+        for i, item in enumerate(data):
+            entry = f"{where}{key}[{i}]"
+            values = self.keys(entry, item, {"group", key, "note"})
+            if not isinstance(item, dict):  # an empty {} is not skipped: it fails below, like any entry
+                continue
+            group = self.group_id(f"{entry}.group", values.get("group"))
+            names = self.string_list(f"{entry}.{key}", values.get(key))
+            if not names:
+                self.fail(f"{entry}.{key}", f"must name at least one {kind.grant_noun}")
+            if group and names:
+                grants.append(Grant(group, names))
+        return tuple(grants)
+
+    def deprovision(self, where: str, data: Any, kind: TargetKind) -> Deprovision:
+        data = self.keys(where, data, {"action", "hard_delete", "revoke_sessions", "revoke_refresh_tokens"})
+        words = (kind.disable_words[0], "delete")  # the kind's own word; "disable" is understood too
+
+        def action(key: str) -> str:
+            value = data.get(key)
+            if value in (*kind.disable_words, *DEPROVISION_ACTIONS):
+                return "delete" if value == "delete" else "disable"
+            return "delete" if self.choice(f"{where}.{key}", value, words, words[0]) == "delete" else "disable"
+
+        caps = kind.capabilities
+
+        def revoke(key: str, offered: bool) -> bool:
+            wanted = self.flag(f"{where}.{key}", data.get(key), offered)
+            if wanted and not offered:
+                self.fail(f"{where}.{key}", f"a {kind.name} target cannot revoke; leave it out or set it to false")
+            return wanted and offered
+
+        return Deprovision(
+            action=action("action"),
+            hard_delete=action("hard_delete"),
+            revoke_sessions=revoke("revoke_sessions", caps.revoke_sessions),
+            revoke_refresh_tokens=revoke("revoke_refresh_tokens", caps.revoke_refresh_tokens),
+        )
+
+    def reconcile(self, where: str, data: Any) -> ReconcilePolicy:
+        data = self.keys(where, data, {"remediate", "stale_after_days", "max_deprovisions", "max_deprovision_share"})
+        remediate = self.string_list(f"{where}.remediate", data.get("remediate", list(SAFE_BY_DEFAULT)))
+        for i, name in enumerate(remediate):
+            if name not in DRIFT_CLASSES:
+                self.fail(f"{where}.remediate[{i}]", f"must be one of {', '.join(DRIFT_CLASSES)}, got {name!r}")
+            elif name in NEVER_AUTO_FIXED:
+                self.fail(f"{where}.remediate[{i}]", f"{name} drift is never repaired automatically")
+        return ReconcilePolicy(
+            remediate=remediate,
+            stale_after_days=int(self.number(f"{where}.stale_after_days", data.get("stale_after_days"), 90, 1, 3650)),
+            max_deprovisions=int(self.number(f"{where}.max_deprovisions", data.get("max_deprovisions"), 25, 0, 10**7)),
+            max_deprovision_share=self.number(
+                f"{where}.max_deprovision_share", data.get("max_deprovision_share"), 0.05, 0.0, 1.0
+            ),
+        )
+
+    def guard(self, where: str, data: Any, reconcile: ReconcilePolicy) -> GuardPolicy:
+        """Defaults: the reconcile section's deprovision thresholds, so both paths hold alike."""
+        data = self.keys(
+            where,
+            data,
+            {"window_minutes", "max_deprovisions", "max_deprovision_share", "max_attribute_changes",
+             "max_attribute_change_share", "min_changes_for_share"},
+        )  # fmt: skip
+        d = GuardPolicy()
+
+        def count(key: str, default: int, low: int = 0) -> int:
+            return int(self.number(f"{where}.{key}", data.get(key), default, low, 10**7))
+
+        def share(key: str, default: float) -> float:
+            return self.number(f"{where}.{key}", data.get(key), default, 0.0, 1.0)
+
+        return GuardPolicy(
+            window_minutes=count("window_minutes", d.window_minutes, 1),
+            max_deprovisions=count("max_deprovisions", reconcile.max_deprovisions),
+            max_deprovision_share=share("max_deprovision_share", reconcile.max_deprovision_share),
+            max_attribute_changes=count("max_attribute_changes", d.max_attribute_changes),
+            max_attribute_change_share=share("max_attribute_change_share", d.max_attribute_change_share),
+            min_changes_for_share=count("min_changes_for_share", d.min_changes_for_share, 1),
+        )
+
+    # -- risk ------------------------------------------------------------------------------------------
+
+    def risk(self, data: Any) -> RiskPolicy:
+        data = self.keys("risk", data, {"rules", "restore_on", "mfa_flag"})
+        default = RiskPolicy()
+        rules = default.rules
+        if "rules" in data:
+            raw = data["rules"]
+            if not isinstance(raw, list):
+                self.fail("risk.rules", "must be a list of {level, event_type, actions}")
+                raw = []
+            parsed = []
+            for i, item in enumerate(raw):
+                where = f"risk.rules[{i}]"
+                entry = self.keys(where, item, {"level", "event_type", "actions"})
+                level = entry.get("level")
+                if level is not None and level not in RISK_LEVELS:
+                    self.fail(f"{where}.level", f"must be one of {', '.join(RISK_LEVELS)}, got {level!r}")
+                event_type = entry.get("event_type")
+                if event_type is not None:
+                    event_type = self.text(f"{where}.event_type", event_type)
+                actions = self.string_list(f"{where}.actions", entry.get("actions"))
+                for j, action in enumerate(actions):
+                    if action not in RISK_ACTIONS:
+                        self.fail(f"{where}.actions[{j}]", f"must be one of {', '.join(RISK_ACTIONS)}, got {action!r}")
+                parsed.append(RiskRule(level, event_type, actions))
+            rules = tuple(parsed)
+        restore_on = self.string_list("risk.restore_on", data.get("restore_on"))
+        for i, state in enumerate(restore_on):
+            if state not in {"dismissed", "remediated", "confirmedSafe"}:
+                self.fail(f"risk.restore_on[{i}]", f"must be dismissed, remediated or confirmedSafe, got {state!r}")
+        flag = self.simple_key(
+            "risk.mfa_flag", data.get("mfa_flag", default.mfa_flag), default.mfa_flag, "app_metadata key"
+        )
+        return RiskPolicy(rules, restore_on, flag)

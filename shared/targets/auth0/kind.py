@@ -1,0 +1,84 @@
+"""Auth0 as a kind of target: its part of the mapping file, its rules, its adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from shared.core.ports import Rules, Target
+from shared.mapping.model import TargetSection
+from shared.targets.auth0.rules import CAPABILITIES, METADATA, ROOT_PATHS, Auth0Options, Auth0Rules
+
+if TYPE_CHECKING:
+    from shared.mapping.load import Checker
+
+MATCHERS: Final = ("app_metadata", "enterprise_identity", "email")
+_KEY: Final = "key (letters, digits, _ or -)"
+
+
+class Auth0Kind:
+    name = "auth0"
+    matchers = MATCHERS
+    grants_key = "roles"
+    grant_noun = "Auth0 role"
+    disable_words = ("block",)
+    option_keys = frozenset({"connection", "deterministic_user_id"})
+    matching_keys = frozenset({"app_metadata_key", "enterprise_connection"})
+    capabilities = CAPABILITIES
+
+    def path_problem(self, path: str) -> str | None:
+        head, _, rest = path.partition(".")
+        if head in METADATA:
+            if not rest or "." in rest or not all(c.isalnum() or c in "_-" for c in rest) or len(rest) > 100:
+                return (
+                    f"{path!r}: metadata targets are one key deep ({head}.<key>), because Auth0 merges "
+                    "metadata one level deep"
+                )
+            return None
+        if path not in ROOT_PATHS:
+            allowed = ", ".join(sorted(ROOT_PATHS))
+            return f"{path!r} is not a writable Auth0 attribute ({allowed}, user_metadata.<key>, app_metadata.<key>)"
+        return None
+
+    def options(
+        self, check: Checker, where: str, values: Mapping[str, Any], matching: Mapping[str, Any], matching_where: str
+    ) -> Auth0Options:
+        d = Auth0Options()
+        connection = values.get("connection", d.connection)
+        enterprise = matching.get("enterprise_connection")
+        if enterprise is not None:
+            enterprise = check.text(f"{matching_where}enterprise_connection", enterprise)
+        return Auth0Options(
+            connection=check.text(f"{where}connection", connection) or d.connection,
+            deterministic_user_id=check.flag(
+                f"{where}deterministic_user_id", values.get("deterministic_user_id"), d.deterministic_user_id
+            ),
+            app_metadata_key=check.simple_key(
+                f"{matching_where}app_metadata_key",
+                matching.get("app_metadata_key", d.app_metadata_key),
+                d.app_metadata_key,
+                _KEY,
+            ),
+            enterprise_connection=enterprise,
+        )
+
+    def default_matching(self, options: Auth0Options) -> tuple[str, ...]:
+        """Every matcher, less the enterprise identity when no enterprise connection is named."""
+        return ("link", *(m for m in MATCHERS if m != "enterprise_identity" or options.enterprise_connection))
+
+    def matching_problem(self, options: Auth0Options, precedence: Sequence[str]) -> tuple[str, str] | None:
+        if "enterprise_identity" in precedence and options.enterprise_connection is None:
+            return "enterprise_connection", "is required when precedence includes enterprise_identity"
+        return None
+
+    def rules(self, section: TargetSection) -> Rules:
+        return Auth0Rules(section)
+
+    def build(self, section: TargetSection, context: Any) -> Target:
+        from shared.targets.auth0.target import Auth0Target
+
+        gate = context.auth0_gate()  # the client reports every answer's x-ratelimit-* headers to it
+        return Auth0Target(section, context.auth0_client(gate), gate)
+
+
+AUTH0: Final = Auth0Kind()

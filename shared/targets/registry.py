@@ -1,0 +1,78 @@
+"""The kinds of target entra-sync can provision, by the name a mapping's target starts with.
+
+A kind knows its part of the mapping file (which target paths it can write, its matchers, the
+word it uses for entitlements, its own options), its pure rules, and how to build its adapter
+from the settings. The mapping loader and the composition root look kinds up here; tests add
+their own (the in-memory target) by passing a registry of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.core.ports import Capabilities, Rules, Target
+from shared.mapping.model import TargetSection
+
+if TYPE_CHECKING:
+    from shared.mapping.load import Checker
+
+
+class TargetKind(Protocol):
+    @property
+    def name(self) -> str:
+        """What a target's name starts with: "auth0", "scim"."""
+
+    @property
+    def matchers(self) -> tuple[str, ...]:
+        """The matchers it offers after the link."""
+
+    @property
+    def grants_key(self) -> str:
+        """What the mapping calls its grants: "roles", "groups"."""
+
+    @property
+    def grant_noun(self) -> str:
+        """One of them, in a message: "Auth0 role"."""
+
+    @property
+    def disable_words(self) -> tuple[str, ...]:
+        """Its word for disabling an account first ("block"); "disable" is understood too."""
+
+    @property
+    def option_keys(self) -> frozenset[str]:
+        """Its own keys in a version 2 section."""
+
+    @property
+    def matching_keys(self) -> frozenset[str]:
+        """Its own keys in the section's matching."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def path_problem(self, path: str) -> str | None:
+        """Why an attribute's target path cannot be written, or None."""
+
+    def options(
+        self, check: Checker, where: str, values: Mapping[str, Any], matching: Mapping[str, Any], matching_where: str
+    ) -> Any:
+        """The kind's own options, checked (problems go to ``check``)."""
+
+    def default_matching(self, options: Any) -> tuple[str, ...]: ...
+
+    def matching_problem(self, options: Any, precedence: Sequence[str]) -> tuple[str, str] | None:
+        """(entry under ``matching.``, message) when the precedence needs an option that is missing."""
+
+    def rules(self, section: TargetSection) -> Rules: ...
+
+    def build(self, section: TargetSection, context: Any) -> Target:
+        """The adapter, from the composition root's context (settings, shared clients, clock)."""
+
+
+def kinds() -> dict[str, TargetKind]:
+    from shared.targets.auth0.kind import AUTH0
+
+    return {AUTH0.name: AUTH0}
+
+
+KINDS: Mapping[str, TargetKind] = kinds()
