@@ -49,3 +49,33 @@ def sandbox_mapping(
 def three_role_grants(groups: Sequence[str]) -> list[tuple[str, list[str]]]:
     """Staff -> Employee; Sales -> Sales Reader and Writer; a third group -> Sales Reader."""
     return [(groups[0], ["Employee"]), (groups[1], ["Sales Reader", "Sales Writer"]), (groups[2], ["Sales Reader"])]
+
+
+def sandbox_mapping_v2(
+    grants: Sequence[tuple[str, Sequence[str]]],
+    *,
+    scope: str = "{user_types: [Member]}",
+    deprovision: str = "{action: block, hard_delete: delete, revoke_sessions: true, revoke_refresh_tokens: true}",
+    others: str = "",
+    extra: str = "",
+) -> str:
+    """A version 2 file: the same Auth0 target as :func:`sandbox_mapping`, under ``targets.auth0``,
+    and ``others``: more target sections (YAML, indented two spaces under ``targets``)."""
+    department = "{source: department, target: user_metadata.department}"
+    attributes = ATTRIBUTES.replace("DEPARTMENT", department).replace("attributes:\n", "")
+    roles = "".join(f"      - {{group: {group}, roles: [{', '.join(names)}]}}\n" for group, names in grants)
+    lines = [
+        "version: 2",
+        f"scope: {scope}",
+        "targets:",
+        "  auth0:",
+        "    connection: Username-Password-Authentication",
+        "    attributes:",
+        "".join(f"    {line}\n" for line in attributes.strip("\n").split("\n")).rstrip("\n"),
+        "    roles:",
+        roles.rstrip("\n"),
+        f"    deprovision: {deprovision}",
+        others.rstrip("\n"),
+        extra,
+    ]
+    return "\n".join(line for line in lines if line) + "\n"

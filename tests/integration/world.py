@@ -20,7 +20,7 @@ from azure.storage.queue.aio import QueueClient
 from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
-from sandbox.mapping import sandbox_mapping, three_role_grants
+from sandbox.mapping import sandbox_mapping, sandbox_mapping_v2, three_role_grants
 from sandbox.stack import empty_storage
 from shared import bootstrap, names
 from shared.bootstrap import App
@@ -41,6 +41,9 @@ class World:
     mapping_extra: str = ""
     deprovision: str = "{action: block, hard_delete: delete}"
     scope: str = "{user_types: [Member]}"
+    # A version 2 file when set: these target sections (YAML under ``targets``, GROUPn for the
+    # seeded groups' ids) beside the Auth0 one.
+    other_targets: str | None = None
     graph: GraphEmulator = field(init=False)
     auth0: Auth0Emulator = field(init=False)
     settings: Settings = field(init=False)
@@ -59,7 +62,16 @@ class World:
         path = self.tmp_path / "mapping.yaml"
         scope = self.scope.replace("GROUP0", self.group_ids[0])
         grants = three_role_grants(self.group_ids)
-        path.write_text(sandbox_mapping(grants, scope=scope, deprovision=self.deprovision, extra=self.mapping_extra))
+        if self.other_targets is None:
+            text = sandbox_mapping(grants, scope=scope, deprovision=self.deprovision, extra=self.mapping_extra)
+        else:
+            others = self.other_targets
+            for index, gid in reversed(list(enumerate(self.group_ids))):  # GROUP10 before GROUP1
+                others = others.replace(f"GROUP{index}", gid)
+            text = sandbox_mapping_v2(
+                grants, scope=scope, deprovision=self.deprovision, others=others, extra=self.mapping_extra
+            )
+        path.write_text(text)
         self.configure(notification_base, path)
         return self
 

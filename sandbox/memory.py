@@ -1,0 +1,242 @@
+"""An in-memory target: the :class:`~shared.core.ports.Target` port with no vendor behind it.
+
+For tests and benchmarks: a second target beside Auth0 (to prove one target's trouble never delays
+another), and the reference implementation the target contract suite runs against. Its kind,
+``memory``, is registered only by those who ask for it (``kinds_with_memory()``): the product
+does not know it.
+
+Accounts (``MemoryTarget.data``) are flat dictionaries keyed by target path; ``active`` is their
+state; entitlements are names; the owner stamp is ``owner``. Faults can be switched on
+(``fail_with``, ``hold``) to make it down or slow for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from shared.core.model import Account, Action, ActionKind, Identity, SourceState
+from shared.core.ports import Applied, Capabilities, Fence, Rules, Target
+from shared.errors import Conflict, PermanentError
+from shared.mapping.model import TargetSection
+from shared.targets.registry import KINDS, TargetKind
+
+MATCHERS: Final = ("owner", "email")
+CAPABILITIES: Final = Capabilities(
+    revoke_sessions=False, revoke_refresh_tokens=False, delete=True, entitlements="groups"
+)
+
+
+class MemoryRules:
+    """Flat paths, exact comparison, every path mapped to nothing removed, ``email`` unique."""
+
+    def __init__(self, section: TargetSection):
+        self.section = section
+
+    def desired(self, identity: Identity) -> dict[str, Any]:
+        values = {**identity.attributes, "id": identity.id}
+        return {a.target: a.value_from(values) for a in self.section.attributes}
+
+    def current(self, account: Account, path: str) -> Any:
+        return account.data.get(path)
+
+    def same(self, path: str, want: Any, have: Any) -> bool:
+        return bool(want == have)
+
+    def removes_unmapped(self, path: str) -> bool:
+        return True
+
+    def unique(self, path: str) -> bool:
+        return path == "email"
+
+    def create_payload(self, identity: Identity, desired: Mapping[str, Any]) -> dict[str, Any] | str:
+        if not desired.get("email"):
+            return "joiner has no email after mapping; the memory target needs one"
+        return {**{k: v for k, v in desired.items() if v is not None}, "owner": identity.id}
+
+    def update_payload(self, changes: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(changes)
+
+    def deterministic_id(self, identity: Identity) -> str | None:
+        return f"mem|{identity.id}"
+
+    def match_key(self, matcher: str, identity: Identity, desired: Mapping[str, Any]) -> str | None:
+        if matcher == "owner":
+            return identity.id
+        if matcher == "email" and identity.state is not SourceState.HARD_DELETED:
+            email = desired.get("email")
+            return str(email).lower() if email else None
+        return None
+
+    def keys_of(self, account: Account) -> Mapping[str, Iterable[str]]:
+        email = account.data.get("email")
+        return {"owner": [account.owner] if account.owner else [], "email": [str(email).lower()] if email else []}
+
+    def last_seen(self, account: Account) -> tuple[str | None, str | None]:
+        return account.data.get("last_login"), account.data.get("created_at")
+
+    def label(self, kind: ActionKind) -> str:
+        return kind.value
+
+    def flag_path(self, flag: str) -> str | None:
+        return f"flags.{flag}"
+
+
+@dataclass
+class MemoryTarget:
+    """Accounts in a dictionary. ``calls`` counts what was asked of it, by operation."""
+
+    section: TargetSection
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # target id -> the account's data
+    entitlements: dict[str, set[str]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    fail_with: Exception | None = None  # raised by every call while set (a target that is down)
+    hold: asyncio.Event | None = None  # every call waits for it while set (a target that is slow)
+    writes: list[tuple[float, str, str]] = field(default_factory=list)  # (time, operation, target id)
+    capabilities: Capabilities = CAPABILITIES
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.rules: Rules = MemoryRules(self.section)
+
+    @property
+    def name(self) -> str:
+        return self.section.name
+
+    async def _enter(self, op: str) -> None:
+        self.calls[op] = self.calls.get(op, 0) + 1
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        await asyncio.sleep(0)
+
+    def _account(self, target_id: str) -> Account:
+        data = self.data[target_id]
+        return Account(
+            target_id,
+            copy.deepcopy(data),
+            frozenset(self.entitlements.get(target_id, ())),
+            active=bool(data.get("active", True)),
+            owner=data.get("owner"),
+        )
+
+    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
+        await self._enter("read")
+        return self._account(target_id) if target_id in self.data else None
+
+    async def find(self, matcher: str, key: str) -> list[Account]:
+        await self._enter(f"find.{matcher}")
+        field_name = {"owner": "owner", "email": "email"}.get(matcher)
+        if field_name is None:
+            raise PermanentError(f"the memory target has no matcher {matcher!r}")
+        return [
+            self._account(tid)
+            for tid, data in self.data.items()
+            if str(data.get(field_name) or "").lower() == key.lower()
+        ]
+
+    async def apply(self, target_id: str, action: Action, fence: Fence) -> Applied:
+        await self._enter(f"apply.{action.kind.value}")
+        fence()
+        kind = action.kind
+        if kind is ActionKind.CREATE:
+            payload = dict(action.payload)
+            new_id = f"mem|{payload.get('owner') or next(self._ids)}"
+            if new_id in self.data or self._email_taken(payload.get("email"), None):
+                raise Conflict(f"memory: an account {new_id} or with email {payload.get('email')} exists")
+            self.data[new_id] = {**payload, "active": True}
+            self._wrote("create", new_id)
+            return Applied(target_id=new_id)
+        if target_id not in self.data:
+            if kind is ActionKind.DELETE:
+                return Applied()
+            raise PermanentError(f"memory: no account {target_id}")
+        data = self.data[target_id]
+        if kind is ActionKind.UPDATE:
+            changes = dict(action.payload)
+            refused = {p: v for p, v in changes.items() if self.rules.unique(p) and self._email_taken(v, target_id)}
+            for path, value in changes.items():
+                if path in refused:
+                    continue
+                if value is None:
+                    data.pop(path, None)
+                else:
+                    data[path] = value
+            self._wrote("update", target_id)
+            return Applied(refused=refused)
+        if kind in {ActionKind.DISABLE, ActionKind.ENABLE}:
+            data["active"] = kind is ActionKind.ENABLE
+        elif kind is ActionKind.DELETE:
+            del self.data[target_id]
+            self.entitlements.pop(target_id, None)
+        elif kind is ActionKind.GRANT:
+            self.entitlements.setdefault(target_id, set()).update(action.entitlements)
+        elif kind is ActionKind.UNGRANT:
+            self.entitlements.setdefault(target_id, set()).difference_update(action.entitlements)
+        else:
+            raise PermanentError(f"the memory target cannot {kind.value}")
+        self._wrote(kind.value, target_id)
+        return Applied()
+
+    async def accounts(self) -> AsyncIterator[Account]:
+        await self._enter("accounts")
+        for target_id in sorted(self.data):
+            yield self._account(target_id)
+
+    def _email_taken(self, email: Any, other_than: str | None) -> bool:
+        if not email:
+            return False
+        return any(
+            tid != other_than and str(d.get("email") or "").lower() == str(email).lower()
+            for tid, d in self.data.items()
+        )
+
+    def _wrote(self, op: str, target_id: str) -> None:
+        self.writes.append((time.time(), op, target_id))
+
+
+class MemoryKind:
+    """The ``memory`` kind: its sections are checked like any other; every path is writable."""
+
+    name = "memory"
+    matchers: tuple[str, ...] = MATCHERS
+    grants_key = "groups"
+    grant_noun = "group"
+    disable_words: tuple[str, ...] = ("disable",)
+    option_keys: frozenset[str] = frozenset()
+    matching_keys: frozenset[str] = frozenset()
+    capabilities = CAPABILITIES
+
+    def __init__(self) -> None:
+        self.built: dict[str, MemoryTarget] = {}  # by target name: what tests look into
+
+    def path_problem(self, path: str) -> str | None:
+        return None if path and all(part for part in path.split(".")) else f"{path!r} is not a path"
+
+    def options(self, check: Any, where: str, values: Mapping[str, Any], matching: Mapping[str, Any], mw: str) -> Any:
+        return None
+
+    def default_matching(self, options: Any) -> tuple[str, ...]:
+        return ("link", *MATCHERS)
+
+    def matching_problem(self, options: Any, precedence: Sequence[str]) -> tuple[str, str] | None:
+        return None
+
+    def rules(self, section: TargetSection) -> Rules:
+        return MemoryRules(section)
+
+    def build(self, section: TargetSection, context: Any) -> Target:
+        target = MemoryTarget(section)
+        self.built[section.name] = target
+        return target
+
+
+def kinds_with_memory(kind: MemoryKind | None = None) -> dict[str, TargetKind]:
+    """The product's kinds and the ``memory`` kind (a fresh one unless given)."""
+    return {**KINDS, "memory": kind or MemoryKind()}
