@@ -426,3 +426,104 @@ def test_the_sandbox_mappings_stay_valid() -> None:
         sandbox_mapping(three_role_grants(groups), scope=f"{{groups: [{G1}]}}", department_default="X")
     )
     assert scoped.scope.groups == (G1,)
+
+
+# -- version 2: a shared scope and named targets ------------------------------------------------------
+
+V2 = f"""\
+version: 2
+scope: {{user_types: [Member]}}
+targets:
+  auth0:
+    connection: Username-Password-Authentication
+    attributes:
+      - {{source: mail, target: email, transforms: [trim, lower]}}
+      - {{source: department, target: user_metadata.department}}
+    roles:
+      - {{group: {G1}, roles: [Employee]}}
+    deprovision: {{action: block}}
+  memory:crm:
+    attributes:
+      - {{source: mail, target: email}}
+      - {{source: officeLocation, target: office}}
+    groups:
+      - {{group: {G2}, groups: [sales]}}
+    scope: {{groups: [{G3}]}}
+    deprovision: {{action: delete}}
+"""
+
+
+def memory_kinds() -> Any:
+    from sandbox.memory import kinds_with_memory
+
+    return kinds_with_memory()
+
+
+def v2_problems(text: str) -> list[str]:
+    with pytest.raises(MappingError) as info:
+        parse_mapping(text, source="m.yaml", kinds=memory_kinds())
+    return info.value.problems
+
+
+def test_a_version_2_file_loads_every_named_target_with_its_own_sections() -> None:
+    m = parse_mapping(V2, kinds=memory_kinds())
+    assert m.version == 2 and list(m.targets) == ["auth0", "memory:crm"]
+    auth0_section, crm = m.target("auth0"), m.target("memory:crm")
+    assert (auth0_section.kind, crm.kind) == ("auth0", "memory")
+    assert [a.target for a in crm.attributes] == ["email", "office"]
+    assert crm.deprovision.action == "delete" and auth0_section.deprovision.action == "disable"  # Auth0 calls it block
+    assert crm.scope is not None and crm.scope.groups == (G3,)
+    # Every target's groups are watched, and every target's sources are read from Graph.
+    assert m.relevant_groups == {G1, G2, G3}
+    select, _ = m.graph_select()
+    assert {"mail", "department", "officeLocation"} <= set(select)
+
+
+def test_a_version_1_file_is_the_auth0_target_of_its_version_2_conversion() -> None:
+    v1 = (
+        "version: 1\ntarget: {connection: Username-Password-Authentication}\n"
+        "attributes:\n  - {source: mail, target: email}\n"
+        f"roles:\n  - {{group: {G1}, roles: [Employee]}}\ndeprovision: {{action: block}}\n"
+    )
+    v2 = (
+        "version: 2\ntargets:\n  auth0:\n    connection: Username-Password-Authentication\n"
+        "    attributes:\n      - {source: mail, target: email}\n"
+        f"    roles:\n      - {{group: {G1}, roles: [Employee]}}\n    deprovision: {{action: block}}\n"
+    )
+    old, new = parse_mapping(v1).target("auth0"), parse_mapping(v2).target("auth0")
+    assert old.where == "" and new.where == "targets.auth0."  # errors name the entry where it is
+    same = ("kind", "attributes", "grants", "matching", "deprovision", "reconcile", "guard", "options")
+    assert all(getattr(old, f) == getattr(new, f) for f in same)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("target: email, transforms: [trim, lower]", "target: nickname.x"), "targets.auth0.attributes[0].target:"),
+        (("[sales]", "[]"), "targets.memory:crm.groups[0].groups:"),
+        (("memory:crm:", "ldap:crm:"), "targets.ldap:crm.kind: 'ldap' is not a target kind (one of: auth0, memory)"),
+        (("memory:crm:", "Memory:CRM:"), "targets.Memory:CRM: a target name is a kind and an optional name"),
+        (("    scope: {groups", "    kind: auth0\n    scope: {groups"), "targets.memory:crm.kind: 'auth0' differs"),
+        (("deprovision: {action: delete}", "deprovision: {action: explode}"), "targets.memory:crm.deprovision.action:"),
+        (("    connection:", "    colour: blue\n    connection:"), "targets.auth0.colour: unknown key"),
+        (("version: 2\n", "version: 2\nroles: []\n"), "roles: unknown section"),
+    ],
+)
+def test_version_2_errors_name_the_target_and_the_entry(change: tuple[str, str], expected: str) -> None:
+    old, new = change
+    assert old in V2
+    found = v2_problems(V2.replace(old, new, 1))
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize("targets", ["targets:\n", "targets: {}\n", ""])
+def test_a_version_2_file_without_targets_is_refused(targets: str) -> None:
+    found = v2_problems(f"version: 2\nscope: {{user_types: [Member]}}\n{targets}")
+    assert any(p.startswith("targets: a version 2 file names at least one target") for p in found), found
+
+
+def test_every_problem_of_every_target_is_reported_at_once() -> None:
+    text = V2.replace("target: office", "target: ''").replace("roles: [Employee]", "roles: []")
+    found = v2_problems(text)
+    assert any(p.startswith("targets.memory:crm.attributes[1].target") for p in found), found
+    assert any(p.startswith("targets.auth0.roles[0].roles") for p in found), found

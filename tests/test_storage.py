@@ -85,6 +85,34 @@ def test_links_round_trip_with_their_deprovision_state(azurite: Azurite, table_n
     run(with_table, azurite, table_name, body)
 
 
+def test_links_stored_before_schema_2_are_read_and_take_the_new_form_when_they_change(
+    azurite: Azurite, table_name: str
+) -> None:
+    async def body(table: Any) -> None:
+        # A row exactly as the release before the vendor-neutral core wrote it.
+        await table.upsert_entity({
+            "PartitionKey": "auth0", "RowKey": encode_key("u-old"), "entra_id": "u-old", "user_id": "auth0|u-old",
+            "deprovision": "done", "blocked_by_sync": True, "target_deleted": False, "risk_locked": True,
+            "conflicts": '{"email": "taken@example.com"}', "updated_at": "2026-11-01T00:00:00.000Z",
+        })  # fmt: skip
+        links = LinkStore(table)
+        old = await links.get("u-old")
+        assert old is not None
+        assert (old.source_id, old.target_id, old.schema_version) == ("u-old", "auth0|u-old", 1)
+        assert old.deprovision is DeprovisionState.DONE and old.disabled_by_sync and old.risk_locked
+        assert old.conflicts == {"email": "taken@example.com"}
+        assert [link.source_id async for link in links.all()] == ["u-old"]
+        assert await links.count() == 1
+        await links.put(old)  # the next change writes it in schema 2
+        row = await table.get_entity("auth0", encode_key("u-old"))
+        assert row["schema_version"] == 2 and row["source_id"] == "u-old" and row["target_id"] == "auth0|u-old"
+        assert "user_id" not in row and "blocked_by_sync" not in row and row["disabled_by_sync"] is True
+        again = await links.get("u-old")
+        assert again is not None and again.disabled_by_sync and again.deprovision is DeprovisionState.DONE
+
+    run(with_table, azurite, table_name, body)
+
+
 def test_a_lease_is_exclusive_until_released(azurite: Azurite, table_name: str) -> None:
     async def body(table: Any) -> None:
         leases = LeaseStore(table, ttl_s=30)

@@ -139,8 +139,9 @@ class Checker:
         return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk)
 
     def targets(self, data: Any, kinds: Mapping[str, TargetKind]) -> dict[str, TargetSection]:
-        if data is None:
-            data = {}
+        if not data:
+            self.fail("targets", "a version 2 file names at least one target (for example targets: {auth0: ...})")
+            return {}
         if not isinstance(data, dict):
             self.fail("targets", f"must be a mapping of target name to its section, got {type(data).__name__}")
             return {}
@@ -156,7 +157,11 @@ class Checker:
             if not isinstance(section, dict):
                 self.fail(f"targets.{name}", f"must be a mapping, got {type(section).__name__}")
                 continue
-            kind_name = str(section.get("kind") or name.split(":", 1)[0])
+            named = name.split(":", 1)[0]
+            kind_name = str(section.get("kind") or named)
+            if ":" in name and kind_name != named:
+                self.fail(f"{where}kind", f"{kind_name!r} differs from the kind the name gives ({named!r})")
+                continue
             kind = kinds.get(kind_name)
             if kind is None:
                 self.fail(f"{where}kind", f"{kind_name!r} is not a target kind (one of: {', '.join(sorted(kinds))})")
