@@ -19,7 +19,7 @@ from azure.storage.queue import TextBase64DecodePolicy
 from sandbox.mapping import sandbox_mapping, three_role_grants
 from sandbox.stack import Stack, empty_storage
 from shared import bootstrap, names
-from shared.bootstrap import Services
+from shared.bootstrap import App
 from shared.core.work import WorkItem
 from shared.settings import Settings
 
@@ -71,7 +71,7 @@ class Sandbox:
     def auth0(self) -> Any:
         return self.stack.auth0
 
-    def services(self, **overrides: Any) -> Services:
+    def services(self, **overrides: Any) -> App:
         return bootstrap.init(Settings.from_env(self.env), **overrides)
 
     def members(self) -> list[dict[str, Any]]:
@@ -80,7 +80,7 @@ class Sandbox:
         return [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
 
 
-async def prime(svc: Services) -> None:
+async def prime(svc: App) -> None:
     """Storage ready and empty, delta cursors at "now" (as after a finished backfill)."""
     await empty_storage(svc)
     for resource in ("users", "groups"):
@@ -189,7 +189,7 @@ def lines(items: Iterable[str]) -> str:
     return "\n".join(items)
 
 
-async def take_queued(svc: Services, limit: int = 10_000) -> list[WorkItem]:
+async def take_queued(svc: App, limit: int = 10_000) -> list[WorkItem]:
     """Remove and return the work items waiting on the work queue (at most ``limit``)."""
     client = svc.queues.get_queue_client(names.WORK_QUEUE, message_decode_policy=TextBase64DecodePolicy())
     items: list[WorkItem] = []

@@ -93,7 +93,7 @@ async def _measure(box: Sandbox) -> dict[str, tuple[int, dict[str, int], int]]:
         mover, changer, leaver = [u for u in members if u["id"] not in in_sales][:3]
         box.auth0.add_sessions(f"auth0|{leaver['id']}", 1, refresh_tokens=1)
         results: dict[str, tuple[int, dict[str, int], int]] = {}
-        await svc.target.role_ids(["Employee"])  # a warm worker has the role ids cached
+        await svc.jobs["auth0"].target.role_ids(["Employee"])  # a warm worker has the role ids cached
 
         async def prime_groups_delta() -> None:  # earlier events' membership changes are not this one's
             await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
@@ -102,10 +102,10 @@ async def _measure(box: Sandbox) -> dict[str, tuple[int, dict[str, int], int]]:
             box.graph.log.clear()
             box.auth0.log.clear()
             for item in items:
-                await svc.sync.handle(item)
+                await svc.dispatcher.run(item)
             if follow:  # the user items a group change fans out to
                 for item in await take_queued(svc):
-                    await svc.sync.handle(item)
+                    await svc.dispatcher.run(item)
             auth0: Counter[str] = Counter(e.route for e in box.auth0.log.entries())
             writes = sum(1 for e in box.auth0.log.entries() if e.write)
             results[event] = (box.graph.log.total, dict(auth0), writes)

@@ -14,6 +14,7 @@ from typing import Any
 from bench.common import UNGUARDED, Report, Sandbox, Table, pcts, percentile, prime, verdict
 from sandbox.mirror import mirror
 from sandbox.stack import functions_host
+from shared.core.work import WorkItem
 from shared.mapping.load import load_mapping
 from shared.services.worker import Outcome
 
@@ -36,11 +37,11 @@ class Stages:
     queue_wait: list[float] = field(default_factory=list)
     timings: dict[str, list[float]] = field(default_factory=dict)
 
-    def observe(self, outcome: Outcome) -> None:
-        if outcome.item.kind != "user" or outcome.item.source != "notification":
+    def observe(self, item: WorkItem, outcome: Any) -> None:
+        if not isinstance(outcome, Outcome) or outcome.item.kind != "user" or outcome.item.source != "notification":
             return
         self.queue_wait.append(outcome.started_at - outcome.item.enqueued_at)
-        for stage in ("graph", "auth0_read", "auth0_write", "storage"):
+        for stage in ("source", "target_read", "target_write", "storage"):
             self.timings.setdefault(stage, []).append(outcome.timings.get(stage, 0.0))
         self.timings.setdefault("worker total", []).append(outcome.finished_at - outcome.started_at)
 
@@ -101,7 +102,7 @@ def _drive(box: Sandbox, notifications: int, rate: float) -> tuple[list[Change],
     with functions_host(box.env) as (host, svc):
         changes = _plan(box, notifications)
         host.run_coroutine(prime(svc))
-        svc.sync.observers.append(stages.observe)
+        svc.dispatcher.observers.append(stages.observe)
         host.run_timer("subscriptions_renew")
         pending: list[Change] = []
         lock = threading.Lock()

@@ -49,9 +49,9 @@ def per_user(plan: str, window_s: float) -> Load:
         async def go() -> Load:
             try:
                 await prime(svc)
-                await svc.sync.backfill()
+                await svc.delta.backfill()
                 items = await take_queued(svc, limit=100_000)
-                await svc.target.role_ids(["Employee"])  # a warm worker; before the window opens
+                await svc.jobs["auth0"].target.role_ids(["Employee"])  # a warm worker; before the window opens
                 box.auth0.limits.configure(rate_limit_preset(plan))
                 box.auth0.log.clear()
                 done = failed = 0
@@ -65,7 +65,7 @@ def per_user(plan: str, window_s: float) -> Load:
                         if time.perf_counter() >= deadline:
                             return
                         try:
-                            await svc.sync.handle(item)
+                            await svc.dispatcher.run(item)
                             done += 1
                         except Exception:
                             failed += 1  # the host would retry the message later
@@ -93,7 +93,7 @@ def imports(plan: str, users: int) -> tuple[Load, int]:
                 box.auth0.limits.configure(rate_limit_preset(plan))
                 box.auth0.log.clear()
                 started = time.perf_counter()
-                result = await asyncio.wait_for(svc.bulk.run(), IMPORT_TIMEOUT_S)
+                result = await asyncio.wait_for(svc.import_backfill("auth0").run(), IMPORT_TIMEOUT_S)
                 elapsed = time.perf_counter() - started
                 entries = [e for e in box.auth0.log.entries() if e.route.startswith("mgmt.")]
                 ok = sum(1 for e in entries if e.status != 429)

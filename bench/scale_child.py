@@ -15,23 +15,23 @@ import time
 from typing import Any
 
 from shared import bootstrap
-from shared.services.reconcile import BASE_FIELDS, LIST_LIMIT
 
 
 async def reconcile(mode: str) -> dict[str, Any]:
     svc = bootstrap.init()
     try:
         await svc.ensure_storage()
-        await svc.reports.ensure()
-        summary, records = await svc.reconciler.run(mode)
+        if svc.reports is not None:
+            await svc.reports.ensure()
+        summary, records = await svc.reconcilers["auth0"].run(mode)
         return {
             "entra_users": summary.entra_users,
             "in_scope": summary.entra_in_scope,
-            "auth0_users": summary.auth0_users,
-            "auth0_read": summary.auth0_read,
+            "auth0_users": summary.accounts,
+            "auth0_read": summary.read_by,
             "counts": summary.counts,
             "enqueued": summary.enqueued,
-            "drifted": sorted({r.entra_id for r in records if r.entra_id}),
+            "drifted": sorted({r.identity for r in records if r.identity}),
             "phases": summary.timings,
         }
     finally:
@@ -39,26 +39,21 @@ async def reconcile(mode: str) -> dict[str, Any]:
 
 
 async def read_floor() -> dict[str, Any]:
-    """Page both sides with the reconciler's own adapter calls, and nothing else."""
+    """Page both sides with the reconciler's own port calls (links, every account, every identity),
+    and nothing else: no matching, planning or report."""
     svc = bootstrap.init()
     try:
         await svc.ensure_storage()
-        rec = svc.reconciler
-        links = [link async for link in svc.links.all()]
-        role_ids = await svc.target.role_ids(sorted(svc.mapping.managed_roles))
-        holders = [await svc.target.role_members(rid) for rid in role_ids.values()]
-        groups = await svc.source.relevant_memberships()
-        total = await svc.target.count_users()
-        fields = sorted({*BASE_FIELDS, *(p.split(".", 1)[0] for p in rec.paths)})
-        users = svc.target.export_users(fields) if total > LIST_LIMIT else svc.target.list_users(fields)
-        accounts = 0
-        async for _user in users:
+        job = svc.jobs["auth0"]
+        links = [link async for link in job.links.all()]
+        accounts = holders = 0
+        async for account in job.target.accounts():
             accounts += 1
+            holders += bool(account.entitlements)
         entra = 0
-        async for page in svc.source.list_users():
+        async for page in svc.source.identities():
             entra += len(page)
-        return {"links": len(links), "role_holders": sum(map(len, holders)), "grouped": len(groups),
-                "auth0_users": accounts, "entra_users": entra}  # fmt: skip
+        return {"links": len(links), "role_holders": holders, "auth0_users": accounts, "entra_users": entra}
     finally:
         await svc.aclose()
 

@@ -53,6 +53,7 @@ from shared.stores.leases import LeaseStore
 from shared.stores.links import LinkStore
 from shared.stores.queue import WorkQueue
 from shared.stores.state import StateStore
+from shared.targets.auth0.bulk import ImportBackfill
 from shared.targets.auth0.client import auth0_client
 from shared.targets.auth0.ratelimit import RateGate
 from shared.targets.registry import KINDS, TargetKind
@@ -121,6 +122,15 @@ class App:
 
     def table(self, name: str) -> Any:
         return self.tables.get_table_client(name)
+
+    def import_backfill(self, name: str = "auth0") -> ImportBackfill:
+        """The import-job backfill of an Auth0 target (``entra-sync backfill --import-jobs``)."""
+        job = self.jobs.get(name)
+        if job is None or job.section.kind != "auth0":
+            raise KeyError(f"--import-jobs needs an Auth0 target ({name} is not one the mapping names)")
+        return ImportBackfill(
+            source=self.source, job=job, state=self.state, leases=self.leases, queue=self.queue, audit=self.audit
+        )
 
     async def ensure_storage(self) -> None:
         """Create the tables and queues if missing (the Bicep creates them in Azure; Azurite starts empty)."""

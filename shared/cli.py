@@ -47,7 +47,6 @@ from shared.sources.graph.client import graph_client
 from shared.sources.graph.groups import mapping_group_problems
 from shared.sources.graph.source import GraphSource
 from shared.stores.keys import decode_key
-from shared.targets.auth0.bulk import ImportBackfill
 
 
 class ProgressLine:
@@ -232,14 +231,11 @@ async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:
 
 async def cmd_backfill(svc: bootstrap.App, args: argparse.Namespace) -> int:
     if args.import_jobs:
-        name = args.target or "auth0"
-        if name not in svc.jobs or svc.jobs[name].section.kind != "auth0":
-            raise UsageError(f"--import-jobs needs an Auth0 target ({name} is not one the mapping names)")
+        try:
+            bulk = svc.import_backfill(args.target or "auth0")
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from exc
         progress = ProgressLine()
-        bulk = ImportBackfill(
-            source=svc.source, job=svc.jobs[name], state=svc.state, leases=svc.leases, queue=svc.queue,
-            audit=svc.audit,
-        )  # fmt: skip
         result = await bulk.run(progress=progress)
         progress.done()
         print(f"backfill through import jobs: {result.entra_users} Entra users, {result.in_scope} in scope")

@@ -91,15 +91,14 @@ class Outcome:
     @classmethod
     def of(cls, item: WorkItem, parts: list[Outcome], timings: dict[str, float]) -> Outcome:
         """The whole item: one target's outcome as it is, several summed up."""
-        if len(parts) == 1:
-            only = parts[0]
-            return dataclasses.replace(only, target="", parts=parts, timings={**timings, **only.timings})
-        statuses = {p.status for p in parts}
-        status = next((s for s in ("applied", "held", "retrying", "deferred", "failed") if s in statuses), "noop")
-        spent = dict(timings)
+        spent = dict(timings)  # the item's own (leases, the source read) and every part's, added up
         for part in parts:
             for stage, seconds in part.timings.items():
                 spent[stage] = spent.get(stage, 0.0) + seconds
+        if len(parts) == 1:
+            return dataclasses.replace(parts[0], target="", parts=parts, timings=spent)
+        statuses = {p.status for p in parts}
+        status = next((s for s in ("applied", "held", "retrying", "deferred", "failed") if s in statuses), "noop")
         actions = [a for p in parts for a in p.actions]
         warnings = [w for p in parts for w in p.warnings]
         return cls(item, status, actions=actions, warnings=warnings, timings=spent, parts=parts)

@@ -33,6 +33,12 @@ def world(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+
+    async def empty() -> None:  # what earlier tests left on the shared Azurite is not this test's
+        svc = await open_services(w)
+        await svc.aclose()
+
+    asyncio.run(empty())
     try:
         yield w
     finally:
