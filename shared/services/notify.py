@@ -32,13 +32,13 @@ from typing import Any, Final
 
 import httpx
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.errors import TransientError
 from shared.settings import Secret
-from shared.stores.keys import encode_key, utcnow
+from shared.stores.keys import encode_key, replace_if_unchanged, utcnow
 
 log = logging.getLogger("entra_sync.notify")
 
@@ -114,17 +114,11 @@ class Notifier:
         if state == "sending" and float(current.get("claimed", 0)) > time.time() - CLAIM_TTL_S:
             raise TransientError(f"another attempt is sending the notification for {key}")
         entity["attempts"] = int(current.get("attempts", 1)) + 1
-        try:
-            meta = await self.table.update_entity(
-                entity,
-                mode=UpdateMode.REPLACE,
-                etag=current.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            raise TransientError(f"another attempt took over the notification for {key}") from None
+        etag = await replace_if_unchanged(self.table, entity, current.metadata["etag"])
+        if etag is None:
+            raise TransientError(f"another attempt took over the notification for {key}")
         log.info("taking over the %s notification claim for %s (attempt %s)", state, key, entity["attempts"])
-        return str(meta["etag"])
+        return etag
 
     async def _mark(self, row: str, etag: str, state: str) -> None:
         """Best effort. A ``failed`` mark releases the claim so a retry need not wait for

@@ -8,11 +8,14 @@ Azurite sometimes a 500), so any Entra id, UPN or email becomes a valid key, rev
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
-from azure.core.exceptions import ResourceExistsError
-from azure.data.tables.aio import TableServiceClient
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared import names
 
@@ -25,6 +28,18 @@ MAX_TEXT: Final = 30_000  # a string property holds 64 KiB of UTF-16; keep well 
 
 
 BATCH_LIMIT: Final = 100  # operations in one table transaction (Azurite crashes past it)
+
+
+async def replace_if_unchanged(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> str | None:
+    """Replace a row only if it is still the version ``etag`` names (optimistic concurrency): the
+    new etag, or None when someone changed or deleted it first."""
+    try:
+        meta = await table.update_entity(
+            entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+    except (ResourceModifiedError, ResourceNotFoundError):
+        return None
+    return str(meta["etag"])
 
 
 def encode_key(value: str) -> str:

@@ -13,12 +13,11 @@ from typing import Any, Final
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.clock import SYSTEM, Clock
 from shared.errors import LeaseBusy, LeaseLost
-from shared.stores.keys import decode_key, encode_key
+from shared.stores.keys import decode_key, encode_key, replace_if_unchanged
 
 LEASE_TTL_S: Final = 60.0
 
@@ -92,16 +91,10 @@ class LeaseStore:
             return None  # released between our two calls: the caller tries again
         if float(current.get("expires", 0)) > self.clock.now():
             return None
-        try:
-            meta = await self.table.update_entity(
-                entity,
-                mode=UpdateMode.REPLACE,
-                etag=current.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
+        etag = await replace_if_unchanged(self.table, entity, current.metadata["etag"])
+        if etag is None:
             return None  # another worker took it over first
-        return Lease(key, owner, str(meta["etag"]), expires_at)
+        return Lease(key, owner, etag, expires_at)
 
     async def acquire(self, identity: str, wait_s: float = 3.0, poll_s: float = 0.05) -> Lease:
         """Wait up to ``wait_s`` for the lease, then raise :class:`LeaseBusy`."""
@@ -119,17 +112,11 @@ class LeaseStore:
         if lease.lost:
             raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0)
         expires_at = self.clock.now() + self.ttl_s
-        try:
-            meta = await self.table.update_entity(
-                self._entity(lease.key, lease.owner, expires_at),
-                mode=UpdateMode.REPLACE,
-                etag=lease.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
+        etag = await replace_if_unchanged(self.table, self._entity(lease.key, lease.owner, expires_at), lease.etag)
+        if etag is None:
             lease.lost = True
-            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0) from None
-        lease.etag, lease.expires_at = str(meta["etag"]), expires_at
+            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0)
+        lease.etag, lease.expires_at = etag, expires_at
 
     def fence(self, lease: Lease) -> None:
         """Before a target write: raise :class:`LeaseLost` unless the lease is surely still ours
