@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from azure.data.tables.aio import TableServiceClient
 
 from sandbox.azurite import Azurite
-from shared.core.model import DeprovisionState, Link
+from shared.core.model import LINK_SCHEMA, DeprovisionState, Link
 from shared.errors import LeaseBusy, LeaseLost
 from shared.stores.audit import AuditRow, AuditStore
 from shared.stores.keys import decode_key, encode_key
@@ -81,6 +82,28 @@ def test_links_round_trip_with_their_deprovision_state(azurite: Azurite, table_n
         link = Link("u1", "auth0|u1", DeprovisionState.PENDING, disabled_by_sync=True, risk_locked=True)
         await links.put(link)
         assert await links.get("u1") == link
+
+    run(with_table, azurite, table_name, body)
+
+
+def test_a_link_row_from_before_schema_2_is_read_and_takes_the_new_form_when_put_again(
+    azurite: Azurite, table_name: str
+) -> None:
+    async def body(table: Any) -> None:
+        await table.create_entity(
+            {"PartitionKey": "auth0", "RowKey": "u1", "entra_id": "u1", "user_id": "auth0|u1",
+             "deprovision": "pending", "blocked_by_sync": True}
+        )  # fmt: skip
+        links = LinkStore(table)
+        old = await links.get("u1")
+        assert old == Link("u1", "auth0|u1", DeprovisionState.PENDING, disabled_by_sync=True, schema_version=1)
+        assert [link async for link in links.all()] == [old]
+        await links.put(dataclasses.replace(old, deprovision=DeprovisionState.DONE))
+        row = await table.get_entity("auth0", "u1")
+        assert row["schema_version"] == LINK_SCHEMA and row["disabled_by_sync"] is True
+        assert (row["source_id"], row["target_id"]) == ("u1", "auth0|u1")
+        assert not {"entra_id", "user_id", "blocked_by_sync"} & set(row)
+        assert await links.get("u1") == Link("u1", "auth0|u1", DeprovisionState.DONE, disabled_by_sync=True)
 
     run(with_table, azurite, table_name, body)
 
