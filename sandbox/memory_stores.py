@@ -25,7 +25,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import random
 import time
 import uuid
@@ -408,16 +407,16 @@ class MemoryQueue:
         await asyncio.sleep(0)
         spread = self.jitter.uniform(0.5, 1.0 + min(30.0, delay_s * 0.1))
         delay = min(max(delay_s, 0.0) + spread, MAX_VISIBILITY_S)
-        # Whole seconds of invisibility, as a queue message's visibility timeout.
-        self._enqueue(dataclasses.replace(item, deferrals=item.deferrals + 1), math.ceil(delay))
+        self._enqueue(dataclasses.replace(item, deferrals=item.deferrals + 1), delay)
         return delay
 
     async def poison(self, item: WorkItem) -> None:
         await asyncio.sleep(0)
         self.poisoned.append(WorkItem.from_json(item.to_json()))
 
-    def visible(self) -> list[WorkItem]:
-        now = self.clock.now()
+    def visible(self, at: float | None = None) -> list[WorkItem]:
+        """What a receive would get now (or at time ``at`` on the clock), left in place."""
+        now = self.clock.now() if at is None else at
         return [m.item for m in self.messages if m.visible_at <= now]
 
     def take(self) -> list[WorkItem]:
