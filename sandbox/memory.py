@@ -10,7 +10,8 @@ those who ask for it (``kinds_with_memory()``): the product does not know it.
 :class:`MemorySource` holds users as Graph has them (its property names: ``accountEnabled``,
 ``userType``, ``mail``, ...), their groups and the soft-deleted ones, and classifies them with the
 mapping's scope as :class:`~shared.sources.graph.source.GraphSource` does; every change to a user
-is numbered, and a cursor is the number it was issued at.
+is numbered, and a cursor is the number it was issued at (``expire_cursors`` makes the issued ones
+unknown, as Graph forgets a delta token).
 
 :class:`MemoryTarget` accounts (``MemoryTarget.data``) are flat dictionaries keyed by target path;
 ``active`` is their state; entitlements are names; the owner stamp is ``owner``. Faults can be
@@ -64,6 +65,7 @@ class MemorySource:
         self.calls: dict[str, int] = {}
         self._changes: list[tuple[int, str]] = []
         self._seq = 0
+        self._epoch = 0  # a cursor is "<epoch>:<seq>"; expire_cursors() starts a new epoch
 
     # -- changing it (tests) -----------------------------------------------------------------------
 
@@ -94,6 +96,10 @@ class MemorySource:
         self.deleted.pop(source_id, None)
         self.groups.pop(source_id, None)
         self._changed(source_id)
+
+    def expire_cursors(self) -> None:
+        """Forget every cursor issued so far: changed() refuses them with DeltaExpired."""
+        self._epoch += 1
 
     def _changed(self, source_id: str) -> None:
         self._seq += 1
@@ -137,12 +143,13 @@ class MemorySource:
         """Every user for ``None``; else the users changed (the deleted ones too) since ``cursor``."""
         self._count("users.delta")
         await asyncio.sleep(0)
+        issued = f"{self._epoch}:{self._seq}"
         if cursor is None:
-            return set(self.users), str(self._seq)
-        if not cursor.isdigit() or int(cursor) > self._seq:
-            raise DeltaExpired(f"memory source: no such cursor {cursor!r}; start a full round")
-        since = int(cursor)
-        return {uid for seq, uid in self._changes if seq > since}, str(self._seq)
+            return set(self.users), issued
+        epoch, _, seq = cursor.partition(":")
+        if epoch != str(self._epoch) or not seq.isdigit() or int(seq) > self._seq:
+            raise DeltaExpired(f"memory source: cursor {cursor!r} is not known (any more); start a full round")
+        return {uid for n, uid in self._changes if n > int(seq)}, issued
 
 
 class MemoryRules:
