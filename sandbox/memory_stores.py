@@ -4,7 +4,8 @@ Azure Storage behind them.
 For tests and benchmarks that want the services without Azurite, and as the second implementation
 each storage contract suite (``tests/contracts/``) runs against beside the Azurite-backed one. Each
 mirrors what its product store does that a caller can observe (what comes back, what is refused,
-what stays hidden), not how: there are no table rows or queue messages here.
+what stays hidden), not how: nothing here is a table or a queue (an audit row carries the
+``PartitionKey`` and ``RowKey`` the product's rows have only because their readers may look at them).
 
 * :class:`MemoryLinks`: one target's links; stores over one ``table`` share it, each sees its own.
 * :class:`MemoryLeases`: expiring leases on an injected clock, renewed while held, fenced.
