@@ -1,13 +1,21 @@
-"""An in-memory target: the :class:`~shared.core.ports.Target` port with no vendor behind it.
+"""An in-memory source and target: the :class:`~shared.core.ports.Source` and
+:class:`~shared.core.ports.Target` ports with no Entra ID or vendor behind them (the in-memory stores,
+queue and alerts are in :mod:`sandbox.memory_stores`).
 
 For tests and benchmarks: a second target beside Auth0 (to prove one target's trouble never delays
-another), and the reference implementation the target contract suite runs against. Its kind,
-``memory``, is registered only by those who ask for it (``kinds_with_memory()``): the product
-does not know it.
+another), and the implementations the source and target contract suites (``tests/contracts/``) run
+against beside the Graph and Auth0 emulators. The target's kind, ``memory``, is registered only by
+those who ask for it (``kinds_with_memory()``): the product does not know it.
 
-Accounts (``MemoryTarget.data``) are flat dictionaries keyed by target path; ``active`` is their
-state; entitlements are names; the owner stamp is ``owner``. Faults can be switched on
-(``fail_with``, ``hold``) to make it down or slow for a while.
+:class:`MemorySource` holds users as Graph has them (its property names: ``accountEnabled``,
+``userType``, ``mail``, ...), their groups and the soft-deleted ones, and classifies them with the
+mapping's scope as :class:`~shared.sources.graph.source.GraphSource` does; every change to a user
+is numbered, and a cursor is the number it was issued at (``expire_cursors`` makes the issued ones
+unknown, as Graph forgets a delta token).
+
+:class:`MemoryTarget` accounts (``MemoryTarget.data``) are flat dictionaries keyed by target path;
+``active`` is their state; entitlements are names; the owner stamp is ``owner``. Faults can be
+switched on (``fail_with``, ``hold``) to make it down or slow for a while.
 """
 
 from __future__ import annotations
@@ -16,20 +24,132 @@ import asyncio
 import copy
 import itertools
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from shared.core.classify import classify
 from shared.core.model import Account, Action, ActionKind, Identity, SourceState
-from shared.core.ports import Applied, Capabilities, Fence, Rules, Target
+from shared.core.ports import Applied, Capabilities, Fence, Rules, Source, Target
 from shared.errors import Conflict, PermanentError
-from shared.mapping.model import TargetSection
+from shared.mapping.model import Scope, SyncMapping, TargetSection
+from shared.sources.graph.source import DeltaExpired
 from shared.targets.registry import KINDS, TargetKind
 
 MATCHERS: Final = ("owner", "email")
+PAGE: Final = 999  # users a page holds, as GraphSource reads them
 CAPABILITIES: Final = Capabilities(
     revoke_sessions=False, revoke_refresh_tokens=False, delete=True, entitlements="groups"
 )
+
+
+class MemorySource:
+    """Users in dictionaries, read as Entra ID through Graph: ``users`` (id -> properties, the
+    disabled ones too), ``deleted`` (soft-deleted, restorable), ``groups`` (id -> the groups it is a
+    member of, nesting resolved). Only the mapping's relevant groups are read (all without a mapping).
+
+    Change it with :meth:`add`, :meth:`update`, :meth:`soft_delete`, :meth:`restore` and
+    :meth:`hard_delete`; each numbers a change that :meth:`changed` reports. Group membership is not a
+    change of the user (Graph's users delta does not carry it either)."""
+
+    name = "entra"
+
+    def __init__(self, mapping: SyncMapping | None = None, *, page_size: int = PAGE):
+        self.scope = mapping.scope if mapping is not None else Scope()
+        self.relevant = mapping.relevant_groups if mapping is not None else None
+        self.page_size = page_size
+        self.users: dict[str, dict[str, Any]] = {}
+        self.deleted: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, set[str]] = {}
+        self.calls: dict[str, int] = {}
+        self._changes: list[tuple[int, str]] = []
+        self._seq = 0
+        self._epoch = 0  # a cursor is "<epoch>:<seq>"; expire_cursors() starts a new epoch
+
+    # -- changing it (tests) -----------------------------------------------------------------------
+
+    def add(self, source_id: str | None = None, groups: Iterable[str] = (), **properties: Any) -> str:
+        """A new enabled Member (unless ``properties`` say otherwise); returns its id."""
+        uid = source_id or str(uuid.uuid4())
+        if uid in self.users or uid in self.deleted:
+            raise ValueError(f"an object with id {uid} exists")
+        self.users[uid] = {"id": uid, "accountEnabled": True, "userType": "Member", **properties}
+        self.groups[uid] = set(groups)
+        self._changed(uid)
+        return uid
+
+    def update(self, source_id: str, **changes: Any) -> None:
+        self.users[source_id].update(changes)
+        self._changed(source_id)
+
+    def soft_delete(self, source_id: str) -> None:
+        self.deleted[source_id] = self.users.pop(source_id)
+        self._changed(source_id)
+
+    def restore(self, source_id: str) -> None:
+        self.users[source_id] = self.deleted.pop(source_id)
+        self._changed(source_id)
+
+    def hard_delete(self, source_id: str) -> None:
+        self.users.pop(source_id, None)
+        self.deleted.pop(source_id, None)
+        self.groups.pop(source_id, None)
+        self._changed(source_id)
+
+    def expire_cursors(self) -> None:
+        """Forget every cursor issued so far: changed() refuses them with DeltaExpired."""
+        self._epoch += 1
+
+    def _changed(self, source_id: str) -> None:
+        self._seq += 1
+        self._changes.append((self._seq, source_id))
+
+    # -- the Source port ---------------------------------------------------------------------------
+
+    def _count(self, op: str) -> None:
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+    def _groups_of(self, source_id: str) -> frozenset[str]:
+        groups = self.groups.get(source_id, set())
+        return frozenset(groups if self.relevant is None else groups & self.relevant)
+
+    def _identity(self, source_id: str, *, groups: bool) -> Identity:
+        props = copy.deepcopy(self.users[source_id])
+        enabled = props.get("accountEnabled") is not False
+        # As GraphSource.read: a disabled user is a leaver whatever its groups, which are not read.
+        found = self._groups_of(source_id) if groups or enabled else frozenset()
+        return Identity(source_id, classify(enabled, props, found, self.scope), props, found)
+
+    async def read(self, source_id: str) -> Identity:
+        self._count("users.get")
+        await asyncio.sleep(0)
+        if source_id in self.users:
+            return self._identity(source_id, groups=False)
+        if source_id in self.deleted:
+            return Identity(source_id, SourceState.SOFT_DELETED, copy.deepcopy(self.deleted[source_id]))
+        return Identity(source_id, SourceState.HARD_DELETED)
+
+    async def identities(self, page_size: int | None = None) -> AsyncIterator[list[Identity]]:
+        """Every user (not the deleted ones), classified, ``page_size`` (or the source's) a page."""
+        size = page_size or self.page_size
+        ids = list(self.users)
+        for start in range(0, len(ids), size):
+            self._count("users.list")
+            await asyncio.sleep(0)
+            yield [self._identity(uid, groups=True) for uid in ids[start : start + size] if uid in self.users]
+
+    async def changed(self, cursor: str | None) -> tuple[set[str], str]:
+        """Every user for ``None``; else the users changed (the deleted ones too) since ``cursor``."""
+        self._count("users.delta")
+        await asyncio.sleep(0)
+        issued = f"{self._epoch}:{self._seq}"
+        if cursor is None:
+            return set(self.users), issued
+        epoch, _, seq = cursor.partition(":")
+        if epoch != str(self._epoch) or not seq.isdigit() or int(seq) > self._seq:
+            raise DeltaExpired(f"memory source: cursor {cursor!r} is not known (any more); start a full round")
+        return {uid for n, uid in self._changes if n > int(seq)}, issued
 
 
 class MemoryRules:
@@ -240,3 +360,7 @@ class MemoryKind:
 def kinds_with_memory(kind: MemoryKind | None = None) -> dict[str, TargetKind]:
     """The product's kinds and the ``memory`` kind (a fresh one unless given)."""
     return {**KINDS, "memory": kind or MemoryKind()}
+
+
+if TYPE_CHECKING:  # each class is its port, as mypy sees it
+    _source: Source = MemorySource()

@@ -1,9 +1,10 @@
 """The ports the services work through, as ``typing.Protocol`` s.
 
-Every port has an in-memory implementation (``sandbox/memory.py``) and a contract test suite that
-every implementation passes (``tests/contracts/``). The services see only these shapes: a
-:class:`Source` (Entra ID through Graph), any number of :class:`Target` s (Auth0, SCIM
-applications, ...), the stores (links, leases, state, audit), the work queue and the alerts.
+Every port has an in-memory implementation (``sandbox/memory.py``: the source and the target;
+``sandbox/memory_stores.py``: the stores, the queue and the alerts) and a contract test suite that
+every implementation passes (``tests/contracts/``, one module per port). The services see only
+these shapes: a :class:`Source` (Entra ID through Graph), any number of :class:`Target` s (Auth0,
+SCIM applications, ...), the stores (links, leases, state, audit), the work queue and the alerts.
 """
 
 from __future__ import annotations

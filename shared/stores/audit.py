@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Mapping
@@ -54,6 +55,10 @@ class AuditRow:
 
 INTENT_PREFIX: Final = "~intent~"  # RowKey of a write-ahead intent: after every audit row's time key
 
+# Rows are ordered by RowKey: the time, then this process's write sequence, so rows of the same
+# millisecond (a create and its grants on a fast target) keep the order they were written in.
+_WRITTEN: Final = itertools.count()
+
 
 class AuditStore:
     """One row per decision and action; partitioned by identity, ordered by time within it.
@@ -73,7 +78,7 @@ class AuditStore:
         diff = json.dumps(row.diff, sort_keys=True, default=str) if row.diff else ""
         return {
             "PartitionKey": encode_key(row.identity),
-            "RowKey": f"{row.at}_{uuid.uuid4().hex[:12]}",
+            "RowKey": f"{row.at}_{next(_WRITTEN):012d}_{uuid.uuid4().hex[:8]}",
             "at": row.at,
             "correlation_id": row.correlation_id,
             "source": row.source,

@@ -1,0 +1,185 @@
+"""The WorkQueue contract: what the webhooks, delta, reconciliation and the worker's waits rely on.
+Every item sent arrives as it was sent; a deferred item is hidden until its time and arrives with
+its deferral counted; a poisoned item goes where an operator looks, not back to the worker.
+
+Time is the one thing the two differ in: the memory queue runs on an injected clock, a queue
+message on Azurite becomes visible in real seconds. The fixture's ``wait_past`` hides that: it moves
+the clock, or polls the queue (bounded) until the time has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from azure.storage.queue import TextBase64DecodePolicy
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
+
+from sandbox.memory_stores import MemoryQueue
+from shared.core.ports import WorkQueue
+from shared.core.work import MAX_MESSAGE_BYTES, WorkItem, user_item
+from shared.errors import BadInput
+from shared.stores.queue import MAX_VISIBILITY_S
+from shared.stores.queue import WorkQueue as StorageWorkQueue
+from tests.contracts.backends import Opener, fresh_queues, run
+from tests.support import FakeClock
+
+USERS = [f"0000000{i}-aaaa-4bbb-8ccc-dddddddddddd" for i in range(4)]
+
+
+@dataclass
+class Queues:
+    queue: WorkQueue
+    visible: Callable[[], Awaitable[list[WorkItem]]]  # what a receive would get now (left in place)
+    poisoned: Callable[[], Awaitable[list[WorkItem]]]
+    take_after: Callable[[float], Awaitable[list[WorkItem]]]  # once ``s`` seconds passed: what is visible, taken
+    just_before: Callable[[float], Awaitable[list[WorkItem]]]  # what is visible shortly before ``s`` pass
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def queues(request: pytest.FixtureRequest) -> Opener[Queues]:
+    if request.param == "memory":
+
+        @asynccontextmanager
+        async def in_memory() -> AsyncIterator[Queues]:
+            clock = FakeClock()
+            queue = MemoryQueue(clock)
+
+            async def visible() -> list[WorkItem]:
+                return queue.visible()
+
+            async def poisoned() -> list[WorkItem]:
+                return list(queue.poisoned)
+
+            async def take_after(seconds: float) -> list[WorkItem]:
+                clock.advance(seconds)
+                return queue.take()
+
+            async def just_before(seconds: float) -> list[WorkItem]:
+                return queue.visible(at=clock.now() + seconds - 0.5)
+
+            yield Queues(queue, visible, poisoned, take_after, just_before)
+
+        return in_memory
+    azurite = request.getfixturevalue("azurite")
+
+    @asynccontextmanager
+    async def on_azurite() -> AsyncIterator[Queues]:
+        async with fresh_queues(azurite, "", "-poison") as (service, name):
+            reader, poison = reader_of(service, name), reader_of(service, f"{name}-poison")
+
+            async def take_after(seconds: float) -> list[WorkItem]:
+                deadline = time.monotonic() + seconds + 10.0  # bounded polling: a queue's time is real
+                while not (taken := await take(reader)) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                return taken
+
+            async def just_before(seconds: float) -> list[WorkItem]:
+                return await peek(reader)  # in real time, right after a deferral is before its time
+
+            async with reader, poison:
+                queue = StorageWorkQueue(service, name)
+                yield Queues(queue, lambda: peek(reader), lambda: peek(poison), take_after, just_before)
+
+    return on_azurite
+
+
+def reader_of(service: QueueServiceClient, name: str) -> QueueClient:
+    return service.get_queue_client(name, message_decode_policy=TextBase64DecodePolicy())
+
+
+async def peek(client: QueueClient) -> list[WorkItem]:
+    return [WorkItem.from_json(m.content) for m in await client.peek_messages(max_messages=32)]
+
+
+async def take(client: QueueClient) -> list[WorkItem]:
+    taken = []
+    async for message in client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30):
+        taken.append(WorkItem.from_json(message.content))
+        await client.delete_message(message)
+    return taken
+
+
+def by_id(items: list[WorkItem]) -> list[WorkItem]:
+    return sorted(items, key=lambda item: (item.id, item.correlation_id))
+
+
+def test_send_says_how_many_it_sent_and_each_item_arrives_as_it_was_sent(queues: Opener[Queues]) -> None:
+    items = [
+        user_item(USERS[0], "notification", "sub-1"),
+        dataclasses.replace(user_item(USERS[1], "delta"), target="memory:crm", attempt=2, approved="guard:e1"),
+        WorkItem("delta", "users", "delta"),
+    ]
+
+    async def body(q: Queues) -> None:
+        assert await q.queue.send(items) == 3
+        assert await q.queue.send([]) == 0
+        assert by_id(await q.visible()) == by_id(items)
+        assert await q.poisoned() == []
+
+    run(queues, body)
+
+
+def test_an_item_too_large_for_a_message_is_refused_after_the_others_were_sent(queues: Opener[Queues]) -> None:
+    huge = user_item(USERS[1], "manual", "x" * MAX_MESSAGE_BYTES)
+    fine = [user_item(USERS[0], "manual"), user_item(USERS[2], "manual")]
+
+    async def body(q: Queues) -> None:
+        with pytest.raises(BadInput, match="too large"):
+            await q.queue.send([fine[0], huge, fine[1]])
+        assert by_id(await q.visible()) == by_id(fine)
+
+    run(queues, body)
+
+
+def test_a_deferred_item_is_hidden_until_its_time_and_arrives_with_the_deferral_counted(
+    queues: Opener[Queues],
+) -> None:
+    item = dataclasses.replace(user_item(USERS[0], "notification"), target="auth0")
+
+    async def body(q: Queues) -> None:
+        delay = await q.queue.defer(item, 0.0)
+        assert delay >= 0.0
+        assert await q.visible() == []  # hidden right after
+        assert await q.just_before(delay) == []
+        [back] = await q.take_after(delay)
+        assert back == dataclasses.replace(item, deferrals=1)
+        again = await q.queue.defer(back, 0.0)
+        assert await q.visible() == []
+        assert await q.take_after(again) == [dataclasses.replace(item, deferrals=2)]
+        assert await q.visible() == []
+
+    run(queues, body)
+
+
+def test_a_long_deferral_waits_at_least_as_long_as_asked_and_hides_the_item_meanwhile(
+    queues: Opener[Queues],
+) -> None:
+    item = user_item(USERS[0], "notification")
+
+    async def body(q: Queues) -> None:
+        delay = await q.queue.defer(item, 900.0)
+        assert 900.0 <= delay <= 900.0 + 31.0  # a spread of seconds, not of minutes
+        assert await q.visible() == []
+        assert await q.just_before(delay) == []
+        longest = await q.queue.defer(item, 30 * 24 * 3600.0)  # past what a queue message may wait
+        assert 6 * 24 * 3600.0 < longest <= MAX_VISIBILITY_S
+        assert await q.visible() == []
+
+    run(queues, body)
+
+
+def test_a_poisoned_item_goes_to_the_poison_queue_and_not_back_to_the_worker(queues: Opener[Queues]) -> None:
+    item = dataclasses.replace(user_item(USERS[3], "notification"), target="auth0", attempt=4)
+
+    async def body(q: Queues) -> None:
+        await q.queue.poison(item)
+        assert await q.poisoned() == [item]
+        assert await q.visible() == []
+
+    run(queues, body)
