@@ -180,8 +180,7 @@ def test_a_second_user_with_the_same_username_answers_409_uniqueness(app: ScimAp
 
 
 def test_lists_page_by_start_index_and_count(app: ScimApp, client: httpx.Client) -> None:
-    for i in range(7):
-        app.add_user(f"user{i:05d}@example.com")
+    app.seed_users(7)
     page = client.get("/Users", params={"startIndex": 3, "count": 2, "sortBy": "userName"}).json()
     assert (page["totalResults"], page["startIndex"], page["itemsPerPage"]) == (7, 3, 2)
     assert [u["userName"] for u in page["Resources"]] == ["user00002@example.com", "user00003@example.com"]
@@ -414,6 +413,25 @@ def test_the_request_log_counts_routes_and_flags_writes(app: ScimApp, client: ht
 # -- helpers and control ------------------------------------------------------------------------
 
 
+def test_seeded_users_are_valid_resources_found_like_any_other(app: ScimApp, client: httpx.Client) -> None:
+    ids = app.seed_users(25, external_id="entra-{i}", start=100)
+    assert len(ids) == len(set(ids)) == 25
+    users = app.users()
+    assert [u["userName"] for u in users[:2]] == ["user00100@example.com", "user00101@example.com"]
+    seeded = client.get(f"/Users/{ids[3]}").json()
+    assert (seeded["userName"], seeded["externalId"], seeded["active"]) == ("user00103@example.com", "entra-103", True)
+    assert seeded["meta"]["version"] and seeded["meta"]["created"]
+    assert app.user_by_username("USER00110@example.com") == client.get(f"/Users/{ids[10]}").json()
+    found = client.get("/Users", params={"filter": 'externalId eq "entra-124"'}).json()["Resources"]
+    assert [u["id"] for u in found] == [ids[24]]
+    # the storage's uniqueness index knows seeded names
+    _error(client.post("/Users", json=_user("user00100@example.com")), 409, "uniqueness")
+    with pytest.raises(UniquenessException):
+        app.seed_users(3, start=124)
+    assert len(app.users()) == 25
+    assert app.snapshot()["users"] == 25
+
+
 def test_a_profile_switch_keeps_the_resources_and_reset_restores_the_constructor_profile() -> None:
     with ScimApp(token=TOKEN, profile=ENTRA) as app:
         assert isinstance(app, ScimApp)
@@ -427,3 +445,27 @@ def test_a_profile_switch_keeps_the_resources_and_reset_restores_the_constructor
         with pytest.raises(ValueError, match="unknown SCIM profile"):
             app.set_profile("salesforce")
         assert app.profile == ENTRA
+
+
+def test_control_endpoints_seed_switch_profile_and_snapshot(app: ScimApp) -> None:
+    with httpx.Client(base_url=app.origin, timeout=10) as control:
+        spec = {
+            "count": 3,
+            "users": [{"userName": "nina", "externalId": "n-1"}],
+            "groups": [{"displayName": "Ops", "members": ["nina"]}],
+        }
+        seeded = control.post("/_control/seed", json=spec)
+        assert seeded.json() == {"profile": FULL, "externalid_filter": True, "users": 4, "groups": 1}
+        group = app.group_by_name("Ops")
+        nina = app.user_by_username("nina")
+        assert group is not None and nina is not None and app.members_of(group["id"]) == {nina["id"]}
+        switched = control.put("/_control/profile", json={"profile": ENTRA, "externalid_filter": False})
+        assert switched.json()["profile"] == ENTRA and app.externalid_filter is False
+        assert control.post("/_control/reset").status_code == 204
+        assert control.get("/_control/snapshot").json() == {
+            "profile": FULL,
+            "externalid_filter": True,
+            "users": 0,
+            "groups": 0,
+        }
+    assert app.log.total == 0
