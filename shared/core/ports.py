@@ -34,7 +34,7 @@ class Source(Protocol):
     async def read(self, source_id: str) -> Identity:
         """The identity as the source has it now, classified (a deleted one too)."""
 
-    def identities(self) -> AsyncIterator[list[Identity]]:
+    def identities(self, page_size: int = 999) -> AsyncIterator[list[Identity]]:
         """Every identity, classified, a page at a time (reconciliation, backfill)."""
 
     async def changed(self, cursor: str | None) -> tuple[set[str], str]:
