@@ -332,6 +332,7 @@ class MemoryKind:
     option_keys: frozenset[str] = frozenset()
     matching_keys: frozenset[str] = frozenset()
     capabilities = CAPABILITIES
+    deprovision_defaults = ("disable", "disable")
 
     def __init__(self) -> None:
         self.built: dict[str, MemoryTarget] = {}  # by target name: what tests look into
@@ -346,6 +347,9 @@ class MemoryKind:
         return ("link", *MATCHERS)
 
     def matching_problem(self, options: Any, precedence: Sequence[str]) -> tuple[str, str] | None:
+        return None
+
+    def check_grants(self, check: Any, where: str, grants: Sequence[Any]) -> None:
         return None
 
     def rules(self, section: TargetSection) -> Rules:

@@ -13,10 +13,10 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from shared import redact
@@ -27,6 +27,8 @@ GRAPH_CLIENT_STATE_MIN: Final = 16  # ours: the client state is a shared secret,
 RISK_ALERT_SECRET_MIN: Final = 32  # the push endpoint's shared secret: long enough not to be guessed
 RISK_ALERT_SECRET_MAX: Final = 256
 
+# The app setting that holds a SCIM target's bearer token, as the mapping names it.
+SCIM_TOKEN_SETTING: Final = re.compile(r"SCIM_[A-Z0-9_]{1,60}_TOKEN")
 SCHEDULE_SETTINGS: Final = ("DELTA_SCHEDULE", "RECONCILE_SCHEDULE", "RISK_SCHEDULE", "SUBSCRIPTIONS_SCHEDULE")
 
 _KEY_VAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
@@ -129,19 +131,49 @@ class Settings:
     mapping_file: Path
     notify_webhook_url: Secret | None = None  # incoming-webhook URLs embed their own secret
     risk_alert_secret: Secret | None = None  # shared secret of the risk_alert push endpoint; None refuses all
+    # Bearer tokens of SCIM applications, by setting name (SCIM_<NAME>_TOKEN): the mapping's SCIM
+    # sections name theirs (a Key Vault reference in Azure), so they are read by check_targets,
+    # once the mapping is known, from the environment these settings came from.
+    scim_tokens: dict[str, Secret] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         return _Reader(os.environ if env is None else env).read()
 
-    def check_targets(self, kinds: Iterable[tuple[str, str]]) -> None:
-        """Every target the mapping names (name, kind) has the settings it needs; all problems at once."""
+    def scim_token(self, setting: str, target: str) -> Secret:
+        """The bearer token in ``setting`` (read now if :meth:`check_targets` has not yet)."""
+        problem = self._scim_token(setting, target)
+        if problem is not None:
+            raise SettingsError([problem])
+        return self.scim_tokens[setting]
+
+    def _scim_token(self, setting: str, target: str) -> str | None:
+        """Read the token ``setting`` into :attr:`scim_tokens`; why not, when it cannot be."""
+        if setting in self.scim_tokens:
+            return None
+        if not SCIM_TOKEN_SETTING.fullmatch(setting):
+            return f"the target {target} names {setting!r} for its token, which is not SCIM_<NAME>_TOKEN"
+        value = (self.env.get(setting) or "").strip()
+        if not value:
+            return f"{setting} is required: the mapping's target {target} names it for its bearer token"
+        if not value.isascii() or not value.isprintable() or " " in value:
+            return f"{setting} must be printable ASCII without spaces (it travels in an HTTP header)"
+        self.scim_tokens[setting] = Secret(value)
+        return None
+
+    def check_targets(self, sections: Iterable[Any]) -> None:
+        """Every target the mapping names (its sections: name, kind, options) has the settings it
+        needs; all problems at once."""
         problems = []
-        for name, kind in kinds:
+        for section in sections:
+            name, kind = section.name, section.kind
             if kind == "auth0" and self.auth0 is None:
                 problems.append(
                     f"AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): the mapping names the target {name}"
                 )
+            if kind == "scim" and (problem := self._scim_token(str(section.options.token_setting), name)):
+                problems.append(problem)
         if problems:
             raise SettingsError(problems)
 
@@ -249,6 +281,7 @@ class _Reader:
             mapping_file=mapping_file,
             notify_webhook_url=Secret(notify) if notify else None,
             risk_alert_secret=risk_alert_secret,
+            env=self.env,
         )
 
     def graph_credentials(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from shared.settings import Auth0Auth, GraphAuth, Secret, Settings, SettingsError
@@ -123,9 +125,10 @@ def test_auth0_is_optional_until_the_mapping_names_an_auth0_target() -> None:
         del env[name]
     s = Settings.from_env(env)  # a deployment may sync only to other targets
     assert s.auth0 is None
-    s.check_targets([("scim:hr-app", "scim")])
+    hr = SimpleNamespace(name="scim:hr-app", kind="scim", options=SimpleNamespace(token_setting="SCIM_HR_TOKEN"))
+    Settings.from_env({**env, "SCIM_HR_TOKEN": "t0ken-of-the-hr-app"}).check_targets([hr])
     with pytest.raises(SettingsError) as info:
-        s.check_targets([("auth0", "auth0")])
+        s.check_targets([SimpleNamespace(name="auth0", kind="auth0", options=None)])
     assert info.value.problems == [
         "AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): the mapping names the target auth0"
     ]

@@ -185,6 +185,7 @@ class Checker:
         precedence = self.precedence(f"{where}matching.", matching, kind, parsed_options)
         attributes = self.attributes(where, data.get("attributes"), kind)
         grants = self.grants(where, data.get(kind.grants_key) or [], kind)
+        kind.check_grants(self, f"{where}{kind.grants_key}", grants)
         deprovision = self.deprovision(f"{where}deprovision", data.get("deprovision") or {}, kind)
         reconcile = self.reconcile(f"{where}reconcile", data.get("reconcile") or {})
         guard = self.guard(f"{where}guard", data.get("guard") or {}, reconcile)
@@ -462,7 +463,8 @@ class Checker:
             value = data.get(key)
             if value in (*kind.disable_words, *DEPROVISION_ACTIONS):
                 return "delete" if value == "delete" else "disable"
-            return "delete" if self.choice(f"{where}.{key}", value, words, words[0]) == "delete" else "disable"
+            default = words[1] if kind.deprovision_defaults[key == "hard_delete"] == "delete" else words[0]
+            return "delete" if self.choice(f"{where}.{key}", value, words, default) == "delete" else "disable"
 
         caps = kind.capabilities
 

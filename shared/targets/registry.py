@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.ports import Capabilities, Rules, Target
-from shared.mapping.model import TargetSection
+from shared.mapping.model import Grant, TargetSection
 
 if TYPE_CHECKING:
     from shared.mapping.load import Checker
@@ -50,6 +50,13 @@ class TargetKind(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...
 
+    @property
+    def deprovision_defaults(self) -> tuple[str, str]:
+        """("disable" or "delete") for a leaver and for an identity deleted for good, unless the section says."""
+
+    def check_grants(self, check: Checker, where: str, grants: Sequence[Grant]) -> None:
+        """Rules of its own for the section's grants (problems go to ``check``, naming the entry)."""
+
     def path_problem(self, path: str) -> str | None:
         """Why an attribute's target path cannot be written, or None."""
 
@@ -71,8 +78,9 @@ class TargetKind(Protocol):
 
 def kinds() -> dict[str, TargetKind]:
     from shared.targets.auth0.kind import AUTH0
+    from shared.targets.scim.kind import SCIM
 
-    return {AUTH0.name: AUTH0}
+    return {AUTH0.name: AUTH0, SCIM.name: SCIM}
 
 
 KINDS: Mapping[str, TargetKind] = kinds()

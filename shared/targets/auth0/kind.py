@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Rules, Target
-from shared.mapping.model import TargetSection
+from shared.mapping.model import Grant, TargetSection
 from shared.targets.auth0.rules import CAPABILITIES, METADATA, ROOT_PATHS, Auth0Options, Auth0Rules
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ class Auth0Kind:
     option_keys = frozenset({"connection", "deterministic_user_id"})
     matching_keys = frozenset({"app_metadata_key", "enterprise_connection"})
     capabilities = CAPABILITIES
+    deprovision_defaults = ("disable", "disable")  # a block, also for a user deleted for good
 
     def path_problem(self, path: str) -> str | None:
         head, _, rest = path.partition(".")
@@ -70,6 +71,9 @@ class Auth0Kind:
         if "enterprise_identity" in precedence and options.enterprise_connection is None:
             return "enterprise_connection", "is required when precedence includes enterprise_identity"
         return None
+
+    def check_grants(self, check: Checker, where: str, grants: Sequence[Grant]) -> None:
+        return None  # many to many: a group may grant several roles, a role may come from several groups
 
     def rules(self, section: TargetSection) -> Rules:
         return Auth0Rules(section)
