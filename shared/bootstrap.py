@@ -30,6 +30,7 @@ from shared.mapping.load import load_mapping
 from shared.mapping.model import SyncMapping, TargetSection
 from shared.redact import install_log_redaction
 from shared.services.alerts import Alerts
+from shared.services.backfill import Backfill
 from shared.services.delta import DeltaService
 from shared.services.dispatch import Dispatcher
 from shared.services.guard import MassChangeGuard
@@ -57,6 +58,8 @@ from shared.targets.auth0.bulk import ImportBackfill
 from shared.targets.auth0.client import auth0_client
 from shared.targets.auth0.ratelimit import RateGate
 from shared.targets.registry import KINDS, TargetKind
+from shared.targets.scim.client import http_client
+from shared.targets.scim.rules import ScimOptions
 
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test keeps them equal)
 
@@ -68,6 +71,7 @@ class BuildContext:
     settings: Settings
     clock: Clock
     auth0_client_override: Any = None
+    state: StateStore | None = None
     closers: list[Any] = field(default_factory=list)
 
     def auth0_gate(self) -> RateGate:
@@ -78,6 +82,13 @@ class BuildContext:
             return self.auth0_client_override
         assert self.settings.auth0 is not None  # checked against the mapping before building
         client = auth0_client(self.settings.auth0, gate=gate)
+        self.closers.append(client)
+        return client
+
+    def scim_http(self, options: ScimOptions, target: str) -> Any:
+        """A SCIM target's connection pool, with the bearer token its section names."""
+        token = self.settings.scim_token(options.token_setting, target)
+        client = http_client(options.base_url, token, options.timeout_s)
         self.closers.append(client)
         return client
 
@@ -122,6 +133,10 @@ class App:
 
     def table(self, name: str) -> Any:
         return self.tables.get_table_client(name)
+
+    def backfill(self, name: str) -> Backfill:
+        """One target's backfill in this run (``entra-sync backfill --target <name>``)."""
+        return Backfill(source=self.source, worker=self.worker, job=self.jobs[name])
 
     def import_backfill(self, name: str = "auth0") -> ImportBackfill:
         """The import-job backfill of an Auth0 target (``entra-sync backfill --import-jobs``)."""
@@ -170,12 +185,13 @@ def build(
     """Every adapter and service from ``settings`` and ``mapping``. ``auth0``: an Auth0 client to use
     instead of one from the settings; ``targets``: adapters to use instead of the built ones (by
     target name); ``graph``: a Graph client; ``reports=False``: no report store."""
-    settings.check_targets((name, section.kind) for name, section in mapping.targets.items())
+    settings.check_targets(mapping.targets.values())
     context = BuildContext(settings, clock, auth0)
     tables, queues, blobs = table_service(settings), queue_service(settings), blob_service(settings)
     closers: list[Any] = [tables, queues, blobs]
     graph_sdk = graph if graph is not None else graph_client(settings)
     state = StateStore(tables.get_table_client(names.STATE_TABLE))
+    context.state = state
     leases = LeaseStore(tables.get_table_client(names.LOCKS_TABLE), clock=clock)
     audit = AuditStore(tables.get_table_client(names.AUDIT_TABLE))
     queue = WorkQueue(queues)

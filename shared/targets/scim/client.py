@@ -1,0 +1,82 @@
+"""The SCIM client: scim2-client over httpx2, with the bearer token, a timeout, and the answers
+that mean "wait" turned into the error tree before scim2-client reads them.
+
+scim2-client validates requests and responses against the RFC models (a 2xx that is not a valid
+SCIM resource raises), and raises the server's SCIM errors as scim2-models exceptions. What it
+does not know is time: a 429 or a 503 carries ``Retry-After``, which this layer reads and raises as
+:class:`~shared.errors.RateLimited` (the worker re-schedules the share for then) or
+:class:`~shared.errors.TransientError`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, Final
+
+import httpx2
+from scim2_client.engines.httpx2 import AsyncSCIMClient
+from scim2_models import EnterpriseUser, Group, ResourceType, ScimProvider, User
+
+from shared.errors import RateLimited, TransientError
+from shared.settings import Secret
+
+USER: Final = User[EnterpriseUser]
+MAX_RETRY_AFTER_S: Final = 3600.0
+
+
+def provider() -> ScimProvider:
+    """The resources entra-sync writes: the core User with the enterprise extension, and Group."""
+    return ScimProvider(
+        models=[User, EnterpriseUser, Group],
+        resource_types=[ResourceType.from_resource(USER), ResourceType.from_resource(Group)],
+    )
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER_S)
+
+
+class ScimClient(AsyncSCIMClient):
+    """scim2-client's httpx2 engine, with waits and outages raised before validation."""
+
+    def __init__(self, client: httpx2.AsyncClient, name: str):
+        super().__init__(client, provider=provider())
+        self.name = name
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx2.TimeoutException as exc:
+            raise TransientError(f"{self.name}: {method} timed out") from exc
+        except httpx2.TransportError as exc:
+            raise TransientError(f"{self.name}: {method} failed: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status == 429:
+            wait = retry_after(response.headers.get("retry-after"))
+            raise RateLimited(f"{self.name}: rate limited (429)", 30.0 if wait is None else wait)
+        if status in {500, 502, 503, 504}:
+            raise TransientError(
+                f"{self.name}: {method} answered {status}", retry_after(response.headers.get("retry-after"))
+            )
+        return response
+
+
+def http_client(base_url: str, token: Secret, timeout_s: float) -> httpx2.AsyncClient:
+    """One connection pool per SCIM target; the token rides in a header, never in a URL or a log."""
+    return httpx2.AsyncClient(
+        base_url=base_url.rstrip("/") + "/",
+        headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/scim+json"},
+        timeout=httpx2.Timeout(timeout_s),
+        follow_redirects=False,
+    )
