@@ -41,6 +41,7 @@ from shared.core.drift import RunSummary, target_title
 from shared.errors import SyncError
 from shared.mapping.load import load_mapping
 from shared.mapping.model import MappingError, SyncMapping
+from shared.services.backfill import summary
 from shared.services.reconcile import check_run_id
 from shared.settings import Settings, SettingsError
 from shared.sources.graph.client import graph_client
@@ -52,11 +53,11 @@ from shared.stores.keys import decode_key
 class ProgressLine:
     """A one-line progress indicator on stderr (a bar when the total is known), throttled."""
 
-    def __init__(self, stream: TextIO = sys.stderr, every_s: float = 0.2):
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, every_s: float = 0.2):
+        self.stream = stream or sys.stderr  # looked up now: the one in use, not the one at import
         self.every_s = every_s
         self.last = 0.0
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
 
     def __call__(self, phase: str, done: int, total: int | None) -> None:
         now = time.monotonic()
@@ -247,6 +248,17 @@ async def cmd_backfill(svc: bootstrap.App, args: argparse.Namespace) -> int:
         print(f"  roles assigned {result.role_assignments} in {result.role_calls} calls, links written {result.links}")
         print(f"  handed to the worker {result.enqueued} (existing accounts to match, refused rows to retry)")
         return 1 if result.failed else 0
+    if args.target:
+        if args.target not in svc.jobs:
+            raise UsageError(
+                f"--target {args.target}: the mapping names no such target (it names {', '.join(svc.jobs)})"
+            )
+        progress = ProgressLine()
+        done = await svc.backfill(args.target).run(progress=progress)
+        progress.done()
+        for line in summary(done):
+            print(line)
+        return 1 if done.failed else 0
     queued = await svc.delta.backfill()
     print(f"backfill: {queued} users queued for the worker (every target the mapping names)")
     return 0
@@ -348,13 +360,20 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("html", "json", "csv"), default="json")
     rep.add_argument("--output", help="write to this file instead of standard output")
     rep.add_argument("--open", action="store_true", help="write to a temporary file and open it")
-    back = sub.add_parser("backfill", help="initial load: queue every Entra user once")
+    back = sub.add_parser(
+        "backfill",
+        help="initial load: queue every Entra user once; with --target, match, adopt and create in one target now",
+    )
     back.add_argument(
         "--import-jobs",
         action="store_true",
         help="create the in-scope joiners through Auth0 import jobs (bulk) instead of one worker run each",
     )
-    back.add_argument("--target", help="with --import-jobs: the Auth0 target (default auth0)")
+    back.add_argument(
+        "--target",
+        help="one target: its existing accounts matched (and stamped), the rest created, in this run with "
+        "progress; with --import-jobs, the Auth0 target (default auth0)",
+    )
     aud = sub.add_parser("audit", help="audit rows, by identity or time")
     aud.add_argument("--identity", help="an Entra object id")
     aud.add_argument("--since", type=iso_time, help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z (UTC without an offset)")

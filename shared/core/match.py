@@ -95,3 +95,35 @@ async def resolve(
         account = await lookup.read(account.target_id, entitlements=entitlements) or account
         return Resolution(account, matcher)
     return Resolution(None)
+
+
+class AccountIndex:
+    """Every account of a target, found by id or by any matcher's key: the reconciliation's stand-in
+    for the live target in the matching ladder (the same :class:`~shared.core.match.Lookup`)."""
+
+    def __init__(self, rules: Rules):
+        self.rules = rules
+        self.accounts: dict[str, Account] = {}
+        # Most keys have one account: a plain id then, a tuple only on a collision (saves a list per key).
+        self._keys: dict[str, dict[str, str | tuple[str, ...]]] = {}
+
+    def add(self, account: Account) -> None:
+        self.accounts[account.target_id] = account
+        for matcher, keys in self.rules.keys_of(account).items():
+            index = self._keys.setdefault(matcher, {})
+            for key in keys:
+                held = index.get(key)
+                if held is None:
+                    index[key] = account.target_id
+                elif isinstance(held, str):
+                    index[key] = (held, account.target_id)
+                else:
+                    index[key] = (*held, account.target_id)
+
+    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
+        return self.accounts.get(target_id)
+
+    async def find(self, matcher: str, key: str) -> list[Account]:
+        held = self._keys.get(matcher, {}).get(key)
+        ids = () if held is None else (held,) if isinstance(held, str) else held
+        return [self.accounts[i] for i in ids]

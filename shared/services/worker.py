@@ -27,7 +27,7 @@ from typing import Any, Final
 from shared.clock import Clock
 from shared.core import plan as planner
 from shared.core.classify import for_target
-from shared.core.match import Resolution, resolve
+from shared.core.match import Lookup, Resolution, resolve
 from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
 from shared.core.ports import Alerts, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
 from shared.core.work import WorkItem
@@ -252,7 +252,23 @@ class Worker:
     # One identity, one target
     # ==============================================================================================
 
-    async def _converge(self, item: WorkItem, source: Identity, job: TargetJob, lease: Any) -> Outcome:
+    async def converge(self, item: WorkItem, identity: Identity, job: TargetJob, lookup: Lookup) -> Outcome:
+        """One identity already read (a backfill's page), in one target, under its lease: matched
+        first against ``lookup`` (an index of every account) instead of a read per identity, then
+        planned, applied and audited as any work item. Failures are handled as the worker's own
+        (re-scheduled, retried or given up on, for that share)."""
+        key = f"user:{item.id}:{job.name}"
+        try:
+            async with self.leases.held(key, wait_s=self.lease_wait_s) as lease:
+                outcome = await self._converge(item, identity, job, lease, lookup)
+        except Exception as exc:
+            return await self._failed(item, job, exc)
+        job.health.succeeded()
+        return outcome
+
+    async def _converge(
+        self, item: WorkItem, source: Identity, job: TargetJob, lease: Any, lookup: Lookup | None = None
+    ) -> Outcome:
         clock = _Clock()
         rules = job.target.rules
         identity = for_target(source, job.section.scope)
@@ -264,7 +280,7 @@ class Worker:
         for _attempt in range(2):
             t = time.perf_counter()
             found = await resolve(
-                identity, link, job.target, rules, job.section.matching, desired,
+                identity, link, lookup or job.target, rules, job.section.matching, desired,
                 entitlements=identity.state is SourceState.ACTIVE,  # a leaver's roles are left as they are
             )  # fmt: skip
             clock.add("target_read", t)
@@ -292,6 +308,7 @@ class Worker:
                 t = time.perf_counter()
                 link = await job.links.get(item.id)
                 intent = None  # settled by the attempt that raced
+                lookup = None  # an index is older than the race: read the target itself
                 clock.add("storage", t)
         raise TransientError(f"could not settle the {job.name} account for {item.id} after a create conflict")
 
