@@ -206,6 +206,9 @@ class RunSummary:
     approved_by: str = ""  # who released a held run, and when (ISO 8601, UTC)
     approved_at: str = ""
     target: str = "auth0"  # the target the run reconciled
+    # What the run did (a dry run: would do) to the target's own objects: its groups created, renamed
+    # or deleted (SCIM).
+    housekeeping: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,9 +28,9 @@ from typing import Any, Final
 from shared.core import plan as planner
 from shared.core.classify import for_target
 from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
-from shared.core.match import resolve
-from shared.core.model import Account, Identity, Link, Plan, SourceState
-from shared.core.ports import AuditStore, Rules, StateStore, WorkQueue
+from shared.core.match import AccountIndex, resolve
+from shared.core.model import Identity, Link, Plan, SourceState
+from shared.core.ports import AuditStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
@@ -63,38 +63,6 @@ def check_run_id(run_id: str) -> str:
     if not _RUN_ID.fullmatch(run_id):
         raise RunNotFound(f"{run_id!r} is not a reconciliation run id (like 20261122T020000Z-1a2b3c)")
     return run_id
-
-
-class AccountIndex:
-    """Every account of a target, found by id or by any matcher's key: the reconciliation's stand-in
-    for the live target in the matching ladder (the same :class:`~shared.core.match.Lookup`)."""
-
-    def __init__(self, rules: Rules):
-        self.rules = rules
-        self.accounts: dict[str, Account] = {}
-        # Most keys have one account: a plain id then, a tuple only on a collision (saves a list per key).
-        self._keys: dict[str, dict[str, str | tuple[str, ...]]] = {}
-
-    def add(self, account: Account) -> None:
-        self.accounts[account.target_id] = account
-        for matcher, keys in self.rules.keys_of(account).items():
-            index = self._keys.setdefault(matcher, {})
-            for key in keys:
-                held = index.get(key)
-                if held is None:
-                    index[key] = account.target_id
-                elif isinstance(held, str):
-                    index[key] = (held, account.target_id)
-                else:
-                    index[key] = (*held, account.target_id)
-
-    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
-        return self.accounts.get(target_id)
-
-    async def find(self, matcher: str, key: str) -> list[Account]:
-        held = self._keys.get(matcher, {}).get(key)
-        ids = () if held is None else (held,) if isinstance(held, str) else held
-        return [self.accounts[i] for i in ids]
 
 
 class Reconciler:
@@ -156,6 +124,9 @@ class Reconciler:
                 f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
                 f"entitlements cannot be worked out: {'; '.join(problems)}"
             )
+        tidy = getattr(self.target, "tidy", None)  # a target with objects of its own (SCIM groups)
+        if tidy is not None:
+            summary.housekeeping = await tidy(summary.mode == "apply")
         lap("mapping")
         links = {link.source_id: link async for link in self.links.all()}
         source_of = {link.target_id: link.source_id for link in links.values() if not link.target_deleted}

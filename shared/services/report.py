@@ -657,6 +657,17 @@ def _section(drift: str, records: Sequence[DriftRecord], row_cap: int, target: s
     return out
 
 
+def _housekeeping(summary: RunSummary) -> list[str]:
+    """What the run did (or, a dry run, would do) to the target's own objects, such as its groups."""
+    if not summary.housekeeping:
+        return []
+    done = "would do" if summary.mode == "dry-run" else "did"
+    items = "".join(f"<li>{esc(line)}</li>" for line in summary.housekeeping)
+    return [
+        f'<section id="housekeeping"><h2>What this run {done} to the target\'s groups</h2><ul>{items}</ul></section>'
+    ]
+
+
 def render_html(
     summary: RunSummary,
     records: Iterable[DriftRecord],
@@ -691,6 +702,7 @@ def render_html(
         *_banners(summary, total),
         *_counts_table(classes, recs, summary, tally),
         *_trend(summary, counts, history),
+        *_housekeeping(summary),
     ]
     for drift in classes:
         if by_class.get(drift):
