@@ -28,7 +28,10 @@ stay):
   ignored as a server without versions does), no sort (501), filters with ``eq`` and ``and`` only
   (anything else is a 400 ``invalidFilter``).
 
-``externalid_filter=False`` (either profile) refuses any filter on ``externalId`` with a 400
+* ``put-only``: ``full`` without PATCH (ServiceProviderConfig says ``patch: false``; PATCH answers
+  405 with ``Allow: DELETE, GET, PUT``): a client must replace whole resources, with ETags.
+
+``externalid_filter=False`` (any profile) refuses any filter on ``externalId`` with a 400
 ``invalidFilter``: a server where a client must fall back to ``userName``.
 
 The ServiceProviderConfig says what the server then does: ``patch``, ``bulk``, ``etag``,
@@ -56,6 +59,7 @@ from scim2_models import (
     Error,
     ETag,
     Meta,
+    Patch,
     Path,
     Resource,
     SCIMException,
@@ -87,7 +91,8 @@ from .server import Emulator, HttpError, Request, Response
 
 FULL = "full"
 ENTRA = "entra"
-PROFILES = (FULL, ENTRA)
+PUT_ONLY = "put-only"
+PROFILES = (FULL, ENTRA, PUT_ONLY)
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -117,6 +122,7 @@ BEARER_SCHEME = AuthenticationScheme(
 )
 
 _ENTRA_ALLOWED_ON_RESOURCE = ("DELETE", "GET", "PATCH")
+_PUT_ONLY_ALLOWED_ON_RESOURCE = ("DELETE", "GET", "PUT")
 _CONDITIONAL_HEADERS = frozenset({"if-match", "if-none-match"})
 
 
@@ -137,6 +143,8 @@ def service_provider_config(profile: str) -> ServiceProviderConfig:
         config.etag = ETag(supported=False)
         config.sort = Sort(supported=False)
         config.change_password = ChangePassword(supported=False)
+    if profile == PUT_ONLY:
+        config.patch = Patch(supported=False)
     return config
 
 
@@ -287,7 +295,7 @@ class ScimApp(Emulator):
             self.add_route("POST", rf"{p}/{endpoint}/\.search", f"scim.{kind}.list", self._search_with_body, False)
             self.add_route("GET", resource, f"scim.{kind}.get", self._forward)
             self.add_route("PUT", resource, f"scim.{kind}.replace", self._replace)
-            self.add_route("PATCH", resource, f"scim.{kind}.patch", self._forward)
+            self.add_route("PATCH", resource, f"scim.{kind}.patch", self._patch)
             self.add_route("DELETE", resource, f"scim.{kind}.delete", self._forward)
         self.add_route("POST", f"{p}/Bulk", "scim.bulk", self._forward)
 
@@ -335,6 +343,12 @@ class ScimApp(Emulator):
             return self._scim_error(MethodNotAllowedException(allowed=_ENTRA_ALLOWED_ON_RESOURCE, detail=detail))
         return self._forward(request)
 
+    def _patch(self, request: Request) -> Response:
+        if self.profile == PUT_ONLY:
+            detail = "PATCH is not supported by this service provider: replace the resource with PUT."
+            return self._scim_error(MethodNotAllowedException(allowed=_PUT_ONLY_ALLOWED_ON_RESOURCE, detail=detail))
+        return self._forward(request)
+
     # -- helpers for tests ---------------------------------------------------------------------
 
     def _serve(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None) -> Any:
@@ -373,6 +387,14 @@ class ScimApp(Emulator):
         payload = {"schemas": [GROUP_SCHEMA], "displayName": displayName, **attrs}
         payload["members"] = [{"value": member} for member in members]
         return cast(dict[str, Any], self._serve("POST", "/Groups", payload))
+
+    def edit_user(self, user_id: str, **attrs: Any) -> dict[str, Any]:
+        """Change a user the way an administrator of the application would (a PUT straight to
+        scim2-server, whatever the profile): ``attrs`` replace top-level attributes."""
+        current = dict(self._serve("GET", f"/Users/{user_id}"))
+        current.pop("meta", None)
+        current.pop("groups", None)
+        return cast(dict[str, Any], self._serve("PUT", f"/Users/{user_id}", current | attrs))
 
     def users(self) -> list[dict[str, Any]]:
         """Every user as a client reads it, ordered by userName (scim2-server publishes each one:

@@ -44,6 +44,7 @@ class World:
     # A version 2 file when set: these target sections (YAML under ``targets``, GROUPn for the
     # seeded groups' ids) beside the Auth0 one.
     other_targets: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # more app settings (a SCIM target's token)
     graph: GraphEmulator = field(init=False)
     auth0: Auth0Emulator = field(init=False)
     settings: Settings = field(init=False)
@@ -87,6 +88,7 @@ class World:
     def environment(self, **extra: str) -> dict[str, str]:
         """App settings for this world (its emulators, Azurite, its mapping file), as the CLI reads them."""
         extra.setdefault("SYNC_MAPPING_FILE", str(self.tmp_path / "mapping.yaml"))
+        extra = {**self.extra_env, **extra}
         return sandbox_env(
             storage=self.azurite.connection_string,
             graph_base_url=self.graph.base_url,

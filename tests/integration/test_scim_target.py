@@ -1,0 +1,470 @@
+"""The outbound SCIM target against scim2-server (sandbox/scim.py), in its three profiles: ``full``
+(PATCH, PUT, ETags, bulk), ``entra`` (Entra's own SCIM API: PATCH only, no ETags, no bulk, ``eq``
+and ``and`` filters) and ``put-only`` (no PATCH: whole resources replaced with ``If-Match``).
+
+Every test runs the product's worker (through the function host's entry point) on a version 2
+mapping with the Auth0 target and one SCIM application, and looks at what the SCIM server holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.scim import ENTRA, FULL, PUT_ONLY, ScimApp
+from sandbox.server import FaultRule, RateLimit
+from shared import names
+from shared.core.work import user_item
+from shared.services.reconcile import reconcile_every
+from shared.targets.scim.target import NO_EXTERNAL_ID
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+SECTION = """\
+  scim:crm:
+    base_url: BASE
+    token_setting: SCIM_CRM_TOKEN
+    attributes:
+      - {source: userPrincipalName, target: userName}
+      - {source: mail, target: 'emails[type eq "work"].value', transforms: [trim, lower]}
+      - {source: givenName, target: name.givenName}
+      - {source: surname, target: name.familyName}
+      - {source: displayName, target: displayName}
+      - {source: jobTitle, target: title}
+      - {source: department, target: 'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department'}
+    groups:
+      - {group: GROUP0, groups: [Staff]}
+      - {group: GROUP1, groups: [Sales]}
+    deprovision: {action: disable, hard_delete: delete}
+EXTRA"""
+
+
+def start(azurite: Azurite, tmp_path: Path, app: ScimApp, extra: str = "", **world: Any) -> World:
+    section = SECTION.replace("BASE", app.base_url).replace("EXTRA", extra)
+    options = {"users": 30, "groups": 4, **world}
+    return World(azurite, tmp_path, other_targets=section, extra_env={"SCIM_CRM_TOKEN": app.token}, **options).start()
+
+
+@pytest.fixture(params=[FULL, ENTRA, PUT_ONLY])
+def app(request: pytest.FixtureRequest) -> Iterator[ScimApp]:
+    server = ScimApp(profile=request.param).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def full_app() -> Iterator[ScimApp]:
+    server = ScimApp().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path, app: ScimApp) -> Iterator[World]:
+    w = start(azurite, tmp_path, app)
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def scim_user(app: ScimApp, entra_id: str) -> dict[str, Any] | None:
+    found = [u for u in app.users() if u.get("externalId") == entra_id]
+    assert len(found) <= 1, f"{len(found)} SCIM users for one person"
+    return found[0] if found else None
+
+
+def group(app: ScimApp, name: str) -> dict[str, Any]:
+    found = app.group_by_name(name)
+    assert found is not None, f"no SCIM group {name}"
+    return found
+
+
+def writes(app: ScimApp) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in app.log.entries():
+        if e.write:
+            counts[e.route] = counts.get(e.route, 0) + 1
+    return counts
+
+
+def hire(world: World, upn: str, name: str = "New Hire") -> dict[str, Any]:
+    """A new enabled Member in the first mapped group."""
+    given, _, surname = name.partition(" ")
+    user = world.graph.create_user(
+        displayName=name, givenName=given, surname=surname or "Hire", mail=f"{given.lower()}@sandbox.example",
+        userPrincipalName=upn, accountEnabled=True, userType="Member",
+    )  # fmt: skip
+    world.graph.add_member(world.group_ids[0], user["id"])
+    return dict(user)
+
+
+def sync(world: World, indexed: dict[str, Any], *items: Any, keep: bool = True) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        async with services_for(world, keep_storage=keep) as svc:
+            for item in items:
+                await run_worker(indexed, item)
+            return await audit_rows(svc)
+
+    return asyncio.run(go())
+
+
+def scim_rows(rows: list[dict[str, Any]], entra_id: str) -> list[tuple[str, str]]:
+    return [(r["action"], r["outcome"]) for r in rows if r["identity"] == entra_id and r["target"] == "scim:crm"]
+
+
+# -- joiner, mover, leaver ----------------------------------------------------------------------------
+
+
+def test_a_joiner_is_created_with_its_external_id_and_pushed_into_its_group(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = scim_user(app, user["id"])
+    assert got is not None
+    assert got["userName"] == user["userPrincipalName"] and got["active"] is True
+    assert got["emails"] == [{"value": user["mail"].strip().lower(), "type": "work", "primary": True}]
+    assert got["displayName"] == user["displayName"]
+    assert got.get(ENTERPRISE, {}).get("department") == user.get("department")
+    staff = group(app, "Staff")
+    assert staff["externalId"] == world.group_ids[0] and app.members_of(staff["id"]) == {got["id"]}
+    assert app.group_by_name("Sales") is None  # only what a member's groups need is created
+    assert ("create", "ok") in scim_rows(rows, user["id"]) and ("add_to_groups", "ok") in scim_rows(rows, user["id"])
+    assert "scim.users.replace" not in writes(app) or app.profile == PUT_ONLY
+    membership = "scim.groups.replace" if app.profile == PUT_ONLY else "scim.groups.patch"
+    assert writes(app) == {"scim.users.create": 1, "scim.groups.create": 1, membership: 1}
+
+
+def test_a_mover_sends_only_what_differs_and_a_field_mapped_to_nothing_is_removed(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    app.log.clear()
+    world.graph.update_user(user["id"], department="Research", jobTitle=None)
+    rows = sync(world, indexed, user_item(user["id"], "notification"))
+    got = scim_user(app, user["id"])
+    assert got is not None and got[ENTERPRISE]["department"] == "Research" and "title" not in got
+    update = [r for r in rows if r["target"] == "scim:crm" and r["action"] == "update"][-1]
+    assert set(json.loads(update["diff"])) >= {f"{ENTERPRISE}:department"}
+    expected = "scim.users.replace" if app.profile == PUT_ONLY else "scim.users.patch"
+    assert writes(app) == {expected: 1}  # one write, of the kind the server offers
+    app.log.clear()
+    replay = sync(world, indexed, user_item(user["id"], "notification"))
+    assert writes(app) == {}  # a replay writes nothing
+    assert scim_rows(replay, user["id"])[-1] == ("none", "ok")
+
+
+def test_a_renamed_user_is_followed_by_external_id_and_keeps_one_resource(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    first = scim_user(app, user["id"])
+    assert first is not None
+    new_upn = "renamed." + user["userPrincipalName"]
+    world.graph.update_user(user["id"], userPrincipalName=new_upn, mail="renamed." + user["mail"])
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)  # the link is gone too
+    after = scim_user(app, user["id"])
+    assert after is not None and after["id"] == first["id"] and after["userName"] == new_upn
+    assert len(app.users()) == 1
+
+
+def test_a_leaver_is_deactivated_a_returner_activated_and_a_hard_delete_deletes(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    uid = user["id"]
+    sync(world, indexed, user_item(uid, "notification"), keep=False)
+    world.graph.update_user(uid, accountEnabled=False)
+    rows = sync(world, indexed, user_item(uid, "notification"))
+    got = scim_user(app, uid)
+    assert got is not None and got["active"] is False  # deactivated, not deleted
+    assert ("deactivate", "ok") in scim_rows(rows, uid)
+    world.graph.update_user(uid, accountEnabled=True)
+    sync(world, indexed, user_item(uid, "notification"))
+    assert (scim_user(app, uid) or {}).get("active") is True
+    world.graph.soft_delete_user(uid)
+    sync(world, indexed, user_item(uid, "notification"))
+    assert (scim_user(app, uid) or {}).get("active") is False  # soft-deleted: still there, inactive
+    world.graph.hard_delete_user(uid)
+    rows = sync(world, indexed, user_item(uid, "notification"))
+    assert scim_user(app, uid) is None
+    assert ("delete", "ok") in scim_rows(rows, uid)
+
+
+# -- groups -------------------------------------------------------------------------------------------
+
+
+def test_group_membership_follows_entra_and_removal_uses_the_rfc_value_filter(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    uid = user["id"]
+    sync(world, indexed, user_item(uid, "notification"), keep=False)
+    scim_id = (scim_user(app, uid) or {})["id"]
+    world.graph.add_member(world.group_ids[1], uid)
+    sync(world, indexed, user_item(uid, "notification"))
+    sales = group(app, "Sales")
+    assert sales["externalId"] == world.group_ids[1] and scim_id in app.members_of(sales["id"])
+    other = app.add_group("Not mapped", members=[scim_id])  # the application's own group
+    world.graph.remove_member(world.group_ids[1], uid)
+    rows = sync(world, indexed, user_item(uid, "notification"))
+    assert scim_id not in app.members_of(sales["id"])
+    assert app.members_of(other["id"]) == {scim_id}  # never touched
+    assert ("remove_from_groups", "ok") in scim_rows(rows, uid)
+
+
+def test_a_group_renamed_in_the_mapping_is_renamed_on_the_server_and_keeps_its_members(
+    azurite: Azurite, tmp_path: Path, full_app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    world = start(azurite, tmp_path, full_app)
+    try:
+        user = world.member_user()
+        sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+        staff = group(full_app, "Staff")
+        mapping = Path(world.settings.mapping_file)
+        mapping.write_text(mapping.read_text().replace("groups: [Staff]", "groups: [Everyone]"))
+
+        async def reconcile() -> list[Any]:
+            async with services_for(world, keep_storage=True) as svc:
+                return await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, "apply")
+
+        (summary,) = asyncio.run(reconcile())
+        renamed = group(full_app, "Everyone")
+        assert renamed["id"] == staff["id"] and full_app.group_by_name("Staff") is None
+        assert full_app.members_of(renamed["id"]) == full_app.members_of(staff["id"]) != set()
+        assert any("renamed the group 'Staff' to 'Everyone'" in line for line in summary.housekeeping)
+        assert summary.counts.get("role_mismatch", 0) == 0  # the members were right all along
+    finally:
+        world.stop()
+
+
+def test_a_group_the_mapping_drops_is_deleted_only_with_the_policy_and_only_if_it_was_ours(
+    azurite: Azurite, tmp_path: Path, full_app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    world = start(azurite, tmp_path, full_app, extra="    delete_unmapped_groups: true\n")
+    try:
+        user = world.member_user()
+        world.graph.add_member(world.group_ids[1], user["id"])
+        sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+        sales = group(full_app, "Sales")
+        theirs = full_app.add_group("Theirs", externalId="not-ours")
+        mapping = Path(world.settings.mapping_file)
+        mapping.write_text(
+            mapping.read_text().replace("      - {group: " + world.group_ids[1] + ", groups: [Sales]}\n", "")
+        )
+
+        async def reconcile(mode: str) -> list[Any]:
+            async with services_for(world, keep_storage=True) as svc:
+                return await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, mode)
+
+        (dry,) = asyncio.run(reconcile("dry-run"))
+        assert any("delete the group 'Sales'" in line for line in dry.housekeeping)
+        assert full_app.group_by_name("Sales") is not None  # a dry run changes nothing
+        (applied,) = asyncio.run(reconcile("apply"))
+        assert full_app.group_by_name("Sales") is None and sales["id"] not in {g["id"] for g in full_app.groups()}
+        assert full_app.group_by_name("Theirs") == theirs  # not ours: untouched
+        assert any("deleted the group 'Sales'" in line for line in applied.housekeeping)
+    finally:
+        world.stop()
+
+
+# -- correlation: adopt, never duplicate ----------------------------------------------------------------
+
+
+def test_an_existing_user_is_adopted_by_user_name_stamped_and_updated_not_duplicated(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    existing = app.add_user(user["userPrincipalName"], displayName="Old Name")  # made by hand, no externalId
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = scim_user(app, user["id"])
+    assert got is not None and got["id"] == existing["id"] and got["displayName"] == user["displayName"]
+    assert len(app.users()) == 1
+    assert ("link", "ok") in scim_rows(rows, user["id"]) and ("create", "ok") not in scim_rows(rows, user["id"])
+
+
+def test_a_user_name_held_by_another_person_is_refused_and_left_alone(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    theirs = app.add_user(user["userPrincipalName"], externalId="00000000-0000-4000-8000-00000000beef")
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    assert scim_rows(rows, user["id"]) == [("conflict", "refused")]
+    assert app.users() == [theirs | {"meta": app.users()[0]["meta"]}]  # not written to
+    assert "scim.users.create" not in writes(app)
+
+
+def test_racing_joiners_make_one_resource(
+    world: World, app: ScimApp, indexed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer (a second deployment, a worker whose lease lapsed) creates the user between
+    this worker's read and its create: the create meets 409, the worker reads again and converges."""
+    user = world.member_user()
+    from shared.targets.scim import target as scim_target
+
+    real = scim_target.ScimTarget.apply
+
+    async def racing(self: Any, target_id: str, action: Any, fence: Any) -> Any:
+        if action.kind.value == "create" and not app.user_by_username(user["userPrincipalName"]):
+            app.add_user(user["userPrincipalName"], externalId=user["id"], displayName="First writer")
+        return await real(self, target_id, action, fence)
+
+    monkeypatch.setattr(scim_target.ScimTarget, "apply", racing)
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    assert len(app.users()) == 1
+    got = scim_user(app, user["id"])
+    assert got is not None and got["displayName"] == user["displayName"]  # converged after the race
+    assert ("link", "ok") in scim_rows(rows, user["id"])
+
+
+# -- servers that refuse things ---------------------------------------------------------------------------
+
+
+def test_a_server_that_refuses_external_id_filters_is_matched_by_user_name_and_the_audit_says_so(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]
+) -> None:
+    app = ScimApp(profile=ENTRA, externalid_filter=False).start()
+    world = start(azurite, tmp_path, app)
+    try:
+        user, other = world.member_user(), hire(world, "other@sandbox.onmicrosoft.com", "Other Person")
+        rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+        created = [r for r in rows if r["target"] == "scim:crm" and r["action"] == "create"]
+        assert created and NO_EXTERNAL_ID in created[0]["detail"]
+        existing = app.add_user(other["userPrincipalName"])
+        sync(world, indexed, user_item(other["id"], "notification"), keep=False)
+        got = app.user_by_username(other["userPrincipalName"])
+        assert got is not None and got["id"] == existing["id"] and got["externalId"] == other["id"]
+        assert len(app.users()) == 2
+    finally:
+        world.stop()
+        app.stop()
+
+
+def test_a_filter_value_is_escaped_so_a_crafted_name_matches_only_itself(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    crafted = 'x" or userName pr or "y@sandbox.onmicrosoft.com'
+    decoy = app.add_user("decoy@sandbox.onmicrosoft.com")
+    hire = world.graph.create_user(
+        displayName="Crafted Name", givenName="Crafted", surname="Name", mail="crafted@sandbox.example",
+        userPrincipalName=crafted, accountEnabled=True, userType="Member",
+    )  # fmt: skip
+    world.graph.add_member(world.group_ids[0], hire["id"])
+    sync(world, indexed, user_item(hire["id"], "notification"), keep=False)
+    got = scim_user(app, hire["id"])
+    assert got is not None and got["userName"] == crafted and got["id"] != decoy["id"]
+    assert app.user_by_username("decoy@sandbox.onmicrosoft.com") == decoy | {"meta": decoy["meta"]}
+
+
+def test_rate_limits_are_waited_out_and_bad_data_is_failed_with_the_servers_detail(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user, other = world.member_user(), hire(world, "other@sandbox.onmicrosoft.com", "Other Person")
+    app.limits.configure({"scim.users.create": RateLimit(burst=0, per_second=1 / 120)})
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    deferred = [r for r in rows if r["target"] == "scim:crm" and r["action"] == "deferred"]
+    assert deferred and "without spending an attempt" in deferred[0]["detail"]
+    assert scim_user(app, user["id"]) is None and world.account(user["id"]) is not None  # Auth0 went on
+    app.limits.configure({})
+    app.faults.configure([FaultRule("scim.users.create", kind="error", status=400, count=1)])
+    rows = sync(world, indexed, dataclasses.replace(user_item(other["id"], "notification"), target="scim:crm"))
+    failed = [r for r in rows if r["identity"] == other["id"] and r["outcome"] == "failed"]
+    assert failed and "400" in failed[0]["error"]
+    assert not [r for r in rows if r["identity"] == other["id"] and r["outcome"] == "retrying"]
+
+
+def test_a_server_outage_retries_the_share_and_loses_nothing(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    app.faults.configure([FaultRule("scim.*", kind="error", status=503)])
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    assert ("sync", "retrying") in scim_rows(rows, user["id"])
+
+    async def waiting() -> int:
+        async with (
+            services_for(world, keep_storage=True) as svc,
+            svc.queues.get_queue_client(names.WORK_QUEUE) as client,
+        ):
+            return int((await client.get_queue_properties()).approximate_message_count or 0)
+
+    assert asyncio.run(waiting()) == 1  # the SCIM share waits on the queue
+    app.faults.configure([])
+    sync(world, indexed, dataclasses.replace(user_item(user["id"], "notification"), target="scim:crm"))
+    assert scim_user(app, user["id"]) is not None
+
+
+# -- reconciliation and backfill --------------------------------------------------------------------------
+
+
+def test_reconciliation_reports_scim_drift_and_repairs_it(world: World, app: ScimApp, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = scim_user(app, user["id"])
+    assert got is not None
+    app.set_profile(app.profile)  # the resources stay
+    app.edit_user(got["id"], displayName="Changed by hand")  # an admin changed it in the application
+
+    async def run() -> tuple[Any, Any]:
+        async with services_for(world, keep_storage=True) as svc:
+            (first,) = await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, "apply")
+            for item in await queued(svc):
+                await run_worker(indexed, item)
+            (second,) = await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, "dry-run")
+            return first, second
+
+    first, second = asyncio.run(run())
+    assert first.target == "scim:crm" and first.counts.get("attribute_mismatch") == 1
+    assert first.counts.get("missing", 0) >= 1  # the rest of the tenant was never synced
+    assert (scim_user(app, user["id"]) or {}).get("displayName") == user["displayName"]
+    assert second.drifted == 0
+
+
+def test_backfill_adopts_existing_users_stamps_them_and_creates_the_rest(
+    world: World, app: ScimApp, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from shared.cli import main
+
+    dump = world.graph.snapshot(full=True)["dump"]
+    in_0 = world.transitive_users(world.group_ids[0])
+    in_scope = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
+    existing = [app.add_user(u["userPrincipalName"]) for u in in_scope[:3]]
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+
+    async def empty() -> None:
+        async with services_for(world):
+            pass
+
+    asyncio.run(empty())
+    assert main(["backfill", "--target", "scim:crm"]) == 0
+    out = capsys.readouterr()
+    assert f"{len(in_scope)} in scope" in out.out and "adopted 3" in out.out
+    assert f"created {len(in_scope) - 3}" in out.out and "failed 0" in out.out
+    assert "scim:crm backfill" in out.err  # progress
+    users = app.users()
+    assert len(users) == len(in_scope)  # one each, the existing ones adopted
+    for was in existing:
+        now = next(u for u in users if u["id"] == was["id"])
+        assert now["externalId"] in {u["id"] for u in in_scope}
+    staff = group(app, "Staff")
+    by_name = {u["userName"].casefold(): u["id"] for u in users}
+    assert app.members_of(staff["id"]) == {
+        by_name[u["userPrincipalName"].casefold()] for u in in_scope if u["id"] in in_0
+    }
+    assert world.auth0_writes() == {}  # only the target asked for
