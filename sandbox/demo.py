@@ -1,10 +1,11 @@
-"""The main job on the sandbox: entra-sync keeping an emulated Auth0 tenant in step with an emulated
-Entra ID tenant, driven exactly as the Functions host would drive it.
+"""The main job on the sandbox: entra-sync keeping an emulated Auth0 tenant and a SCIM 2.0
+application (scim2-server) in step with an emulated Entra ID tenant, driven exactly as the Functions
+host would drive it.
 
-Starts Azurite and both emulators, seeds a tenant, points the functions at them, creates the Graph
-subscriptions (real validation handshake), backfills, then plays a scripted day whose every step
-flows emulator -> graph_webhook -> queue -> sync_worker -> Auth0, and ends with a summary and the
-audit trail of the day's new hire.
+Starts Azurite, both emulators and the SCIM application, seeds a tenant, points the functions at
+them, creates the Graph subscriptions (real validation handshake), backfills, then plays a scripted
+day whose every step flows emulator -> graph_webhook -> queue -> sync_worker -> Auth0 and the SCIM
+application, and ends with a summary and the audit trail of the day's new hire.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import httpx
 
 from sandbox.host import FunctionsHost
-from sandbox.mapping import sandbox_mapping
+from sandbox.mapping import sandbox_mapping_v2, scim_section
 from sandbox.receiver import WebhookReceiver
+from sandbox.scim import ScimApp
 from sandbox.stack import Stack, functions_host
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Support Agent")
@@ -28,19 +30,37 @@ STEP_TIMEOUT_S = 15.0
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _mapping(groups: list[dict[str, Any]]) -> str:
+def _mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
     staff, sales, support = groups[0], groups[1], groups[2]
     grants = [
         (staff["id"], ["Employee"]),
         (sales["id"], ["Sales Reader", "Sales Writer"]),
         (support["id"], ["Sales Reader", "Support Agent"]),
     ]
-    return sandbox_mapping(
+    return sandbox_mapping_v2(
         grants,
         matching="{precedence: [link, app_metadata, email]}",
         deprovision="{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}",
         department_default="Unassigned",
+        others=scim_section(scim_url, [(staff["id"], "Staff"), (sales["id"], "Sales")]),
     )
+
+
+class _Crm:
+    """What the demo reads from the SCIM application: a person's user and groups."""
+
+    def __init__(self, app: ScimApp):
+        self.app = app
+
+    def user(self, entra_id: str) -> dict[str, Any]:
+        return next((u for u in self.app.users() if u.get("externalId") == entra_id), {})
+
+    def groups(self, entra_id: str) -> set[str]:
+        user = self.user(entra_id)
+        return {str(g["displayName"]) for g in self.app.groups() if user and user["id"] in self.app.members_of(g["id"])}
+
+    def email(self, entra_id: str) -> str:
+        return next((str(e.get("value")) for e in self.user(entra_id).get("emails") or ()), "")
 
 
 def _wait(check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S) -> float:
@@ -58,6 +78,13 @@ def _print_step(n: int, title: str, seconds: float, detail: str) -> None:
     print(f"  {n}. {title:<44} {seconds * 1000:7.0f} ms   {detail}")
 
 
+def _print_scim(crm: _Crm, entra_id: str) -> None:
+    user = crm.user(entra_id)
+    groups = ", ".join(sorted(crm.groups(entra_id))) or "none"
+    state = "active" if user.get("active") else "inactive"
+    print(f"     {'':<44} {'':>10}   SCIM: {user.get('userName')} {state}, groups {groups}")
+
+
 def _pct(samples: dict[str, Any], key: str) -> str:
     s = samples.get(key) or {}
     if not s.get("count"):
@@ -66,13 +93,14 @@ def _pct(samples: dict[str, Any], key: str) -> str:
 
 
 def run_demo(users: int, groups: int, seed: int) -> int:
-    print("entra-sync demo: emulated Entra ID -> entra-sync Functions -> emulated Auth0, on Azurite\n")
+    print("entra-sync demo: emulated Entra ID -> entra-sync Functions -> emulated Auth0 and a SCIM app, on Azurite\n")
     with (
         Stack() as stack,
         WebhookReceiver() as receiver,
+        ScimApp() as scim,
         tempfile.TemporaryDirectory(prefix="entra-sync-demo-") as tmp,
     ):
-        graph, auth0 = stack.graph, stack.auth0
+        graph, auth0, crm = stack.graph, stack.auth0, _Crm(scim)
         assert isinstance(receiver, WebhookReceiver)
         summary = stack.seed(users, max(groups, 3), seed)
         dump = graph.snapshot(full=True)["dump"]
@@ -82,21 +110,31 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         existing = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:3]
         for n, u in enumerate(existing):
             auth0.add_user({"user_id": f"legacy-{n}", "email": u["mail"].lower(), "name": f"Legacy {u['displayName']}"})
+        # Two of them are in the SCIM application too (same userName, no externalId): adopted, not duplicated.
+        before = {u["id"]: scim.add_user(u["userPrincipalName"], displayName=f"Legacy {u['displayName']}")["id"]
+                  for u in existing[:2]}  # fmt: skip
         mapping_path = Path(tmp) / "mapping.yaml"
-        mapping_path.write_text(_mapping(dump["groups"]))
+        mapping_path.write_text(_mapping(dump["groups"], scim.base_url))
         kinds = Counter(
             ("guest" if u.get("userType") == "Guest" else "member", u["accountEnabled"]) for u in dump["users"]
         )
         print(f"Sandbox   Graph {graph.base_url}   Auth0 {auth0.base_url}   Azurite (in memory)")
+        print(f"          SCIM application (scim2-server) {scim.base_url}")
         print(
             f"Tenant    {summary['users']} users ({kinds[('member', True)]} enabled members, "
             f"{kinds[('member', False)]} disabled, {kinds[('guest', True)] + kinds[('guest', False)]} guests), "
             f"{summary['groups']} groups, {summary['memberships']} memberships, seed {seed}"
         )
-        print(f"Auth0     {len(ROLES)} roles, {len(existing)} pre-existing accounts\n")
+        print(f"Auth0     {len(ROLES)} roles, {len(existing)} pre-existing accounts")
+        print("SCIM      2 pre-existing users; groups Staff and Sales pushed from Entra\n")
 
         # Security notifications go to a loopback Slack/Teams incoming-webhook stand-in.
-        env = {**stack.env(), "SYNC_MAPPING_FILE": str(mapping_path), "NOTIFY_WEBHOOK_URL": receiver.url()}
+        env = {
+            **stack.env(),
+            "SYNC_MAPPING_FILE": str(mapping_path),
+            "NOTIFY_WEBHOOK_URL": receiver.url(),
+            "SCIM_CRM_TOKEN": scim.token,
+        }
         with functions_host(env) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")
@@ -118,16 +156,25 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             linked = sum(
                 1 for n in range(len(existing)) if (auth0.get_user(f"auth0|legacy-{n}") or {}).get("app_metadata")
             )
+            adopted = sum(1 for entra_id, scim_id in before.items() if crm.user(entra_id).get("id") == scim_id)
+            scim_users = scim.users()
             print(
                 f"Backfill: {queued} users queued; Auth0 now holds {snap['users']} accounts "
-                f"({linked} existing ones linked, not duplicated) in {took:.1f} s ({queued / took:.0f} users/s)\n"
+                f"({linked} existing ones linked, not duplicated) in {took:.1f} s ({queued / took:.0f} users/s)"
+            )
+            print(
+                f"          the SCIM application holds {len(scim_users)} users "
+                f"({adopted} existing ones adopted by userName, not duplicated), "
+                f"{len(scim.groups())} groups\n"
             )
 
             print(
-                "A day in the tenant (each step: Entra change -> notification -> webhook -> queue -> worker -> Auth0)"
+                "A day in the tenant (each step: Entra change -> notification -> webhook -> queue -> worker -> "
+                "Auth0 and SCIM)"
             )
             graph.log.clear()
             auth0.log.clear()
+            scim.log.clear()
             staff, sales = dump["groups"][0]["id"], dump["groups"][1]["id"]
             hire = graph.create_user(
                 displayName="Grace Hopper", givenName="Grace", surname="Hopper", mail="grace.hopper@sandbox.example",
@@ -140,8 +187,9 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             def account() -> dict[str, Any]:
                 return auth0.get_user(uid) or {}
 
-            secs = _wait(lambda: "Employee" in auth0.user_role_names(uid))
+            secs = _wait(lambda: "Employee" in auth0.user_role_names(uid) and crm.groups(hire["id"]) == {"Staff"})
             _print_step(1, "Hire: Grace Hopper joins Staff", secs, f"account {uid[:18]}..., role Employee")
+            _print_scim(crm, hire["id"])
 
             graph.update_user(hire["id"], jobTitle="Principal Engineer", department="Sales Engineering")
             graph.add_member(sales, hire["id"])
@@ -149,26 +197,44 @@ def run_demo(users: int, groups: int, seed: int) -> int:
                 lambda: (
                     {"Sales Reader", "Sales Writer"} <= set(auth0.user_role_names(uid))
                     and account().get("user_metadata", {}).get("job_title") == "Principal Engineer"
+                    and crm.groups(hire["id"]) == {"Staff", "Sales"}
+                    and crm.user(hire["id"]).get("title") == "Principal Engineer"
                 )
             )
             _print_step(2, "Promotion: new title, joins Sales", secs, "job_title updated, + Sales Reader, Sales Writer")
+            _print_scim(crm, hire["id"])
 
             graph.update_user(hire["id"], mail="grace.hopper@navy.example")
-            secs = _wait(lambda: account().get("email") == "grace.hopper@navy.example")
+            secs = _wait(
+                lambda: (
+                    account().get("email") == "grace.hopper@navy.example"
+                    and crm.email(hire["id"]) == "grace.hopper@navy.example"
+                )
+            )
             _print_step(3, "Email change", secs, f"same account, email now {account()['email']}")
+            _print_scim(crm, hire["id"])
 
             auth0.add_sessions(uid, 2, refresh_tokens=1)
             graph.update_user(hire["id"], accountEnabled=False)
-            secs = _wait(lambda: account().get("blocked") is True and auth0.sessions_of(uid)["sessions"] == 0)
+            secs = _wait(
+                lambda: (
+                    account().get("blocked") is True
+                    and auth0.sessions_of(uid)["sessions"] == 0
+                    and crm.user(hire["id"]).get("active") is False
+                )
+            )
             _print_step(4, "Disable (leaver)", secs, "blocked, 2 sessions and 1 refresh token revoked")
+            _print_scim(crm, hire["id"])
 
             graph.update_user(hire["id"], accountEnabled=True)
-            secs = _wait(lambda: account().get("blocked") is False)
+            secs = _wait(lambda: account().get("blocked") is False and crm.user(hire["id"]).get("active") is True)
             _print_step(5, "Re-enable", secs, "unblocked (the block was entra-sync's own)")
+            _print_scim(crm, hire["id"])
 
             graph.soft_delete_user(hire["id"])
-            secs = _wait(lambda: account().get("blocked") is True)
+            secs = _wait(lambda: account().get("blocked") is True and crm.user(hire["id"]).get("active") is False)
             _print_step(6, "Delete (soft)", secs, "blocked per policy; the link is kept for the audit")
+            _print_scim(crm, hire["id"])
             host.wait_idle(STEP_TIMEOUT_S)
 
             _risky_sign_in(graph, auth0, receiver, host, existing)
@@ -189,13 +255,17 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             )
             print(f"  Graph calls                     {graph.log.total}  ({graph_list})")
             print(f"  Auth0 writes                    {sum(writes.values())}  ({write_list})")
+            scim_writes = Counter(e.route.removeprefix("scim.") for e in scim.log.entries() if e.write)
+            scim_list = ", ".join(f"{k} {v}" for k, v in sorted(scim_writes.items()))
+            print(f"  SCIM writes                     {sum(scim_writes.values())}  ({scim_list})")
 
             rows = host.run_coroutine(svc.audit.for_identity(hire["id"]))
             print(f"\nAudit trail for {hire['displayName']} ({hire['id']})")
             for row in rows:
                 detail = str(row["detail"] if row["outcome"] != "ok" or not row.get("diff") else row["diff"])
                 when, source, action, outcome = row["at"][11:23], row["source"], row["action"], row["outcome"]
-                print(f"  {when}  {source:<12} {action:<22} {outcome:<8} {detail[:80]}")
+                target = str(row.get("target") or "")
+                print(f"  {when}  {target:<9} {source:<12} {action:<22} {outcome:<8} {detail[:70]}")
     print("\nDone: sandbox stopped.")
     return 0
 

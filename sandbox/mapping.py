@@ -56,12 +56,16 @@ def sandbox_mapping_v2(
     *,
     scope: str = "{user_types: [Member]}",
     deprovision: str = "{action: block, hard_delete: delete, revoke_sessions: true, revoke_refresh_tokens: true}",
+    matching: str = "",
+    department_default: str | None = None,
     others: str = "",
     extra: str = "",
 ) -> str:
     """A version 2 file: the same Auth0 target as :func:`sandbox_mapping`, under ``targets.auth0``,
     and ``others``: more target sections (YAML, indented two spaces under ``targets``)."""
-    department = "{source: department, target: user_metadata.department}"
+    department = "{source: department, target: user_metadata.department" + (
+        f", transforms: [{{default: {department_default}}}]}}" if department_default else "}"
+    )
     attributes = ATTRIBUTES.replace("DEPARTMENT", department).replace("attributes:\n", "")
     roles = "".join(f"      - {{group: {group}, roles: [{', '.join(names)}]}}\n" for group, names in grants)
     lines = [
@@ -75,7 +79,40 @@ def sandbox_mapping_v2(
         "    roles:",
         roles.rstrip("\n"),
         f"    deprovision: {deprovision}",
+        f"    matching: {matching}" if matching else "",
         others.rstrip("\n"),
         extra,
     ]
     return "\n".join(line for line in lines if line) + "\n"
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def scim_section(
+    base_url: str,
+    groups: Sequence[tuple[str, str]],
+    *,
+    name: str = "crm",
+    deprovision: str = "{action: disable, hard_delete: delete}",
+) -> str:
+    """A ``scim:<name>`` target section (for ``others`` of :func:`sandbox_mapping_v2`): the core User
+    and enterprise attributes, ``groups`` as (group object id, SCIM group name) pairs, the token in
+    ``SCIM_<NAME>_TOKEN``."""
+    pushed = "".join(f"      - {{group: {group}, groups: [{scim}]}}\n" for group, scim in groups)
+    return (
+        f"  scim:{name}:\n"
+        f"    base_url: {base_url}\n"
+        f"    token_setting: SCIM_{name.upper()}_TOKEN\n"
+        "    attributes:\n"
+        "      - {source: userPrincipalName, target: userName}\n"
+        "      - {source: mail, target: 'emails[type eq \"work\"].value', transforms: [trim, lower]}\n"
+        "      - {source: givenName, target: name.givenName}\n"
+        "      - {source: surname, target: name.familyName}\n"
+        "      - {source: displayName, target: displayName}\n"
+        "      - {source: jobTitle, target: title}\n"
+        f"      - {{source: employeeId, target: '{ENTERPRISE}:employeeNumber'}}\n"
+        f"      - {{source: department, target: '{ENTERPRISE}:department'}}\n"
+        "    groups:\n"
+        f"{pushed}"
+        f"    deprovision: {deprovision}\n"
+    )

@@ -25,6 +25,17 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
     out = proc.stdout
     assert "Subscriptions: users, groups created with the validation handshake" in out
     assert "(3 existing ones linked, not duplicated)" in out
+    assert "the SCIM application holds 37 users (2 existing ones adopted by userName, not duplicated), 2 groups" in out
+    scim = re.findall(r"SCIM: grace\.hopper@sandbox\.onmicrosoft\.com (\w+), groups (.*)", out)
+    assert scim == [
+        ("active", "Staff"),  # hired: created and pushed into Staff
+        ("active", "Sales, Staff"),  # promoted: joins Sales
+        ("active", "Sales, Staff"),  # email change: same resource
+        ("inactive", "Sales, Staff"),  # leaver: active=false
+        ("active", "Sales, Staff"),  # re-enabled
+        ("inactive", "Sales, Staff"),  # soft-deleted: active=false per the policy
+    ], scim
+    assert "Done: deactivated the SCIM crm account" in out
     steps = ("1. Hire", "2. Promotion", "3. Email change", "4. Disable (leaver)", "5. Re-enable", "6. Delete (soft)")
     for step in steps:
         assert step in out
