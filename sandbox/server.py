@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger("sandbox")
@@ -381,8 +381,8 @@ class Emulator:
         """Where SDKs point: origin plus the API prefix."""
         return self.origin + self.api_prefix
 
-    def start(self) -> Emulator:
-        emulator = self
+    def start(self) -> Self:
+        emulator: Emulator = self
 
         class _Handler(_RequestHandler):
             owner = emulator
@@ -407,7 +407,7 @@ class Emulator:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

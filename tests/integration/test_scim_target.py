@@ -468,3 +468,49 @@ def test_backfill_adopts_existing_users_stamps_them_and_creates_the_rest(
         by_name[u["userPrincipalName"].casefold()] for u in in_scope if u["id"] in in_0
     }
     assert world.auth0_writes() == {}  # only the target asked for
+
+
+# -- member changes of one group go together ---------------------------------------------------------------
+
+
+def test_concurrent_member_changes_of_one_group_share_writes_and_a_lost_lease_stops_only_its_own(
+    full_app: ScimApp,
+) -> None:
+    from sandbox.mapping import scim_section
+    from shared.bootstrap import BuildContext
+    from shared.clock import SYSTEM
+    from shared.core.model import Action, ActionKind
+    from shared.errors import LeaseLost
+    from shared.mapping.load import parse_mapping
+    from shared.settings import Settings
+    from shared.targets.scim.kind import SCIM
+    from tests.support import sandbox_env
+
+    group_id = "00000001-1111-4222-8333-444444444444"
+    text = "version: 2\ntargets:\n" + scim_section(full_app.base_url, [(group_id, "Staff")])
+    section = parse_mapping(text).target("scim:crm")
+    env = sandbox_env(storage="UseDevelopmentStorage=true") | {"SCIM_CRM_TOKEN": full_app.token}
+    ids = full_app.seed_users(40)
+
+    def lost() -> None:
+        raise LeaseLost("lease lapsed", retry_after_s=1.0)
+
+    async def go() -> list[BaseException | object]:
+        target = SCIM.build(section, BuildContext(Settings.from_env(env), SYSTEM))
+        try:
+            grant = Action(ActionKind.GRANT, entitlements=("Staff",))
+            await target.apply(ids[0], grant, lambda: None)  # the group is made first
+            full_app.log.clear()
+            fences = [lost if n == 7 else (lambda: None) for n in range(1, 40)]
+            return await asyncio.gather(
+                *(target.apply(uid, grant, f) for uid, f in zip(ids[1:], fences, strict=True)), return_exceptions=True
+            )
+        finally:
+            await target.aclose()  # type: ignore[attr-defined]
+
+    results = asyncio.run(go())
+    assert [type(r).__name__ for r in results].count("LeaseLost") == 1 and isinstance(results[6], LeaseLost)
+    staff = group(full_app, "Staff")
+    assert full_app.members_of(staff["id"]) == set(ids[:40]) - {ids[7]}
+    patches = writes(full_app).get("scim.groups.patch", 0)
+    assert 1 <= patches < 39 / 2, patches  # 39 changes in a handful of writes

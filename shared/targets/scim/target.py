@@ -17,8 +17,9 @@ its audit row that a rename of the user cannot then be followed.
 group's object id, found by that (else adopted by its ``displayName``), created with no members
 when missing, renamed when the section gives it another name. Members are added and removed with
 PATCH (removal in the RFC form ``members[value eq "<id>"]``), or on a server without PATCH by a
-PUT of the group read just before (with ``If-Match`` where versions are kept; this process's
-writers of one group take turns); no other group is ever touched.
+PUT of the group read just before (with ``If-Match`` where versions are kept); this process's
+writes of one group take turns, and the member changes asked for meanwhile go in the next write
+together (at most :data:`MEMBER_BATCH`). No other group is ever touched.
 Groups this target created or adopted are remembered in the state table, so that
 ``delete_unmapped_groups`` deletes one once the section drops it, and nothing else.
 
@@ -35,7 +36,7 @@ import contextlib
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -120,6 +121,25 @@ class _Index:
         return None
 
 
+MEMBER_BATCH: Final = 100  # member changes of one group sent in one request, at most
+
+
+@dataclass
+class _MemberChange:
+    user_id: str
+    add: bool
+    fence: Fence
+    done: asyncio.Future[None]
+
+
+@dataclass
+class _GroupWriter:
+    """The member changes of one group waiting for its next write, and whose turn it is."""
+
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: list[_MemberChange] = field(default_factory=list)
+
+
 class Stale(TransientError):
     """412: the version sent in ``If-Match`` is no longer the resource's; read it again."""
 
@@ -155,6 +175,7 @@ class ScimTarget:
         self._groups = _Index()
         self._groups_lock = asyncio.Lock()
         self._making: dict[str, asyncio.Lock] = {}  # Entra group id -> held while it is made right
+        self._writers: dict[str, _GroupWriter] = {}  # SCIM group id -> its member changes
         self._seen: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Entra group id -> the SCIM group's name, and the other way round (case-insensitive).
         self.group_names: dict[str, str] = {g.group: g.entitlements[0] for g in section.grants}
@@ -306,14 +327,14 @@ class ScimTarget:
         if kind is ActionKind.GRANT:
             for name in sorted(action.entitlements):
                 ref = await self._group(name, fence)
-                await self._change_group(ref.id, fence, add=target_id)
+                await self._member(ref.id, target_id, fence, add=True)
             return Applied()
         if kind is ActionKind.UNGRANT:
             for name in sorted(action.entitlements):
                 held = (await self._index()).by_group.get(self._group_of.get(name.casefold(), ""))
                 if held is None:
                     continue  # no such group on the server: nobody is in it
-                await self._change_group(held.id, fence, remove=target_id)
+                await self._member(held.id, target_id, fence, add=False)
             return Applied()
         raise PermanentError(f"a SCIM target cannot {kind.value}")
 
@@ -547,46 +568,107 @@ class ScimTarget:
         index.by_group[gid] = ref
         return ref
 
+    async def _member(self, group_id: str, user_id: str, fence: Fence, *, add: bool) -> None:
+        """Add ``user_id`` to a group, or remove it, in the next write of that group.
+
+        Writes of one group take turns in this process; every change asked for while one is on
+        its way goes in the next, so a group many users join at once (a backfill, a mass move)
+        costs one request per :data:`MEMBER_BATCH` members instead of one each. Each change's
+        own fence is checked right before the write it goes in, and its caller learns that
+        write's outcome: nothing is reported done before the server said so."""
+        writer = self._writers.setdefault(group_id, _GroupWriter())
+        change = _MemberChange(user_id, add, fence, asyncio.get_running_loop().create_future())
+        writer.waiting.append(change)
+        async with writer.turn:
+            while not change.done.done():  # not yet in a write another caller made
+                batch, writer.waiting = writer.waiting[:MEMBER_BATCH], writer.waiting[MEMBER_BATCH:]
+                await self._write_members(group_id, batch)
+        await change.done
+
+    async def _write_members(self, group_id: str, batch: list[_MemberChange]) -> None:
+        ready: list[_MemberChange] = []
+        for change in batch:
+            try:
+                change.fence()  # a lost lease stops this change alone
+            except Exception as exc:
+                change.done.set_exception(exc)
+            else:
+                ready.append(change)
+        if not ready:
+            return
+        wanted = {c.user_id: c.add for c in ready}  # the last wish for a user wins
+        try:
+            await self._change_group(
+                group_id,
+                add=[u for u, a in wanted.items() if a],
+                remove=[u for u, a in wanted.items() if not a],
+            )
+        except PermanentError as exc:
+            if len(ready) == 1:
+                ready[0].done.set_exception(exc)
+                return
+            # One bad member (a user deleted meanwhile) must not fail the others: one at a time.
+            for change in ready:
+                try:
+                    one_member = [change.user_id]
+                    if change.add:
+                        await self._change_group(group_id, add=one_member)
+                    else:
+                        await self._change_group(group_id, remove=one_member)
+                except Exception as one:
+                    change.done.set_exception(one)
+                else:
+                    change.done.set_result(None)
+        except BaseException as exc:
+            for change in ready:
+                if not change.done.done():
+                    change.done.set_exception(exc if isinstance(exc, Exception) else TransientError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for change in ready:
+                change.done.set_result(None)
+
     async def _change_group(
         self,
         group_id: str,
-        fence: Fence,
+        fence: Fence | None = None,
         *,
-        add: str | None = None,
-        remove: str | None = None,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
         attributes: Mapping[str, str] | None = None,
     ) -> None:
-        """Add or remove one member, or set attributes, of one group. With PATCH: an ``add`` of
-        ``members`` or the RFC's ``members[value eq "id"]`` remove, nothing else of the group is
-        sent. A server without PATCH gets the group read and replaced whole, with ``If-Match``
-        where it keeps versions (a 412 is retried, so two writers never lose a member); without
-        versions two writers can race, and reconciliation puts the loser's member back."""
+        """Add and remove members, or set attributes, of one group. With PATCH: one ``add`` of
+        ``members`` and the RFC's ``members[value eq "id"]`` remove per member, nothing else of
+        the group is sent. A server without PATCH gets the group read and replaced whole, with
+        ``If-Match`` where it keeps versions (a 412 is read and written again, so two writers
+        never lose a member); without versions two writers in two processes can race, and
+        reconciliation puts the loser's member back."""
         if (await self.discover()).patch:
             ops = [_op("replace", key, value) for key, value in (attributes or {}).items()]
-            if add is not None:
-                ops.append(_op("add", "members", [{"value": add}]))
-            if remove is not None:
-                ops.append(_op("remove", f"members[value eq {quote(remove)}]"))
+            if add:
+                ops.append(_op("add", "members", [{"value": member} for member in add]))
+            ops.extend(_op("remove", f"members[value eq {quote(member)}]") for member in remove)
             patch = PatchOp[Group].model_validate({"Operations": ops})
             await self._call("groups.patch", self.scim.modify, Group, group_id, patch, fence=fence)
             return
-        # This process's writers of one group take turns; another process's write is a 412, read again.
-        async with self._making.setdefault(f"put:{group_id}", asyncio.Lock()):
-            for attempt in range(1, STALE_ATTEMPTS + 1):
-                current = _dump(await self._call("groups.get", self.scim.query, Group, group_id))
-                members = [m for m in current.get("members") or () if isinstance(m, Mapping) and m.get("value")]
-                kept = [{"value": str(m["value"])} for m in members if str(m["value"]) != remove]
-                if add is not None and all(m["value"] != add for m in kept):
-                    kept.append({"value": add})
-                body = {k: v for k, v in current.items() if k not in {"meta", "members"}} | dict(attributes or {})
-                group = Group.model_validate(body | {"members": kept})  # keeps the id the PUT is addressed to
-                headers = self._if_match(current)
-                try:
-                    await self._call("groups.replace", self.scim.replace, Group, group, headers=headers, fence=fence)
-                    return
-                except Stale:
-                    if attempt == STALE_ATTEMPTS:
-                        raise
+        gone = set(remove)
+        for attempt in range(1, STALE_ATTEMPTS + 1):
+            current = _dump(await self._call("groups.get", self.scim.query, Group, group_id))
+            members = [
+                str(m["value"]) for m in current.get("members") or () if isinstance(m, Mapping) and m.get("value")
+            ]
+            kept = [m for m in members if m not in gone]
+            kept += [m for m in dict.fromkeys(add) if m not in kept]
+            body = {k: v for k, v in current.items() if k not in {"meta", "members"}} | dict(attributes or {})
+            group = Group.model_validate(body | {"members": [{"value": m} for m in kept]})  # keeps the id to PUT to
+            headers = self._if_match(current)
+            try:
+                await self._call("groups.replace", self.scim.replace, Group, group, headers=headers, fence=fence)
+                return
+            except Stale:
+                if attempt == STALE_ATTEMPTS:
+                    raise
 
     async def _pushed(self, gid: str, *, forget: bool = False) -> None:
         """Remember the Entra groups this target created or adopted a SCIM group for."""
