@@ -30,6 +30,7 @@ from shared.mapping.load import load_mapping
 from shared.mapping.model import SyncMapping, TargetSection
 from shared.redact import install_log_redaction
 from shared.services.alerts import Alerts
+from shared.services.backfill import CONCURRENCY as BACKFILL_CONCURRENCY
 from shared.services.backfill import Backfill
 from shared.services.delta import DeltaService
 from shared.services.dispatch import Dispatcher
@@ -134,9 +135,9 @@ class App:
     def table(self, name: str) -> Any:
         return self.tables.get_table_client(name)
 
-    def backfill(self, name: str) -> Backfill:
+    def backfill(self, name: str, concurrency: int = BACKFILL_CONCURRENCY) -> Backfill:
         """One target's backfill in this run (``entra-sync backfill --target <name>``)."""
-        return Backfill(source=self.source, worker=self.worker, job=self.jobs[name])
+        return Backfill(source=self.source, worker=self.worker, job=self.jobs[name], concurrency=concurrency)
 
     def import_backfill(self, name: str = "auth0") -> ImportBackfill:
         """The import-job backfill of an Auth0 target (``entra-sync backfill --import-jobs``)."""

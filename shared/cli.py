@@ -41,7 +41,7 @@ from shared.core.drift import RunSummary, target_title
 from shared.errors import SyncError
 from shared.mapping.load import load_mapping
 from shared.mapping.model import MappingError, SyncMapping
-from shared.services.backfill import summary
+from shared.services.backfill import CONCURRENCY, summary
 from shared.services.reconcile import check_run_id
 from shared.settings import Settings, SettingsError
 from shared.sources.graph.client import graph_client
@@ -254,7 +254,7 @@ async def cmd_backfill(svc: bootstrap.App, args: argparse.Namespace) -> int:
                 f"--target {args.target}: the mapping names no such target (it names {', '.join(svc.jobs)})"
             )
         progress = ProgressLine()
-        done = await svc.backfill(args.target).run(progress=progress)
+        done = await svc.backfill(args.target, concurrency=args.concurrency).run(progress=progress)
         progress.done()
         for line in summary(done):
             print(line)
@@ -373,6 +373,13 @@ def parser() -> argparse.ArgumentParser:
         "--target",
         help="one target: its existing accounts matched (and stamped), the rest created, in this run with "
         "progress; with --import-jobs, the Auth0 target (default auth0)",
+    )
+    back.add_argument(
+        "--concurrency",
+        type=at_least_one,
+        default=CONCURRENCY,
+        help=f"with --target: identities converged at once (default {CONCURRENCY}; the target's rate limit "
+        "still applies)",
     )
     aud = sub.add_parser("audit", help="audit rows, by identity or time")
     aud.add_argument("--identity", help="an Entra object id")
