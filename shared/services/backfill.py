@@ -17,6 +17,7 @@ is handed to the queue for the worker, like any share; nothing is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from shared.core.work import WorkItem
 from shared.services.worker import Outcome, TargetJob, Worker
 
 CONCURRENCY: Final = 8
+GATHER_S: Final = 3.0  # how long a target may hold a change for others to join its write (SCIM groups)
 Progress = Callable[[str, int, int | None], None]
 
 
@@ -113,7 +115,10 @@ class Backfill:
                     report(f"{self.job.name} backfill", finished, None)
 
         workers = [asyncio.create_task(converge()) for _ in range(self.concurrency)]
+        gathering = getattr(target, "gathering", None)  # a target that can write many changes as one
+        batched = gathering(GATHER_S) if gathering is not None else contextlib.nullcontext()
         try:
+            batched.__enter__()
             async for page in self.source.identities():
                 for identity in page:
                     result.identities += 1
@@ -126,6 +131,7 @@ class Backfill:
                 await todo.put(None)
             await asyncio.gather(*workers)
         finally:
+            batched.__exit__(None, None, None)
             for task in workers:
                 task.cancel()
         result.seconds = time.perf_counter() - started

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -176,6 +176,7 @@ class ScimTarget:
         self._groups_lock = asyncio.Lock()
         self._making: dict[str, asyncio.Lock] = {}  # Entra group id -> held while it is made right
         self._writers: dict[str, _GroupWriter] = {}  # SCIM group id -> its member changes
+        self.linger_s = 0.0  # see gathering()
         self._seen: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Entra group id -> the SCIM group's name, and the other way round (case-insensitive).
         self.group_names: dict[str, str] = {g.group: g.entitlements[0] for g in section.grants}
@@ -580,10 +581,24 @@ class ScimTarget:
         change = _MemberChange(user_id, add, fence, asyncio.get_running_loop().create_future())
         writer.waiting.append(change)
         async with writer.turn:
+            if self.linger_s and not change.done.done() and len(writer.waiting) < MEMBER_BATCH:
+                await self.clock.sleep(self.linger_s)  # bulk work: let the changes of others join this write
             while not change.done.done():  # not yet in a write another caller made
                 batch, writer.waiting = writer.waiting[:MEMBER_BATCH], writer.waiting[MEMBER_BATCH:]
                 await self._write_members(group_id, batch)
         await change.done
+
+    @contextlib.contextmanager
+    def gathering(self, seconds: float) -> Iterator[None]:
+        """For bulk work (a backfill): each write of a group's members waits up to ``seconds`` for
+        the changes of other identities in flight to join it. A server whose group writes cost
+        with the group's size (most in-memory ones do) then gets one write per batch, not one per
+        member; every change still waits for its own write before it is reported."""
+        previous, self.linger_s = self.linger_s, seconds
+        try:
+            yield
+        finally:
+            self.linger_s = previous
 
     async def _write_members(self, group_id: str, batch: list[_MemberChange]) -> None:
         ready: list[_MemberChange] = []
