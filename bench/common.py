@@ -9,14 +9,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from azure.storage.queue import TextBase64DecodePolicy
 
-from sandbox.mapping import sandbox_mapping, three_role_grants
+from sandbox.mapping import sandbox_mapping, sandbox_mapping_v2, three_role_grants
 from sandbox.stack import Stack, empty_storage
 from shared import bootstrap, names
 from shared.bootstrap import App
@@ -37,6 +37,9 @@ class Sandbox:
     groups: int = 6
     seed: int = 7
     mapping_extra: str = ""
+    # More target sections (a version 2 file, Auth0 first) given the group ids, and their settings.
+    others: Callable[[list[str]], str] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     stack: Stack = field(init=False)
     env: dict[str, str] = field(init=False)
     group_ids: list[str] = field(init=False)
@@ -52,8 +55,13 @@ class Sandbox:
             dump = self.stack.graph.snapshot(full=True)["dump"]
             self.group_ids = [g["id"] for g in dump["groups"]]
             path = Path(self._tmp.name) / "mapping.yaml"
-            path.write_text(sandbox_mapping(three_role_grants(self.group_ids), extra=self.mapping_extra))
-            self.env = {**self.stack.env(), "SYNC_MAPPING_FILE": str(path)}
+            grants = three_role_grants(self.group_ids)
+            if self.others is None:
+                path.write_text(sandbox_mapping(grants, extra=self.mapping_extra))
+            else:
+                others = self.others(self.group_ids)
+                path.write_text(sandbox_mapping_v2(grants, others=others, extra=self.mapping_extra))
+            self.env = {**self.stack.env(), "SYNC_MAPPING_FILE": str(path), **self.extra_env}
         except BaseException:
             self.stack.stop()
             raise

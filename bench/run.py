@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import efficiency, propagation, ratelimit, scale
+from bench import efficiency, propagation, ratelimit, scale, scim
 from bench.common import REPO, Report, git_commit, machine
 
 BENCHMARKS: dict[str, Callable[[bool], Report]] = {
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[bool], Report]] = {
     "scale": scale.run,
     "efficiency": efficiency.run,
     "ratelimit": ratelimit.run,
+    "scim": scim.run,
 }
 
 
@@ -52,9 +54,29 @@ def main(argv: list[str] | None = None) -> int:
         print(report.markdown(), flush=True)
         reports.append(report)
     total = time.perf_counter() - started
-    Path(args.output).write_text(render(reports, args.quick, commit, total), encoding="utf-8")
+    output = Path(args.output)
+    if args.only and output.exists():
+        # Some benchmarks only: their sections replace the same sections of the file, each stamped
+        # with its own commit and time, and the others stay as they were measured.
+        stamp = (
+            f"{'quick' if args.quick else 'full'} run at commit `{commit[:12]}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        )
+        text = merge(output.read_text(encoding="utf-8"), reports, stamp)
+    else:
+        text = render(reports, args.quick, commit, total)
+    output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output} in {total:.0f} s")
     return 0
+
+
+def merge(existing: str, reports: list[Report], stamp: str) -> str:
+    """``existing`` with the sections of ``reports`` put in (by title), in benchmark order."""
+    head, *sections = re.split(r"(?m)^(?=## )", existing)
+    by_title = {section.splitlines()[0]: section for section in sections}
+    for report in reports:
+        by_title[f"## {report.title}"] = report.markdown().rstrip("\n") + f" _Section re-measured alone: {stamp}._\n"
+    ordered = sorted(by_title.items(), key=lambda kv: int(m.group(1)) if (m := re.match(r"## (\d+)", kv[0])) else 99)
+    return head + "\n".join(section.rstrip("\n") + "\n" for _, section in ordered)
 
 
 def render(reports: list[Report], quick: bool, commit: str, total: float) -> str:

@@ -85,6 +85,7 @@ def sandbox_mapping_v2(
     ]
     return "\n".join(line for line in lines if line) + "\n"
 
+
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
@@ -94,10 +95,11 @@ def scim_section(
     *,
     name: str = "crm",
     deprovision: str = "{action: disable, hard_delete: delete}",
+    extra: str = "",
 ) -> str:
     """A ``scim:<name>`` target section (for ``others`` of :func:`sandbox_mapping_v2`): the core User
     and enterprise attributes, ``groups`` as (group object id, SCIM group name) pairs, the token in
-    ``SCIM_<NAME>_TOKEN``."""
+    ``SCIM_<NAME>_TOKEN``; ``extra``: more keys of the section (YAML, unindented)."""
     pushed = "".join(f"      - {{group: {group}, groups: [{scim}]}}\n" for group, scim in groups)
     return (
         f"  scim:{name}:\n"
@@ -114,5 +116,5 @@ def scim_section(
         f"      - {{source: department, target: '{ENTERPRISE}:department'}}\n"
         "    groups:\n"
         f"{pushed}"
-        f"    deprovision: {deprovision}\n"
+        f"    deprovision: {deprovision}\n" + "".join(f"    {line}\n" for line in extra.splitlines())
     )
