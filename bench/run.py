@@ -1,7 +1,8 @@
 """Run the benchmarks and write BENCHMARKS.md.
 
-    python -m bench            full run (under 20 minutes on the 2-core sandbox machine)
-    python -m bench --quick    smaller inputs (under 3 minutes)
+    python -m bench            full run (about 30 minutes on the 2-core sandbox machine, 17 of them
+                               the 10,000-user SCIM backfill)
+    python -m bench --quick    smaller inputs (about 8 minutes)
     python -m bench --only propagation,efficiency
 
 Everything runs on loopback: Azurite and the Graph and Auth0 emulators are started here, every
@@ -33,7 +34,7 @@ BENCHMARKS: dict[str, Callable[[bool], Report]] = {
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="smaller inputs, under 3 minutes")
+    p.add_argument("--quick", action="store_true", help="smaller inputs, about 8 minutes")
     p.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     p.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="where to write the results")
     args = p.parse_args(argv)
