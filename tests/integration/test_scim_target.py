@@ -514,3 +514,18 @@ def test_concurrent_member_changes_of_one_group_share_writes_and_a_lost_lease_st
     assert full_app.members_of(staff["id"]) == set(ids[:40]) - {ids[7]}
     patches = writes(full_app).get("scim.groups.patch", 0)
     assert 1 <= patches < 39 / 2, patches  # 39 changes in a handful of writes
+
+
+def test_a_value_the_scim_schema_refuses_fails_for_good_naming_it_and_is_not_retried(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    user = hire(world, "bad.mail@sandbox.onmicrosoft.com", "Bad Mail")
+    world.graph.update_user(user["id"], mail="not an address")
+    rows = sync(
+        world, indexed, dataclasses.replace(user_item(user["id"], "notification"), target="scim:crm"), keep=False
+    )
+    mine = [r for r in rows if r["identity"] == user["id"] and r["target"] == "scim:crm"]
+    failed = [r for r in mine if r["outcome"] == "failed"]
+    assert failed and "refuses" in failed[0]["error"] and "emails" in failed[0]["error"], mine
+    assert not [r for r in mine if r["outcome"] == "retrying"]
+    assert scim_user(app, user["id"]) is None

@@ -213,6 +213,14 @@ class ScimTarget:
         except SCIMClientException as exc:  # a 2xx that is not a valid SCIM resource, a wrong content type
             raise TransientError(f"{self.name} {op}: the answer is not valid SCIM: {exc}") from exc
 
+    def _valid(self, model: Any, data: Mapping[str, Any], context: Context | None = None) -> Any:
+        """``data`` as a scim2-models resource or message; a value the schema refuses (an email
+        that is not one) is bad data: permanent, naming the attribute, never retried."""
+        try:
+            return model.model_validate(data, scim_ctx=context) if context else model.model_validate(data)
+        except ValidationError as exc:
+            raise PermanentError(f"{self.name}: a value the SCIM schema refuses: {_first_error(exc)}") from exc
+
     async def discover(self, *, force: bool = False) -> Server:
         """Read what the server supports (once per :data:`DISCOVERY_TTL_S`, or now with ``force``)."""
         async with self._discovery:
@@ -311,7 +319,7 @@ class ScimTarget:
         server = await self.discover()
         kind = action.kind
         if kind is ActionKind.CREATE:
-            user = USER.model_validate(dict(action.payload), scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+            user = self._valid(USER, dict(action.payload), Context.RESOURCE_CREATION_REQUEST)
             created = await self._call("users.create", self.scim.create, USER, user, fence=fence)
             data = self._remember(_dump(created))
             warning = NO_EXTERNAL_ID if server.externalid_filter is False else ""
@@ -400,7 +408,7 @@ class ScimTarget:
         headers = self._if_match(current)
         if self.server.patch:
             ops = self._operations(current, changes)
-            patch = PatchOp[USER].model_validate({"Operations": ops})  # type: ignore[valid-type]
+            patch = self._valid(PatchOp[USER], {"Operations": ops})  # type: ignore[valid-type]
             await self._call("users.patch", self.scim.modify, USER, target_id, patch, headers=headers, fence=fence)
             self._seen.pop(target_id, None)  # a 204 has no body: read it again next time
             return
@@ -409,7 +417,7 @@ class ScimTarget:
             body[key] = changes[key]
         for key in ("meta", "groups"):
             body.pop(key, None)
-        user = USER.model_validate(body)  # keeps the id the PUT is addressed to
+        user = self._valid(USER, body)  # no request context: it keeps the id the PUT is addressed to
         replaced = await self._call("users.replace", self.scim.replace, USER, user, headers=headers, fence=fence)
         self._remember(_dump(replaced))
 
@@ -542,8 +550,8 @@ class ScimTarget:
         if ref is None:
             ref = await self._find_group(gid, name)  # made by another worker since the index was read
         if ref is None:
-            body = Group.model_validate(
-                {"displayName": name, OWNER: gid, "members": []}, scim_ctx=Context.RESOURCE_CREATION_REQUEST
+            body = self._valid(
+                Group, {"displayName": name, OWNER: gid, "members": []}, Context.RESOURCE_CREATION_REQUEST
             )
             try:
                 created = _dump(await self._call("groups.create", self.scim.create, Group, body, fence=fence))
@@ -664,7 +672,7 @@ class ScimTarget:
             if add:
                 ops.append(_op("add", "members", [{"value": member} for member in add]))
             ops.extend(_op("remove", f"members[value eq {quote(member)}]") for member in remove)
-            patch = PatchOp[Group].model_validate({"Operations": ops})
+            patch = self._valid(PatchOp[Group], {"Operations": ops})
             await self._call("groups.patch", self.scim.modify, Group, group_id, patch, fence=fence)
             return
         gone = set(remove)
@@ -676,7 +684,7 @@ class ScimTarget:
             kept = [m for m in members if m not in gone]
             kept += [m for m in dict.fromkeys(add) if m not in kept]
             body = {k: v for k, v in current.items() if k not in {"meta", "members"}} | dict(attributes or {})
-            group = Group.model_validate(body | {"members": [{"value": m} for m in kept]})  # keeps the id to PUT to
+            group = self._valid(Group, body | {"members": [{"value": m} for m in kept]})  # keeps the id to PUT to
             headers = self._if_match(current)
             try:
                 await self._call("groups.replace", self.scim.replace, Group, group, headers=headers, fence=fence)
