@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from sandbox.mapping import sandbox_mapping, sandbox_mapping_v2, three_role_gran
 from sandbox.stack import Stack, empty_storage
 from shared import bootstrap, names
 from shared.bootstrap import App
-from shared.core.work import WorkItem
+from shared.core.work import WorkItem, user_item
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -212,3 +212,39 @@ async def take_queued(svc: App, limit: int = 10_000) -> list[WorkItem]:
                 items.append(WorkItem.from_json(m.content))
                 await client.delete_message(m)
     return items
+
+
+Count = Callable[[str, list[WorkItem], bool], Awaitable[None]]
+
+
+async def run_items(svc: App, items: Sequence[WorkItem], follow: bool) -> None:
+    """Each item through the worker's dispatcher; with ``follow``, the user items they fan out to."""
+    for item in items:
+        await svc.dispatcher.run(item)
+    if follow:
+        for item in await take_queued(svc):
+            await svc.dispatcher.run(item)
+
+
+async def lifecycle(box: Sandbox, svc: App, people: Sequence[dict[str, Any]], count: Count, tag: str = "") -> None:
+    """The five lifecycle events, each handed to ``count`` (event, items, follow the fan-out): a
+    joiner added to the first group, a mover (one attribute), a group change (``people[1]`` joins
+    the second group, the groups delta primed first so earlier changes are not this one's), a
+    leaver, and a replay of the mover. ``people``: mover, changer, leaver; ``tag`` tells runs apart."""
+    mover, changer, leaver = people
+    staff, sales = box.group_ids[0], box.group_ids[1]
+    hire = box.graph.create_user(
+        displayName=f"Bench Joiner{tag}", givenName="Bench", surname="Joiner",
+        mail=f"bench.joiner{tag}@sandbox.example", userPrincipalName=f"bench.joiner{tag}@sandbox.onmicrosoft.com",
+        department="Research", accountEnabled=True,
+    )  # fmt: skip
+    box.graph.add_member(staff, hire["id"])
+    await count("joiner", [user_item(hire["id"], "notification")], False)
+    box.graph.update_user(mover["id"], department=f"Moved Department{tag}")
+    await count("mover (one attribute)", [user_item(mover["id"], "notification")], False)
+    await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
+    box.graph.add_member(sales, changer["id"])
+    await count("group change", [WorkItem("group", sales, "notification")], True)
+    box.graph.update_user(leaver["id"], accountEnabled=False)
+    await count("leaver", [user_item(leaver["id"], "notification")], False)
+    await count("no-op replay", [user_item(mover["id"], "notification")], False)

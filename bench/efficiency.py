@@ -7,9 +7,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from bench.common import Report, Sandbox, Table, prime, take_queued, verdict
+from bench.common import Report, Sandbox, Table, lifecycle, prime, run_items, verdict
 from sandbox.mirror import mirror
-from shared.core.work import WorkItem, user_item
+from shared.core.work import WorkItem
 from shared.mapping.load import load_mapping
 
 
@@ -88,42 +88,22 @@ async def _measure(box: Sandbox) -> dict[str, tuple[int, dict[str, int], int]]:
     try:
         await prime(svc)
         members = box.members()
-        staff, sales = box.group_ids[0], box.group_ids[1]
+        sales = box.group_ids[1]
         in_sales = set(box.graph.snapshot(full=True)["dump"]["members"].get(sales, []))
         mover, changer, leaver = [u for u in members if u["id"] not in in_sales][:3]
         box.auth0.add_sessions(f"auth0|{leaver['id']}", 1, refresh_tokens=1)
         results: dict[str, tuple[int, dict[str, int], int]] = {}
         await svc.jobs["auth0"].target.role_ids(["Employee"])  # a warm worker has the role ids cached
 
-        async def prime_groups_delta() -> None:  # earlier events' membership changes are not this one's
-            await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
-
-        async def count(event: str, items: list[WorkItem], follow: bool = False) -> None:
+        async def count(event: str, items: list[WorkItem], follow: bool) -> None:
             box.graph.log.clear()
             box.auth0.log.clear()
-            for item in items:
-                await svc.dispatcher.run(item)
-            if follow:  # the user items a group change fans out to
-                for item in await take_queued(svc):
-                    await svc.dispatcher.run(item)
+            await run_items(svc, items, follow)
             auth0: Counter[str] = Counter(e.route for e in box.auth0.log.entries())
             writes = sum(1 for e in box.auth0.log.entries() if e.write)
             results[event] = (box.graph.log.total, dict(auth0), writes)
 
-        hire = box.graph.create_user(
-            displayName="Bench Joiner", givenName="Bench", surname="Joiner", mail="bench.joiner@sandbox.example",
-            userPrincipalName="bench.joiner@sandbox.onmicrosoft.com", department="Research", accountEnabled=True,
-        )  # fmt: skip
-        box.graph.add_member(staff, hire["id"])
-        await count("joiner", [user_item(hire["id"], "notification")])
-        box.graph.update_user(mover["id"], department="Moved Department")
-        await count("mover (one attribute)", [user_item(mover["id"], "notification")])
-        await prime_groups_delta()
-        box.graph.add_member(sales, changer["id"])
-        await count("group change", [WorkItem("group", sales, "notification")], follow=True)
-        box.graph.update_user(leaver["id"], accountEnabled=False)
-        await count("leaver", [user_item(leaver["id"], "notification")])
-        await count("no-op replay", [user_item(mover["id"], "notification")])
+        await lifecycle(box, svc, (mover, changer, leaver), count)
         return results
     finally:
         await svc.aclose()
