@@ -157,6 +157,11 @@ class Settings:
         value = (self.env.get(setting) or "").strip()
         if not value:
             return f"{setting} is required: the mapping's target {target} names it for its bearer token"
+        if _KEY_VAULT_REFERENCE.match(value):
+            return (
+                f"{setting} is an unresolved Key Vault reference: the Function App could not read the secret "
+                "(check the managed identity's 'Key Vault Secrets User' role and the secret URI)"
+            )
         if not value.isascii() or not value.isprintable() or " " in value:
             return f"{setting} must be printable ASCII without spaces (it travels in an HTTP header)"
         self.scim_tokens[setting] = Secret(value)

@@ -146,3 +146,13 @@ def test_the_token_setting_the_section_names_is_required_and_kept_secret() -> No
     settings.check_targets([scim])
     token = settings.scim_tokens["SCIM_CRM_TOKEN"]
     assert "tok-123456" not in repr(token) and "tok-123456" not in str(settings)
+
+
+def test_a_token_setting_that_is_still_a_key_vault_reference_says_so() -> None:
+    scim = parse_mapping(section(GOOD)).target("scim:crm")
+    env = sandbox_env(storage="UseDevelopmentStorage=true")
+    unresolved = env | {"SCIM_CRM_TOKEN": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/crm)"}
+    with pytest.raises(SettingsError, match="SCIM_CRM_TOKEN is an unresolved Key Vault reference"):
+        Settings.from_env(unresolved).check_targets([scim])
+    with pytest.raises(SettingsError, match="printable ASCII"):
+        Settings.from_env(env | {"SCIM_CRM_TOKEN": "two words"}).check_targets([scim])
