@@ -529,3 +529,28 @@ def test_a_value_the_scim_schema_refuses_fails_for_good_naming_it_and_is_not_ret
     assert failed and "refuses" in failed[0]["error"] and "emails" in failed[0]["error"], mine
     assert not [r for r in mine if r["outcome"] == "retrying"]
     assert scim_user(app, user["id"]) is None
+
+
+def test_the_circuit_breaker_holds_a_scim_run_that_would_deactivate_too_many(
+    azurite: Azurite, tmp_path: Path, full_app: ScimApp
+) -> None:
+    import uuid
+
+    policy = "    reconcile: {remediate: [missing, orphaned], max_deprovisions: 5, max_deprovision_share: 0.05}\n"
+    world = start(azurite, tmp_path, full_app, extra=policy)
+    try:
+        ghosts = [
+            full_app.add_user(f"ghost{n}@sandbox.onmicrosoft.com", externalId=str(uuid.uuid4()))["id"] for n in range(8)
+        ]  # stamped by an earlier sync for Entra users that are gone
+
+        async def run() -> tuple[Any, list[Any]]:
+            async with services_for(world) as svc:
+                (summary,) = await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, "apply")
+                return summary, await queued(svc)
+
+        summary, items = asyncio.run(run())
+        assert summary.counts.get("orphaned") == 8 and summary.breaker.tripped
+        assert not {i.id for i in items} & {u.get("externalId") for u in full_app.users()}  # no deprovision queued
+        assert all(u["active"] for u in full_app.users() if u["id"] in ghosts)
+    finally:
+        world.stop()
