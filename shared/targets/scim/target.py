@@ -104,7 +104,6 @@ class GroupRef:
     id: str
     display_name: str
     external_id: str | None
-    members: set[str] | None = None  # read by accounts(); None when not read
 
 
 @dataclass
@@ -169,7 +168,6 @@ class ScimTarget:
         self.server = Server()
         self.notes: list[str] = []  # what discovery found worth telling (once each)
         self.read_by = "list"
-        self.calls: dict[str, int] = {}
         self._discovered_at = -math.inf
         self._discovery = asyncio.Lock()
         self._groups = _Index()
@@ -193,7 +191,6 @@ class ScimTarget:
         """One request: ``fn(*args, **kwargs)``, fenced right before it leaves, its errors translated."""
         if fence is not None:
             fence()
-        self.calls[op] = self.calls.get(op, 0) + 1
         try:
             return await fn(*args, **kwargs)
         except TryLater:
