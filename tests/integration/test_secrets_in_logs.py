@@ -1,8 +1,9 @@
 """No secret reaches a log record, from any logger at any level (the SDKs' included), or an audit row.
 
 Everything runs through the indexed functions and the real composition root against the sandbox:
-a notification through the webhook and the worker, a risk response that notifies the security
-webhook, a nightly reconciliation and a backfill, with the root logger at DEBUG.
+a notification through the webhook and the worker (to Auth0 and to a SCIM application), a risk
+response that notifies the security webhook, a nightly reconciliation and a backfill, with the root
+logger at DEBUG.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from sandbox.azurite import Azurite
+from sandbox.mapping import scim_section
 from sandbox.receiver import WebhookReceiver
+from sandbox.scim import ScimApp
 from shared.settings import Secret
 from tests.integration.world import World, audit_rows, http_request, queued, run_worker, services_for
 from tests.support import CLIENT_STATE
@@ -26,6 +29,7 @@ from tests.support import CLIENT_STATE
 SUB_USERS = "11111111-aaaa-4bbb-8ccc-000000000001"
 HOOK = "T0SECRET-B0SECRET-xoxb-webhook-path-5f1e"  # an incoming-webhook URL's path is its secret
 RISK_SECRET = "risk-alert-secret-0123456789abcdef0123456789"
+SCIM_TOKEN = "scim-bearer-token-5b9d0c7e1f2a"
 
 
 class Capture(logging.Handler):
@@ -61,7 +65,11 @@ def test_no_secret_reaches_any_log_record_or_audit_row(
     receiver: WebhookReceiver,
     everything_logged: Capture,
 ) -> None:
-    world = World(azurite, tmp_path, users=12, groups=4).start()
+    scim = ScimApp(token=SCIM_TOKEN).start()
+    section = scim_section(scim.base_url, [("GROUP0", "Staff"), ("GROUP1", "Sales")])
+    world = World(
+        azurite, tmp_path, users=12, groups=4, other_targets=section, extra_env={"SCIM_CRM_TOKEN": SCIM_TOKEN}
+    ).start()
     world.settings = dataclasses.replace(
         world.settings, notify_webhook_url=Secret(receiver.url(HOOK)), risk_alert_secret=Secret(RISK_SECRET)
     )
@@ -77,6 +85,7 @@ def test_no_secret_reaches_any_log_record_or_audit_row(
         "webhook URL path": HOOK,
         "risk secret": RISK_SECRET,
         "storage account key": account_key,
+        "SCIM bearer token": SCIM_TOKEN,
     }
 
     async def scenario() -> list[dict[str, Any]]:
@@ -105,8 +114,10 @@ def test_no_secret_reaches_any_log_record_or_audit_row(
         rows = asyncio.run(scenario())
     finally:
         world.stop()
+        scim.stop()
 
     assert len(receiver.messages()) == 1  # the risk response did reach the security webhook
+    assert scim.users(), "the SCIM target was written to (its token was sent)"
     logged = "\n".join(everything_logged.lines)
     assert "HTTP Request: POST" in logged  # the SDKs' own request logging was captured
     audited = "\n".join(str(row) for row in rows)
