@@ -21,13 +21,11 @@ to what it put cannot change what is stored, and gets back what the product stor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import json
 import logging
 import random
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,11 +34,11 @@ from typing import TYPE_CHECKING, Any, Final
 from shared.clock import SYSTEM, Clock
 from shared.core.model import LINK_SCHEMA, Link
 from shared.core.work import MAX_MESSAGE_BYTES, WorkItem
-from shared.errors import BadInput, LeaseBusy, LeaseLost
+from shared.errors import BadInput, LeaseLost
 from shared.redact import redact
 from shared.stores.audit import AuditRow
 from shared.stores.keys import MAX_TEXT, decode_key, encode_key, utcnow
-from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease
+from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease, LeaseKeeping
 from shared.stores.queue import MAX_VISIBILITY_S
 
 if TYPE_CHECKING:
@@ -129,10 +127,11 @@ class _LeaseRow:
     expires: float
 
 
-class MemoryLeases:
+class MemoryLeases(LeaseKeeping):
     """One writer per key, as :class:`shared.stores.leases.LeaseStore`: a lease is free once its
-    ``expires_at`` has passed on ``clock``, renewed in the background while :meth:`held`, and fenced
-    before writes. Workers share ``table`` (encoded key -> the lease as stored)."""
+    ``expires_at`` has passed on ``clock``; waiting, holding, renewing and fencing are the product's
+    own (:class:`~shared.stores.leases.LeaseKeeping`). Workers share ``table`` (encoded key -> the
+    lease as stored)."""
 
     def __init__(
         self,
@@ -160,17 +159,6 @@ class MemoryLeases:
         self.table[row] = taken
         return Lease(row, taken.owner, taken.etag, taken.expires)
 
-    async def acquire(self, key: str, wait_s: float = 3.0, poll_s: float = 0.05) -> Lease:
-        """Wait up to ``wait_s`` (real time, as the product store) for the lease, then LeaseBusy."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            lease = await self.try_acquire(key)
-            if lease is not None:
-                return lease
-            if time.monotonic() >= deadline:
-                raise LeaseBusy(f"identity {key} is being synced by another worker", retry_after_s=5.0)
-            await asyncio.sleep(poll_s)
-
     async def renew(self, lease: Lease) -> None:
         await asyncio.sleep(0)
         current = self.table.get(lease.key)
@@ -185,62 +173,6 @@ class MemoryLeases:
         current = self.table.get(lease.key)
         if current is not None and current.etag == lease.etag:  # else it is another worker's now
             del self.table[lease.key]
-
-    def fence(self, lease: Lease) -> None:
-        if lease.lost or self.clock.now() > lease.expires_at - self.fence_margin_s:
-            raise LeaseLost(
-                f"lease {decode_key(lease.key)} lapsed before a write; the write was not sent", retry_after_s=5.0
-            )
-
-    def fence_after_write(self, lease: Lease) -> None:
-        if lease.lost or self.clock.now() > lease.expires_at:
-            raise LeaseLost(
-                f"lease {decode_key(lease.key)} lapsed while a write was under way; converging again",
-                retry_after_s=5.0,
-                after_write=True,
-            )
-
-    async def _keep(self, lease: Lease) -> None:
-        while not lease.lost:
-            await self.clock.sleep(self.renew_every_s)
-            try:
-                await self.renew(lease)
-            except LeaseLost:
-                log.warning("lease %s was taken over; its writes are fenced off", decode_key(lease.key))
-                return
-
-    @contextlib.asynccontextmanager
-    async def held(self, key: str, wait_s: float = 3.0) -> AsyncIterator[Lease]:
-        lease = await self.acquire(key, wait_s=wait_s)
-        keeper = asyncio.create_task(self._keep(lease), name=f"lease:{key}")
-        try:
-            yield lease
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            await self.release(lease)
-
-    @contextlib.asynccontextmanager
-    async def many(
-        self, keys: Mapping[str, str], wait_s: float = 3.0
-    ) -> AsyncIterator[tuple[dict[str, Lease], dict[str, Exception]]]:
-        async with contextlib.AsyncExitStack() as stack:
-
-            async def enter(key: str) -> Lease:
-                return await stack.enter_async_context(self.held(key, wait_s=wait_s))
-
-            got = await asyncio.gather(*(enter(key) for key in keys.values()), return_exceptions=True)
-            taken: dict[str, Lease] = {}
-            refused: dict[str, Exception] = {}
-            for name, result in zip(keys, got, strict=True):
-                if isinstance(result, Exception):
-                    refused[name] = result
-                elif isinstance(result, BaseException):
-                    raise result
-                else:
-                    taken[name] = result
-            yield taken, refused
 
 
 # ------------------------------------------------------------------------------------------------

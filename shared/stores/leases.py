@@ -43,58 +43,24 @@ class Lease:
     lost: bool = False  # a renewal found that another worker had taken it over
 
 
-class LeaseStore:
-    """One writer per identity: an expiring lease entity, taken insert-only or by an ETag-guarded
-    take-over once expired, so a crashed worker cannot wedge an identity for longer than the lease's
-    time to live.
+class LeaseKeeping:
+    """What a lease store does with the leases it takes, whatever it keeps them in: wait for one,
+    hold it renewed in the background, fence writes with it, take several at once. A store
+    provides ``try_acquire``, ``renew`` and ``release`` (and ``clock``, ``renew_every_s``,
+    ``fence_margin_s``); the in-memory fake and the Table Storage store share this part."""
 
-    A lease taken with :meth:`held` is renewed in the background while the work runs, and every
-    target write is *fenced* (:meth:`fence`): a worker whose lease lapsed (it was paused, starved or
-    its renewals failed) or was taken over writes nothing more. A write already on the wire when the
-    lease lapsed cannot be recalled; :meth:`fence_after_write` tells the caller to converge the
-    identity again from a fresh read, so the newest state still lands last.
-    """
-
-    def __init__(
-        self,
-        table: TableClient,
-        ttl_s: float = LEASE_TTL_S,
-        partition: str = "identity",
-        *,
-        clock: Clock = SYSTEM,
-        renew_every_s: float = LEASE_RENEW_EVERY_S,
-        fence_margin_s: float = LEASE_FENCE_MARGIN_S,
-    ):
-        self.table = table
-        self.ttl_s = ttl_s
-        self.partition = partition
-        self.clock = clock
-        self.renew_every_s = min(renew_every_s, ttl_s / 3)
-        self.fence_margin_s = min(fence_margin_s, ttl_s / 2)
-
-    def _entity(self, key: str, owner: str, expires_at: float) -> dict[str, Any]:
-        return {"PartitionKey": self.partition, "RowKey": key, "owner": owner, "expires": expires_at}
+    clock: Clock
+    renew_every_s: float
+    fence_margin_s: float
 
     async def try_acquire(self, identity: str, owner: str | None = None) -> Lease | None:
-        owner = owner or uuid.uuid4().hex
-        key = encode_key(identity)
-        expires_at = self.clock.now() + self.ttl_s
-        entity = self._entity(key, owner, expires_at)
-        try:
-            meta = await self.table.create_entity(entity)
-            return Lease(key, owner, str(meta["etag"]), expires_at)
-        except ResourceExistsError:
-            pass
-        try:
-            current = await self.table.get_entity(self.partition, key)
-        except ResourceNotFoundError:
-            return None  # released between our two calls: the caller tries again
-        if float(current.get("expires", 0)) > self.clock.now():
-            return None
-        etag = await replace_if_unchanged(self.table, entity, current.metadata["etag"])
-        if etag is None:
-            return None  # another worker took it over first
-        return Lease(key, owner, etag, expires_at)
+        raise NotImplementedError
+
+    async def renew(self, lease: Lease) -> None:
+        raise NotImplementedError
+
+    async def release(self, lease: Lease) -> None:
+        raise NotImplementedError
 
     async def acquire(self, identity: str, wait_s: float = 3.0, poll_s: float = 0.05) -> Lease:
         """Wait up to ``wait_s`` for the lease, then raise :class:`LeaseBusy`."""
@@ -106,17 +72,6 @@ class LeaseStore:
             if time.monotonic() >= deadline:
                 raise LeaseBusy(f"identity {identity} is being synced by another worker", retry_after_s=5.0)
             await asyncio.sleep(poll_s)
-
-    async def renew(self, lease: Lease) -> None:
-        """Extend the lease; :class:`LeaseLost` when another worker took it over meanwhile."""
-        if lease.lost:
-            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0)
-        expires_at = self.clock.now() + self.ttl_s
-        etag = await replace_if_unchanged(self.table, self._entity(lease.key, lease.owner, expires_at), lease.etag)
-        if etag is None:
-            lease.lost = True
-            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0)
-        lease.etag, lease.expires_at = etag, expires_at
 
     def fence(self, lease: Lease) -> None:
         """Before a target write: raise :class:`LeaseLost` unless the lease is surely still ours
@@ -183,6 +138,71 @@ class LeaseStore:
         finally:
             for name in taken:
                 await holds[name].__aexit__(None, None, None)
+
+
+class LeaseStore(LeaseKeeping):
+    """One writer per identity: an expiring lease entity, taken insert-only or by an ETag-guarded
+    take-over once expired, so a crashed worker cannot wedge an identity for longer than the lease's
+    time to live.
+
+    A lease taken with :meth:`held` is renewed in the background while the work runs, and every
+    target write is *fenced* (:meth:`fence`): a worker whose lease lapsed (it was paused, starved or
+    its renewals failed) or was taken over writes nothing more. A write already on the wire when the
+    lease lapsed cannot be recalled; :meth:`fence_after_write` tells the caller to converge the
+    identity again from a fresh read, so the newest state still lands last.
+    """
+
+    def __init__(
+        self,
+        table: TableClient,
+        ttl_s: float = LEASE_TTL_S,
+        partition: str = "identity",
+        *,
+        clock: Clock = SYSTEM,
+        renew_every_s: float = LEASE_RENEW_EVERY_S,
+        fence_margin_s: float = LEASE_FENCE_MARGIN_S,
+    ):
+        self.table = table
+        self.ttl_s = ttl_s
+        self.partition = partition
+        self.clock = clock
+        self.renew_every_s = min(renew_every_s, ttl_s / 3)
+        self.fence_margin_s = min(fence_margin_s, ttl_s / 2)
+
+    def _entity(self, key: str, owner: str, expires_at: float) -> dict[str, Any]:
+        return {"PartitionKey": self.partition, "RowKey": key, "owner": owner, "expires": expires_at}
+
+    async def try_acquire(self, identity: str, owner: str | None = None) -> Lease | None:
+        owner = owner or uuid.uuid4().hex
+        key = encode_key(identity)
+        expires_at = self.clock.now() + self.ttl_s
+        entity = self._entity(key, owner, expires_at)
+        try:
+            meta = await self.table.create_entity(entity)
+            return Lease(key, owner, str(meta["etag"]), expires_at)
+        except ResourceExistsError:
+            pass
+        try:
+            current = await self.table.get_entity(self.partition, key)
+        except ResourceNotFoundError:
+            return None  # released between our two calls: the caller tries again
+        if float(current.get("expires", 0)) > self.clock.now():
+            return None
+        etag = await replace_if_unchanged(self.table, entity, current.metadata["etag"])
+        if etag is None:
+            return None  # another worker took it over first
+        return Lease(key, owner, etag, expires_at)
+
+    async def renew(self, lease: Lease) -> None:
+        """Extend the lease; :class:`LeaseLost` when another worker took it over meanwhile."""
+        if lease.lost:
+            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0)
+        expires_at = self.clock.now() + self.ttl_s
+        etag = await replace_if_unchanged(self.table, self._entity(lease.key, lease.owner, expires_at), lease.etag)
+        if etag is None:
+            lease.lost = True
+            raise LeaseLost(f"lease {decode_key(lease.key)} was taken over by another worker", 5.0)
+        lease.etag, lease.expires_at = etag, expires_at
 
     async def release(self, lease: Lease) -> None:
         # If it expired and another worker took it over, it is theirs now: nothing to release.
