@@ -36,8 +36,8 @@ from shared.core.model import LINK_SCHEMA, Link
 from shared.core.work import MAX_MESSAGE_BYTES, WorkItem
 from shared.errors import BadInput, LeaseLost
 from shared.redact import redact
-from shared.stores.audit import AuditRow
-from shared.stores.keys import MAX_TEXT, decode_key, encode_key, utcnow
+from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.keys import decode_key, encode_key, utcnow
 from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease, LeaseKeeping
 from shared.stores.queue import MAX_VISIBILITY_S
 
@@ -233,26 +233,9 @@ class MemoryAudit:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []  # in the order written
         self.intents: dict[tuple[str, str], _Intent] = {}
-        self._seq = itertools.count()
 
     def _row(self, row: AuditRow) -> dict[str, Any]:
-        diff = json.dumps(row.diff, sort_keys=True, default=str) if row.diff else ""
-        return {
-            "PartitionKey": encode_key(row.identity),
-            "RowKey": f"{row.at}_{next(self._seq):012d}",
-            "at": row.at,
-            "correlation_id": row.correlation_id,
-            "source": row.source,
-            "source_ref": row.source_ref,
-            "identity": row.identity,
-            "target": row.target,
-            "target_id": row.target_id,
-            "action": row.action,
-            "outcome": row.outcome,
-            "diff": redact(diff)[:MAX_TEXT],
-            "detail": redact(row.detail)[:MAX_TEXT],
-            "error": redact(row.error)[:MAX_TEXT],
-        }
+        return AuditStore.entity(row)  # the stored row exactly as the product writes it
 
     async def write(self, row: AuditRow) -> None:
         await asyncio.sleep(0)

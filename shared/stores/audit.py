@@ -74,7 +74,8 @@ class AuditStore:
         self.table = table
 
     @staticmethod
-    def _entity(row: AuditRow) -> dict[str, Any]:
+    def entity(row: AuditRow) -> dict[str, Any]:
+        """The row as stored: keys that keep time and write order, the diff and texts redacted and capped."""
         diff = json.dumps(row.diff, sort_keys=True, default=str) if row.diff else ""
         return {
             "PartitionKey": encode_key(row.identity),
@@ -94,7 +95,7 @@ class AuditStore:
         }
 
     async def write(self, row: AuditRow) -> None:
-        await self.table.create_entity(self._entity(row))
+        await self.table.create_entity(self.entity(row))
 
     async def write_many(self, rows: list[AuditRow]) -> None:
         """Rows about one identity in one round trip: a table transaction holds up to 100 operations
@@ -106,7 +107,7 @@ class AuditStore:
         for key, options in deletes:  # first, so a refused delete fails the first chunk: nothing written twice
             by_partition.setdefault(key["PartitionKey"], []).append(("delete", key, options))
         for row in rows:
-            entity = self._entity(row)
+            entity = self.entity(row)
             by_partition.setdefault(entity["PartitionKey"], []).append(("create", entity))
         for ops in by_partition.values():
             for start in range(0, len(ops), BATCH_LIMIT):
