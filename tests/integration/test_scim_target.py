@@ -238,11 +238,15 @@ def test_a_group_renamed_in_the_mapping_is_renamed_on_the_server_and_keeps_its_m
         mapping = Path(world.settings.mapping_file)
         mapping.write_text(mapping.read_text().replace("groups: [Staff]", "groups: [Everyone]"))
 
-        async def reconcile() -> list[Any]:
+        async def reconcile() -> tuple[Any, bytes]:
             async with services_for(world, keep_storage=True) as svc:
-                return await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, "apply")
+                (run,) = await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, "apply")
+                return run, await svc.reports.load(run.run_id, "html")  # the stored report, as an operator reads it
 
-        (summary,) = asyncio.run(reconcile())
+        summary, page = asyncio.run(reconcile())
+        html = page.decode()
+        assert "What this run did to the target's groups" in html
+        assert "<li>renamed the group &#x27;Staff&#x27; to &#x27;Everyone&#x27;</li>" in html
         renamed = group(full_app, "Everyone")
         assert renamed["id"] == staff["id"] and full_app.group_by_name("Staff") is None
         assert full_app.members_of(renamed["id"]) == full_app.members_of(staff["id"]) != set()
