@@ -18,6 +18,12 @@ ATTRIBUTES = """attributes:
 """
 
 
+def _department(default: str | None) -> str:
+    """The Auth0 department entry, with a default for users who have none when ``default`` is set."""
+    transforms = f", transforms: [{{default: {default}}}]" if default else ""
+    return "{source: department, target: user_metadata.department" + transforms + "}"
+
+
 def sandbox_mapping(
     grants: Sequence[tuple[str, Sequence[str]]],
     *,
@@ -28,9 +34,7 @@ def sandbox_mapping(
     extra: str = "",
 ) -> str:
     """A mapping file's text. ``grants``: (group object id, role names) pairs, in order."""
-    department = "{source: department, target: user_metadata.department" + (
-        f", transforms: [{{default: {department_default}}}]}}" if department_default else "}"
-    )
+    department = _department(department_default)
     roles = "".join(f"  - {{group: {group}, roles: [{', '.join(names)}]}}\n" for group, names in grants)
     lines = [
         "version: 1",
@@ -63,9 +67,7 @@ def sandbox_mapping_v2(
 ) -> str:
     """A version 2 file: the same Auth0 target as :func:`sandbox_mapping`, under ``targets.auth0``,
     and ``others``: more target sections (YAML, indented two spaces under ``targets``)."""
-    department = "{source: department, target: user_metadata.department" + (
-        f", transforms: [{{default: {department_default}}}]}}" if department_default else "}"
-    )
+    department = _department(department_default)
     attributes = ATTRIBUTES.replace("DEPARTMENT", department).replace("attributes:\n", "")
     roles = "".join(f"      - {{group: {group}, roles: [{', '.join(names)}]}}\n" for group, names in grants)
     lines = [
