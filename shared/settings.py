@@ -154,14 +154,10 @@ class Settings:
             return None
         if not SCIM_TOKEN_SETTING.fullmatch(setting):
             return f"the target {target} names {setting!r} for its token, which is not SCIM_<NAME>_TOKEN"
-        value = (self.env.get(setting) or "").strip()
-        if not value:
-            return f"{setting} is required: the mapping's target {target} names it for its bearer token"
-        if _KEY_VAULT_REFERENCE.match(value):
-            return (
-                f"{setting} is an unresolved Key Vault reference: the Function App could not read the secret "
-                "(check the managed identity's 'Key Vault Secrets User' role and the secret URI)"
-            )
+        reader = _Reader(self.env)  # the same reading as every other setting: blank, unresolved reference
+        value = reader.required(setting, f"the mapping's target {target} names it for its bearer token")
+        if value is None:
+            return reader.problems[0]
         if not value.isascii() or not value.isprintable() or " " in value:
             return f"{setting} must be printable ASCII without spaces (it travels in an HTTP header)"
         self.scim_tokens[setting] = Secret(value)
