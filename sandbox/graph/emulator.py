@@ -187,7 +187,7 @@ class GraphEmulator(Emulator):
         self.delta_page_size = delta_page_size
         self._id_seed = id_seed
         self._local = threading.local()
-        self.notifier = Notifier(should_drop=self._drop_notification)
+        self.notifier = Notifier(should_drop=self._drop_notification, seed=fault_seed)
         self._token_gen = 0
         self._init_state(DEFAULT_DOMAIN)
         self._register_routes()
@@ -601,7 +601,7 @@ class GraphEmulator(Emulator):
             return len(deliveries)
 
     def configure_notifications(self, **settings: Any) -> dict[str, Any]:
-        """drop_rate, flush_s, retries, backoff_s, timeout_s, max_batch."""
+        """drop_rate, flush_s, retries, backoff_s, timeout_s, max_batch, max_copies, hold_max_s, seed."""
         return self.notifier.configure(settings)
 
     def wait_notifications(self, timeout_s: float = 5.0) -> bool:
