@@ -471,6 +471,7 @@ class FunctionsHost:
         method_not_allowed_status: int = 405,
         app_settings: Mapping[str, str] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        serve_http: bool = True,
     ) -> None:
         self._init(
             index_app(app),
@@ -483,6 +484,7 @@ class FunctionsHost:
             method_not_allowed_status=method_not_allowed_status,
             app_settings=app_settings,
             on_stop=on_stop,
+            serve_http=serve_http,
         )
 
     @classmethod
@@ -505,8 +507,16 @@ class FunctionsHost:
         method_not_allowed_status: int = 405,
         app_settings: Mapping[str, str] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        serve_http: bool = True,
     ) -> None:
         self.options = HostOptions.load(host_json)
+        # False: queues and timers only, as a Functions instance the load balancer sends no HTTP to.
+        self.serve_http = serve_http
+        # Observers for benchmarks, called on the thread that saw it (keep them cheap):
+        # ``on_http(function, body, received_epoch)`` before an HTTP function runs, and
+        # ``on_message(function, body, started_epoch, finished_epoch, ok)`` after a queue function ran.
+        self.on_http: Callable[[str, bytes, float], None] | None = None
+        self.on_message: Callable[[str, bytes, float, float, bool], None] | None = None
         self.storage_connection = storage_connection
         self.visibility_timeout_s = (
             self.options.queues.visibility_timeout_s if visibility_timeout_s is None else float(visibility_timeout_s)
@@ -619,7 +629,8 @@ class FunctionsHost:
         ready.wait(10)
         try:
             self.run_coroutine(self._start_listeners(), timeout_s=30)
-            self._start_http()
+            if self.serve_http:
+                self._start_http()
         except BaseException:
             self.stop()
             raise
@@ -925,6 +936,8 @@ class FunctionsHost:
     ) -> HttpResult:
         if not self._authorized(info, headers, query):
             return self._answer(401, b"", started, info.name)
+        if self.on_http is not None:
+            self.on_http(info.name, body, time.time())
         request = func.HttpRequest(
             method=method, url=url, headers=headers, params=query, route_params=route_params, body=body
         )
@@ -1040,11 +1053,14 @@ class FunctionsHost:
                 time_next_visible=message.next_visible_on,
                 pop_receipt=message.pop_receipt,
             )
+            began = time.time()
             try:
                 await self._invoke(info, trigger, queue_wait_s=wait_s)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self.on_message is not None:
+                    self.on_message(info.name, body, began, time.time(), False)
                 log.warning(
                     "sandbox host: %s failed on message %s (dequeue count %s)",
                     info.name,
@@ -1059,6 +1075,8 @@ class FunctionsHost:
                     self._releases.add(task)
                     task.add_done_callback(self._releases.discard)
             else:
+                if self.on_message is not None:
+                    self.on_message(info.name, body, began, time.time(), True)
                 await self._delete(client, message)
         except asyncio.CancelledError:
             # Shutting down mid-run: let the message be picked up again right away.

@@ -144,6 +144,23 @@ class RequestLog:
         with self._lock:
             return dict(self._counts)
 
+    def resize(self, max_entries: int) -> None:
+        """Keep up to ``max_entries`` entries from now on (the newest ones stay)."""
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        with self._lock:
+            self._entries = deque(self._entries, maxlen=max_entries)
+
+    @property
+    def max_entries(self) -> int:
+        with self._lock:
+            return self._entries.maxlen or 0
+
+    def since(self, at: float) -> list[LoggedRequest]:
+        """The entries logged at or after ``at`` (epoch seconds), oldest first."""
+        with self._lock:
+            return [e for e in self._entries if e.at >= at]
+
     def entries(self) -> list[LoggedRequest]:
         with self._lock:
             return list(self._entries)
@@ -501,6 +518,8 @@ class Emulator:
             ("GET", "/_control/snapshot"): lambda r: Response.json(self.snapshot()),
             ("GET", "/_control/requests"): lambda r: Response.json(self.log.summary()),
             ("DELETE", "/_control/requests"): self._control_clear_log,
+            ("GET", "/_control/requests/entries"): self._control_log_entries,
+            ("PUT", "/_control/requests/size"): self._control_log_size,
             ("GET", "/_control/limits"): lambda r: Response.json(self.limits.rules()),
             ("PUT", "/_control/limits"): self._control_limits,
             ("GET", "/_control/faults"): lambda r: Response.json(self.faults.rules()),
@@ -532,6 +551,17 @@ class Emulator:
     def _control_clear_log(self, request: Request) -> Response:
         self.log.clear()
         return Response.empty()
+
+    def _control_log_entries(self, request: Request) -> Response:
+        """The timestamped entries since ``?since=`` (epoch seconds, default all), as rows
+        ``[at, method, path, route, status, write]``, with how many the log may hold."""
+        since = float(request.arg("since") or 0.0)
+        rows = [[e.at, e.method, e.path, e.route, e.status, e.write] for e in self.log.since(since)]
+        return Response.json({"max_entries": self.log.max_entries, "entries": rows})
+
+    def _control_log_size(self, request: Request) -> Response:
+        self.log.resize(int(request.json()["max_entries"]))
+        return Response.json({"max_entries": self.log.max_entries})
 
     def _control_limits(self, request: Request) -> Response:
         body = request.json()

@@ -69,26 +69,30 @@ class Stack:
 
     def env(self, functions_url: str = "http://127.0.0.1:7071") -> dict[str, str]:
         """App settings that point entra-sync at this sandbox."""
-        env = {
-            "GRAPH_BASE_URL": self.graph.base_url,
-            "GRAPH_TOKEN": GRAPH_TOKEN,
-            "GRAPH_CLIENT_STATE": CLIENT_STATE,
-            "GRAPH_NOTIFICATION_URL": f"{functions_url}/api/graph_webhook",
-            "GRAPH_LIFECYCLE_URL": f"{functions_url}/api/graph_lifecycle",
-            "AUTH0_BASE_URL": self.auth0.base_url,
-            "AUTH0_TOKEN": AUTH0_TOKEN,
-            "DELTA_SCHEDULE": "0 */5 * * * *",
-            "RECONCILE_SCHEDULE": "0 0 2 * * *",
-            "RISK_SCHEDULE": "0 * * * * *",
-            "SUBSCRIPTIONS_SCHEDULE": "0 0 */6 * * *",
-        }
-        env["AzureWebJobsStorage"] = (
-            self.azurite.connection_string if self.azurite is not None else "UseDevelopmentStorage=true"
-        )
-        return env
+        storage = self.azurite.connection_string if self.azurite is not None else "UseDevelopmentStorage=true"
+        return sandbox_env(self.graph.base_url, self.auth0.base_url, storage, functions_url)
 
     def seed(self, users: int, groups: int, seed: int) -> dict[str, Any]:
         return self.graph.seed({"users": users, "groups": groups, "seed": seed})
+
+
+def sandbox_env(graph_url: str, auth0_url: str, storage: str, functions_url: str) -> dict[str, str]:
+    """App settings that point entra-sync at a sandbox's Graph and Auth0 emulators and storage, with
+    the webhooks at ``functions_url`` (wherever those pieces run)."""
+    return {
+        "GRAPH_BASE_URL": graph_url,
+        "GRAPH_TOKEN": GRAPH_TOKEN,
+        "GRAPH_CLIENT_STATE": CLIENT_STATE,
+        "GRAPH_NOTIFICATION_URL": f"{functions_url}/api/graph_webhook",
+        "GRAPH_LIFECYCLE_URL": f"{functions_url}/api/graph_lifecycle",
+        "AUTH0_BASE_URL": auth0_url,
+        "AUTH0_TOKEN": AUTH0_TOKEN,
+        "DELTA_SCHEDULE": "0 */5 * * * *",
+        "RECONCILE_SCHEDULE": "0 0 2 * * *",
+        "RISK_SCHEDULE": "0 * * * * *",
+        "SUBSCRIPTIONS_SCHEDULE": "0 0 */6 * * *",
+        "AzureWebJobsStorage": storage,
+    }
 
 
 async def empty_storage(svc: App) -> None:
