@@ -198,8 +198,15 @@ def lines(items: Iterable[str]) -> str:
 
 
 async def take_queued(svc: App, limit: int = 10_000) -> list[WorkItem]:
-    """Remove and return the work items waiting on the work queue (at most ``limit``)."""
-    client = svc.queues.get_queue_client(names.WORK_QUEUE, message_decode_policy=TextBase64DecodePolicy())
+    """Remove and return the work items waiting on the lane and the work queue (at most ``limit``)."""
+    items: list[WorkItem] = []
+    for queue in (names.LANE_QUEUE, names.WORK_QUEUE):
+        items += await _take(svc, queue, limit - len(items))
+    return items
+
+
+async def _take(svc: App, queue: str, limit: int) -> list[WorkItem]:
+    client = svc.queues.get_queue_client(queue, message_decode_policy=TextBase64DecodePolicy())
     items: list[WorkItem] = []
     async with client:
         while len(items) < limit:

@@ -8,6 +8,7 @@ from functions.reconcile import bp as reconcile_bp
 from functions.risk_alert import bp as risk_alert_bp
 from functions.risk_monitor import bp as risk_monitor_bp
 from functions.subscriptions_renew import bp as subscriptions_renew_bp
+from functions.sync_lane import bp as sync_lane_bp
 from functions.sync_worker import bp as sync_worker_bp
 
 BLUEPRINTS = [
@@ -15,6 +16,7 @@ BLUEPRINTS = [
     graph_webhook_bp,
     graph_lifecycle_bp,
     sync_worker_bp,
+    sync_lane_bp,
     subscriptions_renew_bp,
     delta_sync_bp,
     reconcile_bp,

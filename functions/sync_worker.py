@@ -1,4 +1,4 @@
-"""``sync_worker`` (queue trigger on ``sync-work``): one work item per message, routed by kind.
+"""``sync_worker`` (queue trigger on ``sync-work``, bulk work): one work item per message, routed by kind.
 
 The dispatcher (``shared.services.dispatch``) hands the item to its service and decides what a
 failure means: waiting (a rate limit, a busy identity) re-schedules the item without spending an
@@ -27,6 +27,11 @@ MAX_DEQUEUE_COUNT = bootstrap.MAX_DEQUEUE_COUNT  # host.json extensions.queues.m
 @bp.function_name("sync_worker")
 @bp.queue_trigger(arg_name="msg", queue_name=names.WORK_QUEUE, connection="AzureWebJobsStorage")
 async def sync_worker(msg: func.QueueMessage) -> None:
+    await run_message(msg)
+
+
+async def run_message(msg: func.QueueMessage) -> None:
+    """One queue message, from either queue: a work item to the dispatcher, anything else refused."""
     app = bootstrap.app()
     await app.ensure_storage()
     try:

@@ -286,24 +286,27 @@ class MemoryAudit:
 class _Message:
     visible_at: float  # on the queue's clock
     item: WorkItem
+    lane: bool = False
 
 
 @dataclass
 class MemoryQueue:
-    """The work queue and its poison queue. An item becomes visible at a time on ``clock``;
-    :meth:`visible` shows what a receive would get now and :meth:`take` removes it."""
+    """The work queue, the lane and their poison queues (an item goes where
+    :attr:`WorkItem.in_lane` says, as in the product's queue). An item becomes visible at a time on
+    ``clock``; :meth:`visible` shows what a receive from either queue would get now, :meth:`take`
+    removes it, and :meth:`in_lane` shows the lane's share."""
 
     clock: Clock = SYSTEM
     jitter: random.Random = field(default_factory=random.Random)
     messages: list[_Message] = field(default_factory=list)
-    poisoned: list[WorkItem] = field(default_factory=list)
+    poisoned: list[WorkItem] = field(default_factory=list)  # both poison queues
 
     def _enqueue(self, item: WorkItem, delay_s: float = 0.0) -> None:
         text = item.to_json()
         if len(text) > MAX_MESSAGE_BYTES:
             raise BadInput("work item too large for a queue message")
         # What the worker will read: the item as its message carries it.
-        self.messages.append(_Message(self.clock.now() + delay_s, WorkItem.from_json(text)))
+        self.messages.append(_Message(self.clock.now() + delay_s, WorkItem.from_json(text), item.in_lane))
 
     async def send(self, items: Iterable[WorkItem]) -> int:
         """Every item that fits is queued; the first refusal is raised after the others went."""
@@ -334,6 +337,11 @@ class MemoryQueue:
         """What a receive would get now (or at time ``at`` on the clock), left in place."""
         now = self.clock.now() if at is None else at
         return [m.item for m in self.messages if m.visible_at <= now]
+
+    def in_lane(self) -> list[WorkItem]:
+        """What a receive from the lane alone would get now."""
+        now = self.clock.now()
+        return [m.item for m in self.messages if m.lane and m.visible_at <= now]
 
     def take(self) -> list[WorkItem]:
         """Remove and return what is visible now."""

@@ -7,8 +7,12 @@ that failed ``maxDequeueCount`` times.
 
 from typing import Final
 
-WORK_QUEUE: Final = "sync-work"
+WORK_QUEUE: Final = "sync-work"  # bulk: backfill, reconciliation repairs, delta passes
 WORK_POISON_QUEUE: Final = f"{WORK_QUEUE}-poison"
+# The lane: what a person is waiting for (notifications, leavers, risk responses, lifecycle work),
+# drained by its own function so bulk work never sits in front of it.
+LANE_QUEUE: Final = "sync-lane"
+LANE_POISON_QUEUE: Final = f"{LANE_QUEUE}-poison"
 
 LOCKS_TABLE: Final = "SyncLocks"  # leases per identity, insert-only / ETag-guarded
 LINKS_TABLE: Final = "SyncLinks"  # Entra object id <-> target account id
@@ -17,5 +21,5 @@ AUDIT_TABLE: Final = "SyncAudit"  # one row per decision and action
 
 REPORTS_CONTAINER: Final = "sync-reports"  # blob container: runs/<run id>/report.{json,csv,html}
 
-QUEUES: Final = (WORK_QUEUE, WORK_POISON_QUEUE)
+QUEUES: Final = (WORK_QUEUE, WORK_POISON_QUEUE, LANE_QUEUE, LANE_POISON_QUEUE)
 TABLES: Final = (LOCKS_TABLE, LINKS_TABLE, STATE_TABLE, AUDIT_TABLE)

@@ -47,6 +47,7 @@ def test_the_app_indexes_every_function_under_its_contract_name(indexed: dict[st
         "graph_webhook": "httpTrigger",
         "graph_lifecycle": "httpTrigger",
         "sync_worker": "queueTrigger",
+        "sync_lane": "queueTrigger",
         "subscriptions_renew": "timerTrigger",
         "delta_sync": "timerTrigger",
         "reconcile": "timerTrigger",
@@ -55,6 +56,7 @@ def test_the_app_indexes_every_function_under_its_contract_name(indexed: dict[st
     }.items() <= triggers.items()
     assert indexed["risk_monitor"].get_bindings()[0].schedule == "%RISK_SCHEDULE%"
     assert indexed["sync_worker"].get_bindings()[0].queue_name == "sync-work"
+    assert indexed["sync_lane"].get_bindings()[0].queue_name == "sync-lane"
     assert indexed["subscriptions_renew"].get_bindings()[0].schedule == "%SUBSCRIPTIONS_SCHEDULE%"
 
 

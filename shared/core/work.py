@@ -15,6 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
+from shared import names
 from shared.errors import BadInput
 
 KINDS: Final = ("user", "group", "subscription", "delta", "risk")
@@ -23,6 +24,11 @@ KINDS: Final = ("user", "group", "subscription", "delta", "risk")
 SOURCES: Final = (
     "notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group", "approval",
 )  # fmt: skip
+
+# Sources someone is waiting on (a change just made in Entra, a risky sign-in, an operator's
+# command): their items go to the lane, which bulk work (backfill, reconciliation repairs, delta
+# passes, a released mass change) never sits in front of.
+LANE_SOURCES: Final = frozenset({"notification", "lifecycle", "risk", "manual", "group"})
 
 
 # Whole values only: ``$`` also matches before a final newline, so ``match`` with ``^...$`` would
@@ -148,6 +154,17 @@ class WorkItem:
     # "" for every target the mapping names.
     target: str = ""
     attempt: int = 0  # failed attempts at this item's target so far (its own retries, not the host's)
+
+    @property
+    def in_lane(self) -> bool:
+        """Whether the item goes to the lane (``sync-lane``) rather than the bulk queue: a risk
+        response always, anything else by its source (:data:`LANE_SOURCES`)."""
+        return self.kind == "risk" or self.source in LANE_SOURCES
+
+    @property
+    def poison_queue(self) -> str:
+        """Where the item ends when it is given up on: its own queue's poison queue."""
+        return names.LANE_POISON_QUEUE if self.in_lane else names.WORK_POISON_QUEUE
 
     def to_json(self) -> str:
         data = asdict(self)

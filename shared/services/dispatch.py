@@ -18,7 +18,6 @@ from typing import Any
 from shared.core.ports import Alerts, AuditStore
 from shared.core.work import WorkItem
 from shared.errors import PermanentError, TryLater
-from shared.names import WORK_POISON_QUEUE
 from shared.services.waits import Waits
 from shared.stores.audit import AuditRow
 from shared.telemetry import correlated
@@ -86,7 +85,7 @@ class Dispatcher:
         await self.alerts.send(
             f"poison:{message_id or item.correlation_id}",
             f"gave up on the {item.kind} work item for {item.id} after {attempts} attempts: {error}. "
-            f"It is in the {WORK_POISON_QUEUE} queue; its audit trail: entra-sync audit --identity {item.id}",
+            f"It is in the {item.poison_queue} queue; its audit trail: entra-sync audit --identity {item.id}",
             source=item.source,
             correlation_id=item.correlation_id,
         )

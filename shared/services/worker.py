@@ -33,7 +33,6 @@ from shared.core.ports import Alerts, AuditStore, LeaseStore, LinkStore, Source,
 from shared.core.work import WorkItem
 from shared.errors import Conflict, LeaseLost, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
-from shared.names import WORK_POISON_QUEUE
 from shared.services.guard import MassChangeGuard
 from shared.services.health import Health
 from shared.services.waits import Waits
@@ -235,7 +234,7 @@ class Worker:
             await self.alerts.send(
                 f"poison:{item.correlation_id}:{item.id}:{job.name}",
                 f"gave up on {job.name} for {item.id} after {attempt} attempts: {error}. It is in the "
-                f"{WORK_POISON_QUEUE} queue; its audit trail: entra-sync audit --identity {item.id}",
+                f"{item.poison_queue} queue; its audit trail: entra-sync audit --identity {item.id}",
                 source=item.source,
                 correlation_id=item.correlation_id,
             )

@@ -23,16 +23,24 @@ MAX_VISIBILITY_S: Final = 7 * 24 * 3600 - 60  # the longest a queue message may 
 
 
 class WorkQueue:
-    """Sends work items to the worker's queue (base64, as the queue trigger reads them)."""
+    """Sends work items to the worker's queues (base64, as the queue trigger reads them): an item
+    someone waits on to the lane, bulk work to the work queue (:attr:`WorkItem.in_lane`). A
+    deferred or poisoned item stays on its own side."""
 
-    def __init__(self, service: QueueServiceClient, queue: str = names.WORK_QUEUE):
+    def __init__(self, service: QueueServiceClient, queue: str = names.WORK_QUEUE, lane: str = names.LANE_QUEUE):
         def client(name: str) -> Any:
             return service.get_queue_client(
                 name, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
             )
 
         self.client = client(queue)
-        self.poisoned = client(f"{queue}-poison")  # where the host puts what it gave up on, too
+        self.lane = client(lane)
+        # Where the host puts what it gave up on, and where the worker gives up on a share, too.
+        self.poisoned = client(f"{queue}-poison")
+        self.lane_poisoned = client(f"{lane}-poison")
+
+    def _for(self, item: WorkItem) -> Any:
+        return self.lane if item.in_lane else self.client
 
     async def send(self, items: Iterable[WorkItem]) -> int:
         """Send every item; any failure raises after all sends finished (the caller answers 5xx and
@@ -45,7 +53,7 @@ class WorkQueue:
             if len(text) > MAX_MESSAGE_BYTES:
                 raise BadInput("work item too large for a queue message")
             async with gate:
-                await self.client.send_message(text)
+                await self._for(item).send_message(text)
 
         results = await asyncio.gather(*(one(i) for i in batch), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -60,10 +68,10 @@ class WorkQueue:
         jitter = random.uniform(0.5, 1.0 + min(30.0, delay_s * 0.1))
         delay = min(max(delay_s, 0.0) + jitter, MAX_VISIBILITY_S)
         again = dataclasses.replace(item, deferrals=item.deferrals + 1)
-        await self.client.send_message(again.to_json(), visibility_timeout=math.ceil(delay))
+        await self._for(again).send_message(again.to_json(), visibility_timeout=math.ceil(delay))
         return delay
 
     async def poison(self, item: WorkItem) -> None:
         """Give up on ``item``: it goes where the host moves a message after its last attempt, for
         an operator to look at (the caller audits why and alerts)."""
-        await self.poisoned.send_message(item.to_json())
+        await (self.lane_poisoned if item.in_lane else self.poisoned).send_message(item.to_json())

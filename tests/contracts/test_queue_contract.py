@@ -1,6 +1,7 @@
 """The WorkQueue contract: what the webhooks, delta, reconciliation and the worker's waits rely on.
 Every item sent arrives as it was sent; a deferred item is hidden until its time and arrives with
-its deferral counted; a poisoned item goes where an operator looks, not back to the worker.
+its deferral counted; a poisoned item goes where an operator looks, not back to the worker; an item
+someone waits on goes to the lane and bulk work to the work queue, and a deferral keeps its side.
 
 Time is the one thing the two differ in: the memory queue runs on an injected clock, a queue
 message on Azurite becomes visible in real seconds. The fixture's ``wait_past`` hides that: it moves
@@ -39,6 +40,8 @@ class Queues:
     poisoned: Callable[[], Awaitable[list[WorkItem]]]
     take_after: Callable[[float], Awaitable[list[WorkItem]]]  # once ``s`` seconds passed: what is visible, taken
     just_before: Callable[[float], Awaitable[list[WorkItem]]]  # what is visible shortly before ``s`` pass
+    lane: Callable[[], Awaitable[list[WorkItem]]]  # what a receive from the lane alone would get now
+    lane_after: Callable[[float], Awaitable[list[WorkItem]]]  # once ``s`` seconds passed: the lane's, left
 
 
 @pytest.fixture(params=["memory", "azurite"])
@@ -63,28 +66,48 @@ def queues(request: pytest.FixtureRequest) -> Opener[Queues]:
             async def just_before(seconds: float) -> list[WorkItem]:
                 return queue.visible(at=clock.now() + seconds - 0.5)
 
-            yield Queues(queue, visible, poisoned, take_after, just_before)
+            async def lane() -> list[WorkItem]:
+                return queue.in_lane()
+
+            async def lane_after(seconds: float) -> list[WorkItem]:
+                clock.advance(seconds)
+                return queue.in_lane()
+
+            yield Queues(queue, visible, poisoned, take_after, just_before, lane, lane_after)
 
         return in_memory
     azurite = request.getfixturevalue("azurite")
 
     @asynccontextmanager
     async def on_azurite() -> AsyncIterator[Queues]:
-        async with fresh_queues(azurite, "", "-poison") as (service, name):
+        async with fresh_queues(azurite, "", "-poison", "lane", "lane-poison") as (service, name):
             reader, poison = reader_of(service, name), reader_of(service, f"{name}-poison")
+            lane, lane_poison = reader_of(service, f"{name}lane"), reader_of(service, f"{name}lane-poison")
+
+            async def visible() -> list[WorkItem]:
+                return [*await peek(lane), *await peek(reader)]
+
+            async def poisoned() -> list[WorkItem]:
+                return [*await peek(lane_poison), *await peek(poison)]
 
             async def take_after(seconds: float) -> list[WorkItem]:
                 deadline = time.monotonic() + seconds + 10.0  # bounded polling: a queue's time is real
-                while not (taken := await take(reader)) and time.monotonic() < deadline:
+                while not (taken := [*await take(lane), *await take(reader)]) and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
                 return taken
 
             async def just_before(seconds: float) -> list[WorkItem]:
-                return await peek(reader)  # in real time, right after a deferral is before its time
+                return await visible()  # in real time, right after a deferral is before its time
 
-            async with reader, poison:
-                queue = StorageWorkQueue(service, name)
-                yield Queues(queue, lambda: peek(reader), lambda: peek(poison), take_after, just_before)
+            async def lane_after(seconds: float) -> list[WorkItem]:
+                deadline = time.monotonic() + seconds + 10.0
+                while not (seen := await peek(lane)) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                return seen
+
+            async with reader, poison, lane, lane_poison:
+                queue = StorageWorkQueue(service, name, f"{name}lane")
+                yield Queues(queue, visible, poisoned, take_after, just_before, lambda: peek(lane), lane_after)
 
     return on_azurite
 
@@ -181,5 +204,39 @@ def test_a_poisoned_item_goes_to_the_poison_queue_and_not_back_to_the_worker(que
         await q.queue.poison(item)
         assert await q.poisoned() == [item]
         assert await q.visible() == []
+
+    run(queues, body)
+
+
+def test_what_someone_waits_on_goes_to_the_lane_and_bulk_work_to_the_work_queue(queues: Opener[Queues]) -> None:
+    urgent = [
+        user_item(USERS[0], "notification", "sub-1"),
+        user_item(USERS[1], "group"),
+        WorkItem("subscription", "sub-1", "lifecycle"),
+        user_item(USERS[2], "manual"),
+    ]
+    bulk = [user_item(USERS[3], "backfill"), user_item(USERS[0], "reconcile"), WorkItem("delta", "users", "delta")]
+
+    async def body(q: Queues) -> None:
+        await q.queue.send([*bulk, *urgent])
+        assert by_id(await q.lane()) == by_id(urgent)
+        assert by_id(await q.visible()) == by_id([*bulk, *urgent])
+
+    run(queues, body)
+
+
+def test_a_deferred_or_poisoned_item_stays_on_its_own_side(queues: Opener[Queues]) -> None:
+    leaver, repair = user_item(USERS[0], "notification"), user_item(USERS[1], "reconcile")
+
+    async def body(q: Queues) -> None:
+        delay = max(await q.queue.defer(leaver, 0.0), await q.queue.defer(repair, 0.0))
+        assert await q.lane_after(delay) == [dataclasses.replace(leaver, deferrals=1)]
+        back = await q.take_after(delay)
+        back += [] if len(back) == 2 else await q.take_after(delay)  # sent a moment apart
+        assert by_id(back) == by_id([dataclasses.replace(i, deferrals=1) for i in (leaver, repair)])
+        await q.queue.poison(leaver)
+        await q.queue.poison(repair)
+        assert by_id(await q.poisoned()) == by_id([leaver, repair])
+        assert leaver.poison_queue == "sync-lane-poison" and repair.poison_queue == "sync-work-poison"
 
     run(queues, body)

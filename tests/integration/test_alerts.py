@@ -77,7 +77,7 @@ def test_a_targets_share_given_up_on_alerts_once_however_often_its_last_attempt_
     texts = receiver.texts()
     assert len(texts) == 1
     assert f"gave up on auth0 for {user['id']} after 5 attempts" in texts[0]
-    assert "sync-work-poison" in texts[0] and "503" in texts[0]
+    assert "sync-lane-poison" in texts[0] and "503" in texts[0]  # a notification's share: the lane's
     alert_rows = [(r["action"], r["outcome"]) for r in rows if r["identity"] == "alerts"]
     assert alert_rows == [("alert", "ok"), ("alert", "skipped")]
 

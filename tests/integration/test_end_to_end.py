@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.host import FunctionsHost
-from shared import bootstrap
-from tests.integration.world import World, audit_rows, open_services
+from shared import bootstrap, names
+from shared.core.work import user_item
+from tests.integration.world import World, audit_rows, open_services, waiting
 from tests.support import CLIENT_STATE, sandbox_env
 
 
@@ -78,7 +80,34 @@ def test_subscriptions_are_created_through_the_real_handshake_and_changes_flow_t
     stats = host.stats()
     assert stats["graph_webhook"]["failed"] == 0
     assert stats["graph_webhook"]["invocations"] >= 2
-    assert stats["sync_worker"]["failed"] == 0
+    assert stats["sync_lane"]["failed"] == 0
+    assert stats["sync_lane"]["invocations"] >= 2  # notifications are the lane's work
+
+
+def test_a_leaver_is_locked_out_while_a_backfill_still_waits_on_the_bulk_queue(
+    running: tuple[World, FunctionsHost],
+) -> None:
+    world, host = running
+    host.run_timer("subscriptions_renew")
+    leaver = world.member_user()
+    svc = bootstrap.app()
+    host.run_coroutine(svc.queue.send([user_item(leaver["id"], "notification")]))  # it has an account
+    assert eventually(lambda: world.account(leaver["id"]))
+    # Bulk work of distinct identities (none waits for another's lease, so none is re-scheduled):
+    # ids Entra does not know, each still read and judged by the worker.
+    backfill = [user_item(str(uuid.uuid4()), "backfill") for _ in range(400)]
+    host.run_coroutine(svc.queue.send(backfill))
+
+    def locked_out() -> bool:
+        writes = world.auth0_writes()
+        revoked = writes.get("mgmt.users.sessions.delete") == writes.get("mgmt.users.refresh_tokens.delete") == 1
+        return revoked and (world.account(leaver["id"]) or {}).get("blocked") is True
+
+    world.graph.update_user(leaver["id"], accountEnabled=False)  # the notification goes to the lane
+    eventually(locked_out, timeout_s=30)
+    still_queued = host.run_coroutine(waiting(svc, names.WORK_QUEUE))
+    # Locked out while most of the bulk work sent before it still waits (behind it: about none).
+    assert still_queued >= len(backfill) // 2
 
 
 def test_duplicate_deliveries_make_one_account(running: tuple[World, FunctionsHost]) -> None:

@@ -20,11 +20,10 @@ import pytest
 from sandbox.azurite import Azurite
 from sandbox.memory import MemoryKind, MemoryTarget, kinds_with_memory
 from sandbox.server import FaultRule
-from shared import names
 from shared.core.work import user_item
 from shared.services.health import THRESHOLD
 from shared.services.reconcile import reconcile_every
-from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
 from tests.support import FakeClock
 
 CRM = """\
@@ -58,11 +57,6 @@ def members(world: World, count: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
     assert len(found) >= count, "the seeded tenant has too few such users"
     return found[:count]
-
-
-async def waiting(svc: Any, queue: str) -> int:
-    async with svc.queues.get_queue_client(queue) as client:
-        return int((await client.get_queue_properties()).approximate_message_count or 0)
 
 
 def crm_of(kind: MemoryKind) -> MemoryTarget:
@@ -167,7 +161,7 @@ def test_a_target_down_for_minutes_never_delays_the_other_and_converges_when_bac
             auth0_calls_down = sum(1 for e in world.auth0.log.entries() if e.route.startswith("mgmt."))
             health = svc.jobs["auth0"].health
             quarantined = health.quarantined
-            scheduled = await waiting(svc, names.WORK_QUEUE)
+            scheduled = await waiting(svc)
             rows = await audit_rows(svc)
             crm_calls = dict(crm.calls)
 
@@ -180,7 +174,7 @@ def test_a_target_down_for_minutes_never_delays_the_other_and_converges_when_bac
                 "converged_at_once": converged_at_once, "auth0_calls_down": auth0_calls_down,
                 "quarantined": quarantined, "scheduled": scheduled, "rows": rows, "crm_calls": crm_calls,
                 "crm_calls_after": dict(crm.calls), "final_rows": await audit_rows(svc),
-                "poisoned": await waiting(svc, names.WORK_POISON_QUEUE),
+                "poisoned": await waiting(svc, "poison"),
             }  # fmt: skip
 
     out = asyncio.run(scenario())

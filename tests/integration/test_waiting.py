@@ -13,10 +13,8 @@ import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.server import RateLimit
-from shared import names
-from shared.bootstrap import App
 from shared.core.work import user_item
-from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
 
 RESET_S = 900  # Auth0's x-ratelimit-reset is 15 minutes away
 
@@ -28,11 +26,6 @@ def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
         yield w
     finally:
         w.stop()
-
-
-async def waiting(svc: App, queue: str) -> int:
-    async with svc.queues.get_queue_client(queue) as client:
-        return int((await client.get_queue_properties()).approximate_message_count or 0)
 
 
 def test_a_distant_rate_limit_reset_reschedules_the_item_for_the_reset_without_spending_an_attempt(
@@ -51,9 +44,9 @@ def test_a_distant_rate_limit_reset_reschedules_the_item_for_the_reset_without_s
             visible_now = len(await queued(svc))
             return (
                 await audit_rows(svc),
-                await waiting(svc, names.WORK_QUEUE),
+                await waiting(svc),
                 visible_now,
-                await waiting(svc, names.WORK_POISON_QUEUE),
+                await waiting(svc, "poison"),
             )
 
     rows, scheduled, visible_now, poisoned = asyncio.run(scenario())

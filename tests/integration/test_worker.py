@@ -16,7 +16,7 @@ from sandbox.server import FaultRule, RateLimit
 from shared import names
 from shared.core.model import DeprovisionState
 from shared.core.work import WorkItem, user_item
-from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
 
 
 @pytest.fixture
@@ -26,12 +26,6 @@ def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
         yield w
     finally:
         w.stop()
-
-
-async def waiting(svc: Any) -> int:
-    """Messages on the work queue, visible or not."""
-    async with svc.queues.get_queue_client(names.WORK_QUEUE) as client:
-        return int((await client.get_queue_properties()).approximate_message_count or 0)
 
 
 def run(coro: Any) -> Any:
@@ -374,7 +368,9 @@ def test_the_last_attempt_of_a_targets_share_goes_to_the_poison_queue_with_its_e
         async with services_for(world) as svc:
             last = dataclasses.replace(user_item(user["id"], "notification"), target="auth0", attempt=4)
             await run_worker(indexed, last)  # the fifth attempt: nothing is re-scheduled after it
-            return await audit_rows(svc), await queued(svc, names.WORK_POISON_QUEUE)
+            return await audit_rows(svc), await queued(
+                svc, names.LANE_POISON_QUEUE
+            )  # a notification's share: the lane's
 
     rows, poison = run(scenario())
     assert [(i.id, i.target, i.attempt) for i in poison] == [(user["id"], "auth0", 5)]

@@ -176,11 +176,16 @@ def message(item: WorkItem | str, dequeue_count: int = 1) -> QueueMessage:
 
 
 async def run_worker(indexed: dict[str, Any], item: WorkItem | str, dequeue_count: int = 1) -> None:
-    await indexed["sync_worker"].get_user_function()(message(item, dequeue_count))
+    """The item through the function its queue triggers (``sync_lane`` or ``sync_worker``)."""
+    lane = isinstance(item, WorkItem) and item.in_lane
+    await indexed["sync_lane" if lane else "sync_worker"].get_user_function()(message(item, dequeue_count))
 
 
-async def queued(svc: App, queue: str = names.WORK_QUEUE, take: bool = True) -> list[WorkItem]:
-    """The work items waiting on a queue: removed from it when ``take``, else peeked (at most 32)."""
+async def queued(svc: App, queue: str = "", take: bool = True) -> list[WorkItem]:
+    """The work items waiting on a queue (both the lane and the work queue, the lane's first, when
+    none is named): removed from it when ``take``, else peeked (at most 32 a queue)."""
+    if not queue:
+        return [*await queued(svc, names.LANE_QUEUE, take), *await queued(svc, names.WORK_QUEUE, take)]
     client: QueueClient = svc.queues.get_queue_client(queue, message_decode_policy=TextBase64DecodePolicy())
     items: list[WorkItem] = []
     async with client:
@@ -195,6 +200,18 @@ async def queued(svc: App, queue: str = names.WORK_QUEUE, take: bool = True) -> 
             for m in batch:
                 items.append(WorkItem.from_json(m.content))
                 await client.delete_message(m)
+
+
+async def waiting(svc: App, *queues: str) -> int:
+    """Messages on the queues (visible or not): the lane and the work queue when none is named,
+    their poison queues when ``poison`` is the one name."""
+    if queues == ("poison",):
+        queues = (names.LANE_POISON_QUEUE, names.WORK_POISON_QUEUE)
+    total = 0
+    for queue in queues or (names.LANE_QUEUE, names.WORK_QUEUE):
+        async with svc.queues.get_queue_client(queue) as client:
+            total += int((await client.get_queue_properties()).approximate_message_count or 0)
+    return total
 
 
 async def drain(indexed: dict[str, Any], svc: App, rounds: int = 5) -> int:
