@@ -211,7 +211,10 @@ def build(
     worker = Worker(
         source=source, jobs=jobs, leases=leases, audit=audit, queue=queue, waits=waits, alerts=alerts, clock=clock
     )
-    delta = DeltaService(source=source, mapping=mapping, state=state, leases=leases, queue=queue, audit=audit)
+    delta = DeltaService(
+        source=source, mapping=mapping, state=state, leases=leases, queue=queue, audit=audit,
+        converge=worker.sync_user,  # a group change's few users converge in its own invocation
+    )  # fmt: skip
     reconcilers = {
         name: Reconciler(
             source=source,

@@ -1,25 +1,39 @@
 """Catching up with Graph: the delta links read forward, group changes turned into user work.
 
 Every source only says which identity may have changed; this is how group changes (and a lost
-notification) become work items for the worker. Group membership counts directly or through any
-group nested in a mapped one, so the groups watched are the mapped groups and every group nested
-inside them (kept in the state table, worked out again whenever a delta page shows a nesting
-change). Delta links are stored only after their items are queued: a crash replays, never skips.
+notification) reach the worker. Group membership counts directly or through any group nested in a
+mapped one, so the groups watched are the mapped groups and every group nested inside them (kept in
+the state table, worked out again whenever a delta page shows a nesting change).
+
+A group notification reads the groups delta forward and, when it names few users
+(:data:`INLINE_USERS`), converges them here through the worker; more are queued. Only one
+invocation reads the groups delta at a time, and nobody waits for it: a group change that finds
+the read under way leaves a re-run request (a state row) and completes, and the reader reads
+forward again after it lets go, for at most :data:`MAX_GROUP_ROUNDS` rounds, then queues a
+follow-up. Every reader clears the request before it reads and looks for one after it lets go, so
+a request is always seen by a read that starts after it (see :meth:`DeltaService._groups`).
+
+Delta links are stored only after their users are handled (converged here or queued): a crash
+replays, never skips.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
 from shared.core.ports import AuditStore, LeaseStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
+from shared.errors import LeaseBusy
 from shared.mapping.model import SyncMapping
 from shared.services.worker import Outcome
-from shared.sources.graph.source import DeltaExpired, GraphSource, GroupDeltaPage
+from shared.sources.graph.source import DeltaExpired, GroupDeltaPage
 from shared.stores.audit import AuditRow
 from shared.telemetry import correlated
 
@@ -27,22 +41,65 @@ log = logging.getLogger("entra_sync.delta")
 
 GROUPS_DELTA_LEASE: Final = "job:groups-delta"
 USERS_DELTA_LEASE: Final = "job:users-delta"
+RESOURCES: Final = ("users", "groups")
 WATCHED_GROUPS: Final = ("groups", "watched")  # state row: the mapped groups and the groups nested in them
 WATCHED_CACHE_S: Final = 60.0
+# State row: a group change arrived while the groups delta was being read; whoever holds the read
+# reads forward again. Present or absent is all it says.
+GROUPS_RERUN: Final = ("groups", "rerun")
+# Reads of the groups delta one invocation makes before it hands what is still asked for to a
+# queued follow-up: under a stream of group changes one invocation must not loop for ever.
+MAX_GROUP_ROUNDS: Final = 3
+# A group change naming at most this many users converges them in this invocation instead of
+# queueing one item each: that saves each of them a queue hop, and a typical change (a mover, a few
+# people added to a team) is well inside it. Above it (a big group added or nested, a full pass),
+# the queue spreads the work over instances and keeps this invocation short.
+INLINE_USERS: Final = 20
+# Users converged at once in this invocation: host.json lets an instance run six items at a time,
+# so a fan-out stays within what one instance sends a target anyway.
+INLINE_CONCURRENCY: Final = 4
+
+Converge = Callable[[WorkItem], Awaitable[Outcome]]
+
+
+class DeltaSource(Protocol):
+    """What the catch-up reads from Entra ID (:class:`shared.sources.graph.source.GraphSource`)."""
+
+    async def groups_delta(self, delta_link: str | None) -> GroupDeltaPage: ...
+
+    async def users_delta(self, delta_link: str | None) -> tuple[set[str], str]: ...
+
+    async def nested_groups(self, group_id: str) -> set[str]: ...
+
+    async def transitive_user_members(self, group_id: str) -> set[str]: ...
+
+
+@dataclass
+class _Tally:
+    """What one catch-up did, over its resources and rounds."""
+
+    enqueued: int = 0
+    converged: list[Outcome] = field(default_factory=list)
+    rounds: int = 0  # groups-delta reads
+    coalesced: bool = False  # handed to the read under way, read nothing itself
+    follow_up: bool = False
 
 
 class DeltaService:
     def __init__(
         self,
         *,
-        source: GraphSource,
+        source: DeltaSource,
         mapping: SyncMapping,
         state: StateStore,
         leases: LeaseStore,
         queue: WorkQueue,
         audit: AuditStore,
         lease_wait_s: float = 3.0,
+        converge: Converge | None = None,
     ):
+        """``converge``: how one user item is converged in this invocation (the worker's
+        ``sync_user``); without it every user is queued."""
         self.source = source
         self.mapping = mapping
         self.state = state
@@ -50,6 +107,7 @@ class DeltaService:
         self.queue = queue
         self.audit = audit
         self.lease_wait_s = lease_wait_s
+        self.converge = converge
         self._watched: frozenset[str] | None = None
         self._watched_at = 0.0
 
@@ -90,47 +148,90 @@ class DeltaService:
         self._watched, self._watched_at = groups, time.monotonic()
         return groups
 
-    async def catch_up(self, item: WorkItem, resources: Iterable[str] = ("users", "groups")) -> Outcome:
-        """Read the stored delta links forward and enqueue every user whose data or relevant
-        membership changed. Links are stored only after their items are enqueued."""
-        enqueued = 0
+    async def catch_up(self, item: WorkItem, resources: Iterable[str] | None = None) -> Outcome:
+        """Read the stored delta links forward and hand over every user whose data or relevant
+        membership changed. ``resources``: by default the one the item names (``users``,
+        ``groups``), or both. Links are stored only after their users are handled."""
+        if resources is None:
+            resources = (item.id,) if item.id in RESOURCES else RESOURCES
+        tally = _Tally()
         for resource in resources:
-            lease_key = GROUPS_DELTA_LEASE if resource == "groups" else USERS_DELTA_LEASE
-            async with self.leases.held(lease_key, wait_s=self.lease_wait_s * 3):
-                enqueued += await self._catch_up(item, resource)
-        await self._audit(item, "delta_catch_up", "ok", detail=f"{enqueued} users enqueued")
-        return Outcome(item, "fanned_out", enqueued=enqueued)
+            if resource == "groups":
+                await self._groups(item, tally)
+                continue
+            async with self.leases.held(USERS_DELTA_LEASE, wait_s=self.lease_wait_s * 3):
+                users, link = await self._read(item, resource)
+                await self._hand_over(item, users, "delta", tally)
+                await self.state.put("delta", resource, {"link": link})
+        if tally.coalesced and tally.rounds == 0 and tally.enqueued == 0:
+            detail = "the groups delta was being read: asked the reader to read forward again"
+            await self._audit(item, "delta_catch_up", "coalesced", detail=detail)
+            return Outcome(item, "coalesced")
+        detail = f"{len(tally.converged)} users converged here, {tally.enqueued} enqueued"
+        if tally.rounds:
+            detail += f"; groups delta read {tally.rounds} times"
+        elif tally.coalesced:
+            detail += "; the groups delta was being read: asked the reader to read forward again"
+        if tally.follow_up:
+            detail += "; a re-run was still asked for: a follow-up is queued"
+        await self._audit(item, "delta_catch_up", "ok", detail=detail)
+        return Outcome(item, "fanned_out", enqueued=tally.enqueued, parts=tally.converged)
 
-    async def _catch_up(self, item: WorkItem, resource: str) -> int:
+    async def _groups(self, item: WorkItem, tally: _Tally) -> None:
+        """Read the groups delta forward, one reader at a time, nobody waiting for it.
+
+        A reader takes the lease without waiting, clears the re-run request, reads, hands the users
+        over, stores the link, lets go, and only then looks for a request. Whoever finds the lease
+        taken puts the request and tries the lease once more: if it gets it, it reads itself;
+        if not, the holder it found has not let go yet, so the holder's look after letting go
+        comes after the request and sees it, unless a read that starts later cleared it first.
+        Either way a read that starts after the request covers the change behind it; the look
+        comes after letting go so a request put just after the last round is not missed.
+        """
+        source = "group" if item.kind == "group" or item.source == "group" else "delta"
+        asked = False  # a request is known to be standing: a reader who has the lease will see it
+        while True:
+            async with contextlib.AsyncExitStack() as held:
+                try:
+                    await held.enter_async_context(self.leases.held(GROUPS_DELTA_LEASE, wait_s=0))
+                except LeaseBusy:
+                    if asked:
+                        tally.coalesced = True
+                        return
+                    await self.state.put(*GROUPS_RERUN, {"by": item.correlation_id})
+                    asked = True
+                    continue
+                await self.state.delete(*GROUPS_RERUN)  # before the read: a request from now on is seen below
+                users, link = await self._read(item, "groups")
+                await self._hand_over(item, users, source, tally)
+                await self.state.put("delta", "groups", {"link": link})
+                tally.rounds += 1
+            if await self.state.get(*GROUPS_RERUN) is None:
+                return
+            asked, source = True, "group"  # only group changes ask for a re-run
+            if tally.rounds >= MAX_GROUP_ROUNDS:
+                follow = WorkItem("delta", "groups", "group", item.source_ref or item.kind, item.correlation_id)
+                await self.queue.send([follow])
+                tally.follow_up = True
+                return
+
+    async def _read(self, item: WorkItem, resource: str) -> tuple[set[str], str]:
+        """The users changed since the stored link, and the link to store once they are handled. No
+        usable link (none yet, or expired): a full round, which names everyone who could matter."""
         stored = await self.state.get("delta", resource)
         if stored is None:
-            return await self._full_pass(item, resource)
+            return await self._read_from(resource, None)
         try:
-            if resource == "groups":
-                page = await self.source.groups_delta(stored["link"])
-                users = await self._users_from_group_changes(page)
-                link = page.delta_link
-            else:
-                users, link = await self.source.users_delta(stored["link"])
+            return await self._read_from(resource, str(stored["link"]))
         except DeltaExpired:
             correlated(log, item.correlation_id).warning("%s delta link expired; full pass", resource)
-            return await self._full_pass(item, resource)
-        await self._enqueue(item, users)
-        await self.state.put("delta", resource, {"link": link})
-        return len(users)
+            return await self._read_from(resource, None)
 
-    async def _full_pass(self, item: WorkItem, resource: str) -> int:
-        """No usable cursor: a full delta round enqueues everyone who could matter and yields a
-        fresh link to continue from."""
+    async def _read_from(self, resource: str, link: str | None) -> tuple[set[str], str]:
         if resource == "groups":
-            page = await self.source.groups_delta(None)
-            users = await self._users_from_group_changes(page)
-            link = page.delta_link
-        else:
-            users, link = await self.source.users_delta(None)
-        await self._enqueue(item, users)
-        await self.state.put("delta", resource, {"link": link})
-        return len(users)
+            page = await self.source.groups_delta(link)
+            return await self._users_from_group_changes(page), page.delta_link
+        return await self.source.users_delta(link)
 
     async def backfill(self, correlation_id: str | None = None) -> int:
         """Initial load: enqueue every user once (a full users-delta round), then keep the round's
@@ -164,12 +265,42 @@ class DeltaService:
             await self.rewatch()
         return users
 
-    async def _enqueue(self, item: WorkItem, users: Iterable[str]) -> None:
-        items = [
-            WorkItem("user", uid, "delta", item.source_ref or item.kind, item.correlation_id) for uid in sorted(users)
-        ]
+    async def _hand_over(self, item: WorkItem, users: Iterable[str], source: str, tally: _Tally) -> None:
+        """Give the users to the worker: a group change's few here and now, the rest through the
+        queue (``source`` "group" for a group change, "delta" for a pass over the links)."""
+        ref = item.source_ref or item.kind
+        items = [WorkItem("user", uid, source, ref, item.correlation_id) for uid in sorted(users)]
+        if source == "group" and self.converge is not None and len(items) <= INLINE_USERS:
+            items = await self._converge_here(item, items, tally)
         if items:
             await self.queue.send(items)
+            tally.enqueued += len(items)
+
+    async def _converge_here(self, item: WorkItem, items: list[WorkItem], tally: _Tally) -> list[WorkItem]:
+        """Converge ``items`` through the worker; returns those that raised, to be queued. (The
+        worker re-schedules a target's share that fails on its own; what raises here is a failure
+        before any share, such as the source read.)"""
+        assert self.converge is not None
+        converge, gate = self.converge, asyncio.Semaphore(INLINE_CONCURRENCY)
+
+        async def one(user: WorkItem) -> Outcome:
+            async with gate:
+                return await converge(user)
+
+        done = await asyncio.gather(*(one(user) for user in items), return_exceptions=True)
+        left: list[WorkItem] = []
+        for user, result in zip(items, done, strict=True):
+            if isinstance(result, Exception):
+                correlated(log, item.correlation_id).warning(
+                    "user %s from a group change could not be converged here (%s); queued", user.id,
+                    type(result).__name__,
+                )  # fmt: skip
+                left.append(user)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                tally.converged.append(result)
+        return left
 
     async def _audit(self, item: WorkItem, action: str, outcome: str, detail: str = "") -> None:
         await self.audit.write(AuditRow.for_item(item, "", action, outcome, detail=detail))

@@ -411,19 +411,25 @@ def test_awkward_emails_and_names_match_exactly(world: World, indexed: dict[str,
     assert world.auth0.snapshot()["users"] == 2
 
 
-def test_group_notifications_fan_out_to_the_members_whose_roles_change(world: World, indexed: dict[str, Any]) -> None:
-    user = world.member_user()
+def test_a_group_notification_converges_the_few_members_whose_roles_change_in_its_own_invocation(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user, outsider = world.member_user(), world.member_user(skip=1)
 
-    async def scenario() -> list[WorkItem]:
+    async def scenario() -> tuple[list[WorkItem], list[dict[str, Any]]]:
         async with services_for(world) as svc:
             await svc.state.put("delta", "groups", {"link": await svc.source.latest_delta_link("groups")})
             world.graph.add_member(world.group_ids[1], user["id"])
-            world.graph.add_member(world.group_ids[3], world.member_user(skip=1)["id"])  # not in the mapping
+            world.graph.add_member(world.group_ids[3], outsider["id"])  # not in the mapping
             await run_worker(indexed, WorkItem("group", world.group_ids[1], "notification"))
-            return await queued(svc)
+            return await queued(svc), await svc.audit.for_identity(user["id"])
 
-    items = run(scenario())
-    assert [(i.kind, i.id, i.source) for i in items] == [("user", user["id"], "delta")]
+    items, rows = run(scenario())
+    assert items == []  # no second hop through the queue
+    assert sorted(world.auth0.user_role_names(f"auth0|{user['id']}")) == ["Employee", "Sales Reader", "Sales Writer"]
+    assert world.account(outsider["id"]) is None
+    assert rows
+    assert {r["source"] for r in rows} == {"group"}
 
 
 def test_a_group_outside_the_mapping_is_ignored_without_a_graph_call(world: World, indexed: dict[str, Any]) -> None:
