@@ -31,15 +31,12 @@ from typing import Any, Final
 
 from shared.clock import Clock
 from shared.core.model import ActionKind
+from shared.core.ports import Alerts, AuditStore, LinkStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import PermanentError
 from shared.mapping.model import GuardPolicy
-from shared.services.alerts import Alerts
-from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
-from shared.stores.links import LinkStore
-from shared.stores.queue import WorkQueue
-from shared.stores.state import StateStore
 
 log = logging.getLogger("entra_sync.guard")
 
@@ -107,6 +104,9 @@ class MassChangeGuard:
         self._totals_at = -1e18
         self._managed = 0
         self._managed_at = -1e18
+        # subject -> (its episode row or None, when read): read again after REFRESH_S, or at once
+        # near a limit, so a change far from any limit costs no state read.
+        self._episodes: dict[str, tuple[dict[str, Any] | None, float]] = {}
 
     @property
     def _counts_kind(self) -> str:
@@ -128,16 +128,21 @@ class MassChangeGuard:
             for subject in subjects:
                 episode = await self._episode(subject, now)
                 if episode is not None and episode["status"] == "held":
+                    episode = await self._episode(subject, now, fresh=True)  # approved since it was read?
+                if episode is not None and episode["status"] == "held":
                     return await self._hold(item, subject, episode)
             managed = await self._managed_accounts(now)
             if now - self._totals_at > REFRESH_S:
                 await self._sync(now)
             for subject in subjects:
-                if await self._episode_open(subject, now):
-                    continue  # approved: let through for the rest of the window
                 limit = self._limit(subject, managed)
                 if self._count(subject) + 1 > limit * EXACT_ABOVE:
                     await self._sync(now)  # near the limit: count exactly, across instances
+                    episode = await self._episode(subject, now, fresh=True)  # and see every instance's hold
+                    if episode is not None and episode["status"] == "held":
+                        return await self._hold(item, subject, episode)
+                if await self._episode_open(subject, now):
+                    continue  # approved: let through for the rest of the window
                 reason = self._exceeded(subject, self._count(subject) + 1, managed)
                 if reason:  # count the managed accounts afresh before holding anything on a share
                     managed = await self._managed_accounts(now, fresh=True)
@@ -210,8 +215,13 @@ class MassChangeGuard:
 
     # -- episodes ----------------------------------------------------------------------------------------
 
-    async def _episode(self, subject: str, now: float) -> dict[str, Any] | None:
-        episode = await self.state.get(self._episodes_kind, subject)
+    async def _episode(self, subject: str, now: float, *, fresh: bool = False) -> dict[str, Any] | None:
+        """The subject's episode as stored, read again when ``fresh`` or after :data:`REFRESH_S`."""
+        cached = self._episodes.get(subject)
+        if fresh or cached is None or now - cached[1] > REFRESH_S:
+            cached = (await self.state.get(self._episodes_kind, subject), now)
+            self._episodes[subject] = cached
+        episode = cached[0]
         if episode is None:
             return None
         if episode["status"] == "approved" and float(episode.get("approved_until", 0)) <= now:
@@ -223,7 +233,7 @@ class MassChangeGuard:
         return episode is not None and episode["status"] == "approved"
 
     async def _trip(self, item: WorkItem, subject: str, reason: str, now: float) -> Hold:
-        episode = {
+        episode: dict[str, Any] = {
             "episode": new_episode_id(now),
             "target": self.target,
             "subject": subject,
@@ -232,9 +242,11 @@ class MassChangeGuard:
             "reason": reason,
         }
         current = await self.state.get(self._episodes_kind, subject)
-        if current is not None and current["status"] == "held":
+        joined = current is not None and current["status"] == "held"
+        if joined and current is not None:
             episode = current  # another instance tripped first: join its episode
-        else:
+        self._episodes[subject] = (episode, now)
+        if not joined:
             await self.state.put(self._episodes_kind, subject, episode)
             await self.state.put("guard-episode", episode["episode"], {"target": self.target, "subject": subject})
             what = "deprovisions" if subject == DEPROVISION else f"changes of {subject.split(':', 1)[1]}"

@@ -1,0 +1,85 @@
+"""The mass-change guard's reads: a change far from every limit costs no state read once the
+episodes were read, a hold another instance opened is seen within the refresh, and an approval made
+elsewhere releases the next change instead of holding it in an episode already approved."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from sandbox.memory_stores import MemoryAlerts, MemoryAudit, MemoryLinks, MemoryQueue, MemoryState
+from shared.core.model import Action, ActionKind, Plan
+from shared.core.work import user_item
+from shared.mapping.model import GuardPolicy
+from shared.services.guard import REFRESH_S, MassChangeGuard
+from tests.support import FakeClock
+
+USERS = [f"{i:08d}-aaaa-4bbb-8ccc-dddddddddddd" for i in range(40)]
+MOVE = Plan((Action(ActionKind.UPDATE, {"department": "R"}, {"department": ("S", "R")}),))
+LIMITS = GuardPolicy(max_attribute_changes=10, min_changes_for_share=1_000)
+
+
+class CountingState(MemoryState):
+    """The in-memory state store, counting reads by kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: Counter[str] = Counter()
+
+    async def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        self.reads[kind] += 1
+        return await super().get(kind, name)
+
+
+def guard(state: MemoryState, clock: FakeClock, policy: GuardPolicy = LIMITS) -> MassChangeGuard:
+    audit = MemoryAudit()
+    return MassChangeGuard(
+        state=state, links=MemoryLinks(), audit=audit, queue=MemoryQueue(clock), policy=policy,
+        alerts=MemoryAlerts(audit), clock=clock,
+    )  # fmt: skip
+
+
+def test_changes_far_from_every_limit_read_the_episode_once_per_refresh() -> None:
+    clock, state = FakeClock(), CountingState()
+    g = guard(state, clock, GuardPolicy(max_attribute_changes=1_000, min_changes_for_share=1_000))
+
+    async def scenario() -> list[Any]:
+        holds = [await g.check(user_item(u, "notification"), MOVE) for u in USERS[:4]]
+        clock.advance(REFRESH_S + 1)
+        holds.append(await g.check(user_item(USERS[4], "notification"), MOVE))
+        return holds
+
+    assert asyncio.run(scenario()) == [None] * 5
+    assert state.reads["guard:auth0"] == 2  # once, and once more after the refresh: not once per change
+
+
+def test_a_hold_opened_by_another_instance_is_seen_within_the_refresh() -> None:
+    clock, state = FakeClock(), CountingState()
+    first, second = guard(state, clock), guard(state, clock)
+
+    async def scenario() -> tuple[list[Any], Any]:
+        await second.check(user_item(USERS[0], "notification"), MOVE)  # the second has read: no episode
+        tripped = [await first.check(user_item(u, "notification"), MOVE) for u in USERS[1:12]]
+        clock.advance(REFRESH_S + 1)
+        return tripped, await second.check(user_item(USERS[20], "notification"), MOVE)
+
+    tripped, later = asyncio.run(scenario())
+    assert tripped[:9] == [None] * 9 and tripped[-1] is not None  # the eleventh change of the window
+    assert later is not None and later.episode == tripped[-1].episode  # held in the same episode
+
+
+def test_an_approval_made_elsewhere_releases_the_next_change_at_once() -> None:
+    clock, state = FakeClock(), CountingState()
+    worker, operator = guard(state, clock), guard(state, clock)
+
+    async def scenario() -> tuple[Any, Any]:
+        holds = [await worker.check(user_item(u, "notification"), MOVE) for u in USERS[:12]]
+        episode = next(h for h in holds if h is not None).episode
+        await operator.approve(episode, "operator@example.com")  # the CLI, another process
+        after = await worker.check(user_item(USERS[30], "notification"), MOVE)  # within the refresh
+        return episode, after
+
+    episode, after = asyncio.run(scenario())
+    assert after is None
+    assert USERS[30] not in asyncio.run(state.list(f"guard-held:{episode}"))
