@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp.helpers
 import pytest
+from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableServiceClient
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
@@ -15,7 +17,7 @@ from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
 from shared.settings import Settings
 from shared.sources.graph.client import graph_client
-from shared.stores.clients import queue_service, table_service
+from shared.stores.clients import environment_proxy, queue_service, table_service
 from shared.targets.auth0.client import auth0_client
 from tests.support import sandbox_env
 
@@ -104,3 +106,62 @@ def test_storage_clients_reach_azurite(
     names = asyncio.run(roundtrip())
     assert f"c{run_id}" in names
     assert f"q-{run_id}" in names
+
+
+# -- cheaper clients (issue 13): what they no longer do per request, and what they still protect ---
+
+
+def test_environment_proxy_is_the_one_aiohttp_would_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment_proxy("https://acct.table.core.windows.net") == {}
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert environment_proxy("https://acct.table.core.windows.net") == {"https": "http://proxy.internal:3128"}
+    assert environment_proxy("http://127.0.0.1:10002/devstoreaccount1") == {}  # no HTTP_PROXY
+    monkeypatch.setenv("NO_PROXY", ".core.windows.net")
+    assert environment_proxy("https://acct.table.core.windows.net") == {}
+
+
+def test_storage_clients_look_nothing_up_in_the_environment_per_request(
+    azurite: Azurite, graph: GraphEmulator, auth0: Auth0Emulator, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(azurite, graph, auth0)
+    lookups: list[str] = []
+    real = aiohttp.helpers.get_env_proxy_for_url
+
+    def counted(url: Any) -> Any:
+        lookups.append(str(url))
+        return real(url)
+
+    monkeypatch.setattr("aiohttp.client.get_env_proxy_for_url", counted)  # what ClientSession calls
+
+    async def requests() -> None:
+        async with table_service(settings) as tables, queue_service(settings) as queues:
+            table = tables.get_table_client(f"p{run_id}")
+            await table.create_table()
+            await table.upsert_entity({"PartitionKey": "p", "RowKey": "r"})
+            await table.get_entity("p", "r")
+            await queues.create_queue(f"p-{run_id}")
+            await queues.get_queue_client(f"p-{run_id}").send_message("x")
+
+    asyncio.run(requests())
+    assert lookups == []
+
+
+def test_storage_clients_still_honour_a_proxy_set_in_the_environment(
+    azurite: Azurite, graph: GraphEmulator, auth0: Auth0Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy on a closed port: a client that uses it cannot reach Azurite.
+    settings = settings_for(azurite, graph, auth0)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    async def list_tables() -> list[str]:
+        async with table_service(settings) as tables:
+            return [t.name async for t in tables.list_tables()]
+
+    with pytest.raises(ServiceRequestError):
+        asyncio.run(list_tables())
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # read when the client is built
+    assert isinstance(asyncio.run(list_tables()), list)

@@ -1,10 +1,21 @@
-"""Table, Queue and Blob Storage clients from settings (a connection string or the
-managed identity).
+"""Table, Queue and Blob Storage clients from settings (a connection string or the managed
+identity).
+
+The SDKs' aiohttp transport, left to its defaults (``use_env_settings=True``), looks up the proxy
+for the URL and the ``~/.netrc`` credentials on a worker thread for every request: two thread hops
+and an environment scan per storage call, tens of times per work item. The environment cannot
+change under a running Functions worker, so it is read once here: the clients are built with
+``use_env_settings=False`` and, where ``HTTP(S)_PROXY`` applies to the endpoint (``NO_PROXY``
+honoured, as the SDK would), with that proxy given explicitly. Storage authenticates with its own
+key or token, never with ``.netrc``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from azure.data.tables.aio import TableServiceClient
 from azure.identity.aio import ManagedIdentityCredential
@@ -13,32 +24,58 @@ from azure.storage.queue.aio import QueueServiceClient
 
 from shared.settings import Settings
 
+C = TypeVar("C")
+
 
 def _storage_credential(settings: Settings) -> Any:
     client_id = settings.storage.client_id
     return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
 
 
+def environment_proxy(url: str) -> dict[str, str]:
+    """The proxy the environment names for ``url`` (``{scheme: proxy}``), or none: what aiohttp's
+    ``trust_env`` would find for each request, found once."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return {}
+    return {parts.scheme: proxy}
+
+
+def _built_once(build: Callable[..., C]) -> C:
+    """``build(**options)`` without per-request environment lookups; with the environment's proxy,
+    if one applies to the client's endpoint (an unopened client holds no connection to close)."""
+    client = build(use_env_settings=False)
+    proxy = environment_proxy(client.url)  # type: ignore[attr-defined]
+    return build(use_env_settings=False, proxies=proxy) if proxy else client
+
+
 def table_service(settings: Settings) -> TableServiceClient:
     storage = settings.storage
     if storage.connection_string is not None:
-        return TableServiceClient.from_connection_string(storage.connection_string.reveal())
-    assert storage.table_service_uri is not None
-    return TableServiceClient(endpoint=storage.table_service_uri, credential=_storage_credential(settings))
+        connection = storage.connection_string.reveal()
+        return _built_once(lambda **o: TableServiceClient.from_connection_string(connection, **o))
+    endpoint, credential = storage.table_service_uri, _storage_credential(settings)
+    assert endpoint is not None
+    return _built_once(lambda **o: TableServiceClient(endpoint=endpoint, credential=credential, **o))
 
 
 def blob_service(settings: Settings) -> BlobServiceClient:
     storage = settings.storage
     if storage.connection_string is not None:
-        return BlobServiceClient.from_connection_string(storage.connection_string.reveal())
+        connection = storage.connection_string.reveal()
+        return _built_once(lambda **o: BlobServiceClient.from_connection_string(connection, **o))
     if storage.blob_service_uri is None:
         raise ValueError("no blob endpoint: set AzureWebJobsStorage__blobServiceUri or __accountName")
-    return BlobServiceClient(account_url=storage.blob_service_uri, credential=_storage_credential(settings))
+    endpoint, credential = storage.blob_service_uri, _storage_credential(settings)
+    return _built_once(lambda **o: BlobServiceClient(account_url=endpoint, credential=credential, **o))
 
 
 def queue_service(settings: Settings) -> QueueServiceClient:
     storage = settings.storage
     if storage.connection_string is not None:
-        return QueueServiceClient.from_connection_string(storage.connection_string.reveal())
-    assert storage.queue_service_uri is not None
-    return QueueServiceClient(account_url=storage.queue_service_uri, credential=_storage_credential(settings))
+        connection = storage.connection_string.reveal()
+        return _built_once(lambda **o: QueueServiceClient.from_connection_string(connection, **o))
+    endpoint, credential = storage.queue_service_uri, _storage_credential(settings)
+    assert endpoint is not None
+    return _built_once(lambda **o: QueueServiceClient(account_url=endpoint, credential=credential, **o))
