@@ -10,13 +10,15 @@ import aiohttp.helpers
 import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableServiceClient
+from kiota_http.middleware import ParametersNameDecodingHandler, RedirectHandler, RetryHandler
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
 from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
+from sandbox.server import RateLimit
 from shared.settings import Settings
-from shared.sources.graph.client import graph_client
+from shared.sources.graph.client import graph_client, middleware
 from shared.stores.clients import environment_proxy, queue_service, table_service
 from shared.targets.auth0.client import auth0_client
 from tests.support import sandbox_env
@@ -165,3 +167,34 @@ def test_storage_clients_still_honour_a_proxy_set_in_the_environment(
         asyncio.run(list_tables())
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # read when the client is built
     assert isinstance(asyncio.run(list_tables()), list)
+
+
+def test_graph_requests_go_through_redirect_retry_and_parameter_names_only() -> None:
+    assert [type(m) for m in middleware()] == [RedirectHandler, RetryHandler, ParametersNameDecodingHandler]
+
+
+def test_graph_client_retries_a_throttled_read_after_retry_after(
+    azurite: Azurite, graph: GraphEmulator, auth0: Auth0Emulator
+) -> None:
+    settings = settings_for(azurite, graph, auth0)
+    user_id = graph.snapshot(full=True)["dump"]["users"][0]["id"]
+
+    async def twice() -> list[Any]:
+        client = graph_client(settings)
+        return [await client.users.by_user_id(user_id).get() for _ in range(2)]
+
+    graph.limits.configure({"users.get": RateLimit(burst=1, per_second=1.0)})
+    try:
+        assert [u.id for u in asyncio.run(twice())] == [user_id, user_id]
+    finally:
+        graph.limits.configure({})
+
+
+def test_graph_token_is_not_sent_to_another_host(azurite: Azurite, graph: GraphEmulator, auth0: Auth0Emulator) -> None:
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    settings = settings_for(azurite, graph, auth0)
+    elsewhere = graph.base_url.replace("127.0.0.1", "localhost") + "/users"  # same server, another host name
+    with pytest.raises(ODataError) as info:
+        asyncio.run(graph_client(settings).users.with_url(elsewhere).get())
+    assert info.value.response_status_code == 401
