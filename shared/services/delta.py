@@ -11,7 +11,9 @@ invocation reads the groups delta at a time, and nobody waits for it: a group ch
 the read under way leaves a re-run request (a state row) and completes, and the reader reads
 forward again after it lets go, for at most :data:`MAX_GROUP_ROUNDS` rounds, then queues a
 follow-up. Every reader clears the request before it reads and looks for one after it lets go, so
-a request is always seen by a read that starts after it (see :meth:`DeltaService._groups`).
+a request is always seen by a read that starts after it (see :meth:`DeltaService._groups`). A
+reader that dies holding the lease leaves the request standing for the next reader: its own item
+is delivered again, and the timer's pass reads the groups delta forward too.
 
 Delta links are stored only after their users are handled (converged here or queued): a crash
 replays, never skips.
