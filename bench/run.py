@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import clients, efficiency, propagation, ratelimit, scale, scim
+from bench import chaos, clients, efficiency, propagation, ratelimit, scale, scim
 from bench.common import REPO, Report, git_commit, machine
 
 BENCHMARKS: dict[str, Callable[[bool], Report]] = {
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[bool], Report]] = {
     "ratelimit": ratelimit.run,
     "scim": scim.run,
     "clients": clients.run,
+    "chaos": chaos.run,
 }
 
 
