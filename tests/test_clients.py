@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from sandbox.graph import GraphEmulator
 from sandbox.server import RateLimit
 from shared.settings import Settings
 from shared.sources.graph.client import graph_client, middleware
-from shared.stores.clients import environment_proxy, queue_service, table_service
+from shared.stores.clients import SDK_HTTP_LOGGER, environment_proxy, queue_service, table_service
 from shared.targets.auth0.client import auth0_client
 from tests.support import sandbox_env
 
@@ -167,6 +168,27 @@ def test_storage_clients_still_honour_a_proxy_set_in_the_environment(
         asyncio.run(list_tables())
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # read when the client is built
     assert isinstance(asyncio.run(list_tables()), list)
+
+
+def test_storage_requests_write_no_info_record_per_request(
+    azurite: Azurite, graph: GraphEmulator, auth0: Auth0Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(azurite, graph, auth0)
+    sdk_http_log = logging.getLogger(SDK_HTTP_LOGGER)
+    previous = sdk_http_log.level
+    sdk_http_log.setLevel(logging.NOTSET)
+
+    async def requests() -> None:
+        async with table_service(settings) as tables:
+            _ = [t.name async for t in tables.list_tables()]
+
+    try:
+        with caplog.at_level(logging.INFO):  # as the Functions Python worker logs
+            asyncio.run(requests())
+        assert not [r for r in caplog.records if r.name == SDK_HTTP_LOGGER]
+        assert sdk_http_log.getEffectiveLevel() == logging.WARNING
+    finally:
+        sdk_http_log.setLevel(previous)
 
 
 def test_graph_requests_go_through_redirect_retry_and_parameter_names_only() -> None:

@@ -8,10 +8,16 @@ change under a running Functions worker, so it is read once here: the clients ar
 ``use_env_settings=False`` and, where ``HTTP(S)_PROXY`` applies to the endpoint (``NO_PROXY``
 honoured, as the SDK would), with that proxy given explicitly. Storage authenticates with its own
 key or token, never with ``.netrc``.
+
+azure-core's ``HttpLoggingPolicy`` also writes every request and every response, headers and all, as
+an INFO record, and the Functions Python worker logs at INFO: two records per storage call, each
+formatted, masked (:mod:`shared.redact`) and shipped to Application Insights. Its logger is set to
+WARNING here unless a level was set for it explicitly; warnings and errors still pass.
 """
 
 from __future__ import annotations
 
+import logging
 import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,6 +31,8 @@ from azure.storage.queue.aio import QueueServiceClient
 from shared.settings import Settings
 
 C = TypeVar("C")
+
+SDK_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
 
 
 def _storage_credential(settings: Settings) -> Any:
@@ -45,6 +53,9 @@ def environment_proxy(url: str) -> dict[str, str]:
 def _built_once(build: Callable[..., C]) -> C:
     """``build(**options)`` without per-request environment lookups; with the environment's proxy,
     if one applies to the client's endpoint (an unopened client holds no connection to close)."""
+    sdk_http_log = logging.getLogger(SDK_HTTP_LOGGER)
+    if sdk_http_log.level == logging.NOTSET:  # a level set on purpose wins
+        sdk_http_log.setLevel(logging.WARNING)
     client = build(use_env_settings=False)
     proxy = environment_proxy(client.url)  # type: ignore[attr-defined]
     return build(use_env_settings=False, proxies=proxy) if proxy else client
