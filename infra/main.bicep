@@ -55,18 +55,28 @@ param subscriptionsSchedule string = '0 0 */6 * * *'
 @description('Required. Path of the mapping file relative to the app root; deploy your own mapping.yaml (see mapping.example.yaml).')
 param syncMappingFile string = 'mapping.yaml'
 
-@description('Optional. Largest number of instances the Function App may scale out to (Flex Consumption allows 40 to 1000).')
-@minValue(40)
+@description('Optional. Largest number of on-demand instances of the Function App, all functions together (always-ready instances come on top). Auth0 allows a tenant 16 requests/s on Enterprise, which one worker instance already uses up; see the README, "Performance tuning".')
+@minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 10
 
-@description('Optional. Memory of each Function App instance in MB.')
+@description('Optional. Memory of each Function App instance in MB; Flex gives CPU in proportion (2048 MB: one vCPU, what one Python worker process can use).')
 @allowed([
   512
   2048
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Optional. Always-ready instances of sync_worker (the bulk queue), billed while idle; 0 lets bulk work wait for a cold start.')
+@minValue(0)
+@maxValue(10)
+param workerAlwaysReady int = 1
+
+@description('Optional. Always-ready instances of sync_lane (notifications, leavers, risk responses), billed while idle; keep at least 1 for the 2 s leaver goal.')
+@minValue(0)
+@maxValue(10)
+param laneAlwaysReady int = 1
 
 @description('Optional. Turn on Key Vault purge protection (irreversible). Recommended for production; leave off for environments you tear down with `azd down --purge`.')
 param enableKeyVaultPurgeProtection bool = false
@@ -177,6 +187,8 @@ module api 'app/api.bicep' = {
     syncMappingFile: syncMappingFile
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    workerAlwaysReady: workerAlwaysReady
+    laneAlwaysReady: laneAlwaysReady
   }
   // The app starts resolving Key Vault references and reading storage as soon as it exists:
   // give the identity its roles first.

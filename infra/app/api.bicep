@@ -68,18 +68,28 @@ param subscriptionsSchedule string
 @description('Required. Path of the mapping file relative to the app root; deploy your own mapping.yaml (see mapping.example.yaml).')
 param syncMappingFile string = 'mapping.yaml'
 
-@description('Optional. Largest number of instances the app may scale out to (Flex Consumption allows 40 to 1000).')
-@minValue(40)
+@description('Optional. Largest number of on-demand instances of the whole app, all functions together (always-ready instances come on top). Auth0 allows a tenant 16 requests/s on Enterprise, which one worker instance already uses up, so more instances only wait on rate limits; see the README, "Performance tuning".')
+@minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 10
 
-@description('Optional. Memory of each instance in MB.')
+@description('Optional. Memory of each instance in MB; Flex gives CPU in proportion (2048 MB: one vCPU, what one Python worker process can use).')
 @allowed([
   512
   2048
   4096
 ])
 param instanceMemoryMB int = 2048
+
+@description('Optional. Always-ready (pre-started, billed while idle) instances of sync_worker, the bulk queue: bulk work starts without a cold start.')
+@minValue(0)
+@maxValue(10)
+param workerAlwaysReady int = 1
+
+@description('Optional. Always-ready instances of sync_lane (notifications, leavers, risk responses): a cold start of several seconds would break the lane\'s 2 s goal for a leaver.')
+@minValue(0)
+@maxValue(10)
+param laneAlwaysReady int = 1
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -127,6 +137,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        // Flex scales each queue-triggered function on instances of its own ('function:<name>').
+        alwaysReady: [
+          {
+            name: 'function:sync_worker'
+            instanceCount: workerAlwaysReady
+          }
+          {
+            name: 'function:sync_lane'
+            instanceCount: laneAlwaysReady
+          }
+        ]
       }
       runtime: {
         name: 'python'

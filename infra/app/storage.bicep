@@ -18,6 +18,8 @@ param deploymentContainerName string
 var queueNames = [
   'sync-work'
   'sync-work-poison'
+  'sync-lane'
+  'sync-lane-poison'
 ]
 var tableNames = [
   'SyncLocks'

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
 from shared import names
 from tests.infra.bicep import (
     INFRA,
+    BicepFile,
     all_resources,
     app_settings,
     bicep_files,
@@ -250,3 +252,57 @@ def test_azd_falls_back_to_the_bicep_defaults_for_unset_schedules() -> None:
     for name in ("deltaSchedule", "reconcileSchedule", "riskSchedule", "subscriptionsSchedule"):
         default = literal(main, params[name]["default"])
         assert values[name]["value"].endswith(f"={default}}}"), name
+
+
+def test_worker_and_lane_have_always_ready_instances_named_as_flex_names_their_functions() -> None:
+    file, site = resource("Microsoft.Web/sites")
+    scale = path(file, site.body, "properties", "functionAppConfig", "scaleAndConcurrency")
+    ready = {
+        literal(file, path(file, e, "name")): file.text(path(file, e, "instanceCount")) for e in _items(file, scale)
+    }
+    assert ready == {"function:sync_worker": "workerAlwaysReady", "function:sync_lane": "laneAlwaysReady"}
+    # Each names a queue-triggered function the app defines, on the queue shared/names.py names.
+    sources = "\n".join(p.read_text() for p in (INFRA.parent / "functions").glob("*.py"))
+    for function, queue in (("sync_worker", "WORK_QUEUE"), ("sync_lane", "LANE_QUEUE")):
+        block = re.search(rf'function_name\("{function}"\)\n@bp\.queue_trigger\([^)]*queue_name=names\.(\w+)', sources)
+        assert block is not None and block.group(1) == queue, function
+
+
+def test_scale_limit_memory_and_always_ready_are_parameters_with_production_defaults() -> None:
+    for module in ("main.bicep", "app/api.bicep"):
+        bicep = load(module)
+        params = bicep.params()
+        defaults = {
+            name: literal(bicep, params[name]["default"])
+            for name in ("maximumInstanceCount", "instanceMemoryMB", "workerAlwaysReady", "laneAlwaysReady")
+        }
+        # README, "Performance tuning": one worker instance uses up Auth0's 16 requests/s; one vCPU
+        # is what a Python worker process can use; one warm lane instance for the leaver goal.
+        assert defaults == {
+            "maximumInstanceCount": 10,
+            "instanceMemoryMB": 2048,
+            "workerAlwaysReady": 1,
+            "laneAlwaysReady": 1,
+        }, module
+        for name in ("maximumInstanceCount", "workerAlwaysReady", "laneAlwaysReady"):
+            assert {"minValue", "maxValue"} <= set(params[name]["decorators"]), f"{module}: {name}"
+    main = load("main.bicep")
+    api_params = properties(main, path(main, _module(main, "api"), "params"))
+    for name in ("maximumInstanceCount", "instanceMemoryMB", "workerAlwaysReady", "laneAlwaysReady"):
+        assert main.text(api_params[name]) == name
+    file, site = resource("Microsoft.Web/sites")
+    scale = path(file, site.body, "properties", "functionAppConfig", "scaleAndConcurrency")
+    assert file.text(path(file, scale, "maximumInstanceCount")) == "maximumInstanceCount"
+    assert file.text(path(file, scale, "instanceMemoryMB")) == "instanceMemoryMB"
+
+
+def _items(file: BicepFile, scale: Any) -> list[Any]:
+    array = path(file, scale, "alwaysReady")
+    return [item for item in array.named_children if item.type == "object"]
+
+
+def _module(file: BicepFile, symbol: str) -> Any:
+    for node in file.root.named_children:
+        if node.type == "module_declaration" and file.text(node.named_children[0]) == symbol:
+            return node.named_children[-1]
+    raise AssertionError(f"no module {symbol} in {file.path.name}")
