@@ -55,7 +55,7 @@ param subscriptionsSchedule string = '0 0 */6 * * *'
 @description('Required. Path of the mapping file relative to the app root; deploy your own mapping.yaml (see mapping.example.yaml).')
 param syncMappingFile string = 'mapping.yaml'
 
-@description('Optional. Largest number of on-demand instances of the Function App, all functions together (always-ready instances come on top). Auth0 allows a tenant 16 requests/s on Enterprise, which one worker instance already uses up; see the README, "Performance tuning".')
+@description('Optional. Largest number of instances of the Function App, all functions together. Auth0 allows a tenant 16 requests/s on Enterprise, which one worker instance already uses up; see the README, "Performance tuning".')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 10
