@@ -1,4 +1,5 @@
-"""Benchmark 6: CPU per request of the SDK clients, as the SDKs build them and as entra-sync does.
+"""Benchmark 6: CPU per request of the SDK clients, as the SDKs build them and as entra-sync does;
+and how many queue messages at once an instance should run (host.json).
 
 Every figure is this process's CPU time (``time.process_time``: every thread, so work the SDKs
 hand to a thread pool counts too) divided by the requests made, one request at a time. The Graph
@@ -12,11 +13,17 @@ Two ways of building each client are measured side by side, in rounds that alter
   entra-sync built them before issue 13;
 * *entra-sync*: ``shared.stores.clients``, ``shared.sources.graph.client.graph_client`` and
   ``shared.targets.auth0.client.auth0_client``, as the functions build them now.
+
+The concurrency sweep drains first-contact work items (joiners) from ``sync-work`` through
+``sync_worker`` on the host stand-in, once per ``batchSize`` / ``newBatchThreshold`` pair, with the
+emulators answering after a production-like delay and again on bare loopback (CPU-bound). The
+emulators run in this process there (their delays sleep, so they cost no CPU while waiting).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import statistics
@@ -30,17 +37,22 @@ from pathlib import Path
 from typing import Any
 
 from azure.data.tables.aio import TableServiceClient
-from azure.storage.queue.aio import QueueServiceClient
+from azure.storage.queue import TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 
-from bench.common import REPO, Report, Table
+from bench.common import REPO, UNGUARDED, Report, Sandbox, Table
 from sandbox.azurite import Azurite
+from sandbox.host import FunctionsHost
 from sandbox.mapping import sandbox_mapping, three_role_grants
-from sandbox.stack import AUTH0_TOKEN, CLIENT_STATE, GRAPH_TOKEN
+from sandbox.server import FaultRule
+from sandbox.stack import AUTH0_TOKEN, CLIENT_STATE, GRAPH_TOKEN, empty_storage
+from shared import bootstrap, names
+from shared.core.work import user_item
 from shared.settings import Settings
 from shared.sources.graph.client import GRAPH_SCOPE, StaticTokenCredential, graph_client
 from shared.stores.clients import queue_service, table_service
@@ -50,6 +62,10 @@ TABLE = "BenchClients"
 QUEUE = "bench-clients"
 SELECT = ["id", "accountEnabled", "mail", "userPrincipalName", "givenName", "surname", "department", "jobTitle"]
 Op = Callable[[], Awaitable[Any]]
+# batchSize, newBatchThreshold: at most their sum run at once per function and instance.
+CONCURRENCY = ((1, 0), (2, 1), (4, 2), (8, 4), (16, 8))
+# Seconds each emulator waits before answering, as the vendors' APIs take from an Azure region.
+LATENCY_S = {"graph": 0.06, "auth0": 0.12}
 
 
 @dataclass
@@ -216,13 +232,21 @@ def run(quick: bool) -> Report:
         b, a = statistics.median(results[before][label]), statistics.median(results[after][label])
         walls = [statistics.median(results[n][f"wall:{label}"]) for n in BUILDERS]
         table.rows.append([label, f"{b * 1e3:.2f} ms", f"{a * 1e3:.2f} ms", f"{(b - a) / b:.0%}", *_ms(walls)])
+    per = 20 if quick else 40
+    sweep = concurrency(per)
     return Report(
-        "6. Client cost per request",
+        "6. Client cost per request, and queue concurrency",
         inputs=[
             f"{count} sequential requests per row and round, {rounds} rounds alternating the two constructions, "
             "medians shown; Azurite, and both emulators in a child process",
+            f"concurrency: {per} joiners per setting drained by one host stand-in, emulators answering after "
+            f"{LATENCY_S['graph'] * 1000:.0f} ms (Graph) and {LATENCY_S['auth0'] * 1000:.0f} ms (Auth0), "
+            "and on loopback",
         ],
-        tables=[("CPU of this process per request (every thread), and wall time per request", table)],
+        tables=[
+            ("CPU of this process per request (every thread), and wall time per request", table),
+            ("sync_worker drain rate by messages at once per instance (batchSize + newBatchThreshold)", sweep),
+        ],
         notes=[
             "SDK defaults: clients built as the SDKs build them (entra-sync before issue 13). entra-sync: "
             "shared/stores/clients.py, shared/sources/graph/client.py, shared/targets/auth0/client.py.",
@@ -230,6 +254,86 @@ def run(quick: bool) -> Report:
         ],
         seconds=time.perf_counter() - started,
     )
+
+
+def concurrency(per: int) -> Table:
+    """Items/s and run time of ``sync_worker`` per host.json concurrency, with and without vendor latency."""
+    table = Table(["at once", "items/s, vendor latency", "run p50 / p95, vendor latency", "items/s, loopback"])
+    saved = dict(os.environ)
+    try:
+        with Sandbox(users=per * len(CONCURRENCY) * 3, mapping_extra=UNGUARDED) as box:
+            os.environ.update(box.env)  # the app reads its settings at import, as in Azure
+            sys.modules.pop("function_app", None)
+            import function_app
+
+            functions = function_app.app.get_functions()
+            people = iter(box.members())
+            asyncio.run(empty_storage(bootstrap.init(Settings.from_env(box.env))))
+            results: dict[tuple[int, int, bool], tuple[float, list[float]]] = {}
+            for delayed in (True, False):
+                rules = {
+                    name: [FaultRule(route="*", kind="delay", delay_s=s)] if delayed else []
+                    for name, s in LATENCY_S.items()
+                }
+                box.graph.faults.configure(rules["graph"])
+                box.auth0.faults.configure(rules["auth0"])
+                for batch, threshold in CONCURRENCY:
+                    ids = [next(people)["id"] for _ in range(per)]
+                    results[(batch, threshold, delayed)] = _drain(box.env, functions, ids, batch, threshold)
+            box.graph.faults.configure([])
+            box.auth0.faults.configure([])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    for batch, threshold in CONCURRENCY:
+        rate, runs = results[(batch, threshold, True)]
+        p50, p95 = statistics.median(runs), sorted(runs)[max(0, int(len(runs) * 0.95) - 1)]
+        loopback, _ = results[(batch, threshold, False)]
+        table.rows.append(
+            [
+                f"{batch + threshold} ({batch} + {threshold})",
+                f"{rate:.1f}",
+                f"{p50 * 1e3:.0f} / {p95 * 1e3:.0f} ms",
+                f"{loopback:.1f}",
+            ]
+        )
+    return table
+
+
+def _drain(
+    env: dict[str, str], functions: list[Any], ids: list[str], batch: int, threshold: int
+) -> tuple[float, list[float]]:
+    """Queue one joiner per id, serve the queue with this concurrency until it is empty: (items/s, run times)."""
+
+    async def fill() -> None:
+        queue = QueueClient.from_connection_string(
+            env["AzureWebJobsStorage"], names.WORK_QUEUE, message_encode_policy=TextBase64EncodePolicy()
+        )
+        async with queue:
+            for entra_id in ids:
+                await queue.send_message(user_item(entra_id, "backfill").to_json())
+
+    asyncio.run(fill())
+    host_json = json.loads((REPO / "host.json").read_text())
+    host_json["extensions"]["queues"].update(batchSize=batch, newBatchThreshold=threshold)
+    bootstrap.init(Settings.from_env(env))  # clients bound to this host's event loop
+    host = FunctionsHost.from_functions(
+        functions,
+        storage_connection=env["AzureWebJobsStorage"],
+        app_settings=env,
+        host_json=host_json,
+        visibility_timeout_s=1.0,
+        on_stop=lambda: bootstrap.app().aclose(),
+    )
+    started = time.perf_counter()
+    with host:
+        if not host.wait_idle(timeout_s=300):
+            raise RuntimeError(f"sync-work did not drain at batchSize {batch}")
+        elapsed = time.perf_counter() - started
+        stats = host.stats(raw=True)["sync_worker"]
+    if stats["failed"]:
+        raise RuntimeError(f"{stats['failed']} work items failed at batchSize {batch}")
+    return stats["succeeded"] / elapsed, list(stats["samples"]["run_time_s"])
 
 
 def _ms(values: list[float]) -> list[str]:
