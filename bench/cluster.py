@@ -242,7 +242,9 @@ class ClusterConfig:
     hosts: int = 2
     scim: bool = False
     mirror: bool = True  # the Auth0 side in sync with the tenant (accounts, roles), no links yet
-    mapping_extra: str = ""
+    mapping_extra: str = ""  # top-level YAML of the mapping file
+    # Keys for every target section, e.g. a ``guard:`` line (v1: top level, where Auth0's sections are).
+    target_extra: str = ""
     log_entries: int = 400_000  # each emulator's request log (timestamped entries kept)
     visibility_timeout_s: float = 1.0  # a failed message is retried after this long
 
@@ -293,11 +295,16 @@ class Cluster:
             scim = self._emulator("scim", {**common, "token": SCIM_TOKEN})
             self.scim = Remote(scim.info["origin"], scim.info["base_url"], SCIM_TOKEN)
             pushed = [(self.group_ids[0], "Staff"), (self.group_ids[1], "Sales")]
-            others = scim_section(self.scim.base_url, pushed)
+            others = scim_section(self.scim.base_url, pushed, extra=c.target_extra)
             text = sandbox_mapping_v2(grants, others=others, extra=c.mapping_extra)
+            if c.target_extra:  # the Auth0 section's own keys go after its deprovision line
+                lines = text.split("\n")
+                at = next(i for i, line in enumerate(lines) if line.startswith("    deprovision:")) + 1
+                lines[at:at] = ["    " + line for line in c.target_extra.splitlines()]
+                text = "\n".join(lines)
             extra_env["SCIM_CRM_TOKEN"] = SCIM_TOKEN
         else:
-            text = sandbox_mapping(grants, extra=c.mapping_extra)
+            text = sandbox_mapping(grants, extra="\n".join(x for x in (c.target_extra, c.mapping_extra) if x))
         mapping = self.dir / "mapping.yaml"
         mapping.write_text(text, encoding="utf-8")
         mirror_spec = {"users": c.users, "groups": c.groups, "seed": c.seed} if c.mirror else None

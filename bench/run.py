@@ -20,11 +20,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import chaos, clients, efficiency, propagation, ratelimit, scale, scim
+from bench import chaos, clients, efficiency, load, ratelimit, scale, scim
 from bench.common import REPO, Report, git_commit, machine
 
 BENCHMARKS: dict[str, Callable[[bool], Report]] = {
-    "propagation": propagation.run,
+    "propagation": load.run,
     "scale": scale.run,
     "efficiency": efficiency.run,
     "ratelimit": ratelimit.run,

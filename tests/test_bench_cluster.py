@@ -1,5 +1,6 @@
-"""The process cluster the load benchmarks run on: it starts, converges a change read from the
-Auth0 emulator's own write log, survives a host killed with -9, and leaves no process behind."""
+"""The process cluster the load benchmark runs on: it starts, survives a host killed with -9, runs a
+tiny load round whose changes are read as converged from the Auth0 emulator's own write log, and
+leaves no process behind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from bench.cluster import Cluster, ClusterConfig
+from bench.load import Depth, Observed, Tenant, offer, start
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -18,39 +20,39 @@ def _gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    # A zombie still answers signal 0 until its parent reaps it.
-    try:
+    try:  # a zombie still answers signal 0 until its parent reaps it
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
 
 
-def test_cluster_converges_a_change_and_cleans_up() -> None:
+def test_a_load_round_converges_and_the_cluster_cleans_up() -> None:
     with Cluster(ClusterConfig(users=40, hosts=2)) as cluster:
         pids = cluster.processes()
         assert set(pids) == {"graph", "auth0", "azurite", "host-0", "host-1"}
         assert len(set(pids.values())) == len(pids)  # each piece in its own process
-        cluster.run_timer("subscriptions_renew")
-        users = cluster.graph.control("GET", "/_control/snapshot/full")["dump"]["users"]
-        mover = next(u for u in users if u["accountEnabled"] and u.get("userType") == "Member")
         cluster.kill_host(1)
-        restarted = cluster.restart_host(1)
-        assert restarted.pid != pids["host-1"]
-        started = time.time()
-        cluster.graph.control("PATCH", "/_control/users", {"id": mover["id"], "department": "Moved by the test"})
-        patched = []
-        for _ in range(300):  # at most 30 s
-            rows = cluster.auth0.entries(since=started)
-            patched = [r for r in rows if r[1] == "PATCH" and mover["id"] in r[2] and r[5]]
-            if patched:
-                break
-            time.sleep(0.1)
-        assert patched, "the mover's PATCH never reached the Auth0 emulator's write log"
-        events = cluster.webhook_host.call("events")["events"]
-        assert any(e[0] == "http" and e[1] == "graph_webhook" and mover["id"] in e[-1] for e in events)
-        storage = cluster.webhook_host.call("stats")["storage"]
-        assert any(key.startswith("table ") for key in storage)
+        assert cluster.restart_host(1).pid != pids["host-1"]
+        start(cluster)
+        depth = Depth(cluster.env["AzureWebJobsStorage"])
+        try:
+            since = time.time()
+            run = offer(Tenant(cluster, seed=1), depth, (("mover", 0.5), ("leaver", 0.5)), False, 4.0, 1.0)
+            assert run.changes
+            observed = Observed()
+            for _ in range(60):  # at most about 30 s
+                observed.gather(cluster, since)
+                observed.resolve(run.changes, cluster.group_ids[1], scim=False)
+                if all(c.converged for c in run.changes):
+                    break
+                time.sleep(0.5)
+        finally:
+            depth.close()
+        for change in run.changes:
+            assert change.notified >= change.at, change  # the webhook received its notification
+            assert change.converged >= change.at, change  # and its writes are in the Auth0 log
+        assert any(key.startswith("table ") for key in cluster.webhook_host.call("stats")["storage"])
         pids = cluster.processes()
     for name, pid in pids.items():
         assert _gone(pid), f"{name} (pid {pid}) outlived the cluster"
