@@ -39,6 +39,7 @@ from shared.redact import redact
 from shared.stores.audit import AuditRow, AuditStore
 from shared.stores.keys import decode_key, encode_key, utcnow
 from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease, LeaseKeeping
+from shared.stores.links import applied_from_text, applied_to_text
 from shared.stores.queue import MAX_VISIBILITY_S
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class MemoryLinks:
         return dataclasses.replace(
             link,
             conflicts=dict(_through_json(dict(link.conflicts))),
+            applied=applied_from_text(applied_to_text(link.applied)),
             target=self.target,
             source=self.source,
             schema_version=LINK_SCHEMA,

@@ -15,9 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
+from shared.core.model import Account, Action, ActionKind, Applied, DeprovisionState, Identity, Link, Plan, SourceState
 from shared.core.ports import Capabilities, Rules
 from shared.mapping.model import TargetSection
+
+
+def value_at(account: Account, path: str, rules: Rules) -> Any:
+    """The account's value at a target path: as remembered (:attr:`Account.known`) or as read."""
+    return account.known.get(path) if account.known is not None else rules.current(account, path)
 
 
 def diff(desired: Mapping[str, Any], account: Account, rules: Rules) -> dict[str, tuple[Any, Any]]:
@@ -25,7 +30,7 @@ def diff(desired: Mapping[str, Any], account: Account, rules: Rules) -> dict[str
     removed where the target's rules say so, and left as it is elsewhere."""
     out: dict[str, tuple[Any, Any]] = {}
     for path, want in desired.items():
-        have = rules.current(account, path)
+        have = value_at(account, path, rules)
         if want is None and not rules.removes_unmapped(path):
             continue
         if rules.same(path, want, have):
@@ -158,7 +163,7 @@ def observed(action: Action, account: Account | None, link: Link | None, rules: 
     if kind is ActionKind.UPDATE:
         if account is None:
             return False
-        return all(rules.same(path, pair[1], rules.current(account, path)) for path, pair in action.diff.items())
+        return all(rules.same(path, pair[1], value_at(account, path, rules)) for path, pair in action.diff.items())
     if kind in {ActionKind.GRANT, ActionKind.UNGRANT}:
         if account is None:
             return False
@@ -175,3 +180,73 @@ def observed(action: Action, account: Account | None, link: Link | None, rules: 
     if kind is ActionKind.MARK_TARGET_DELETED:
         return link is not None and link.target_deleted
     return None
+
+
+# ------------------------------------------------------------------------------------------------
+# What was applied, remembered in the link
+# ------------------------------------------------------------------------------------------------
+
+
+def remembered(
+    identity: Identity, link: Link | None, section: TargetSection, desired: Mapping[str, Any]
+) -> Account | None:
+    """The account as its link remembers it (:class:`Applied`), when that can stand in for a read:
+    nothing half-done (a deprovision under way), no refused value to watch, no risk lock (the risk
+    response writes outside these plans), the same mapped paths and grants as when it was
+    remembered, and its entitlements known where an active identity's grants need them."""
+    if link is None or link.applied is None or link.target_deleted or link.risk_locked or link.conflicts:
+        return None
+    applied = link.applied
+    if link.deprovision is DeprovisionState.PENDING or set(applied.values) != set(desired):
+        return None
+    if applied.managed != section.managed:
+        return None
+    if identity.state is SourceState.ACTIVE and section.managed and applied.entitlements is None:
+        return None
+    return Account(
+        link.target_id,
+        entitlements=applied.entitlements or frozenset(),
+        active=applied.active,
+        owner=identity.id,
+        known=dict(applied.values),
+    )
+
+
+def applied_after(
+    identity: Identity,
+    account: Account | None,
+    plan: Plan,
+    section: TargetSection,
+    rules: Rules,
+    desired: Mapping[str, Any],
+    *,
+    entitlements_read: bool,
+) -> Applied | None:
+    """What the account holds once every action of ``plan`` succeeded, to remember in its link;
+    None where that is not known (nothing to converge, a delete, an account another identity owns).
+    ``entitlements_read``: whether ``account.entitlements`` were read (a leaver's are not)."""
+    kinds = {a.kind for a in plan.actions}
+    if kinds & {ActionKind.DELETE, ActionKind.MARK_TARGET_DELETED}:
+        return None
+    if account is None and ActionKind.CREATE not in kinds:
+        return None
+    values: dict[str, Any] = {}
+    for path, want in desired.items():
+        have = value_at(account, path, rules) if account is not None else None
+        # A leaver's attributes are not written, nor a path mapped to nothing that is left alone.
+        left = identity.state is not SourceState.ACTIVE or (want is None and not rules.removes_unmapped(path))
+        values[path] = have if account is not None and left else want
+    held: frozenset[str] | None = None
+    if account is None or entitlements_read:
+        held = (account.entitlements if account is not None else frozenset()) & section.managed
+        for action in plan.actions:
+            if action.kind is ActionKind.GRANT:
+                held |= frozenset(action.entitlements)
+            elif action.kind is ActionKind.UNGRANT:
+                held -= frozenset(action.entitlements)
+    active = account.active if account is not None else True
+    if ActionKind.ENABLE in kinds:
+        active = True
+    if ActionKind.DISABLE in kinds:
+        active = False
+    return Applied(values, held, section.managed, active)

@@ -17,6 +17,7 @@ shares complete in the same invocation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -29,9 +30,9 @@ from shared.core import plan as planner
 from shared.core.classify import for_target
 from shared.core.match import Lookup, Resolution, resolve
 from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
-from shared.core.ports import Alerts, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
+from shared.core.ports import Alerts, Applied, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
 from shared.core.work import WorkItem
-from shared.errors import Conflict, LeaseLost, PermanentError, TransientError, TryLater
+from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
 from shared.services.guard import MassChangeGuard
 from shared.services.health import Health
@@ -45,6 +46,12 @@ log = logging.getLogger("entra_sync.worker")
 MAX_TARGET_ATTEMPTS: Final = 5  # as the host's maxDequeueCount: then the poison queue
 RETRY_BASE_S: Final = 30.0
 RETRY_MAX_S: Final = 900.0
+# Sources whose items are planned against what the link remembers was applied (no read of the
+# target): a change in Entra, on its first try. Reconciliation, a backfill, an approval, an
+# operator's item and anything re-scheduled read the target, so a change made directly in it (or
+# a late write of a worker whose lease lapsed) is found and repaired there.
+TRUSTS_LINK: Final = frozenset({"notification", "delta", "group"})
+REVOCATIONS: Final = frozenset({ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS})
 # Legacy names of actions in intents recorded before the core went vendor-neutral.
 _LEGACY_KINDS: Final = {
     "block": ActionKind.DISABLE,
@@ -128,6 +135,9 @@ class _Work:
     link: Link | None
     lease: Any
     intent: dict[str, Any] | None
+    desired: Mapping[str, Any]
+    remembered: bool  # the account is the link's memory of it (planner.remembered), not a read
+    indexed: bool = False  # the account came from an index of the whole target (a backfill's page)
 
 
 class Worker:
@@ -272,13 +282,17 @@ class Worker:
         rules = job.target.rules
         identity = for_target(source, job.section.scope)
         t = time.perf_counter()
-        link = await job.links.get(item.id)
-        intent = await self.audit.read_intent(item.id, job.name)
+        link, intent = await asyncio.gather(job.links.get(item.id), self.audit.read_intent(item.id, job.name))
         clock.add("storage", t)
         desired = rules.desired(identity)
-        for _attempt in range(2):
+        for _attempt in range(3):
+            known = None
+            # A re-scheduled item reads: it may follow a write that landed after its lease lapsed.
+            first_try = item.deferrals == 0 and item.attempt == 0
+            if lookup is None and intent is None and first_try and item.source in TRUSTS_LINK:
+                known = planner.remembered(identity, link, job.section, desired)
             t = time.perf_counter()
-            found = await resolve(
+            found = Resolution(known, "link") if known is not None else await resolve(
                 identity, link, lookup or job.target, rules, job.section.matching, desired,
                 entitlements=identity.state is SourceState.ACTIVE,  # a leaver's roles are left as they are
             )  # fmt: skip
@@ -297,7 +311,21 @@ class Worker:
                 )
                 return Outcome(item, "held", target=job.name, warnings=[hold.reason], timings=clock.spent)
             try:
-                return await self._apply(_Work(item, job, identity, found.account, link, lease, intent), plan, clock)
+                work = _Work(
+                    item, job, identity, found.account, link, lease, intent, desired, known is not None,
+                    indexed=lookup is not None,
+                )  # fmt: skip
+                return await self._apply(work, plan, clock)
+            except NotFound:
+                if known is None:
+                    raise
+                # The account the link remembers is gone (deleted in the target by hand): read.
+                correlated(log, item.correlation_id).info(
+                    "the %s account remembered for %s is gone; reading the target", job.name, item.id
+                )
+                link = dataclasses.replace(link, applied=None) if link is not None else None
+                intent = None  # settled by the attempt that failed
+                continue
             except CreateRaced:
                 # Another worker created the account between our read and our create (or it was
                 # created by hand with the deterministic id): read again and converge it instead.
@@ -327,22 +355,44 @@ class Worker:
             t = time.perf_counter()
             intent_etag = await self.audit.write_intent(item.id, job.name, _intent(item, plan, rows))
             clock.add("storage", t)
-        elif not plan.actions:
+        elif not plan.actions and not work.remembered:
+            # A change notification that changed nothing mapped leaves no row: there are many, and
+            # nothing was decided; a check that read the target (reconciliation, ...) is recorded.
             rows.append(AuditRow.for_item(item, job.name, "none", "ok", target_id, detail="in sync"))
         try:
-            await self._apply_actions(work, plan, outcome, rows, clock)
+            link = await self._apply_actions(work, plan, outcome, rows, clock)
+            await self._remember(work, plan, outcome, link, clock)
         except LeaseLost as exc:
             rows.append(AuditRow.for_item(item, job.name, "lease_lost", "refused", outcome.target_id, detail=str(exc)))
             raise
         finally:
             t = time.perf_counter()
-            await self.audit.settle(
-                rows, item.id, job.name, drop_intent=work.intent is not None or intent_etag is not None,
-                intent_etag=intent_etag,
-            )  # fmt: skip
+            drop_intent = work.intent is not None or intent_etag is not None
+            if rows or drop_intent:
+                await self.audit.settle(rows, item.id, job.name, drop_intent=drop_intent, intent_etag=intent_etag)
             clock.add("storage", t)
         outcome.timings = clock.spent
         return outcome
+
+    async def _remember(self, work: _Work, plan: Plan, outcome: Outcome, link: Link | None, clock: _Clock) -> None:
+        """Keep in the link what the account holds now that every action succeeded, so the next
+        change is planned without reading the target (:func:`shared.core.plan.remembered`). A value
+        the target refused is not remembered as applied: the snapshot is dropped instead."""
+        if link is None or link.target_id != outcome.target_id:
+            return
+        if work.account is not None and work.account.target_id != link.target_id:
+            return
+        snapshot = None
+        # An index's accounts may lack what a live read has (Auth0's export carries no roles).
+        if not link.conflicts and not work.indexed:
+            snapshot = planner.applied_after(
+                work.identity, work.account, plan, work.job.section, work.job.target.rules, work.desired,
+                entitlements_read=work.remembered or work.identity.state is SourceState.ACTIVE,
+            )  # fmt: skip
+        if snapshot != link.applied:
+            t = time.perf_counter()
+            await work.job.links.put(dataclasses.replace(link, applied=snapshot))
+            clock.add("storage", t)
 
     def _recovered(self, work: _Work, plan: Plan, target_id: str) -> list[AuditRow]:
         """Audit rows for what an earlier attempt set out to do and never recorded (it was killed
@@ -376,60 +426,90 @@ class Worker:
 
     async def _apply_actions(
         self, work: _Work, plan: Plan, outcome: Outcome, rows: list[AuditRow], clock: _Clock
-    ) -> None:
+    ) -> Link | None:
+        """Each action in turn (a write fenced by the lease); returns the link as it now stands."""
+        current_link = work.link
+        early: dict[int, asyncio.Future[Applied]] = {}  # the next revocation, sent with this one
+        try:
+            for index in range(len(plan.actions)):
+                current_link = await self._apply_one(work, plan, index, early, outcome, rows, current_link, clock)
+        finally:
+            for started in early.values():  # a revocation sent beside one that failed: let it land
+                with contextlib.suppress(Exception):
+                    await started
+        return current_link
+
+    async def _apply_one(
+        self,
+        work: _Work,
+        plan: Plan,
+        index: int,
+        early: dict[int, asyncio.Future[Applied]],
+        outcome: Outcome,
+        rows: list[AuditRow],
+        current_link: Link | None,
+        clock: _Clock,
+    ) -> Link | None:
+        """One action: a target write fenced by the lease, or the link's bookkeeping; its audit row.
+        Both revocations go out together: they are independent, and the deprovision was recorded
+        (``START_DEPROVISION``) before either."""
         item, job, lease = work.item, work.job, work.lease
         rules = job.target.rules
+        action = plan.actions[index]
 
         def fence() -> None:
             self.leases.fence(lease)
 
-        current_link = work.link
-        for action in plan.actions:
-            t = time.perf_counter()
-            warning = ""
-            shown = _safe_diff(action, job.target.capabilities.entitlements or "entitlements")
-            if action.kind is ActionKind.SKIP:
-                outcome.status = "skipped"
-            elif action.writes_target:
-                fence()  # a worker that lost its lease writes nothing more
-                try:
-                    applied = await job.target.apply(outcome.target_id, action, fence)
-                except Conflict as exc:
-                    if action.kind is ActionKind.CREATE:
-                        raise CreateRaced(str(exc)) from exc
-                    raise
-                if applied.target_id:
-                    outcome.target_id = applied.target_id
-                if applied.refused:
-                    current_link = await self._record_conflicts(
-                        item.id, job, outcome.target_id, current_link, applied.refused
-                    )
-                    warning = _conflict_text(job.name, applied.refused)
-                    shown = {p: v for p, v in (shown or {}).items() if p not in applied.refused}
-                    rows.append(
-                        AuditRow.for_item(
-                            item, job.name, "conflict", "conflict", outcome.target_id,
-                            diff={p: [action.diff[p][0], v] for p, v in applied.refused.items()}, detail=warning,
-                        )
-                    )  # fmt: skip
-                warning = warning or applied.warning
-            else:
-                fence()
-                current_link = await self._bookkeep(action, item.id, job, outcome.target_id, current_link)
-            clock.add("target_write" if action.writes_target else "storage", t)
-            label = rules.label(action.kind)
-            outcome.actions.append(label)
-            if warning:
-                outcome.warnings.append(warning)
-                correlated(log, item.correlation_id).warning("%s", warning)
-            result = "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok")
-            rows.append(
-                AuditRow.for_item(
-                    item, job.name, label, result, outcome.target_id, diff=shown, detail=warning or action.reason
+        t = time.perf_counter()
+        warning = ""
+        shown = _safe_diff(action, job.target.capabilities.entitlements or "entitlements")
+        if action.kind is ActionKind.SKIP:
+            outcome.status = "skipped"
+        elif action.writes_target:
+            fence()  # a worker that lost its lease writes nothing more
+            following = plan.actions[index + 1] if index + 1 < len(plan.actions) else None
+            if action.kind in REVOCATIONS and following is not None and following.kind in REVOCATIONS:
+                early[index + 1] = asyncio.ensure_future(job.target.apply(outcome.target_id, following, fence))
+            try:
+                started = early.pop(index, None)
+                applied = await (started if started is not None else job.target.apply(outcome.target_id, action, fence))
+            except Conflict as exc:
+                if action.kind is ActionKind.CREATE:
+                    raise CreateRaced(str(exc)) from exc
+                raise
+            if applied.target_id:
+                outcome.target_id = applied.target_id
+            if applied.refused:
+                current_link = await self._record_conflicts(
+                    item.id, job, outcome.target_id, current_link, applied.refused
                 )
+                warning = _conflict_text(job.name, applied.refused)
+                shown = {p: v for p, v in (shown or {}).items() if p not in applied.refused}
+                rows.append(
+                    AuditRow.for_item(
+                        item, job.name, "conflict", "conflict", outcome.target_id,
+                        diff={p: [action.diff[p][0], v] for p, v in applied.refused.items()}, detail=warning,
+                    )
+                )  # fmt: skip
+            warning = warning or applied.warning
+        else:
+            fence()
+            current_link = await self._bookkeep(action, item.id, job, outcome.target_id, current_link)
+        clock.add("target_write" if action.writes_target else "storage", t)
+        label = rules.label(action.kind)
+        outcome.actions.append(label)
+        if warning:
+            outcome.warnings.append(warning)
+            correlated(log, item.correlation_id).warning("%s", warning)
+        result = "warning" if warning else ("skipped" if action.kind is ActionKind.SKIP else "ok")
+        rows.append(
+            AuditRow.for_item(
+                item, job.name, label, result, outcome.target_id, diff=shown, detail=warning or action.reason
             )
-            if action.kind is not ActionKind.SKIP:
-                self.leases.fence_after_write(lease)  # a write that may have landed late: converge again
+        )
+        if action.kind is not ActionKind.SKIP:
+            self.leases.fence_after_write(lease)  # a write that may have landed late: converge again
+        return current_link
 
     async def _record_conflicts(
         self, source_id: str, job: TargetJob, target_id: str, link: Link | None, refused: Mapping[str, Any]

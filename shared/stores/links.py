@@ -4,6 +4,8 @@ One partition per target (its name: ``auth0``, ``scim:hr-app``), one row per sou
 Rows are written in the link schema 2 (neutral names: ``source_id``, ``target_id``,
 ``disabled_by_sync``); rows written before it (``entra_id``, ``user_id``, ``blocked_by_sync``) are
 read as they are and take the new form the next time the link changes, so no migration has to run.
+A link also remembers what was last applied to its account (``applied``, JSON): rows without it are
+planned from a read of the target, as before, and gain it with their next change.
 """
 
 from __future__ import annotations
@@ -16,8 +18,47 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.core.model import LINK_SCHEMA, DeprovisionState, Link
+from shared.core.model import LINK_SCHEMA, Applied, DeprovisionState, Link
 from shared.stores.keys import BATCH_LIMIT, encode_key, utcnow
+
+# A Table Storage string property holds 64 KiB (32K UTF-16 characters): a snapshot past this is
+# not kept (the next change reads the target, as without one).
+MAX_APPLIED_CHARS = 30_000
+
+
+def applied_to_text(applied: Applied | None) -> str:
+    """How a link's :class:`Applied` is stored: JSON, or "" for none (or one too large to keep)."""
+    if applied is None:
+        return ""
+    text = json.dumps(
+        {
+            "values": dict(applied.values),
+            "entitlements": None if applied.entitlements is None else sorted(applied.entitlements),
+            "managed": sorted(applied.managed),
+            "active": applied.active,
+        },
+        sort_keys=True,
+        default=str,
+        separators=(",", ":"),
+    )
+    return text if len(text) <= MAX_APPLIED_CHARS else ""
+
+
+def applied_from_text(text: str) -> Applied | None:
+    """The stored form read back; anything unreadable is no snapshot (the target is read instead)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        held = data["entitlements"]
+        return Applied(
+            values=dict(data["values"]),
+            entitlements=None if held is None else frozenset(str(e) for e in held),
+            managed=frozenset(str(e) for e in data["managed"]),
+            active=bool(data["active"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class LinkStore:
@@ -52,6 +93,7 @@ class LinkStore:
             "target_deleted": link.target_deleted,
             "risk_locked": link.risk_locked,
             "conflicts": json.dumps(dict(link.conflicts), sort_keys=True, default=str) if link.conflicts else "",
+            "applied": applied_to_text(link.applied),
             "updated_at": utcnow(),
         }
 
@@ -89,5 +131,6 @@ class LinkStore:
             target_deleted=bool(e.get("target_deleted", False)),
             risk_locked=bool(e.get("risk_locked", False)),
             conflicts=dict(json.loads(conflicts)) if conflicts else {},
+            applied=applied_from_text(str(e.get("applied") or "")),
             schema_version=int(e.get("schema_version", 1)),
         )

@@ -39,8 +39,9 @@ def test_a_distant_rate_limit_reset_reschedules_the_item_for_the_reset_without_s
             world.graph.update_user(user["id"], department="Research")
             # One call goes through; the next one is refused until the bucket refills in 15 minutes.
             world.auth0.limits.configure({"mgmt.*": RateLimit(burst=1, per_second=1 / RESET_S)})
-            # The host's last attempt (dequeue count 5 of maxDequeueCount 5): it must not poison.
-            await run_worker(indexed, user_item(user["id"], "notification"), dequeue_count=5)
+            # The host's last attempt (dequeue count 5 of maxDequeueCount 5): it must not poison. A
+            # reconciliation's repair reads the account first (the read goes through, the write waits).
+            await run_worker(indexed, user_item(user["id"], "reconcile"), dequeue_count=5)
             visible_now = len(await queued(svc))
             return (
                 await audit_rows(svc),

@@ -57,20 +57,27 @@ def test_joiner_gets_an_account_with_mapped_attributes_roles_and_a_link(world: W
     assert "password" not in rows[0]["diff"]
 
 
-def test_a_replay_writes_nothing(world: World, indexed: dict[str, Any]) -> None:
+def test_a_replay_calls_nothing_and_a_check_that_reads_the_target_is_recorded(
+    world: World, indexed: dict[str, Any]
+) -> None:
     user = world.member_user()
 
-    async def scenario() -> list[dict[str, Any]]:
+    async def scenario() -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
         async with services_for(world) as svc:
             await run_worker(indexed, user_item(user["id"], "notification"))
+            joined = await audit_rows(svc)
             world.auth0.log.clear()
-            await run_worker(indexed, user_item(user["id"], "delta"))
-            return await audit_rows(svc)
+            await run_worker(indexed, user_item(user["id"], "delta"))  # what the link remembers is current
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            replayed = len(world.auth0.log.entries())
+            await run_worker(indexed, user_item(user["id"], "reconcile"))  # reads the account itself
+            return joined, replayed, await audit_rows(svc)
 
-    rows = run(scenario())
+    joined, replayed, rows = run(scenario())
+    assert replayed == 0  # not a read, not a write
     assert world.auth0_writes() == {}
-    assert rows[-1]["action"] == "none"
-    assert rows[-1]["detail"] == "in sync"
+    assert len(rows) == len(joined) + 1  # the replays left no row; the reconciliation's check did
+    assert (rows[-1]["action"], rows[-1]["detail"], rows[-1]["source"]) == ("none", "in sync", "reconcile")
 
 
 def test_mover_changes_reach_the_same_account_with_one_write(world: World, indexed: dict[str, Any]) -> None:

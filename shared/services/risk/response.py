@@ -251,7 +251,8 @@ class RiskResponse:
                 else Link(source_id, account.target_id, target=job.name)
             )
             if not base.risk_locked or base.target_deleted:
-                await job.links.put(dataclasses.replace(base, risk_locked=True, target_deleted=False))
+                # The account changed outside the worker's plans: its remembered state is forgotten.
+                await job.links.put(dataclasses.replace(base, risk_locked=True, target_deleted=False, applied=None))
         return change
 
     # -- a restore ---------------------------------------------------------------------------------
@@ -319,7 +320,7 @@ class RiskResponse:
                 response.done.append(f"cleared {path}")
                 await self._audit(item, job.name, "risk_clear_mfa", "ok", target_id, f"riskState {signal.state}")
         if link is not None and link.risk_locked:
-            await job.links.put(dataclasses.replace(link, risk_locked=False))
+            await job.links.put(dataclasses.replace(link, risk_locked=False, applied=None))
             response.done.append("cleared the risk lock (sync manages the account again)")
         summary = "; ".join(response.done + response.problems)
         await self._audit(item, job.name, "risk_restore", "warning" if response.problems else "ok", target_id, summary)

@@ -1,0 +1,122 @@
+"""What the link remembers was applied, against the emulators: a change notification costs Auth0
+only its writes, a notification that changes nothing mapped costs no call, and where the memory is
+wrong (a change or a delete made directly in Auth0) reconciliation or the write's 404 puts it
+right. This is the trade-off the README's guarantees describe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.azurite import Azurite
+from shared.core.work import user_item
+from tests.integration.world import World, audit_rows, run_worker, services_for
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
+    w = World(azurite, tmp_path).start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def calls(world: World) -> dict[str, int]:
+    """Every Management API call the Auth0 emulator served since its log was cleared, by route."""
+    return dict(Counter(e.route for e in world.auth0.log.entries() if e.route.startswith("mgmt.")))
+
+
+def by_hand(world: World, method: str, path: str, body: Any = None) -> None:
+    """What an Auth0 administrator would do through the Management API."""
+    headers = {"Authorization": f"Bearer {world.auth0.static_token}"}
+    httpx.request(method, f"{world.auth0.base_url}{path}", headers=headers, json=body).raise_for_status()
+
+
+def test_each_change_notification_costs_auth0_its_writes_alone(world: World, indexed: dict[str, Any]) -> None:
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    async def scenario() -> list[dict[str, int]]:
+        spent = []
+        async with services_for(world):
+            await run_worker(indexed, user_item(user["id"], "notification"))  # the joiner
+            world.auth0.add_sessions(uid, 2, refresh_tokens=1)
+            steps = [
+                lambda: world.graph.update_user(user["id"], department="Sales"),  # mover
+                lambda: world.graph.add_member(world.group_ids[1], user["id"]),  # group change
+                lambda: world.graph.update_user(user["id"], officeLocation="Nowhere mapped"),  # no-op
+                lambda: world.graph.update_user(user["id"], accountEnabled=False),  # leaver
+                lambda: None,  # the leaver's notification again
+                lambda: world.graph.update_user(user["id"], accountEnabled=True),  # returner
+            ]
+            for step in steps:
+                step()
+                world.auth0.log.clear()
+                await run_worker(indexed, user_item(user["id"], "notification"))
+                spent.append(calls(world))
+        return spent
+
+    mover, group, noop, leaver, replay, returner = asyncio.run(scenario())
+    assert mover == {"mgmt.users.write.update": 1}
+    assert group == {"mgmt.users.roles.assign": 1}
+    assert noop == {} and replay == {}
+    assert leaver == {
+        "mgmt.users.write.update": 1, "mgmt.users.sessions.delete": 1, "mgmt.users.refresh_tokens.delete": 1,
+    }  # fmt: skip
+    assert returner == {"mgmt.users.write.update": 1}
+    account = world.account(user["id"])
+    assert account is not None and account["blocked"] is False
+    assert account["user_metadata"]["department"] == "Sales"
+    assert sorted(world.auth0.user_role_names(uid)) == ["Employee", "Sales Reader", "Sales Writer"]
+
+
+def test_a_change_made_directly_in_auth0_is_left_by_notifications_and_repaired_by_reconciliation(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            by_hand(world, "PATCH", f"/users/{uid}", {"user_metadata": {"department": "Edited in Auth0"}})
+            world.graph.update_user(user["id"], displayName="Ada Renamed")
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            after_notification = dict(world.account(user["id"]) or {})
+            await run_worker(indexed, user_item(user["id"], "reconcile"))  # a repair reconciliation queued
+            return after_notification, await audit_rows(svc)
+
+    after_notification, rows = asyncio.run(scenario())
+    assert after_notification["name"] == "Ada Renamed"
+    assert after_notification["user_metadata"]["department"] == "Edited in Auth0"  # not seen: no read
+    account = world.account(user["id"])
+    assert account is not None and account["user_metadata"]["department"] == user["department"]
+    assert rows[-1]["source"] == "reconcile" and rows[-1]["action"] == "update"
+
+
+def test_an_account_deleted_in_auth0_by_hand_is_created_again_by_the_next_change(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            by_hand(world, "DELETE", f"/users/{uid}")
+            world.graph.update_user(user["id"], department="Finance")
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            return await audit_rows(svc)
+
+    rows = asyncio.run(scenario())
+    account = world.account(user["id"])
+    assert account is not None and account["user_metadata"]["department"] == "Finance"
+    assert world.auth0.snapshot()["users"] == 1
+    assert [r["action"] for r in rows if r["action"] == "create"] == ["create", "create"]
