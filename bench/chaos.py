@@ -330,6 +330,7 @@ class AuditMatch:
     unaudited: int = 0  # writes that took effect without an applied audit row
     extra: int = 0  # applied audit rows beyond the writes that took effect
     examples: list[str] = field(default_factory=list)
+    accounts: list[str] = field(default_factory=list)  # the first accounts that do not match
 
     @property
     def exact(self) -> bool:
@@ -379,6 +380,7 @@ def audit_match(entries: list[list[Any]], rows: list[dict[str, Any]], since: flo
         match.unaudited += max(0, w - r)
         match.extra += max(0, r - w)
         if len(match.examples) < 6:
+            match.accounts.append(key[0])
             match.examples.append(f"{key[0]} {key[1]}: {w} write(s) took effect, rows {outcomes[key] or 'none'}")
     match.unaudited += missing_creates
     if created > creates:
@@ -444,7 +446,8 @@ class Result:
     poisoned: list[str] = field(default_factory=list)
     recovered: Counter[str] = field(default_factory=Counter)
     sessions_left: int = 0
-    delta_pass: list[str] = field(default_factory=list)  # the audit rows of the delta pass after the faults
+    delta_pass: list[str] = field(default_factory=list)  # the delta timer's catch-up rows after the faults
+    catch_ups: Counter[str] = field(default_factory=Counter)  # group changes' catch-ups after the faults
     trails: list[str] = field(default_factory=list)  # the last audit rows of a few lost changes' identities
 
 
@@ -555,11 +558,19 @@ async def _verify(env: dict[str, str], result: Result, stopped: float) -> None:
             if row.get("outcome") in {"recovered", "interrupted"}:
                 result.recovered[str(row["outcome"])] += 1
             if row.get("action") == "delta_catch_up" and str(row.get("at", "")) >= after:
-                result.delta_pass.append(f"{row.get('source')}: {row.get('outcome')} ({row.get('detail')})")
-        for change in result.lost[:5]:
-            rows = await svc.audit.for_identity(change.user)
-            trail = ", ".join(f"{r.get('source')} {r.get('action')}:{r.get('outcome')}" for r in rows[-8:])
-            result.trails.append(f"{change.kind} {change.user}: {trail or 'no audit rows'}")
+                if row.get("source") == "delta":
+                    result.delta_pass.append(f"{row.get('outcome')} ({row.get('detail')})")
+                else:
+                    result.catch_ups[str(row.get("outcome"))] += 1
+        lost = [(f"lost {c.kind}", c.user) for c in result.lost[:5]]
+        unmatched = [("audit mismatch", uid.removeprefix("auth0|")) for uid in dict.fromkeys(result.audit.accounts)]
+        for what, identity in lost + unmatched[:3]:
+            rows = await svc.audit.for_identity(identity)
+            trail = ", ".join(
+                f"{r.get('source')} {r.get('action')}:{r.get('outcome')} [{str(r.get('correlation_id'))[:6]}]"
+                for r in rows[-10:]
+            )
+            result.trails.append(f"{what} {identity}: {trail or 'no audit rows'}")
     finally:
         await svc.aclose()
 
@@ -635,8 +646,10 @@ def report(result: Result, size: Size, seconds: float) -> Report:
     notes += [f"Killer: {e}" for e in result.kill_errors]
     notes += [f"Poisoned: {p}" for p in result.poisoned[:8]]
     notes += [f"Duplicate: {d}" for d in result.duplicates[:5]]
-    notes += [f"Delta pass after the faults: {d}" for d in result.delta_pass[:4]]
-    notes += [f"Lost: {t}" for t in result.trails]
+    notes += [f"The delta pass after the faults: {d}" for d in result.delta_pass[:4]]
+    if result.catch_ups:
+        notes.append(f"Group changes' catch-ups after the faults: {_counts(result.catch_ups)}")
+    notes += [f"Audit trail (last rows, [correlation id]) of a {t}" for t in result.trails]
     notes += [f"Drift: {d}" for d in result.drift_examples]
     notes += [f"Audit mismatch: {e}" for e in a.examples]
     drift = sum(result.drift.values())
