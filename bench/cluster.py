@@ -246,7 +246,7 @@ class ClusterConfig:
     # Keys for every target section, e.g. a ``guard:`` line (v1: top level, where Auth0's sections are).
     target_extra: str = ""
     log_entries: int = 400_000  # each emulator's request log (timestamped entries kept)
-    visibility_timeout_s: float = 1.0  # a failed message is retried after this long
+    visibility_timeout_s: float | None = 1.0  # a failed message's retry delay (None: host.json's)
 
 
 @dataclass
@@ -553,13 +553,14 @@ def _host_child(config: dict[str, Any], proto: _Protocol) -> None:
         function_app.app,
         storage_connection=env["AzureWebJobsStorage"],
         app_settings=env,
-        visibility_timeout_s=float(config["visibility_timeout_s"]),
+        visibility_timeout_s=config["visibility_timeout_s"],
         http_port=int(config["http_port"]),
         serve_http=bool(config["serve_http"]),
         on_stop=lambda: bootstrap.app().aclose(),
     )
     host.on_http = on_http
     host.on_message = on_message
+    host.poll_backoff = True  # idle queues polled like the storage extension, up to maxPollingInterval
 
     def drain(message: dict[str, Any]) -> dict[str, Any]:
         with lock:

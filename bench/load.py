@@ -610,7 +610,7 @@ def run(quick: bool) -> Report:
     limited = [6.0, 10.0, 14.0, 18.0, 24.0, 32.0] if quick else [4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0, 32.0]
     phases: list[Phase] = []
     extra: dict[str, Any] = {}
-    with Cluster(ClusterConfig(users=users, hosts=HOSTS, target_extra=UNGUARDED)) as cluster:
+    with Cluster(ClusterConfig(users=users, hosts=HOSTS, target_extra=UNGUARDED, visibility_timeout_s=None)) as cluster:
         boot = time.perf_counter() - started
         print(f"  cluster up in {boot:.0f} s: {cluster.processes()}", flush=True)
         start(cluster)
@@ -639,7 +639,9 @@ def run(quick: bool) -> Report:
 
 def run_scim(mode: Mode, rates: list[float]) -> Phase | None:
     users = 2_500 if mode.quick else 5_000
-    with Cluster(ClusterConfig(users=users, hosts=HOSTS, scim=True, target_extra=UNGUARDED)) as cluster:
+    with Cluster(
+        ClusterConfig(users=users, hosts=HOSTS, scim=True, target_extra=UNGUARDED, visibility_timeout_s=None)
+    ) as cluster:
         start(cluster)
         depth = Depth(cluster.env["AzureWebJobsStorage"])
         try:

@@ -38,7 +38,7 @@ Azure Functions Core Tools cannot be installed here, so this module drives the f
 
 Simplifications (documented, deliberate): one storage connection string serves every ``connection``
 name; queues are polled at a fixed ``polling_interval_s`` (no exponential back-off up to
-``maxPollingInterval``); messages are received invisible for ``functionTimeout`` plus a minute
+``maxPollingInterval`` unless ``poll_backoff`` is set); messages are received invisible for ``functionTimeout`` plus a minute
 instead of 10 minutes renewed while running; ``functionTimeout`` is not enforced on running
 functions; dynamic concurrency, retry policies, output and input bindings are not supported.
 """
@@ -517,6 +517,10 @@ class FunctionsHost:
         # ``on_message(function, body, started_epoch, finished_epoch, ok)`` after a queue function ran.
         self.on_http: Callable[[str, bytes, float], None] | None = None
         self.on_message: Callable[[str, bytes, float, float, bool], None] | None = None
+        # True: an idle queue is polled as the storage extension does, the wait doubling from 100 ms
+        # after each empty receive up to ``maxPollingInterval`` and back to none after a message;
+        # False (default): every ``polling_interval_s``.
+        self.poll_backoff = False
         self.storage_connection = storage_connection
         self.visibility_timeout_s = (
             self.options.queues.visibility_timeout_s if visibility_timeout_s is None else float(visibility_timeout_s)
@@ -995,6 +999,7 @@ class FunctionsHost:
     async def _listen(self, info: FunctionInfo, client: QueueClient) -> None:
         options = self.options.queues
         running: set[asyncio.Task[None]] = set()
+        idle_wait = self.polling_interval_s
         while True:
             if len(running) > options.new_batch_threshold:
                 await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
@@ -1021,8 +1026,12 @@ class FunctionsHost:
                     task.add_done_callback(running.discard)
                     task.add_done_callback(self._message_tasks.discard)
                 self._fetching -= 1
-            if not messages:
-                await asyncio.sleep(self.polling_interval_s)
+            if messages:
+                idle_wait = self.polling_interval_s
+            else:
+                await asyncio.sleep(idle_wait)
+                if self.poll_backoff:
+                    idle_wait = min(max(idle_wait * 2, 0.1), max(options.max_polling_interval_s, 0.1))
 
     def _decode(self, text: Any) -> bytes:
         raw = "" if text is None else str(text)
