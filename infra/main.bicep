@@ -73,6 +73,11 @@ param instanceMemoryMB int = 2048
 @maxValue(10)
 param workerAlwaysReady int = 1
 
+@description('Optional. Always-ready instances of the HTTP functions (the webhooks), billed while idle: Graph wants an answer within 3 s, and a leaver\'s notification comes this way.')
+@minValue(0)
+@maxValue(10)
+param httpAlwaysReady int = 1
+
 @description('Optional. Always-ready instances of sync_lane (notifications, leavers, risk responses), billed while idle; keep at least 1 for the 2 s leaver goal.')
 @minValue(0)
 @maxValue(10)
@@ -187,6 +192,7 @@ module api 'app/api.bicep' = {
     syncMappingFile: syncMappingFile
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    httpAlwaysReady: httpAlwaysReady
     workerAlwaysReady: workerAlwaysReady
     laneAlwaysReady: laneAlwaysReady
   }

@@ -86,6 +86,11 @@ param instanceMemoryMB int = 2048
 @maxValue(10)
 param workerAlwaysReady int = 1
 
+@description('Optional. Always-ready instances of the HTTP functions (Flex scales them together as the group "http"): the webhooks answer Graph within its 3 s, and a leaver\'s notification reaches the lane, without waiting for a cold start.')
+@minValue(0)
+@maxValue(10)
+param httpAlwaysReady int = 1
+
 @description('Optional. Always-ready instances of sync_lane (notifications, leavers, risk responses): a cold start of several seconds would break the lane\'s 2 s goal for a leaver.')
 @minValue(0)
 @maxValue(10)
@@ -137,8 +142,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
-        // Flex scales each queue-triggered function on instances of its own ('function:<name>').
+        // Flex scales the HTTP functions together ('http') and each queue-triggered function on
+        // instances of its own ('function:<name>').
         alwaysReady: [
+          {
+            name: 'http'
+            instanceCount: httpAlwaysReady
+          }
           {
             name: 'function:sync_worker'
             instanceCount: workerAlwaysReady

@@ -254,13 +254,26 @@ def test_azd_falls_back_to_the_bicep_defaults_for_unset_schedules() -> None:
         assert values[name]["value"].endswith(f"={default}}}"), name
 
 
-def test_worker_and_lane_have_always_ready_instances_named_as_flex_names_their_functions() -> None:
+ALWAYS_READY_AND_SCALE = (
+    "maximumInstanceCount",
+    "instanceMemoryMB",
+    "httpAlwaysReady",
+    "workerAlwaysReady",
+    "laneAlwaysReady",
+)
+
+
+def test_webhooks_worker_and_lane_have_always_ready_instances_named_as_flex_names_their_functions() -> None:
     file, site = resource("Microsoft.Web/sites")
     scale = path(file, site.body, "properties", "functionAppConfig", "scaleAndConcurrency")
     ready = {
         literal(file, path(file, e, "name")): file.text(path(file, e, "instanceCount")) for e in _items(file, scale)
     }
-    assert ready == {"function:sync_worker": "workerAlwaysReady", "function:sync_lane": "laneAlwaysReady"}
+    assert ready == {
+        "http": "httpAlwaysReady",
+        "function:sync_worker": "workerAlwaysReady",
+        "function:sync_lane": "laneAlwaysReady",
+    }
     # Each names a queue-triggered function the app defines, on the queue shared/names.py names.
     sources = "\n".join(p.read_text() for p in (INFRA.parent / "functions").glob("*.py"))
     for function, queue in (("sync_worker", "WORK_QUEUE"), ("sync_lane", "LANE_QUEUE")):
@@ -272,23 +285,21 @@ def test_scale_limit_memory_and_always_ready_are_parameters_with_production_defa
     for module in ("main.bicep", "app/api.bicep"):
         bicep = load(module)
         params = bicep.params()
-        defaults = {
-            name: literal(bicep, params[name]["default"])
-            for name in ("maximumInstanceCount", "instanceMemoryMB", "workerAlwaysReady", "laneAlwaysReady")
-        }
+        defaults = {name: literal(bicep, params[name]["default"]) for name in ALWAYS_READY_AND_SCALE}
         # README, "Performance tuning": one worker instance uses up Auth0's 16 requests/s; one vCPU
-        # is what a Python worker process can use; one warm lane instance for the leaver goal.
+        # is what a Python worker process can use; warm webhook and lane instances for the leaver goal.
         assert defaults == {
             "maximumInstanceCount": 10,
             "instanceMemoryMB": 2048,
+            "httpAlwaysReady": 1,
             "workerAlwaysReady": 1,
             "laneAlwaysReady": 1,
         }, module
-        for name in ("maximumInstanceCount", "workerAlwaysReady", "laneAlwaysReady"):
+        for name in ("maximumInstanceCount", "httpAlwaysReady", "workerAlwaysReady", "laneAlwaysReady"):
             assert {"minValue", "maxValue"} <= set(params[name]["decorators"]), f"{module}: {name}"
     main = load("main.bicep")
     api_params = properties(main, path(main, _module(main, "api"), "params"))
-    for name in ("maximumInstanceCount", "instanceMemoryMB", "workerAlwaysReady", "laneAlwaysReady"):
+    for name in ALWAYS_READY_AND_SCALE:
         assert main.text(api_params[name]) == name
     file, site = resource("Microsoft.Web/sites")
     scale = path(file, site.body, "properties", "functionAppConfig", "scaleAndConcurrency")
