@@ -1,8 +1,8 @@
 """The Microsoft Graph client (``msgraph-sdk``) from settings: Azure or the sandbox.
 
-msgraph-sdk's default HTTP client runs every request through eight kiota middleware handlers, each
-opening an OpenTelemetry span. entra-sync keeps the three that do something for it and drops the
-rest (see :data:`MIDDLEWARE`).
+msgraph-sdk's default HTTP client runs every request through eight middleware handlers, the kiota
+ones each opening an OpenTelemetry span. entra-sync keeps the three that do something for it and
+drops the rest (see :func:`middleware`).
 """
 
 from __future__ import annotations
