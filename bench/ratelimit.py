@@ -13,10 +13,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from bench.common import Report, Sandbox, Table, prime, take_queued, verdict
+from bench.common import REPO, Report, Sandbox, Table, prime, take_queued, verdict
 from sandbox.auth0 import RATE_LIMIT_PRESETS, rate_limit_preset
+from sandbox.host import HostOptions
 
-CONCURRENCY = 6  # host.json: batchSize 4 + newBatchThreshold 2
+_QUEUES = HostOptions.load(REPO / "host.json").queues
+CONCURRENCY = _QUEUES.batch_size + _QUEUES.new_batch_threshold  # what one instance runs at once
 IMPORT_USERS = 10_000
 IMPORT_TIMEOUT_S = 600.0
 
