@@ -37,13 +37,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
-import httpx
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import TextBase64DecodePolicy
 
-from bench.cluster import Cluster, ClusterConfig
+from bench.cluster import Cluster, ClusterConfig, Remote
 from bench.common import UNGUARDED, Report, Table, prime, verdict
 from shared import bootstrap, names
 from shared.bootstrap import App
@@ -100,22 +99,6 @@ FULL = Size(users=2_000, changes=700, rate=6.0, hosts=3, kill_every_s=10.0, conv
 # -- the emulators, through their control endpoints ------------------------------------------------
 
 
-class Control:
-    """An emulator's ``/_control`` endpoints, from the URL SDKs point at."""
-
-    def __init__(self, base_url: str) -> None:
-        parts = urlsplit(base_url)
-        self.http = httpx.Client(base_url=f"{parts.scheme}://{parts.netloc}/_control", timeout=120.0)
-
-    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        response = self.http.request(method, path, json=body, params=params or None)
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def close(self) -> None:
-        self.http.close()
-
-
 def fault_rules(route: str, shares: tuple[tuple[str, int, float], ...]) -> list[dict[str, Any]]:
     """Rules that fail ``route``'s calls in the given shares (the injector tries the rules in order)."""
     rules, left = [], 1.0
@@ -132,22 +115,22 @@ def fault_rules(route: str, shares: tuple[tuple[str, int, float], ...]) -> list[
 
 @dataclass
 class Faults:
-    graph: Control
-    auth0: Control
+    graph: Remote
+    auth0: Remote
     seed: int
 
     def on(self) -> None:
-        self.auth0.call("PUT", "faults", {"seed": self.seed, "rules": fault_rules("mgmt.*", AUTH0_FAULTS)})
-        self.auth0.call("PUT", "limits", AUTH0_LIMIT)
-        self.graph.call("PUT", "faults", {"seed": self.seed + 1, "rules": fault_rules("*", GRAPH_FAULTS)})
-        self.graph.call("PUT", "notifications", {**NOTIFICATIONS, "seed": self.seed + 2})
+        self.auth0.control("PUT", "/_control/faults", {"seed": self.seed, "rules": fault_rules("mgmt.*", AUTH0_FAULTS)})
+        self.auth0.control("PUT", "/_control/limits", AUTH0_LIMIT)
+        self.graph.control("PUT", "/_control/faults", {"seed": self.seed + 1, "rules": fault_rules("*", GRAPH_FAULTS)})
+        self.graph.control("PUT", "/_control/notifications", {**NOTIFICATIONS, "seed": self.seed + 2})
 
     def off(self) -> None:
         """Every fault off; copies already held still go out (the queue is not cleared)."""
-        self.auth0.call("PUT", "faults", {"rules": []})
-        self.auth0.call("PUT", "limits", {})
-        self.graph.call("PUT", "faults", {"rules": []})
-        self.graph.call("PUT", "notifications", FAITHFUL)
+        self.auth0.control("PUT", "/_control/faults", {"rules": []})
+        self.auth0.control("PUT", "/_control/limits", {})
+        self.graph.control("PUT", "/_control/faults", {"rules": []})
+        self.graph.control("PUT", "/_control/notifications", FAITHFUL)
 
 
 # -- the load --------------------------------------------------------------------------------------
@@ -161,11 +144,11 @@ class Change:
     at: float = 0.0
 
 
-def plan(graph: Control, auth0: Control, groups: list[str], count: int, rng: random.Random) -> list[Change]:
+def plan(graph: Remote, auth0: Remote, groups: list[str], count: int, rng: random.Random) -> list[Change]:
     """``count`` changes of benchmark 1's mix, each on its own user; joiners are created disabled
     and leavers given a session and a refresh token now, so applying a change is one Entra write
     (two for a joiner: enabled, then added to the first group)."""
-    dump = graph.call("GET", "snapshot/full")["dump"]
+    dump = graph.control("GET", "/_control/snapshot/full")["dump"]
     in_sales = set(dump["members"].get(groups[1], []))
     members = [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
     rng.shuffle(members)
@@ -177,8 +160,8 @@ def plan(graph: Control, auth0: Control, groups: list[str], count: int, rng: ran
         kind = rng.choices([k for k, _ in MIX], [s for _, s in MIX])[0]
         n = len(changes)
         if kind == "joiner":
-            user = graph.call(
-                "POST", "users",
+            user = graph.control(
+                "POST", "/_control/users",
                 {"displayName": f"Chaos Joiner {n}", "givenName": "Chaos", "surname": f"Joiner{n}",
                  "mail": f"chaos.joiner.{n}@sandbox.example", "accountEnabled": False, "userType": "Member",
                  "userPrincipalName": f"chaos.joiner.{n}@sandbox.onmicrosoft.com"},
@@ -189,22 +172,24 @@ def plan(graph: Control, auth0: Control, groups: list[str], count: int, rng: ran
         if kind == "group change" and entra_id in in_sales:
             continue
         if kind == "leaver":
-            auth0.call("POST", "sessions", {"user_id": f"auth0|{entra_id}", "sessions": 1, "refresh_tokens": 1})
+            auth0.control(
+                "POST", "/_control/sessions", {"user_id": f"auth0|{entra_id}", "sessions": 1, "refresh_tokens": 1}
+            )
         changes.append(Change(kind, entra_id, f"Chaos {n}" if kind == "mover" else ""))
     return changes
 
 
-def apply(graph: Control, groups: list[str], change: Change) -> None:
+def apply(graph: Remote, groups: list[str], change: Change) -> None:
     """Make ``change`` in Entra."""
     if change.kind == "joiner":
-        graph.call("PATCH", "users", {"id": change.user, "accountEnabled": True})
-        graph.call("POST", "members", {"group_id": groups[0], "member_id": change.user})
+        graph.control("PATCH", "/_control/users", {"id": change.user, "accountEnabled": True})
+        graph.control("POST", "/_control/members", {"group_id": groups[0], "member_id": change.user})
     elif change.kind == "mover":
-        graph.call("PATCH", "users", {"id": change.user, "department": change.value})
+        graph.control("PATCH", "/_control/users", {"id": change.user, "department": change.value})
     elif change.kind == "group change":
-        graph.call("POST", "members", {"group_id": groups[1], "member_id": change.user})
+        graph.control("POST", "/_control/members", {"group_id": groups[1], "member_id": change.user})
     else:
-        graph.call("PATCH", "users", {"id": change.user, "accountEnabled": False})
+        graph.control("PATCH", "/_control/users", {"id": change.user, "accountEnabled": False})
 
 
 @dataclass
@@ -215,8 +200,8 @@ class Auth0State:
     refresh_tokens: int
 
     @classmethod
-    def read(cls, auth0: Control) -> Auth0State:
-        snap = auth0.call("GET", "snapshot", dump="true")
+    def read(cls, auth0: Remote) -> Auth0State:
+        snap = auth0.control("GET", "/_control/snapshot", dump="true")
         dump = snap["dump"]
         role_names = {r["id"]: r["name"] for r in dump["roles"]}
         roles = {u: {role_names.get(r, r) for r in ids} for u, ids in dump["user_roles"].items()}
@@ -461,47 +446,39 @@ def statuses(entries: list[list[Any]], since: float, until: float) -> Counter[st
     return counts
 
 
-def entries_of(control: Control) -> list[list[Any]]:
-    return list(control.call("GET", "requests/entries")["entries"])
-
-
 def drive(size: Size, seed: int) -> Result:
     result = Result()
     rng = random.Random(seed)
     config = ClusterConfig(users=size.users, seed=seed, hosts=size.hosts, mapping_extra=UNGUARDED)
     with Cluster(config) as cluster:
         env = cluster.env
-        graph, auth0 = Control(env["GRAPH_BASE_URL"]), Control(env["AUTH0_BASE_URL"])
+        graph, auth0 = cluster.graph, cluster.auth0
         faults = Faults(graph, auth0, seed)
-        try:
-            asyncio.run(_prime(env))
-            cluster.run_timer("subscriptions_renew")
-            result.changes = plan(graph, auth0, cluster.group_ids, size.changes, rng)
-            graph.call("POST", "notifications/wait", {"timeout_s": 30})
-            started = time.time()
-            faults.on()
-            with Killer(cluster, size.kill_every_s, seed + 3) as killer:
-                for n, change in enumerate(result.changes):
-                    time.sleep(max(0.0, started + n / size.rate - time.time()))
-                    change.at = time.time()
-                    apply(graph, cluster.group_ids, change)
-            result.kills, result.kill_errors, result.in_flight = killer.kills, killer.errors, killer.in_flight
-            result.load_s = time.time() - started
-            faults.off()
-            stopped = time.time()
-            graph.call("POST", "notifications/wait", {"timeout_s": 30})
-            result.notifications = graph.call("GET", "notifications")
-            cluster.run_timer("delta_sync")
-            asyncio.run(_converge(env, auth0, cluster, result, stopped, size.converge_s))
-            result.calls = {
-                name: statuses(entries_of(control), started, stopped)
-                for name, control in (("Auth0", auth0), ("Graph", graph))
-            }
-            result.audit = asyncio.run(_audit(env, entries_of(auth0), started))
-            asyncio.run(_verify(env, result, stopped))
-        finally:
-            graph.close()
-            auth0.close()
+        asyncio.run(_prime(env))
+        cluster.run_timer("subscriptions_renew")
+        result.changes = plan(graph, auth0, cluster.group_ids, size.changes, rng)
+        graph.control("POST", "/_control/notifications/wait", {"timeout_s": 30})
+        started = time.time()
+        faults.on()
+        with Killer(cluster, size.kill_every_s, seed + 3) as killer:
+            for n, change in enumerate(result.changes):
+                time.sleep(max(0.0, started + n / size.rate - time.time()))
+                change.at = time.time()
+                apply(graph, cluster.group_ids, change)
+        result.kills, result.kill_errors, result.in_flight = killer.kills, killer.errors, killer.in_flight
+        result.load_s = time.time() - started
+        faults.off()
+        stopped = time.time()
+        graph.control("POST", "/_control/notifications/wait", {"timeout_s": 30})
+        result.notifications = graph.control("GET", "/_control/notifications")
+        cluster.run_timer("delta_sync")
+        asyncio.run(_converge(env, auth0, cluster, result, stopped, size.converge_s))
+        result.calls = {
+            name: statuses(control.entries(), started, stopped)
+            for name, control in (("Auth0", auth0), ("Graph", graph))
+        }
+        result.audit = asyncio.run(_audit(env, auth0.entries(), started))
+        asyncio.run(_verify(env, result, stopped))
     return result
 
 
@@ -514,7 +491,7 @@ async def _prime(env: dict[str, str]) -> None:
 
 
 async def _converge(
-    env: dict[str, str], auth0: Control, cluster: Cluster, result: Result, stopped: float, bound_s: float
+    env: dict[str, str], auth0: Remote, cluster: Cluster, result: Result, stopped: float, bound_s: float
 ) -> None:
     """Wait (bounded) until every change shows in Auth0 and the queues are empty and the hosts idle."""
     svc = bootstrap.init(Settings.from_env(env))
