@@ -376,6 +376,8 @@ class Observed:
                 c.hops.append(("user", runs[0][0], runs[0][1]))
             c.started = c.hops[0][1] if c.hops else 0.0
             c.converged = self._converged(c, runs)
+            if c.kind == "group change" and len(c.hops) > 1 and c.converged and c.converged <= c.hops[1][1]:
+                del c.hops[1]  # the group item converged the member itself; that user run was a later change's
             if c.converged and scim and c.kind != "no-op":
                 c.converged = self._scim_converged(c)
 
@@ -467,6 +469,7 @@ class Phase:
     steps: list[Offer] = field(default_factory=list)
     levels: list[tuple[float, float, list[Change], Meter]] = field(default_factory=list)  # share, rate, changes
     reason: str = ""
+    answers: list[float] = field(default_factory=list)  # graph_webhook's answer times during the levels
 
 
 def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str, float], ...], steady: bool,
@@ -509,6 +512,7 @@ def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str
     depth.wait_empty(60)
     since = time.time()
     cluster_events_reset(cluster)
+    answered = len(_answers(cluster))
     for share in shares:
         rate = max(1.0, best * share)
         before = Meter.read(cluster)
@@ -517,6 +521,7 @@ def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str
         meter = Meter.read(cluster).minus(before)
         phase.levels.append((share, rate, run.changes, meter))
         print(f"  {name}: {share:.0%} = {rate:.1f}/s: {len(run.changes)} changes", flush=True)
+    phase.answers = _answers(cluster)[answered:]
     observed.gather(cluster, since)
     for _share, _rate, changes, _meter in phase.levels:
         observed.resolve(changes, tenant.sales, scim)
@@ -537,6 +542,11 @@ def start(cluster: Cluster) -> None:
 
     asyncio.run(go())
     cluster.run_timer("subscriptions_renew")
+
+
+def _answers(cluster: Cluster) -> list[float]:
+    stats = cluster.webhook_host.call("stats", raw=True)["host"]
+    return list(stats.get("graph_webhook", {}).get("samples", {}).get("answer_time_s", []))
 
 
 def cluster_events_reset(cluster: Cluster) -> None:
@@ -578,8 +588,9 @@ def backlog_leavers(cluster: Cluster, tenant: Tenant, depth: Depth, mode: Mode) 
     cluster_events_reset(cluster)
     run = offer(tenant, depth, (("leaver", 1.0),), True, 2.0, 8.0 if mode.quick else 20.0, drain_limit_s=0)
     observed = Observed()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until the leavers converged (or 30 s)
+    settle_s = 20.0 if mode.quick else 30.0
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:  # until the leavers converged (or the settle time is up)
         time.sleep(1.0)
         observed.gather(cluster, since)
         observed.resolve(run.changes, tenant.sales, False)
@@ -607,7 +618,7 @@ def run(quick: bool) -> Report:
     users = 4_000 if quick else 8_000
     first = [10.0, 20.0, 30.0, 45.0, 60.0] if quick else [10.0, 20.0, 30.0, 40.0, 50.0, 65.0, 80.0]
     rates = [20.0, 35.0, 50.0, 70.0, 90.0] if quick else [10.0, 20.0, 30.0, 40.0, 50.0, 65.0, 80.0, 100.0]
-    limited = [6.0, 10.0, 14.0, 18.0, 24.0, 32.0] if quick else [4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0, 32.0]
+    limited = [6.0, 10.0, 14.0, 18.0, 24.0, 32.0]
     phases: list[Phase] = []
     extra: dict[str, Any] = {}
     with Cluster(ClusterConfig(users=users, hosts=HOSTS, target_extra=UNGUARDED, visibility_timeout_s=None)) as cluster:
@@ -660,7 +671,8 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
                     "group item end -> user item start p50", "e2e p50", "e2e p99", "max"])  # fmt: skip
     calls = Table(["mix", "level", "Auth0 / change", "Graph / change", "SCIM / change", "Table round trips / change",
                    "queue ops / change", "queue receives / s (polling)", "Auth0 by route"])  # fmt: skip
-    cpu = Table(["mix", "level", "process", "CPU ms / change", "CPU share of the window"])
+    procs = ["host-0", "host-1", "azurite", "graph", "auth0", "scim", "driver"]
+    cpu = Table(["mix", "level", *(f"{p} ms" for p in procs), "all ms", "cores busy"])
     goals: list[str] = []
     steps = Table(["mix", "offered /s", "achieved /s", "queue depth at the end", "drained in", "verdict"])
     for phase in phases:
@@ -680,10 +692,11 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
             calls.rows.append([phase.name, f"{share:.0%}", f"{per['auth0']:.2f}", f"{per['graph']:.2f}",
                                f"{per['scim']:.2f}", f"{per['table']:.2f}", f"{per['queue']:.2f}",
                                f"{per['receives/s']:.0f}", routes])  # fmt: skip
-            if share == 0.5:
-                for proc, seconds in sorted(meter.cpu.items()):
-                    cpu.rows.append([phase.name, f"{share:.0%}", proc, f"{seconds * 1000 / max(len(changes), 1):.1f}",
-                                     f"{seconds / max(meter.at, 0.001):.0%}"])  # fmt: skip
+            n = max(len(changes), 1)
+            cells = [f"{meter.cpu[p] * 1000 / n:.1f}" if p in meter.cpu else "-" for p in procs]
+            busy = sum(meter.cpu.values())
+            cpu.rows.append([phase.name, f"{share:.0%}", *cells, f"{busy * 1000 / n:.1f}",
+                             f"{busy / max(meter.at, 0.001):.2f}"])  # fmt: skip
         every = [c for _s, _r, changes, _m in phase.levels for c in changes]
         for kind in sorted({c.kind for c in every}):
             mine = [c for c in every if c.kind == kind and c.converged]
@@ -697,6 +710,9 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
                                 _ms(percentile(runs, 50)), _ms(percentile(hop, 50)) if hop else "-",
                                 _ms(percentile(lat, 50)), _ms(percentile(lat, 99)),
                                 _ms(max(lat, default=math.nan))])  # fmt: skip
+    answers = Table(["mix", "requests", "p50", "p95", "p99", "max"])
+    for phase in phases:
+        answers.rows.append([phase.name, *pcts(phase.answers)])
     goals += _goals(phases, extra)
     inputs = [
         f"{HOSTS} host stand-ins (one serving the webhooks) on one Azurite; Graph, Auth0 and SCIM emulators and "
@@ -709,9 +725,14 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
     tables = [
         ("End to end (notification received by the webhook -> the target's write in the emulator's log)", summary),
         ("Where the time goes (per kind; group changes: the group item, then the user item it fans out to)", stages),
+        ("graph_webhook's answer to the Graph emulator (on the host serving HTTP, during the latency levels)", answers),
         ("Finding the sustainable rate (queue depth = lane + work queue, Azurite's count, in flight included)", steps),
         ("Calls and round trips per change (over each latency level, drain included)", calls),
-        ("CPU per change, per process (50% level)", cpu),
+        (
+            "CPU per change, per process (CPU seconds over the level, drain included, / changes; cores busy = all "
+            "processes' CPU seconds / wall seconds, of 2)",
+            cpu,
+        ),
     ]
     if "backlog" in extra:
         changes, where = extra["backlog"]
@@ -766,12 +787,15 @@ def _goals(phases: list[Phase], extra: dict[str, Any]) -> list[str]:
             fc = f"; first contact {sum(lv[3].auth0.total() for lv in first.levels) / max(n1, 1):.2f}"
         out.append(verdict(auth0 <= 1.5, f"<= 1.5 Auth0 calls per change over the steady mix ({auth0:.2f}{fc})"))
         out.append(verdict(table <= 4, f"<= 4 Table Storage round trips per change over the steady mix ({table:.2f})"))
+    answers = [a for p in phases for a in p.answers]
+    out.append(verdict(percentile(answers, 99) < 3.0, f"webhook answer p99 well under Graph's 3 s "
+                       f"({_ms(percentile(answers, 99))})"))  # fmt: skip
     if "backlog" in extra:
         lat = e2e(extra["backlog"][0])
         p99 = percentile(lat, 99)
         unconverged = len(extra["backlog"][0]) - len(lat)
         out.append(verdict(p99 <= 2.0 and not unconverged, f"leaver p99 <= 2 s with {BACKLOG:,} backfill items "
-                           f"queued ({_ms(p99)}; {unconverged} not converged within 30 s)"))  # fmt: skip
+                           f"queued ({_ms(p99)}; {unconverged} not converged in the settle time)"))  # fmt: skip
     return out
 
 

@@ -1,7 +1,7 @@
 """Run the benchmarks and write BENCHMARKS.md.
 
     python -m bench            full run (about 30 minutes on the 2-core sandbox machine, 17 of them
-                               the 10,000-user SCIM backfill)
+                               the 10,000-user SCIM backfill; propagation about 11)
     python -m bench --quick    smaller inputs (about 8 minutes)
     python -m bench --only propagation,efficiency
 
