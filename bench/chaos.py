@@ -626,7 +626,7 @@ def report(result: Result, size: Size, seconds: float) -> Report:
     notes += [f"The delta pass after the faults: {d}" for d in result.delta_pass[:4]]
     if result.catch_ups:
         notes.append(f"Group changes' catch-ups after the faults: {_counts(result.catch_ups)}")
-    notes += [f"Audit trail (last rows, [correlation id]) of a {t}" for t in result.trails]
+    notes += [f"Audit trail (its last rows, [correlation id]), {t}" for t in result.trails]
     notes += [f"Drift: {d}" for d in result.drift_examples]
     notes += [f"Audit mismatch: {e}" for e in a.examples]
     drift = sum(result.drift.values())
@@ -647,7 +647,8 @@ def report(result: Result, size: Size, seconds: float) -> Report:
             verdict(not result.lost, f"changes lost 0 ({len(result.lost)})"),
             verdict(
                 a.exact and a.writes > 0,
-                f"exactly 1 applied audit row per effective change ({a.unaudited} unaudited, {a.extra} extra)",
+                f"exactly 1 applied audit row per effective change ({a.unaudited} unaudited, {a.extra} extra; "
+                "the accounts' audit trails are below)",
             ),
             verdict(not result.poisoned, f"no poison messages, none of the load is bad data ({len(result.poisoned)})"),
             verdict(mid > 0, f"host processes killed mid-item ({mid} of {result.kills} kills)"),
