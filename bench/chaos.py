@@ -93,7 +93,7 @@ class Size:
 
 
 QUICK = Size(users=400, changes=90, rate=6.0, hosts=2, kill_every_s=8.0, converge_s=75.0)
-FULL = Size(users=2_000, changes=700, rate=6.0, hosts=3, kill_every_s=10.0, converge_s=150.0)
+FULL = Size(users=2_000, changes=480, rate=6.0, hosts=3, kill_every_s=10.0, converge_s=240.0)
 
 
 # -- the emulators, through their control endpoints ------------------------------------------------
@@ -433,6 +433,8 @@ class Result:
     sessions_left: int = 0
     delta_pass: list[str] = field(default_factory=list)  # the delta timer's catch-up rows after the faults
     catch_ups: Counter[str] = field(default_factory=Counter)  # group changes' catch-ups after the faults
+    quarantined: list[int] = field(default_factory=list)  # after the faults: shares deferred by a tripped breaker (s)
+    deferred_other: int = 0  # after the faults: shares deferred for a rate limit or a busy lease
     trails: list[str] = field(default_factory=list)  # the last audit rows of a few lost changes' identities
 
 
@@ -534,8 +536,14 @@ async def _verify(env: dict[str, str], result: Result, stopped: float) -> None:
         for row in await svc.audit.all():
             if row.get("outcome") in {"recovered", "interrupted"}:
                 result.recovered[str(row["outcome"])] += 1
+            if row.get("action") == "deferred" and str(row.get("at", "")) >= after:
+                m = re.search(r"quarantined .* runs again in (\d+) s", str(row.get("detail", "")))
+                if m:
+                    result.quarantined.append(int(m.group(1)))
+                else:
+                    result.deferred_other += 1
             if row.get("action") == "delta_catch_up" and str(row.get("at", "")) >= after:
-                if row.get("source") == "delta":
+                if row.get("source") == "delta":  # the timer's pass
                     result.delta_pass.append(f"{row.get('outcome')} ({row.get('detail')})")
                 else:
                     result.catch_ups[str(row.get("outcome"))] += 1
@@ -597,6 +605,11 @@ def report(result: Result, size: Size, seconds: float) -> Report:
         if a.writes else "no writes",
     ])  # fmt: skip
     table.rows.append(["poison messages", str(len(result.poisoned))])
+    table.rows.append([
+        "shares deferred after the faults stopped",
+        f"{len(result.quarantined)} by Auth0's circuit breaker (quarantined; each for up to "
+        f"{max(result.quarantined, default=0)} s), {result.deferred_other} for a rate limit or a busy lease",
+    ])  # fmt: skip
     table.rows.append(["converged after the faults stopped", _secs(result.converged_s)])
     table.rows.append(["queues drained after the faults stopped", _secs(result.drained_s)])
     notes = [
