@@ -315,7 +315,7 @@ class AuditMatch:
     unaudited: int = 0  # writes that took effect without an applied audit row
     extra: int = 0  # applied audit rows beyond the writes that took effect
     examples: list[str] = field(default_factory=list)
-    accounts: list[str] = field(default_factory=list)  # the first accounts that do not match
+    accounts: list[str] = field(default_factory=list)  # the accounts that do not match
 
     @property
     def exact(self) -> bool:
@@ -364,8 +364,8 @@ def audit_match(entries: list[list[Any]], rows: list[dict[str, Any]], since: flo
             continue
         match.unaudited += max(0, w - r)
         match.extra += max(0, r - w)
+        match.accounts.append(key[0])
         if len(match.examples) < 6:
-            match.accounts.append(key[0])
             match.examples.append(f"{key[0]} {key[1]}: {w} write(s) took effect, rows {outcomes[key] or 'none'}")
     match.unaudited += missing_creates
     if created > creates:
@@ -433,6 +433,7 @@ class Result:
     sessions_left: int = 0
     delta_pass: list[str] = field(default_factory=list)  # the delta timer's catch-up rows after the faults
     catch_ups: Counter[str] = field(default_factory=Counter)  # group changes' catch-ups after the faults
+    mismatch_causes: Counter[str] = field(default_factory=Counter)  # accounts by what their trail shows
     quarantined: list[int] = field(default_factory=list)  # after the faults: shares deferred by a tripped breaker (s)
     deferred_other: int = 0  # after the faults: shares deferred for a rate limit or a busy lease
     trails: list[str] = field(default_factory=list)  # the last audit rows of a few lost changes' identities
@@ -549,6 +550,8 @@ async def _verify(env: dict[str, str], result: Result, stopped: float) -> None:
                     result.catch_ups[str(row.get("outcome"))] += 1
         lost = [(f"lost {c.kind}", c.user) for c in result.lost[:5]]
         unmatched = [("audit mismatch", uid.removeprefix("auth0|")) for uid in dict.fromkeys(result.audit.accounts)]
+        for _, identity in unmatched:
+            result.mismatch_causes[why_unmatched(await svc.audit.for_identity(identity))] += 1
         for what, identity in lost + unmatched[:3]:
             rows = await svc.audit.for_identity(identity)
             trail = ", ".join(
@@ -558,6 +561,16 @@ async def _verify(env: dict[str, str], result: Result, stopped: float) -> None:
             result.trails.append(f"{what} {identity}: {trail or 'no audit rows'}")
     finally:
         await svc.aclose()
+
+
+def why_unmatched(rows: list[dict[str, Any]]) -> str:
+    """What an account's audit trail shows happened to it: an attempt killed part-way (the next
+    one recorded what it found), an attempt that failed part-way (and was retried), or neither."""
+    if any(r.get("outcome") in {"recovered", "interrupted"} for r in rows):
+        return "an attempt killed part-way"
+    if any(r.get("action") == "sync" and r.get("outcome") == "retrying" for r in rows):
+        return "an attempt failed part-way and was retried"
+    return "neither a killed nor a failed attempt"
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -660,8 +673,9 @@ def report(result: Result, size: Size, seconds: float) -> Report:
             verdict(not result.lost, f"changes lost 0 ({len(result.lost)})"),
             verdict(
                 a.exact and a.writes > 0,
-                f"exactly 1 applied audit row per effective change ({a.unaudited} unaudited, {a.extra} extra; "
-                "the accounts' audit trails are below)",
+                f"exactly 1 applied audit row per effective change ({a.unaudited} unaudited, {a.extra} extra"
+                + (f"; accounts whose trail shows {_counts(result.mismatch_causes)}" if result.mismatch_causes else "")
+                + ")",
             ),
             verdict(not result.poisoned, f"no poison messages, none of the load is bad data ({len(result.poisoned)})"),
             verdict(mid > 0, f"host processes killed mid-item ({mid} of {result.kills} kills)"),

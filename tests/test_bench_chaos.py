@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.chaos import AUTH0_FAULTS, Auth0State, Change, audit_match, fault_rules
+from bench.chaos import AUTH0_FAULTS, Auth0State, Change, audit_match, fault_rules, why_unmatched
 
 UID = "auth0|0f0c0a0e-0000-4000-8000-000000000001"
 PATH = "/api/v2/users/auth0%7C0f0c0a0e-0000-4000-8000-000000000001"
@@ -69,3 +69,11 @@ def test_the_auth0_state_shows_each_change_and_finds_duplicates() -> None:
     assert not state.shows(Change("group change", oid))
     assert not state.shows(Change("joiner", oid))  # blocked
     assert state.duplicates() == [f"email a@x.example: {UID}, auth0|other"]
+
+
+def test_an_unmatched_account_is_put_down_to_what_its_trail_shows() -> None:
+    killed = [row("block", "recovered"), row("revoke_sessions")]
+    failed = [{"action": "sync", "outcome": "retrying"}, row("revoke_sessions")]
+    assert why_unmatched(killed) == "an attempt killed part-way"
+    assert why_unmatched(failed) == "an attempt failed part-way and was retried"
+    assert why_unmatched([row("update")]) == "neither a killed nor a failed attempt"
