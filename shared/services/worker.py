@@ -434,9 +434,14 @@ class Worker:
             for index in range(len(plan.actions)):
                 current_link = await self._apply_one(work, plan, index, early, outcome, rows, current_link, clock)
         finally:
-            for started in early.values():  # a revocation sent beside one that failed: let it land
+            # A revocation sent beside one that failed: let it land, and record it if it took effect
+            # (the retry sends it again, harmlessly, and records that one too).
+            for index, started in early.items():
                 with contextlib.suppress(Exception):
-                    await started
+                    applied = await started
+                    action = plan.actions[index]
+                    shown = _safe_diff(action, work.job.target.capabilities.entitlements or "entitlements")
+                    self._record(work, action, outcome, rows, applied.warning, shown)
         return current_link
 
     async def _apply_one(
@@ -454,7 +459,6 @@ class Worker:
         Both revocations go out together: they are independent, and the deprovision was recorded
         (``START_DEPROVISION``) before either."""
         item, job, lease = work.item, work.job, work.lease
-        rules = job.target.rules
         action = plan.actions[index]
 
         def fence() -> None:
@@ -496,7 +500,17 @@ class Worker:
             fence()
             current_link = await self._bookkeep(action, item.id, job, outcome.target_id, current_link)
         clock.add("target_write" if action.writes_target else "storage", t)
-        label = rules.label(action.kind)
+        self._record(work, action, outcome, rows, warning, shown)
+        if action.kind is not ActionKind.SKIP:
+            self.leases.fence_after_write(lease)  # a write that may have landed late: converge again
+        return current_link
+
+    def _record(
+        self, work: _Work, action: Action, outcome: Outcome, rows: list[AuditRow], warning: str, shown: Any
+    ) -> None:
+        """An action done: in the outcome, and as its audit row (settled with the others)."""
+        item, job = work.item, work.job
+        label = job.target.rules.label(action.kind)
         outcome.actions.append(label)
         if warning:
             outcome.warnings.append(warning)
@@ -507,9 +521,6 @@ class Worker:
                 item, job.name, label, result, outcome.target_id, diff=shown, detail=warning or action.reason
             )
         )
-        if action.kind is not ActionKind.SKIP:
-            self.leases.fence_after_write(lease)  # a write that may have landed late: converge again
-        return current_link
 
     async def _record_conflicts(
         self, source_id: str, job: TargetJob, target_id: str, link: Link | None, refused: Mapping[str, Any]

@@ -6,6 +6,7 @@ right. This is the trade-off the README's guarantees describe."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from sandbox.azurite import Azurite
+from sandbox.server import FaultRule
 from shared.core.work import user_item
 from tests.integration.world import World, audit_rows, run_worker, services_for
 
@@ -120,3 +122,30 @@ def test_an_account_deleted_in_auth0_by_hand_is_created_again_by_the_next_change
     assert account is not None and account["user_metadata"]["department"] == "Finance"
     assert world.auth0.snapshot()["users"] == 1
     assert [r["action"] for r in rows if r["action"] == "create"] == ["create", "create"]
+
+
+def test_both_revocations_go_out_together_and_each_that_took_effect_has_its_audit_row(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))
+            world.auth0.add_sessions(uid, 2, refresh_tokens=2)
+            world.graph.update_user(user["id"], accountEnabled=False)
+            # The sessions revocation fails once; the refresh tokens' one, sent beside it, lands.
+            world.auth0.faults.configure([FaultRule("mgmt.users.sessions.delete", kind="error", status=503, count=1)])
+            item = user_item(user["id"], "notification")
+            await run_worker(indexed, item)
+            await run_worker(indexed, dataclasses.replace(item, target="auth0", attempt=1))  # its retry
+            return await audit_rows(svc)
+
+    rows = asyncio.run(scenario())
+    landed = Counter(e.route for e in world.auth0.log.entries() if e.write and e.status < 300)
+    recorded = Counter(r["action"] for r in rows if r["outcome"] == "ok")
+    assert landed["mgmt.users.refresh_tokens.delete"] == recorded["revoke_refresh_tokens"] == 2
+    assert landed["mgmt.users.sessions.delete"] == recorded["revoke_sessions"] == 1
+    assert world.auth0.sessions_of(uid) == {"sessions": 0, "refresh_tokens": 0}
+    assert ("sync", "retrying") in [(r["action"], r["outcome"]) for r in rows]
