@@ -93,7 +93,7 @@ class Size:
 
 
 QUICK = Size(users=400, changes=90, rate=6.0, hosts=2, kill_every_s=8.0, converge_s=75.0)
-FULL = Size(users=2_000, changes=480, rate=6.0, hosts=3, kill_every_s=10.0, converge_s=240.0)
+FULL = Size(users=2_000, changes=600, rate=6.0, hosts=3, kill_every_s=10.0, converge_s=200.0)
 
 
 # -- the emulators, through their control endpoints ------------------------------------------------
