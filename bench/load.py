@@ -361,6 +361,7 @@ class Observed:
 
     def resolve(self, changes: list[Change], group_id: str, scim: bool) -> None:
         for c in changes:
+            c.hops = []
             key = group_id if c.kind == "group change" else c.user
             receipts = [t for t in self.webhook.get(key, []) if t >= c.at - 0.001]
             c.notified = min(receipts, default=0.0)
@@ -470,6 +471,7 @@ class Phase:
     levels: list[tuple[float, float, list[Change], Meter]] = field(default_factory=list)  # share, rate, changes
     reason: str = ""
     answers: list[float] = field(default_factory=list)  # graph_webhook's answer times during the levels
+    drains: list[float] = field(default_factory=list)  # per level: seconds until the queues were empty after it
 
 
 def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str, float], ...], steady: bool,
@@ -520,12 +522,19 @@ def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str
         time.sleep(0.5)
         meter = Meter.read(cluster).minus(before)
         phase.levels.append((share, rate, run.changes, meter))
-        print(f"  {name}: {share:.0%} = {rate:.1f}/s: {len(run.changes)} changes", flush=True)
+        phase.drains.append(run.drain_s)
+        print(f"  {name}: {share:.0%} = {rate:.1f}/s: {len(run.changes)} changes, drained in {run.drain_s:.1f} s",
+              flush=True)  # fmt: skip
     phase.answers = _answers(cluster)[answered:]
-    observed.gather(cluster, since)
-    for _share, _rate, changes, _meter in phase.levels:
-        observed.resolve(changes, tenant.sales, scim)
-        tenant.settled(changes)
+    every = [c for _s, _r, changes, _m in phase.levels for c in changes]
+    deadline = time.monotonic() + (10.0 if mode.quick else 20.0)
+    while True:  # late ones (a wait, a retry) are read with their real latency, for a bounded time
+        observed.gather(cluster, since)
+        observed.resolve(every, tenant.sales, scim)
+        if all(c.converged for c in every) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    tenant.settled(every)
     return phase
 
 
@@ -632,12 +641,12 @@ def run(quick: bool) -> Report:
                                   shares=mode.shares))  # fmt: skip
             first_pass(cluster, tenant, depth, mode)
             phases.append(measure(cluster, tenant, depth, STEADY, True, mode, "steady state", rates))
+            # Before the Enterprise limits: what the product learnt from 429s must not slow the leavers.
+            extra["backlog"] = backlog_leavers(cluster, tenant, depth, mode)
             cluster.auth0.control("PUT", "/_control/limits", ENTERPRISE)
             phases.append(measure(cluster, tenant, depth, STEADY, True, mode, "steady state, Enterprise limits",
                                   limited, shares=mode.shares, step_s=2 * mode.step_s))  # fmt: skip
             cluster.auth0.control("PUT", "/_control/limits", {})
-            depth.wait_empty(60)
-            extra["backlog"] = backlog_leavers(cluster, tenant, depth, mode)
         finally:
             depth.close()
     scim_phase = run_scim(mode, first)
@@ -666,7 +675,7 @@ def run_scim(mode: Mode, rates: list[float]) -> Phase | None:
 
 def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
     summary = Table(["mix", "sustainable", "level", "offered", "changes", "converged", "e2e p50", "e2e p95",
-                     "e2e p99", "no-op worker done p50"])  # fmt: skip
+                     "e2e p99", "no-op worker done p50", "queues empty after"])  # fmt: skip
     stages = Table(["mix", "kind", "converged", "notified -> worker start p50", "p99", "worker run p50",
                     "group item end -> user item start p50", "e2e p50", "e2e p99", "max"])  # fmt: skip
     calls = Table(["mix", "level", "Auth0 / change", "Graph / change", "SCIM / change", "Table round trips / change",
@@ -680,13 +689,13 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
         for s in phase.steps:
             steps.rows.append([phase.name, f"{s.rate:.0f}", f"{s.achieved:.1f}", str(s.depths[-3:]),
                                f"{s.drain_s:.1f} s", "flat" if s.flat else "grows"])  # fmt: skip
-        for share, rate, changes, meter in phase.levels:
+        for (share, rate, changes, meter), drain in zip(phase.levels, phase.drains, strict=False):
             done = e2e(changes)
             noop = [c.converged - c.notified for c in changes if c.kind == "no-op" and c.converged and c.notified]
             conv = sum(1 for c in changes if c.converged)
             summary.rows.append([phase.name, f"{phase.sustainable:.0f}/s", f"{share:.0%}", f"{rate:.1f}/s",
                                  str(len(changes)), f"{conv}/{len(changes)}", *pcts(done)[1:4],
-                                 _ms(percentile(noop, 50))])  # fmt: skip
+                                 _ms(percentile(noop, 50)), f"{drain:.1f} s"])  # fmt: skip
             per = meter.per(len(changes))
             routes = ", ".join(f"{k.removeprefix('mgmt.')} {v / max(len(changes), 1):.2f}"
                                for k, v in meter.auth0.most_common(6))  # fmt: skip
@@ -767,12 +776,14 @@ def _goals(phases: list[Phase], extra: dict[str, Any]) -> list[str]:
     out: list[str] = []
     steady = next((p for p in phases if p.name == "steady state"), None)
     if steady is not None:
-        full = next((lv for lv in steady.levels if lv[0] == 1.0), None)
-        lat = e2e(full[2]) if full else []
-        p50, p99 = percentile(lat, 50), percentile(lat, 99)
-        ok = steady.sustainable >= 50 and p99 <= 1.0 and p50 <= 0.1
-        why = (f"sustainable {steady.sustainable:.0f} changes/s" + (f" ({steady.reason})" if steady.reason else "")
-               + f"; at that rate p50 {_ms(p50)}, p99 {_ms(p99)}")  # fmt: skip
+        # The highest measured level (of at least 50/s) whose latency meets the goal.
+        levels = [(rate, percentile(e2e(ch), 50), percentile(e2e(ch), 99)) for _s, rate, ch, _m in steady.levels]
+        good = [lv for lv in levels if lv[0] >= 50 and lv[1] <= 0.1 and lv[2] <= 1.0]
+        ok = steady.sustainable >= 50 and bool(good)
+        why = f"sustainable {steady.sustainable:.0f} changes/s" + (f" ({steady.reason})" if steady.reason else "")
+        why += "; " + ", ".join(f"at {r:.0f}/s p50 {_ms(a)}, p99 {_ms(b)}" for r, a, b in levels)
+        if good:
+            why += f"; goal held up to {max(lv[0] for lv in good):.0f}/s"
         if steady.sustainable < 50 and steady.steps:
             last = steady.steps[-1]
             why += (f"; at {last.rate:.0f}/s offered the hosts achieved {last.achieved:.0f}/s and the queue held "
