@@ -423,6 +423,7 @@ class Result:
     load_s: float = 0.0
     converged_s: float | None = None
     drained_s: float | None = None
+    last_shown_s: float = 0.0  # when the last change that came to show in Auth0 did
     lost: list[Change] = field(default_factory=list)
     drift: dict[str, int] = field(default_factory=dict)
     drift_examples: list[str] = field(default_factory=list)
@@ -501,9 +502,13 @@ async def _converge(
     try:
         deadline = time.monotonic() + bound_s
         state = Auth0State.read(auth0)
+        shown = -1
         while True:
             state = Auth0State.read(auth0)
-            if result.converged_s is None and all(state.shows(c) for c in result.changes):
+            now_shown = sum(1 for c in result.changes if state.shows(c))
+            if now_shown != shown:  # the last moment a change came to show
+                shown, result.last_shown_s = now_shown, time.time() - stopped
+            if result.converged_s is None and now_shown == len(result.changes):
                 result.converged_s = time.time() - stopped
             if result.converged_s is not None and await queued(svc) == 0 and idle(cluster):
                 result.drained_s = time.time() - stopped
@@ -624,6 +629,10 @@ def report(result: Result, size: Size, seconds: float) -> Report:
         f"{max(result.quarantined, default=0)} s), {result.deferred_other} for a rate limit or a busy lease",
     ])  # fmt: skip
     table.rows.append(["converged after the faults stopped", _secs(result.converged_s)])
+    table.rows.append([
+        "the last change that showed in Auth0 did so after the faults stopped",
+        f"{result.last_shown_s:.1f} s ({len(result.changes) - len(result.lost)} of {len(result.changes)} changes)",
+    ])  # fmt: skip
     table.rows.append(["queues drained after the faults stopped", _secs(result.drained_s)])
     notes = [
         "Applied audit rows per effective change: a write took effect when the Auth0 emulator answered it "
