@@ -43,6 +43,9 @@ HOSTS = 2
 FIRST_CONTACT = (("joiner", 0.15), ("mover", 0.40), ("group change", 0.25), ("leaver", 0.20))
 STEADY = (("no-op", 0.30), ("mover", 0.35), ("group change", 0.20), ("leaver", 0.15))
 BACKLOG = 10_000
+# The longest any wait for empty queues lasts: items re-scheduled for a rate limit or a busy lease can
+# keep the depth above 0 for long, and the run's length must stay bounded.
+DRAIN_LIMIT_S = 20.0
 ENTERPRISE = RATE_LIMIT_PRESETS["enterprise"]
 _USER_PATH = re.compile(r"/users/(?:auth0\|)?([^/]+)(/.*)?$")
 
@@ -497,11 +500,11 @@ def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str
         else:
             failed = rate
             break
-        depth.wait_empty(30)
+        depth.wait_empty(DRAIN_LIMIT_S)
     if best and failed < math.inf:
         middle = round((best + failed) / 2)
         if middle > best:
-            depth.wait_empty(30)
+            depth.wait_empty(DRAIN_LIMIT_S)
             step = offer(tenant, depth, mix, steady, middle, step_s)
             phase.steps.append(step)
             print(f"  {name}: offered {middle:.0f}/s: {'flat' if step.flat else 'growing'}", flush=True)
@@ -511,14 +514,14 @@ def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str
     if not best:
         phase.reason = f"even {rates[0]:.0f}/s grew the queue"
         best = rates[0] / 2
-    depth.wait_empty(60)
+    depth.wait_empty(DRAIN_LIMIT_S)
     since = time.time()
     cluster_events_reset(cluster)
     answered = len(_answers(cluster))
     for share in shares:
         rate = max(1.0, best * share)
         before = Meter.read(cluster)
-        run = offer(tenant, depth, mix, steady, rate, mode.level_s, drain_limit_s=60)
+        run = offer(tenant, depth, mix, steady, rate, mode.level_s, drain_limit_s=DRAIN_LIMIT_S)
         time.sleep(0.5)
         meter = Meter.read(cluster).minus(before)
         phase.levels.append((share, rate, run.changes, meter))
