@@ -647,7 +647,19 @@ def run(quick: bool) -> Report:
             phases.append(measure(cluster, tenant, depth, FIRST_CONTACT, False, mode, "first contact", first,
                                   shares=mode.shares))  # fmt: skip
             first_pass(cluster, tenant, depth, mode)
-            phases.append(measure(cluster, tenant, depth, STEADY, True, mode, "steady state", rates))
+            phases.append(
+                measure(
+                    cluster,
+                    tenant,
+                    depth,
+                    STEADY,
+                    True,
+                    mode,
+                    "steady state",
+                    rates,
+                    shares=(0.25, 0.5, 0.75, 1.0) if not quick else (0.5, 1.0),
+                )
+            )
             # Before the Enterprise limits: what the product learnt from 429s must not slow the leavers.
             extra["backlog"] = backlog_leavers(cluster, tenant, depth, mode)
             cluster.auth0.control("PUT", "/_control/limits", ENTERPRISE)
