@@ -19,9 +19,10 @@ from sandbox.memory_stores import MemoryAudit, MemoryLeases, MemoryQueue, Memory
 from shared.core.work import WorkItem
 from shared.errors import TransientError
 from shared.mapping.load import parse_mapping
-from shared.services.delta import GROUPS_RERUN, INLINE_USERS, MAX_GROUP_ROUNDS, DeltaService
+from shared.services.delta import GROUPS_DELTA_LEASE, GROUPS_RERUN, INLINE_USERS, MAX_GROUP_ROUNDS, DeltaService
 from shared.services.worker import Outcome
 from shared.sources.graph.source import GroupDeltaPage
+from shared.stores.leases import LEASE_TTL_S
 from tests.support import FakeClock
 
 GROUPS = [f"11111111-0000-4000-8000-00000000000{n}" for n in range(3)]
@@ -377,3 +378,23 @@ def test_a_group_outside_the_mapping_reads_nothing_and_takes_no_lease() -> None:
     assert outcome.status == "ignored"
     assert tenant.source.reads == []
     assert tenant.leases == {}
+
+
+def test_the_timer_pass_waits_out_a_reader_killed_holding_the_groups_delta_lease_and_reads_itself() -> None:
+    async def scenario() -> tuple[Tenant, Outcome, dict[str, Any] | None]:
+        tenant = await Tenant().linked()
+        dead = PausingLeases(tenant.leases, tenant.clock, [])
+        assert await dead.try_acquire(GROUPS_DELTA_LEASE, owner="killed-host") is not None  # never released
+        await tenant.state.put(*GROUPS_RERUN, {"by": "a group change that coalesced into it"})
+        tenant.source.add(SALES, user(1))
+        timer = asyncio.create_task(tenant.instance().catch_up(WorkItem("delta", "groups", "delta", "timer")))
+        await asyncio.sleep(0.2)  # it polls the lease: neither coalesced into the dead reader nor gave up
+        assert not timer.done()
+        tenant.clock.advance(LEASE_TTL_S + 1)  # the dead reader's lease lapses
+        outcome = await asyncio.wait_for(timer, 10)
+        return tenant, outcome, await tenant.state.get(*GROUPS_RERUN)
+
+    tenant, outcome, request = run(scenario())
+    assert outcome.status == "fanned_out"
+    assert [(i.id, i.source) for i in tenant.queue.visible()] == [(user(1), "delta")]
+    assert request is None  # the request the dead reader never served was read by the pass

@@ -13,7 +13,8 @@ forward again after it lets go, for at most :data:`MAX_GROUP_ROUNDS` rounds, the
 follow-up. Every reader clears the request before it reads and looks for one after it lets go, so
 a request is always seen by a read that starts after it (see :meth:`DeltaService._groups`). A
 reader that dies holding the lease leaves the request standing for the next reader: its own item
-is delivered again, and the timer's pass reads the groups delta forward too.
+is delivered again, and the timer's pass never coalesces: it waits out the dead reader's lease
+(it lapses after a minute) and reads the groups delta forward itself.
 
 Delta links are stored only after their users are handled (converged here or queued): a crash
 replays, never skips.
@@ -37,6 +38,7 @@ from shared.mapping.model import SyncMapping
 from shared.services.worker import Outcome
 from shared.sources.graph.source import DeltaExpired, GroupDeltaPage
 from shared.stores.audit import AuditRow
+from shared.stores.leases import LEASE_TTL_S
 from shared.telemetry import correlated
 
 log = logging.getLogger("entra_sync.delta")
@@ -99,6 +101,7 @@ class DeltaService:
         audit: AuditStore,
         lease_wait_s: float = 3.0,
         converge: Converge | None = None,
+        reader_wait_s: float = LEASE_TTL_S + 5.0,
     ):
         """``converge``: how one user item is converged in this invocation (the worker's
         ``sync_user``); without it every user is queued."""
@@ -110,6 +113,7 @@ class DeltaService:
         self.audit = audit
         self.lease_wait_s = lease_wait_s
         self.converge = converge
+        self.reader_wait_s = reader_wait_s  # how long the timer's pass waits for the groups-delta read
         self._watched: frozenset[str] | None = None
         self._watched_at = 0.0
 
@@ -161,7 +165,7 @@ class DeltaService:
             if resource == "groups":
                 await self._groups(item, tally)
                 continue
-            async with self.leases.held(USERS_DELTA_LEASE, wait_s=self.lease_wait_s * 3):
+            async with self.leases.held(USERS_DELTA_LEASE, wait_s=self.reader_wait_s):  # only passes read it
                 users, link = await self._read(item, resource)
                 await self._hand_over(item, users, "delta", tally)
                 await self.state.put("delta", resource, {"link": link})
@@ -191,12 +195,18 @@ class DeltaService:
         comes after letting go so a request put just after the last round is not missed.
         """
         source = "group" if item.kind == "group" or item.source == "group" else "delta"
+        # The timer's pass (and a lifecycle catch-up) is the safety net: it reads itself, waiting out
+        # a reader that was killed holding the lease (nobody else would read its request).
+        patient = item.kind == "delta" and item.source != "group"
         asked = False  # a request is known to be standing: a reader who has the lease will see it
         while True:
             async with contextlib.AsyncExitStack() as held:
                 try:
-                    await held.enter_async_context(self.leases.held(GROUPS_DELTA_LEASE, wait_s=0))
+                    wait_s = self.reader_wait_s if patient else 0
+                    await held.enter_async_context(self.leases.held(GROUPS_DELTA_LEASE, wait_s=wait_s))
                 except LeaseBusy:
+                    if patient:
+                        raise
                     if asked:
                         tally.coalesced = True
                         return
