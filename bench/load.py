@@ -786,9 +786,28 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
         "converged the member itself (no second queue hop).",
         "Storage round trips are counted in the hosts' Azure SDK transports (table = every Table request; queue ops "
         "= sends, deletes and updates; receives are the hosts' polling and scale with time, not changes).",
+        *MISSED_WHY,
     ]
     return Report("1. Propagation latency", inputs=inputs, tables=tables, goals=goals,
                   notes=notes)  # fmt: skip
+
+
+# Why the goals this benchmark has missed are missed, as measured, and the next step (issue 13).
+MISSED_WHY = (
+    "If the round-trip goal is missed: a change costs the lease (insert, release), the link and intent reads, "
+    "the intent written before the first target write, one transaction of audit rows and the intent's removal, "
+    "the link's memory of what was applied, and for a group change the groups-delta bookkeeping; a no-op costs 4. "
+    "The intent and the lease are guarantees (crash safety, one writer). Next step: the lease, link, intent and "
+    "audit rows of one identity in one partition, read in one query and settled with the release in one "
+    "transaction (3 round trips a change), a storage layout change of its own.",
+    "If the backlog goal is missed: the leaver has its own lane, but the same host processes and the same Azurite "
+    "serve the backlog, and Azurite scans every message in the account on each receive (a receive from a "
+    "50-message queue: 4 ms; with 10,000 messages in another queue: 39 ms), which Azure Queue Storage does not. "
+    "Next step: measure the lane on hosts of its own (in Azure, its own always-ready instance).",
+    "If the SCIM goal is missed: each target is its own (identity, target) unit with its own lease, intent, audit "
+    "rows and link, so a second target doubles the storage round trips, and the SCIM server is a fourth process on "
+    "the same 2 cores. Next step: the one-partition layout above, which costs per target once.",
+)
 
 
 def _goals(phases: list[Phase], extra: dict[str, Any]) -> list[str]:
@@ -823,6 +842,15 @@ def _goals(phases: list[Phase], extra: dict[str, Any]) -> list[str]:
             ops.update(lv[3].storage)
         out.append(verdict(table <= 4, f"<= 4 Table Storage round trips per change over the steady mix ({table:.2f}: "
                            f"{_table_ops(ops, n)})"))  # fmt: skip
+    scim = next((p for p in phases if "SCIM" in p.name), None)
+    if scim is not None:
+        levels = [(rate, percentile(e2e(ch), 50), percentile(e2e(ch), 99)) for _s, rate, ch, _m in scim.levels]
+        held = [lv for lv in levels if lv[1] <= 0.1 and lv[2] <= 1.0]
+        ok = scim.sustainable >= 50 and any(lv[0] >= 50 for lv in held)
+        why = f"sustainable {scim.sustainable:.0f} changes/s; " + ", ".join(
+            f"at {r:.0f}/s p50 {_ms(a)}, p99 {_ms(b)}" for r, a, b in levels
+        )
+        out.append(verdict(ok, f"the same with the SCIM target enabled ({why})"))
     answers = [a for p in phases for a in p.answers]
     out.append(verdict(percentile(answers, 99) < 3.0, f"webhook answer p99 well under Graph's 3 s "
                        f"({_ms(percentile(answers, 99))})"))  # fmt: skip
