@@ -4,7 +4,7 @@ host would drive it.
 
 Starts Azurite, both emulators and the SCIM application, seeds a tenant, points the functions at
 them, creates the Graph subscriptions (real validation handshake), backfills, then plays a scripted
-day whose every step flows emulator -> graph_webhook -> queue -> sync_worker -> Auth0 and the SCIM
+day whose every step flows emulator -> graph_webhook -> the lane -> sync_lane -> Auth0 and the SCIM
 application, and ends with a summary and the audit trail of the day's new hire.
 """
 
@@ -241,7 +241,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             _nightly_reconciliation(graph, auth0, host, svc, existing)
 
             stats = host.stats()
-            hook, worker = stats["graph_webhook"], stats["sync_worker"]
+            hook = stats["graph_webhook"]
             writes = Counter(e.route for e in auth0.log.entries() if e.write)
             graph_list = ", ".join(f"{k} {v}" for k, v in sorted(graph.log.counts().items()))
             write_list = ", ".join(f"{k.removeprefix('mgmt.')} {v}" for k, v in sorted(writes.items()))
@@ -249,10 +249,10 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             print("\nSummary of the day")
             print(f"  Graph notifications delivered   {delivered}")
             print(f"  graph_webhook answers           {hook['invocations']} ({_pct(hook, 'answer_time_s')})")
-            print(
-                f"  sync_worker runs                {worker['invocations']} ({_pct(worker, 'run_time_s')}), "
-                f"failed {worker['failed']}"
-            )
+            for name, what in (("sync_lane", "lane"), ("sync_worker", "bulk")):
+                runs = stats[name]
+                label = f"{name} runs ({what})"
+                print(f"  {label:<32}{runs['invocations']} ({_pct(runs, 'run_time_s')}), failed {runs['failed']}")
             print(f"  Graph calls                     {graph.log.total}  ({graph_list})")
             print(f"  Auth0 writes                    {sum(writes.values())}  ({write_list})")
             scim_writes = Counter(e.route.removeprefix("scim.") for e in scim.log.entries() if e.write)
