@@ -38,9 +38,10 @@ Azure Functions Core Tools cannot be installed here, so this module drives the f
 
 Simplifications (documented, deliberate): one storage connection string serves every ``connection``
 name; queues are polled at a fixed ``polling_interval_s`` (no exponential back-off up to
-``maxPollingInterval`` unless ``poll_backoff`` is set); messages are received invisible for ``functionTimeout`` plus a minute
-instead of 10 minutes renewed while running; ``functionTimeout`` is not enforced on running
-functions; dynamic concurrency, retry policies, output and input bindings are not supported.
+``maxPollingInterval`` unless ``poll_backoff`` is set); messages are received invisible for
+``functionTimeout`` plus a minute instead of 10 minutes renewed while running; ``functionTimeout`` is
+not enforced on running functions; dynamic concurrency, retry policies, output and input bindings are
+not supported.
 """
 
 from __future__ import annotations
