@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableServiceClient
 from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
@@ -33,6 +35,8 @@ from shared.settings import Settings
 C = TypeVar("C")
 
 SDK_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+AZURITE_KEEPALIVE_S = 4.0  # Azurite's Node server closes idle connections after 5 s
 
 
 def _storage_credential(settings: Settings) -> Any:
@@ -50,15 +54,40 @@ def environment_proxy(url: str) -> dict[str, str]:
     return {parts.scheme: proxy}
 
 
+class _KeepAliveTransport(AioHttpTransport):  # type: ignore[misc]
+    """The SDK's aiohttp transport with idle connections let go after ``keepalive_s``: shorter than
+    the server keeps them. Azurite (Node) closes an idle connection after 5 s while aiohttp keeps it
+    15 s, so a request after a pause took a connection already closed ("Server disconnected", "Can
+    not write request body"), and the SDK's three connect retries could each take another."""
+
+    def __init__(self, keepalive_s: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._keepalive_s = keepalive_s
+
+    async def open(self) -> None:
+        if getattr(self, "session", None) is None and self._session_owner:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(keepalive_timeout=self._keepalive_s),
+                trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+            )  # fmt: skip
+        await super().open()
+
+
 def _built_once(build: Callable[..., C]) -> C:
     """``build(**options)`` without per-request environment lookups; with the environment's proxy,
-    if one applies to the client's endpoint (an unopened client holds no connection to close)."""
+    if one applies to the client's endpoint (an unopened client holds no connection to close); and,
+    for a loopback endpoint (Azurite), idle connections let go before Azurite closes them."""
     sdk_http_log = logging.getLogger(SDK_HTTP_LOGGER)
     if sdk_http_log.level == logging.NOTSET:  # a level set on purpose wins
         sdk_http_log.setLevel(logging.WARNING)
     client = build(use_env_settings=False)
-    proxy = environment_proxy(client.url)  # type: ignore[attr-defined]
-    return build(use_env_settings=False, proxies=proxy) if proxy else client
+    url = client.url  # type: ignore[attr-defined]
+    options: dict[str, Any] = {"use_env_settings": False}
+    if proxy := environment_proxy(url):
+        options["proxies"] = proxy
+    if urlsplit(url).hostname in LOOPBACK:
+        options["transport"] = _KeepAliveTransport(AZURITE_KEEPALIVE_S, use_env_settings=False)
+    return build(**options) if len(options) > 1 else client
 
 
 def table_service(settings: Settings) -> TableServiceClient:
