@@ -56,13 +56,13 @@ class Account:
     entitlements: frozenset[str] = frozenset()
     active: bool = True
     owner: str | None = None
-    # Target path -> value, for an account known from its link (:class:`Applied`) instead of read:
+    # Target path -> value, for an account known from its link (:class:`LastApplied`) instead of read:
     # the planner compares these, not ``data``.
     known: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
-class Applied:
+class LastApplied:
     """What entra-sync last converged an account to, kept in its link: the mapped target paths'
     values, the managed entitlements it holds (None where they were not read) out of ``managed``
     (the grants' entitlements at the time), and whether it can sign in.
@@ -101,7 +101,7 @@ class Link:
     # Target path -> the value the target refused as taken by another account (an email collision):
     # not tried again until the desired value changes; reconciliation reports it as a conflict.
     conflicts: Mapping[str, Any] = field(default_factory=dict)
-    applied: Applied | None = field(default=None, kw_only=True)
+    applied: LastApplied | None = field(default=None, kw_only=True)
     target: str = field(default="auth0", kw_only=True)
     source: str = field(default="entra", kw_only=True)
     schema_version: int = field(default=LINK_SCHEMA, kw_only=True)

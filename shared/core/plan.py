@@ -15,7 +15,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.core.model import Account, Action, ActionKind, Applied, DeprovisionState, Identity, Link, Plan, SourceState
+from shared.core.model import (
+    Account,
+    Action,
+    ActionKind,
+    DeprovisionState,
+    Identity,
+    LastApplied,
+    Link,
+    Plan,
+    SourceState,
+)
 from shared.core.ports import Capabilities, Rules
 from shared.mapping.model import TargetSection
 
@@ -190,7 +200,7 @@ def observed(action: Action, account: Account | None, link: Link | None, rules: 
 def remembered(
     identity: Identity, link: Link | None, section: TargetSection, desired: Mapping[str, Any]
 ) -> Account | None:
-    """The account as its link remembers it (:class:`Applied`), when that can stand in for a read:
+    """The account as its link remembers it (:class:`LastApplied`), when that can stand in for a read:
     nothing half-done (a deprovision under way), no refused value to watch, no risk lock (the risk
     response writes outside these plans), the same mapped paths and grants as when it was
     remembered, and its entitlements known where an active identity's grants need them."""
@@ -221,7 +231,7 @@ def applied_after(
     desired: Mapping[str, Any],
     *,
     entitlements_read: bool,
-) -> Applied | None:
+) -> LastApplied | None:
     """What the account holds once every action of ``plan`` succeeded, to remember in its link;
     None where that is not known (nothing to converge, a delete, an account another identity owns).
     ``entitlements_read``: whether ``account.entitlements`` were read (a leaver's are not)."""
@@ -249,4 +259,4 @@ def applied_after(
         active = True
     if ActionKind.DISABLE in kinds:
         active = False
-    return Applied(values, held, section.managed, active)
+    return LastApplied(values, held, section.managed, active)

@@ -18,7 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.core.model import LINK_SCHEMA, Applied, DeprovisionState, Link
+from shared.core.model import LINK_SCHEMA, DeprovisionState, LastApplied, Link
 from shared.stores.keys import BATCH_LIMIT, encode_key, utcnow
 
 # A Table Storage string property holds 64 KiB (32K UTF-16 characters): a snapshot past this is
@@ -26,8 +26,8 @@ from shared.stores.keys import BATCH_LIMIT, encode_key, utcnow
 MAX_APPLIED_CHARS = 30_000
 
 
-def applied_to_text(applied: Applied | None) -> str:
-    """How a link's :class:`Applied` is stored: JSON, or "" for none (or one too large to keep)."""
+def applied_to_text(applied: LastApplied | None) -> str:
+    """How a link's :class:`LastApplied` is stored: JSON, or "" for none (or one too large to keep)."""
     if applied is None:
         return ""
     text = json.dumps(
@@ -44,14 +44,14 @@ def applied_to_text(applied: Applied | None) -> str:
     return text if len(text) <= MAX_APPLIED_CHARS else ""
 
 
-def applied_from_text(text: str) -> Applied | None:
+def applied_from_text(text: str) -> LastApplied | None:
     """The stored form read back; anything unreadable is no snapshot (the target is read instead)."""
     if not text:
         return None
     try:
         data = json.loads(text)
         held = data["entitlements"]
-        return Applied(
+        return LastApplied(
             values=dict(data["values"]),
             entitlements=None if held is None else frozenset(str(e) for e in held),
             managed=frozenset(str(e) for e in data["managed"]),

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from sandbox.memory_stores import MemoryLinks
-from shared.core.model import LINK_SCHEMA, Applied, DeprovisionState, Link
+from shared.core.model import LINK_SCHEMA, DeprovisionState, LastApplied, Link
 from shared.core.ports import LinkStore
 from shared.stores.keys import BATCH_LIMIT
 from shared.stores.links import LinkStore as TableLinkStore
@@ -77,12 +77,12 @@ def test_a_link_round_trips_with_its_deprovision_state_flags_and_conflicts(links
 
 
 def test_a_link_round_trips_with_what_was_last_applied_to_its_account(links: Opener[Stores]) -> None:
-    applied = Applied(
+    applied = LastApplied(
         values={"email": "ada@contoso.example", "user_metadata.department": None, "app_metadata.tags": ["a", "b"],
                 "name": "Zoë Ωmega 山田", "blocked_hint": False},
         entitlements=frozenset({"Sales Reader"}), managed=frozenset({"Sales Reader", "Sales Writer"}), active=True,
     )  # fmt: skip
-    leaver = Applied(values={"email": "bo@x.example"}, entitlements=None, managed=frozenset(), active=False)
+    leaver = LastApplied(values={"email": "bo@x.example"}, entitlements=None, managed=frozenset(), active=False)
 
     async def body(stores: Stores) -> None:
         store = stores("auth0")
@@ -98,7 +98,7 @@ def test_a_link_round_trips_with_what_was_last_applied_to_its_account(links: Ope
 
 
 def test_a_snapshot_too_large_for_a_table_property_is_not_kept_and_the_link_still_is(links: Opener[Stores]) -> None:
-    huge = Applied(values={"notes": "x" * 40_000}, entitlements=frozenset(), managed=frozenset(), active=True)
+    huge = LastApplied(values={"notes": "x" * 40_000}, entitlements=frozenset(), managed=frozenset(), active=True)
 
     async def body(stores: Stores) -> None:
         await stores("auth0").put(Link("u1", "auth0|u1", applied=huge))
