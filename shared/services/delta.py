@@ -59,8 +59,8 @@ MAX_GROUP_ROUNDS: Final = 3
 # people added to a team) is well inside it. Above it (a big group added or nested, a full pass),
 # the queue spreads the work over instances and keeps this invocation short.
 INLINE_USERS: Final = 20
-# Users converged at once in this invocation: host.json lets an instance run six items at a time,
-# so a fan-out stays within what one instance sends a target anyway.
+# Users converged at once in this invocation: a third of the 12 items host.json lets an instance
+# run at a time, so a fan-out stays within what one instance sends a target anyway.
 INLINE_CONCURRENCY: Final = 4
 
 Converge = Callable[[WorkItem], Awaitable[Outcome]]
