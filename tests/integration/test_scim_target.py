@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from sandbox.scim import ENTRA, FULL, PUT_ONLY, ScimApp
+from sandbox.scim import BOTH, CURSOR, ENTRA, FULL, INDEX, PUT_ONLY, ScimApp
 from sandbox.server import FaultRule, RateLimit
 from shared.core.work import user_item
-from shared.services.reconcile import reconcile_every
+from shared.services.reconcile import ReconcileFailed, reconcile_every
 from shared.targets.scim.target import NO_EXTERNAL_ID
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
 
@@ -554,3 +554,101 @@ def test_the_circuit_breaker_holds_a_scim_run_that_would_deactivate_too_many(
         assert all(u["active"] for u in full_app.users() if u["id"] in ghosts)
     finally:
         world.stop()
+
+
+# -- paging: the whole listing or a failed run ------------------------------------------------------------
+
+
+def _reconcile(world: World, mode: str = "dry-run") -> Any:
+    async def run() -> Any:
+        async with services_for(world, keep_storage=True) as svc:
+            try:
+                (summary,) = await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, mode)
+            except ReconcileFailed as exc:
+                return exc, (await svc.reconcilers["scim:crm"].history(), await audit_rows(svc))
+            return summary, None
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("paging", [CURSOR, BOTH])
+def test_reconciliation_pages_by_cursor_where_the_server_offers_it_and_reads_every_user(
+    azurite: Azurite, tmp_path: Path, paging: str
+) -> None:
+    """A server that pages by cursor only (RFC 9865) answers a startIndex with 501: reading it by
+    index failed the run. Cursors read all 150, four to a page (the server's maxPageSize)."""
+    app = ScimApp(paging=paging, max_page_size=40).start()
+    world = start(azurite, tmp_path, app)
+    try:
+        app.seed_users(150)
+        summary, _ = _reconcile(world)
+        assert summary.accounts == 150 and summary.read_by == "list by cursor"
+        listings = [e for e in app.log.entries() if e.route == "scim.users.list"]
+        assert len(listings) == 4  # ceil(150 / 40): the page size the server announced
+    finally:
+        world.stop()
+        app.stop()
+
+
+@pytest.mark.parametrize(
+    ("paging", "fault"), [(INDEX, "repeat"), (INDEX, "short"), (CURSOR, "repeat"), (CURSOR, "short")]
+)
+def test_a_listing_the_server_breaks_fails_the_run_loudly_instead_of_reporting_part_as_all(
+    azurite: Azurite, tmp_path: Path, paging: str, fault: str
+) -> None:
+    """The review's server answered the second page again: reconciliation saw 100 of 150 users (87
+    in its run) and called the run complete. Now the run fails, is recorded, reported and alerted
+    as failed, and queues nothing; a backfill stops before it writes anything."""
+    app = ScimApp(paging=paging).start()
+    world = start(azurite, tmp_path, app, extra="    page_size: 50\n")
+    try:
+        app.seed_users(150)
+        app.break_listing(fault, page=2)
+        failed, (runs, rows) = _reconcile(world, "apply")
+        assert isinstance(failed, ReconcileFailed) and "PartialListing" in str(failed), failed
+        run = runs[-1]  # this run: the latest
+        assert run.status == "failed" and "PartialListing" in run.error and run.accounts == 0
+        assert [r["outcome"] for r in rows if r["action"] == "reconcile_apply" and run.run_id in r.values()] == [
+            "failed"
+        ]
+
+        async def after() -> list[Any]:
+            async with services_for(world, keep_storage=True) as svc:
+                return await queued(svc)
+
+        assert asyncio.run(after()) == []  # nothing acted on
+        assert not [route for route in writes(app) if route.startswith("scim.users.")]  # (tidy made the groups)
+    finally:
+        world.stop()
+        app.stop()
+
+
+def test_a_backfill_over_a_broken_listing_fails_before_it_creates_anyone(
+    azurite: Azurite, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill adopts what the listing shows and creates the rest: on a listing that left users
+    out it would create a second account for each. It fails instead, writing nothing."""
+    from shared.cli import main
+
+    app = ScimApp().start()
+    world = start(azurite, tmp_path, app, extra="    page_size: 50\n")
+    try:
+        dump = world.graph.snapshot(full=True)["dump"]
+        for user in dump["users"]:  # every Entra user is in the application already, by userName
+            app.add_user(user["userPrincipalName"])
+        app.seed_users(120)
+        app.break_listing("repeat", page=2)
+        for name, value in world.env.items():
+            monkeypatch.setenv(name, value)
+
+        async def empty() -> None:
+            async with services_for(world):
+                pass
+
+        asyncio.run(empty())
+        assert main(["backfill", "--target", "scim:crm"]) != 0
+        assert "a repeated page" in capsys.readouterr().err
+        assert writes(app) == {}  # no user created twice, nothing adopted from a partial view
+    finally:
+        world.stop()
+        app.stop()

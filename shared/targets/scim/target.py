@@ -62,7 +62,7 @@ from shared.core.model import Account, Action, ActionKind
 from shared.core.ports import Applied, Fence, StateStore
 from shared.errors import Conflict, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
-from shared.targets.scim import paths
+from shared.targets.scim import paging, paths
 from shared.targets.scim.client import USER, ScimClient
 from shared.targets.scim.filters import eq, quote
 from shared.targets.scim.rules import CAPABILITIES, OWNER, ScimOptions, ScimRules
@@ -93,7 +93,8 @@ class Server:
     etag: bool = False
     bulk_max: int = 0
     filter: bool = True
-    max_results: int = 1000
+    max_results: int = 1000  # the most resources one answer holds (filter.maxResults, pagination.maxPageSize)
+    cursor: bool = False  # pages by cursor (RFC 9865), as the pagination block offers
     enterprise: bool | None = None  # whether /Schemas lists the enterprise extension (None: not served)
     externalid_filter: bool | None = None  # None until a filter on externalId was tried
     members_filter: bool | None = None
@@ -227,12 +228,16 @@ class ScimTarget:
             if not isinstance(config, ServiceProviderConfig):
                 raise TransientError(f"{self.name}: /ServiceProviderConfig is not a ServiceProviderConfig")
             known = self.server
+            pagination = config.pagination
+            max_results = [config.filter.max_results if config.filter else None]
+            max_results.append(pagination.max_page_size if pagination else None)
             self.server = Server(
                 patch=bool(config.patch and config.patch.supported),
                 etag=bool(config.etag and config.etag.supported),
                 bulk_max=int(config.bulk.max_operations or 0) if config.bulk and config.bulk.supported else 0,
                 filter=bool(config.filter and config.filter.supported),
-                max_results=int(config.filter.max_results or 1000) if config.filter else 1000,
+                max_results=min((int(n) for n in max_results if n), default=1000),
+                cursor=bool(pagination and pagination.cursor),
                 enterprise=await self._serves_enterprise(),
                 externalid_filter=known.externalid_filter,
                 members_filter=known.members_filter,
@@ -357,23 +362,21 @@ class ScimTarget:
                     value = member.get("value") if isinstance(member, Mapping) else None
                     if value:
                         members.setdefault(str(value), set()).add(self.group_names[gid])
-        page = max(1, min(self.options.page_size, server.max_results or self.options.page_size))
-        start, seen, total = 1, 0, None
-        shared: dict[frozenset[str], frozenset[str]] = {}
-        while total is None or seen < total:
-            request = _search(startIndex=start, count=page)
+        self.read_by = "list by cursor" if server.cursor else "list by startIndex"
+
+        async def fetch(start: int | None, cursor: str | None, count: int) -> paging.Page:
+            request = _search(startIndex=start, cursor=cursor, count=count)
             listed = await self._call("users.list", self.scim.query, USER, query_parameters=request)
-            resources = _resources(listed)
-            if total is None:
-                total = int(getattr(listed, "total_results", 0) or 0)
-            if not resources:
-                break  # a server whose total was an estimate
-            for resource in resources:
-                data = _dump(resource)
+            resources = [_dump(r) for r in _resources(listed)]  # a ListResponse, or TransientError
+            assert isinstance(listed, ListResponse)
+            return paging.Page(resources, listed.total_results, listed.next_cursor)
+
+        count = max(1, min(self.options.page_size, server.max_results or self.options.page_size))
+        shared: dict[frozenset[str], frozenset[str]] = {}
+        async for resources in paging.walk(fetch, count=count, by_cursor=server.cursor, what=f"{self.name} users"):
+            for data in resources:
                 names = frozenset(members.get(str(data.get("id")), ()))
                 yield self.rules.account(data, shared.setdefault(names, names))
-            seen += len(resources)
-            start += len(resources)
 
     # -- updates -----------------------------------------------------------------------------------
 
