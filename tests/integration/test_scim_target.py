@@ -652,3 +652,87 @@ def test_a_backfill_over_a_broken_listing_fails_before_it_creates_anyone(
     finally:
         world.stop()
         app.stop()
+
+
+# -- the media type, and no read twice ---------------------------------------------------------------------
+
+
+def test_every_request_body_is_sent_as_application_scim_json(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    """RFC 7644 section 8.1: a joiner (POST user and group, PATCH or PUT of the group), a mover (PATCH
+    or PUT of the user) and a leaver, each labelled application/scim+json."""
+    user = world.member_user()
+    uid = user["id"]
+    sync(world, indexed, user_item(uid, "notification"), keep=False)
+    world.graph.update_user(uid, department="Moved")
+    sync(world, indexed, user_item(uid, "notification"))
+    world.graph.update_user(uid, accountEnabled=False)
+    sync(world, indexed, user_item(uid, "notification"))
+    sent = app.media_types()
+    routes = {route for route, _ in sent}
+    assert {"scim.users.create", "scim.groups.create"} <= routes
+    assert routes & {"scim.users.patch", "scim.users.replace"} and routes & {"scim.groups.patch", "scim.groups.replace"}
+    assert {media for _, media in sent} == {"application/scim+json"}, sent
+
+
+def test_a_joiner_in_three_groups_resolves_each_group_once_and_a_patch_answer_is_kept(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]
+) -> None:
+    """The review counted 10 GET /Groups for one joiner in 3 mapped groups (each looked up by
+    externalId, by displayName, then again before its create), and a GET of the user after every
+    PATCH. Now: a group not yet there is looked up once each way, then created; a second joiner
+    needs no group lookup at all; a group deleted on the server meanwhile is made again on the 404."""
+    app = ScimApp(profile=ENTRA).start()
+    world = start(azurite, tmp_path, app)
+    mapping = Path(world.settings.mapping_file)
+    sales = "      - {group: " + world.group_ids[1] + ", groups: [Sales]}\n"
+    support = "      - {group: " + world.group_ids[2] + ", groups: [Support]}\n"
+    mapping.write_text(mapping.read_text().replace(sales, sales + support))
+    try:
+        first = hire(world, "first.joiner@sandbox.onmicrosoft.com", "First Joiner")
+        second = hire(world, "second.joiner@sandbox.onmicrosoft.com", "Second Joiner")
+        for person in (first, second):
+            for gid in world.group_ids[1:3]:
+                world.graph.add_member(gid, person["id"])
+
+        def gets(route: str) -> int:
+            return sum(1 for e in app.log.entries() if e.route == route and e.method == "GET")
+
+        async def run() -> None:
+            async with services_for(world):  # one process: one worker, its caches warm across items
+                for person in (first, second):
+                    app.log.clear()
+                    await run_worker(
+                        indexed, dataclasses.replace(user_item(person["id"], "notification"), target="scim:crm")
+                    )
+                    counts[person["id"]] = (gets("scim.groups.list"), writes(app))
+                for n, change in enumerate(({"department": "Moved"}, {"jobTitle": "Lead"})):
+                    app.log.clear()
+                    world.graph.update_user(second["id"], **change)
+                    item = dataclasses.replace(user_item(second["id"], "notification"), target="scim:crm")
+                    await run_worker(indexed, item)
+                    counts[f"mover {n}"] = (gets("scim.users.get"), writes(app))
+                support = group(app, "Support")
+                app._serve("DELETE", f"/Groups/{support['id']}")  # an admin deleted it on the server
+                app.log.clear()
+                third = hire(world, "third.joiner@sandbox.onmicrosoft.com", "Third Joiner")
+                world.graph.add_member(world.group_ids[2], third["id"])
+                await run_worker(
+                    indexed, dataclasses.replace(user_item(third["id"], "notification"), target="scim:crm")
+                )
+                counts["third"] = (gets("scim.groups.list"), writes(app))
+                counts["support"] = app.members_of(group(app, "Support")["id"]) == {scim_user(app, third["id"])["id"]}  # type: ignore[index]
+
+        counts: dict[str, Any] = {}
+        asyncio.run(run())
+        assert counts[first["id"]] == (6, {"scim.users.create": 1, "scim.groups.create": 3, "scim.groups.patch": 3})
+        assert counts[second["id"]] == (0, {"scim.users.create": 1, "scim.groups.patch": 3})
+        # Planned from the link's memory; each PATCH's answer is the resource the next write needs.
+        assert counts["mover 0"] == counts["mover 1"] == (0, {"scim.users.patch": 1})
+        # Staff, then Support: a 404 (forgotten), looked up again (2), made again, and patched.
+        assert counts["third"] == (2, {"scim.users.create": 1, "scim.groups.create": 1, "scim.groups.patch": 3})
+        assert counts["support"]
+    finally:
+        world.stop()
+        app.stop()
