@@ -119,6 +119,21 @@ def sync(world: World, indexed: dict[str, Any], *items: Any, keep: bool = True) 
     return asyncio.run(go())
 
 
+def cli_backfill(world: World, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``entra-sync backfill --target scim:crm`` as an operator runs it, on the world's settings."""
+    from shared.cli import main
+
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+
+    async def empty() -> None:
+        async with services_for(world):
+            pass
+
+    asyncio.run(empty())
+    return main(["backfill", "--target", "scim:crm"])
+
+
 def scim_rows(rows: list[dict[str, Any]], entra_id: str) -> list[tuple[str, str]]:
     return [(r["action"], r["outcome"]) for r in rows if r["identity"] == entra_id and r["target"] == "scim:crm"]
 
@@ -438,21 +453,11 @@ def test_backfill_adopts_existing_users_stamps_them_and_creates_the_rest(
     world: World, app: ScimApp, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    from shared.cli import main
-
     dump = world.graph.snapshot(full=True)["dump"]
     in_0 = world.transitive_users(world.group_ids[0])
     in_scope = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
     existing = [app.add_user(u["userPrincipalName"]) for u in in_scope[:3]]
-    for name, value in world.env.items():
-        monkeypatch.setenv(name, value)
-
-    async def empty() -> None:
-        async with services_for(world):
-            pass
-
-    asyncio.run(empty())
-    assert main(["backfill", "--target", "scim:crm"]) == 0
+    assert cli_backfill(world, monkeypatch) == 0
     out = capsys.readouterr()
     assert f"{len(in_scope)} in scope" in out.out and "adopted 3" in out.out
     assert f"created {len(in_scope) - 3}" in out.out and "failed 0" in out.out
@@ -628,8 +633,6 @@ def test_a_backfill_over_a_broken_listing_fails_before_it_creates_anyone(
 ) -> None:
     """A backfill adopts what the listing shows and creates the rest: on a listing that left users
     out it would create a second account for each. It fails instead, writing nothing."""
-    from shared.cli import main
-
     app = ScimApp().start()
     world = start(azurite, tmp_path, app, extra="    page_size: 50\n")
     try:
@@ -638,15 +641,7 @@ def test_a_backfill_over_a_broken_listing_fails_before_it_creates_anyone(
             app.add_user(user["userPrincipalName"])
         app.seed_users(120)
         app.break_listing("repeat", page=2)
-        for name, value in world.env.items():
-            monkeypatch.setenv(name, value)
-
-        async def empty() -> None:
-            async with services_for(world):
-                pass
-
-        asyncio.run(empty())
-        assert main(["backfill", "--target", "scim:crm"]) != 0
+        assert cli_backfill(world, monkeypatch) != 0
         assert "a repeated page" in capsys.readouterr().err
         assert writes(app) == {}  # no user created twice, nothing adopted from a partial view
     finally:
