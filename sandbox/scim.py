@@ -34,6 +34,19 @@ stay):
 ``externalid_filter=False`` (any profile) refuses any filter on ``externalId`` with a 400
 ``invalidFilter``: a server where a client must fall back to ``userName``.
 
+``paging`` (any profile) is how lists page, as the ``pagination`` block of the
+ServiceProviderConfig announces (RFC 9865) and scim2-server serves: ``index`` (``startIndex`` and
+``count`` only, no ``pagination`` block: RFC 7644's default), ``cursor`` (cursors only, sealed by
+scim2-server; a ``startIndex`` answers 501) or ``both`` (either; index by default).
+``max_page_size`` announces and enforces a page limit.
+
+:meth:`ScimApp.break_listing` makes the unfiltered user listing misbehave the way some servers do,
+from its n-th page on: ``repeat`` answers that page with the page before it again (its resources,
+``startIndex`` and ``nextCursor``), ``short`` answers half of that page while ``totalResults``
+still counts the rest, and the users left out are never listed (later pages start after them).
+
+Every request with a body is counted by its media type (:meth:`ScimApp.media_types`).
+
 The ServiceProviderConfig says what the server then does: ``patch``, ``bulk``, ``etag``,
 ``filter``, ``sort`` and ``changePassword`` follow the profile, and scim2-server enforces the ones
 it knows (bulk, ETags, sort); this layer enforces the rest (PUT, filter operators, externalId).
@@ -47,7 +60,9 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -59,6 +74,7 @@ from scim2_models import (
     Error,
     ETag,
     Meta,
+    Pagination,
     Patch,
     Path,
     Resource,
@@ -85,6 +101,7 @@ from scim2_server.errors import MethodNotAllowedException
 from scim2_server.memory import InMemoryStorage
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService
 from scim2_server.utils import load_default_provider, load_default_service_provider_config, parametrize
 
 from .server import Emulator, HttpError, Request, Response
@@ -93,6 +110,12 @@ FULL = "full"
 ENTRA = "entra"
 PUT_ONLY = "put-only"
 PROFILES = (FULL, ENTRA, PUT_ONLY)
+INDEX = "index"
+CURSOR = "cursor"
+BOTH = "both"
+PAGINGS = (INDEX, CURSOR, BOTH)
+LISTING_FAULTS = ("repeat", "short")
+CURSOR_SECRET = "sandbox-scim-cursor-secret"  # seals scim2-server's cursors: a loopback test server's
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -132,11 +155,25 @@ def _default_provider() -> ScimProvider:
     return load_default_provider()
 
 
-def service_provider_config(profile: str) -> ServiceProviderConfig:
-    """What ``/ServiceProviderConfig`` announces under ``profile``."""
+def service_provider_config(
+    profile: str, paging: str = INDEX, max_page_size: int | None = None
+) -> ServiceProviderConfig:
+    """What ``/ServiceProviderConfig`` announces under ``profile`` and ``paging``."""
     if profile not in PROFILES:
         raise ValueError(f"unknown SCIM profile {profile!r}; one of {PROFILES}")
+    if paging not in PAGINGS:
+        raise ValueError(f"unknown SCIM paging {paging!r}; one of {PAGINGS}")
     config = load_default_service_provider_config()
+    if paging != INDEX or max_page_size is not None:
+        method = Pagination.DefaultPaginationMethod
+        config.pagination = Pagination(
+            cursor=paging != INDEX,
+            index=paging != CURSOR,
+            default_pagination_method=method.cursor if paging == CURSOR else method.index,
+            default_page_size=min(100, max_page_size or 100),
+            max_page_size=max_page_size or 1000,
+            cursor_timeout=3600 if paging != INDEX else None,
+        )
     config.authentication_schemes = [BEARER_SCHEME]
     if profile == ENTRA:
         config.bulk = Bulk(supported=False, max_operations=0, max_payload_size=0)
@@ -194,6 +231,17 @@ def filter_problem(expression: str, *, profile: str, externalid_filter: bool) ->
     return None
 
 
+@dataclass
+class _BrokenListing:
+    """How the unfiltered user listing misbehaves (:meth:`ScimApp.break_listing`)."""
+
+    kind: str
+    page: int  # the n-th page asked for (1-based) from which it misbehaves
+    asked: int = 0  # pages asked for so far
+    lost: int = 0  # users the short pages left out: later index pages start after them
+    last: bytes = b""  # the body of the page answered before
+
+
 class ScimApp(Emulator):
     """A SCIM 2.0 service provider on loopback, answered by scim2-server.
 
@@ -212,16 +260,22 @@ class ScimApp(Emulator):
         profile: str = FULL,
         externalid_filter: bool = True,
         fault_seed: int = 0,
+        paging: str = INDEX,
+        max_page_size: int | None = None,
     ):
         super().__init__(host, port, fault_seed)
         if not token:
             raise ValueError("the SCIM application needs a bearer token")
         self.token = token
-        self._defaults = (profile, externalid_filter)
+        self._defaults = (profile, externalid_filter, paging)
+        self.max_page_size = max_page_size
+        self._paging = paging
         self._storage = InMemoryStorage()
         self._application = self._build_application(profile)
         self._profile = profile
         self.externalid_filter = externalid_filter
+        self._broken: _BrokenListing | None = None
+        self._media_types: Counter[tuple[str, str]] = Counter()
         self._register_routes()
         self.add_control_route("PUT", "/_control/profile", self._control_profile)
 
@@ -232,22 +286,49 @@ class ScimApp(Emulator):
         provider = ScimProvider(
             models=base.models,
             resource_types=base.resource_types,
-            config=service_provider_config(profile),
+            config=service_provider_config(profile, self._paging, self.max_page_size),
             policy=base.policy,
         )
-        return WSGIApplication(self._storage, provider)
+        return WSGIApplication(self._storage, provider, ScimService(provider, secret=CURSOR_SECRET))
 
-    def set_profile(self, profile: str, externalid_filter: bool | None = None) -> None:
-        """Serve under ``profile`` from now on; ``externalid_filter`` changes only when given.
+    def set_profile(self, profile: str, externalid_filter: bool | None = None, paging: str | None = None) -> None:
+        """Serve under ``profile`` from now on; ``externalid_filter`` and ``paging`` change only
+        when given.
 
         The stored resources stay: the new scim2-server application serves the same storage.
         """
-        application = self._build_application(profile)
         with self.lock:
-            self._application = application
+            if paging is not None:
+                self._paging = paging
+            self._application = self._build_application(profile)
             self._profile = profile
             if externalid_filter is not None:
                 self.externalid_filter = externalid_filter
+
+    @property
+    def paging(self) -> str:
+        """``index``, ``cursor`` or ``both`` (see the module documentation)."""
+        return self._paging
+
+    def break_listing(self, kind: str | None, page: int = 2) -> None:
+        """From the ``page``-th page asked for on, the unfiltered user listing misbehaves as
+        ``kind`` says (``repeat`` or ``short``, see the module documentation); ``None`` mends it."""
+        if kind is not None and kind not in LISTING_FAULTS:
+            raise ValueError(f"unknown listing fault {kind!r}; one of {LISTING_FAULTS}")
+        with self.lock:
+            self._broken = None if kind is None else _BrokenListing(kind, max(1, page))
+
+    def media_types(self) -> dict[tuple[str, str], int]:
+        """Requests with a body so far, by (route, ``Content-Type`` as sent)."""
+        with self.lock:
+            return dict(self._media_types)
+
+    def dispatch(self, request: Request) -> Response:
+        response = super().dispatch(request)
+        if request.body and request.route:
+            with self.lock:
+                self._media_types[(request.route, request.headers.get("content-type", ""))] += 1
+        return response
 
     @property
     def profile(self) -> str:
@@ -299,8 +380,9 @@ class ScimApp(Emulator):
             self.add_route("DELETE", resource, f"scim.{kind}.delete", self._forward)
         self.add_route("POST", f"{p}/Bulk", "scim.bulk", self._forward)
 
-    def _forward(self, request: Request) -> Response:
-        """Hand the request to scim2-server and send back what it answers."""
+    def _forward(self, request: Request, query: dict[str, str] | None = None) -> Response:
+        """Hand the request to scim2-server (with ``query`` instead of its own, when given) and
+        send back what it answers."""
         headers = [
             (name, value)
             for name, value in request.headers.items()
@@ -310,15 +392,33 @@ class ScimApp(Emulator):
             method=request.method,
             base_url=self.base_url,
             path=unquote(request.path.removeprefix(self.api_prefix)),
-            query=_query(request),
+            query=_query(request) if query is None else query,
             headers=headers,
             body=request.body,
         )
         return _to_response(self._application.serve(scim_request))
 
     def _search(self, request: Request) -> Response:
-        self._check_filter(_query(request).get("filter"))
-        return self._forward(request)
+        query = _query(request)
+        self._check_filter(query.get("filter"))
+        broken = self._broken
+        if broken is None or request.route != "scim.users.list" or "filter" in query:
+            return self._forward(request)
+        with self.lock:
+            broken.asked += 1
+            if broken.kind == "repeat" and broken.asked >= broken.page and broken.last:
+                return Response(200, broken.last, {"Content-Type": "application/scim+json"})
+            if broken.lost and "startIndex" in query:
+                query["startIndex"] = str(int(query["startIndex"]) + broken.lost)
+            response = self._forward(request, query)
+            if broken.kind == "short" and broken.asked >= broken.page and response.status == 200:
+                listed = json.loads(response.body)
+                resources = listed.get("Resources") or []
+                kept = resources[: len(resources) // 2]
+                broken.lost += len(resources) - len(kept)
+                response.body = json.dumps(listed | {"Resources": kept, "itemsPerPage": len(kept)}).encode()
+            broken.last = response.body
+            return response
 
     def _search_with_body(self, request: Request) -> Response:
         try:
@@ -514,10 +614,14 @@ class ScimApp(Emulator):
     # -- state hooks (control endpoints) -------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget every resource; the profile and externalid_filter return to the constructor's."""
+        """Forget every resource and media type counted, mend the listing; the profile,
+        externalid_filter and paging return to the constructor's."""
         with self.lock:
             self._storage = InMemoryStorage()
-            self.set_profile(*self._defaults)
+            self._broken = None
+            self._media_types.clear()
+            profile, externalid_filter, paging = self._defaults
+            self.set_profile(profile, externalid_filter, paging)
 
     def seed(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Replace all resources. ``spec``: ``count`` generated users (:meth:`seed_users`),
@@ -544,13 +648,14 @@ class ScimApp(Emulator):
         return {
             "profile": self.profile,
             "externalid_filter": self.externalid_filter,
+            "paging": self.paging,
             "users": kinds.count("User"),
             "groups": kinds.count("Group"),
         }
 
     def _control_profile(self, request: Request) -> Response:
         body = request.json()
-        self.set_profile(body["profile"], body.get("externalid_filter"))
+        self.set_profile(body["profile"], body.get("externalid_filter"), body.get("paging"))
         return Response.json(self.snapshot())
 
 

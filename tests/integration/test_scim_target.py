@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from sandbox.scim import ENTRA, FULL, PUT_ONLY, ScimApp
+from sandbox.scim import BOTH, CURSOR, ENTRA, FULL, INDEX, PUT_ONLY, ScimApp
 from sandbox.server import FaultRule, RateLimit
 from shared.core.work import user_item
-from shared.services.reconcile import reconcile_every
+from shared.services.reconcile import ReconcileFailed, reconcile_every
 from shared.targets.scim.target import NO_EXTERNAL_ID
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
 
@@ -117,6 +117,21 @@ def sync(world: World, indexed: dict[str, Any], *items: Any, keep: bool = True) 
             return await audit_rows(svc)
 
     return asyncio.run(go())
+
+
+def cli_backfill(world: World, monkeypatch: pytest.MonkeyPatch) -> int:
+    """``entra-sync backfill --target scim:crm`` as an operator runs it, on the world's settings."""
+    from shared.cli import main
+
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+
+    async def empty() -> None:
+        async with services_for(world):
+            pass
+
+    asyncio.run(empty())
+    return main(["backfill", "--target", "scim:crm"])
 
 
 def scim_rows(rows: list[dict[str, Any]], entra_id: str) -> list[tuple[str, str]]:
@@ -438,21 +453,11 @@ def test_backfill_adopts_existing_users_stamps_them_and_creates_the_rest(
     world: World, app: ScimApp, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    from shared.cli import main
-
     dump = world.graph.snapshot(full=True)["dump"]
     in_0 = world.transitive_users(world.group_ids[0])
     in_scope = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
     existing = [app.add_user(u["userPrincipalName"]) for u in in_scope[:3]]
-    for name, value in world.env.items():
-        monkeypatch.setenv(name, value)
-
-    async def empty() -> None:
-        async with services_for(world):
-            pass
-
-    asyncio.run(empty())
-    assert main(["backfill", "--target", "scim:crm"]) == 0
+    assert cli_backfill(world, monkeypatch) == 0
     out = capsys.readouterr()
     assert f"{len(in_scope)} in scope" in out.out and "adopted 3" in out.out
     assert f"created {len(in_scope) - 3}" in out.out and "failed 0" in out.out
@@ -554,3 +559,175 @@ def test_the_circuit_breaker_holds_a_scim_run_that_would_deactivate_too_many(
         assert all(u["active"] for u in full_app.users() if u["id"] in ghosts)
     finally:
         world.stop()
+
+
+# -- paging: the whole listing or a failed run ------------------------------------------------------------
+
+
+def _reconcile(world: World, mode: str = "dry-run") -> Any:
+    async def run() -> Any:
+        async with services_for(world, keep_storage=True) as svc:
+            try:
+                (summary,) = await reconcile_every({"scim:crm": svc.reconcilers["scim:crm"]}, mode)
+            except ReconcileFailed as exc:
+                return exc, (await svc.reconcilers["scim:crm"].history(), await audit_rows(svc))
+            return summary, None
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("paging", [CURSOR, BOTH])
+def test_reconciliation_pages_by_cursor_where_the_server_offers_it_and_reads_every_user(
+    azurite: Azurite, tmp_path: Path, paging: str
+) -> None:
+    """A server that pages by cursor only (RFC 9865) answers a startIndex with 501: reading it by
+    index failed the run. Cursors read all 150, four to a page (the server's maxPageSize)."""
+    app = ScimApp(paging=paging, max_page_size=40).start()
+    world = start(azurite, tmp_path, app)
+    try:
+        app.seed_users(150)
+        summary, _ = _reconcile(world)
+        assert summary.accounts == 150 and summary.read_by == "list by cursor"
+        listings = [e for e in app.log.entries() if e.route == "scim.users.list"]
+        assert len(listings) == 4  # ceil(150 / 40): the page size the server announced
+    finally:
+        world.stop()
+        app.stop()
+
+
+@pytest.mark.parametrize(
+    ("paging", "fault"), [(INDEX, "repeat"), (INDEX, "short"), (CURSOR, "repeat"), (CURSOR, "short")]
+)
+def test_a_listing_the_server_breaks_fails_the_run_loudly_instead_of_reporting_part_as_all(
+    azurite: Azurite, tmp_path: Path, paging: str, fault: str
+) -> None:
+    """The review's server answered the second page again: reconciliation saw 100 of 150 users (87
+    in its run) and called the run complete. Now the run fails, is recorded, reported and alerted
+    as failed, and queues nothing; a backfill stops before it writes anything."""
+    app = ScimApp(paging=paging).start()
+    world = start(azurite, tmp_path, app, extra="    page_size: 50\n")
+    try:
+        app.seed_users(150)
+        app.break_listing(fault, page=2)
+        failed, (runs, rows) = _reconcile(world, "apply")
+        assert isinstance(failed, ReconcileFailed) and "PartialListing" in str(failed), failed
+        run = runs[-1]  # this run: the latest
+        assert run.status == "failed" and "PartialListing" in run.error and run.accounts == 0
+        assert [r["outcome"] for r in rows if r["action"] == "reconcile_apply" and run.run_id in r.values()] == [
+            "failed"
+        ]
+
+        async def after() -> list[Any]:
+            async with services_for(world, keep_storage=True) as svc:
+                return await queued(svc)
+
+        assert asyncio.run(after()) == []  # nothing acted on
+        assert not [route for route in writes(app) if route.startswith("scim.users.")]  # (tidy made the groups)
+    finally:
+        world.stop()
+        app.stop()
+
+
+def test_a_backfill_over_a_broken_listing_fails_before_it_creates_anyone(
+    azurite: Azurite, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill adopts what the listing shows and creates the rest: on a listing that left users
+    out it would create a second account for each. It fails instead, writing nothing."""
+    app = ScimApp().start()
+    world = start(azurite, tmp_path, app, extra="    page_size: 50\n")
+    try:
+        dump = world.graph.snapshot(full=True)["dump"]
+        for user in dump["users"]:  # every Entra user is in the application already, by userName
+            app.add_user(user["userPrincipalName"])
+        app.seed_users(120)
+        app.break_listing("repeat", page=2)
+        assert cli_backfill(world, monkeypatch) != 0
+        assert "a repeated page" in capsys.readouterr().err
+        assert writes(app) == {}  # no user created twice, nothing adopted from a partial view
+    finally:
+        world.stop()
+        app.stop()
+
+
+# -- the media type, and no read twice ---------------------------------------------------------------------
+
+
+def test_every_request_body_is_sent_as_application_scim_json(
+    world: World, app: ScimApp, indexed: dict[str, Any]
+) -> None:
+    """RFC 7644 section 8.1: a joiner (POST user and group, PATCH or PUT of the group), a mover (PATCH
+    or PUT of the user) and a leaver, each labelled application/scim+json."""
+    user = world.member_user()
+    uid = user["id"]
+    sync(world, indexed, user_item(uid, "notification"), keep=False)
+    world.graph.update_user(uid, department="Moved")
+    sync(world, indexed, user_item(uid, "notification"))
+    world.graph.update_user(uid, accountEnabled=False)
+    sync(world, indexed, user_item(uid, "notification"))
+    sent = app.media_types()
+    routes = {route for route, _ in sent}
+    assert {"scim.users.create", "scim.groups.create"} <= routes
+    assert routes & {"scim.users.patch", "scim.users.replace"} and routes & {"scim.groups.patch", "scim.groups.replace"}
+    assert {media for _, media in sent} == {"application/scim+json"}, sent
+
+
+def test_a_joiner_in_three_groups_resolves_each_group_once_and_a_patch_answer_is_kept(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]
+) -> None:
+    """The review counted 10 GET /Groups for one joiner in 3 mapped groups (each looked up by
+    externalId, by displayName, then again before its create), and a GET of the user after every
+    PATCH. Now: a group not yet there is looked up once each way, then created; a second joiner
+    needs no group lookup at all; a group deleted on the server meanwhile is made again on the 404."""
+    app = ScimApp(profile=ENTRA).start()
+    world = start(azurite, tmp_path, app)
+    mapping = Path(world.settings.mapping_file)
+    sales = "      - {group: " + world.group_ids[1] + ", groups: [Sales]}\n"
+    support = "      - {group: " + world.group_ids[2] + ", groups: [Support]}\n"
+    mapping.write_text(mapping.read_text().replace(sales, sales + support))
+    try:
+        first = hire(world, "first.joiner@sandbox.onmicrosoft.com", "First Joiner")
+        second = hire(world, "second.joiner@sandbox.onmicrosoft.com", "Second Joiner")
+        for person in (first, second):
+            for gid in world.group_ids[1:3]:
+                world.graph.add_member(gid, person["id"])
+
+        def gets(route: str) -> int:
+            return sum(1 for e in app.log.entries() if e.route == route and e.method == "GET")
+
+        async def run() -> None:
+            async with services_for(world):  # one process: one worker, its caches warm across items
+                for person in (first, second):
+                    app.log.clear()
+                    await run_worker(
+                        indexed, dataclasses.replace(user_item(person["id"], "notification"), target="scim:crm")
+                    )
+                    counts[person["id"]] = (gets("scim.groups.list"), writes(app))
+                for n, change in enumerate(({"department": "Moved"}, {"jobTitle": "Lead"})):
+                    app.log.clear()
+                    world.graph.update_user(second["id"], **change)
+                    item = dataclasses.replace(user_item(second["id"], "notification"), target="scim:crm")
+                    await run_worker(indexed, item)
+                    counts[f"mover {n}"] = (gets("scim.users.get"), writes(app))
+                support = group(app, "Support")
+                app._serve("DELETE", f"/Groups/{support['id']}")  # an admin deleted it on the server
+                app.log.clear()
+                third = hire(world, "third.joiner@sandbox.onmicrosoft.com", "Third Joiner")
+                world.graph.add_member(world.group_ids[2], third["id"])
+                await run_worker(
+                    indexed, dataclasses.replace(user_item(third["id"], "notification"), target="scim:crm")
+                )
+                counts["third"] = (gets("scim.groups.list"), writes(app))
+                counts["support"] = app.members_of(group(app, "Support")["id"]) == {scim_user(app, third["id"])["id"]}  # type: ignore[index]
+
+        counts: dict[str, Any] = {}
+        asyncio.run(run())
+        assert counts[first["id"]] == (6, {"scim.users.create": 1, "scim.groups.create": 3, "scim.groups.patch": 3})
+        assert counts[second["id"]] == (0, {"scim.users.create": 1, "scim.groups.patch": 3})
+        # Planned from the link's memory; each PATCH's answer is the resource the next write needs.
+        assert counts["mover 0"] == counts["mover 1"] == (0, {"scim.users.patch": 1})
+        # Staff, then Support: a 404 (forgotten), looked up again (2), made again, and patched.
+        assert counts["third"] == (2, {"scim.users.create": 1, "scim.groups.create": 1, "scim.groups.patch": 3})
+        assert counts["support"]
+    finally:
+        world.stop()
+        app.stop()

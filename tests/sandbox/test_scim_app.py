@@ -10,7 +10,7 @@ import httpx
 import pytest
 from scim2_models import NotFoundException, UniquenessException
 
-from sandbox.scim import ENTRA, FULL, ScimApp, filter_problem
+from sandbox.scim import BOTH, CURSOR, ENTRA, FULL, INDEX, ScimApp, filter_problem
 from sandbox.server import FaultRule, RateLimit
 
 TOKEN = "test-scim-token"
@@ -186,6 +186,63 @@ def test_lists_page_by_start_index_and_count(app: ScimApp, client: httpx.Client)
     assert [u["userName"] for u in page["Resources"]] == ["user00002@example.com", "user00003@example.com"]
     beyond = client.get("/Users", params={"startIndex": 8}).json()
     assert (beyond["totalResults"], beyond["itemsPerPage"], beyond["Resources"]) == (7, 0, [])
+
+
+def _walk(client: httpx.Client, first: dict[str, Any], limit: int = 20) -> list[dict[str, Any]]:
+    """The pages of a cursor listing, following nextCursor (at most ``limit`` pages)."""
+    pages = [client.get("/Users", params=first).json()]
+    while pages[-1].get("nextCursor") and len(pages) < limit:
+        pages.append(client.get("/Users", params={"cursor": pages[-1]["nextCursor"], "count": first["count"]}).json())
+    return pages
+
+
+def test_cursor_paging_is_announced_and_served_and_a_cursor_only_server_refuses_start_index(
+    client: httpx.Client,
+) -> None:
+    app = ScimApp(token=TOKEN, paging=CURSOR, max_page_size=4).start()
+    try:
+        app.seed_users(10)
+        with httpx.Client(base_url=app.base_url, headers=client.headers, timeout=10) as http:
+            pagination = http.get("/ServiceProviderConfig").json()["pagination"]
+            assert (pagination["cursor"], pagination["index"], pagination["maxPageSize"]) == (True, False, 4)
+            assert pagination["defaultPaginationMethod"] == "cursor"
+            pages = _walk(http, {"cursor": "", "count": 10})
+            assert [len(p["Resources"]) for p in pages] == [4, 4, 2] and "nextCursor" not in pages[-1]
+            assert len({u["id"] for p in pages for u in p["Resources"]}) == 10
+            _error(http.get("/Users", params={"startIndex": 1, "count": 4}), 501)
+        app.set_profile(FULL, paging=BOTH)  # the same users, either way
+        with httpx.Client(base_url=app.base_url, headers=client.headers, timeout=10) as http:
+            assert http.get("/Users", params={"startIndex": 9, "count": 4}).json()["itemsPerPage"] == 2
+            assert len(_walk(http, {"cursor": "", "count": 4})) == 3
+    finally:
+        app.stop()
+
+
+def test_a_broken_listing_repeats_a_page_or_answers_short_and_loses_the_rest(
+    app: ScimApp, client: httpx.Client
+) -> None:
+    app.seed_users(12)
+    app.break_listing("repeat", page=2)
+    first, second = (client.get("/Users", params={"startIndex": i, "count": 4}).json() for i in (1, 5))
+    assert second == first  # the page before, again
+    assert client.get("/Users", params={"filter": 'userName eq "user00005@example.com"'}).json()["totalResults"] == 1
+    app.break_listing("short", page=2)
+    pages = [client.get("/Users", params={"startIndex": i, "count": 4}).json() for i in (1, 5, 7, 11)]
+    assert [len(p["Resources"]) for p in pages] == [4, 2, 2, 0] and {p["totalResults"] for p in pages} == {12}
+    listed = {u["userName"] for p in pages for u in p["Resources"]}
+    assert len(listed) == 8  # four users are never listed, though counted
+    app.break_listing(None)
+    assert len(client.get("/Users", params={"startIndex": 1, "count": 20}).json()["Resources"]) == 12
+
+
+def test_bodies_are_counted_by_their_media_type(app: ScimApp, client: httpx.Client) -> None:
+    client.post("/Users", json=_user("typed@example.com"))
+    client.post("/Users", content=b'{"schemas": ["%s"], "userName": "plain@example.com"}' % USER.encode(),
+                headers={"Content-Type": "application/json"})  # fmt: skip
+    client.get("/Users")
+    assert app.media_types() == {("scim.users.create", SCIM_JSON): 1, ("scim.users.create", "application/json"): 1}
+    app.reset()
+    assert app.media_types() == {}
 
 
 # -- groups -------------------------------------------------------------------------------------
@@ -455,16 +512,22 @@ def test_control_endpoints_seed_switch_profile_and_snapshot(app: ScimApp) -> Non
             "groups": [{"displayName": "Ops", "members": ["nina"]}],
         }
         seeded = control.post("/_control/seed", json=spec)
-        assert seeded.json() == {"profile": FULL, "externalid_filter": True, "users": 4, "groups": 1}
+        assert seeded.json() == {
+            "profile": FULL, "externalid_filter": True, "paging": INDEX, "users": 4, "groups": 1
+        }  # fmt: skip
         group = app.group_by_name("Ops")
         nina = app.user_by_username("nina")
         assert group is not None and nina is not None and app.members_of(group["id"]) == {nina["id"]}
-        switched = control.put("/_control/profile", json={"profile": ENTRA, "externalid_filter": False})
+        switched = control.put(
+            "/_control/profile", json={"profile": ENTRA, "externalid_filter": False, "paging": CURSOR}
+        )
         assert switched.json()["profile"] == ENTRA and app.externalid_filter is False
+        assert switched.json()["paging"] == CURSOR
         assert control.post("/_control/reset").status_code == 204
         assert control.get("/_control/snapshot").json() == {
             "profile": FULL,
             "externalid_filter": True,
+            "paging": INDEX,
             "users": 0,
             "groups": 0,
         }

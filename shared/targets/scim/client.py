@@ -11,6 +11,7 @@ does not know is time: a 429 or a 503 carries ``Retry-After``, which this layer 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from typing import Any, Final
 
@@ -22,6 +23,7 @@ from shared.errors import RateLimited, TransientError
 from shared.settings import Secret
 
 USER: Final = User[EnterpriseUser]
+SCIM_JSON: Final = "application/scim+json"  # RFC 7644 section 8.1: the media type of every SCIM body
 MAX_RETRY_AFTER_S: Final = 3600.0
 
 
@@ -54,6 +56,17 @@ class ScimClient(AsyncSCIMClient):
         super().__init__(client, provider=provider())
         self.name = name
 
+    def _request_kwargs(self, method: str, req: Any) -> dict[str, Any]:
+        """scim2-client hands a body to httpx as ``json=``, which labels it ``application/json``;
+        RFC 7644 asks for ``application/scim+json`` (some servers refuse anything else), so the
+        body goes encoded here, labelled so, with any headers of the request kept."""
+        kwargs: dict[str, Any] = super()._request_kwargs(method, req)
+        if "json" in kwargs:
+            body = json.dumps(kwargs.pop("json"), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            kwargs["content"] = body.encode()
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Content-Type": SCIM_JSON}
+        return kwargs
+
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx2.Response:
         try:
             response = await self.client.request(method, url, **kwargs)
@@ -76,7 +89,7 @@ def http_client(base_url: str, token: Secret, timeout_s: float) -> httpx2.AsyncC
     """One connection pool per SCIM target; the token rides in a header, never in a URL or a log."""
     return httpx2.AsyncClient(
         base_url=base_url.rstrip("/") + "/",
-        headers={"Authorization": f"Bearer {token.reveal()}", "Accept": "application/scim+json"},
+        headers={"Authorization": f"Bearer {token.reveal()}", "Accept": SCIM_JSON},
         timeout=httpx2.Timeout(timeout_s),
         follow_redirects=False,
     )

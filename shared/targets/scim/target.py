@@ -62,7 +62,7 @@ from shared.core.model import Account, Action, ActionKind
 from shared.core.ports import Applied, Fence, StateStore
 from shared.errors import Conflict, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
-from shared.targets.scim import paths
+from shared.targets.scim import paging, paths
 from shared.targets.scim.client import USER, ScimClient
 from shared.targets.scim.filters import eq, quote
 from shared.targets.scim.rules import CAPABILITIES, OWNER, ScimOptions, ScimRules
@@ -74,6 +74,7 @@ DISCOVERY_TTL_S: Final = 900.0
 GROUPS_TTL_S: Final = 600.0
 REMEMBERED: Final = 4096  # resources read recently (a PATCH of a typed element needs to know it exists)
 STATE_KIND: Final = "scim_groups"
+PATCH_ANSWER: Final = {"excludedAttributes": "groups"}  # asks a user PATCH to answer with the resource
 NO_EXTERNAL_ID: Final = (
     "this SCIM server refuses externalId filters: accounts are matched by userName, so a change of "
     "the user's userName (an email change) cannot be followed"
@@ -93,7 +94,8 @@ class Server:
     etag: bool = False
     bulk_max: int = 0
     filter: bool = True
-    max_results: int = 1000
+    max_results: int = 1000  # the most resources one answer holds (filter.maxResults, pagination.maxPageSize)
+    cursor: bool = False  # pages by cursor (RFC 9865), as the pagination block offers
     enterprise: bool | None = None  # whether /Schemas lists the enterprise extension (None: not served)
     externalid_filter: bool | None = None  # None until a filter on externalId was tried
     members_filter: bool | None = None
@@ -107,11 +109,18 @@ class GroupRef:
 
 
 @dataclass
+class _Resolved:
+    """What a lookup of one section group found (``None``: no such group then), and when."""
+
+    ref: GroupRef | None
+    at: float
+
+
+@dataclass
 class _Index:
     """The section's groups as the server has them, by Entra group id."""
 
     by_group: dict[str, GroupRef] = field(default_factory=dict)
-    at: float = -math.inf
 
     def name_of(self, scim_id: str, names: Mapping[str, str]) -> str | None:
         for gid, ref in self.by_group.items():
@@ -170,7 +179,7 @@ class ScimTarget:
         self.read_by = "list"
         self._discovered_at = -math.inf
         self._discovery = asyncio.Lock()
-        self._groups = _Index()
+        self._resolved: dict[str, _Resolved] = {}  # Entra group id -> its SCIM group, see _resolve()
         self._groups_lock = asyncio.Lock()
         self._making: dict[str, asyncio.Lock] = {}  # Entra group id -> held while it is made right
         self._writers: dict[str, _GroupWriter] = {}  # SCIM group id -> its member changes
@@ -227,12 +236,16 @@ class ScimTarget:
             if not isinstance(config, ServiceProviderConfig):
                 raise TransientError(f"{self.name}: /ServiceProviderConfig is not a ServiceProviderConfig")
             known = self.server
+            pagination = config.pagination
+            max_results = [config.filter.max_results if config.filter else None]
+            max_results.append(pagination.max_page_size if pagination else None)
             self.server = Server(
                 patch=bool(config.patch and config.patch.supported),
                 etag=bool(config.etag and config.etag.supported),
                 bulk_max=int(config.bulk.max_operations or 0) if config.bulk and config.bulk.supported else 0,
                 filter=bool(config.filter and config.filter.supported),
-                max_results=int(config.filter.max_results or 1000) if config.filter else 1000,
+                max_results=min((int(n) for n in max_results if n), default=1000),
+                cursor=bool(pagination and pagination.cursor),
                 enterprise=await self._serves_enterprise(),
                 externalid_filter=known.externalid_filter,
                 members_filter=known.members_filter,
@@ -333,20 +346,32 @@ class ScimTarget:
         if kind is ActionKind.GRANT:
             for name in sorted(action.entitlements):
                 ref = await self._group(name, fence)
-                await self._member(ref.id, target_id, fence, add=True)
+                try:
+                    await self._member(ref.id, target_id, fence, add=True)
+                except NotFound:  # the group was deleted on the server since it was resolved: make it again
+                    self._forget_group(ref.id)
+                    ref = await self._group(name, fence)
+                    await self._member(ref.id, target_id, fence, add=True)
             return Applied()
         if kind is ActionKind.UNGRANT:
             for name in sorted(action.entitlements):
-                held = (await self._index()).by_group.get(self._group_of.get(name.casefold(), ""))
+                gid = self._group_of.get(name.casefold(), "")
+                held = await self._resolve(gid, self.group_names.get(gid, name)) if gid else None
                 if held is None:
                     continue  # no such group on the server: nobody is in it
-                await self._member(held.id, target_id, fence, add=False)
+                try:
+                    await self._member(held.id, target_id, fence, add=False)
+                except NotFound:  # deleted on the server meanwhile: nobody is in it any more
+                    self._forget_group(held.id)
             return Applied()
         raise PermanentError(f"a SCIM target cannot {kind.value}")
 
     async def accounts(self) -> AsyncIterator[Account]:
-        """Every user, a page at a time (``startIndex``/``count``), with the section's groups read
-        once each (their members) instead of a call per user."""
+        """Every user, a page at a time (by cursor where the server offers it, else by
+        ``startIndex``), with the section's groups read once each (their members) instead of a
+        call per user. A listing the server cannot give whole raises
+        :class:`~shared.targets.scim.paging.PartialListing` (see :mod:`~shared.targets.scim.paging`):
+        reconciliation and backfill never act on part of it as if it were all."""
         server = await self.discover(force=True)
         members: dict[str, set[str]] = {}
         if self.group_names:
@@ -357,23 +382,21 @@ class ScimTarget:
                     value = member.get("value") if isinstance(member, Mapping) else None
                     if value:
                         members.setdefault(str(value), set()).add(self.group_names[gid])
-        page = max(1, min(self.options.page_size, server.max_results or self.options.page_size))
-        start, seen, total = 1, 0, None
-        shared: dict[frozenset[str], frozenset[str]] = {}
-        while total is None or seen < total:
-            request = _search(startIndex=start, count=page)
+        self.read_by = "list by cursor" if server.cursor else "list by startIndex"
+
+        async def fetch(start: int | None, cursor: str | None, count: int) -> paging.Page:
+            request = _search(startIndex=start, cursor=cursor, count=count)
             listed = await self._call("users.list", self.scim.query, USER, query_parameters=request)
-            resources = _resources(listed)
-            if total is None:
-                total = int(getattr(listed, "total_results", 0) or 0)
-            if not resources:
-                break  # a server whose total was an estimate
-            for resource in resources:
-                data = _dump(resource)
+            resources = [_dump(r) for r in _resources(listed)]  # a ListResponse, or TransientError
+            assert isinstance(listed, ListResponse)
+            return paging.Page(resources, listed.total_results, listed.next_cursor)
+
+        count = max(1, min(self.options.page_size, server.max_results or self.options.page_size))
+        shared: dict[frozenset[str], frozenset[str]] = {}
+        async for resources in paging.walk(fetch, count=count, by_cursor=server.cursor, what=f"{self.name} users"):
+            for data in resources:
                 names = frozenset(members.get(str(data.get("id")), ()))
                 yield self.rules.account(data, shared.setdefault(names, names))
-            seen += len(resources)
-            start += len(resources)
 
     # -- updates -----------------------------------------------------------------------------------
 
@@ -406,8 +429,17 @@ class ScimTarget:
         if self.server.patch:
             ops = self._operations(current, changes)
             patch = self._valid(PatchOp[USER], {"Operations": ops})  # type: ignore[valid-type]
-            await self._call("users.patch", self.scim.modify, USER, target_id, patch, headers=headers, fence=fence)
-            self._seen.pop(target_id, None)  # a 204 has no body: read it again next time
+            # RFC 7644 section 3.5.2: a PATCH may answer 204 unless attributes are asked for, and a
+            # 200 carries the resource as it now is: asked for (without its groups, which a write
+            # never needs), it saves the read before this user's next write.
+            patched = await self._call(
+                "users.patch", self.scim.modify, USER, target_id, patch,
+                headers=headers, params=PATCH_ANSWER, fence=fence,
+            )  # fmt: skip
+            if patched is None:  # a 204 has no body: read it again next time
+                self._seen.pop(target_id, None)
+            else:
+                self._remember(_dump(patched))
             return
         body = paths.merged(current, {self._path(p): v for p, v in changes.items() if p not in _SIMPLE})
         for key in _SIMPLE & set(changes):
@@ -458,12 +490,13 @@ class ScimTarget:
     async def _groups_of(self, user: Mapping[str, Any]) -> frozenset[str]:
         """The section's groups this user is in: from the user's ``groups`` where the server keeps
         it, else one ``members.value eq`` query, else (a server that refuses that filter) a read
-        of each group."""
-        index = await self._index()
+        of each group. A group stamped with a section group's ``externalId`` is named by it; the
+        section's groups are resolved only for the others."""
         uid = str(user.get("id"))
         listed = user.get("groups")
         if isinstance(listed, list):
             ids = {str(g.get("value")) for g in listed if isinstance(g, Mapping)}
+            index = await self._index()
             return frozenset(n for i in ids if (n := index.name_of(i, self.group_names)))
         if self.server.members_filter is not False and self.server.filter:
             request = _search(filter=eq("members.value", uid), attributes=["id", "displayName", OWNER])
@@ -479,13 +512,14 @@ class ScimTarget:
                 names = set()
                 for group in _resources(found):
                     data = _dump(group)
-                    name = index.name_of(str(data.get("id")), self.group_names)
-                    if name is None and data.get(OWNER) in self.group_names:
-                        name = self.group_names[str(data[OWNER])]
+                    name = self.group_names.get(str(data.get(OWNER)))
+                    if name is None:
+                        name = (await self._index()).name_of(str(data.get("id")), self.group_names)
                     if name:
                         names.add(name)
                 return frozenset(names)
         names = set()
+        index = await self._index()
         for gid, ref in index.by_group.items():
             group = await self._call("groups.get", self.scim.query, Group, ref.id)
             if any(isinstance(m, Mapping) and str(m.get("value")) == uid for m in _dump(group).get("members") or ()):
@@ -493,18 +527,45 @@ class ScimTarget:
         return frozenset(names)
 
     async def _index(self, *, force: bool = False) -> _Index:
-        """The section's groups on the server (by ``externalId``, else by ``displayName``), cached
-        for :data:`GROUPS_TTL_S`; nothing is created here."""
-        async with self._groups_lock:
-            if not force and self.clock.now() - self._groups.at < GROUPS_TTL_S:
-                return self._groups
-            index = _Index(at=self.clock.now())
-            for gid, name in self.group_names.items():
-                ref = await self._find_group(gid, name)
-                if ref is not None:
-                    index.by_group[gid] = ref
-            self._groups = index
-            return index
+        """The section's groups on the server, each resolved as :meth:`_resolve` does (``force``:
+        every one looked up again now); nothing is created here."""
+        index = _Index()
+        for gid, name in self.group_names.items():
+            ref = await self._resolve(gid, name, fresh=force)
+            if ref is not None:
+                index.by_group[gid] = ref
+        return index
+
+    async def _resolve(self, gid: str, name: str, *, fresh: bool = False) -> GroupRef | None:
+        """The SCIM group the section pushes Entra group ``gid`` as (found by ``externalId``, else
+        by ``displayName``), or None when the server has none.
+
+        What a lookup found is kept for :data:`GROUPS_TTL_S` and trusted for reads, member
+        changes and removals: a group's id does not change, and a write to a group deleted since
+        answers 404, which forgets it (:meth:`_forget_group`) and resolves it again. That the
+        server had *no* such group is trusted only to know who is not in it: before a group is
+        created it is looked up again (:meth:`_make_group`), as another process may have made it."""
+        async with self._groups_lock:  # one lookup of a group at a time: concurrent readers share it
+            known = self._resolved.get(gid)
+            if not fresh and known is not None and self.clock.now() - known.at < GROUPS_TTL_S:
+                return known.ref
+            ref = await self._find_group(gid, name)
+            self._keep(gid, ref)
+            return ref
+
+    def _found(self, gid: str) -> GroupRef | None:
+        """The group resolved for ``gid`` within :data:`GROUPS_TTL_S`, if one was found."""
+        known = self._resolved.get(gid)
+        fresh = known is not None and self.clock.now() - known.at < GROUPS_TTL_S
+        return known.ref if fresh and known is not None else None
+
+    def _keep(self, gid: str, ref: GroupRef | None) -> None:
+        self._resolved[gid] = _Resolved(ref, self.clock.now())
+
+    def _forget_group(self, scim_id: str) -> None:
+        for gid, known in list(self._resolved.items()):
+            if known.ref is not None and known.ref.id == scim_id:
+                del self._resolved[gid]
 
     async def _find_group(self, gid: str, name: str) -> GroupRef | None:
         for attribute, value in ((OWNER, gid), ("displayName", name)):
@@ -542,10 +603,8 @@ class ScimTarget:
             return await self._make_group(gid, name, fence)
 
     async def _make_group(self, gid: str, name: str, fence: Fence) -> GroupRef:
-        index = await self._index()
-        ref = index.by_group.get(gid)
-        if ref is None:
-            ref = await self._find_group(gid, name)  # made by another worker since the index was read
+        # A group found is trusted; that there was none is not, before a create: look it up now.
+        ref = self._found(gid) or await self._resolve(gid, name, fresh=True)
         if ref is None:
             body = self._valid(
                 Group, {"displayName": name, OWNER: gid, "members": []}, Context.RESOURCE_CREATION_REQUEST
@@ -571,7 +630,7 @@ class ScimTarget:
             log.info("%s: group %s is now %r (externalId %s)", self.name, ref.id, name, gid)
             ref = GroupRef(ref.id, name, gid)
             await self._pushed(gid)
-        index.by_group[gid] = ref
+        self._keep(gid, ref)
         return ref
 
     async def _member(self, group_id: str, user_id: str, fence: Fence, *, add: bool) -> None:
