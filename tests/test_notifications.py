@@ -135,6 +135,17 @@ def test_a_queue_message_python_cannot_use_is_bad_input_not_a_crash(text: str, p
         WorkItem.from_json(text)
 
 
+def test_a_source_ref_is_kept_whole_up_to_256_characters_and_refused_past_them() -> None:
+    whole = "r" * 256
+    assert WorkItem.from_json(work_item(source_ref=whole)).source_ref == whole
+    for ref, problem in (("r" * 257, "source_ref is 257 characters; at most 256"), ("run\nforged", "printable"),
+                         (["a"], "source_ref must be a string")):  # fmt: skip
+        with pytest.raises(BadInput, match=problem):
+            WorkItem.from_json(work_item(source_ref=ref))
+    with pytest.raises(BadInput, match="source_ref is 300 characters"):  # a producer of ours fails where it is
+        WorkItem("user", str(uuid.uuid4()), "delta", "r" * 300)
+
+
 def test_a_work_item_round_trips() -> None:
     item = WorkItem("user", str(uuid.uuid4()), "notification", SUB)
     assert WorkItem.from_json(item.to_json()) == item

@@ -1,5 +1,6 @@
 """graph_webhook and graph_lifecycle through the indexed functions: the handshake, validation at
-the edge, auditing of what was refused, and one work item per identity."""
+the edge, auditing of what was refused, and one work item per identity; and the queue's edge, a work
+item that reaches the worker from elsewhere."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from tests.integration.world import World, audit_rows, http_request, queued, services_for
+from tests.integration.world import World, audit_rows, http_request, queued, run_worker, services_for
 from tests.support import CLIENT_STATE
 
 SUB_USERS = "11111111-aaaa-4bbb-8ccc-000000000001"
@@ -417,3 +418,21 @@ def test_every_answer_carries_nosniff(world: World, indexed: dict[str, Any], nam
     assert {status: a.headers.get("X-Content-Type-Options") for status, a in answers.items()} == dict.fromkeys(
         requests, NOSNIFF
     )
+
+
+def test_a_work_item_whose_source_ref_is_over_256_characters_is_refused_and_audited_not_cut(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    ref = "ticket-" + "7" * 300  # no producer of entra-sync writes one: another tool put it on the queue
+    text = json.dumps({"v": 1, "kind": "user", "id": user["id"], "source": "manual", "source_ref": ref})
+
+    async def go() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, text)  # through sync_worker, as the host delivers a message
+            return await audit_rows(svc)
+
+    rows = asyncio.run(go())
+    assert [(r["action"], r["outcome"]) for r in rows] == [("refuse_work_item", "refused")]
+    assert rows[0]["detail"] == "work item source_ref is 307 characters; at most 256 are accepted, none cut"
+    assert world.account(user["id"]) is None  # nothing was done on a reference the trail could not keep
