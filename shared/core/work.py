@@ -159,11 +159,6 @@ class WorkItem:
     target: str = ""
     attempt: int = 0  # failed attempts at this item's target so far (its own retries, not the host's)
 
-    def __post_init__(self) -> None:
-        problem = source_ref_problem(self.source_ref)
-        if problem:
-            raise BadInput(problem)  # wherever an item is made: a producer's bug fails where it is
-
     @property
     def in_lane(self) -> bool:
         """Whether the item goes to the lane (``sync-lane``) rather than the bulk queue: a risk
@@ -216,11 +211,13 @@ class WorkItem:
         source_ref = data.get("source_ref", "")
         if not isinstance(source_ref, str):
             raise BadInput("work item source_ref must be a string")
+        if problem := source_ref_problem(source_ref):
+            raise BadInput(problem)
         return cls(
             kind=kind,
             id=ident,
             source=source,
-            source_ref=source_ref,  # checked whole by __post_init__
+            source_ref=source_ref,  # whole: never cut
             correlation_id=str(data.get("correlation_id") or uuid.uuid4().hex)[:64],
             enqueued_at=_enqueued_at(data.get("enqueued_at")),
             risk=risk,
