@@ -105,20 +105,15 @@ async def _validate(svc: App, authenticated: Authenticated, parse: Parser) -> Pa
 
 
 async def audit_refusals(svc: App, source: str, refusals: list[Refusal]) -> None:
-    """A request's refused items leave one audit row and one warning, with the counts per reason
-    (never the clientState they carried): the cost of a forged batch does not grow with its size."""
+    """A request's refused items leave one audit row and one warning, with the counts per reason and
+    the unknown subscriptions (well-formed ids only, at most ten; never the clientState they
+    carried): the cost of a forged batch does not grow with its size."""
     if not refusals:
         return
-    detail, counts = summarise(refusals)
+    detail, summary = summarise(refusals)
     log.warning("a %s request: %s", source, detail)
     subscriptions = {r.subscription_id for r in refusals}
-    await _audit(
-        svc,
-        source,
-        detail,
-        diff={"refused": len(refusals), "reasons": counts},
-        source_ref=subscriptions.pop() if len(subscriptions) == 1 else "",
-    )
+    await _audit(svc, source, detail, diff=summary, source_ref=subscriptions.pop() if len(subscriptions) == 1 else "")
 
 
 async def _audit(

@@ -16,6 +16,7 @@ adapters to put in place of the built ones, or no report store.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from shared.services.backfill import CONCURRENCY as BACKFILL_CONCURRENCY
 from shared.services.backfill import Backfill
 from shared.services.delta import DeltaService
 from shared.services.dispatch import Dispatcher
-from shared.services.guard import MassChangeGuard
+from shared.services.guard import MassChangeGuard, unwritten_limits
 from shared.services.health import Health
 from shared.services.notify import Notifier
 from shared.services.reconcile import Reconciler
@@ -61,6 +62,8 @@ from shared.targets.auth0.ratelimit import RateGate
 from shared.targets.registry import KINDS, TargetKind
 from shared.targets.scim.client import http_client
 from shared.targets.scim.rules import ScimOptions
+
+log = logging.getLogger("entra_sync.bootstrap")
 
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test keeps them equal)
 
@@ -204,6 +207,8 @@ def build(
     links_table = tables.get_table_client(names.LINKS_TABLE)
     jobs: dict[str, TargetJob] = {}
     for name, section in mapping.targets.items():
+        if warning := unwritten_limits(section, mapping.version):
+            log.warning("%s", warning)  # a guard that may hold leavers is never a surprise
         target = (targets or {}).get(name) or kinds[section.kind].build(section, context)
         jobs[name] = _job(section, target, LinkStore(links_table, name), state, audit, queue, alerts, clock)
     closers.extend(context.closers)

@@ -247,6 +247,18 @@ def test_reconcile_and_risk_policies_default_safely() -> None:
     assert m.risk.restore_on == ()
 
 
+def test_the_guard_holds_live_leavers_by_its_own_limits_not_the_nightly_breakers() -> None:
+    strict_nights = parse_mapping(MINIMAL + "reconcile: {max_deprovisions: 3, max_deprovision_share: 0.01}\n")
+    guard = auth0(strict_nights).guard
+    assert (guard.max_deprovisions, guard.max_deprovision_share, guard.min_changes_for_share) == (100, 0.2, 10)
+    assert guard.configured == frozenset()  # nothing written: start-up warns
+    written = auth0(parse_mapping(MINIMAL + "guard: {max_deprovisions: 7, min_changes_for_share: 3}\n")).guard
+    assert (written.max_deprovisions, written.min_changes_for_share) == (7, 3)
+    assert written.configured == {"max_deprovisions", "min_changes_for_share"}
+    example = auth0(load_mapping(REPO / "mapping.example.yaml")).guard
+    assert example.configured >= {"max_deprovisions", "max_deprovision_share", "min_changes_for_share"}
+
+
 def test_the_example_risk_rules_put_event_types_before_levels() -> None:
     m = load_mapping(REPO / "mapping.example.yaml")
     assert m.risk.actions_for("low", "leakedCredentials")[0] == "block"

@@ -89,8 +89,22 @@ def test_refusals_are_summarised_per_reason_most_frequent_first() -> None:
     refusals = [Refusal("unknown changeType"), *[Refusal("clientState missing or wrong")] * 3, Refusal("x")]
     assert summarise(refusals) == (
         "5 refused: clientState missing or wrong 3, unknown changeType 1, x 1",
-        {"clientState missing or wrong": 3, "unknown changeType": 1, "x": 1},
+        {"refused": 5, "reasons": {"clientState missing or wrong": 3, "unknown changeType": 1, "x": 1}},
     )
+
+
+def test_unknown_subscriptions_are_named_at_most_ten_and_only_when_shaped_like_a_graph_id() -> None:
+    ids = [f"{n:08x}-aaaa-4bbb-8ccc-dddddddddddd" for n in range(12)]
+    forged = ['x"}\nINFO forged log line', "0" * 5000, ids[0].upper() + "\n"]
+    items = [{"clientState": "s", "subscriptionId": sub} for sub in [*ids, ids[3].upper(), *forged]]
+    batch = parse_changes(authenticate(body(items), "application/json", "s"), frozenset())
+    line, data = summarise(batch.refused)
+    assert data["reasons"] == {"unknown subscription": 16}
+    assert data["unknown_subscriptions"] == ids[:10]  # distinct, in order, lower case: the 13th was ids[3]
+    assert data["unknown_subscriptions_not_listed"] == 2
+    assert data["unknown_subscriptions_malformed"] == 3
+    assert line.endswith(f"{ids[9]} and 2 more; 3 with a subscription id that is not a GUID (not shown)")
+    assert "forged" not in line and "\n" not in line and "00000000000" not in line
 
 
 def test_an_empty_validation_token_is_refused() -> None:
@@ -119,6 +133,15 @@ def work_item(**fields: Any) -> str:
 def test_a_queue_message_python_cannot_use_is_bad_input_not_a_crash(text: str, problem: str) -> None:
     with pytest.raises(BadInput, match=problem):
         WorkItem.from_json(text)
+
+
+def test_a_source_ref_is_kept_whole_up_to_256_characters_and_refused_past_them() -> None:
+    whole = "r" * 256
+    assert WorkItem.from_json(work_item(source_ref=whole)).source_ref == whole
+    for ref, problem in (("r" * 257, "source_ref is 257 characters; at most 256"), ("run\nforged", "printable"),
+                         (["a"], "source_ref must be a string")):  # fmt: skip
+        with pytest.raises(BadInput, match=problem):
+            WorkItem.from_json(work_item(source_ref=ref))
 
 
 def test_a_work_item_round_trips() -> None:

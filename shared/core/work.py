@@ -38,6 +38,10 @@ GUID: Final = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-
 
 
 MAX_MESSAGE_BYTES: Final = 48 * 1024  # base64 of this stays under the queue's 64 KiB limit
+# A source_ref is entra-sync's own short reference (a subscription id, a run or episode id,
+# "push:<detection id>": at most about 140 characters); a longer one was not written by a producer
+# of ours and is refused, never cut: cut, two references could read alike in the audit trail.
+MAX_SOURCE_REF: Final = 256
 
 
 VERSION: Final = 1
@@ -204,11 +208,16 @@ class WorkItem:
         attempt = data.get("attempt", 0)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt <= 100:
             raise BadInput("work item attempt must be a whole number from 0 to 100")
+        source_ref = data.get("source_ref", "")
+        if not isinstance(source_ref, str):
+            raise BadInput("work item source_ref must be a string")
+        if problem := source_ref_problem(source_ref):
+            raise BadInput(problem)
         return cls(
             kind=kind,
             id=ident,
             source=source,
-            source_ref=str(data.get("source_ref", ""))[:256],
+            source_ref=source_ref,  # whole: never cut
             correlation_id=str(data.get("correlation_id") or uuid.uuid4().hex)[:64],
             enqueued_at=_enqueued_at(data.get("enqueued_at")),
             risk=risk,
@@ -217,6 +226,16 @@ class WorkItem:
             target=target,
             attempt=attempt,
         )
+
+
+def source_ref_problem(ref: str) -> str:
+    """Why ``ref`` cannot be a work item's source_ref, or "": at most :data:`MAX_SOURCE_REF`
+    printable characters (it reaches audit rows and log lines)."""
+    if len(ref) > MAX_SOURCE_REF:
+        return f"work item source_ref is {len(ref)} characters; at most {MAX_SOURCE_REF} are accepted, none cut"
+    if not ref.isprintable():
+        return "work item source_ref must be printable (no line breaks or control characters)"
+    return ""
 
 
 def user_item(entra_id: str, source: str, source_ref: str = "", correlation_id: str | None = None) -> WorkItem:

@@ -188,7 +188,7 @@ class Checker:
         kind.check_grants(self, f"{where}{kind.grants_key}", grants)
         deprovision = self.deprovision(f"{where}deprovision", data.get("deprovision") or {}, kind)
         reconcile = self.reconcile(f"{where}reconcile", data.get("reconcile") or {})
-        guard = self.guard(f"{where}guard", data.get("guard") or {}, reconcile)
+        guard = self.guard(f"{where}guard", data.get("guard") or {})
         scope = self.scope(f"{where}scope.", data["scope"]) if where and "scope" in data else None
         if len(self.problems) > count:
             return None
@@ -498,8 +498,9 @@ class Checker:
             ),
         )
 
-    def guard(self, where: str, data: Any, reconcile: ReconcilePolicy) -> GuardPolicy:
-        """Defaults: the reconcile section's deprovision thresholds, so both paths hold alike."""
+    def guard(self, where: str, data: Any) -> GuardPolicy:
+        """The guard's own limits (defaults: :class:`GuardPolicy`), not the reconcile section's: the
+        live path holds leavers, which costs more than holding a nightly run's repairs."""
         data = self.keys(
             where,
             data,
@@ -516,11 +517,12 @@ class Checker:
 
         return GuardPolicy(
             window_minutes=count("window_minutes", d.window_minutes, 1),
-            max_deprovisions=count("max_deprovisions", reconcile.max_deprovisions),
-            max_deprovision_share=share("max_deprovision_share", reconcile.max_deprovision_share),
+            max_deprovisions=count("max_deprovisions", d.max_deprovisions),
+            max_deprovision_share=share("max_deprovision_share", d.max_deprovision_share),
             max_attribute_changes=count("max_attribute_changes", d.max_attribute_changes),
             max_attribute_change_share=share("max_attribute_change_share", d.max_attribute_change_share),
             min_changes_for_share=count("min_changes_for_share", d.min_changes_for_share, 1),
+            configured=frozenset(str(k) for k in data),
         )
 
     # -- risk ------------------------------------------------------------------------------------------

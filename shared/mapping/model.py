@@ -203,16 +203,36 @@ class ReconcilePolicy:
 @dataclass(frozen=True)
 class GuardPolicy:
     """Mass changes held for approval on the way in (notifications, delta, repairs), over a sliding
-    window: the reconcile section's deprovision thresholds, and one attribute changed or cleared on
-    many accounts. The share rules apply once at least ``min_changes_for_share`` changes of a kind
-    are counted, so two leavers in a small tenant are not a mass event."""
+    window: many deprovisions, or one attribute changed or cleared on many accounts.
+
+    Its limits are its own, not the nightly circuit breaker's (:class:`ReconcilePolicy`): holding a
+    live leaver leaves someone who was let go with access, so they are looser. A count rule (like
+    Entra provisioning's accidental-deletion threshold, a count of 500 per cycle by default) and a
+    share rule for tenants too small for the count to matter. The share rules apply only once at
+    least ``min_changes_for_share`` changes of a kind are counted in the window: in a tenant of ten,
+    five leavers in an hour are half the accounts but not a mass event.
+
+    Defaults, and why:
+
+    * ``max_deprovisions`` 100 an hour: ordinary leavers never come near it (a 50,000-person
+      organisation with 15% yearly attrition has about 30 a working day); a layoff or a scope
+      mistake does, and either deserves a look before the rest go out.
+    * ``max_deprovision_share`` 20% of the managed accounts: what a broken scope filter or a removed
+      group looks like in a tenant under 500 accounts, where the count rule would never trip.
+    * ``min_changes_for_share`` 10: below ten in an hour a share says nothing about intent, and a
+      whole small team leaving at once is not held (Entra's own threshold holds nothing there).
+
+    ``configured``: the keys the mapping file set (the rest are defaults), so start-up can say when
+    live leavers may be held by limits nobody wrote down.
+    """
 
     window_minutes: int = 60
-    max_deprovisions: int = 25
-    max_deprovision_share: float = 0.05
+    max_deprovisions: int = 100
+    max_deprovision_share: float = 0.2
     max_attribute_changes: int = 500  # one target path changed or cleared on this many accounts
     max_attribute_change_share: float = 0.5
-    min_changes_for_share: int = 5
+    min_changes_for_share: int = 10
+    configured: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 RISK_LEVELS: Final = ("low", "medium", "high")

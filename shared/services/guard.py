@@ -7,11 +7,18 @@ guard counts what it would do over a sliding window, per target:
 * ``deprovision``: a leaver's deprovisioning starts (block or delete);
 * ``attribute:<path>``: one target attribute changed or cleared.
 
-When a count passes the mapping's ``guard`` thresholds (a number, or a share of the managed
-accounts once at least ``min_changes_for_share`` are counted), the guard opens a hold *episode*:
-that change and every later one of the same kind is held (never dropped: the identity is kept in
-the state table), one alert goes to the operators, and ``entra-sync approve <episode>`` queues the
-held identities again, approved, and lets that kind through for the rest of the window.
+When a count passes the mapping's ``guard`` thresholds (its own, see :class:`GuardPolicy`: a number,
+or a share of the managed accounts once at least ``min_changes_for_share`` are counted), the guard
+opens a hold *episode*: that change and every later one of the same kind is held (never dropped: the
+identity is kept in the state table), one alert goes to the operators naming how many are held and
+the command that releases them, and ``entra-sync approve <episode>`` queues the held identities
+again, approved, and lets that kind through for the rest of the window. A held leaver keeps their
+access until then, which is why the limits are looser than the nightly circuit breaker's.
+
+Where an episode is kept (the state table): ``guard:<target>`` / ``<subject>`` is the episode
+(status ``held`` or ``approved``), ``guard-episode`` / ``<episode>`` finds it by id, and
+``guard-held:<episode>`` holds one row per held identity: :meth:`MassChangeGuard.held_episodes`
+reads them with their counts, for ``status``.
 
 Counting is shared by all instances through the state table without a write per change: each
 instance keeps its own per-minute counts and stores them every :data:`FLUSH_EVERY` changes or
@@ -34,7 +41,7 @@ from shared.core.model import ActionKind
 from shared.core.ports import Alerts, AuditStore, LinkStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import PermanentError
-from shared.mapping.model import GuardPolicy
+from shared.mapping.model import GuardPolicy, TargetSection
 from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
 
@@ -45,6 +52,8 @@ REFRESH_S: Final = 5.0  # the window's totals are read again after this long
 EXACT_ABOVE: Final = 0.5  # past this share of a limit, every change is stored and checked first
 MANAGED_REFRESH_S: Final = 600.0  # how often the managed accounts are counted again
 DEPROVISION: Final = "deprovision"
+# The keys that decide when live leavers are held: a file that leaves any out gets a start-up warning.
+DEPROVISION_LIMITS: Final = frozenset({"max_deprovisions", "max_deprovision_share", "min_changes_for_share"})
 
 
 @dataclass(frozen=True)
@@ -249,11 +258,9 @@ class MassChangeGuard:
         if not joined:
             await self.state.put(self._episodes_kind, subject, episode)
             await self.state.put("guard-episode", episode["episode"], {"target": self.target, "subject": subject})
-            what = "deprovisions" if subject == DEPROVISION else f"changes of {subject.split(':', 1)[1]}"
             await self.alerts.send(
                 f"guard:{episode['episode']}",
-                f"mass change held for {self.target}: {reason}. These {what} and every later one are held, "
-                f"nothing was dropped. Review them, then run: entra-sync approve {episode['episode']}",
+                _alert_text(self.target, subject, reason, str(episode["episode"])),
                 source=item.source,
                 correlation_id=item.correlation_id,
             )
@@ -270,6 +277,18 @@ class MassChangeGuard:
             f"released by: entra-sync approve {episode['episode']}"
         )
         return Hold(str(episode["episode"]), subject, reason)
+
+    # -- what is held ------------------------------------------------------------------------------------
+
+    async def held(self, episode_id: str) -> int:
+        """How many identities wait in an episode: its ``guard-held:<episode>`` rows, one per identity
+        (an identity held twice counts once), as every instance wrote them."""
+        return len(await self.state.list(f"guard-held:{episode_id}"))
+
+    async def held_episodes(self) -> list[dict[str, Any]]:
+        """This target's episodes still held, each with ``held``: how many identities wait in it."""
+        episodes = [e for e in (await self.state.list(self._episodes_kind)).values() if e.get("status") == "held"]
+        return [{**e, "held": await self.held(str(e["episode"]))} for e in episodes]
 
     # -- approving ---------------------------------------------------------------------------------------
 
@@ -308,6 +327,37 @@ class MassChangeGuard:
         )  # fmt: skip
         log.info("mass change %s approved by %s: %d identities queued", episode_id, approver, len(items))
         return len(items)
+
+
+def unwritten_limits(section: TargetSection, version: int) -> str:
+    """A warning for start-up when the limits that hold a target's live leavers are defaults the
+    mapping file does not write down (always so for a version 1 file written before the guard
+    existed), naming the limits in force and where to set them; "" when the file sets them all."""
+    p = section.guard
+    if p.configured >= DEPROVISION_LIMITS:
+        return ""
+    where = f"{section.where}guard"
+    origin = "this version 1 mapping file does not set them" if version == 1 else f"{where} does not set them all"
+    return (
+        f"{section.name}: live leavers are held for approval past {p.max_deprovisions} deprovisions in "
+        f"{p.window_minutes} minutes, or past {p.max_deprovision_share:.0%} of the managed accounts once "
+        f"{p.min_changes_for_share} are counted (defaults: {origin}). Set {where}.max_deprovisions, "
+        f"max_deprovision_share and min_changes_for_share in the mapping file to choose them "
+        "(see mapping.example.yaml)"
+    )
+
+
+def _alert_text(target: str, subject: str, reason: str, episode: str) -> str:
+    """The one alert of an episode: what tripped, how many are held now, and the command that
+    releases them. Sent when the first change is held; later ones join the episode quietly."""
+    if subject == DEPROVISION:
+        held = f"1 leaver is held, still active in {target}; every later leaver of {target} is held too"
+    else:
+        held = f"1 change of {subject.split(':', 1)[1]} is held; every later one is held too"
+    return (
+        f"mass change held for {target}: {reason}. {held}, none dropped, until an operator releases them. "
+        f"Review, then run: entra-sync approve {episode}"
+    )
 
 
 def _approved(item: WorkItem, subject: str) -> bool:

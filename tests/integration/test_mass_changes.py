@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from sandbox.azurite import Azurite
 from sandbox.receiver import WebhookReceiver
+from shared import bootstrap
 from shared.bootstrap import App
 from shared.core.work import user_item
 from shared.mapping.model import GuardPolicy
@@ -62,9 +64,9 @@ def test_disabling_most_of_a_tenant_through_notifications_is_held_past_the_thres
         managed, leavers, blocked_first, alerts, approved, one_more, rows = asyncio.run(scenario())
     finally:
         world.stop()
-    floor = GuardPolicy().min_changes_for_share  # the share rule (5% by default) applies from the 5th
-    assert len(managed) >= 20
-    assert len(blocked_first) == floor - 1  # 4 of the managed is past 5% but under the floor; the 5th trips
+    floor = GuardPolicy().min_changes_for_share  # the share rule (20% by default) applies from the 10th
+    assert 20 <= len(managed) < 50 and len(leavers) > floor  # 10 of them are past 20%: the 10th trips
+    assert len(blocked_first) == floor - 1  # 9 are past 20% but under the floor
     held = [r for r in rows if r["action"] == "held"]
     assert len(held) == len(leavers) - len(blocked_first)  # every later one held, none dropped
     assert len(alerts) == 1 and "mass change held for auth0" in alerts[0]
@@ -122,3 +124,63 @@ def test_a_share_is_judged_against_the_managed_accounts_of_now_not_of_an_earlier
         world.stop()
     assert not [r for r in rows if r["action"] == "held"]
     assert receiver.texts() == []
+
+
+def test_five_leavers_of_ten_managed_accounts_all_go_out_at_once(
+    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any], receiver: WebhookReceiver
+) -> None:
+    """A small tenant: half its accounts leaving in an hour is not a mass change. Holding them would
+    leave five people who were let go with access (the share rule has a floor of 10)."""
+    world = world_for(azurite, tmp_path, receiver)  # a version 1 file without a guard section: defaults
+
+    async def scenario() -> Any:
+        async with services_for(world) as svc:
+            members = [u["id"] for u in world.graph.snapshot(full=True)["dump"]["users"]
+                       if u["userType"] == "Member" and u["accountEnabled"]][:10]  # fmt: skip
+            for entra_id in members:  # the tenant's ten managed accounts
+                await run_worker(indexed, user_item(entra_id, "notification"))
+            managed = await svc.job().links.count()
+            for entra_id in members[:5]:
+                world.graph.update_user(entra_id, accountEnabled=False)
+                await run_worker(indexed, user_item(entra_id, "notification"))
+            return members, managed, await audit_rows(svc)
+
+    try:
+        members, managed, rows = asyncio.run(scenario())
+    finally:
+        world.stop()
+    assert managed == 10
+    assert [(world.account(e) or {}).get("blocked") for e in members[:5]] == [True] * 5
+    assert not [r for r in rows if r["action"] == "held"]
+    assert receiver.texts() == []
+
+
+def test_a_mapping_that_leaves_the_deprovision_limits_out_says_at_start_up_which_hold_live_leavers(
+    azurite: Azurite, tmp_path: Path, receiver: WebhookReceiver, caplog: Any
+) -> None:
+    (tmp_path / "unset").mkdir()
+    (tmp_path / "written").mkdir()
+    unset = world_for(azurite, tmp_path / "unset", receiver)  # version 1, no guard section
+    written = world_for(
+        azurite, tmp_path / "written", receiver,
+        extra="guard: {max_deprovisions: 40, max_deprovision_share: 0.3, min_changes_for_share: 8}",
+    )  # fmt: skip
+
+    async def start(world: World) -> list[str]:
+        caplog.clear()
+        await bootstrap.init(world.settings).aclose()  # the composition root, as function_app starts it
+        return [r.getMessage() for r in caplog.records if r.name == "entra_sync.bootstrap"]
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="entra_sync.bootstrap"):
+            warned = asyncio.run(start(unset))
+            quiet = asyncio.run(start(written))
+    finally:
+        unset.stop()
+        written.stop()
+    assert len(warned) == 1
+    assert "auth0: live leavers are held for approval past 100 deprovisions in 60 minutes" in warned[0]
+    assert "past 20% of the managed accounts once 10 are counted" in warned[0]
+    assert "this version 1 mapping file does not set them" in warned[0]
+    assert "guard.max_deprovisions, max_deprovision_share and min_changes_for_share" in warned[0]
+    assert quiet == []

@@ -1,5 +1,6 @@
 """graph_webhook and graph_lifecycle through the indexed functions: the handshake, validation at
-the edge, auditing of what was refused, and one work item per identity."""
+the edge, auditing of what was refused, and one work item per identity; and the queue's edge, a work
+item that reaches the worker from elsewhere."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from tests.integration.world import World, audit_rows, http_request, queued, services_for
+from tests.integration.world import World, audit_rows, http_request, queued, run_worker, services_for
 from tests.support import CLIENT_STATE
 
 SUB_USERS = "11111111-aaaa-4bbb-8ccc-000000000001"
@@ -22,6 +23,7 @@ SUB_GROUPS = "11111111-aaaa-4bbb-8ccc-000000000002"
 SUB_UNKNOWN = "99999999-aaaa-4bbb-8ccc-000000000009"
 CAP = 1000  # items per request, as the README promises (shared.sources.graph.notifications.MAX_ITEMS)
 NOSNIFF = "nosniff"
+NAMED = {"unknown subscription": f"; unknown subscriptions: {SUB_UNKNOWN}"}  # what a refusal row names
 
 
 @pytest.fixture
@@ -137,7 +139,7 @@ def test_a_refused_item_is_audited_and_nothing_is_enqueued(
     assert response.status_code == 403
     assert items == []
     assert [(r["action"], r["outcome"], r["detail"]) for r in rows] == [
-        ("refuse_notification", "refused", f"1 refused: {reason} 1")
+        ("refuse_notification", "refused", f"1 refused: {reason} 1" + NAMED.get(reason, ""))
     ]
     assert all(CLIENT_STATE not in json.dumps(r, default=str) for r in rows)
 
@@ -241,7 +243,7 @@ def test_a_flood_of_unauthenticated_items_costs_one_audit_row_and_one_warning(
     assert (row["action"], row["outcome"]) == ("refuse_notification", "refused")
     assert row["detail"] == f"{CAP} refused: clientState missing or wrong {CAP}"
     assert json.loads(row["diff"]) == {"refused": CAP, "reasons": {"clientState missing or wrong": CAP}}
-    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "entra_sync.webhook"]) == 1
 
 
 def test_refusals_are_counted_per_reason_in_one_audit_row_without_the_client_state(
@@ -262,13 +264,44 @@ def test_refusals_are_counted_per_reason_in_one_audit_row_without_the_client_sta
     assert response.status_code == 202
     assert [i.id for i in items] == [good]
     [row] = rows
-    assert row["detail"] == "4 refused: clientState missing or wrong 2, unknown subscription 1, unknown changeType 1"
+    assert row["detail"] == (
+        "4 refused: clientState missing or wrong 2, unknown subscription 1, unknown changeType 1; "
+        f"unknown subscriptions: {SUB_UNKNOWN}"
+    )
     assert json.loads(row["diff"]) == {
         "refused": 4,
         "reasons": {"clientState missing or wrong": 2, "unknown subscription": 1, "unknown changeType": 1},
+        "unknown_subscriptions": [SUB_UNKNOWN],
     }
     assert CLIENT_STATE not in json.dumps(rows, default=str)
     assert CLIENT_STATE not in caplog.text
+
+
+def test_a_mixed_request_names_its_unknown_subscriptions_but_echoes_no_forged_id(
+    world: World, indexed: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    good, other = str(uuid.uuid4()), "99999999-aaaa-4bbb-8ccc-00000000000a"
+    injected = 'x", "outcome": "ok"}\r\nWARNING forged line ' + "y" * 300
+    body = {
+        "value": [
+            note(good),  # valid
+            note(str(uuid.uuid4()), sub=SUB_UNKNOWN),  # an unknown subscription, twice, and another
+            note(str(uuid.uuid4()), sub=SUB_UNKNOWN),
+            note(str(uuid.uuid4()), sub=other),
+            note(str(uuid.uuid4()), sub=injected),  # the right clientState, a subscription id that is no id
+            note(str(uuid.uuid4()), state="forged-state-value-000000000", sub=injected),  # forged
+        ]
+    }
+    with caplog.at_level(logging.WARNING):
+        response, items, rows = scenario(world, indexed, "graph_webhook", http_request(body))
+    assert response.status_code == 202
+    assert [i.id for i in items] == [good]
+    [row] = rows
+    assert json.loads(row["diff"])["unknown_subscriptions"] == [SUB_UNKNOWN, other]  # distinct, named
+    assert json.loads(row["diff"])["unknown_subscriptions_malformed"] == 1
+    assert f"unknown subscriptions: {SUB_UNKNOWN}, {other}" in row["detail"]
+    assert row["source_ref"] == ""  # several subscriptions: none is the request's
+    assert "forged" not in json.dumps(rows, default=str) and "forged" not in caplog.text
 
 
 def test_subscriptions_are_looked_up_only_once_an_item_carries_the_right_client_state(
@@ -385,3 +418,21 @@ def test_every_answer_carries_nosniff(world: World, indexed: dict[str, Any], nam
     assert {status: a.headers.get("X-Content-Type-Options") for status, a in answers.items()} == dict.fromkeys(
         requests, NOSNIFF
     )
+
+
+def test_a_work_item_whose_source_ref_is_over_256_characters_is_refused_and_audited_not_cut(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    ref = "ticket-" + "7" * 300  # no producer of entra-sync writes one: another tool put it on the queue
+    text = json.dumps({"v": 1, "kind": "user", "id": user["id"], "source": "manual", "source_ref": ref})
+
+    async def go() -> list[dict[str, Any]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, text)  # through sync_worker, as the host delivers a message
+            return await audit_rows(svc)
+
+    rows = asyncio.run(go())
+    assert [(r["action"], r["outcome"]) for r in rows] == [("refuse_work_item", "refused")]
+    assert rows[0]["detail"] == "work item source_ref is 307 characters; at most 256 are accepted, none cut"
+    assert world.account(user["id"]) is None  # nothing was done on a reference the trail could not keep

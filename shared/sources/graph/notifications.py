@@ -5,8 +5,12 @@ body and checks every item's ``clientState`` (in constant time): it needs no sto
 forged items costs the caller nothing but the parse. Only the items that carried the right
 ``clientState`` go on to :func:`parse_changes` or :func:`parse_lifecycle`, which check the
 subscription (only ones entra-sync created), the resource and the id (a GUID). Refused items are
-reported back so the caller can audit them (:func:`summarise` counts them per reason); accepted
-ones are de-duplicated to one work item per identity.
+reported back so the caller can audit them (:func:`summarise` counts them per reason and names the
+unknown subscriptions); accepted ones are de-duplicated to one work item per identity.
+
+A refused item's subscription id is untrusted: a :class:`Refusal` keeps it only when it has the
+shape of a Graph subscription id (a GUID, so 36 characters of hex and dashes), which is all that
+may reach an audit row or a log line.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ CHANGE_TYPES: Final = frozenset({"created", "updated", "deleted"})
 LIFECYCLE_EVENTS: Final = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 WRONG_CLIENT_STATE: Final = "clientState missing or wrong"
 UNKNOWN_SUBSCRIPTION: Final = "unknown subscription"
+# Distinct unknown subscription ids named in a request's audit row; the rest are only counted, so a
+# request of 1,000 forged ids still writes one short row.
+MAX_LISTED_SUBSCRIPTIONS: Final = 10
 _RESOURCE: Final = re.compile(r"/?(?P<kind>users|groups)/(?P<id>[^/?#]+)", re.IGNORECASE)  # fullmatch only
 
 
@@ -45,7 +52,7 @@ class NotificationRejected(Exception):
 @dataclass(frozen=True)
 class Refusal:
     reason: str
-    subscription_id: str = ""
+    subscription_id: str = ""  # a GUID (lower case), or "" when the item named none of that shape
 
 
 @dataclass
@@ -98,6 +105,11 @@ def _subscription_id(item: dict[str, Any]) -> str:
     return sub if isinstance(sub, str) else ""
 
 
+def _echoable(sub_id: str) -> str:
+    """What of an untrusted subscription id may be written down: the id if it is a GUID, else ""."""
+    return sub_id.lower() if GUID.fullmatch(sub_id) else ""
+
+
 def authenticate(body: bytes, content_type: str, client_state: str) -> Authenticated:
     """Read the body and keep the items whose ``clientState`` matches; refuse the rest.
 
@@ -113,24 +125,41 @@ def authenticate(body: bytes, content_type: str, client_state: str) -> Authentic
         state = item.get("clientState")
         given = state.encode() if isinstance(state, str) else b""
         if not hmac.compare_digest(given, expected):
-            result.refused.append(Refusal(WRONG_CLIENT_STATE, subscription_id=_subscription_id(item)[:64]))
+            result.refused.append(Refusal(WRONG_CLIENT_STATE, subscription_id=_echoable(_subscription_id(item))))
             continue
         result.items.append(item)
     return result
 
 
-def summarise(refusals: Iterable[Refusal]) -> tuple[str, dict[str, int]]:
-    """One line and the counts per reason, most frequent first: what a request's audit row says."""
+def summarise(refusals: Iterable[Refusal]) -> tuple[str, dict[str, Any]]:
+    """What a request's one audit row says: a line with the counts per reason, most frequent first,
+    and the distinct unknown subscription ids (at most :data:`MAX_LISTED_SUBSCRIPTIONS`, then how
+    many more; ids not shaped like a GUID are counted, never shown); and the same as data."""
+    refusals = list(refusals)
     counts = dict(Counter(r.reason for r in refusals).most_common())
-    listed = ", ".join(f"{reason} {n}" for reason, n in counts.items())
-    return f"{sum(counts.values())} refused: {listed}", counts
+    line = f"{sum(counts.values())} refused: " + ", ".join(f"{reason} {n}" for reason, n in counts.items())
+    summary: dict[str, Any] = {"refused": len(refusals), "reasons": counts}
+    unknown = [r.subscription_id for r in refusals if r.reason == UNKNOWN_SUBSCRIPTION]
+    distinct = list(dict.fromkeys(s for s in unknown if s))
+    if distinct:
+        listed = distinct[:MAX_LISTED_SUBSCRIPTIONS]
+        more = len(distinct) - len(listed)
+        summary["unknown_subscriptions"] = listed
+        line += f"; unknown subscriptions: {', '.join(listed)}"
+        if more:
+            summary["unknown_subscriptions_not_listed"] = more
+            line += f" and {more} more"
+    if malformed := unknown.count(""):
+        summary["unknown_subscriptions_malformed"] = malformed
+        line += f"; {malformed} with a subscription id that is not a GUID (not shown)"
+    return line, summary
 
 
 def _subscribed(item: dict[str, Any], known_subscriptions: frozenset[str], batch: ParsedBatch) -> str | None:
     """The item's subscription id if it is one of ours; otherwise the refusal is recorded."""
     sub_id = _subscription_id(item)
     if sub_id not in known_subscriptions:
-        batch.refused.append(Refusal(UNKNOWN_SUBSCRIPTION, subscription_id=sub_id[:64]))
+        batch.refused.append(Refusal(UNKNOWN_SUBSCRIPTION, subscription_id=_echoable(sub_id)))
         return None
     return sub_id
 
