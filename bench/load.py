@@ -105,6 +105,9 @@ class Tenant:
         ]
         self.all_ids = [u["id"] for u in dump["users"]]
         self.linked: list[str] = []  # synced once, still active
+        # Disabled by a leaver: never changed again (a change on them would be skipped, rightly, and
+        # its write never come), even when an earlier change on them is settled after the leaver.
+        self.gone: set[str] = set()
         self.added_to_sales: set[str] = set()
         self.cursor = 0
         self.joiners = 0
@@ -171,6 +174,7 @@ class Tenant:
                 self.added_to_sales.add(change.user)
         else:
             graph.control("PATCH", "/_control/users", {"id": change.user, "accountEnabled": False})
+            self.gone.add(change.user)
 
     def prepare_leaver(self, user: str) -> None:
         """A session and a refresh token to revoke (Auth0 control route, not counted)."""
@@ -180,8 +184,9 @@ class Tenant:
             )
 
     def settled(self, changes: list[Change]) -> None:
-        """Users a change synced (and did not deprovision) may be changed again in the steady state."""
-        known = set(self.linked)
+        """Users a change synced may be changed again in the steady state, unless a leaver disabled
+        them since (in ``changes`` or not: a mover's user may leave before the mover is settled)."""
+        known = set(self.linked) | self.gone
         for change in changes:
             if change.kind in ("joiner", "mover", "group change") and change.user and change.user not in known:
                 self.linked.append(change.user)
