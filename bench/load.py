@@ -27,10 +27,12 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from azure.storage.queue import QueueClient
+from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from bench.cluster import Cluster, ClusterConfig
 from bench.common import UNGUARDED, Report, Table, pcts, percentile, prime, verdict
@@ -38,6 +40,8 @@ from sandbox.auth0 import RATE_LIMIT_PRESETS
 from shared import bootstrap, names
 from shared.core.work import WorkItem
 from shared.settings import Settings
+from shared.stores.audit import INTENT_PREFIX
+from shared.stores.keys import decode_key, encode_key
 
 HOSTS = 2
 FIRST_CONTACT = (("joiner", 0.15), ("mover", 0.40), ("group change", 0.25), ("leaver", 0.20))
@@ -47,6 +51,7 @@ BACKLOG = 10_000
 # keep the depth above 0 for long, and the run's length must stay bounded.
 DRAIN_LIMIT_S = 20.0
 ENTERPRISE = RATE_LIMIT_PRESETS["enterprise"]
+SCIM_TARGET = "scim:crm"  # the SCIM section bench/cluster.py writes (scim_section's default name)
 _USER_PATH = re.compile(r"/users/(?:auth0\|)?([^/]+)(/.*)?$")
 
 
@@ -59,6 +64,11 @@ class Change:
     converged: float = 0.0  # the target's last write for it (or, for a no-op, the worker's end)
     started: float = 0.0  # the worker's first start on it
     hops: list[tuple[str, float, float]] = field(default_factory=list)  # (item kind, start, end)
+    # What the run did not see converge: the targets whose write it did not find, the worker's runs
+    # of the items that carry the change (from the change on), and why, once accounted for.
+    missing: tuple[str, ...] = ()
+    runs: list[tuple[float, float, bool]] = field(default_factory=list)
+    fate: Fate | None = None
 
 
 @dataclass
@@ -105,6 +115,9 @@ class Tenant:
         ]
         self.all_ids = [u["id"] for u in dump["users"]]
         self.linked: list[str] = []  # synced once, still active
+        # Disabled by a leaver: never changed again (a change on them would be skipped, rightly, and
+        # its write never come), even when an earlier change on them is settled after the leaver.
+        self.gone: set[str] = set()
         self.added_to_sales: set[str] = set()
         self.cursor = 0
         self.joiners = 0
@@ -171,6 +184,7 @@ class Tenant:
                 self.added_to_sales.add(change.user)
         else:
             graph.control("PATCH", "/_control/users", {"id": change.user, "accountEnabled": False})
+            self.gone.add(change.user)
 
     def prepare_leaver(self, user: str) -> None:
         """A session and a refresh token to revoke (Auth0 control route, not counted)."""
@@ -180,8 +194,9 @@ class Tenant:
             )
 
     def settled(self, changes: list[Change]) -> None:
-        """Users a change synced (and did not deprovision) may be changed again in the steady state."""
-        known = set(self.linked)
+        """Users a change synced may be changed again in the steady state, unless a leaver disabled
+        them since (in ``changes`` or not: a mover's user may leave before the mover is settled)."""
+        known = set(self.linked) | self.gone
         for change in changes:
             if change.kind in ("joiner", "mover", "group change") and change.user and change.user not in known:
                 self.linked.append(change.user)
@@ -368,7 +383,11 @@ class Observed:
             key = group_id if c.kind == "group change" else c.user
             receipts = [t for t in self.webhook.get(key, []) if t >= c.at - 0.001]
             c.notified = min(receipts, default=0.0)
+            carriers = [("user", c.user), ("group", group_id)] if c.kind == "group change" else [("user", c.user)]
+            c.runs = sorted(r for k in carriers for r in self.items.get(k, []) if r[0] >= c.at)
+            c.missing = ()
             if not c.notified:
+                c.missing = ("auth0", SCIM_TARGET) if scim else ("auth0",)
                 continue
             runs = sorted(r for r in self.items.get(("user", c.user), []) if r[0] >= c.notified)
             if c.kind == "group change":
@@ -382,8 +401,12 @@ class Observed:
             c.converged = self._converged(c, runs)
             if c.kind == "group change" and len(c.hops) > 1 and c.converged and c.converged <= c.hops[1][1]:
                 del c.hops[1]  # the group item converged the member itself; that user run was a later change's
-            if c.converged and scim and c.kind != "no-op":
-                c.converged = self._scim_converged(c)
+            missing = [] if c.converged else ["auth0"]
+            if scim and c.kind != "no-op":
+                at = self._scim_converged(c)
+                missing += [] if at else [SCIM_TARGET]
+                c.converged = max(c.converged, at) if c.converged and at else 0.0
+            c.missing = tuple(missing)
 
     def _converged(self, c: Change, runs: list[tuple[float, float, bool]]) -> float:
         # From the change on: a group run that read the groups delta before this change's notification
@@ -403,11 +426,184 @@ class Observed:
         return max(parts) if all(parts) else 0.0
 
     def _scim_converged(self, c: Change) -> float:
+        """The SCIM application's first write for ``c`` (0: none seen)."""
         if c.kind == "group change":
-            at = min((t for t in self.scim_group_writes if t >= c.at), default=0.0)
-        else:
-            at = min((t for t in self.scim_writes.get(c.user, []) if t >= c.at), default=0.0)
-        return max(c.converged, at) if at else 0.0
+            return min((t for t in self.scim_group_writes if t >= c.at), default=0.0)
+        return min((t for t in self.scim_writes.get(c.user, []) if t >= c.at), default=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Accounting for every change the run did not see converge
+
+
+SUPERSEDED, SKIPPED, WAITING, FAILED, LOST = "superseded", "skipped", "waiting", "failed", "lost"
+VERDICTS = (SUPERSEDED, SKIPPED, WAITING, FAILED, LOST)
+# A later change on the same user that makes an earlier one moot when the worker reads both at once:
+# a leaver's deprovisioning writes no attribute and leaves roles as they are; a second group change
+# undoes the first (the driver toggles Sales). Nothing makes a leaver moot: it is never superseded.
+OVERRIDDEN_BY = {"joiner": ("leaver",), "mover": ("leaver",), "group change": ("leaver", "group change"),
+                 "no-op": ("leaver",)}  # fmt: skip
+_OUTCOMES = {"skipped": SKIPPED, "deferred": WAITING, "retrying": WAITING, "held": WAITING, "intent": WAITING}
+_BULK = ("backfill", "reconcile")  # sources of rows about other work on the same user (the backlog's items)
+_ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+_NUMBER = re.compile(r"\b\d+(\.\d+)?\b")
+
+
+@dataclass(frozen=True)
+class Row:
+    """An audit row of the user, as the accounting reads it (``at``: epoch seconds)."""
+
+    at: float
+    target: str
+    action: str
+    outcome: str
+    detail: str
+    source: str = "notification"
+
+
+@dataclass(frozen=True)
+class Fate:
+    """Why a change has no write the run could see: one of ``VERDICTS``, the evidence (``why``) and
+    a short label that changes of the same fate share (``gist``, for the per-level summary)."""
+
+    verdict: str
+    why: str
+    gist: str = ""
+
+
+def account_for(c: Change, same_user: list[Change], rows: list[Row], queued: bool) -> Fate:
+    """Classify ``c`` (not seen converging) from the other changes on its user (``same_user``), the
+    user's audit rows and whether an item naming it is still queued. Superseded needs proof that no
+    worker run finished between ``c`` and the change that made it moot (a run in between read ``c``
+    alone and should have written it); everything else is read from the product's own records, and
+    what they do not explain is lost, with the runs and rows seen as its trace."""
+    for later in sorted(same_user, key=lambda x: x.at):
+        if later.at > c.at and later.kind in OVERRIDDEN_BY.get(c.kind, ()) and not _read_between(c, later.at):
+            why = f"by a {later.kind} {_ms(later.at - c.at)} later, before the worker read the user"
+            return Fate(SUPERSEDED, why, f"{c.kind} by a {later.kind}")
+    for earlier in sorted(same_user, key=lambda x: -x.at):
+        if (c.kind == earlier.kind == "group change" and earlier.at < c.at and not earlier.converged
+                and not _read_between(earlier, c.at)):  # fmt: skip
+            why = f"undid a group change {_ms(c.at - earlier.at)} earlier that had not reached the target"
+            return Fate(SUPERSEDED, why + ": nothing to write", "group change undoing an unwritten one")
+    mine = sorted((r for r in rows if r.at >= c.at - 0.001 and r.target in c.missing and r.source not in _BULK),
+                  key=lambda r: r.at)  # fmt: skip
+    if mine and mine[-1].outcome != "ok":  # the product's last word on it; an ok row would mean a write
+        last = mine[-1]
+        why = f"{last.target}: {last.detail or last.action}"
+        gist = _NUMBER.sub("n", _ID.sub("<id>", why))
+        return Fate(_OUTCOMES.get(last.outcome, FAILED), why, f"{c.kind}, {gist}"[:140])
+    if queued:
+        return Fate(WAITING, "still queued", f"{c.kind} still queued")
+    trace = "no notification reached the webhook; " if not c.notified else ""
+    runs = ", ".join(f"+{_ms(start - c.at)}..{_ms(end - c.at)}{'' if ok else ' failed'}" for start, end, ok in c.runs)
+    audit = ", ".join(f"{r.target} {r.action} {r.outcome} +{_ms(r.at - c.at)}" for r in mine)
+    why = f"{trace}missing in {', '.join(c.missing)}; runs: {runs or 'none'}; audit: {audit or 'none'}"
+    return Fate(LOST, why, f"{c.kind}, " + ("no notification" if trace else "audit ok" if mine else "no audit row"))
+
+
+def _read_between(c: Change, at: float) -> bool:
+    """A worker run on ``c``'s items started after ``c`` and finished before ``at``."""
+    return any(ok and start >= c.at and end < at for start, end, ok in c.runs)
+
+
+class Ledger:
+    """The product's own records of a run, read from storage: audit rows per user and queued items."""
+
+    def __init__(self, connection: str):
+        self.audit = TableClient.from_connection_string(connection, names.AUDIT_TABLE)
+        self.queues = [
+            QueueClient.from_connection_string(connection, q, message_decode_policy=TextBase64DecodePolicy())
+            for q in (names.LANE_QUEUE, names.WORK_QUEUE)
+        ]
+
+    def rows(self, identity: str) -> list[Row]:
+        """The user's audit rows, and a write-ahead intent as a row of outcome ``intent`` (a worker is
+        writing, or was interrupted and its redelivery has not come yet)."""
+        out: list[Row] = []
+        for e in self.audit.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(identity)}):
+            at = datetime.fromisoformat(str(e["at"]).replace("Z", "+00:00")).timestamp()
+            key = str(e["RowKey"])
+            if key.startswith(INTENT_PREFIX):
+                target = decode_key(key.removeprefix(INTENT_PREFIX))
+                out.append(Row(at, target, "intent", "intent", "an intent is recorded: a write under way or cut off"))
+            else:
+                out.append(Row(at, str(e["target"]), str(e["action"]), str(e["outcome"]),
+                               str(e.get("detail") or e.get("error") or ""), str(e.get("source") or "")))  # fmt: skip
+        return out
+
+    def queued(self) -> set[tuple[str, str]]:
+        """(kind, id) of the items visible on the lane and the work queue (at most 32 of each)."""
+        out: set[tuple[str, str]] = set()
+        for client in self.queues:
+            for message in client.peek_messages(max_messages=32):
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    item = WorkItem.from_json(message.content)
+                    out.add((item.kind, item.id))
+        return out
+
+    def depth(self) -> dict[str, int]:
+        """Messages per queue, in flight and re-scheduled ones included (Azurite's approximate count)."""
+        return {c.queue_name: int(c.get_queue_properties().approximate_message_count or 0) for c in self.queues}
+
+    def close(self) -> None:
+        self.audit.close()
+        for client in self.queues:
+            client.close()
+
+
+def account(cluster: Cluster, observed: Observed, changes: list[Change], group_id: str, since: float,
+            scim: bool = False) -> None:  # fmt: skip
+    """Give every change not seen converging its fate (``Change.fate``). The product's records are read
+    first and the emulators' logs once more after them: a write its audit row records is in the log by
+    then (the row is written after the write), so a late one counts as converged, at its real time."""
+    late = [c for c in changes if not c.converged]
+    if not late:
+        return
+    by_user: dict[str, list[Change]] = defaultdict(list)
+    for c in changes:
+        by_user[c.user].append(c)
+    ledger = Ledger(cluster.env["AzureWebJobsStorage"])
+    try:
+        queued = ledger.queued()
+        depth = sum(ledger.depth().values())
+        rows = {user: ledger.rows(user) for user in {c.user for c in late if c.user}}
+        observed.gather(cluster, since)
+        observed.resolve(changes, group_id, scim)
+        for c in (c for c in late if not c.converged):
+            named = ("user", c.user) in queued or (c.kind == "group change" and ("group", group_id) in queued)
+            c.fate = account_for(c, by_user[c.user], rows.get(c.user, []), named)
+            if c.fate.verdict == LOST and depth:
+                why = f"{c.fate.why}; the queues held {depth} items, none visible naming it (in flight or re-scheduled)"
+                c.fate = Fate(LOST, why, c.fate.gist)
+    finally:
+        ledger.close()
+
+
+def fates(changes: list[Change]) -> Counter[str]:
+    """Changes per verdict (``converged`` for those seen converging)."""
+    return Counter("converged" if c.converged else c.fate.verdict if c.fate else LOST for c in changes)
+
+
+def gists(changes: list[Change]) -> str:
+    """The fates of the changes not seen converging, grouped: "3 mover by a leaver; 1 leaver, ..."."""
+    counts = Counter(c.fate.gist for c in changes if not c.converged and c.fate is not None)
+    return "; ".join(f"{n} {gist}" for gist, n in counts.most_common()) or "-"
+
+
+def _lost(changes: list[Change]) -> list[Change]:
+    return [c for c in changes if not c.converged and (c.fate is None or c.fate.verdict == LOST)]
+
+
+def _ledger_row(mix: str, level: str, changes: list[Change]) -> list[str]:
+    counted = fates(changes)
+    return [mix, level, str(len(changes)), str(counted["converged"]), *(str(counted[v]) for v in VERDICTS),
+            gists(changes)]  # fmt: skip
+
+
+def _fates_line(changes: list[Change]) -> str:
+    counted = fates(changes)
+    return ", ".join(f"{counted[v]} {v}" for v in ("converged", *VERDICTS)) + f" ({gists(changes)})"
 
 
 def e2e(changes: list[Change], kind: str | None = None) -> list[float]:
@@ -537,6 +733,9 @@ def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str
         if all(c.converged for c in every) or time.monotonic() > deadline:
             break
         time.sleep(1.0)
+    account(cluster, observed, every, tenant.sales, since, scim)
+    for share, _rate, changes, _meter in phase.levels:
+        print(f"  {name}: {share:.0%}: {_fates_line(changes)}", flush=True)
     tenant.settled(every)
     return phase
 
@@ -608,10 +807,11 @@ def backlog_leavers(cluster: Cluster, tenant: Tenant, depth: Depth, mode: Mode) 
         observed.resolve(run.changes, tenant.sales, False)
         if all(c.converged for c in run.changes):
             break
+    account(cluster, observed, run.changes, tenant.sales, since)
     left = depth.now()
     lat = e2e(run.changes)
-    print(f"  {len(run.changes)} leavers with the backlog: {len(lat)} converged, p99 {_ms(percentile(lat, 99))}",
-          flush=True)  # fmt: skip
+    print(f"  {len(run.changes)} leavers with the backlog: {len(lat)} converged, p99 {_ms(percentile(lat, 99))}; "
+          f"{_fates_line(run.changes)}", flush=True)  # fmt: skip
     # The backfill is not measured: drop it, then again what the items in flight re-scheduled meanwhile,
     # so the next phase does not start with their leftovers in its queue depth.
     for _ in range(3):
@@ -703,6 +903,8 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
     procs = ["host-0", "host-1", "azurite", "graph", "auth0", "scim", "driver"]
     cpu = Table(["mix", "level", *(f"{p} ms" for p in procs), "all ms", "cores busy"])
     goals: list[str] = []
+    ledger = Table(["mix", "level", "changes", "converged", *VERDICTS, "why, for those not seen converging"])
+    lost: list[tuple[str, str, Change]] = []
     steps = Table(["mix", "offered /s", "achieved /s", "queue depth at the end", "drained in", "verdict"])
     for phase in phases:
         for s in phase.steps:
@@ -715,6 +917,8 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
             summary.rows.append([phase.name, f"{phase.sustainable:.0f}/s", f"{share:.0%}", f"{rate:.1f}/s",
                                  str(len(changes)), f"{conv}/{len(changes)}", *pcts(done)[1:4],
                                  _ms(percentile(noop, 50)), f"{drain:.1f} s"])  # fmt: skip
+            ledger.rows.append(_ledger_row(phase.name, f"{share:.0%}", changes))
+            lost += [(phase.name, f"{share:.0%}", c) for c in _lost(changes)]
             per = meter.per(len(changes))
             routes = ", ".join(f"{k.removeprefix('mgmt.')} {v / max(len(changes), 1):.2f}"
                                for k, v in meter.auth0.most_common(6))  # fmt: skip
@@ -752,8 +956,20 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
         "(a no-op changes officeLocation, which nothing maps)",
         f"{mode.warmup_s:.0f} s warm-up, {mode.step_s:.0f} s per rate step, {mode.level_s:.0f} s per latency level",
     ]
+    if "backlog" in extra:
+        backlog = extra["backlog"][0]
+        ledger.rows.append(_ledger_row(f"leavers, {BACKLOG:,} backfill items queued", "-", backlog))
+        lost += [("backlog", "-", c) for c in _lost(backlog)]
+    traced = Table(["mix", "level", "kind", "user", "trace (times from the change)"])
+    for mix, level, c in lost[:20]:
+        traced.rows.append([mix, level, c.kind, c.user[:8], c.fate.why if c.fate else "not accounted for"])
     tables = [
         ("End to end (notification received by the webhook -> the target's write in the emulator's log)", summary),
+        (
+            "Every change accounted for (those not seen converging: superseded by a later change on the same user, "
+            "skipped for the product's reason, still waiting, failed, or lost)",
+            ledger,
+        ),
         ("Where the time goes (per kind; group changes: the group item, then the user item it fans out to)", stages),
         ("graph_webhook's answer to the Graph emulator (on the host serving HTTP, during the latency levels)", answers),
         ("Finding the sustainable rate (queue depth = lane + work queue, Azurite's count, in flight included)", steps),
@@ -764,6 +980,8 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
             cpu,
         ),
     ]
+    if lost:
+        tables.append((f"Lost changes, traced ({len(lost)}; the first 20)", traced))
     if "backlog" in extra:
         changes, where = extra["backlog"]
         t = Table(["leavers", "converged", "p50", "p95", "p99", "max", "queues"])
@@ -784,6 +1002,13 @@ def render(phases: list[Phase], extra: dict[str, Any], mode: Mode) -> Report:
         "group after the change. A group run that read the groups delta before that notification arrived may "
         "have written the change already (counted as 0 ms). '-' in the group-to-user column: the group item "
         "converged the member itself (no second queue hop).",
+        "Every change the run did not see converge is accounted for from the product's own records (its audit "
+        "rows, the queues) after the level's bounded wait: superseded when a later change on the same user made it "
+        "moot before any worker run read the user (a leaver's deprovisioning writes no attribute and leaves roles "
+        "as they are; a second group change undoes the first), skipped with the reason of the product's audit row, "
+        "waiting when its last audit row defers or retries it or an item naming it is still queued, failed on any "
+        "other outcome, and lost otherwise, with its worker runs and audit rows as the trace. A leaver is never "
+        "superseded, and the driver changes no user after their leaver.",
         "Storage round trips are counted in the hosts' Azure SDK transports (table = every Table request; queue ops "
         "= sends, deletes and updates; receives are the hosts' polling and scale with time, not changes).",
         *MISSED_WHY,
@@ -851,6 +1076,13 @@ def _goals(phases: list[Phase], extra: dict[str, Any]) -> list[str]:
             f"at {r:.0f}/s p50 {_ms(a)}, p99 {_ms(b)}" for r, a, b in levels
         )
         out.append(verdict(ok, f"the same with the SCIM target enabled ({why})"))
+    every = [c for p in phases for _s, _r, changes, _m in p.levels for c in changes]
+    every += extra["backlog"][0] if "backlog" in extra else []
+    counted = fates(every)
+    leavers = [c for c in every if c.kind == "leaver"]
+    out.append(verdict(not counted[LOST], f"every change converged or accounted for, none lost: {len(every)} changes, "
+                       + ", ".join(f"{counted[v]} {v}" for v in ("converged", *VERDICTS))
+                       + f"; leavers: {len(_lost(leavers))} of {len(leavers)} lost"))  # fmt: skip
     answers = [a for p in phases for a in p.answers]
     out.append(verdict(percentile(answers, 99) < 3.0, f"webhook answer p99 well under Graph's 3 s "
                        f"({_ms(percentile(answers, 99))})"))  # fmt: skip
@@ -859,7 +1091,8 @@ def _goals(phases: list[Phase], extra: dict[str, Any]) -> list[str]:
         p99 = percentile(lat, 99)
         unconverged = len(extra["backlog"][0]) - len(lat)
         out.append(verdict(p99 <= 2.0 and not unconverged, f"leaver p99 <= 2 s with {BACKLOG:,} backfill items "
-                           f"queued ({_ms(p99)}; {unconverged} not converged in the settle time)"))  # fmt: skip
+                           f"queued ({_ms(p99)}; {unconverged} not converged in the settle time: "
+                           f"{gists(extra['backlog'][0])})"))  # fmt: skip
     return out
 
 
