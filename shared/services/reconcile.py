@@ -1,12 +1,13 @@
 """Reconciliation: prove every target agrees with Entra, repair what is safe, report everything.
 
-One run covers one target. It reads the target's links and every account it holds (with their
-entitlements, in the target's own bulk way: Auth0 lists up to 1,000 accounts and exports beyond),
-indexes them by every key the target's matchers look up, then streams the Entra identities page by
+One run covers one target. It reads the target's links (without their memory of the last write)
+and every account it holds (with their entitlements, in the target's own bulk way: Auth0 lists up
+to 1,000 accounts and exports beyond), keeps them compactly (:mod:`shared.services.target_side`),
+indexed by every key the target's matchers look up, then streams the Entra identities page by
 page, and for each one runs the same ladder and the same planner as the worker (against the index
 instead of the live target): the drift records are read off the plan the worker would make, so the
 two can never disagree. Only drifted identities are kept, so memory grows with the target's size
-and the drift, not with Entra.
+(about a kilobyte an account and link) and the drift, not with Entra.
 
 Remediation never acts here: drifted identities of the target's safe classes are queued for the
 worker, which re-reads and converges them like any other work item. A run that would disable or
