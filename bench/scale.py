@@ -100,6 +100,8 @@ def run(quick: bool) -> Report:
         notes=[
             "Peak RSS includes the Python interpreter and the SDKs (about 100 MB before any user is read).",
             "Past 1,000 accounts the Auth0 side is read through one export job (the list API stops at 1,000).",
+            "The target's side is held compactly while Entra streams (accounts packed in shared key order, links "
+            "without their memory of the last write): 465 MB at 100,000 on e31f786, before the packing.",
         ],
     )
     report.seconds = time.perf_counter() - started

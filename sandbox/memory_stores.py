@@ -106,11 +106,11 @@ class MemoryLinks:
         for link in links:
             self.table[self._key(link.source_id)] = self._stored(link)
 
-    async def all(self) -> AsyncIterator[Link]:
+    async def all(self, *, applied: bool = True) -> AsyncIterator[Link]:
         for (target, _), link in sorted(self.table.items(), key=lambda row: row[0]):
             if target == self.target:
                 await asyncio.sleep(0)
-                yield link
+                yield link if applied else dataclasses.replace(link, applied=None)
 
     async def count(self) -> int:
         await asyncio.sleep(0)

@@ -1,12 +1,13 @@
 """Reconciliation: prove every target agrees with Entra, repair what is safe, report everything.
 
-One run covers one target. It reads the target's links and every account it holds (with their
-entitlements, in the target's own bulk way: Auth0 lists up to 1,000 accounts and exports beyond),
-indexes them by every key the target's matchers look up, then streams the Entra identities page by
+One run covers one target. It reads the target's links (without their memory of the last write)
+and every account it holds (with their entitlements, in the target's own bulk way: Auth0 lists up
+to 1,000 accounts and exports beyond), keeps them compactly (:mod:`shared.services.target_side`),
+indexed by every key the target's matchers look up, then streams the Entra identities page by
 page, and for each one runs the same ladder and the same planner as the worker (against the index
 instead of the live target): the drift records are read off the plan the worker would make, so the
 two can never disagree. Only drifted identities are kept, so memory grows with the target's size
-and the drift, not with Entra.
+(about a kilobyte an account and link) and the drift, not with Entra.
 
 Remediation never acts here: drifted identities of the target's safe classes are queued for the
 worker, which re-reads and converges them like any other work item. A run that would disable or
@@ -28,12 +29,13 @@ from typing import Any, Final
 from shared.core import plan as planner
 from shared.core.classify import for_target
 from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
-from shared.core.match import AccountIndex, resolve
+from shared.core.match import resolve
 from shared.core.model import Identity, Link, Plan, SourceState
 from shared.core.ports import AuditStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
+from shared.services.target_side import CompactAccounts, CompactLinks
 from shared.services.worker import TargetJob
 from shared.sources.graph.groups import mapping_group_problems
 from shared.sources.graph.source import GraphSource
@@ -128,11 +130,12 @@ class Reconciler:
         if tidy is not None:
             summary.housekeeping = await tidy(summary.mode == "apply")
         lap("mapping")
-        links = {link.source_id: link async for link in self.links.all()}
-        source_of = {link.target_id: link.source_id for link in links.values() if not link.target_deleted}
+        links = CompactLinks()
+        async for link in self.links.all(applied=False):  # the run reads the target: no memory needed
+            links.add(link)
         lap("links")
         index = await self._read_target(report)
-        summary.accounts, summary.read_by = len(index.accounts), getattr(self.target, "read_by", "")
+        summary.accounts, summary.read_by = len(index), getattr(self.target, "read_by", "")
         lap("target")
 
         records: list[DriftRecord] = []
@@ -146,9 +149,12 @@ class Reconciler:
             report("entra users", summary.entra_users, None)
         lap("entra")
 
-        for target_id, account in index.accounts.items():
-            source_id = source_of.get(target_id) or account.owner
-            if target_id in seen_accounts or source_id is None:
+        unseen = [target_id for target_id in index.ids() if target_id not in seen_accounts]
+        source_of = links.holders(set(unseen))
+        for target_id in unseen:
+            account = index.get(target_id)
+            source_id = source_of.get(target_id) or (account.owner if account is not None else None)
+            if account is None or source_id is None:
                 continue
             summary.managed_accounts += 1
             if source_id not in seen and account.active:
@@ -185,20 +191,20 @@ class Reconciler:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    async def _read_target(self, report: Progress) -> AccountIndex:
-        index = AccountIndex(self.target.rules)
+    async def _read_target(self, report: Progress) -> CompactAccounts:
+        index = CompactAccounts(self.target.rules)
         async for account in self.target.accounts():
             index.add(account)
-            if len(index.accounts) % 5000 == 0:
-                report(f"{self.target.name} accounts", len(index.accounts), None)
-        report(f"{self.target.name} accounts", len(index.accounts), len(index.accounts))
+            if len(index) % 5000 == 0:
+                report(f"{self.target.name} accounts", len(index), None)
+        report(f"{self.target.name} accounts", len(index), len(index))
         return index
 
     async def _drift(
         self,
         source: Identity,
         link: Link | None,
-        index: AccountIndex,
+        index: CompactAccounts,
         seen_accounts: set[str],
         summary: RunSummary,
     ) -> list[DriftRecord]:
@@ -401,26 +407,6 @@ def _failure_message(summary: RunSummary) -> str:
         f"reconciliation {summary.run_id} ({summary.mode}) failed and proved nothing: {summary.error}. "
         "Nothing was repaired; fix the cause and run: entra-sync reconcile --dry-run"
     )
-
-
-def _index(index: dict[str, str | tuple[str, ...]], key: str, user_id: str) -> None:
-    held = index.get(key)
-    if held is None:
-        index[key] = user_id
-    elif isinstance(held, str):
-        index[key] = (held, user_id)
-    else:
-        index[key] = (*held, user_id)
-
-
-def _ids(held: str | tuple[str, ...] | None) -> tuple[str, ...]:
-    if held is None:
-        return ()
-    return (held,) if isinstance(held, str) else held
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
 
 
 async def reconcile_every(reconcilers: Mapping[str, Reconciler], mode: str = "apply") -> list[RunSummary]:

@@ -24,6 +24,11 @@ from shared.stores.keys import BATCH_LIMIT, encode_key, utcnow
 # A Table Storage string property holds 64 KiB (32K UTF-16 characters): a snapshot past this is
 # not kept (the next change reads the target, as without one).
 MAX_APPLIED_CHARS = 30_000
+# What a link is read from, but its memory of the last write (``applied``); both schemas' names.
+LISTED_WITHOUT_APPLIED = (
+    "source_id", "target_id", "entra_id", "user_id", "deprovision", "disabled_by_sync", "blocked_by_sync",
+    "target_deleted", "risk_locked", "conflicts", "schema_version",
+)  # fmt: skip
 
 
 def applied_to_text(applied: LastApplied | None) -> str:
@@ -113,10 +118,13 @@ class LinkStore:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self._partition}, select=["RowKey"])
         return sum([1 async for _ in query])
 
-    async def all(self) -> AsyncIterator[Link]:
-        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self._partition})
+    async def all(self, *, applied: bool = True) -> AsyncIterator[Link]:
+        """Every link of the target, in row key order. ``applied=False``: without the memory of the
+        last write (not even transferred), for a reader that reads the target anyway."""
+        select = None if applied else list(LISTED_WITHOUT_APPLIED)
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self._partition}, select=select)
         async for e in query:
-            yield self._link(e)
+            yield self._link({k: v for k, v in e.items() if v is not None})
 
     def _link(self, e: Mapping[str, Any]) -> Link:
         conflicts = e.get("conflicts") or ""
