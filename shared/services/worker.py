@@ -50,8 +50,15 @@ RETRY_MAX_S: Final = 900.0
 # target): a change in Entra, on its first try. Reconciliation, a backfill, an approval, an
 # operator's item and anything re-scheduled read the target, so a change made directly in it (or
 # a late write of a worker whose lease lapsed) is found and repaired there.
+#
+# What the memory may be trusted for (planner.remembered says it for the plan): a mover's writes
+# and a group change's grants, decided from entra-sync's own last write. It is never trusted for a
+# block or an unblock (a leaver, a restore: an administrator's block is not ours), nor after a
+# failure (the memory is dropped when a plan stops part-way, so the next item reads), a create
+# race (the winner's link says what the winner wrote, not what the account holds now) or a crash
+# (an intent left behind: the target is read, and what the killed attempt did is recorded from it).
 TRUSTS_LINK: Final = frozenset({"notification", "delta", "group"})
-REVOCATIONS: Final = frozenset({ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS})
+REVOCATIONS: Final = planner.REVOCATIONS
 # Legacy names of actions in intents recorded before the core went vendor-neutral.
 _LEGACY_KINDS: Final = {
     "block": ActionKind.DISABLE,
@@ -302,6 +309,9 @@ class Worker:
             plan = planner.plan(
                 identity, found.account, link, job.section, rules, job.target.capabilities, desired=desired
             )
+            if intent is not None:  # what a killed attempt sent that cannot be observed goes out again
+                earlier = [a for a in map(_action_from, intent.get("actions", [])) if a is not None]
+                plan = planner.resend(plan, earlier, identity, found.account)
             hold = await job.guard.check(item, plan) if job.guard is not None else None
             if hold is not None:
                 target_id = found.account.target_id if found.account else ""
@@ -397,7 +407,10 @@ class Worker:
     def _recovered(self, work: _Work, plan: Plan, target_id: str) -> list[AuditRow]:
         """Audit rows for what an earlier attempt set out to do and never recorded (it was killed
         between a write and its audit row): each action of its intent that this plan no longer
-        needs, with whether the target shows it now."""
+        needs, with whether the target shows it now: ``recovered`` when it does (or a bookkeeping
+        step is no longer needed), ``interrupted`` when it shows it not done, and ``unconfirmed``
+        for a write nothing can show (a revocation this plan does not send again, see
+        :func:`shared.core.plan.resend`)."""
         if work.intent is None:
             return []
         rules = work.job.target.rules
@@ -409,12 +422,16 @@ class Worker:
             if action is None or action.kind in planned or action.kind is ActionKind.SKIP:
                 continue
             seen = planner.observed(action, work.account, work.link, rules)
-            outcome = "recovered" if seen is not False else "interrupted"
-            how = {True: "the target shows it done", None: "it is no longer needed", False: "it did not take effect"}
-            detail = (
-                f"attempt {earlier} began this at {work.intent.get('at', '?')} and stopped before recording it; "
-                + how[seen]
-            )
+            if seen is None and action.writes_target:
+                outcome, how = "unconfirmed", "whether it reached the target cannot be seen, and it is not sent again"
+            elif seen is None:
+                outcome, how = "recovered", "it is no longer needed"
+            elif seen:
+                outcome, how = "recovered", "the target shows it done"
+            else:
+                outcome, how = "interrupted", "it did not take effect"
+            began = f"attempt {earlier} began this at {work.intent.get('at', '?')}"
+            detail = f"{began} and stopped before recording it; {how}"
             rows.append(
                 AuditRow.for_item(
                     work.item, work.job.name, rules.label(action.kind), outcome, target_id,
