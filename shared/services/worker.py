@@ -292,12 +292,11 @@ class Worker:
         link, intent = await asyncio.gather(job.links.get(item.id), self.audit.read_intent(item.id, job.name))
         clock.add("storage", t)
         desired = rules.desired(identity)
+        # A re-scheduled item reads: it may follow a write that landed after its lease lapsed.
+        first_try = item.deferrals == 0 and item.attempt == 0
+        trusts_link = lookup is None and intent is None and first_try and item.source in TRUSTS_LINK
         for _attempt in range(3):
-            known = None
-            # A re-scheduled item reads: it may follow a write that landed after its lease lapsed.
-            first_try = item.deferrals == 0 and item.attempt == 0
-            if lookup is None and intent is None and first_try and item.source in TRUSTS_LINK:
-                known = planner.remembered(identity, link, job.section, desired)
+            known = planner.remembered(identity, link, job.section, desired) if trusts_link else None
             t = time.perf_counter()
             found = Resolution(known, "link") if known is not None else await resolve(
                 identity, link, lookup or job.target, rules, job.section.matching, desired,
@@ -335,6 +334,7 @@ class Worker:
                 )
                 link = dataclasses.replace(link, applied=None) if link is not None else None
                 intent = None  # settled by the attempt that failed
+                trusts_link = False
                 continue
             except CreateRaced:
                 # Another worker created the account between our read and our create (or it was
@@ -346,6 +346,7 @@ class Worker:
                 link = await job.links.get(item.id)
                 intent = None  # settled by the attempt that raced
                 lookup = None  # an index is older than the race: read the target itself
+                trusts_link = False  # the winner's link says what it wrote, not what the account holds
                 clock.add("storage", t)
         raise TransientError(f"could not settle the {job.name} account for {item.id} after a create conflict")
 
@@ -373,7 +374,14 @@ class Worker:
             link = await self._apply_actions(work, plan, outcome, rows, clock)
             await self._remember(work, plan, outcome, link, clock)
         except LeaseLost as exc:
+            # Not forgotten here: the link may be another worker's to write by now, and whatever
+            # follows a lost lease is re-scheduled, so it reads the target.
             rows.append(AuditRow.for_item(item, job.name, "lease_lost", "refused", outcome.target_id, detail=str(exc)))
+            raise
+        except CreateRaced:
+            raise  # nothing reached the target; the worker reads it and plans again
+        except Exception:
+            await self._forget(work, clock)
             raise
         finally:
             t = time.perf_counter()
@@ -403,6 +411,21 @@ class Worker:
             t = time.perf_counter()
             await work.job.links.put(dataclasses.replace(link, applied=snapshot))
             clock.add("storage", t)
+
+    async def _forget(self, work: _Work, clock: _Clock) -> None:
+        """A plan stopped part-way: some writes may have reached the target, some not, so the link's
+        memory of the last convergence no longer says what the account holds. Drop it: the next
+        item reads the target instead of writing (and auditing) the same changes again."""
+        t = time.perf_counter()
+        try:
+            link = await work.job.links.get(work.item.id)
+            if link is not None and link.applied is not None:
+                await work.job.links.put(dataclasses.replace(link, applied=None))
+        except Exception as exc:  # the failure being raised matters more; the next retry reads anyway
+            correlated(log, work.item.correlation_id).warning(
+                "could not drop the %s link's memory for %s: %s", work.job.name, work.item.id, type(exc).__name__
+            )
+        clock.add("storage", t)
 
     def _recovered(self, work: _Work, plan: Plan, target_id: str) -> list[AuditRow]:
         """Audit rows for what an earlier attempt set out to do and never recorded (it was killed

@@ -183,3 +183,32 @@ def test_an_administrators_block_is_never_taken_for_ours_nor_lifted_by_a_return(
     assert "unblock" not in actions and "block" not in actions  # already blocked: not ours to claim
     assert actions.count("revoke_sessions") == 1  # a leaver is still signed out
 
+
+def test_a_plan_that_stops_part_way_is_not_written_or_audited_twice_by_the_next_notification(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    async def scenario() -> tuple[str, list[dict[str, Any]]]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))  # the joiner, remembered
+            world.graph.update_user(user["id"], department="Sales")
+            world.graph.add_member(world.group_ids[1], user["id"])
+            # The update lands; the role assignment after it fails (its retry waits on the queue).
+            world.auth0.faults.configure([FaultRule("mgmt.users.roles.assign", kind="error", status=503, count=1)])
+            item = user_item(user["id"], "notification")
+            await run_worker(indexed, item)
+            first = (await audit_rows(svc))[-1]["outcome"]
+            await run_worker(indexed, user_item(user["id"], "delta"))  # the same change, seen again
+            await run_worker(indexed, dataclasses.replace(item, target="auth0", attempt=1))  # the retry
+            return first, await audit_rows(svc)
+
+    first, rows = asyncio.run(scenario())
+    assert first == "retrying"
+    landed = Counter(e.route for e in world.auth0.log.entries() if e.write and e.status < 300)
+    assert landed["mgmt.users.write.update"] == 1
+    assert [(r["action"], r["outcome"]) for r in rows].count(("update", "ok")) == 1
+    assert sorted(world.auth0.user_role_names(uid)) == ["Employee", "Sales Reader", "Sales Writer"]
+    account = world.account(user["id"])
+    assert account is not None and account["user_metadata"]["department"] == "Sales"
