@@ -69,37 +69,8 @@ def kill_after_the_block(world: World, item_json: str, before_settling: Path | N
 def test_a_worker_killed_between_the_block_and_its_audit_row_is_finished_and_recorded_by_the_redelivery(
     world: World, indexed: dict[str, Any]
 ) -> None:
-    user = world.member_user()
-    uid = f"auth0|{user['id']}"
-    item = user_item(user["id"], "notification")
-
-    async def joined() -> None:
-        async with services_for(world):
-            await run_worker(indexed, user_item(user["id"], "notification"))
-
-    asyncio.run(joined())
-    world.auth0.add_sessions(uid, 2, refresh_tokens=1)
-    world.graph.update_user(user["id"], accountEnabled=False)
-    world.auth0.log.clear()
-    # The revocation after the block answers slowly, so the process is surely killed in between.
-    world.auth0.faults.configure([FaultRule("mgmt.users.sessions.delete", kind="delay", delay_s=2.0, count=1)])
-    assert kill_after_the_block(world, item.to_json()) == -signal.SIGKILL
-    account = world.account(user["id"])
-    assert account is not None and account["blocked"] is True  # the killed attempt's write landed
-    world.auth0.faults.configure([])
-
-    clock = FakeClock()
-    clock.advance(LEASE_TTL_S + 1)  # the killed worker's lease has lapsed by the time the host redelivers
-
-    async def redelivered() -> tuple[Any, list[dict[str, Any]]]:
-        async with services_for(world, keep_storage=True, clock=clock) as svc:
-            before = await audit_rows(svc)
-            assert not [r for r in before if r["action"] == "block"]  # the killed attempt recorded nothing
-            await run_worker(indexed, item)  # the host redelivers the same message
-            return await svc.job().links.get(user["id"]), await audit_rows(svc)
-
-    link, rows = asyncio.run(redelivered())
-    by_action = {r["action"]: r for r in rows if r["correlation_id"] == item.correlation_id}
+    uid, item = leaver_killed(world, indexed)
+    link, by_action, _ = redelivered(world, indexed, item)
     assert by_action["block"]["outcome"] == "recovered"
     assert "stopped before recording it" in by_action["block"]["detail"]
     assert "the target shows it done" in by_action["block"]["detail"]
@@ -110,15 +81,9 @@ def test_a_worker_killed_between_the_block_and_its_audit_row_is_finished_and_rec
     assert world.auth0.sessions_of(uid) == {"sessions": 0, "refresh_tokens": 0}
     # Settled: a further redelivery finds nothing left to recover and writes nothing.
     world.auth0.log.clear()
-
-    async def replay() -> list[dict[str, Any]]:
-        async with services_for(world, keep_storage=True, clock=clock) as svc:
-            await run_worker(indexed, item)
-            return await audit_rows(svc)
-
-    again = asyncio.run(replay())
+    _, _, actions = redelivered(world, indexed, item)
     assert world.auth0_writes() == {}
-    assert len([r for r in again if r["action"] == "block"]) == 1
+    assert actions.count("block") == 1
 
 
 def leaver_killed(world: World, indexed: dict[str, Any], before_settling: Path | None = None) -> tuple[str, Any]:
@@ -140,12 +105,20 @@ def leaver_killed(world: World, indexed: dict[str, Any], before_settling: Path |
         world.auth0.faults.configure([FaultRule("mgmt.users.sessions.delete", kind="delay", delay_s=2.0, count=1)])
     assert kill_after_the_block(world, item.to_json(), before_settling) == -signal.SIGKILL
     world.auth0.faults.configure([])
+    account = world.account(user["id"])
+    assert account is not None and account["blocked"] is True  # the killed attempt's write landed
+
+    async def recorded() -> list[dict[str, Any]]:
+        async with services_for(world, keep_storage=True) as svc:
+            return [r for r in await audit_rows(svc) if r["correlation_id"] == item.correlation_id]
+
+    assert asyncio.run(recorded()) == []  # the killed attempt recorded nothing
     return uid, item
 
 
-def redelivered(world: World, indexed: dict[str, Any], item: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
-    """The host redelivers ``item`` once the killed worker's lease has lapsed: the link, and the
-    item's audit rows by action."""
+def redelivered(world: World, indexed: dict[str, Any], item: Any) -> tuple[Any, dict[str, dict[str, Any]], list[str]]:
+    """The host redelivers ``item`` once the killed worker's lease has lapsed: the link, the item's
+    audit rows by action (the last of each), and every row's action in order."""
     clock = FakeClock()
     clock.advance(LEASE_TTL_S + 1)
 
@@ -155,7 +128,8 @@ def redelivered(world: World, indexed: dict[str, Any], item: Any) -> tuple[Any, 
             return await svc.job().links.get(item.id), await audit_rows(svc)
 
     link, rows = asyncio.run(run())
-    return link, {r["action"]: r for r in rows if r["correlation_id"] == item.correlation_id}
+    mine = [r for r in rows if r["correlation_id"] == item.correlation_id]
+    return link, {r["action"]: r for r in mine}, [r["action"] for r in mine]
 
 
 def test_revocations_a_killed_worker_sent_are_sent_again_and_recorded_as_sent_not_as_recovered(
@@ -167,7 +141,7 @@ def test_revocations_a_killed_worker_sent_are_sent_again_and_recorded_as_sent_no
     uid, item = leaver_killed(world, indexed, before_settling=tmp_path / "paused")
     assert world.auth0.sessions_of(uid) == {"sessions": 0, "refresh_tokens": 0}  # they did land
     world.auth0.log.clear()
-    link, by_action = redelivered(world, indexed, item)
+    link, by_action, _ = redelivered(world, indexed, item)
     assert by_action["block"]["outcome"] == "recovered"
     assert "the target shows it done" in by_action["block"]["detail"]
     for action in ("revoke_sessions", "revoke_refresh_tokens"):
@@ -185,7 +159,7 @@ def test_a_revocation_not_sent_again_to_a_returner_is_recorded_as_unconfirmed(
     sent is recorded as unconfirmed, never as recovered."""
     _, item = leaver_killed(world, indexed)
     world.graph.update_user(item.id, accountEnabled=True)
-    link, by_action = redelivered(world, indexed, item)
+    link, by_action, _ = redelivered(world, indexed, item)
     for action in ("revoke_sessions", "revoke_refresh_tokens"):
         assert by_action[action]["outcome"] == "unconfirmed"
         assert "cannot be seen" in by_action[action]["detail"]
