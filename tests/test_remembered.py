@@ -59,29 +59,40 @@ def test_a_change_planned_from_the_link_is_the_plan_a_read_of_the_account_would_
     assert comparable(planned(now, known, link)) == comparable(planned(now, account(), link))
 
 
-def test_a_leaver_a_replay_of_it_and_the_returner_plan_from_the_link_as_from_reads() -> None:
+def test_a_block_or_an_unblock_is_never_decided_from_the_link() -> None:
+    """An administrator may block or unblock an account by hand, unseen by the memory: a leaver (is
+    the block ours? is one needed?), its replay and a returner (lift the block?) read the account."""
     _, link = remembered_after(source(), account(), LINK)
     leaver = source(SourceState.DISABLED)
-    known = planner.remembered(leaver, link, SECTION, RULES.desired(leaver))
-    assert known is not None
-    left_plan = planned(leaver, known, link)
-    assert comparable(left_plan) == comparable(planned(leaver, account(), link))
-    assert [a.kind for a in left_plan.writes] == [
-        ActionKind.DISABLE, ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS,
-    ]  # fmt: skip
-    after = planner.applied_after(leaver, known, left_plan, SECTION, RULES, RULES.desired(leaver),
-                                  entitlements_read=True)  # fmt: skip
-    left = dataclasses.replace(link, deprovision=DeprovisionState.DONE, disabled_by_sync=True, applied=after)
-    blocked = account(blocked=True)
+    assert planner.remembered(leaver, link, SECTION, RULES.desired(leaver)) is None
+    # What a read shows when an administrator blocked the account by hand: the block is not ours.
+    by_admin = planned(leaver, account(blocked=True), link)
+    start = by_admin.first(ActionKind.START_DEPROVISION)
+    assert start is not None and start.payload == {"disabled_by_sync": False}
+    assert not by_admin.has(ActionKind.DISABLE)
+    for state in (DeprovisionState.PENDING, DeprovisionState.DONE):
+        left = dataclasses.replace(link, deprovision=state, disabled_by_sync=True)
+        assert planner.remembered(leaver, left, SECTION, RULES.desired(leaver)) is None  # a replay
+        back = source()
+        assert planner.remembered(back, left, SECTION, RULES.desired(back)) is None  # a restore
 
-    again = planner.remembered(leaver, left, SECTION, RULES.desired(leaver))
-    assert again is not None and not again.active
-    assert comparable(planned(leaver, again, left)) == comparable(planned(leaver, blocked, left))  # a skip
+
+def test_a_revocation_an_interrupted_attempt_began_is_sent_again_for_a_leaver_and_not_for_a_returner() -> None:
+    leaver = source(SourceState.DISABLED)
+    done = dataclasses.replace(LINK, deprovision=DeprovisionState.DONE, disabled_by_sync=True)
+    blocked = account(blocked=True)
+    skip = planned(leaver, blocked, done)
+    assert [a.kind for a in skip.actions] == [ActionKind.SKIP]  # "already disabled and revoked"
+    earlier = planned(leaver, account(), LINK).actions  # what the killed attempt's intent holds
+    again = planner.resend(skip, earlier, leaver, blocked)
+    assert [a.kind for a in again.actions] == [ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS]
+    assert all("sent again" in a.reason for a in again.actions)
+    pending = dataclasses.replace(done, deprovision=DeprovisionState.PENDING)
+    finishing = planned(leaver, blocked, pending)  # revocations planned anyway: nothing added
+    assert planner.resend(finishing, earlier, leaver, blocked) == finishing
     back = source()
-    known_back = planner.remembered(back, left, SECTION, RULES.desired(back))
-    assert known_back is not None
-    assert comparable(planned(back, known_back, left)) == comparable(planned(back, blocked, left))
-    assert ActionKind.ENABLE in {a.kind for a in planned(back, known_back, left).actions}
+    assert planner.resend(planned(back, blocked, done), earlier, back, blocked) == planned(back, blocked, done)
+    assert planner.resend(skip, earlier, leaver, None) == skip  # nothing left to revoke
 
 
 def test_a_joiner_is_remembered_as_created() -> None:

@@ -12,8 +12,8 @@ finished after the revocations (``FINISH_DEPROVISION``): a worker that dies in b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from shared.core.model import (
     Account,
@@ -28,6 +28,9 @@ from shared.core.model import (
 )
 from shared.core.ports import Capabilities, Rules
 from shared.mapping.model import TargetSection
+
+# Revocations leave nothing to observe afterwards: sent again after a crash rather than claimed.
+REVOCATIONS: Final = frozenset({ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS})
 
 
 def value_at(account: Account, path: str, rules: Rules) -> Any:
@@ -192,6 +195,26 @@ def observed(action: Action, account: Account | None, link: Link | None, rules: 
     return None
 
 
+def resend(plan: Plan, earlier: Sequence[Action], identity: Identity, account: Account | None) -> Plan:
+    """``plan`` with the revocations an interrupted attempt began (``earlier``, its intent) and this
+    plan no longer makes sent again. A revocation leaves nothing to observe, so whether the killed
+    attempt's reached the target is not known; sending it again is harmless (it is idempotent), and
+    then its audit row records a send that is known. Only for a leaver whose account is still there:
+    a returner is not signed out again, and a deleted account has nothing to revoke (the worker
+    records those as unconfirmed)."""
+    if identity.state is SourceState.ACTIVE or account is None or plan.has(ActionKind.DELETE):
+        return plan
+    planned = {a.kind for a in plan.actions}
+    kinds = dict.fromkeys(a.kind for a in earlier if a.kind in REVOCATIONS and a.kind not in planned)
+    if not kinds:
+        return plan
+    why = f"{identity.state.value} in Entra; sent again, as whether an interrupted attempt's reached it cannot be seen"
+    again = [Action(kind, reason=why) for kind in kinds]
+    kept = [a for a in plan.actions if a.kind is not ActionKind.SKIP]  # "already revoked" is not known
+    at = next((i for i, a in enumerate(kept) if a.kind is ActionKind.FINISH_DEPROVISION), len(kept))
+    return Plan((*kept[:at], *again, *kept[at:]))
+
+
 # ------------------------------------------------------------------------------------------------
 # What was applied, remembered in the link
 # ------------------------------------------------------------------------------------------------
@@ -200,14 +223,25 @@ def observed(action: Action, account: Account | None, link: Link | None, rules: 
 def remembered(
     identity: Identity, link: Link | None, section: TargetSection, desired: Mapping[str, Any]
 ) -> Account | None:
-    """The account as its link remembers it (:class:`LastApplied`), when that can stand in for a read:
-    nothing half-done (a deprovision under way), no refused value to watch, no risk lock (the risk
-    response writes outside these plans), the same mapped paths and grants as when it was
-    remembered, and its entitlements known where an active identity's grants need them."""
+    """The account as its link remembers it (:class:`LastApplied`), when that can stand in for a read.
+
+    The memory is what entra-sync itself last wrote, so it may be trusted for decisions about
+    entra-sync's own values: which mapped paths to write (a mover) and which managed entitlements
+    to grant or take back (a group change). Every write it leads to is idempotent, and a change made
+    by hand in the target is reconciliation's to find. It may not be trusted for a decision about
+    someone else's state: whether the account is blocked (an administrator may have blocked or
+    unblocked it by hand), so a leaver (deprovision: whose block is it, is one needed) and an
+    identity whose link records a deprovision (restore: lift the block or not) read the target.
+    Nor where it may be stale: a refused value to watch, a risk lock (the risk response writes
+    outside these plans), a mapping that maps other paths or grants than when it was remembered,
+    entitlements not read where an active identity's grants need them. The worker also reads after
+    a failure, a create race or a crash (see :mod:`shared.services.worker`)."""
     if link is None or link.applied is None or link.target_deleted or link.risk_locked or link.conflicts:
         return None
+    if identity.state is not SourceState.ACTIVE or link.deprovision is not DeprovisionState.NONE:
+        return None  # a block or an unblock is decided from the account as it is
     applied = link.applied
-    if link.deprovision is DeprovisionState.PENDING or set(applied.values) != set(desired):
+    if set(applied.values) != set(desired):
         return None
     if applied.managed != section.managed:
         return None

@@ -50,8 +50,15 @@ RETRY_MAX_S: Final = 900.0
 # target): a change in Entra, on its first try. Reconciliation, a backfill, an approval, an
 # operator's item and anything re-scheduled read the target, so a change made directly in it (or
 # a late write of a worker whose lease lapsed) is found and repaired there.
+#
+# What the memory may be trusted for (planner.remembered says it for the plan): a mover's writes
+# and a group change's grants, decided from entra-sync's own last write. It is never trusted for a
+# block or an unblock (a leaver, a restore: an administrator's block is not ours), nor after a
+# failure (the memory is dropped when a plan stops part-way, so the next item reads), a create
+# race (the winner's link says what the winner wrote, not what the account holds now) or a crash
+# (an intent left behind: the target is read, and what the killed attempt did is recorded from it).
 TRUSTS_LINK: Final = frozenset({"notification", "delta", "group"})
-REVOCATIONS: Final = frozenset({ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS})
+REVOCATIONS: Final = planner.REVOCATIONS
 # Legacy names of actions in intents recorded before the core went vendor-neutral.
 _LEGACY_KINDS: Final = {
     "block": ActionKind.DISABLE,
@@ -285,12 +292,11 @@ class Worker:
         link, intent = await asyncio.gather(job.links.get(item.id), self.audit.read_intent(item.id, job.name))
         clock.add("storage", t)
         desired = rules.desired(identity)
+        # A re-scheduled item reads: it may follow a write that landed after its lease lapsed.
+        first_try = item.deferrals == 0 and item.attempt == 0
+        trusts_link = lookup is None and intent is None and first_try and item.source in TRUSTS_LINK
         for _attempt in range(3):
-            known = None
-            # A re-scheduled item reads: it may follow a write that landed after its lease lapsed.
-            first_try = item.deferrals == 0 and item.attempt == 0
-            if lookup is None and intent is None and first_try and item.source in TRUSTS_LINK:
-                known = planner.remembered(identity, link, job.section, desired)
+            known = planner.remembered(identity, link, job.section, desired) if trusts_link else None
             t = time.perf_counter()
             found = Resolution(known, "link") if known is not None else await resolve(
                 identity, link, lookup or job.target, rules, job.section.matching, desired,
@@ -302,6 +308,9 @@ class Worker:
             plan = planner.plan(
                 identity, found.account, link, job.section, rules, job.target.capabilities, desired=desired
             )
+            if intent is not None:  # what a killed attempt sent that cannot be observed goes out again
+                earlier = [a for a in map(_action_from, intent.get("actions", [])) if a is not None]
+                plan = planner.resend(plan, earlier, identity, found.account)
             hold = await job.guard.check(item, plan) if job.guard is not None else None
             if hold is not None:
                 target_id = found.account.target_id if found.account else ""
@@ -325,6 +334,7 @@ class Worker:
                 )
                 link = dataclasses.replace(link, applied=None) if link is not None else None
                 intent = None  # settled by the attempt that failed
+                trusts_link = False
                 continue
             except CreateRaced:
                 # Another worker created the account between our read and our create (or it was
@@ -336,6 +346,7 @@ class Worker:
                 link = await job.links.get(item.id)
                 intent = None  # settled by the attempt that raced
                 lookup = None  # an index is older than the race: read the target itself
+                trusts_link = False  # the winner's link says what it wrote, not what the account holds
                 clock.add("storage", t)
         raise TransientError(f"could not settle the {job.name} account for {item.id} after a create conflict")
 
@@ -363,7 +374,14 @@ class Worker:
             link = await self._apply_actions(work, plan, outcome, rows, clock)
             await self._remember(work, plan, outcome, link, clock)
         except LeaseLost as exc:
+            # Not forgotten here: the link may be another worker's to write by now, and whatever
+            # follows a lost lease is re-scheduled, so it reads the target.
             rows.append(AuditRow.for_item(item, job.name, "lease_lost", "refused", outcome.target_id, detail=str(exc)))
+            raise
+        except CreateRaced:
+            raise  # nothing reached the target; the worker reads it and plans again
+        except Exception:
+            await self._forget(work, clock)
             raise
         finally:
             t = time.perf_counter()
@@ -394,10 +412,28 @@ class Worker:
             await work.job.links.put(dataclasses.replace(link, applied=snapshot))
             clock.add("storage", t)
 
+    async def _forget(self, work: _Work, clock: _Clock) -> None:
+        """A plan stopped part-way: some writes may have reached the target, some not, so the link's
+        memory of the last convergence no longer says what the account holds. Drop it: the next
+        item reads the target instead of writing (and auditing) the same changes again."""
+        t = time.perf_counter()
+        try:
+            link = await work.job.links.get(work.item.id)
+            if link is not None and link.applied is not None:
+                await work.job.links.put(dataclasses.replace(link, applied=None))
+        except Exception as exc:  # the failure being raised matters more; the next retry reads anyway
+            correlated(log, work.item.correlation_id).warning(
+                "could not drop the %s link's memory for %s: %s", work.job.name, work.item.id, type(exc).__name__
+            )
+        clock.add("storage", t)
+
     def _recovered(self, work: _Work, plan: Plan, target_id: str) -> list[AuditRow]:
         """Audit rows for what an earlier attempt set out to do and never recorded (it was killed
         between a write and its audit row): each action of its intent that this plan no longer
-        needs, with whether the target shows it now."""
+        needs, with whether the target shows it now: ``recovered`` when it does (or a bookkeeping
+        step is no longer needed), ``interrupted`` when it shows it not done, and ``unconfirmed``
+        for a write nothing can show (a revocation this plan does not send again, see
+        :func:`shared.core.plan.resend`)."""
         if work.intent is None:
             return []
         rules = work.job.target.rules
@@ -409,12 +445,16 @@ class Worker:
             if action is None or action.kind in planned or action.kind is ActionKind.SKIP:
                 continue
             seen = planner.observed(action, work.account, work.link, rules)
-            outcome = "recovered" if seen is not False else "interrupted"
-            how = {True: "the target shows it done", None: "it is no longer needed", False: "it did not take effect"}
-            detail = (
-                f"attempt {earlier} began this at {work.intent.get('at', '?')} and stopped before recording it; "
-                + how[seen]
-            )
+            if seen is None and action.writes_target:
+                outcome, how = "unconfirmed", "whether it reached the target cannot be seen, and it is not sent again"
+            elif seen is None:
+                outcome, how = "recovered", "it is no longer needed"
+            elif seen:
+                outcome, how = "recovered", "the target shows it done"
+            else:
+                outcome, how = "interrupted", "it did not take effect"
+            began = f"attempt {earlier} began this at {work.intent.get('at', '?')}"
+            detail = f"{began} and stopped before recording it; {how}"
             rows.append(
                 AuditRow.for_item(
                     work.item, work.job.name, rules.label(action.kind), outcome, target_id,

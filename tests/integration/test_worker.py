@@ -9,13 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.server import FaultRule, RateLimit
 from shared import names
-from shared.core.model import DeprovisionState
+from shared.core.model import Account, DeprovisionState, Link
 from shared.core.work import WorkItem, user_item
+from shared.stores.keys import encode_key
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
 
 
@@ -544,3 +546,58 @@ def test_a_create_that_loses_the_race_converges_the_winners_account(world: World
     assert account is not None
     assert account["name"] == user["displayName"]
     assert [r["action"] for r in rows] == ["link", "update", "assign_roles"]
+
+
+def test_the_loser_of_a_create_race_reads_the_account_instead_of_trusting_the_winners_link(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    """The winner created the account and remembered it in its link; an administrator has edited the
+    account since. The loser, whose reads came before the winner's create, meets a 409: it must read
+    the account, not plan from the winner's memory (which says all is in sync)."""
+    from shared.targets.auth0.target import Auth0Target
+
+    user = world.member_user()
+    uid = f"auth0|{user['id']}"
+
+    class StaleRead(Auth0Target):
+        loser = False  # the loser's reads come before the winner's create and link
+        winners_link: Link | None = None
+        links: Any = None
+
+        async def get(self, user_id: str) -> dict[str, Any] | None:
+            if self.winners_link is not None:
+                await self.links.put(self.winners_link)  # the winner's link lands meanwhile
+                self.winners_link = None
+                return None
+            return await super().get(user_id)
+
+        async def find(self, matcher: str, key: str) -> list[Account]:
+            return [] if self.loser else await super().find(matcher, key)
+
+    async def scenario() -> list[dict[str, Any]]:
+        from shared.mapping.load import load_mapping
+        from shared.targets.auth0.client import auth0_client
+
+        assert world.settings.auth0 is not None
+        section = load_mapping(world.settings.mapping_file).target("auth0")
+        target = StaleRead(section, auth0_client(world.settings.auth0))
+        async with services_for(world, targets={"auth0": target}) as svc:
+            await run_worker(indexed, user_item(user["id"], "notification"))  # the winner's work
+            links = svc.job().links
+            link = await links.get(user["id"])
+            assert link is not None and link.applied is not None  # remembered: in sync
+            await links.table.delete_entity(encode_key(link.target), encode_key(user["id"]))  # not yet there
+            world.grant_role_by_hand(uid, "Billing Admin")  # unmanaged: stays as it is
+            by_hand = {"Authorization": f"Bearer {world.auth0.static_token}"}
+            httpx.patch(f"{world.auth0.base_url}/users/{uid}", headers=by_hand, json={"name": "Edited by hand"})
+            target.links, target.winners_link, target.loser = links, link, True
+            before = len(await audit_rows(svc))
+            await run_worker(indexed, user_item(user["id"], "notification"))  # the loser
+            return (await audit_rows(svc))[before:]
+
+    rows = run(scenario())
+    assert world.auth0.snapshot()["users"] == 1
+    account = world.account(user["id"])
+    assert account is not None and account["name"] == user["displayName"]  # read, and repaired
+    assert [r["action"] for r in rows] == ["update"]
+    assert sorted(world.auth0.user_role_names(uid)) == ["Billing Admin", "Employee"]
