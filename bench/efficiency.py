@@ -29,7 +29,9 @@ MINIMUM = {
     ),
     "mover (one attribute)": Minimum(2, 0, 1, "read user + groups; one PATCH"),
     "group change": Minimum(3, 0, 1, "groups delta; read user + groups; one role assign"),
-    "leaver": Minimum(1, 0, 3, "read user (disabled); block + revoke sessions + refresh tokens"),
+    # A block is someone else's state as much as ours (an admin may have blocked the account by
+    # hand): the decision reads the account, never the link's memory (issue 18, item 1).
+    "leaver": Minimum(1, 1, 3, "read user (disabled); read the account; block + revoke sessions + refresh tokens"),
     "no-op replay": Minimum(2, 0, 0, "read user + groups; nothing to call"),
 }
 
