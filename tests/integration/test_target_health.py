@@ -27,15 +27,16 @@ from sandbox.scim import ScimApp
 from sandbox.server import FaultRule, RateLimit
 from shared.bootstrap import App
 from shared.core.work import WorkItem, user_item
-from shared.services.health import COOLDOWN_S, MAX_COOLDOWN_S, PROBE_WAIT_S, THRESHOLD
+from shared.services.health import COOLDOWN_S, MAX_COOLDOWN_S, THRESHOLD
+from shared.services.reconcile import reconcile_every
 from shared.services.worker import MAX_TARGET_ATTEMPTS
-from tests.integration.world import World, audit_rows, run_worker, services_for, waiting
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
 from tests.support import FakeClock
 
 HOURS = 3600.0
 # The longest a waiting share may take to notice a target is back: the longest cool-down, the
-# queue's jitter on it (at most 1 + 30 s), and one wait behind another call's probe.
-RECOVERY_S = MAX_COOLDOWN_S + 31 + PROBE_WAIT_S + 16
+# queue's jitter on it (at most 1 + 30 s), and one wait behind another call's probe (15 s, jitter).
+RECOVERY_S = MAX_COOLDOWN_S + 31 + 15 + 16
 
 
 class Host:
@@ -118,8 +119,7 @@ def test_a_six_hour_outage_loses_nothing_spends_no_attempts_and_recovers_in_minu
             converged = [world.account(u["id"]) is not None for u in users]
             return {
                 "calls_down": calls_down, "rows_down": rows_down, "converged": converged,
-                "rows": await audit_rows(svc), "poisoned": await waiting(svc, "poison"),
-                "record": (await svc.jobs["auth0"].health.view()), "runs": host.runs,
+                "rows": await audit_rows(svc), "poisoned": await waiting(svc, "poison"), "runs": host.runs,
             }  # fmt: skip
 
     out = asyncio.run(scenario())
@@ -135,40 +135,87 @@ def test_a_six_hour_outage_loses_nothing_spends_no_attempts_and_recovers_in_minu
     # The target was probed one call at a time for six hours, at least once per longest cool-down
     # (it needed no operator), and never more often than the breaker allows.
     probes = out["calls_down"] - THRESHOLD
-    assert 6 * HOURS / (MAX_COOLDOWN_S + 31 + PROBE_WAIT_S) <= probes <= 6 * HOURS / MAX_COOLDOWN_S + 8
-    assert out["record"].open_until == 0 and out["record"].trips == 0  # closed by a probe's success
+    assert 6 * HOURS / (MAX_COOLDOWN_S + 31 + 15) <= probes <= 6 * HOURS / MAX_COOLDOWN_S + 8
+
+
+@pytest.fixture
+def big_world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
+    w = World(azurite, tmp_path, users=225, groups=4).start()  # more than 200 users in scope
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def twenty_failures() -> FaultRule:
+    """The review's scenario: twenty calls fail, all under way at once, then Auth0 is fine again
+    (a new rule each time: the emulator counts a rule's firings down)."""
+    return FaultRule("mgmt.users.write.create", kind="error", status=503, count=20)
+
+
+# The breaker opened once (a cool-down of COOLDOWN_S), a probe then closed it: every account
+# exists by then, with the queue's jitter and a wait behind the probe.
+CONVERGED_BY_S = COOLDOWN_S + 31 + 15 + 16
+
+
+def assert_every_account_created(world: World, out: dict[str, Any], in_scope_count: int) -> None:
+    assert in_scope_count >= 200
+    missing = [u["id"] for u in in_scope(world, in_scope_count) if world.account(u["id"]) is None]
+    assert missing == [] and out["left"] == 0
+    assert out["poisoned"] == 0 and not outcomes(out["rows"], "poisoned", "failed")
+    # Each failed create was sent again once, and nothing else was sent twice.
+    assert auth0_calls(world, "mgmt.users.write.create") == in_scope_count + 20
 
 
 def test_twenty_failures_in_flight_open_the_breaker_once_and_a_200_user_backfill_creates_every_account(
-    azurite: Azurite, tmp_path: Path, indexed: dict[str, Any]
+    big_world: World, indexed: dict[str, Any]
 ) -> None:
-    world = World(azurite, tmp_path, users=330, groups=4).start()
-    clock = FakeClock()
-    try:
-        # Twenty calls fail, all under way at once (a backfill twenty wide), then Auth0 is fine.
-        world.auth0.faults.configure([FaultRule("mgmt.users.write.create", kind="error", status=503, count=20)])
+    world, clock = big_world, FakeClock()
+    world.auth0.faults.configure([twenty_failures()])
 
-        async def scenario() -> dict[str, Any]:
-            async with services_for(world, clock=clock) as svc:
-                host = Host(svc, clock, indexed)
-                start = clock.now()
-                result = await svc.backfill("auth0", concurrency=20).run()
-                await host.run_until(start + COOLDOWN_S + RECOVERY_S - MAX_COOLDOWN_S, limit=600)
-                return {
-                    "result": result, "rows": await audit_rows(svc), "poisoned": await waiting(svc, "poison"),
-                    "left": len(host.due),
-                }  # fmt: skip
+    async def scenario() -> dict[str, Any]:
+        async with services_for(world, clock=clock) as svc:
+            host = Host(svc, clock, indexed)
+            start = clock.now()
+            result = await svc.backfill("auth0", concurrency=20).run()  # twenty under way at once
+            during = auth0_calls(world, "mgmt.users.write.create")
+            await host.run_until(start + CONVERGED_BY_S, limit=600)
+            return {
+                "result": result, "during": during, "rows": await audit_rows(svc),
+                "poisoned": await waiting(svc, "poison"), "left": len(host.due),
+            }  # fmt: skip
 
-        out = asyncio.run(scenario())
-        result = out["result"]
-        assert result.in_scope >= 200 and result.failed == 0
-        missing = [u["id"] for u in in_scope(world, result.in_scope) if world.account(u["id"]) is None]
-        assert missing == [] and out["left"] == 0
-        assert out["poisoned"] == 0 and not outcomes(out["rows"], "poisoned", "failed")
-        creates = auth0_calls(world, "mgmt.users.write.create")
-        assert creates == result.in_scope + 20  # each failed create was tried again once, and only once
-    finally:
-        world.stop()
+    out = asyncio.run(scenario())
+    result = out["result"]
+    assert result.failed == 0
+    # Once the breaker opened the backfill stopped calling Auth0 (the calls then under way aside)
+    # and handed the rest to the queue, which waited out the cool-down.
+    assert out["during"] <= 20 + 20 and result.waiting >= result.in_scope - 40
+    assert_every_account_created(world, out, result.in_scope)
+
+
+def test_twenty_failures_in_flight_under_queue_load_delay_the_rest_by_one_cool_down_only(
+    big_world: World, indexed: dict[str, Any]
+) -> None:
+    world, clock = big_world, FakeClock()
+
+    async def scenario() -> dict[str, Any]:
+        async with services_for(world, clock=clock) as svc:
+            host = Host(svc, clock, indexed)
+            (run,) = await reconcile_every(svc.reconcilers, "apply")  # a work item per missing account
+            world.auth0.faults.configure([twenty_failures()])
+            items = await queued(svc)
+            start = clock.now()
+            for batch in range(0, len(items), 20):  # the host runs twenty messages at a time
+                await asyncio.gather(*(run_worker(indexed, item) for item in items[batch : batch + 20]))
+            await host.run_until(start + CONVERGED_BY_S, limit=600)
+            return {
+                "missing": run.counts.get("missing", 0), "rows": await audit_rows(svc),
+                "poisoned": await waiting(svc, "poison"), "left": len(host.due),
+            }  # fmt: skip
+
+    out = asyncio.run(scenario())
+    assert_every_account_created(world, out, out["missing"])
 
 
 def test_a_5xx_retry_after_is_when_the_share_is_tried_again(world: World, indexed: dict[str, Any]) -> None:
