@@ -10,6 +10,7 @@ what stays hidden), not how: nothing here is a table or a queue (an audit row ca
 * :class:`MemoryLinks`: one target's links; stores over one ``table`` share it, each sees its own.
 * :class:`MemoryLeases`: expiring leases on an injected clock, renewed while held, fenced.
 * :class:`MemoryState`: JSON documents by (kind, name), stamped with the wall-clock time written.
+* :class:`MemoryHealth`: per-target health records, written only over the version read.
 * :class:`MemoryAudit`: rows per identity in time order, and the write-ahead intents.
 * :class:`MemoryQueue`: items visible from a time on the injected clock, deferrals, the poison list.
 * :class:`MemoryAlerts`: once per key, the same statuses and audit rows as the product's alerts.
@@ -37,6 +38,7 @@ from shared.core.work import MAX_MESSAGE_BYTES, WorkItem
 from shared.errors import BadInput, LeaseLost
 from shared.redact import redact
 from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.health import document, record_from
 from shared.stores.keys import decode_key, encode_key, utcnow
 from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease, LeaseKeeping
 from shared.stores.links import applied_from_text, applied_to_text
@@ -214,6 +216,36 @@ class MemoryState:
         for key in old[: max(limit, 0)]:
             del self.table[key]
         return min(len(old), max(limit, 0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Target health
+# ------------------------------------------------------------------------------------------------
+
+
+class MemoryHealth:
+    """Per-target health records with a version each: a write over a version that is no longer
+    the stored one (or an insert over an existing record) changes nothing and returns None."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, tuple[str, str]] = {}  # target -> (document, version)
+
+    async def read(self, target: str) -> tuple[ports.HealthRecord, str | None]:
+        await asyncio.sleep(0)
+        found = self.table.get(target)
+        if found is None:
+            return record_from({}), None
+        return record_from(json.loads(found[0])), found[1]
+
+    async def write(self, target: str, record: ports.HealthRecord, version: str | None) -> str | None:
+        await asyncio.sleep(0)
+        encode_key(target)  # a key a table cannot hold is refused, as the product store refuses it
+        found = self.table.get(target)
+        if (found[1] if found is not None else None) != version:
+            return None
+        etag = _etag()
+        self.table[target] = (document(record), etag)
+        return etag
 
 
 # ------------------------------------------------------------------------------------------------

@@ -268,7 +268,8 @@ class RateLimiter:
 class FaultRule:
     """Applies to routes matching ``route`` (a glob) with probability ``rate``.
 
-    kind ``error``: answer ``status`` (default 503) instead of handling the request.
+    kind ``error``: answer ``status`` (default 503) instead of handling the request, with a
+    ``Retry-After: <retry_after_s>`` header when that is set.
     kind ``delay``: wait ``delay_s`` and then handle the request normally.
     kind ``drop``: wait ``delay_s`` and close the connection without an answer (a timeout).
     ``count`` limits how many times the rule fires (``None``: unlimited).
@@ -280,6 +281,7 @@ class FaultRule:
     status: int = 503
     delay_s: float = 0.0
     count: int | None = None
+    retry_after_s: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in {"error", "delay", "drop"}:
@@ -501,7 +503,8 @@ class Emulator:
                 if fault.kind == "drop":
                     raise _DropConnection()
                 if fault.kind == "error":
-                    return self.error_response(HttpError(fault.status, "injected_fault", "Injected fault."))
+                    told = {} if fault.retry_after_s is None else {"Retry-After": str(fault.retry_after_s)}
+                    return self.error_response(HttpError(fault.status, "injected_fault", "Injected fault.", told))
             resp = route.handler(request)
             if decision is not None:
                 resp.headers.update(self.rate_limit_headers(decision))

@@ -5,8 +5,8 @@ there, naming the setting or the mapping entry. :func:`build` constructs everyth
 order (no network call happens while building: the SDK clients connect on first use, inside the
 worker's event loop): the storage clients and stores, the source (Entra ID through Graph), one
 provisioning job per target the mapping names (its adapter from its kind in the registry, its
-links, guard and health), and the services, with the handler table that routes each work item to
-its service. Functions reach it through :func:`app`.
+links, guard, and health with its rate gate, shared by every instance), and the services, with
+the handler table that routes each work item to its service. Functions reach it through :func:`app`.
 
 Tests call :func:`init` with their own settings (sandbox URLs, Azurite) and may pass the few
 things a test must control: a clock, the target kinds (an in-memory target), an Auth0 client,
@@ -38,6 +38,7 @@ from shared.services.dispatch import Dispatcher
 from shared.services.guard import MassChangeGuard, unwritten_limits
 from shared.services.health import Health
 from shared.services.notify import Notifier
+from shared.services.ratelimit import RateGate
 from shared.services.reconcile import Reconciler
 from shared.services.report import ReportStore
 from shared.services.risk.monitor import RiskMonitor
@@ -51,6 +52,7 @@ from shared.sources.graph.source import GraphSource
 from shared.sources.graph.subscriptions import SubscriptionManager
 from shared.stores.audit import AuditStore
 from shared.stores.clients import blob_service, queue_service, table_service
+from shared.stores.health import HealthStore
 from shared.stores.keys import ensure_tables
 from shared.stores.leases import LeaseStore
 from shared.stores.links import LinkStore
@@ -58,7 +60,6 @@ from shared.stores.queue import WorkQueue
 from shared.stores.state import StateStore
 from shared.targets.auth0.bulk import ImportBackfill
 from shared.targets.auth0.client import auth0_client
-from shared.targets.auth0.ratelimit import RateGate
 from shared.targets.registry import KINDS, TargetKind
 from shared.targets.scim.client import http_client
 from shared.targets.scim.rules import ScimOptions
@@ -77,9 +78,21 @@ class BuildContext:
     auth0_client_override: Any = None
     state: StateStore | None = None
     closers: list[Any] = field(default_factory=list)
+    health_store: HealthStore | None = None
+    healths: dict[str, Health] = field(default_factory=dict)
 
-    def auth0_gate(self) -> RateGate:
-        return RateGate()  # one per Auth0 target: its own rate budget
+    def health(self, target: str) -> Health:
+        """The target's breaker over the shared health store (one per target in this process)."""
+        assert self.health_store is not None  # build() gives the context its store
+        if target not in self.healths:
+            self.healths[target] = Health(target, self.health_store, self.clock)
+        return self.healths[target]
+
+    def rate_gate(self, target: str) -> RateGate:
+        """The target's rate gate: its own budget, closed for every instance through its health
+        record (a context without a health store, as some tests build, keeps it in the process)."""
+        shared = self.health(target) if self.health_store is not None else None
+        return RateGate(self.clock, shared, name=target)
 
     def auth0_client(self, gate: RateGate | None = None) -> Any:
         if self.auth0_client_override is not None:
@@ -196,6 +209,7 @@ def build(
     graph_sdk = graph if graph is not None else graph_client(settings)
     state = StateStore(tables.get_table_client(names.STATE_TABLE))
     context.state = state
+    context.health_store = HealthStore(tables.get_table_client(names.STATE_TABLE))
     leases = LeaseStore(tables.get_table_client(names.LOCKS_TABLE), clock=clock)
     audit = AuditStore(tables.get_table_client(names.AUDIT_TABLE))
     queue = WorkQueue(queues)
@@ -210,7 +224,8 @@ def build(
         if warning := unwritten_limits(section, mapping.version):
             log.warning("%s", warning)  # a guard that may hold leavers is never a surprise
         target = (targets or {}).get(name) or kinds[section.kind].build(section, context)
-        jobs[name] = _job(section, target, LinkStore(links_table, name), state, audit, queue, alerts, clock)
+        links = LinkStore(links_table, name)
+        jobs[name] = _job(section, target, links, state, audit, queue, alerts, clock, context.health(name))
     closers.extend(context.closers)
     report_store = ReportStore(blobs) if reports else None
     worker = Worker(
@@ -271,12 +286,13 @@ def _job(
     queue: WorkQueue,
     alerts: Alerts,
     clock: Clock,
+    health: Health,
 ) -> TargetJob:
     guard = MassChangeGuard(
         state=state, links=links, audit=audit, queue=queue, policy=section.guard, alerts=alerts, clock=clock,
         target=section.name,
     )  # fmt: skip
-    return TargetJob(section, target, links, guard, Health(clock))
+    return TargetJob(section, target, links, guard, health)
 
 
 _current: App | None = None

@@ -1,21 +1,31 @@
-"""The Auth0 rate gate paces a process from the rate-limit headers, before and after a 429."""
+"""A target's rate gate paces its calls from what the target said (Auth0's rate-limit headers, a
+429's Retry-After), before and after a 429, and shares a closing with every instance."""
 
 from __future__ import annotations
 
 import asyncio
+from email.utils import formatdate
 
 import pytest
 
+from sandbox.memory_stores import MemoryHealth
 from shared.errors import RateLimited
-from shared.targets.auth0.ratelimit import RateGate
+from shared.services.health import Health
+from shared.services.ratelimit import RateGate, retry_after
+from shared.targets.auth0.ratelimit import observe, throttled
+from tests.support import FakeClock
 
 
-class Clock:
+class RecordingClock(FakeClock):
+    """Sleeping moves the time at once, and each sleep is written down."""
+
     def __init__(self) -> None:
-        self.now = 1_000.0
+        super().__init__(1_000.0)
+        self.slept: list[float] = []
 
-    def __call__(self) -> float:
-        return self.now
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
 
 
 def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
@@ -23,41 +33,62 @@ def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
 
 
 def test_a_spent_budget_closes_the_gate_until_the_reset() -> None:
-    clock = Clock()
+    clock = RecordingClock()
     gate = RateGate(clock)
-    gate.observe(headers(50, 3, clock.now + 2))
+    asyncio.run(observe(gate, headers(50, 3, clock.now() + 2)))
     assert gate.open_at == 0.0
-    gate.observe(headers(50, 0, clock.now + 2))
-    assert gate.open_at == clock.now + 2
+    asyncio.run(observe(gate, headers(50, 0, clock.now() + 2)))
+    assert gate.open_at == clock.now() + 2
     with pytest.raises(RateLimited, match=r"next call may go in 2\.0 s"):
         asyncio.run(gate.wait(max_wait_s=1.0))
 
 
-def test_after_a_429_calls_are_spaced_at_the_limits_rate_then_the_spacing_lifts(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = Clock()
-    waited: list[float] = []
-
-    async def sleep(seconds: float) -> None:  # time passes only on the fake clock
-        waited.append(seconds)
-
-    monkeypatch.setattr("shared.targets.auth0.ratelimit.asyncio.sleep", sleep)
+def test_after_a_429_calls_are_spaced_at_the_limits_rate_then_the_spacing_lifts() -> None:
+    clock = RecordingClock()
     gate = RateGate(clock)
-    gate.throttled(headers(2, 0, clock.now + 1))  # free plan: 2 per second
+    asyncio.run(throttled(gate, headers(2, 0, clock.now() + 1)))  # free plan: 2 per second
     assert gate.spacing_s == pytest.approx(0.5)
-    clock.now += 1
-    slots = []
+    clock.advance(1)
+    start = clock.now()
     for _ in range(4):
         asyncio.run(gate.wait(max_wait_s=10))
-        slots.append(gate.next_slot)
-    assert slots == pytest.approx([clock.now + 0.5, clock.now + 1.0, clock.now + 1.5, clock.now + 2.0])
-    assert waited == pytest.approx([0.5, 1.0, 1.5])  # the first call goes at once, the rest in turn
-    gate.observe(headers(2, 1, clock.now + 1))  # half the budget back: no more spacing
+    assert gate.next_slot == pytest.approx(start + 2.0)
+    assert clock.slept == pytest.approx([0.5, 0.5, 0.5])  # the first call goes at once, the rest in turn
+    asyncio.run(observe(gate, headers(2, 1, clock.now() + 1)))  # half the budget back: no more spacing
     assert gate.spacing_s == 0.0
 
 
 def test_without_rate_limit_headers_nothing_changes() -> None:
-    gate = RateGate(Clock())
-    gate.observe({"content-type": "application/json"})
+    gate = RateGate(RecordingClock())
+    asyncio.run(observe(gate, {"content-type": "application/json"}))
     assert (gate.open_at, gate.spacing_s) == (0.0, 0.0)
+
+
+def test_retry_after_reads_delta_seconds_and_http_dates_and_ignores_the_rest() -> None:
+    now = 1_700_000_000.0
+    assert retry_after("4", now) == 4.0
+    assert retry_after(formatdate(now + 90, usegmt=True), now) == pytest.approx(90.0)
+    assert retry_after(formatdate(now - 90, usegmt=True), now) == 0.0  # a date gone by: now
+    assert retry_after("86400", now) == 3600.0  # believed up to an hour
+    assert retry_after("soon", now) is None and retry_after(None, now) is None and retry_after("", now) is None
+
+
+def test_a_429_closes_the_gate_for_every_instance_sharing_the_targets_record() -> None:
+    clock = RecordingClock()
+    store = MemoryHealth()
+    here = RateGate(clock, Health("scim:crm", store, clock), name="scim:crm")
+    there = RateGate(clock, Health("scim:crm", store, clock), name="scim:crm")  # another instance
+    elsewhere = RateGate(clock, Health("scim:hr", store, clock), name="scim:hr")  # another target
+
+    async def scenario() -> None:
+        await elsewhere.wait(0)  # the other instances have read the record before the 429
+        await there.wait(0)
+        await here.throttled(clock.now() + 4)
+        clock.advance(2.5)  # past the cache: the other instance reads the closing
+        with pytest.raises(RateLimited, match=r"scim:crm rate limit: the next call may go in 1\.5 s"):
+            await there.wait(0)
+        await elsewhere.wait(0)  # another target's budget is its own
+        clock.advance(1.5)
+        await there.wait(0)
+
+    asyncio.run(scenario())

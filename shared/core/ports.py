@@ -4,7 +4,7 @@ Every port has an in-memory implementation (``sandbox/memory.py``: the source an
 ``sandbox/memory_stores.py``: the stores, the queue and the alerts) and a contract test suite that
 every implementation passes (``tests/contracts/``, one module per port). The services see only
 these shapes: a :class:`Source` (Entra ID through Graph), any number of :class:`Target` s (Auth0,
-SCIM applications, ...), the stores (links, leases, state, audit), the work queue and the alerts.
+SCIM applications, ...), the stores (links, leases, state, audit, target health), the work queue and the alerts.
 """
 
 from __future__ import annotations
@@ -235,3 +235,33 @@ class WorkQueue(Protocol):
 
 class Alerts(Protocol):
     async def send(self, key: str, message: str, *, source: str = "alert", correlation_id: str = "") -> str: ...
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """One target's health as every instance sees it (:mod:`shared.services.health` decides what
+    it means). ``open_until`` 0 is a closed breaker; a past ``open_until`` is half-open, where
+    ``probe_until`` says that one instance's probe call holds the target until then.
+    ``generation`` changes on every open and close, so a call that started under an older one is
+    recognised when it ends. ``gate_until`` is the rate gate's closing (a 429's Retry-After or a
+    vendor's reset); ``paused`` is an operator's stop."""
+
+    generation: int = 0
+    open_until: float = 0.0
+    trips: int = 0  # opened this many times in a row without a success: the cool-down grows with it
+    probe_until: float = 0.0
+    gate_until: float = 0.0
+    paused: bool = False
+    reason: str = ""  # the failure that opened it last, for operators and audit rows
+
+
+class HealthStore(Protocol):
+    """Per-target health records, changed with optimistic concurrency: a write names the version
+    it read, so two instances never both claim a probe or both open the breaker."""
+
+    async def read(self, target: str) -> tuple[HealthRecord, str | None]:
+        """The record and its version (a default record and None when none was written yet)."""
+
+    async def write(self, target: str, record: HealthRecord, version: str | None) -> str | None:
+        """Store ``record`` only if the stored one is still ``version`` (None: only if there is
+        none); the new version, or None when another instance changed it first."""

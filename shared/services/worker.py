@@ -35,7 +35,7 @@ from shared.core.work import WorkItem
 from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
 from shared.services.guard import MassChangeGuard
-from shared.services.health import Health
+from shared.services.health import Admission, Health, Ticket
 from shared.services.waits import Waits
 from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
@@ -45,7 +45,7 @@ log = logging.getLogger("entra_sync.worker")
 
 MAX_TARGET_ATTEMPTS: Final = 5  # as the host's maxDequeueCount: then the poison queue
 RETRY_BASE_S: Final = 30.0
-RETRY_MAX_S: Final = 900.0
+RETRY_MAX_S: Final = 900.0  # also the most a server's Retry-After on a 5xx is waited
 # Sources whose items are planned against what the link remembers was applied (no read of the
 # target): a change in Entra, on its first try. Reconciliation, a backfill, an approval, an
 # operator's item and anything re-scheduled read the target, so a change made directly in it (or
@@ -183,18 +183,20 @@ class Worker:
         wanted = [self.jobs[n] for n in names if n in self.jobs]
         timings = _Clock()
         ready: list[TargetJob] = []
+        tickets: dict[str, Ticket] = {}
         for job in wanted:
-            wait_s = job.health.wait_s()
-            if wait_s > 0:
-                parts.append(await self._quarantined(item, job, wait_s))
+            admission = await job.health.admit()
+            if admission.ticket is None:
+                parts.append(await self._quarantined(item, job, admission))
             else:
                 ready.append(job)
+                tickets[job.name] = admission.ticket
         t = time.perf_counter()
         keys = {job.name: f"user:{item.id}:{job.name}" for job in ready}
         async with self.leases.many(keys, wait_s=self.lease_wait_s) as (leased, refused):
             timings.add("storage", t)
             for name, why in refused.items():
-                parts.append(await self._failed(item, self.jobs[name], why))
+                parts.append(await self._failed(item, self.jobs[name], why, tickets[name]))
             if leased:
                 t = time.perf_counter()
                 identity = await self.source.read(item.id)  # under every lease: nobody writes a staler read
@@ -205,11 +207,11 @@ class Worker:
                 )
                 for name, result in zip(leased, done, strict=True):
                     if isinstance(result, Exception):
-                        parts.append(await self._failed(item, self.jobs[name], result))
+                        parts.append(await self._failed(item, self.jobs[name], result, tickets[name]))
                     elif isinstance(result, BaseException):
                         raise result
                     else:
-                        self.jobs[name].health.succeeded()
+                        await self.jobs[name].health.succeeded(tickets[name])
                         parts.append(result)
             t = time.perf_counter()
         timings.add("storage", t)
@@ -222,28 +224,40 @@ class Worker:
         await self._audit(item, name, "sync", "skipped", detail=detail)
         return Outcome(item, "ignored", target=name, warnings=[detail])
 
-    async def _quarantined(self, item: WorkItem, job: TargetJob, wait_s: float) -> Outcome:
+    async def _quarantined(self, item: WorkItem, job: TargetJob, admission: Admission) -> Outcome:
+        """The target may not be called now (its breaker is open, another call probes it, an operator
+        paused it): the share waits for it on the queue, without calling it or spending an attempt,
+        however long that takes."""
         share = dataclasses.replace(item, target=job.name)
-        delay = await self.queue.defer(share, wait_s)
+        delay = await self.queue.defer(share, admission.wait_s)
         detail = (
-            f"{job.name} is quarantined after {job.health.failures} failures in a row ({job.health.last_error}); "
-            f"this share runs again in {delay:.0f} s, without calling it"
+            f"{job.name} {admission.why}; this share runs again in {delay:.0f} s, without calling it or "
+            "spending an attempt"
         )
         await self._audit(share, job.name, "deferred", "deferred", detail=detail)
         return Outcome(item, "quarantined", target=job.name, warnings=[detail])
 
-    async def _failed(self, item: WorkItem, job: TargetJob, exc: BaseException) -> Outcome:
-        """One target's share went wrong: wait, retry or give up on that share alone."""
+    async def _failed(self, item: WorkItem, job: TargetJob, exc: BaseException, ticket: Ticket | None) -> Outcome:
+        """One target's share went wrong: wait, retry or give up on that share alone. Only a failure
+        that looks like an outage counts against the target's health; a share that fails while its
+        target is quarantined (the call was the probe, or was under way when the breaker opened)
+        waits for the target instead of spending an attempt."""
         share = dataclasses.replace(item, target=job.name)
         clog = correlated(log, item.correlation_id)
+        if isinstance(exc, TryLater | PermanentError):
+            await job.health.release(ticket)  # says nothing about an outage
         if isinstance(exc, TryLater) and await self.waits.defer(share, exc, job.name) is not None:
             return Outcome(item, "deferred", target=job.name, warnings=[str(exc)])
         if isinstance(exc, PermanentError):
             clog.error("%s %s failed for good in %s: %s", item.kind, item.id, job.name, exc)
             await self._audit(share, job.name, "sync", "failed", error=f"{type(exc).__name__}: {exc}")
             return Outcome(item, "failed", target=job.name, warnings=[str(exc)])
-        job.health.failed(f"{type(exc).__name__}: {exc}")
         error = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, TryLater):
+            await job.health.failed(ticket, error)
+        if job.health.quarantine_s() > 0:
+            why = f"is quarantined ({error})"
+            return await self._quarantined(item, job, Admission(None, job.health.quarantine_s(), why))
         attempt = share.attempt + 1
         if attempt >= MAX_TARGET_ATTEMPTS:
             await self.queue.poison(dataclasses.replace(share, attempt=attempt))
@@ -256,9 +270,9 @@ class Worker:
                 correlation_id=item.correlation_id,
             )
             return Outcome(item, "poisoned", target=job.name, warnings=[error])
-        delay = await self.queue.defer(
-            dataclasses.replace(share, attempt=attempt), min(RETRY_BASE_S * 2 ** (attempt - 1), RETRY_MAX_S)
-        )
+        told = exc.retry_after_s if isinstance(exc, TransientError) else None  # the server's Retry-After
+        wait = RETRY_BASE_S * 2 ** (attempt - 1) if told is None else told
+        delay = await self.queue.defer(dataclasses.replace(share, attempt=attempt), min(wait, RETRY_MAX_S))
         detail = f"attempt {attempt} of {MAX_TARGET_ATTEMPTS} failed; {job.name}'s share runs again in {delay:.0f} s"
         await self._audit(share, job.name, "sync", "retrying", detail=detail, error=error)
         clog.warning("%s %s in %s: %s; %s", item.kind, item.id, job.name, error, detail)
@@ -273,13 +287,16 @@ class Worker:
         first against ``lookup`` (an index of every account) instead of a read per identity, then
         planned, applied and audited as any work item. Failures are handled as the worker's own
         (re-scheduled, retried or given up on, for that share)."""
+        admission = await job.health.admit()
+        if admission.ticket is None:
+            return await self._quarantined(item, job, admission)
         key = f"user:{item.id}:{job.name}"
         try:
             async with self.leases.held(key, wait_s=self.lease_wait_s) as lease:
                 outcome = await self._converge(item, identity, job, lease, lookup)
         except Exception as exc:
-            return await self._failed(item, job, exc)
-        job.health.succeeded()
+            return await self._failed(item, job, exc, admission.ticket)
+        await job.health.succeeded(admission.ticket)
         return outcome
 
     async def _converge(

@@ -7,8 +7,9 @@ from auth0.management.client import AsyncAuth0
 from auth0.management.token_provider import AsyncTokenProvider
 
 from shared import redact
+from shared.services.ratelimit import RateGate
 from shared.settings import Auth0Auth, Auth0Settings
-from shared.targets.auth0.ratelimit import RateGate
+from shared.targets.auth0.ratelimit import observe
 
 # Shorter than the lease's fence margin (shared.stores.leases.LEASE_FENCE_MARGIN_S): a write that starts
 # while the identity's lease is safely held cannot still be under way when the lease could pass on.
@@ -25,10 +26,10 @@ def auth0_client(settings: Auth0Settings, *, max_retries: int = 0, gate: RateGat
     http = None
     if gate is not None:
 
-        async def observe(response: httpx.Response) -> None:
-            gate.observe(response.headers)
+        async def pace(response: httpx.Response) -> None:
+            await observe(gate, response.headers)
 
-        http = httpx.AsyncClient(timeout=AUTH0_TIMEOUT_S, follow_redirects=True, event_hooks={"response": [observe]})
+        http = httpx.AsyncClient(timeout=AUTH0_TIMEOUT_S, follow_redirects=True, event_hooks={"response": [pace]})
     if settings.auth is Auth0Auth.STATIC_TOKEN:
         assert settings.token is not None
         return AsyncAuth0(

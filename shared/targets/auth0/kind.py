@@ -81,7 +81,7 @@ class Auth0Kind:
     def build(self, section: TargetSection, context: Any) -> Target:
         from shared.targets.auth0.target import Auth0Target
 
-        gate = context.auth0_gate()  # the client reports every answer's x-ratelimit-* headers to it
+        gate = context.rate_gate(section.name)  # the client reports every answer's x-ratelimit-* headers to it
         return Auth0Target(section, context.auth0_client(gate), gate)
 
 

@@ -1,64 +1,36 @@
-"""Auth0's rate limits, read from its ``x-ratelimit-*`` headers and paced against."""
+"""Auth0's rate limits, read from its ``x-ratelimit-*`` headers into the target's rate gate
+(:class:`shared.services.ratelimit.RateGate`).
+
+Auth0 answers every limited call with ``x-ratelimit-limit``, ``-remaining`` and ``-reset`` (epoch
+seconds). A spent budget closes the gate until the reset before a 429 is met (:func:`observe`, on
+every answer); a 429 closes it until the reset (or its ``Retry-After``) and spaces the calls after
+it at the limit's rate (:func:`throttled`).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from shared.errors import RateLimited
+from shared.services.ratelimit import RateGate, retry_after
 
 
-class RateGate:
-    """Shared by every Auth0 call in the process, so concurrent invocations pace together.
-
-    It reads Auth0's ``x-ratelimit-limit/-remaining/-reset`` on every answer (``observe``): when the
-    budget is spent it closes until the reset. After a 429 (``throttled``) it also spaces calls at the
-    rate the limit implies (limit calls per reset window), so waiting callers do not all retry at the
-    reset instant and spend the new budget at once; the spacing is dropped once the budget is healthy
-    again. A wait longer than the caller allows becomes a :class:`RateLimited` for the host to retry.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
-        self.open_at = 0.0
-        self.spacing_s = 0.0
-        self.next_slot = 0.0
-
-    def close_until(self, epoch_s: float) -> None:
-        self.open_at = max(self.open_at, epoch_s)
-
-    def observe(self, headers: Mapping[str, str]) -> None:
-        limit, remaining, reset = _budget(headers)
-        if remaining is None:
-            return
-        if remaining <= 0 and reset is not None:
-            self.close_until(reset)
-        elif limit and remaining >= limit / 2:
-            self.spacing_s = 0.0
-
-    def throttled(self, headers: Mapping[str, str]) -> None:
-        reset = _reset_epoch(headers)
-        self.close_until(reset)
-        limit, _, _ = _budget(headers)
-        window = max(reset - self.clock(), 1.0)
-        self.spacing_s = max(self.spacing_s, window / max(limit or 1, 1))
-
-    async def wait(self, max_wait_s: float) -> None:
-        now = self.clock()
-        start = max(now, self.open_at)
-        if self.spacing_s:
-            start = max(start, self.next_slot)
-        delay = start - now
-        if delay > max_wait_s:
-            raise RateLimited(f"Auth0 rate limit: the next call may go in {delay:.1f} s", retry_after_s=delay)
-        if self.spacing_s:
-            self.next_slot = start + self.spacing_s
-        if delay > 0:
-            await asyncio.sleep(delay)
+async def observe(gate: RateGate, headers: Mapping[str, str]) -> None:
+    limit, remaining, reset = budget(headers)
+    if remaining is None:
+        return
+    if remaining <= 0 and reset is not None:
+        await gate.close(reset)
+    elif limit and remaining >= limit / 2:
+        gate.relax()
 
 
-def _budget(headers: Mapping[str, str]) -> tuple[int | None, int | None, float | None]:
+async def throttled(gate: RateGate, headers: Mapping[str, str]) -> None:
+    limit, _, _ = budget(headers)
+    await gate.throttled(reset_epoch(headers, gate.clock.now()), max(limit or 1, 1))
+
+
+def budget(headers: Mapping[str, str]) -> tuple[int | None, int | None, float | None]:
+    """(limit, remaining, reset epoch) from the ``x-ratelimit-*`` headers, each None when absent."""
     lower = {k.lower(): v for k, v in headers.items()}
 
     def number(name: str) -> float | None:
@@ -75,13 +47,11 @@ def _budget(headers: Mapping[str, str]) -> tuple[int | None, int | None, float |
     )
 
 
-def _reset_epoch(headers: Mapping[str, str] | None) -> float:
-    headers = {k.lower(): v for k, v in (headers or {}).items()}
-    try:
-        return float(headers["x-ratelimit-reset"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return time.time() + float(headers["retry-after"])
-    except (KeyError, ValueError):
-        return time.time() + 1.0
+def reset_epoch(headers: Mapping[str, str], now: float) -> float:
+    """When a 429 says calls may go again: ``x-ratelimit-reset``, else ``Retry-After``, else in 1 s."""
+    _, _, reset = budget(headers)
+    if reset is not None:
+        return reset
+    lower = {k.lower(): v for k, v in headers.items()}
+    wait = retry_after(lower.get("retry-after"), now)
+    return now + (1.0 if wait is None else wait)

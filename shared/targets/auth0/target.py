@@ -1,10 +1,11 @@
 """Auth0 as a target: the :class:`~shared.core.ports.Target` port over ``auth0-python``'s async client.
 
 Retries belong to the worker, not the SDK (the client is built with ``max_retries=0``): a retried
-POST after a 5xx could create a duplicate, and a 409 would be retried for seconds. A 429 closes a
-process-wide gate until Auth0's ``x-ratelimit-reset``, so concurrent invocations wait instead of
-hammering; a short wait is absorbed here, a longer one becomes :class:`RateLimited`, which the
-worker waits out by re-scheduling the item.
+POST after a 5xx could create a duplicate, and a 409 would be retried for seconds. A 429 closes the
+target's rate gate (shared by every instance) until Auth0's ``x-ratelimit-reset``, so concurrent
+invocations wait instead of hammering; a short wait is absorbed here, a longer one becomes
+:class:`RateLimited`, which the worker waits out by re-scheduling the item. A 5xx's ``Retry-After``
+rides on the :class:`TransientError` for the worker's retry.
 
 Auth0's meaning of the neutral actions: disable = ``blocked: true``, enable = ``blocked: false``,
 grant/ungrant = role assignment, the revocations = ``DELETE /users/{id}/sessions`` and
@@ -33,8 +34,9 @@ from shared.core.model import Account, Action, ActionKind
 from shared.core.ports import Applied, Fence
 from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError
 from shared.mapping.model import TargetSection
+from shared.services.ratelimit import RateGate, retry_after
 from shared.targets.auth0.lucene import lucene_phrase
-from shared.targets.auth0.ratelimit import RateGate
+from shared.targets.auth0.ratelimit import throttled
 from shared.targets.auth0.rules import CAPABILITIES, Auth0Rules, nest
 
 T = TypeVar("T")
@@ -103,11 +105,12 @@ class Auth0Target:
             except ApiError as exc:
                 status = exc.status_code or 0
                 if status == 429:
-                    self.gate.throttled(exc.headers or {})
+                    await throttled(self.gate, exc.headers or {})
                     if attempt < RETRIES_AFTER_RATE_LIMIT:
                         continue
-                    raise RateLimited(f"Auth0 {op}: rate limited", max(0.0, self.gate.open_at - time.time())) from exc
-                raise _translate(op, exc) from exc
+                    wait = max(0.0, self.gate.open_at - self.gate.clock.now())
+                    raise RateLimited(f"Auth0 {op}: rate limited", wait) from exc
+                raise _translate(op, exc, self.gate.clock.now()) from exc
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 raise TransientError(f"Auth0 {op}: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")
@@ -433,7 +436,7 @@ class Auth0Target:
         await self._call("users.roles.delete", lambda: self.client.users.roles.delete(user_id, roles=ids), fence)
 
 
-def _translate(op: str, exc: ApiError) -> Exception:
+def _translate(op: str, exc: ApiError, now: float) -> Exception:
     status = exc.status_code or 0
     body = exc.body if isinstance(exc.body, dict) else {}
     message = f"Auth0 {op}: {status} {body.get('errorCode') or body.get('error') or ''} {body.get('message') or ''}"
@@ -445,5 +448,6 @@ def _translate(op: str, exc: ApiError) -> Exception:
     if status == 403:
         return Refused(message, status)
     if status >= 500 or status in (408, 0):
-        return TransientError(message)
+        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+        return TransientError(message, retry_after(headers.get("retry-after"), now))
     return PermanentError(message)

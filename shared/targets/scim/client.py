@@ -10,9 +10,7 @@ does not know is time: a 429 or a 503 carries ``Retry-After``, which this layer 
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from typing import Any, Final
 
 import httpx2
@@ -20,11 +18,15 @@ from scim2_client.engines.httpx2 import AsyncSCIMClient
 from scim2_models import EnterpriseUser, Group, ResourceType, ScimProvider, User
 
 from shared.errors import RateLimited, TransientError
+from shared.services.ratelimit import RateGate, retry_after
 from shared.settings import Secret
 
 USER: Final = User[EnterpriseUser]
 SCIM_JSON: Final = "application/scim+json"  # RFC 7644 section 8.1: the media type of every SCIM body
-MAX_RETRY_AFTER_S: Final = 3600.0
+DEFAULT_RETRY_AFTER_S: Final = 30.0  # a 429 without a readable Retry-After
+# A closed rate gate is not waited out inside a request: the target fences a write before it sends
+# it, and a wait here would come after the fence. The share goes back to the queue instead.
+MAX_INLINE_WAIT_S: Final = 0.0
 
 
 def provider() -> ScimProvider:
@@ -35,26 +37,15 @@ def provider() -> ScimProvider:
     )
 
 
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER_S)
-
-
 class ScimClient(AsyncSCIMClient):
-    """scim2-client's httpx2 engine, with waits and outages raised before validation."""
+    """scim2-client's httpx2 engine, with waits and outages raised before validation. Every request
+    passes the application's rate ``gate`` first: after a 429 no request of any identity goes out
+    (from any instance) before its ``Retry-After`` has passed."""
 
-    def __init__(self, client: httpx2.AsyncClient, name: str):
+    def __init__(self, client: httpx2.AsyncClient, name: str, gate: RateGate | None = None):
         super().__init__(client, provider=provider())
         self.name = name
+        self.gate = gate or RateGate(name=name)
 
     def _request_kwargs(self, method: str, req: Any) -> dict[str, Any]:
         """scim2-client hands a body to httpx as ``json=``, which labels it ``application/json``;
@@ -68,6 +59,7 @@ class ScimClient(AsyncSCIMClient):
         return kwargs
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx2.Response:
+        await self.gate.wait(MAX_INLINE_WAIT_S)
         try:
             response = await self.client.request(method, url, **kwargs)
         except httpx2.TimeoutException as exc:
@@ -75,13 +67,15 @@ class ScimClient(AsyncSCIMClient):
         except httpx2.TransportError as exc:
             raise TransientError(f"{self.name}: {method} failed: {type(exc).__name__}") from exc
         status = response.status_code
+        now = self.gate.clock.now()
         if status == 429:
-            wait = retry_after(response.headers.get("retry-after"))
-            raise RateLimited(f"{self.name}: rate limited (429)", 30.0 if wait is None else wait)
+            wait = retry_after(response.headers.get("retry-after"), now)
+            wait = DEFAULT_RETRY_AFTER_S if wait is None else wait
+            await self.gate.throttled(now + wait)  # no other call to this application before then
+            raise RateLimited(f"{self.name}: rate limited (429)", wait)
         if status in {500, 502, 503, 504}:
-            raise TransientError(
-                f"{self.name}: {method} answered {status}", retry_after(response.headers.get("retry-after"))
-            )
+            wait = retry_after(response.headers.get("retry-after"), now)
+            raise TransientError(f"{self.name}: {method} answered {status}", wait)
         return response
 
 

@@ -112,7 +112,9 @@ class ScimKind:
         from shared.targets.scim.target import ScimTarget
 
         options: ScimOptions = section.options
-        return ScimTarget(section, context.scim_http(options, section.name), clock=context.clock, state=context.state)
+        http = context.scim_http(options, section.name)
+        gate = context.rate_gate(section.name)  # one per application, shared by every instance
+        return ScimTarget(section, http, clock=context.clock, state=context.state, gate=gate)
 
 
 SCIM: Final = ScimKind()

@@ -62,6 +62,7 @@ from shared.core.model import Account, Action, ActionKind
 from shared.core.ports import Applied, Fence, StateStore
 from shared.errors import Conflict, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
+from shared.services.ratelimit import RateGate
 from shared.targets.scim import paging, paths
 from shared.targets.scim.client import USER, ScimClient
 from shared.targets.scim.filters import eq, quote
@@ -165,13 +166,14 @@ class ScimTarget:
         *,
         clock: Clock,
         state: StateStore | None = None,
+        gate: RateGate | None = None,
     ):
         self.name = section.name
         self.section = section
         self.rules = ScimRules(section)
         self.options: ScimOptions = self.rules.options
         self.http = http
-        self.scim = ScimClient(http, section.name)
+        self.scim = ScimClient(http, section.name, gate or RateGate(clock, name=section.name))
         self.clock = clock
         self.state = state
         self.server = Server()

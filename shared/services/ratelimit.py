@@ -1,0 +1,91 @@
+"""A target's rate gate: the calls to one target wait while the target has said "not now" (a 429's
+``Retry-After``, a vendor's reset header), in this process at once and in every other one through
+the target's shared health record. Vendor headers are read in the vendor's package
+(:mod:`shared.targets.auth0.ratelimit`); this module knows only times and RFC 6585 / 9110's
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from typing import Final, Protocol
+
+from shared.clock import SYSTEM, Clock
+from shared.errors import RateLimited
+
+MAX_RETRY_AFTER_S: Final = 3600.0  # a server's Retry-After is believed up to an hour
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a ``Retry-After`` value (delta-seconds or an HTTP-date), at most an hour, or
+    None when there is none or it cannot be read."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(max(0.0, when - now), MAX_RETRY_AFTER_S)
+
+
+class SharedGate(Protocol):
+    """Where a gate's closing is shared with the other instances (the target's :class:`Health`)."""
+
+    async def gate_until(self) -> float: ...
+
+    async def close_gate(self, until: float) -> None: ...
+
+
+class RateGate:
+    """One target's calls, paced. Closed until a time (``close``, after a 429 ``throttled``), for
+    every instance when it has a ``shared`` record (read at most as often as that record is
+    cached). After a 429 whose limit is known it also spaces calls at the rate the limit implies
+    (``limit`` calls per window), so waiting callers do not all go at the reset instant and spend
+    the new budget at once; ``relax`` drops the spacing once the budget is healthy again. A wait
+    longer than the caller allows becomes a :class:`RateLimited` for the worker to wait out.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM, shared: SharedGate | None = None, name: str = "the target"):
+        self.clock = clock
+        self.shared = shared
+        self.name = name
+        self.open_at = 0.0
+        self.spacing_s = 0.0
+        self.next_slot = 0.0
+
+    async def close(self, until: float) -> None:
+        """No call before ``until`` (epoch seconds), here at once and for every instance."""
+        self.open_at = max(self.open_at, until)
+        if self.shared is not None:
+            await self.shared.close_gate(until)
+
+    async def throttled(self, until: float, limit: int | None = None) -> None:
+        """A 429: closed until ``until``; with the ``limit`` of the window that ends then, calls are
+        spaced at its rate afterwards."""
+        await self.close(until)
+        if limit:
+            window = max(until - self.clock.now(), 1.0)
+            self.spacing_s = max(self.spacing_s, window / limit)
+
+    def relax(self) -> None:
+        self.spacing_s = 0.0
+
+    async def wait(self, max_wait_s: float) -> None:
+        """Until the next call may go (on the clock), or :class:`RateLimited` if that is further
+        away than ``max_wait_s``."""
+        if self.shared is not None:
+            self.open_at = max(self.open_at, await self.shared.gate_until())
+        now = self.clock.now()
+        start = max(now, self.open_at)
+        if self.spacing_s:
+            start = max(start, self.next_slot)
+        delay = start - now
+        if delay > max_wait_s:
+            raise RateLimited(f"{self.name} rate limit: the next call may go in {delay:.1f} s", retry_after_s=delay)
+        if self.spacing_s:
+            self.next_slot = start + self.spacing_s
+        if delay > 0:
+            await self.clock.sleep(delay)
