@@ -190,6 +190,8 @@ class MemoryState:
 
     def __init__(self) -> None:
         self.table: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, name) -> (JSON, written at)
+        self._writes = 0  # a document's version is the number of the write that stored it
+        self.versions: dict[tuple[str, str], str] = {}
 
     async def get(self, kind: str, name: str) -> dict[str, Any] | None:
         await asyncio.sleep(0)
@@ -201,10 +203,30 @@ class MemoryState:
         encode_key(kind)  # keys a table cannot hold are refused, as the product store refuses them
         encode_key(name)
         self.table[(kind, name)] = (json.dumps(value, separators=(",", ":"), default=str), utcnow())
+        self._writes += 1
+        self.versions[(kind, name)] = str(self._writes)
+
+    async def read(self, kind: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+        document = await self.get(kind, name)
+        return document, self.versions.get((kind, name)) if document is not None else None
+
+    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> bool:
+        await asyncio.sleep(0)
+        encode_key(kind)
+        encode_key(name)
+        stored = self.versions.get((kind, name)) if (kind, name) in self.table else None
+        if stored != version:
+            return False
+        # The check and the write with no await between them: one writer wins, as with an ETag.
+        self.table[(kind, name)] = (json.dumps(value, separators=(",", ":"), default=str), utcnow())
+        self._writes += 1
+        self.versions[(kind, name)] = str(self._writes)
+        return True
 
     async def delete(self, kind: str, name: str) -> None:
         await asyncio.sleep(0)
         self.table.pop((kind, name), None)
+        self.versions.pop((kind, name), None)
 
     async def list(self, kind: str) -> dict[str, dict[str, Any]]:
         await asyncio.sleep(0)

@@ -83,3 +83,49 @@ def test_an_approval_made_elsewhere_releases_the_next_change_at_once() -> None:
     episode, after = asyncio.run(scenario())
     assert after is None
     assert USERS[30] not in asyncio.run(state.list(f"guard-held:{episode}"))
+
+
+class SlowEpisodeWrites(CountingState):
+    """Episode rows that take a while to land, as a storage round trip does: what another instance
+    reads meanwhile is the row as it was."""
+
+    async def _round_trip(self, kind: str) -> None:
+        for _ in range(50 if kind.startswith("guard:") else 0):
+            await asyncio.sleep(0)
+
+    async def put(self, kind: str, name: str, value: Any) -> None:
+        await self._round_trip(kind)
+        await super().put(kind, name, value)
+
+    async def put_if(self, kind: str, name: str, value: Any, version: str | None) -> bool:
+        await self._round_trip(kind)
+        return await super().put_if(kind, name, value, version)
+
+
+def test_two_instances_tripping_at_once_open_one_episode_that_one_approval_releases() -> None:
+    clock, state, audit = FakeClock(), SlowEpisodeWrites(), MemoryAudit()
+    alerts, queue = MemoryAlerts(audit), MemoryQueue(clock)  # the operators' one webhook
+
+    def instance() -> MassChangeGuard:
+        return MassChangeGuard(
+            state=state, links=MemoryLinks(), audit=audit, queue=queue, policy=LIMITS, alerts=alerts, clock=clock
+        )
+
+    first, second = instance(), instance()
+
+    async def scenario() -> tuple[Any, Any, int]:
+        for u in USERS[:10]:  # the limit's worth, counted and stored by the first instance
+            assert await first.check(user_item(u, "notification"), MOVE) is None
+        # The eleventh change of the window reaches both instances at the same moment.
+        a, b = await asyncio.gather(
+            first.check(user_item(USERS[10], "notification"), MOVE),
+            second.check(user_item(USERS[11], "notification"), MOVE),
+        )
+        assert a is not None and b is not None
+        return a, b, await second.approve(a.episode, "operator@example.com")
+
+    a, b, released = asyncio.run(scenario())
+    assert a.episode == b.episode  # the second instance joined the first's episode
+    assert [e["episode"] for e in asyncio.run(state.list("guard:auth0")).values()] == [a.episode]
+    assert released == 2  # both held identities go out with the one approval
+    assert len(alerts.delivered) == 1  # and the operators were told once

@@ -202,6 +202,14 @@ class StateStore(Protocol):
     async def delete_older(self, kind: str, before: str, limit: int) -> int:
         """Delete up to ``limit`` documents of ``kind`` written before ``before`` (ISO 8601)."""
 
+    async def read(self, kind: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The document and its version (None and None when there is none), for :meth:`put_if`."""
+
+    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> bool:
+        """Store ``value`` only if the stored document is still ``version`` (None: only if there is
+        none); False when another writer changed it first. Two instances deciding the same thing at
+        once (a guard opening an episode) both read, and exactly one of their writes lands."""
+
 
 class AuditStore(Protocol):
     """Audit rows per identity, and the write-ahead intent of the work under way."""

@@ -40,7 +40,7 @@ from shared.clock import Clock
 from shared.core.model import ActionKind
 from shared.core.ports import Alerts, AuditStore, LinkStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 from shared.mapping.model import GuardPolicy, TargetSection
 from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
@@ -52,6 +52,7 @@ REFRESH_S: Final = 5.0  # the window's totals are read again after this long
 EXACT_ABOVE: Final = 0.5  # past this share of a limit, every change is stored and checked first
 MANAGED_REFRESH_S: Final = 600.0  # how often the managed accounts are counted again
 DEPROVISION: Final = "deprovision"
+TRIP_TRIES: Final = 3  # reads and conditional writes of an episode row before the item retries later
 # The keys that decide when live leavers are held: a file that leaves any out gets a start-up warning.
 DEPROVISION_LIMITS: Final = frozenset({"max_deprovisions", "max_deprovision_share", "min_changes_for_share"})
 
@@ -250,20 +251,26 @@ class MassChangeGuard:
             "since": utcnow(),
             "reason": reason,
         }
-        current = await self.state.get(self._episodes_kind, subject)
-        joined = current is not None and current["status"] == "held"
-        if joined and current is not None:
-            episode = current  # another instance tripped first: join its episode
+        # Instances that trip at the same moment open one episode between them: the write goes
+        # over the version read, the first lands and the others join it. Two episodes would hold
+        # leavers in one that an approval of the other never releases.
+        for _ in range(TRIP_TRIES):
+            current, version = await self.state.read(self._episodes_kind, subject)
+            if current is not None and current["status"] == "held":
+                self._episodes[subject] = (current, now)
+                return await self._hold(item, subject, current)  # another instance tripped first
+            if await self.state.put_if(self._episodes_kind, subject, episode, version):
+                break
+        else:
+            raise TransientError(f"the {subject} episode of {self.target} kept changing while it was opened")
         self._episodes[subject] = (episode, now)
-        if not joined:
-            await self.state.put(self._episodes_kind, subject, episode)
-            await self.state.put("guard-episode", episode["episode"], {"target": self.target, "subject": subject})
-            await self.alerts.send(
-                f"guard:{episode['episode']}",
-                _alert_text(self.target, subject, reason, str(episode["episode"])),
-                source=item.source,
-                correlation_id=item.correlation_id,
-            )
+        await self.state.put("guard-episode", episode["episode"], {"target": self.target, "subject": subject})
+        await self.alerts.send(
+            f"guard:{episode['episode']}",
+            _alert_text(self.target, subject, reason, str(episode["episode"])),
+            source=item.source,
+            correlation_id=item.correlation_id,
+        )
         return await self._hold(item, subject, episode)
 
     async def _hold(self, item: WorkItem, subject: str, episode: dict[str, Any]) -> Hold:

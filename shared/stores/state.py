@@ -7,7 +7,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
@@ -26,15 +27,27 @@ class StateStore:
         return dict(json.loads(e["value"]))
 
     async def put(self, kind: str, name: str, value: Mapping[str, Any]) -> None:
-        await self.table.upsert_entity(
-            {
-                "PartitionKey": encode_key(kind),
-                "RowKey": encode_key(name),
-                "value": json.dumps(value, separators=(",", ":"), default=str),
-                "updated_at": utcnow(),
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        await self.table.upsert_entity(_entity(kind, name, value), mode=UpdateMode.REPLACE)
+
+    async def read(self, kind: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            e = await self.table.get_entity(encode_key(kind), encode_key(name))
+        except ResourceNotFoundError:
+            return None, None
+        return dict(json.loads(e["value"])), str(e.metadata["etag"])
+
+    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> bool:
+        entity = _entity(kind, name, value)
+        try:
+            if version is None:
+                await self.table.create_entity(entity)
+            else:
+                await self.table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=version, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     async def delete(self, kind: str, name: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
@@ -58,3 +71,12 @@ class StateStore:
             await self.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
             deleted += 1
         return deleted
+
+
+def _entity(kind: str, name: str, value: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "PartitionKey": encode_key(kind),
+        "RowKey": encode_key(name),
+        "value": json.dumps(value, separators=(",", ":"), default=str),
+        "updated_at": utcnow(),
+    }

@@ -122,3 +122,30 @@ def test_delete_older_deletes_at_most_limit_documents_of_its_kind_written_before
         assert await store.get("report", "old") == {"kept": True}
 
     run(state, body)
+
+
+def test_a_conditional_write_lands_only_over_the_version_it_read(state: Opener[StateStore]) -> None:
+    name = NAMES[1]  # a name with characters a table key cannot hold as they are
+
+    async def body(store: StateStore) -> None:
+        assert await store.read("guard:auth0", name) == (None, None)
+        # Two writers that both saw no document: exactly one creates it.
+        assert await store.put_if("guard:auth0", name, {"episode": "a"}, None) is True
+        assert await store.put_if("guard:auth0", name, {"episode": "b"}, None) is False
+        document, version = await store.read("guard:auth0", name)
+        assert document == {"episode": "a"} and version is not None
+        # Two writers that read the same version: the first lands, the second is told.
+        assert await store.put_if("guard:auth0", name, {"episode": "a", "status": "approved"}, version) is True
+        assert await store.put_if("guard:auth0", name, {"episode": "c"}, version) is False
+        assert await store.get("guard:auth0", name) == {"episode": "a", "status": "approved"}
+        # A plain put changes the version too: a writer holding the old one loses.
+        _, current = await store.read("guard:auth0", name)
+        await store.put("guard:auth0", name, {"episode": "d"})
+        assert await store.put_if("guard:auth0", name, {"episode": "e"}, current) is False
+        # A document deleted since it was read is not brought back by a stale write.
+        _, current = await store.read("guard:auth0", name)
+        await store.delete("guard:auth0", name)
+        assert await store.put_if("guard:auth0", name, {"episode": "f"}, current) is False
+        assert await store.read("guard:auth0", name) == (None, None)
+
+    run(state, body)
