@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from bench.common import UNGUARDED, Report, Sandbox, Table, lifecycle, prime, run_items, verdict
 from sandbox.mapping import scim_section
 from sandbox.scim import ENTRA, FULL, PUT_ONLY, ScimApp
@@ -21,6 +23,7 @@ TARGET = "scim:crm"
 SECTION_GROUPS = ("Staff", "Sales")  # the SCIM groups the backfill's section pushes (Entra groups 0 and 1)
 EVENT_GROUPS = (*SECTION_GROUPS, "Support")  # the calls-per-event section's: one more, for a joiner in three
 JOINER_IN_THREE = "joiner in 3 mapped groups, new process"
+JOINER_IN_THREE_NEW = "joiner in 3 mapped groups the app lacks, new process"
 FIRST_CONTACT = "first item after the backfill (3 people in sync)"
 
 
@@ -66,6 +69,13 @@ MINIMUM = {
         "discovery (/ServiceProviderConfig, /Schemas) 2, the externalId and userName lookups 2, each group "
         "by externalId once 3 (they exist; a group not found is also looked up by displayName before a create)",
         "create the user; add it to each group",
+    ),
+    JOINER_IN_THREE_NEW: Minimum(
+        10,
+        7,
+        "discovery 2, the externalId and userName lookups 2, each group by externalId and by displayName "
+        "(a same-named group is adopted) 6",
+        "create the user; create each group; add the user to each",
     ),
 }
 CONCURRENCY = 64  # the backfill's identities in flight (its --concurrency)
@@ -157,8 +167,10 @@ def run(quick: bool) -> Report:
             "process and kept 10 minutes (GROUPS_TTL_S): "
             "a group found by externalId needs no displayName lookup; a server without PATCH has each group read "
             "before it is replaced (in the minimum: one GET per group written). Discovery (/ServiceProviderConfig, "
-            "/Schemas) is read once per process: in the backfill before the events, and again in the new process "
-            "of the last row.",
+            "/Schemas) is read once per process: in the backfill before the events, and again in each new process "
+            "of the last two rows. The last row's groups were deleted in the application first: a group is "
+            "created with no members and the member write adds the user (a create with the member would save one "
+            "write per group, once in its life; member changes go through one batched writer instead).",
             "Member changes of one group go together: those asked for while a write of the group is on its way "
             "join the next write (up to 100), and a backfill holds each group write up to 3 s for the identities "
             "in flight; scim2-server's group PATCH costs about 0.1 ms per member of the group, so one PATCH per "
@@ -201,18 +213,27 @@ async def _events(box: Sandbox, app: ScimApp, n: int) -> dict[str, tuple[Any, ..
         await lifecycle(box, svc, people, count, tag=str(n))
     finally:
         await svc.aclose()
-    hire = box.graph.create_user(
-        displayName=f"Bench Threefold{n}", givenName="Bench", surname="Threefold",
-        mail=f"bench.threefold{n}@sandbox.example", userPrincipalName=f"bench.threefold{n}@sandbox.onmicrosoft.com",
-        department="Research", accountEnabled=True,
-    )  # fmt: skip
-    for group in box.group_ids[: len(EVENT_GROUPS)]:
-        box.graph.add_member(group, hire["id"])
-    fresh = box.services()  # the review's case: a worker that has not met these groups yet
-    try:
-        await count(JOINER_IN_THREE, [user_item(hire["id"], "notification")], False, by=fresh)
-    finally:
-        await fresh.aclose()
+    # The review's case: a worker that has not met these groups yet, first while the application has
+    # them, then after they were deleted there (as when the section has just started pushing them).
+    for event, tag in ((JOINER_IN_THREE, f"{n}a"), (JOINER_IN_THREE_NEW, f"{n}b")):
+        if event == JOINER_IN_THREE_NEW:
+            bearer = {"Authorization": f"Bearer {app.token}"}
+            for held in app.groups():
+                gone = httpx.delete(f"{app.base_url}/Groups/{held['id']}", headers=bearer)
+                gone.raise_for_status()
+        hire = box.graph.create_user(
+            displayName=f"Bench Threefold{tag}", givenName="Bench", surname="Threefold",
+            mail=f"bench.threefold{tag}@sandbox.example",
+            userPrincipalName=f"bench.threefold{tag}@sandbox.onmicrosoft.com", department="Research",
+            accountEnabled=True,
+        )  # fmt: skip
+        for group in box.group_ids[: len(EVENT_GROUPS)]:
+            box.graph.add_member(group, hire["id"])
+        fresh = box.services()
+        try:
+            await count(event, [user_item(hire["id"], "notification")], False, by=fresh)
+        finally:
+            await fresh.aclose()
     return results
 
 
