@@ -7,12 +7,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.stores.keys import decode_key, encode_key, utcnow
+from shared.stores.keys import decode_key, encode_key, replace_if_unchanged, utcnow
 
 
 class StateStore:
@@ -38,14 +37,11 @@ class StateStore:
 
     async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> bool:
         entity = _entity(kind, name, value)
+        if version is not None:
+            return await replace_if_unchanged(self.table, entity, version) is not None
         try:
-            if version is None:
-                await self.table.create_entity(entity)
-            else:
-                await self.table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=version, match_condition=MatchConditions.IfNotModified
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            await self.table.create_entity(entity)
+        except ResourceExistsError:
             return False
         return True
 
