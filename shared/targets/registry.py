@@ -15,7 +15,7 @@ from shared.core.ports import Capabilities, Rules, Target
 from shared.mapping.model import Grant, TargetSection
 
 if TYPE_CHECKING:
-    from shared.mapping.load import Checker
+    from shared.mapping.check import Checker
 
 
 class TargetKind(Protocol):

@@ -10,7 +10,7 @@ from shared.mapping.model import Grant, TargetSection
 from shared.targets.auth0.rules import CAPABILITIES, METADATA, ROOT_PATHS, Auth0Options, Auth0Rules
 
 if TYPE_CHECKING:
-    from shared.mapping.load import Checker
+    from shared.mapping.check import Checker
 
 MATCHERS: Final = ("app_metadata", "enterprise_identity", "email")
 _KEY: Final = "key (letters, digits, _ or -)"

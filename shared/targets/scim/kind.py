@@ -32,7 +32,7 @@ from shared.targets.scim import paths
 from shared.targets.scim.rules import CAPABILITIES, MATCHERS, TOKEN_SETTING, ScimOptions, ScimRules
 
 if TYPE_CHECKING:
-    from shared.mapping.load import Checker
+    from shared.mapping.check import Checker
 
 MAX_PAGE: Final = 1000
 
