@@ -37,7 +37,6 @@ import yaml
 
 from shared.core.work import TARGET_NAME
 from shared.mapping.check import Checker
-from shared.mapping.graph_schema import user_path_problem
 from shared.mapping.model import (
     CONDITION_OPERATORS,
     DEPROVISION_ACTIONS,
@@ -61,6 +60,7 @@ from shared.mapping.model import (
     TargetSection,
     Transform,
 )
+from shared.sources.graph.schema import user_path_problem
 from shared.targets.registry import KINDS, TargetKind
 
 VERSIONS: Final = (1, 2)

@@ -26,8 +26,8 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 from shared.core.classify import classify
 from shared.core.model import Identity, SourceState
 from shared.errors import NotFound, PermanentError, RateLimited, TransientError
-from shared.mapping.graph_schema import MANAGER_PROPERTIES
 from shared.mapping.model import SyncMapping
+from shared.sources.graph.schema import MANAGER_PROPERTIES
 
 ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
 SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups
