@@ -10,9 +10,9 @@ SCIM applications, ...), the stores (links, leases, state, audit, target health)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from shared.core.model import Account, Action, ActionKind, Identity, Link
 from shared.core.work import WorkItem
@@ -136,6 +136,44 @@ class Target(Protocol):
 
     def accounts(self) -> AsyncIterator[Account]:
         """Every account, with owner and entitlements (reconciliation)."""
+
+
+# Optional abilities: a target declares one by having it; services ask with ``isinstance``, never
+# by probing for an attribute, so what a service may rely on is written down here.
+
+
+@runtime_checkable
+class TellsHowRead(Protocol):
+    """A target that reads its accounts in more than one way (a list, an export job, a cursor) and
+    says which way its last ``accounts()`` took, for the run's report."""
+
+    @property
+    def read_by(self) -> str: ...
+
+
+@runtime_checkable
+class KeepsHouse(Protocol):
+    """A target with objects of its own beside accounts (SCIM groups) that reconciliation keeps as
+    the section says: created, renamed, stamped, and deleted where the section allows."""
+
+    async def tidy(self, apply: bool, fence: Fence | None = None) -> list[str]:
+        """What was done (or, without ``apply``, what would be), a line each."""
+
+
+@runtime_checkable
+class Discovers(Protocol):
+    """A target that learns what its server supports (SCIM's /ServiceProviderConfig) and keeps it
+    for a while; a whole-target run asks once, at its start, for the server's answer now."""
+
+    async def discover(self, *, force: bool = False) -> object: ...
+
+
+@runtime_checkable
+class Gathers(Protocol):
+    """A target that can write many identities' changes as one (members of a SCIM group): inside
+    ``gathering(seconds)`` a write waits up to ``seconds`` for others to join it (bulk work only)."""
+
+    def gathering(self, seconds: float) -> AbstractContextManager[None]: ...
 
 
 # ------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from shared.core.classify import for_target
 from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
 from shared.core.match import resolve
 from shared.core.model import Identity, Link, Plan, SourceState
-from shared.core.ports import AuditStore, StateStore, WorkQueue
+from shared.core.ports import AuditStore, KeepsHouse, StateStore, TellsHowRead, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
@@ -126,16 +126,16 @@ class Reconciler:
                 f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
                 f"entitlements cannot be worked out: {'; '.join(problems)}"
             )
-        tidy = getattr(self.target, "tidy", None)  # a target with objects of its own (SCIM groups)
-        if tidy is not None:
-            summary.housekeeping = await tidy(summary.mode == "apply")
+        if isinstance(self.target, KeepsHouse):  # a target with objects of its own (SCIM groups)
+            summary.housekeeping = await self.target.tidy(summary.mode == "apply")
         lap("mapping")
         links = CompactLinks()
         async for link in self.links.all(applied=False):  # the run reads the target: no memory needed
             links.add(link)
         lap("links")
         index = await self._read_target(report)
-        summary.accounts, summary.read_by = len(index), getattr(self.target, "read_by", "")
+        summary.accounts = len(index)
+        summary.read_by = self.target.read_by if isinstance(self.target, TellsHowRead) else ""
         lap("target")
 
         records: list[DriftRecord] = []
