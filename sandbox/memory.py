@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Final
 from shared.core.classify import classify
 from shared.core.model import Account, Action, ActionKind, Identity, SourceState
 from shared.core.ports import Applied, Capabilities, Fence, Rules, Source, Target
-from shared.errors import Conflict, PermanentError
+from shared.errors import Conflict, DeltaExpired, PermanentError
 from shared.mapping.model import Scope, SyncMapping, TargetSection
-from shared.sources.graph.source import DeltaExpired
 from shared.targets.registry import KINDS, TargetKind
 
 MATCHERS: Final = ("owner", "email")

@@ -41,6 +41,59 @@ class Source(Protocol):
         """Ids changed since ``cursor`` (every id for ``None``) and the cursor to go on from."""
 
 
+# Abilities some sources have beyond the port (Entra ID through Graph has each): a service that
+# needs one is typed to it, so what it asks of a source is written down here.
+
+
+class ReadsGroups(Protocol):
+    """A source whose groups are objects of its own, readable by id: whether a group a mapping
+    names exists (a missing scope group would make everyone a leaver)."""
+
+    async def read_group(self, group_id: str) -> dict[str, Any] | None:
+        """The group (at least its ``id``), or None when the source has no such group."""
+
+
+class GroupedSource(Source, ReadsGroups, Protocol):
+    """A source with groups of its own (reconciliation checks the mapping's before a run)."""
+
+
+class StartsFromNow(Protocol):
+    """A source that can give a cursor from this moment without reading everyone first (a bulk
+    load reads everyone itself, and the catch-up then goes on from before that read)."""
+
+    async def latest_delta_link(self, resource: str) -> str:
+        """A cursor of ``resource`` ("users", "groups") that starts now."""
+
+
+class CursorSource(Source, StartsFromNow, Protocol):
+    """A source a bulk load can read whole and hand over to the catch-up."""
+
+
+@dataclass
+class GroupDeltaPage:
+    """Membership changes of one groups-delta round, and where the next round starts."""
+
+    added: dict[str, set[str]] = field(default_factory=dict)  # group id -> member ids (users or groups)
+    removed: dict[str, set[str]] = field(default_factory=dict)
+    nested_groups: set[str] = field(default_factory=set)  # member ids that are groups
+    deleted_groups: set[str] = field(default_factory=set)
+    delta_link: str = ""
+
+
+class DeltaSource(Protocol):
+    """What the catch-up reads: users changed since a cursor, group membership changes since a
+    cursor, and the groups and users nested in a group (membership counts through nesting). A
+    cursor the source no longer knows raises :class:`shared.errors.DeltaExpired`."""
+
+    async def groups_delta(self, delta_link: str | None) -> GroupDeltaPage: ...
+
+    async def users_delta(self, delta_link: str | None) -> tuple[set[str], str]: ...
+
+    async def nested_groups(self, group_id: str) -> set[str]: ...
+
+    async def transitive_user_members(self, group_id: str) -> set[str]: ...
+
+
 # ------------------------------------------------------------------------------------------------
 # Targets
 # ------------------------------------------------------------------------------------------------

@@ -31,14 +31,13 @@ from shared.core.classify import for_target
 from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
 from shared.core.match import resolve
 from shared.core.model import Identity, Link, Plan, SourceState
-from shared.core.ports import AuditStore, KeepsHouse, StateStore, TellsHowRead, WorkQueue
+from shared.core.ports import AuditStore, GroupedSource, KeepsHouse, StateStore, TellsHowRead, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
 from shared.services.target_side import CompactAccounts, CompactLinks
 from shared.services.worker import TargetJob
 from shared.sources.graph.groups import mapping_group_problems
-from shared.sources.graph.source import GraphSource
 from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
 
@@ -71,7 +70,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        source: GraphSource,
+        source: GroupedSource,
         job: TargetJob,
         state: StateStore,
         queue: WorkQueue,

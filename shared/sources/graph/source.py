@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -25,7 +24,8 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 
 from shared.core.classify import classify
 from shared.core.model import Identity, SourceState
-from shared.errors import NotFound, PermanentError, RateLimited, TransientError
+from shared.core.ports import GroupDeltaPage
+from shared.errors import DeltaExpired, NotFound, PermanentError, RateLimited, TransientError
 from shared.mapping.model import SyncMapping
 from shared.sources.graph.schema import MANAGER_PROPERTIES
 
@@ -37,10 +37,6 @@ USER_TYPE: Final = "#microsoft.graph.user"
 # (reconciliation): were they to differ, a mapping of ``manager.mail`` would drift every night. The
 # mapping validator accepts exactly these as ``manager.<property>``.
 MANAGER_EXPAND: Final = f"manager($select={','.join(MANAGER_PROPERTIES)})"
-
-
-class DeltaExpired(PermanentError):
-    """The stored delta link is no longer valid (410 / syncStateNotFound): start a full round."""
 
 
 class GroupNotFound(NotFound):
@@ -55,17 +51,6 @@ class GroupNotFound(NotFound):
             f"group {group_id}{named} does not exist in Entra ID (Graph {op}: 404): use the object id of an "
             "existing group or remove the entry (entra-sync check lists every such entry)"
         )
-
-
-@dataclass
-class GroupDeltaPage:
-    """Membership changes of one groups-delta round, and where the next round starts."""
-
-    added: dict[str, set[str]] = field(default_factory=dict)  # group id -> member ids (users or groups)
-    removed: dict[str, set[str]] = field(default_factory=dict)
-    nested_groups: set[str] = field(default_factory=set)  # member ids that are groups
-    deleted_groups: set[str] = field(default_factory=set)
-    delta_link: str = ""
 
 
 def _translate(op: str, exc: Exception) -> Exception:

@@ -30,11 +30,10 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from shared.core.classify import for_target
 from shared.core.model import Identity, Link, SourceState
-from shared.core.ports import AuditStore, LeaseStore, StateStore, WorkQueue
+from shared.core.ports import AuditStore, CursorSource, LeaseStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.services.delta import USERS_DELTA_LEASE
 from shared.services.worker import TargetJob
-from shared.sources.graph.source import GraphSource
 from shared.stores.audit import AuditRow
 from shared.targets.auth0.rules import Auth0Rules
 
@@ -151,7 +150,7 @@ class ImportBackfill:
     def __init__(
         self,
         *,
-        source: GraphSource,
+        source: CursorSource,
         job: TargetJob,
         state: StateStore,
         leases: LeaseStore,
