@@ -224,7 +224,7 @@ def build(
         if warning := unwritten_limits(section, mapping.version):
             log.warning("%s", warning)  # a guard that may hold leavers is never a surprise
         target = (targets or {}).get(name) or kinds[section.kind].build(section, context)
-        links = LinkStore(links_table, name)
+        links = LinkStore(links_table, name, source.name)
         jobs[name] = _job(section, target, links, state, audit, queue, alerts, clock, context.health(name))
     closers.extend(context.closers)
     report_store = ReportStore(blobs) if reports else None

@@ -24,6 +24,10 @@ class TargetKind(Protocol):
         """What a target's name starts with: "auth0", "scim"."""
 
     @property
+    def title(self) -> str:
+        """How people read its name in reports and messages: "Auth0", "SCIM"."""
+
+    @property
     def matchers(self) -> tuple[str, ...]:
         """The matchers it offers after the link."""
 
@@ -84,3 +88,12 @@ def kinds() -> dict[str, TargetKind]:
 
 
 KINDS: Mapping[str, TargetKind] = kinds()
+
+
+def target_title(target: str, kinds: Mapping[str, TargetKind] = KINDS) -> str:
+    """How reports name a target, in its kind's words: ``auth0`` -> Auth0, ``scim:hr-app`` -> SCIM
+    hr-app (a kind not in ``kinds`` goes by its name)."""
+    kind_name, _, name = target.partition(":")
+    kind = kinds.get(kind_name)
+    base = kind.title if kind is not None else kind_name
+    return f"{base} {name}" if name else base

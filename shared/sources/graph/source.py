@@ -143,16 +143,17 @@ class GraphSource:
         # decide scope and entitlements for an enabled one.
         enabled = props.get("accountEnabled") is not False
         groups = await self.relevant_groups_of(source_id) if enabled and self.mapping.relevant_groups else frozenset()
-        return Identity(source_id, classify(enabled, props, groups, self.mapping.scope), props, groups)
+        state = classify(enabled, props, groups, self.mapping.scope)
+        return Identity(source_id, state, props, groups, source=self.name)
 
     async def _deleted(self, source_id: str) -> Identity:
         builder = self.client.directory.deleted_items.by_directory_object_id(source_id)
         try:
             props = await self.fetch_json("deletedItems.get", builder.to_get_request_information())
         except NotFound:
-            return Identity(source_id, SourceState.HARD_DELETED)
+            return Identity(source_id, SourceState.HARD_DELETED, source=self.name)
         props.pop("@odata.context", None)
-        return Identity(source_id, SourceState.SOFT_DELETED, props)
+        return Identity(source_id, SourceState.SOFT_DELETED, props, source=self.name)
 
     async def identities(self, page_size: int = 999) -> AsyncIterator[list[Identity]]:
         """Every user, classified, a page at a time: the relevant group memberships are read first
@@ -164,7 +165,8 @@ class GraphSource:
                 source_id = str(user["id"])
                 groups = frozenset(groups_of.get(source_id, ()))
                 enabled = user.get("accountEnabled") is not False
-                out.append(Identity(source_id, classify(enabled, user, groups, self.mapping.scope), user, groups))
+                state = classify(enabled, user, groups, self.mapping.scope)
+                out.append(Identity(source_id, state, user, groups, source=self.name))
             yield out
 
     async def changed(self, cursor: str | None) -> tuple[set[str], str]:

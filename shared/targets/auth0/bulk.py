@@ -200,8 +200,9 @@ class ImportBackfill:
             inserted = [by_id[i] for i in outcome.inserted]
             await self._assign_roles(inserted, result)
             lap("roles")
+            target, source = self.target.name, self.source.name
             await self.links.put_many(
-                [Link(j.entra_id, f"auth0|{j.entra_id}", target=self.target.name) for j in inserted]
+                [Link(j.entra_id, f"auth0|{j.entra_id}", target=target, source=source) for j in inserted]
             )
             result.links = len(inserted)
             await self._audit_created(inserted, correlation)

@@ -18,6 +18,7 @@ _KEY: Final = "key (letters, digits, _ or -)"
 
 class Auth0Kind:
     name = "auth0"
+    title = "Auth0"
     matchers = MATCHERS
     grants_key = "roles"
     grant_noun = "Auth0 role"

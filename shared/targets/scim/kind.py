@@ -39,6 +39,7 @@ MAX_PAGE: Final = 1000
 
 class ScimKind:
     name = "scim"
+    title = "SCIM"
     matchers = MATCHERS
     grants_key = "groups"
     grant_noun = "SCIM group"
