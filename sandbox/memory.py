@@ -356,6 +356,9 @@ class MemoryKind:
     def rules(self, section: TargetSection) -> Rules:
         return MemoryRules(section)
 
+    def settings_problem(self, section: TargetSection, settings: Any) -> str | None:
+        return None  # it needs no settings
+
     def build(self, section: TargetSection, context: Any) -> Target:
         target = MemoryTarget(section)
         self.built[section.name] = target

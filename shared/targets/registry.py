@@ -8,11 +8,12 @@ their own (the in-memory target) by passing a registry of their own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.ports import Capabilities, Rules, Target
 from shared.mapping.model import Grant, TargetSection
+from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from shared.mapping.check import Checker
@@ -76,8 +77,12 @@ class TargetKind(Protocol):
 
     def rules(self, section: TargetSection) -> Rules: ...
 
+    def settings_problem(self, section: TargetSection, settings: Settings) -> str | None:
+        """Why the settings cannot serve the section (a setting it needs is missing), or None."""
+
     def build(self, section: TargetSection, context: Any) -> Target:
-        """The adapter, from the composition root's context (settings, shared clients, clock)."""
+        """The adapter, from the composition root's context (``shared.bootstrap.BuildContext``): the
+        kind builds its own clients from the section and the settings, through ``context.client``."""
 
 
 def kinds() -> dict[str, TargetKind]:
@@ -88,6 +93,19 @@ def kinds() -> dict[str, TargetKind]:
 
 
 KINDS: Mapping[str, TargetKind] = kinds()
+
+
+def check_settings(
+    settings: Settings, sections: Iterable[TargetSection], kinds: Mapping[str, TargetKind] = KINDS
+) -> None:
+    """Every target the mapping names has the settings its kind needs; all problems at once."""
+    problems = [
+        problem
+        for section in sections
+        if (kind := kinds.get(section.kind)) is not None and (problem := kind.settings_problem(section, settings))
+    ]
+    if problems:
+        raise SettingsError(problems)
 
 
 def target_title(target: str, kinds: Mapping[str, TargetKind] = KINDS) -> str:
