@@ -167,7 +167,7 @@ class ImportBackfill:
         self.source = source
         self.job = job
         self.target: ImportJobs = job.target
-        self.rules: Auth0Rules = job.target.rules
+        self.rules: Auth0Rules = self.target.rules
         self.links = job.links
         self.state = state
         self.leases = leases
