@@ -1,6 +1,6 @@
 """The ``scim:crm`` target (ScimTarget over scim2-client, built by its kind) against scim2-server
-on loopback, against the Target contract: once in the server's full profile, once in the Entra
-SCIM API's PATCH-only one."""
+on loopback, against the Target contract: in the server's full profile, in the Entra SCIM API's
+PATCH-only one, and in one without PATCH (whole resources replaced with ``If-Match``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from sandbox.scim import ENTRA, FULL, ScimApp
+from sandbox.scim import ENTRA, FULL, PUT_ONLY, ScimApp
 from shared.bootstrap import BuildContext
 from shared.clock import SYSTEM
 from shared.settings import Settings
@@ -54,3 +54,7 @@ class TestScimTarget(TargetContract):
 
 class TestScimTargetOnEntraProfile(TestScimTarget):
     profile = ENTRA
+
+
+class TestScimTargetOnPutOnlyServer(TestScimTarget):
+    profile = PUT_ONLY
