@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING, Any, Final
 from shared.core.classify import classify
 from shared.core.model import Account, Action, ActionKind, Identity, SourceState
 from shared.core.ports import Applied, Capabilities, Fence, Rules, Source, Target
-from shared.errors import Conflict, PermanentError
+from shared.errors import Conflict, DeltaExpired, PermanentError
 from shared.mapping.model import Scope, SyncMapping, TargetSection
-from shared.sources.graph.source import DeltaExpired
 from shared.targets.registry import KINDS, TargetKind
 
 MATCHERS: Final = ("owner", "email")
@@ -119,7 +118,7 @@ class MemorySource:
         enabled = props.get("accountEnabled") is not False
         # As GraphSource.read: a disabled user is a leaver whatever its groups, which are not read.
         found = self._groups_of(source_id) if groups or enabled else frozenset()
-        return Identity(source_id, classify(enabled, props, found, self.scope), props, found)
+        return Identity(source_id, classify(enabled, props, found, self.scope), props, found, source=self.name)
 
     async def read(self, source_id: str) -> Identity:
         self._count("users.get")
@@ -127,8 +126,9 @@ class MemorySource:
         if source_id in self.users:
             return self._identity(source_id, groups=False)
         if source_id in self.deleted:
-            return Identity(source_id, SourceState.SOFT_DELETED, copy.deepcopy(self.deleted[source_id]))
-        return Identity(source_id, SourceState.HARD_DELETED)
+            deleted = copy.deepcopy(self.deleted[source_id])
+            return Identity(source_id, SourceState.SOFT_DELETED, deleted, source=self.name)
+        return Identity(source_id, SourceState.HARD_DELETED, source=self.name)
 
     async def identities(self, page_size: int | None = None) -> AsyncIterator[list[Identity]]:
         """Every user (not the deleted ones), classified, ``page_size`` (or the source's) a page."""
@@ -325,6 +325,7 @@ class MemoryKind:
     """The ``memory`` kind: its sections are checked like any other; every path is writable."""
 
     name = "memory"
+    title = "memory"
     matchers: tuple[str, ...] = MATCHERS
     grants_key = "groups"
     grant_noun = "group"
@@ -354,6 +355,9 @@ class MemoryKind:
 
     def rules(self, section: TargetSection) -> Rules:
         return MemoryRules(section)
+
+    def settings_problem(self, section: TargetSection, settings: Any) -> str | None:
+        return None  # it needs no settings
 
     def build(self, section: TargetSection, context: Any) -> Target:
         target = MemoryTarget(section)

@@ -57,7 +57,7 @@ def mirror(graph: GraphEmulator, auth0: Auth0Emulator, mapping: SyncMapping, tar
         groups = frozenset(groups_of.get(user["id"], ()))
         if not user.get("accountEnabled", True) or not mapping.scope.includes(props, groups):
             continue
-        identity = Identity(user["id"], SourceState.ACTIVE, props, groups)
+        identity = Identity(user["id"], SourceState.ACTIVE, props, groups, source="entra")
         payload = rules.create_payload(identity, rules.desired(identity))
         if isinstance(payload, str):  # the worker would not create it either
             continue

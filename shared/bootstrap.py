@@ -9,8 +9,8 @@ links, guard, and health with its rate gate, shared by every instance), and the 
 the handler table that routes each work item to its service. Functions reach it through :func:`app`.
 
 Tests call :func:`init` with their own settings (sandbox URLs, Azurite) and may pass the few
-things a test must control: a clock, the target kinds (an in-memory target), an Auth0 client,
-adapters to put in place of the built ones, or no report store.
+things a test must control: a clock, the target kinds (an in-memory target), a client for a target
+(by the target's name), adapters to put in place of the built ones, or no report store.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +59,7 @@ from shared.stores.links import LinkStore
 from shared.stores.queue import WorkQueue
 from shared.stores.state import StateStore
 from shared.targets.auth0.bulk import ImportBackfill
-from shared.targets.auth0.client import auth0_client
-from shared.targets.registry import KINDS, TargetKind
-from shared.targets.scim.client import http_client
-from shared.targets.scim.rules import ScimOptions
+from shared.targets.registry import KINDS, TargetKind, check_settings
 
 log = logging.getLogger("entra_sync.bootstrap")
 
@@ -71,11 +68,12 @@ MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test kee
 
 @dataclass
 class BuildContext:
-    """What a target kind's ``build`` may use: the settings, the clock, and per-target clients."""
+    """What a target kind's ``build`` may use: the settings, the clock, the state store, each
+    target's breaker and rate gate, and :meth:`client` for the clients it builds itself."""
 
     settings: Settings
     clock: Clock
-    auth0_client_override: Any = None
+    clients: Mapping[str, Any] = field(default_factory=dict)  # by target name: a client a test gives
     state: StateStore | None = None
     closers: list[Any] = field(default_factory=list)
     health_store: HealthStore | None = None
@@ -94,18 +92,13 @@ class BuildContext:
         shared = self.health(target) if self.health_store is not None else None
         return RateGate(self.clock, shared, name=target)
 
-    def auth0_client(self, gate: RateGate | None = None) -> Any:
-        if self.auth0_client_override is not None:
-            return self.auth0_client_override
-        assert self.settings.auth0 is not None  # checked against the mapping before building
-        client = auth0_client(self.settings.auth0, gate=gate)
-        self.closers.append(client)
-        return client
-
-    def scim_http(self, options: ScimOptions, target: str) -> Any:
-        """A SCIM target's connection pool, with the bearer token its section names."""
-        token = self.settings.scim_token(options.token_setting, target)
-        client = http_client(options.base_url, token, options.timeout_s)
+    def client(self, target: str, make: Callable[[], Any]) -> Any:
+        """The client ``target`` talks through: the one given for it by name, or ``make()``, which
+        the app then closes when it closes."""
+        given = self.clients.get(target)
+        if given is not None:
+            return given
+        client = make()
         self.closers.append(client)
         return client
 
@@ -194,16 +187,16 @@ def build(
     *,
     clock: Clock = SYSTEM,
     kinds: Mapping[str, TargetKind] = KINDS,
-    auth0: Any = None,
+    clients: Mapping[str, Any] | None = None,
     targets: Mapping[str, Target] | None = None,
     reports: bool = True,
     graph: Any = None,
 ) -> App:
-    """Every adapter and service from ``settings`` and ``mapping``. ``auth0``: an Auth0 client to use
-    instead of one from the settings; ``targets``: adapters to use instead of the built ones (by
-    target name); ``graph``: a Graph client; ``reports=False``: no report store."""
-    settings.check_targets(mapping.targets.values())
-    context = BuildContext(settings, clock, auth0)
+    """Every adapter and service from ``settings`` and ``mapping``. ``clients``: a client a target's
+    kind is to use instead of building one (by target name); ``targets``: adapters to use instead
+    of the built ones (by target name); ``graph``: a Graph client; ``reports=False``: no report store."""
+    check_settings(settings, mapping.targets.values(), kinds)
+    context = BuildContext(settings, clock, dict(clients or {}))
     tables, queues, blobs = table_service(settings), queue_service(settings), blob_service(settings)
     closers: list[Any] = [tables, queues, blobs]
     graph_sdk = graph if graph is not None else graph_client(settings)
@@ -224,7 +217,7 @@ def build(
         if warning := unwritten_limits(section, mapping.version):
             log.warning("%s", warning)  # a guard that may hold leavers is never a surprise
         target = (targets or {}).get(name) or kinds[section.kind].build(section, context)
-        links = LinkStore(links_table, name)
+        links = LinkStore(links_table, name, source.name)
         jobs[name] = _job(section, target, links, state, audit, queue, alerts, clock, context.health(name))
     closers.extend(context.closers)
     report_store = ReportStore(blobs) if reports else None

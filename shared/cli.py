@@ -37,7 +37,7 @@ from typing import NoReturn, TextIO
 from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared import bootstrap
-from shared.core.drift import RunSummary, target_title
+from shared.core.drift import RunSummary
 from shared.errors import SyncError
 from shared.mapping.load import load_mapping
 from shared.mapping.model import MappingError, SyncMapping
@@ -48,6 +48,7 @@ from shared.sources.graph.client import graph_client
 from shared.sources.graph.groups import mapping_group_problems
 from shared.sources.graph.source import GraphSource
 from shared.stores.keys import decode_key
+from shared.targets.registry import target_title
 
 
 class ProgressLine:

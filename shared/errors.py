@@ -48,6 +48,11 @@ class NotFound(PermanentError):
     pass
 
 
+class DeltaExpired(PermanentError):
+    """A source no longer knows the cursor it was given (Graph: a 410 or ``syncStateNotFound`` on a
+    stored delta link): the caller starts a full round."""
+
+
 class Conflict(PermanentError):
     """The target already has this object (Auth0 409)."""
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from shared import redact
@@ -132,8 +132,8 @@ class Settings:
     notify_webhook_url: Secret | None = None  # incoming-webhook URLs embed their own secret
     risk_alert_secret: Secret | None = None  # shared secret of the risk_alert push endpoint; None refuses all
     # Bearer tokens of SCIM applications, by setting name (SCIM_<NAME>_TOKEN): the mapping's SCIM
-    # sections name theirs (a Key Vault reference in Azure), so they are read by check_targets,
-    # once the mapping is known, from the environment these settings came from.
+    # sections name theirs (a Key Vault reference in Azure), so the SCIM kind reads them once the
+    # mapping is known, from the environment these settings came from.
     scim_tokens: dict[str, Secret] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -142,13 +142,13 @@ class Settings:
         return _Reader(os.environ if env is None else env).read()
 
     def scim_token(self, setting: str, target: str) -> Secret:
-        """The bearer token in ``setting`` (read now if :meth:`check_targets` has not yet)."""
-        problem = self._scim_token(setting, target)
+        """The bearer token in ``setting`` (read now if :meth:`scim_token_problem` has not yet)."""
+        problem = self.scim_token_problem(setting, target)
         if problem is not None:
             raise SettingsError([problem])
         return self.scim_tokens[setting]
 
-    def _scim_token(self, setting: str, target: str) -> str | None:
+    def scim_token_problem(self, setting: str, target: str) -> str | None:
         """Read the token ``setting`` into :attr:`scim_tokens`; why not, when it cannot be."""
         if setting in self.scim_tokens:
             return None
@@ -162,21 +162,6 @@ class Settings:
             return f"{setting} must be printable ASCII without spaces (it travels in an HTTP header)"
         self.scim_tokens[setting] = Secret(value)
         return None
-
-    def check_targets(self, sections: Iterable[Any]) -> None:
-        """Every target the mapping names (its sections: name, kind, options) has the settings it
-        needs; all problems at once."""
-        problems = []
-        for section in sections:
-            name, kind = section.name, section.kind
-            if kind == "auth0" and self.auth0 is None:
-                problems.append(
-                    f"AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): the mapping names the target {name}"
-                )
-            if kind == "scim" and (problem := self._scim_token(str(section.options.token_setting), name)):
-                problems.append(problem)
-        if problems:
-            raise SettingsError(problems)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -337,7 +322,7 @@ class _Reader:
 
     def auth0(self) -> Auth0Settings | None:
         """Optional: a deployment may sync only to other targets; a mapping with an Auth0 target
-        then needs it (:meth:`Settings.check_targets`)."""
+        then needs it (the Auth0 kind says so, through ``shared.targets.registry.check_settings``)."""
         domain = self.raw("AUTH0_DOMAIN")
         base_url_raw = self.raw("AUTH0_BASE_URL")
         named = any(self.env.get(n) for n in AUTH0_SETTINGS)

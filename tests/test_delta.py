@@ -16,12 +16,12 @@ import pytest
 
 from sandbox.mapping import sandbox_mapping, three_role_grants
 from sandbox.memory_stores import MemoryAudit, MemoryLeases, MemoryQueue, MemoryState
+from shared.core.ports import GroupDeltaPage
 from shared.core.work import WorkItem
 from shared.errors import TransientError
 from shared.mapping.load import parse_mapping
 from shared.services.delta import GROUPS_DELTA_LEASE, GROUPS_RERUN, INLINE_USERS, MAX_GROUP_ROUNDS, DeltaService
 from shared.services.worker import Outcome
-from shared.sources.graph.source import GroupDeltaPage
 from shared.stores.leases import LEASE_TTL_S
 from tests.support import FakeClock
 

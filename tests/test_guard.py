@@ -35,8 +35,8 @@ class CountingState(MemoryState):
 def guard(state: MemoryState, clock: FakeClock, policy: GuardPolicy = LIMITS) -> MassChangeGuard:
     audit = MemoryAudit()
     return MassChangeGuard(
-        state=state, links=MemoryLinks(), audit=audit, queue=MemoryQueue(clock), policy=policy,
-        alerts=MemoryAlerts(audit), clock=clock,
+        state=state, links=MemoryLinks(target="auth0", source="entra"), audit=audit, queue=MemoryQueue(clock),
+        policy=policy, alerts=MemoryAlerts(audit), clock=clock,
     )  # fmt: skip
 
 
@@ -108,7 +108,13 @@ def test_two_instances_tripping_at_once_open_one_episode_that_one_approval_relea
 
     def instance() -> MassChangeGuard:
         return MassChangeGuard(
-            state=state, links=MemoryLinks(), audit=audit, queue=queue, policy=LIMITS, alerts=alerts, clock=clock
+            state=state,
+            links=MemoryLinks(target="auth0", source="entra"),
+            audit=audit,
+            queue=queue,
+            policy=LIMITS,
+            alerts=alerts,
+            clock=clock,
         )
 
     first, second = instance(), instance()

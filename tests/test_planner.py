@@ -44,7 +44,7 @@ PROPS = {"mail": "Ada.Lovelace@contoso.example", "displayName": "Ada Lovelace", 
 
 
 def source(state: SourceState = SourceState.ACTIVE, groups: tuple[str, ...] = (STAFF,), **props: Any) -> Identity:
-    return Identity(OID, state, {**PROPS, "manager": {"id": "m-1"}, **props}, frozenset(groups))
+    return Identity(OID, state, {**PROPS, "manager": {"id": "m-1"}, **props}, frozenset(groups), source="entra")
 
 
 def account(roles: tuple[str, ...] = ("Employee",), **data: Any) -> Account:
@@ -61,7 +61,7 @@ def account(roles: tuple[str, ...] = ("Employee",), **data: Any) -> Account:
     return Auth0Rules(MAPPING.target("auth0")).account(base, frozenset(roles))
 
 
-LINK = Link(OID, UID)
+LINK = Link(OID, UID, target="auth0", source="entra")
 
 
 class Planned:
@@ -176,19 +176,19 @@ def test_leaver_is_blocked_and_revoked_with_the_block_remembered_as_ours(state: 
 
 
 def test_leaver_already_deprovisioned_is_a_no_op_replay() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True)
+    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True, target="auth0", source="entra")
     p = plan(source(SourceState.DISABLED), account(blocked=True), done, MAPPING)
     assert p.writes == ()
 
 
 def test_a_crash_after_the_block_completes_the_revocations_on_redelivery() -> None:
-    pending = Link(OID, UID, DeprovisionState.PENDING, disabled_by_sync=True)
+    pending = Link(OID, UID, DeprovisionState.PENDING, disabled_by_sync=True, target="auth0", source="entra")
     p = plan(source(SourceState.DISABLED), account(blocked=True), pending, MAPPING)
     assert p.kinds == ["revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
 
 
 def test_a_leaver_unblocked_by_hand_is_blocked_again() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True)
+    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True, target="auth0", source="entra")
     p = plan(source(SourceState.DISABLED), account(blocked=False), done, MAPPING)
     assert p.kinds == ["block", "revoke_sessions", "revoke_refresh_tokens", "finish_deprovision"]
 
@@ -197,19 +197,21 @@ def test_an_account_blocked_by_someone_else_is_not_ours_to_lift() -> None:
     p = plan(source(SourceState.DISABLED), account(blocked=True), LINK, MAPPING)
     assert p.actions[0].payload == {"disabled_by_sync": False}
     assert "block" not in p.kinds
-    later = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=False)
+    later = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=False, target="auth0", source="entra")
     back = plan(source(), account(blocked=True), later, MAPPING)
     assert back.kinds == ["clear_deprovision"]
 
 
 def test_re_enabled_user_is_unblocked() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True)
+    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True, target="auth0", source="entra")
     p = plan(source(), account(blocked=True), done, MAPPING)
     assert p.kinds == ["unblock", "clear_deprovision"]
 
 
 def test_a_risk_lock_survives_re_enabling() -> None:
-    done = Link(OID, UID, DeprovisionState.DONE, disabled_by_sync=True, risk_locked=True)
+    done = Link(
+        OID, UID, DeprovisionState.DONE, disabled_by_sync=True, risk_locked=True, target="auth0", source="entra"
+    )
     p = plan(source(), account(blocked=True), done, MAPPING)
     assert p.kinds == ["clear_deprovision"]
 
@@ -217,7 +219,12 @@ def test_a_risk_lock_survives_re_enabling() -> None:
 def test_hard_delete_follows_its_own_policy_and_keeps_the_link() -> None:
     p = plan(source(SourceState.HARD_DELETED), account(), LINK, MAPPING)
     assert p.kinds == ["start_deprovision", "revoke_sessions", "revoke_refresh_tokens", "delete", "mark_target_deleted"]
-    gone = plan(source(SourceState.HARD_DELETED), None, Link(OID, UID, target_deleted=True), MAPPING)
+    gone = plan(
+        source(SourceState.HARD_DELETED),
+        None,
+        Link(OID, UID, target_deleted=True, target="auth0", source="entra"),
+        MAPPING,
+    )
     assert gone.kinds == ["skip"]
 
 

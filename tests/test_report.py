@@ -78,6 +78,7 @@ def summary(**kw: Any) -> RunSummary:
     base: dict[str, Any] = {
         "run_id": "20261122T020000Z-1a2b3c",
         "mode": "apply",
+        "target": "auth0",
         "status": "completed",
         "started_at": "2026-11-22T02:00:00.000Z",
         "finished_at": "2026-11-22T02:03:25.500Z",

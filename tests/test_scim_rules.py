@@ -10,6 +10,7 @@ from scim2_models.path.filter import Comparison
 from shared.mapping.load import parse_mapping
 from shared.mapping.model import MappingError
 from shared.settings import Settings, SettingsError
+from shared.targets.registry import check_settings
 from shared.targets.scim import paths
 from shared.targets.scim.filters import eq, quote
 from tests.support import sandbox_env
@@ -141,9 +142,9 @@ def test_the_token_setting_the_section_names_is_required_and_kept_secret() -> No
     scim = parse_mapping(section(GOOD)).target("scim:crm")
     env = sandbox_env(storage="UseDevelopmentStorage=true")
     with pytest.raises(SettingsError, match="SCIM_CRM_TOKEN is required"):
-        Settings.from_env(env).check_targets([scim])
+        check_settings(Settings.from_env(env), [scim])
     settings = Settings.from_env(env | {"SCIM_CRM_TOKEN": "tok-123456"})
-    settings.check_targets([scim])
+    check_settings(settings, [scim])
     token = settings.scim_tokens["SCIM_CRM_TOKEN"]
     assert "tok-123456" not in repr(token) and "tok-123456" not in str(settings)
 
@@ -153,6 +154,6 @@ def test_a_token_setting_that_is_still_a_key_vault_reference_says_so() -> None:
     env = sandbox_env(storage="UseDevelopmentStorage=true")
     unresolved = env | {"SCIM_CRM_TOKEN": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/crm)"}
     with pytest.raises(SettingsError, match="SCIM_CRM_TOKEN is an unresolved Key Vault reference"):
-        Settings.from_env(unresolved).check_targets([scim])
+        check_settings(Settings.from_env(unresolved), [scim])
     with pytest.raises(SettingsError, match="printable ASCII"):
-        Settings.from_env(env | {"SCIM_CRM_TOKEN": "two words"}).check_targets([scim])
+        check_settings(Settings.from_env(env | {"SCIM_CRM_TOKEN": "two words"}), [scim])

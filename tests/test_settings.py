@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from shared.settings import Auth0Auth, GraphAuth, Secret, Settings, SettingsError
+from shared.targets.registry import check_settings
 from tests.support import CLIENT_STATE, EXAMPLE_MAPPING, sandbox_env
 
 AZURITE = "UseDevelopmentStorage=true"
@@ -126,9 +127,9 @@ def test_auth0_is_optional_until_the_mapping_names_an_auth0_target() -> None:
     s = Settings.from_env(env)  # a deployment may sync only to other targets
     assert s.auth0 is None
     hr = SimpleNamespace(name="scim:hr-app", kind="scim", options=SimpleNamespace(token_setting="SCIM_HR_TOKEN"))
-    Settings.from_env({**env, "SCIM_HR_TOKEN": "t0ken-of-the-hr-app"}).check_targets([hr])
+    check_settings(Settings.from_env({**env, "SCIM_HR_TOKEN": "t0ken-of-the-hr-app"}), [hr])
     with pytest.raises(SettingsError) as info:
-        s.check_targets([SimpleNamespace(name="auth0", kind="auth0", options=None)])
+        check_settings(s, [SimpleNamespace(name="auth0", kind="auth0", options=None)])
     assert info.value.problems == [
         "AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): the mapping names the target auth0"
     ]

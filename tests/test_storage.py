@@ -62,9 +62,9 @@ def table_name(run_id: str) -> str:
 
 def test_nasty_keys_are_accepted_by_the_service(azurite: Azurite, table_name: str) -> None:
     async def body(table: Any) -> None:
-        links = LinkStore(table)
+        links = LinkStore(table, "auth0", "entra")
         for value in NASTY:
-            await links.put(Link(value, f"auth0|{value}"))
+            await links.put(Link(value, f"auth0|{value}", target="auth0", source="entra"))
         for value in NASTY:
             got = await links.get(value)
             assert got is not None
@@ -76,9 +76,17 @@ def test_nasty_keys_are_accepted_by_the_service(azurite: Azurite, table_name: st
 
 def test_links_round_trip_with_their_deprovision_state(azurite: Azurite, table_name: str) -> None:
     async def body(table: Any) -> None:
-        links = LinkStore(table)
+        links = LinkStore(table, "auth0", "entra")
         assert await links.get("u1") is None
-        link = Link("u1", "auth0|u1", DeprovisionState.PENDING, disabled_by_sync=True, risk_locked=True)
+        link = Link(
+            "u1",
+            "auth0|u1",
+            DeprovisionState.PENDING,
+            disabled_by_sync=True,
+            risk_locked=True,
+            target="auth0",
+            source="entra",
+        )
         await links.put(link)
         assert await links.get("u1") == link
 
@@ -95,7 +103,7 @@ def test_links_stored_before_schema_2_are_read_and_take_the_new_form_when_they_c
             "deprovision": "done", "blocked_by_sync": True, "target_deleted": False, "risk_locked": True,
             "conflicts": '{"email": "taken@example.com"}', "updated_at": "2026-11-01T00:00:00.000Z",
         })  # fmt: skip
-        links = LinkStore(table)
+        links = LinkStore(table, "auth0", "entra")
         old = await links.get("u-old")
         assert old is not None
         assert (old.source_id, old.target_id, old.schema_version) == ("u-old", "auth0|u-old", 1)

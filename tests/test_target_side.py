@@ -43,10 +43,10 @@ def test_every_account_reads_back_equal_and_is_found_by_each_matchers_key() -> N
 
 def test_links_read_back_equal_whether_plain_or_with_state_of_their_own() -> None:
     links = CompactLinks()
-    plain = Link("u1", "auth0|u1")
-    pending = Link("u2", "auth0|u2", DeprovisionState.PENDING, disabled_by_sync=True)
-    gone = Link("u3", "auth0|u3", target_deleted=True)
-    refused = Link("u4", "auth0|u1", conflicts={"email": "a@x.example"})
+    plain = Link("u1", "auth0|u1", target="auth0", source="entra")
+    pending = Link("u2", "auth0|u2", DeprovisionState.PENDING, disabled_by_sync=True, target="auth0", source="entra")
+    gone = Link("u3", "auth0|u3", target_deleted=True, target="auth0", source="entra")
+    refused = Link("u4", "auth0|u1", conflicts={"email": "a@x.example"}, target="auth0", source="entra")
     for link in (plain, pending, gone, refused):
         links.add(link)
     assert [links.get(s) for s in ("u1", "u2", "u3", "u4", "u5")] == [plain, pending, gone, refused, None]

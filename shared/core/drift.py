@@ -163,14 +163,6 @@ DETAIL_TYPES: tuple[type[Details], ...] = (
 )
 DRIFT_ORDER = tuple(t.drift for t in DETAIL_TYPES)
 DRIFT_TITLES = {t.drift: t.title for t in DETAIL_TYPES}
-KIND_TITLES: Final = {"auth0": "Auth0", "scim": "SCIM", "salesforce": "Salesforce", "memory": "memory"}
-
-
-def target_title(target: str) -> str:
-    """How reports name a target: ``auth0`` -> Auth0, ``scim:hr-app`` -> SCIM hr-app."""
-    kind, _, name = target.partition(":")
-    base = KIND_TITLES.get(kind, kind)
-    return f"{base} {name}" if name else base
 
 
 @dataclass
@@ -187,6 +179,7 @@ class Breaker:
 class RunSummary:
     run_id: str
     mode: str  # "dry-run" | "apply"
+    target: str  # the target the run reconciled
     status: str = "running"  # "running", "completed", "held", "approved", "failed"
     started_at: str = ""
     finished_at: str = ""
@@ -205,7 +198,6 @@ class RunSummary:
     error: str = ""
     approved_by: str = ""  # who released a held run, and when (ISO 8601, UTC)
     approved_at: str = ""
-    target: str = "auth0"  # the target the run reconciled
     # What the run did (a dry run: would do) to the target's own objects: its groups created, renamed
     # or deleted (SCIM).
     housekeeping: list[str] = field(default_factory=list)
@@ -215,8 +207,10 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
-        """Runs stored before reconciliation covered more than Auth0 named two fields after it."""
+        """Runs stored before reconciliation covered more than Auth0 named two fields after it, and
+        no target: theirs was Auth0."""
         data = dict(data)
+        data.setdefault("target", "auth0")
         data["breaker"] = Breaker(**data.get("breaker", {}))
         for old, new in (("auth0_users", "accounts"), ("auth0_read", "read_by")):
             if old in data:

@@ -10,9 +10,9 @@ SCIM applications, ...), the stores (links, leases, state, audit, target health)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from shared.core.model import Account, Action, ActionKind, Identity, Link
 from shared.core.work import WorkItem
@@ -39,6 +39,59 @@ class Source(Protocol):
 
     async def changed(self, cursor: str | None) -> tuple[set[str], str]:
         """Ids changed since ``cursor`` (every id for ``None``) and the cursor to go on from."""
+
+
+# Abilities some sources have beyond the port (Entra ID through Graph has each): a service that
+# needs one is typed to it, so what it asks of a source is written down here.
+
+
+class ReadsGroups(Protocol):
+    """A source whose groups are objects of its own, readable by id: whether a group a mapping
+    names exists (a missing scope group would make everyone a leaver)."""
+
+    async def read_group(self, group_id: str) -> dict[str, Any] | None:
+        """The group (at least its ``id``), or None when the source has no such group."""
+
+
+class GroupedSource(Source, ReadsGroups, Protocol):
+    """A source with groups of its own (reconciliation checks the mapping's before a run)."""
+
+
+class StartsFromNow(Protocol):
+    """A source that can give a cursor from this moment without reading everyone first (a bulk
+    load reads everyone itself, and the catch-up then goes on from before that read)."""
+
+    async def latest_delta_link(self, resource: str) -> str:
+        """A cursor of ``resource`` ("users", "groups") that starts now."""
+
+
+class CursorSource(Source, StartsFromNow, Protocol):
+    """A source a bulk load can read whole and hand over to the catch-up."""
+
+
+@dataclass
+class GroupDeltaPage:
+    """Membership changes of one groups-delta round, and where the next round starts."""
+
+    added: dict[str, set[str]] = field(default_factory=dict)  # group id -> member ids (users or groups)
+    removed: dict[str, set[str]] = field(default_factory=dict)
+    nested_groups: set[str] = field(default_factory=set)  # member ids that are groups
+    deleted_groups: set[str] = field(default_factory=set)
+    delta_link: str = ""
+
+
+class DeltaSource(Protocol):
+    """What the catch-up reads: users changed since a cursor, group membership changes since a
+    cursor, and the groups and users nested in a group (membership counts through nesting). A
+    cursor the source no longer knows raises :class:`shared.errors.DeltaExpired`."""
+
+    async def groups_delta(self, delta_link: str | None) -> GroupDeltaPage: ...
+
+    async def users_delta(self, delta_link: str | None) -> tuple[set[str], str]: ...
+
+    async def nested_groups(self, group_id: str) -> set[str]: ...
+
+    async def transitive_user_members(self, group_id: str) -> set[str]: ...
 
 
 # ------------------------------------------------------------------------------------------------
@@ -136,6 +189,44 @@ class Target(Protocol):
 
     def accounts(self) -> AsyncIterator[Account]:
         """Every account, with owner and entitlements (reconciliation)."""
+
+
+# Optional abilities: a target declares one by having it; services ask with ``isinstance``, never
+# by probing for an attribute, so what a service may rely on is written down here.
+
+
+@runtime_checkable
+class TellsHowRead(Protocol):
+    """A target that reads its accounts in more than one way (a list, an export job, a cursor) and
+    says which way its last ``accounts()`` took, for the run's report."""
+
+    @property
+    def read_by(self) -> str: ...
+
+
+@runtime_checkable
+class KeepsHouse(Protocol):
+    """A target with objects of its own beside accounts (SCIM groups) that reconciliation keeps as
+    the section says: created, renamed, stamped, and deleted where the section allows."""
+
+    async def tidy(self, apply: bool, fence: Fence | None = None) -> list[str]:
+        """What was done (or, without ``apply``, what would be), a line each."""
+
+
+@runtime_checkable
+class Discovers(Protocol):
+    """A target that learns what its server supports (SCIM's /ServiceProviderConfig) and keeps it
+    for a while; a whole-target run asks once, at its start, for the server's answer now."""
+
+    async def discover(self, *, force: bool = False) -> object: ...
+
+
+@runtime_checkable
+class Gathers(Protocol):
+    """A target that can write many identities' changes as one (members of a SCIM group): inside
+    ``gathering(seconds)`` a write waits up to ``seconds`` for others to join it (bulk work only)."""
+
+    def gathering(self, seconds: float) -> AbstractContextManager[None]: ...
 
 
 # ------------------------------------------------------------------------------------------------

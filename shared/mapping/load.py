@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import yaml
 
 from shared.core.work import TARGET_NAME
-from shared.mapping.graph_schema import user_path_problem
+from shared.mapping.check import Checker
 from shared.mapping.model import (
     CONDITION_OPERATORS,
     DEPROVISION_ACTIONS,
@@ -60,9 +60,8 @@ from shared.mapping.model import (
     TargetSection,
     Transform,
 )
-
-if TYPE_CHECKING:
-    from shared.targets.registry import TargetKind
+from shared.sources.graph.schema import user_path_problem
+from shared.targets.registry import KINDS, TargetKind
 
 VERSIONS: Final = (1, 2)
 V1_SECTIONS: Final = frozenset(
@@ -76,7 +75,6 @@ V1_TARGET: Final = "auth0"
 
 _GRAPH_PROPERTY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _OBJECT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
-SIMPLE_KEY: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}")
 
 
 def load_mapping(path: str | Path, kinds: Mapping[str, TargetKind] | None = None) -> SyncMapping:
@@ -95,22 +93,11 @@ def parse_mapping(
         data = json.loads(text) if json_only else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise MappingError(source, [f"is not valid {'JSON' if json_only else 'YAML'}: {exc}"]) from exc
-    if kinds is None:
-        from shared.targets.registry import KINDS  # the kinds import this module's checker
-
-        kinds = KINDS
-    return Checker(source).mapping(data, kinds)
+    return MappingChecker(source).mapping(data, KINDS if kinds is None else kinds)
 
 
-class Checker:
-    """Collects every problem of a file; target kinds use it to check their own keys."""
-
-    def __init__(self, source: str):
-        self.source = source
-        self.problems: list[str] = []
-
-    def fail(self, where: str, message: str) -> None:
-        self.problems.append(f"{where}: {message}")
+class MappingChecker(Checker):
+    """Checks a whole file: its version, scope, targets (each through its kind) and risk policy."""
 
     # -- the file ------------------------------------------------------------------------------------
 
@@ -197,66 +184,6 @@ class Checker:
             deprovision=deprovision, reconcile=reconcile, guard=guard, scope=scope, options=parsed_options,
             grants_key=kind.grants_key,
         )  # fmt: skip
-
-    # -- primitives ------------------------------------------------------------------------------------
-
-    def keys(self, where: str, data: Any, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            self.fail(where, f"must be a mapping, got {type(data).__name__}")
-            return {}
-        for key in data:
-            if key not in allowed:
-                self.fail(f"{where}.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
-        return data
-
-    def text(self, where: str, value: Any) -> str | None:
-        if not isinstance(value, str) or not value.strip():
-            self.fail(where, f"must be a non-empty string, got {value!r}")
-            return None
-        return value.strip()
-
-    def flag(self, where: str, value: Any, default: bool) -> bool:
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(where, f"must be true or false, got {value!r}")
-            return default
-        return value
-
-    def choice(self, where: str, value: Any, options: Sequence[str], default: str) -> str:
-        if value is None:
-            return default
-        if value not in options:
-            self.fail(where, f"must be one of {', '.join(options)}, got {value!r}")
-            return default
-        return str(value)
-
-    def string_list(self, where: str, value: Any) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.fail(where, f"must be a list, got {type(value).__name__}")
-            return ()
-        out = []
-        for i, item in enumerate(value):
-            text = self.text(f"{where}[{i}]", item)
-            if text is not None:
-                out.append(text)
-        return tuple(out)
-
-    def simple_key(self, where: str, value: Any, default: str, what: str) -> str:
-        if not isinstance(value, str) or not SIMPLE_KEY.fullmatch(value):
-            self.fail(where, f"must be a simple {what}, got {value!r}")
-            return default
-        return value
-
-    def number(self, where: str, value: Any, default: float, low: float, high: float) -> float:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            self.fail(where, f"must be a number from {low:g} to {high:g}, got {value!r}")
-            return default
-        return float(value)
 
     def graph_path(self, where: str, value: Any) -> str | None:
         path = self.text(where, value)

@@ -27,7 +27,7 @@ from typing import Final
 from shared.core.classify import for_target
 from shared.core.match import AccountIndex
 from shared.core.model import Identity, SourceState
-from shared.core.ports import Source
+from shared.core.ports import Discovers, Gathers, Source
 from shared.core.work import WorkItem
 from shared.services.worker import Outcome, TargetJob, Worker
 
@@ -90,9 +90,8 @@ class Backfill:
         started = time.perf_counter()
         result = BackfillResult(self.job.name)
         target = self.job.target
-        discover = getattr(target, "discover", None)
-        if discover is not None:
-            await discover(force=True)  # what the server supports, read once for the run
+        if isinstance(target, Discovers):
+            await target.discover(force=True)  # what the server supports, read once for the run
         index = AccountIndex(target.rules)
         async for account in target.accounts():
             index.add(account)
@@ -115,8 +114,8 @@ class Backfill:
                     report(f"{self.job.name} backfill", finished, None)
 
         workers = [asyncio.create_task(converge()) for _ in range(self.concurrency)]
-        gathering = getattr(target, "gathering", None)  # a target that can write many changes as one
-        batched = gathering(GATHER_S) if gathering is not None else contextlib.nullcontext()
+        # a target that can write many changes as one
+        batched = target.gathering(GATHER_S) if isinstance(target, Gathers) else contextlib.nullcontext()
         try:
             batched.__enter__()
             async for page in self.source.identities():

@@ -29,14 +29,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
-from shared.core.ports import AuditStore, LeaseStore, StateStore, WorkQueue
+from shared.core.ports import AuditStore, DeltaSource, GroupDeltaPage, LeaseStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
-from shared.errors import LeaseBusy
+from shared.errors import DeltaExpired, LeaseBusy
 from shared.mapping.model import SyncMapping
 from shared.services.worker import Outcome
-from shared.sources.graph.source import DeltaExpired, GroupDeltaPage
 from shared.stores.audit import AuditRow
 from shared.stores.leases import LEASE_TTL_S
 from shared.telemetry import correlated
@@ -64,18 +63,6 @@ INLINE_USERS: Final = 20
 INLINE_CONCURRENCY: Final = 4
 
 Converge = Callable[[WorkItem], Awaitable[Outcome]]
-
-
-class DeltaSource(Protocol):
-    """What the catch-up reads from Entra ID (:class:`shared.sources.graph.source.GraphSource`)."""
-
-    async def groups_delta(self, delta_link: str | None) -> GroupDeltaPage: ...
-
-    async def users_delta(self, delta_link: str | None) -> tuple[set[str], str]: ...
-
-    async def nested_groups(self, group_id: str) -> set[str]: ...
-
-    async def transitive_user_members(self, group_id: str) -> set[str]: ...
 
 
 @dataclass

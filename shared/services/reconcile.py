@@ -31,14 +31,13 @@ from shared.core.classify import for_target
 from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
 from shared.core.match import resolve
 from shared.core.model import Identity, Link, Plan, SourceState
-from shared.core.ports import AuditStore, StateStore, WorkQueue
+from shared.core.ports import AuditStore, GroupedSource, KeepsHouse, StateStore, TellsHowRead, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
 from shared.services.target_side import CompactAccounts, CompactLinks
 from shared.services.worker import TargetJob
 from shared.sources.graph.groups import mapping_group_problems
-from shared.sources.graph.source import GraphSource
 from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
 
@@ -71,7 +70,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        source: GraphSource,
+        source: GroupedSource,
         job: TargetJob,
         state: StateStore,
         queue: WorkQueue,
@@ -126,16 +125,16 @@ class Reconciler:
                 f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
                 f"entitlements cannot be worked out: {'; '.join(problems)}"
             )
-        tidy = getattr(self.target, "tidy", None)  # a target with objects of its own (SCIM groups)
-        if tidy is not None:
-            summary.housekeeping = await tidy(summary.mode == "apply")
+        if isinstance(self.target, KeepsHouse):  # a target with objects of its own (SCIM groups)
+            summary.housekeeping = await self.target.tidy(summary.mode == "apply")
         lap("mapping")
         links = CompactLinks()
         async for link in self.links.all(applied=False):  # the run reads the target: no memory needed
             links.add(link)
         lap("links")
         index = await self._read_target(report)
-        summary.accounts, summary.read_by = len(index), getattr(self.target, "read_by", "")
+        summary.accounts = len(index)
+        summary.read_by = self.target.read_by if isinstance(self.target, TellsHowRead) else ""
         lap("target")
 
         records: list[DriftRecord] = []

@@ -42,9 +42,9 @@ from shared.core.drift import (
     RunSummary,
     Skipped,
     Stale,
-    target_title,
 )
 from shared.errors import BadInput, NotFound
+from shared.targets.registry import target_title
 
 REPORTS_CONTAINER: Final = names.REPORTS_CONTAINER
 

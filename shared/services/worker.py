@@ -579,10 +579,14 @@ class Worker:
             )
         )
 
+    def _new_link(self, source_id: str, target_id: str, job: TargetJob) -> Link:
+        """A link not stored yet, between this worker's source and the job's target."""
+        return Link(source_id, target_id, target=job.name, source=self.source.name)
+
     async def _record_conflicts(
         self, source_id: str, job: TargetJob, target_id: str, link: Link | None, refused: Mapping[str, Any]
     ) -> Link:
-        base = link if link is not None and link.target_id == target_id else Link(source_id, target_id, target=job.name)
+        base = link if link is not None and link.target_id == target_id else self._new_link(source_id, target_id, job)
         new = dataclasses.replace(base, conflicts={**base.conflicts, **refused})
         await job.links.put(new)
         return new
@@ -590,7 +594,7 @@ class Worker:
     async def _bookkeep(
         self, action: Action, source_id: str, job: TargetJob, target_id: str, link: Link | None
     ) -> Link:
-        base = link if link is not None and link.target_id == target_id else Link(source_id, target_id, target=job.name)
+        base = link if link is not None and link.target_id == target_id else self._new_link(source_id, target_id, job)
         if action.kind is ActionKind.LINK:
             new = dataclasses.replace(base, target_deleted=False)
         elif action.kind is ActionKind.START_DEPROVISION:

@@ -8,20 +8,25 @@ their own (the in-memory target) by passing a registry of their own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.ports import Capabilities, Rules, Target
 from shared.mapping.model import Grant, TargetSection
+from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from shared.mapping.load import Checker
+    from shared.mapping.check import Checker
 
 
 class TargetKind(Protocol):
     @property
     def name(self) -> str:
         """What a target's name starts with: "auth0", "scim"."""
+
+    @property
+    def title(self) -> str:
+        """How people read its name in reports and messages: "Auth0", "SCIM"."""
 
     @property
     def matchers(self) -> tuple[str, ...]:
@@ -72,8 +77,12 @@ class TargetKind(Protocol):
 
     def rules(self, section: TargetSection) -> Rules: ...
 
+    def settings_problem(self, section: TargetSection, settings: Settings) -> str | None:
+        """Why the settings cannot serve the section (a setting it needs is missing), or None."""
+
     def build(self, section: TargetSection, context: Any) -> Target:
-        """The adapter, from the composition root's context (settings, shared clients, clock)."""
+        """The adapter, from the composition root's context (``shared.bootstrap.BuildContext``): the
+        kind builds its own clients from the section and the settings, through ``context.client``."""
 
 
 def kinds() -> dict[str, TargetKind]:
@@ -84,3 +93,25 @@ def kinds() -> dict[str, TargetKind]:
 
 
 KINDS: Mapping[str, TargetKind] = kinds()
+
+
+def check_settings(
+    settings: Settings, sections: Iterable[TargetSection], kinds: Mapping[str, TargetKind] = KINDS
+) -> None:
+    """Every target the mapping names has the settings its kind needs; all problems at once."""
+    problems = [
+        problem
+        for section in sections
+        if (kind := kinds.get(section.kind)) is not None and (problem := kind.settings_problem(section, settings))
+    ]
+    if problems:
+        raise SettingsError(problems)
+
+
+def target_title(target: str, kinds: Mapping[str, TargetKind] = KINDS) -> str:
+    """How reports name a target, in its kind's words: ``auth0`` -> Auth0, ``scim:hr-app`` -> SCIM
+    hr-app (a kind not in ``kinds`` goes by its name)."""
+    kind_name, _, name = target.partition(":")
+    kind = kinds.get(kind_name)
+    base = kind.title if kind is not None else kind_name
+    return f"{base} {name}" if name else base

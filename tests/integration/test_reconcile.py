@@ -468,7 +468,12 @@ def test_a_run_keeps_about_a_kilobyte_per_account_and_link_while_it_streams_entr
                 accounts = [a async for a in job.target.accounts()]
                 remembered = LastApplied(values={"name": "x"}, entitlements=frozenset(), managed=job.section.managed,
                                          active=True)  # fmt: skip
-                await job.links.put_many([Link(a.owner or "", a.target_id, applied=remembered) for a in accounts])
+                await job.links.put_many(
+                    [
+                        Link(a.owner or "", a.target_id, applied=remembered, target="auth0", source="entra")
+                        for a in accounts
+                    ]
+                )
                 tracemalloc.start(8)
                 try:
                     return await svc.reconcilers["auth0"].run("dry-run", progress=progress)

@@ -59,7 +59,7 @@ def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
 def slow_worker(world: World, svc: App, transport: HoldOne, clock: FakeClock) -> tuple[App, httpx.AsyncClient]:
     http = httpx.AsyncClient(transport=transport, timeout=20.0)
     auth0 = AsyncAuth0(base_url=world.auth0.base_url, token=world.auth0.static_token, max_retries=0, httpx_client=http)
-    return bootstrap.build(svc.settings, svc.mapping, auth0=auth0, clock=PausedClock(clock)), http
+    return bootstrap.build(svc.settings, svc.mapping, clients={"auth0": auth0}, clock=PausedClock(clock)), http
 
 
 def name_of(world: World, entra_id: str) -> Any:

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from shared.core.drift import target_title
 from shared.core.model import Account, Action, ActionKind, Identity
 from shared.core.ports import Capabilities, Rules
 from shared.core.work import RiskSignal, WorkItem
+from shared.targets.registry import target_title
 
 STEPS: Final = ("block", "revoke_sessions", "revoke_refresh_tokens", "require_mfa")
 _PAST: Final = {"block": "blocked", "unblock": "unblocked", "disable": "disabled", "enable": "enabled"}

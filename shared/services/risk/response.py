@@ -248,7 +248,7 @@ class RiskResponse:
             base = (
                 link
                 if link is not None and link.target_id == account.target_id
-                else Link(source_id, account.target_id, target=job.name)
+                else Link(source_id, account.target_id, target=job.name, source=self.source.name)
             )
             if not base.risk_locked or base.target_deleted:
                 # The account changed outside the worker's plans: its remembered state is forgotten.

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Final, Protocol
+from typing import Final
 
+from shared.core.ports import ReadsGroups
 from shared.errors import PermanentError
 from shared.mapping.model import SyncMapping
 from shared.stores.audit import AuditRow, AuditStore
@@ -22,11 +23,7 @@ log = logging.getLogger("entra_sync.mapping")
 AUDIT_IDENTITY: Final = "mapping"  # the audit partition of findings about the mapping file
 
 
-class GroupReader(Protocol):
-    async def read_group(self, group_id: str) -> dict[str, Any] | None: ...
-
-
-async def mapping_group_problems(source: GroupReader, mapping: SyncMapping) -> list[str]:
+async def mapping_group_problems(source: ReadsGroups, mapping: SyncMapping) -> list[str]:
     """One line per mapping entry whose group Entra ID does not have, or will not show us, in file
     order: ``roles[2].group: group <id> does not exist in Entra ID (404); ...``. Empty when every
     group exists. Each group is read once, however many entries name it. Transient errors
@@ -48,7 +45,7 @@ async def mapping_group_problems(source: GroupReader, mapping: SyncMapping) -> l
     return [f"{entry}: {verdicts[group]}" for entry, group in mapping.group_entries() if verdicts[group]]
 
 
-async def report_mapping_group_problems(source: GroupReader, mapping: SyncMapping, audit: AuditStore) -> list[str]:
+async def report_mapping_group_problems(source: ReadsGroups, mapping: SyncMapping, audit: AuditStore) -> list[str]:
     """:func:`mapping_group_problems`, each logged as an error and audited (partition ``mapping``,
     so ``entra-sync audit --identity mapping`` lists them)."""
     problems = await mapping_group_problems(source, mapping)

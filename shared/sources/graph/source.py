@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -25,9 +24,10 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 
 from shared.core.classify import classify
 from shared.core.model import Identity, SourceState
-from shared.errors import NotFound, PermanentError, RateLimited, TransientError
-from shared.mapping.graph_schema import MANAGER_PROPERTIES
+from shared.core.ports import GroupDeltaPage
+from shared.errors import DeltaExpired, NotFound, PermanentError, RateLimited, TransientError
 from shared.mapping.model import SyncMapping
+from shared.sources.graph.schema import MANAGER_PROPERTIES
 
 ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
 SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups
@@ -37,10 +37,6 @@ USER_TYPE: Final = "#microsoft.graph.user"
 # (reconciliation): were they to differ, a mapping of ``manager.mail`` would drift every night. The
 # mapping validator accepts exactly these as ``manager.<property>``.
 MANAGER_EXPAND: Final = f"manager($select={','.join(MANAGER_PROPERTIES)})"
-
-
-class DeltaExpired(PermanentError):
-    """The stored delta link is no longer valid (410 / syncStateNotFound): start a full round."""
 
 
 class GroupNotFound(NotFound):
@@ -55,17 +51,6 @@ class GroupNotFound(NotFound):
             f"group {group_id}{named} does not exist in Entra ID (Graph {op}: 404): use the object id of an "
             "existing group or remove the entry (entra-sync check lists every such entry)"
         )
-
-
-@dataclass
-class GroupDeltaPage:
-    """Membership changes of one groups-delta round, and where the next round starts."""
-
-    added: dict[str, set[str]] = field(default_factory=dict)  # group id -> member ids (users or groups)
-    removed: dict[str, set[str]] = field(default_factory=dict)
-    nested_groups: set[str] = field(default_factory=set)  # member ids that are groups
-    deleted_groups: set[str] = field(default_factory=set)
-    delta_link: str = ""
 
 
 def _translate(op: str, exc: Exception) -> Exception:
@@ -158,16 +143,17 @@ class GraphSource:
         # decide scope and entitlements for an enabled one.
         enabled = props.get("accountEnabled") is not False
         groups = await self.relevant_groups_of(source_id) if enabled and self.mapping.relevant_groups else frozenset()
-        return Identity(source_id, classify(enabled, props, groups, self.mapping.scope), props, groups)
+        state = classify(enabled, props, groups, self.mapping.scope)
+        return Identity(source_id, state, props, groups, source=self.name)
 
     async def _deleted(self, source_id: str) -> Identity:
         builder = self.client.directory.deleted_items.by_directory_object_id(source_id)
         try:
             props = await self.fetch_json("deletedItems.get", builder.to_get_request_information())
         except NotFound:
-            return Identity(source_id, SourceState.HARD_DELETED)
+            return Identity(source_id, SourceState.HARD_DELETED, source=self.name)
         props.pop("@odata.context", None)
-        return Identity(source_id, SourceState.SOFT_DELETED, props)
+        return Identity(source_id, SourceState.SOFT_DELETED, props, source=self.name)
 
     async def identities(self, page_size: int = 999) -> AsyncIterator[list[Identity]]:
         """Every user, classified, a page at a time: the relevant group memberships are read first
@@ -179,7 +165,8 @@ class GraphSource:
                 source_id = str(user["id"])
                 groups = frozenset(groups_of.get(source_id, ()))
                 enabled = user.get("accountEnabled") is not False
-                out.append(Identity(source_id, classify(enabled, user, groups, self.mapping.scope), user, groups))
+                state = classify(enabled, user, groups, self.mapping.scope)
+                out.append(Identity(source_id, state, user, groups, source=self.name))
             yield out
 
     async def changed(self, cursor: str | None) -> tuple[set[str], str]:

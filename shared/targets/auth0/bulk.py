@@ -26,18 +26,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 from shared.core.classify import for_target
 from shared.core.model import Identity, Link, SourceState
-from shared.core.ports import AuditStore, LeaseStore, StateStore, WorkQueue
+from shared.core.ports import AuditStore, CursorSource, LeaseStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.services.delta import USERS_DELTA_LEASE
 from shared.services.worker import TargetJob
-from shared.sources.graph.source import GraphSource
 from shared.stores.audit import AuditRow
 from shared.targets.auth0.rules import Auth0Rules
-from shared.targets.auth0.target import Auth0Target
 
 log = logging.getLogger("entra_sync.bulk")
 
@@ -57,6 +55,30 @@ IMPORT_FIELDS: Final = frozenset(
 DUPLICATE_CODES: Final = frozenset({"DUPLICATED_USER"})
 
 Progress = Callable[[str, int, int | None], None]
+
+
+@runtime_checkable
+class ImportJobs(Protocol):
+    """A target that takes users in bulk through Auth0 import jobs (the Auth0 adapter does, and any
+    stand-in a test gives for it): what this path needs of a target beyond the ``Target`` port."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rules(self) -> Auth0Rules: ...
+
+    async def connection_id(self, name: str) -> str: ...
+
+    async def start_import(self, connection_id: str, users_json: bytes, external_id: str = "") -> str: ...
+
+    async def job(self, job_id: str) -> dict[str, Any]: ...
+
+    async def job_errors(self, job_id: str) -> list[dict[str, Any]]: ...
+
+    async def role_ids(self, names: Iterable[str]) -> dict[str, str]: ...
+
+    async def assign_role_users(self, role_id: str, user_ids: list[str]) -> None: ...
 
 
 @dataclass
@@ -128,7 +150,7 @@ class ImportBackfill:
     def __init__(
         self,
         *,
-        source: GraphSource,
+        source: CursorSource,
         job: TargetJob,
         state: StateStore,
         leases: LeaseStore,
@@ -140,12 +162,12 @@ class ImportBackfill:
         poll_s: float = 0.25,
         max_poll_s: float = 2.0,
     ):
-        if not isinstance(job.target, Auth0Target):
+        if not isinstance(job.target, ImportJobs):
             raise TypeError("import jobs are an Auth0 bulk path")
         self.source = source
         self.job = job
-        self.target: Auth0Target = job.target
-        self.rules: Auth0Rules = job.target.rules
+        self.target: ImportJobs = job.target
+        self.rules: Auth0Rules = self.target.rules
         self.links = job.links
         self.state = state
         self.leases = leases
@@ -178,8 +200,9 @@ class ImportBackfill:
             inserted = [by_id[i] for i in outcome.inserted]
             await self._assign_roles(inserted, result)
             lap("roles")
+            target, source = self.target.name, self.source.name
             await self.links.put_many(
-                [Link(j.entra_id, f"auth0|{j.entra_id}", target=self.target.name) for j in inserted]
+                [Link(j.entra_id, f"auth0|{j.entra_id}", target=target, source=source) for j in inserted]
             )
             result.links = len(inserted)
             await self._audit_created(inserted, correlation)

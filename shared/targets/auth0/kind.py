@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Rules, Target
 from shared.mapping.model import Grant, TargetSection
+from shared.settings import Settings
 from shared.targets.auth0.rules import CAPABILITIES, METADATA, ROOT_PATHS, Auth0Options, Auth0Rules
 
 if TYPE_CHECKING:
-    from shared.mapping.load import Checker
+    from shared.mapping.check import Checker
 
 MATCHERS: Final = ("app_metadata", "enterprise_identity", "email")
 _KEY: Final = "key (letters, digits, _ or -)"
@@ -18,6 +19,7 @@ _KEY: Final = "key (letters, digits, _ or -)"
 
 class Auth0Kind:
     name = "auth0"
+    title = "Auth0"
     matchers = MATCHERS
     grants_key = "roles"
     grant_noun = "Auth0 role"
@@ -78,11 +80,22 @@ class Auth0Kind:
     def rules(self, section: TargetSection) -> Rules:
         return Auth0Rules(section)
 
+    def settings_problem(self, section: TargetSection, settings: Settings) -> str | None:
+        if settings.auth0 is None:
+            return (
+                "AUTH0_DOMAIN is required (or AUTH0_BASE_URL for the sandbox): "
+                f"the mapping names the target {section.name}"
+            )
+        return None
+
     def build(self, section: TargetSection, context: Any) -> Target:
+        from shared.targets.auth0.client import auth0_client
         from shared.targets.auth0.target import Auth0Target
 
         gate = context.rate_gate(section.name)  # the client reports every answer's x-ratelimit-* headers to it
-        return Auth0Target(section, context.auth0_client(gate), gate)
+        auth0 = context.settings.auth0
+        assert auth0 is not None  # settings_problem was asked before building
+        return Auth0Target(section, context.client(section.name, lambda: auth0_client(auth0, gate=gate)), gate)
 
 
 AUTH0: Final = Auth0Kind()

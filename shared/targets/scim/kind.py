@@ -27,18 +27,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Rules, Target
 from shared.mapping.model import Grant, TargetSection
-from shared.settings import is_loopback_url
+from shared.settings import Settings, is_loopback_url
 from shared.targets.scim import paths
 from shared.targets.scim.rules import CAPABILITIES, MATCHERS, TOKEN_SETTING, ScimOptions, ScimRules
 
 if TYPE_CHECKING:
-    from shared.mapping.load import Checker
+    from shared.mapping.check import Checker
 
 MAX_PAGE: Final = 1000
 
 
 class ScimKind:
     name = "scim"
+    title = "SCIM"
     matchers = MATCHERS
     grants_key = "groups"
     grant_noun = "SCIM group"
@@ -108,11 +109,21 @@ class ScimKind:
     def rules(self, section: TargetSection) -> Rules:
         return ScimRules(section)
 
+    def settings_problem(self, section: TargetSection, settings: Settings) -> str | None:
+        options: ScimOptions = section.options
+        return settings.scim_token_problem(str(options.token_setting), section.name)
+
     def build(self, section: TargetSection, context: Any) -> Target:
+        from shared.targets.scim.client import http_client
         from shared.targets.scim.target import ScimTarget
 
         options: ScimOptions = section.options
-        http = context.scim_http(options, section.name)
+
+        def connect() -> Any:  # one connection pool per application, with the token its section names
+            token = context.settings.scim_token(options.token_setting, section.name)
+            return http_client(options.base_url, token, options.timeout_s)
+
+        http = context.client(section.name, connect)
         gate = context.rate_gate(section.name)  # one per application, shared by every instance
         return ScimTarget(section, http, clock=context.clock, state=context.state, gate=gate)
 

@@ -1,0 +1,187 @@
+"""The Source contract: what the worker, reconciliation, backfill and delta rely on from where
+identities come from. One identity read and classified (active, disabled, out of scope, soft- or
+hard-deleted) with its properties and the mapping's relevant groups; every identity a page at a
+time; the ids changed since a cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from sandbox.memory import kinds_with_memory
+from shared.core.model import Identity, SourceState
+from shared.core.ports import Source
+from shared.mapping.load import parse_mapping
+from shared.mapping.model import SyncMapping
+from shared.sources.graph.source import DeltaExpired
+from tests.contracts.backends import Opener, run
+
+STAFF, SALES, OTHER = (f"{n}1111111-2222-4333-8444-555555555555" for n in "abc")  # OTHER is in no mapping entry
+
+MAPPING = f"""\
+version: 2
+scope: {{user_types: [Member]}}
+targets:
+  memory:crm:
+    attributes:
+      - {{source: mail, target: email}}
+      - {{source: displayName, target: name}}
+      - {{source: department, target: department}}
+    groups:
+      - {{group: {STAFF}, groups: [staff]}}
+      - {{group: {SALES}, groups: [sales]}}
+"""
+
+
+@dataclass
+class Tenant:
+    source: Source
+    pages: Callable[[int], AsyncIterator[list[Identity]]]  # every identity, at most n a page
+    add: Callable[..., str]  # Graph properties -> the new user's id
+    update: Callable[..., None]  # (id, **changes)
+    join: Callable[[str, str], None]  # (user id, group id)
+    soft_delete: Callable[[str], None]
+    hard_delete: Callable[[str], None]
+    expire_cursors: Callable[[], None]
+
+
+def mapping() -> SyncMapping:
+    return parse_mapping(MAPPING, kinds=kinds_with_memory())
+
+
+def person(name: str, **extra: Any) -> dict[str, Any]:
+    mail = f"{name.lower()}@contoso.example"
+    return {"displayName": name, "mail": mail, "userPrincipalName": mail, "department": "Sales", **extra}
+
+
+async def every(pages: AsyncIterator[list[Identity]]) -> list[list[Identity]]:
+    return [page async for page in pages]
+
+
+class SourceContract:
+    """What the worker, reconciliation, backfill and delta rely on from every Source.
+
+    A subclass gives the source it checks as the ``tenant`` fixture: an opener of the source over an
+    empty tenant (the groups STAFF, SALES and OTHER exist, no user does) read with ``mapping()``,
+    and the hooks that change the tenant the way that source's tenant is changed.
+    """
+
+    @pytest.fixture
+    def tenant(self) -> Opener[Tenant]:
+        raise NotImplementedError("a SourceContract subclass opens its source in a `tenant` fixture")
+
+    def test_an_active_member_reads_as_active_with_its_properties_and_relevant_groups(
+        self, tenant: Opener[Tenant]
+    ) -> None:
+        async def body(t: Tenant) -> None:
+            uid = t.add(**person("Ada"))
+            t.join(uid, STAFF)
+            t.join(uid, OTHER)  # a group no mapping entry names is none of its business
+            ada = await t.source.read(uid)
+            assert (ada.id, ada.state, ada.groups) == (uid, SourceState.ACTIVE, frozenset({STAFF}))
+            assert {k: ada.attributes[k] for k in ("mail", "displayName", "department", "accountEnabled")} == {
+                "mail": "ada@contoso.example", "displayName": "Ada", "department": "Sales", "accountEnabled": True,
+            }  # fmt: skip
+            assert t.source.name == "entra" and ada.source == "entra"
+
+        run(tenant, body)
+
+    def test_a_disabled_user_reads_as_disabled_and_a_guest_as_out_of_scope(self, tenant: Opener[Tenant]) -> None:
+        async def body(t: Tenant) -> None:
+            disabled = t.add(**person("Bob", accountEnabled=False))
+            t.join(disabled, STAFF)
+            guest = t.add(**person("Eve", userType="Guest"))
+            t.join(guest, STAFF)
+            changed = t.add(**person("Cy"))
+            t.update(changed, accountEnabled=False)
+            assert (await t.source.read(disabled)).state is SourceState.DISABLED
+            assert (await t.source.read(guest)).state is SourceState.OUT_OF_SCOPE
+            cy = await t.source.read(changed)
+            assert cy.state is SourceState.DISABLED and cy.attributes["mail"] == "cy@contoso.example"
+
+        run(tenant, body)
+
+    def test_a_soft_deleted_user_reads_as_soft_deleted_with_its_properties(self, tenant: Opener[Tenant]) -> None:
+        async def body(t: Tenant) -> None:
+            uid = t.add(**person("Dee"))
+            t.soft_delete(uid)
+            dee = await t.source.read(uid)
+            assert (dee.id, dee.state) == (uid, SourceState.SOFT_DELETED)
+            assert dee.attributes["mail"] == "dee@contoso.example"  # a restorable leaver can still be matched
+
+        run(tenant, body)
+
+    def test_a_user_deleted_for_good_and_one_never_seen_read_as_hard_deleted(self, tenant: Opener[Tenant]) -> None:
+        async def body(t: Tenant) -> None:
+            gone, binned = t.add(**person("Fay")), t.add(**person("Gus"))
+            t.hard_delete(gone)
+            t.soft_delete(binned)
+            t.hard_delete(binned)
+            never = "d1111111-2222-4333-8444-555555555555"
+            for uid in (gone, binned, never):
+                assert await t.source.read(uid) == Identity(uid, SourceState.HARD_DELETED)
+
+        run(tenant, body)
+
+    def test_identities_pages_through_every_user_once_classified(self, tenant: Opener[Tenant]) -> None:
+        async def body(t: Tenant) -> None:
+            states: dict[str, SourceState] = {}
+            for i in range(5):
+                uid = t.add(**person(f"Member{i}"))
+                t.join(uid, SALES if i % 2 else STAFF)
+                states[uid] = SourceState.ACTIVE
+            states[t.add(**person("Off", accountEnabled=False))] = SourceState.DISABLED
+            states[t.add(**person("Visitor", userType="Guest"))] = SourceState.OUT_OF_SCOPE
+            t.soft_delete(t.add(**person("Binned")))  # deleted users are not listed
+            t.hard_delete(t.add(**person("Gone")))
+
+            everyone = [i for page in await every(t.source.identities()) for i in page]  # the port's own paging
+            pages = await every(t.pages(3))
+            assert len(pages) >= 3 and all(1 <= len(page) <= 3 for page in pages[:-1])
+            paged = [i for page in pages for i in page]
+            for seen in (everyone, paged):
+                assert sorted(i.id for i in seen) == sorted(states)  # each once
+                assert {i.id: i.state for i in seen} == states
+            groups = {i.id: i.groups for i in paged if i.state is SourceState.ACTIVE}
+            assert sorted(len(g) for g in groups.values()) == [1] * 5
+            assert sum(g == {SALES} for g in groups.values()) == 2
+            assert {i.id: i.attributes["mail"] for i in paged} == {i.id: i.attributes["mail"] for i in everyone}
+
+        run(tenant, body)
+
+    def test_changed_without_a_cursor_is_every_user_and_then_only_what_changed_since(
+        self, tenant: Opener[Tenant]
+    ) -> None:
+        async def body(t: Tenant) -> None:
+            kept, edited, binned, gone = (t.add(**person(n)) for n in ("Hal", "Ivy", "Jo", "Kit"))
+            off = t.add(**person("Lee", accountEnabled=False))
+            everyone, cursor = await t.source.changed(None)
+            assert everyone == {kept, edited, binned, gone, off}  # the disabled one too
+            nothing, cursor = await t.source.changed(cursor)
+            assert nothing == set()
+            t.update(edited, department="Finance")
+            t.soft_delete(binned)
+            t.hard_delete(gone)
+            joiner = t.add(**person("Max"))
+            changes, next_cursor = await t.source.changed(cursor)
+            assert changes == {edited, binned, gone, joiner}  # the deleted ones too: they are leavers
+            assert (await t.source.changed(next_cursor))[0] == set()
+            assert (await t.source.changed(cursor))[0] == changes  # a cursor can be followed again
+
+        run(tenant, body)
+
+    def test_a_cursor_the_source_has_forgotten_raises_delta_expired(self, tenant: Opener[Tenant]) -> None:
+        async def body(t: Tenant) -> None:
+            t.add(**person("Ned"))
+            _, cursor = await t.source.changed(None)
+            t.expire_cursors()
+            with pytest.raises(DeltaExpired):
+                await t.source.changed(cursor)
+            again, fresh = await t.source.changed(None)  # a full round starts over
+            assert len(again) == 1 and (await t.source.changed(fresh))[0] == set()
+
+        run(tenant, body)
