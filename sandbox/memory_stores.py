@@ -10,7 +10,7 @@ what stays hidden), not how: nothing here is a table or a queue (an audit row ca
 * :class:`MemoryLinks`: one target's links; stores over one ``table`` share it, each sees its own.
 * :class:`MemoryLeases`: expiring leases on an injected clock, renewed while held, fenced.
 * :class:`MemoryState`: JSON documents by (kind, name), stamped with the wall-clock time written.
-* :class:`MemoryHealth`: per-target health records, written only over the version read.
+* :func:`MemoryHealth`: the health store over a :class:`MemoryState` (records written only over the version read).
 * :class:`MemoryAudit`: rows per identity in time order, and the write-ahead intents.
 * :class:`MemoryQueue`: items visible from a time on the injected clock, deferrals, the poison list.
 * :class:`MemoryAlerts`: once per key, the same statuses and audit rows as the product's alerts.
@@ -38,7 +38,7 @@ from shared.core.work import MAX_MESSAGE_BYTES, WorkItem
 from shared.errors import BadInput, LeaseLost
 from shared.redact import redact
 from shared.stores.audit import AuditRow, AuditStore
-from shared.stores.health import document, record_from
+from shared.stores.health import HealthStore
 from shared.stores.keys import decode_key, encode_key, utcnow
 from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease, LeaseKeeping
 from shared.stores.links import applied_from_text, applied_to_text
@@ -210,18 +210,18 @@ class MemoryState:
         document = await self.get(kind, name)
         return document, self.versions.get((kind, name)) if document is not None else None
 
-    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> bool:
+    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> str | None:
         await asyncio.sleep(0)
         encode_key(kind)
         encode_key(name)
         stored = self.versions.get((kind, name)) if (kind, name) in self.table else None
         if stored != version:
-            return False
+            return None
         # The check and the write with no await between them: one writer wins, as with an ETag.
         self.table[(kind, name)] = (json.dumps(value, separators=(",", ":"), default=str), utcnow())
         self._writes += 1
         self.versions[(kind, name)] = str(self._writes)
-        return True
+        return self.versions[(kind, name)]
 
     async def delete(self, kind: str, name: str) -> None:
         await asyncio.sleep(0)
@@ -245,29 +245,10 @@ class MemoryState:
 # ------------------------------------------------------------------------------------------------
 
 
-class MemoryHealth:
-    """Per-target health records with a version each: a write over a version that is no longer
-    the stored one (or an insert over an existing record) changes nothing and returns None."""
-
-    def __init__(self) -> None:
-        self.table: dict[str, tuple[str, str]] = {}  # target -> (document, version)
-
-    async def read(self, target: str) -> tuple[ports.HealthRecord, str | None]:
-        await asyncio.sleep(0)
-        found = self.table.get(target)
-        if found is None:
-            return record_from({}), None
-        return record_from(json.loads(found[0])), found[1]
-
-    async def write(self, target: str, record: ports.HealthRecord, version: str | None) -> str | None:
-        await asyncio.sleep(0)
-        encode_key(target)  # a key a table cannot hold is refused, as the product store refuses it
-        found = self.table.get(target)
-        if (found[1] if found is not None else None) != version:
-            return None
-        etag = _etag()
-        self.table[target] = (document(record), etag)
-        return etag
+def MemoryHealth() -> HealthStore:  # named as the other in-memory stores
+    """Per-target health records over an in-memory state store: the product's health store on the
+    in-memory implementation of the state port, so both keep one versioning rule."""
+    return HealthStore(MemoryState())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def build(
     graph_sdk = graph if graph is not None else graph_client(settings)
     state = StateStore(tables.get_table_client(names.STATE_TABLE))
     context.state = state
-    context.health_store = HealthStore(tables.get_table_client(names.STATE_TABLE))
+    context.health_store = HealthStore(state)
     leases = LeaseStore(tables.get_table_client(names.LOCKS_TABLE), clock=clock)
     audit = AuditStore(tables.get_table_client(names.AUDIT_TABLE))
     queue = WorkQueue(queues)

@@ -97,7 +97,7 @@ class SlowEpisodeWrites(CountingState):
         await self._round_trip(kind)
         await super().put(kind, name, value)
 
-    async def put_if(self, kind: str, name: str, value: Any, version: str | None) -> bool:
+    async def put_if(self, kind: str, name: str, value: Any, version: str | None) -> str | None:
         await self._round_trip(kind)
         return await super().put_if(kind, name, value, version)
 

@@ -296,9 +296,9 @@ class StateStore(Protocol):
     async def read(self, kind: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
         """The document and its version (None and None when there is none), for :meth:`put_if`."""
 
-    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> bool:
+    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> str | None:
         """Store ``value`` only if the stored document is still ``version`` (None: only if there is
-        none); False when another writer changed it first. Two instances deciding the same thing at
+        none); its new version, or None when another writer changed it first. Two instances deciding the same thing at
         once (a guard opening an episode) both read, and exactly one of their writes lands."""
 
 

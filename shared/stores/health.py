@@ -1,24 +1,19 @@
-"""Target health records in Table Storage, shared by every instance.
-
-One row per target in the state table (partition ``health``; the document's shape is the state
-store's, so ``StateStore.get("health", target)`` reads it too). Writes are conditional on the
-version read: insert-only for the first, an ETag-guarded replace after it, so a probe claim or an
-opening is taken by exactly one instance.
+"""Target health records, shared by every instance: one document per target in the state store
+(kind ``health``), written only over the version read (:meth:`StateStore.put_if`: insert-only for
+the first, an ETag-guarded replace after it), so a probe claim or an opening is taken by exactly one
+instance. It works over any implementation of the state port: Table Storage in production, memory
+in tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Final
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables.aio import TableClient
-
-from shared.core.ports import HealthRecord
-from shared.stores.keys import MAX_TEXT, encode_key, replace_if_unchanged, utcnow
+from shared.core.ports import HealthRecord, StateStore
 
 PARTITION: Final = "health"
+MAX_REASON: Final = 1000
 _FIELDS: Final = {f.name for f in dataclasses.fields(HealthRecord)}
 
 
@@ -27,34 +22,19 @@ def record_from(value: dict[str, Any]) -> HealthRecord:
     return HealthRecord(**{k: v for k, v in value.items() if k in _FIELDS})
 
 
-def document(record: HealthRecord) -> str:
+def document(record: HealthRecord) -> dict[str, Any]:
     value = dataclasses.asdict(record)
-    value["reason"] = str(value["reason"])[:1000]
-    return json.dumps(value, separators=(",", ":"))[:MAX_TEXT]
+    value["reason"] = str(value["reason"])[:MAX_REASON]
+    return value
 
 
 class HealthStore:
-    def __init__(self, table: TableClient):
-        self.table = table
+    def __init__(self, state: StateStore):
+        self.state = state
 
     async def read(self, target: str) -> tuple[HealthRecord, str | None]:
-        try:
-            entity = await self.table.get_entity(encode_key(PARTITION), encode_key(target))
-        except ResourceNotFoundError:
-            return HealthRecord(), None
-        return record_from(json.loads(entity["value"])), str(entity.metadata["etag"])
+        value, version = await self.state.read(PARTITION, target)
+        return record_from(value or {}), version
 
     async def write(self, target: str, record: HealthRecord, version: str | None) -> str | None:
-        entity = {
-            "PartitionKey": encode_key(PARTITION),
-            "RowKey": encode_key(target),
-            "value": document(record),
-            "updated_at": utcnow(),
-        }
-        if version is None:
-            try:
-                meta = await self.table.create_entity(entity)
-            except ResourceExistsError:
-                return None
-            return str(meta["etag"])
-        return await replace_if_unchanged(self.table, entity, version)
+        return await self.state.put_if(PARTITION, target, document(record), version)

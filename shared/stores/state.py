@@ -35,15 +35,15 @@ class StateStore:
             return None, None
         return dict(json.loads(e["value"])), str(e.metadata["etag"])
 
-    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> bool:
+    async def put_if(self, kind: str, name: str, value: Mapping[str, Any], version: str | None) -> str | None:
         entity = _entity(kind, name, value)
         if version is not None:
-            return await replace_if_unchanged(self.table, entity, version) is not None
+            return await replace_if_unchanged(self.table, entity, version)
         try:
-            await self.table.create_entity(entity)
+            meta = await self.table.create_entity(entity)
         except ResourceExistsError:
-            return False
-        return True
+            return None
+        return str(meta["etag"])
 
     async def delete(self, kind: str, name: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):

@@ -113,22 +113,23 @@ class StateStoreContract:
         async def body(store: StateStore) -> None:
             assert await store.read("guard:auth0", name) == (None, None)
             # Two writers that both saw no document: exactly one creates it.
-            assert await store.put_if("guard:auth0", name, {"episode": "a"}, None) is True
-            assert await store.put_if("guard:auth0", name, {"episode": "b"}, None) is False
+            assert await store.put_if("guard:auth0", name, {"episode": "a"}, None) is not None
+            assert await store.put_if("guard:auth0", name, {"episode": "b"}, None) is None
             document, version = await store.read("guard:auth0", name)
             assert document == {"episode": "a"} and version is not None
             # Two writers that read the same version: the first lands, the second is told.
-            assert await store.put_if("guard:auth0", name, {"episode": "a", "status": "approved"}, version) is True
-            assert await store.put_if("guard:auth0", name, {"episode": "c"}, version) is False
+            approved = await store.put_if("guard:auth0", name, {"episode": "a", "status": "approved"}, version)
+            assert approved is not None and (await store.read("guard:auth0", name))[1] == approved
+            assert await store.put_if("guard:auth0", name, {"episode": "c"}, version) is None
             assert await store.get("guard:auth0", name) == {"episode": "a", "status": "approved"}
             # A plain put changes the version too: a writer holding the old one loses.
             _, current = await store.read("guard:auth0", name)
             await store.put("guard:auth0", name, {"episode": "d"})
-            assert await store.put_if("guard:auth0", name, {"episode": "e"}, current) is False
+            assert await store.put_if("guard:auth0", name, {"episode": "e"}, current) is None
             # A document deleted since it was read is not brought back by a stale write.
             _, current = await store.read("guard:auth0", name)
             await store.delete("guard:auth0", name)
-            assert await store.put_if("guard:auth0", name, {"episode": "f"}, current) is False
+            assert await store.put_if("guard:auth0", name, {"episode": "f"}, current) is None
             assert await store.read("guard:auth0", name) == (None, None)
 
         run(state, body)

@@ -1,5 +1,5 @@
-"""The Table Storage HealthStore (shared/stores/health.py) on a fresh Azurite table against the
-HealthStore contract."""
+"""The HealthStore (shared/stores/health.py) over the Table Storage state store on a fresh Azurite
+table, against the HealthStore contract."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 
 from sandbox.azurite import Azurite
 from shared.core.ports import HealthStore
-from shared.stores.health import HealthStore as TableHealthStore
+from shared.stores.health import HealthStore as StateHealthStore
+from shared.stores.state import StateStore as TableStateStore
 from tests.contracts.backends import Opener, on_fresh_table
 from tests.contracts.health_contract import HealthStoreContract
 
@@ -17,4 +18,4 @@ pytestmark = pytest.mark.azurite
 class TestTableHealthStore(HealthStoreContract):
     @pytest.fixture
     def health(self, azurite: Azurite) -> Opener[HealthStore]:
-        return on_fresh_table(azurite, TableHealthStore)
+        return on_fresh_table(azurite, lambda table: StateHealthStore(TableStateStore(table)))
