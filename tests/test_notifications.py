@@ -155,3 +155,13 @@ def test_a_risk_token_with_a_trailing_newline_is_bad_input(field: str) -> None:
     RiskSignal.from_dict(signal)
     with pytest.raises(BadInput):
         RiskSignal.from_dict({**signal, field: signal[field] + "\n"})
+
+
+def test_an_item_names_the_identity_source_only_when_it_is_not_the_default() -> None:
+    pushed = WorkItem("user", str(uuid.uuid4()), "push", identity_source="hr-push")
+    assert WorkItem.from_json(pushed.to_json()) == pushed and pushed.in_lane
+    plain = WorkItem("user", str(uuid.uuid4()), "notification", SUB)
+    assert "identity_source" not in plain.to_json()  # the message format items had before
+    for bad in ("HR", "-x", "x" * 40, "a:b", 7):
+        with pytest.raises(BadInput, match="identity_source"):
+            WorkItem.from_json(work_item(identity_source=bad))

@@ -22,13 +22,14 @@ KINDS: Final = ("user", "group", "subscription", "delta", "risk")
 
 
 SOURCES: Final = (
-    "notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group", "approval",
+    "notification", "lifecycle", "delta", "reconcile", "risk", "backfill", "manual", "group", "approval", "push",
 )  # fmt: skip
 
 # Sources someone is waiting on (a change just made in Entra, a risky sign-in, an operator's
 # command): their items go to the lane, which bulk work (backfill, reconciliation repairs, delta
 # passes, a released mass change) never sits in front of.
-LANE_SOURCES: Final = frozenset({"notification", "lifecycle", "risk", "manual", "group"})
+# "push" is a change an identity source pushed to entra-sync (the inbound SCIM endpoint).
+LANE_SOURCES: Final = frozenset({"notification", "lifecycle", "risk", "manual", "group", "push"})
 
 
 # Whole values only: ``$`` also matches before a final newline, so ``match`` with ``^...$`` would
@@ -61,6 +62,9 @@ RISK_STATES: Final = (
 
 # A target's name: its kind, and a name of its own after a colon for kinds that can be several.
 TARGET_NAME: Final = re.compile(r"[a-z][a-z0-9]{0,15}(:[a-z0-9][a-z0-9-]{0,46}[a-z0-9])?")
+# An identity source's name in the mapping (``entra``, ``hr-push``): what a work item's id belongs to.
+SOURCE_NAME: Final = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
+DEFAULT_SOURCE: Final = "entra"  # the source of items and mapping files that name none
 _RISK_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 
 
@@ -158,6 +162,9 @@ class WorkItem:
     # "" for every target the mapping names.
     target: str = ""
     attempt: int = 0  # failed attempts at this item's target so far (its own retries, not the host's)
+    # The identity source the id belongs to (a name under the mapping's ``sources:``); "" is the
+    # default source (:data:`DEFAULT_SOURCE`), so items from before sources were plural read the same.
+    identity_source: str = ""
 
     @property
     def in_lane(self) -> bool:
@@ -174,7 +181,7 @@ class WorkItem:
         data = asdict(self)
         if data["risk"] is None:
             del data["risk"]  # other kinds keep the message format they always had
-        for optional in ("deferrals", "approved", "target", "attempt"):
+        for optional in ("deferrals", "approved", "target", "attempt", "identity_source"):
             if not data[optional]:
                 del data[optional]  # items without them keep the message format they always had
         return json.dumps({"v": VERSION, **data}, separators=(",", ":"))
@@ -208,6 +215,9 @@ class WorkItem:
         attempt = data.get("attempt", 0)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt <= 100:
             raise BadInput("work item attempt must be a whole number from 0 to 100")
+        identity_source = data.get("identity_source", "")
+        if not isinstance(identity_source, str) or (identity_source and not SOURCE_NAME.fullmatch(identity_source)):
+            raise BadInput("work item identity_source must be a source name such as entra or hr-push")
         source_ref = data.get("source_ref", "")
         if not isinstance(source_ref, str):
             raise BadInput("work item source_ref must be a string")
@@ -225,6 +235,7 @@ class WorkItem:
             approved=approved,
             target=target,
             attempt=attempt,
+            identity_source=identity_source,
         )
 
 
