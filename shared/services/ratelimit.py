@@ -8,12 +8,32 @@ the target's shared health record. Vendor headers are read in the vendor's packa
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Final, Protocol
 
 from shared.clock import SYSTEM, Clock
 from shared.errors import RateLimited
 
 MAX_RETRY_AFTER_S: Final = 3600.0  # a server's Retry-After is believed up to an hour
+
+# When the waiting of the work under way must end, on the gate's clock (None: no limit but each
+# call's own). A share of a work item sets it (:func:`waiting_at_most`), so the waits of all its
+# calls and their retries add up to at most that, not a call's limit times the calls it makes.
+_WAIT_UNTIL: ContextVar[float | None] = ContextVar("entra_sync_rate_wait_until", default=None)
+
+
+@contextmanager
+def waiting_at_most(seconds: float, now: float) -> Iterator[None]:
+    """Within the block (this task and the tasks it starts), rate-limit waits end ``seconds`` after
+    ``now``: a wait past that is a :class:`RateLimited` for the worker to wait out on the queue,
+    where it holds no worker slot."""
+    token = _WAIT_UNTIL.set(now + seconds)
+    try:
+        yield
+    finally:
+        _WAIT_UNTIL.reset(token)
 
 
 def retry_after(value: str | None, now: float) -> float | None:
@@ -75,10 +95,13 @@ class RateGate:
 
     async def wait(self, max_wait_s: float) -> None:
         """Until the next call may go (on the clock), or :class:`RateLimited` if that is further
-        away than ``max_wait_s``."""
+        away than ``max_wait_s`` or than the work under way may still wait (:func:`waiting_at_most`)."""
         if self.shared is not None:
             self.open_at = max(self.open_at, await self.shared.gate_until())
         now = self.clock.now()
+        until = _WAIT_UNTIL.get()
+        if until is not None:
+            max_wait_s = min(max_wait_s, max(0.0, until - now))
         start = max(now, self.open_at)
         if self.spacing_s:
             start = max(start, self.next_slot)

@@ -36,6 +36,7 @@ from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, Transie
 from shared.mapping.model import TargetSection
 from shared.services.guard import MassChangeGuard
 from shared.services.health import Admission, Health, Ticket
+from shared.services.ratelimit import waiting_at_most
 from shared.services.waits import Waits
 from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
@@ -46,6 +47,10 @@ log = logging.getLogger("entra_sync.worker")
 MAX_TARGET_ATTEMPTS: Final = 5  # as the host's maxDequeueCount: then the poison queue
 RETRY_BASE_S: Final = 30.0
 RETRY_MAX_S: Final = 900.0  # also the most a server's Retry-After on a 5xx is waited
+# What one share may spend waiting at its target's rate gate, over all its calls and their retries:
+# longer, it waits on the queue instead (deferred), where it holds no worker slot, so a rate-limited
+# target cannot fill the lane with shares that each wait a call's limit for every call they make.
+SHARE_RATE_WAIT_S: Final = 10.0
 # Sources whose items are planned against what the link remembers was applied (no read of the
 # target): a change in Entra, on its first try. Reconciliation, a backfill, an approval, an
 # operator's item and anything re-scheduled read the target, so a change made directly in it (or
@@ -301,6 +306,12 @@ class Worker:
 
     async def _converge(
         self, item: WorkItem, source: Identity, job: TargetJob, lease: Any, lookup: Lookup | None = None
+    ) -> Outcome:
+        with waiting_at_most(SHARE_RATE_WAIT_S, self.clock.now()):
+            return await self._converge_share(item, source, job, lease, lookup)
+
+    async def _converge_share(
+        self, item: WorkItem, source: Identity, job: TargetJob, lease: Any, lookup: Lookup | None
     ) -> Outcome:
         clock = _Clock()
         rules = job.target.rules
