@@ -39,6 +39,11 @@ class AzuriteEndpoints:
     table_port: int
 
     @property
+    def output(self) -> list[str]:
+        """The last lines Azurite printed (at most 200)."""
+        return list(self._output)
+
+    @property
     def connection_string(self) -> str:
         base = f"http://{self.host}"
         return (
@@ -77,6 +82,11 @@ class Azurite:
         self.endpoints: AzuriteEndpoints | None = None
 
     @property
+    def output(self) -> list[str]:
+        """The last lines Azurite printed (at most 200)."""
+        return list(self._output)
+
+    @property
     def connection_string(self) -> str:
         if self.endpoints is None:
             raise RuntimeError("Azurite is not running")
@@ -91,6 +101,10 @@ class Azurite:
             "--tableHost", self.host, "--tablePort", "0",
             "--inMemoryPersistence", "--extentMemoryLimit", str(self.memory_limit_mb),
             "--disableTelemetry", "--skipApiVersionCheck", "--loose",
+            # No access log: Node writes to a pipe synchronously, so a line per request blocks
+            # Azurite's whole event loop whenever the reader of its output falls behind (a busy
+            # benchmark process: every request then hung for minutes, host after host).
+            "--silent",
         ]  # fmt: skip
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, repository-local executable
             args,
