@@ -39,11 +39,6 @@ class AzuriteEndpoints:
     table_port: int
 
     @property
-    def output(self) -> list[str]:
-        """The last lines Azurite printed (at most 200)."""
-        return list(self._output)
-
-    @property
     def connection_string(self) -> str:
         base = f"http://{self.host}"
         return (
