@@ -73,8 +73,9 @@ class MemoryLinks:
     def __init__(
         self,
         table: dict[tuple[str, str], Link] | None = None,
-        target: str = "auth0",
-        source: str = "entra",
+        *,
+        target: str,
+        source: str,
     ):
         self.table: dict[tuple[str, str], Link] = {} if table is None else table
         self.target = target
@@ -431,7 +432,7 @@ class MemoryAlerts:
 
 
 if TYPE_CHECKING:  # each class is its port, as mypy sees it
-    _links: ports.LinkStore = MemoryLinks()
+    _links: ports.LinkStore = MemoryLinks(target="auth0", source="entra")
     _leases: ports.LeaseStore = MemoryLeases()
     _state: ports.StateStore = MemoryState()
     _audit: ports.AuditStore = MemoryAudit()

@@ -67,7 +67,7 @@ def applied_from_text(text: str) -> LastApplied | None:
 
 
 class LinkStore:
-    def __init__(self, table: TableClient, target: str = "auth0", source: str = "entra"):
+    def __init__(self, table: TableClient, target: str, source: str):
         self.table = table
         self.target = target
         self.source = source
