@@ -123,7 +123,7 @@ class SourceContract:
             t.hard_delete(binned)
             never = "d1111111-2222-4333-8444-555555555555"
             for uid in (gone, binned, never):
-                assert await t.source.read(uid) == Identity(uid, SourceState.HARD_DELETED)
+                assert await t.source.read(uid) == Identity(uid, SourceState.HARD_DELETED, source=t.source.name)
 
         run(tenant, body)
 
