@@ -86,7 +86,7 @@ class SourceContract:
             assert {k: ada.attributes[k] for k in ("mail", "displayName", "department", "accountEnabled")} == {
                 "mail": "ada@contoso.example", "displayName": "Ada", "department": "Sales", "accountEnabled": True,
             }  # fmt: skip
-            assert t.source.name == "entra" and ada.source == "entra"
+            assert ada.source == t.source.name  # an identity names the source it came from
 
         run(tenant, body)
 
