@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.core.classify import classify
+from shared.core.classify import classify, state_of
 from shared.core.model import Account, Action, ActionKind, Identity, SourceState
 from shared.core.ports import Applied, Capabilities, Fence, Rules, Source, Target
 from shared.core.work import DEFAULT_SOURCE
@@ -409,11 +409,8 @@ class MemorySourceKind:
     def classify(
         self, record: Mapping[str, Any] | None, groups: frozenset[str], scope: Scope, *, deleted: bool = False
     ) -> SourceState:
-        if record is None:
-            return SourceState.HARD_DELETED
-        if deleted:
-            return SourceState.SOFT_DELETED
-        return classify(record.get("accountEnabled") is not False, record, groups, scope)
+        enabled = record is not None and record.get("accountEnabled") is not False
+        return state_of(record, enabled, groups, scope, deleted=deleted)
 
     def settings_problem(self, section: SourceSection, settings: Any) -> str | None:
         return None  # it needs no settings

@@ -39,7 +39,7 @@ from shared.services.alerts import Alerts
 from shared.services.backfill import CONCURRENCY as BACKFILL_CONCURRENCY
 from shared.services.backfill import Backfill
 from shared.services.delta import DeltaService
-from shared.services.dispatch import Dispatcher, Handler
+from shared.services.dispatch import Dispatcher
 from shared.services.guard import MassChangeGuard, unwritten_limits
 from shared.services.health import Health
 from shared.services.notify import Notifier
@@ -277,24 +277,24 @@ def build(
         )
         for name, job in jobs.items()
     }
-    handlers: dict[str, Handler] = {"user": worker.sync_user}
     app = App(
         settings=settings, mapping=mapping, clock=clock, tables=tables, queues=queues, blobs=blobs, state=state,
         leases=leases, audit=audit, queue=queue, waits=waits, reports=report_store, notifier=notifier,
         alerts=alerts, sources=built, jobs=jobs, worker=worker, reconcilers=reconcilers, closers=closers,
         dispatcher=Dispatcher(
-            handlers, waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT
+            {"user": worker.sync_user}, waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT
         ),
     )  # fmt: skip
     entra = built.get(DEFAULT_SOURCE)
     if isinstance(entra, GraphSource):
-        _entra_side(app, entra, handlers)
+        _entra_side(app, entra)
     return app
 
 
-def _entra_side(app: App, source: GraphSource, handlers: dict[str, Handler]) -> None:
+def _entra_side(app: App, source: GraphSource) -> None:
     """What only Entra ID has: the catch-up over Graph delta (group changes too), the change
-    notification subscriptions, the risk feed and the risk response, on the targets it feeds."""
+    notification subscriptions, the risk feed and the risk response, on the targets it feeds; and
+    the dispatcher's handlers for the work items only they make."""
     settings, mapping, fed = app.settings, app.mapping.for_source(DEFAULT_SOURCE), app.mapping.fed_by(DEFAULT_SOURCE)
     app.source = source
     app.delta = DeltaService(
@@ -314,7 +314,7 @@ def _entra_side(app: App, source: GraphSource, handlers: dict[str, Handler]) -> 
         source=source, jobs={name: app.jobs[name] for name in fed}, leases=app.leases, state=app.state,
         audit=app.audit, notifier=app.notifier, policy=mapping.risk,
     )  # fmt: skip
-    handlers.update(
+    app.dispatcher.handlers.update(
         {
             "group": app.delta.sync_group,
             "delta": app.delta.catch_up,

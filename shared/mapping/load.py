@@ -179,6 +179,7 @@ class MappingChecker(Checker):
                 known = ", ".join(sorted(self.source_kinds))
                 self.fail(f"{entry}.kind", f"{kind_name!r} is not a source kind (one of: {known})")
                 continue
+            self.fed[name] = kind  # its targets are checked against its kind, whatever else is wrong here
             if kind_name == DEFAULT_SOURCE and name != DEFAULT_SOURCE:
                 # Its subscriptions, delta cursors and risk feed are the tenant's, kept under its name.
                 self.fail(entry, f"the {kind.title} source is the tenant's own: name it {DEFAULT_SOURCE}")
@@ -186,7 +187,6 @@ class MappingChecker(Checker):
             values = self.keys(entry, section, SOURCE_KEYS | kind.option_keys)
             count = len(self.problems)
             options = kind.options(self, f"{entry}.", {k: v for k, v in values.items() if k not in SOURCE_KEYS})
-            self.fed[name] = kind
             if len(self.problems) == count:
                 out[name] = SourceSection(name, kind.name, f"{entry}.", options)
         return out

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shared.core.model import SourceState
 from shared.core.ports import Source
 from shared.mapping.model import Scope, SourceSection
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings, require
 
 if TYPE_CHECKING:
     from shared.mapping.check import Checker
@@ -86,10 +86,4 @@ def check_settings(
     settings: Settings, sections: Iterable[SourceSection], kinds: Mapping[str, SourceKind] = KINDS
 ) -> None:
     """Every source the mapping names has the settings its kind needs; all problems at once."""
-    problems = [
-        problem
-        for section in sections
-        if (kind := kinds.get(section.kind)) is not None and (problem := kind.settings_problem(section, settings))
-    ]
-    if problems:
-        raise SettingsError(problems)
+    require(kinds[s.kind].settings_problem(s, settings) for s in sections if s.kind in kinds)

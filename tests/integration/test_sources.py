@@ -22,7 +22,7 @@ from sandbox.memory import MemoryKind, MemorySourceKind, kinds_with_memory, sour
 from shared.core.work import WorkItem, user_item
 from shared.mapping.load import load_mapping, parse_mapping
 from shared.mapping.model import MappingError
-from tests.integration.world import World, audit_rows, run_worker, services_for
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for
 
 HR = "hr"
 CRM = """\
@@ -162,3 +162,35 @@ def test_an_unknown_source_name_is_refused_at_the_mapping_check() -> None:
     assert check(two_sources("mail", "payroll")) == [
         "targets.memory:crm.source: 'payroll' is not a source the file names under sources (it names: entra, hr)"
     ]
+
+
+def test_reconciliation_and_backfill_of_a_target_read_the_source_that_feeds_it(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    targets, sources, overrides = options()
+    synced, missing, other = (f"{n}2222222-2222-4333-8444-555555555555" for n in "abc")
+
+    async def scenario() -> tuple[Any, list[WorkItem], Any]:
+        async with services_for(world, **overrides) as svc:
+            hr = sources.built[HR]
+            hr.add(synced, mail="sy@hr.example", displayName="Sy", department="People")
+            await run_worker(indexed, hr_item(synced))
+            hr.add(missing, mail="mi@hr.example", displayName="Mi", department="People")
+            run, _ = await svc.reconcilers["memory:crm"].run("apply")
+            items = await queued(svc)
+            hr.add(other, mail="ot@hr.example", displayName="Ot", department="People")
+            done = await svc.backfill("memory:crm").run()
+            return run, items, done
+
+    run, items, done = asyncio.run(scenario())
+    assert run.counts.get("missing") == 1 and run.enqueued == 1  # the hr identity not synced yet, and only it
+    assert [(i.id, i.identity_source) for i in items] == [(missing, HR)]  # handed back to its own source
+    crm = targets.built["memory:crm"]
+    assert f"mem|{other}" in crm.data and done.identities == 3  # the backfill read hr's three identities
+    assert world.auth0_writes() == {}
+
+
+def test_the_entra_kind_is_the_tenants_one_source_named_entra() -> None:
+    text = "version: 2\nsources:\n  corp: {kind: entra}\ntargets:\n  memory:crm:\n    source: corp\n"
+    text += "    attributes:\n      - {source: mail, target: email}\n"
+    assert check(text) == ["sources.corp: the Entra ID source is the tenant's own: name it entra"]

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.core.classify import classify
+from shared.core.classify import state_of
 from shared.core.model import SourceState
 from shared.core.ports import Source
 from shared.core.work import DEFAULT_SOURCE
@@ -53,11 +53,8 @@ class EntraKind:
     def classify(
         self, record: Mapping[str, Any] | None, groups: frozenset[str], scope: Scope, *, deleted: bool = False
     ) -> SourceState:
-        if record is None:
-            return SourceState.HARD_DELETED
-        if deleted:
-            return SourceState.SOFT_DELETED  # in deleted items, restorable for 30 days
-        return classify(enabled(record), record, groups, scope)
+        # Soft-deleted: in deleted items, restorable for 30 days.
+        return state_of(record, record is not None and enabled(record), groups, scope, deleted=deleted)
 
     def settings_problem(self, section: SourceSection, settings: Settings) -> str | None:
         return None  # the GRAPH_* settings are read and checked with the app's own
