@@ -95,7 +95,7 @@ async def _validate(svc: App, authenticated: Authenticated, parse: Parser) -> Pa
 
     Storage is read only once an item proved it came from Graph, so forged items cause no I/O.
     """
-    if not authenticated.items:
+    if not authenticated.items or svc.subscriptions is None:  # none: no entra source, no subscription of ours
         return parse(authenticated, frozenset())
     batch = parse(authenticated, await svc.subscriptions.known_ids())
     if any(r.reason == UNKNOWN_SUBSCRIPTION for r in batch.refused):

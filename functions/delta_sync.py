@@ -24,10 +24,12 @@ log = logging.getLogger("entra_sync.delta")
 @bp.timer_trigger(arg_name="timer", schedule="%DELTA_SCHEDULE%", run_on_startup=False)
 async def delta_sync(timer: func.TimerRequest) -> None:
     app = bootstrap.app()
+    if app.source is None:
+        return  # no entra source: no Graph delta to catch up with
     await app.ensure_storage()
     item = WorkItem("delta", "all", "delta", "timer")
     clog = correlated(log, item.correlation_id)
     if timer.past_due:
         clog.warning("delta_sync is running late")
-    outcome = await app.delta.catch_up(item)
+    outcome = await app.entra()[1].catch_up(item)
     clog.info("delta catch-up queued %d users", outcome.enqueued)

@@ -94,6 +94,8 @@ async def risk_alert(req: func.HttpRequest) -> func.HttpResponse:
         user_id, signal = _signal(body)
     except BadInput as exc:
         return await _refuse(svc, correlation_id, str(exc), 400)
+    if svc.risk_monitor is None:
+        return await _refuse(svc, correlation_id, "the mapping names no entra source to respond for", 404)
     try:
         item = await svc.risk_monitor.enqueue_alert(user_id, signal, correlation_id)
     except Exception:

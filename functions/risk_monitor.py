@@ -21,8 +21,10 @@ async def risk_monitor(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("risk_monitor is running late")
     app = bootstrap.app()
+    if app.source is None:
+        return  # no entra source: no risk feed to read
     await app.ensure_storage()
-    result = await app.risk_monitor.poll()
+    result = await app.entra()[3].poll()
     log.info(
         "risk_monitor: %d detections read, %d queued, %d already queued, %d restores queued%s",
         result.detections, result.enqueued, result.duplicates, result.restores,

@@ -24,11 +24,14 @@ async def subscriptions_renew(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("subscriptions_renew is running late")
     app = bootstrap.app()
+    if app.source is None:
+        return  # no entra source: no Graph subscriptions to keep
+    source, _, subscriptions, _, _ = app.entra()
     await app.ensure_storage()
-    result = await app.subscriptions.ensure()
+    result = await subscriptions.ensure()
     for resource, sub in result.items():
         log.info("%s subscription %s valid until %s", resource, sub["id"], sub["expirationDateTime"])
     try:
-        await report_mapping_group_problems(app.source, app.mapping, app.audit)
+        await report_mapping_group_problems(source, app.mapping.for_source(source.name), app.audit)
     except TransientError as exc:  # the subscriptions are renewed; the check waits for the next run
         log.warning("could not check the mapping's groups in Entra ID now: %s", exc)

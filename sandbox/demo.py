@@ -148,7 +148,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             )
 
             started = time.perf_counter()
-            queued = host.run_coroutine(svc.delta.backfill())
+            queued = host.run_coroutine(svc.entra()[1].backfill())
             if not host.wait_idle(600):
                 raise TimeoutError("the backfill did not finish")
             took = time.perf_counter() - started

@@ -5,7 +5,8 @@ queue and alerts are in :mod:`sandbox.memory_stores`).
 For tests and benchmarks: a second target beside Auth0 (to prove one target's trouble never delays
 another), and the implementations the source and target contract suites (``tests/contracts/``) run
 against beside the Graph and Auth0 emulators. The target's kind, ``memory``, is registered only by
-those who ask for it (``kinds_with_memory()``): the product does not know it.
+those who ask for it (``kinds_with_memory()``): the product does not know it. So is the source's
+(``source_kinds_with_memory()``): a second source beside ``entra``, fed to the targets that name it.
 
 :class:`MemorySource` holds users as Graph has them (its property names: ``accountEnabled``,
 ``userType``, ``mail``, ...), their groups and the soft-deleted ones, and classifies them with the
@@ -29,11 +30,15 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from shared.core.classify import classify
+from shared.core.classify import classify, state_of
 from shared.core.model import Account, Action, ActionKind, Identity, SourceState
 from shared.core.ports import Applied, Capabilities, Fence, Rules, Source, Target
+from shared.core.work import DEFAULT_SOURCE
 from shared.errors import Conflict, DeltaExpired, PermanentError
-from shared.mapping.model import Scope, SyncMapping, TargetSection
+from shared.mapping.check import Checker, nearest
+from shared.mapping.model import Scope, SourceSection, SyncMapping, TargetSection
+from shared.sources.registry import KINDS as SOURCE_KINDS
+from shared.sources.registry import SourceKind
 from shared.targets.registry import KINDS, TargetKind
 
 MATCHERS: Final = ("owner", "email")
@@ -52,9 +57,8 @@ class MemorySource:
     :meth:`hard_delete`; each numbers a change that :meth:`changed` reports. Group membership is not a
     change of the user (Graph's users delta does not carry it either)."""
 
-    name = "entra"
-
-    def __init__(self, mapping: SyncMapping | None = None, *, page_size: int = PAGE):
+    def __init__(self, mapping: SyncMapping | None = None, *, page_size: int = PAGE, name: str = DEFAULT_SOURCE):
+        self.name = name  # the source's name in the mapping
         self.scope = mapping.scope if mapping is not None else Scope()
         self.relevant = mapping.relevant_groups if mapping is not None else None
         self.page_size = page_size
@@ -370,5 +374,58 @@ def kinds_with_memory(kind: MemoryKind | None = None) -> dict[str, TargetKind]:
     return {**KINDS, "memory": kind or MemoryKind()}
 
 
+# What a memory source's users may be read for: fewer fields than Graph has, so a mapping can name
+# a path one source has and another lacks.
+SOURCE_PATHS: Final = (
+    "id", "accountEnabled", "userType", "mail", "userPrincipalName", "displayName", "givenName", "surname",
+    "department", "employeeId",
+)  # fmt: skip
+
+
+class MemorySourceKind:
+    """The ``memory`` source kind: each section is a :class:`MemorySource` named after it (what tests
+    change is in ``built``, by source name); it reads :data:`SOURCE_PATHS`, names groups by any id."""
+
+    name = "memory"
+    title = "memory"
+    option_keys: frozenset[str] = frozenset()
+
+    def __init__(self) -> None:
+        self.built: dict[str, MemorySource] = {}
+
+    def options(self, check: Checker, where: str, values: Mapping[str, Any]) -> Any:
+        return None
+
+    def path_problem(self, path: str) -> str | None:
+        if path in SOURCE_PATHS:
+            return None
+        hint = nearest(path, SOURCE_PATHS)
+        known = f"did you mean {hint!r}?" if hint else f"it has {', '.join(SOURCE_PATHS)}"
+        return f"{path!r} is not a field of a memory source; {known}"
+
+    def group_id(self, check: Checker, where: str, text: str) -> str | None:
+        return text.lower()
+
+    def classify(
+        self, record: Mapping[str, Any] | None, groups: frozenset[str], scope: Scope, *, deleted: bool = False
+    ) -> SourceState:
+        enabled = record is not None and record.get("accountEnabled") is not False
+        return state_of(record, enabled, groups, scope, deleted=deleted)
+
+    def settings_problem(self, section: SourceSection, settings: Any) -> str | None:
+        return None  # it needs no settings
+
+    def build(self, section: SourceSection, context: Any) -> Source:
+        source = MemorySource(context.mapping.for_source(section.name), name=section.name)
+        self.built[section.name] = source
+        return source
+
+
+def source_kinds_with_memory(kind: MemorySourceKind | None = None) -> dict[str, SourceKind]:
+    """The product's source kinds and the ``memory`` kind (a fresh one unless given)."""
+    return {**SOURCE_KINDS, "memory": kind or MemorySourceKind()}
+
+
 if TYPE_CHECKING:  # each class is its port, as mypy sees it
     _source: Source = MemorySource()
+    _source_kind: SourceKind = MemorySourceKind()

@@ -41,7 +41,7 @@ from shared.stores.audit import AuditRow, AuditStore
 from shared.stores.health import HealthStore
 from shared.stores.keys import decode_key, encode_key, utcnow
 from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease, LeaseKeeping
-from shared.stores.links import applied_from_text, applied_to_text
+from shared.stores.links import applied_from_text, applied_to_text, link_row
 from shared.stores.queue import MAX_VISIBILITY_S
 
 if TYPE_CHECKING:
@@ -67,14 +67,16 @@ def _through_json(value: Any) -> Any:
 
 
 class MemoryLinks:
-    """One target's links by source id. ``table`` (target, source id) -> link may be shared by the
-    stores of several targets, as their Table Storage partitions share one table."""
+    """One target's links of one source, by source id. ``table`` (target, row key) -> link may be
+    shared by the stores of several targets and sources, as their Table Storage partitions share
+    one table; the row key is the product store's (the id, ``<source>:<id>`` beside Entra)."""
 
     def __init__(
         self,
         table: dict[tuple[str, str], Link] | None = None,
-        target: str = "auth0",
-        source: str = "entra",
+        *,
+        target: str,
+        source: str,
     ):
         self.table: dict[tuple[str, str], Link] = {} if table is None else table
         self.target = target
@@ -82,7 +84,7 @@ class MemoryLinks:
 
     def _key(self, source_id: str) -> tuple[str, str]:
         encode_key(source_id)  # refuses what a table key cannot hold, as the product store does
-        return self.target, source_id
+        return self.target, link_row(self.source, source_id)
 
     async def get(self, source_id: str) -> Link | None:
         await asyncio.sleep(0)
@@ -110,13 +112,13 @@ class MemoryLinks:
 
     async def all(self, *, applied: bool = True) -> AsyncIterator[Link]:
         for (target, _), link in sorted(self.table.items(), key=lambda row: row[0]):
-            if target == self.target:
+            if target == self.target and link.source == self.source:
                 await asyncio.sleep(0)
                 yield link if applied else dataclasses.replace(link, applied=None)
 
     async def count(self) -> int:
         await asyncio.sleep(0)
-        return sum(1 for target, _ in self.table if target == self.target)
+        return sum(1 for (target, _), link in self.table.items() if (target, link.source) == (self.target, self.source))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -431,7 +433,7 @@ class MemoryAlerts:
 
 
 if TYPE_CHECKING:  # each class is its port, as mypy sees it
-    _links: ports.LinkStore = MemoryLinks()
+    _links: ports.LinkStore = MemoryLinks(target="auth0", source="entra")
     _leases: ports.LeaseStore = MemoryLeases()
     _state: ports.StateStore = MemoryState()
     _audit: ports.AuditStore = MemoryAudit()

@@ -3,14 +3,18 @@
 ``function_app.py`` calls :func:`init` once at start-up: a settings or mapping problem stops the app
 there, naming the setting or the mapping entry. :func:`build` constructs everything in dependency
 order (no network call happens while building: the SDK clients connect on first use, inside the
-worker's event loop): the storage clients and stores, the source (Entra ID through Graph), one
-provisioning job per target the mapping names (its adapter from its kind in the registry, its
-links, guard, and health with its rate gate, shared by every instance), and the services, with
-the handler table that routes each work item to its service. Functions reach it through :func:`app`.
+worker's event loop): the storage clients and stores, one source per source the mapping names (from
+its kind in ``shared.sources.registry``), one provisioning job per target (its adapter from its kind
+in ``shared.targets.registry``, its links of the source that feeds it, guard, and health with its
+rate gate, shared by every instance), and the services, with the handler table that routes each work
+item to its service. What only Entra ID has (change notifications, delta, the risk feed and the risk
+response) is built only when the mapping has the ``entra`` source. Functions reach it through
+:func:`app`; a source by its name through ``app().sources[name]``.
 
 Tests call :func:`init` with their own settings (sandbox URLs, Azurite) and may pass the few
-things a test must control: a clock, the target kinds (an in-memory target), a client for a target
-(by the target's name), adapters to put in place of the built ones, or no report store.
+things a test must control: a clock, the target and source kinds (an in-memory target or source), a
+client for a target (by the target's name) or a source (``source:<name>``), adapters to put in place
+of the built ones, or no report store.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from azure.core.exceptions import ResourceExistsError
 
 from shared import names
 from shared.clock import SYSTEM, Clock
-from shared.core.ports import Target
+from shared.core.ports import Source, Target
+from shared.core.work import DEFAULT_SOURCE
 from shared.mapping.load import load_mapping
 from shared.mapping.model import SyncMapping, TargetSection
 from shared.redact import install_log_redaction
@@ -46,10 +51,12 @@ from shared.services.risk.response import RiskResponse
 from shared.services.waits import Waits
 from shared.services.worker import TargetJob, Worker
 from shared.settings import Settings
-from shared.sources.graph.client import graph_client
 from shared.sources.graph.risk_feed import Pacer, RiskFeed
 from shared.sources.graph.source import GraphSource
 from shared.sources.graph.subscriptions import SubscriptionManager
+from shared.sources.registry import KINDS as SOURCE_KINDS
+from shared.sources.registry import SourceKind
+from shared.sources.registry import check_settings as check_source_settings
 from shared.stores.audit import AuditStore
 from shared.stores.clients import blob_service, queue_service, table_service
 from shared.stores.health import HealthStore
@@ -68,12 +75,16 @@ MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount (a test kee
 
 @dataclass
 class BuildContext:
-    """What a target kind's ``build`` may use: the settings, the clock, the state store, each
-    target's breaker and rate gate, and :meth:`client` for the clients it builds itself."""
+    """What a source or target kind's ``build`` may use: the settings, the clock, the mapping, the
+    state store and the work queue, each target's breaker and rate gate, and :meth:`client` for the
+    clients it builds itself."""
 
     settings: Settings
     clock: Clock
-    clients: Mapping[str, Any] = field(default_factory=dict)  # by target name: a client a test gives
+    # By target name, or ``source:<name>`` for a source: a client a test gives.
+    clients: Mapping[str, Any] = field(default_factory=dict)
+    mapping: SyncMapping | None = None  # the whole file: a source reads mapping.for_source(its name)
+    queue: WorkQueue | None = None  # where a source that is pushed to hands over what changed
     state: StateStore | None = None
     closers: list[Any] = field(default_factory=list)
     health_store: HealthStore | None = None
@@ -92,15 +103,19 @@ class BuildContext:
         shared = self.health(target) if self.health_store is not None else None
         return RateGate(self.clock, shared, name=target)
 
-    def client(self, target: str, make: Callable[[], Any]) -> Any:
-        """The client ``target`` talks through: the one given for it by name, or ``make()``, which
-        the app then closes when it closes."""
-        given = self.clients.get(target)
+    def client(self, name: str, make: Callable[[], Any]) -> Any:
+        """The client a target (by its name) or a source (``source:<name>``) talks through: the one
+        given for it, or ``make()``, which the app then closes when it closes."""
+        given = self.clients.get(name)
         if given is not None:
             return given
         client = make()
         self.closers.append(client)
         return client
+
+
+class NoEntraSource(LookupError):
+    """Something only the ``entra`` source has was asked of an app whose mapping has no such source."""
 
 
 @dataclass
@@ -121,15 +136,19 @@ class App:
     reports: ReportStore | None
     notifier: Notifier
     alerts: Alerts
-    source: GraphSource
+    sources: dict[str, Source]  # by the name the mapping gives each
     jobs: dict[str, TargetJob]
     worker: Worker
-    delta: DeltaService
     reconcilers: dict[str, Reconciler]
-    subscriptions: SubscriptionManager
-    risk_monitor: RiskMonitor
-    risk: RiskResponse
     dispatcher: Dispatcher
+    # Entra ID's own (built only when the mapping has the ``entra`` source, else None): its source,
+    # the catch-up over Graph delta, the change notification subscriptions, the risk feed and the
+    # risk response (which acts on the targets ``entra`` feeds).
+    source: GraphSource | None = None
+    delta: DeltaService | None = None
+    subscriptions: SubscriptionManager | None = None
+    risk_monitor: RiskMonitor | None = None
+    risk: RiskResponse | None = None
     closers: list[Any] = field(default_factory=list)
     _storage_ready: bool = False
 
@@ -141,18 +160,29 @@ class App:
             raise KeyError(f"the mapping names {len(self.jobs)} targets: say which ({', '.join(self.jobs)})")
         return next(iter(self.jobs.values()))
 
+    def entra(self) -> tuple[GraphSource, DeltaService, SubscriptionManager, RiskMonitor, RiskResponse]:
+        """Entra ID's own parts, for what only Entra ID has (a timer, the Graph webhooks, the CLI's
+        delta pass); :class:`NoEntraSource` when the mapping names no ``entra`` source."""
+        if self.source is None or self.delta is None or self.subscriptions is None or self.risk_monitor is None:
+            raise NoEntraSource(f"the mapping file {self.mapping.source} names no {DEFAULT_SOURCE} source")
+        assert self.risk is not None  # built with the others
+        return self.source, self.delta, self.subscriptions, self.risk_monitor, self.risk
+
     def table(self, name: str) -> Any:
         return self.tables.get_table_client(name)
 
     def backfill(self, name: str, concurrency: int = BACKFILL_CONCURRENCY) -> Backfill:
-        """One target's backfill in this run (``entra-sync backfill --target <name>``)."""
-        return Backfill(source=self.source, worker=self.worker, job=self.jobs[name], concurrency=concurrency)
+        """One target's backfill in this run (``entra-sync backfill --target <name>``), from its source."""
+        job = self.jobs[name]
+        return Backfill(source=self.sources[job.section.source], worker=self.worker, job=job, concurrency=concurrency)
 
     def import_backfill(self, name: str = "auth0") -> ImportBackfill:
         """The import-job backfill of an Auth0 target (``entra-sync backfill --import-jobs``)."""
         job = self.jobs.get(name)
         if job is None or job.section.kind != "auth0":
             raise KeyError(f"--import-jobs needs an Auth0 target ({name} is not one the mapping names)")
+        if self.source is None or job.section.source != DEFAULT_SOURCE:
+            raise KeyError(f"--import-jobs reads Entra ID: {name} is fed by the source {job.section.source}")
         return ImportBackfill(
             source=self.source, job=job, state=self.state, leases=self.leases, queue=self.queue, audit=self.audit
         )
@@ -187,87 +217,111 @@ def build(
     *,
     clock: Clock = SYSTEM,
     kinds: Mapping[str, TargetKind] = KINDS,
+    source_kinds: Mapping[str, SourceKind] = SOURCE_KINDS,
     clients: Mapping[str, Any] | None = None,
     targets: Mapping[str, Target] | None = None,
+    sources: Mapping[str, Source] | None = None,
     reports: bool = True,
     graph: Any = None,
 ) -> App:
     """Every adapter and service from ``settings`` and ``mapping``. ``clients``: a client a target's
-    kind is to use instead of building one (by target name); ``targets``: adapters to use instead
-    of the built ones (by target name); ``graph``: a Graph client; ``reports=False``: no report store."""
+    or source's kind is to use instead of building one (by target name, ``source:<name>``);
+    ``targets`` and ``sources``: adapters to use instead of the built ones (by name); ``graph``: a
+    Graph client (the ``entra`` source's); ``reports=False``: no report store."""
+    check_source_settings(settings, mapping.sources.values(), source_kinds)
     check_settings(settings, mapping.targets.values(), kinds)
-    context = BuildContext(settings, clock, dict(clients or {}))
+    given = dict(clients or {})
+    if graph is not None:
+        given.setdefault(f"source:{DEFAULT_SOURCE}", graph)
+    context = BuildContext(settings, clock, given, mapping)
     tables, queues, blobs = table_service(settings), queue_service(settings), blob_service(settings)
     closers: list[Any] = [tables, queues, blobs]
-    graph_sdk = graph if graph is not None else graph_client(settings)
     state = StateStore(tables.get_table_client(names.STATE_TABLE))
     context.state = state
     context.health_store = HealthStore(state)
     leases = LeaseStore(tables.get_table_client(names.LOCKS_TABLE), clock=clock)
     audit = AuditStore(tables.get_table_client(names.AUDIT_TABLE))
     queue = WorkQueue(queues)
+    context.queue = queue
     waits = Waits(queue, audit)
     notifier = Notifier(tables.get_table_client(names.STATE_TABLE), settings.notify_webhook_url)
     closers.append(notifier)
     alerts = Alerts(notifier, audit)
-    source = GraphSource(graph_sdk, mapping)
+    built: dict[str, Source] = {
+        name: (sources or {}).get(name) or source_kinds[section.kind].build(section, context)
+        for name, section in mapping.sources.items()
+    }
     links_table = tables.get_table_client(names.LINKS_TABLE)
     jobs: dict[str, TargetJob] = {}
     for name, section in mapping.targets.items():
         if warning := unwritten_limits(section, mapping.version):
             log.warning("%s", warning)  # a guard that may hold leavers is never a surprise
         target = (targets or {}).get(name) or kinds[section.kind].build(section, context)
-        links = LinkStore(links_table, name, source.name)
+        links = LinkStore(links_table, name, section.source)
         jobs[name] = _job(section, target, links, state, audit, queue, alerts, clock, context.health(name))
     closers.extend(context.closers)
     report_store = ReportStore(blobs) if reports else None
     worker = Worker(
-        source=source, jobs=jobs, leases=leases, audit=audit, queue=queue, waits=waits, alerts=alerts, clock=clock
+        sources=built, jobs=jobs, leases=leases, audit=audit, queue=queue, waits=waits, alerts=alerts, clock=clock
     )
-    delta = DeltaService(
-        source=source, mapping=mapping, state=state, leases=leases, queue=queue, audit=audit,
-        converge=worker.sync_user,  # a group change's few users converge in its own invocation
-    )  # fmt: skip
     reconcilers = {
         name: Reconciler(
-            source=source,
+            source=built[job.section.source],
             job=job,
             state=state,
             queue=queue,
             audit=audit,
-            mapping=mapping,
+            mapping=mapping.for_source(job.section.source),
             reports=report_store,
             alert=alerts.send,
         )
         for name, job in jobs.items()
     }
-    subscriptions = SubscriptionManager(
-        source, state, queue,
+    app = App(
+        settings=settings, mapping=mapping, clock=clock, tables=tables, queues=queues, blobs=blobs, state=state,
+        leases=leases, audit=audit, queue=queue, waits=waits, reports=report_store, notifier=notifier,
+        alerts=alerts, sources=built, jobs=jobs, worker=worker, reconcilers=reconcilers, closers=closers,
+        dispatcher=Dispatcher(
+            {"user": worker.sync_user}, waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT
+        ),
+    )  # fmt: skip
+    entra = built.get(DEFAULT_SOURCE)
+    if isinstance(entra, GraphSource):
+        _entra_side(app, entra)
+    return app
+
+
+def _entra_side(app: App, source: GraphSource) -> None:
+    """What only Entra ID has: the catch-up over Graph delta (group changes too), the change
+    notification subscriptions, the risk feed and the risk response, on the targets it feeds; and
+    the dispatcher's handlers for the work items only they make."""
+    settings, mapping, fed = app.settings, app.mapping.for_source(DEFAULT_SOURCE), app.mapping.fed_by(DEFAULT_SOURCE)
+    app.source = source
+    app.delta = DeltaService(
+        source=source, mapping=mapping, state=app.state, leases=app.leases, queue=app.queue, audit=app.audit,
+        converge=app.worker.sync_user,  # a group change's few users converge in its own invocation
+    )  # fmt: skip
+    app.subscriptions = SubscriptionManager(
+        source, app.state, app.queue,
         notification_url=settings.graph_notification_url, lifecycle_url=settings.graph_lifecycle_url,
         client_state=settings.graph_client_state.reveal(),
     )  # fmt: skip
-    monitor = RiskMonitor(
-        feed=RiskFeed(source, Pacer()), policy=mapping.risk, state=state, leases=leases, queue=queue, audit=audit
-    )
-    risk = RiskResponse(
-        source=source, jobs=jobs, leases=leases, state=state, audit=audit, notifier=notifier, policy=mapping.risk
-    )
-    dispatcher = Dispatcher(
+    app.risk_monitor = RiskMonitor(
+        feed=RiskFeed(source, Pacer()), policy=mapping.risk, state=app.state, leases=app.leases, queue=app.queue,
+        audit=app.audit,
+    )  # fmt: skip
+    app.risk = RiskResponse(
+        source=source, jobs={name: app.jobs[name] for name in fed}, leases=app.leases, state=app.state,
+        audit=app.audit, notifier=app.notifier, policy=mapping.risk,
+    )  # fmt: skip
+    app.dispatcher.handlers.update(
         {
-            "user": worker.sync_user,
-            "group": delta.sync_group,
-            "delta": delta.catch_up,
-            "subscription": subscriptions.handle_lifecycle,
-            "risk": risk.handle,
-        },
-        waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT,
-    )  # fmt: skip
-    return App(
-        settings=settings, mapping=mapping, clock=clock, tables=tables, queues=queues, blobs=blobs, state=state,
-        leases=leases, audit=audit, queue=queue, waits=waits, reports=report_store, notifier=notifier,
-        alerts=alerts, source=source, jobs=jobs, worker=worker, delta=delta, reconcilers=reconcilers,
-        subscriptions=subscriptions, risk_monitor=monitor, risk=risk, dispatcher=dispatcher, closers=closers,
-    )  # fmt: skip
+            "group": app.delta.sync_group,
+            "delta": app.delta.catch_up,
+            "subscription": app.subscriptions.handle_lifecycle,
+            "risk": app.risk.handle,
+        }
+    )
 
 
 def _job(
@@ -297,14 +351,16 @@ def init(
     mapping: SyncMapping | None = None,
     *,
     kinds: Mapping[str, TargetKind] = KINDS,
+    source_kinds: Mapping[str, SourceKind] = SOURCE_KINDS,
     **options: Any,
 ) -> App:
     """Read the settings and the mapping file (unless given), build, and make it the process's app."""
     global _current
     install_log_redaction()
     settings = settings if settings is not None else Settings.from_env()
-    mapping = mapping if mapping is not None else load_mapping(settings.mapping_file, kinds=kinds)
-    built = build(settings, mapping, kinds=kinds, **options)
+    if mapping is None:
+        mapping = load_mapping(settings.mapping_file, kinds=kinds, source_kinds=source_kinds)
+    built = build(settings, mapping, kinds=kinds, source_kinds=source_kinds, **options)
     with _lock:
         _current = built
         return built

@@ -260,7 +260,7 @@ async def cmd_backfill(svc: bootstrap.App, args: argparse.Namespace) -> int:
         for line in summary(done):
             print(line)
         return 1 if done.failed else 0
-    queued = await svc.delta.backfill()
+    queued = await svc.entra()[1].backfill()
     print(f"backfill: {queued} users queued for the worker (every target the mapping names)")
     return 0
 

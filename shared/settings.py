@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -49,6 +49,14 @@ class SettingsError(ValueError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"entra-sync cannot start: {len(problems)} setting problem(s):\n{lines}")
+
+
+def require(problems: Iterable[str | None]) -> None:
+    """Raise :class:`SettingsError` naming every problem at once (a None is no problem): what a
+    registry of kinds asks each kind the mapping uses about the settings."""
+    found = [problem for problem in problems if problem]
+    if found:
+        raise SettingsError(found)
 
 
 class Secret:

@@ -21,6 +21,18 @@ def classify(enabled: bool, attributes: Mapping[str, Any], groups: frozenset[str
     return SourceState.ACTIVE
 
 
+def state_of(
+    record: Mapping[str, Any] | None, enabled: bool, groups: frozenset[str], scope: Scope, *, deleted: bool
+) -> SourceState:
+    """A source's record, as a source kind classifies it: None is deleted for good, ``deleted`` a
+    soft-deleted (restorable) one, else :func:`classify` with whether the kind's fields say enabled."""
+    if record is None:
+        return SourceState.HARD_DELETED
+    if deleted:
+        return SourceState.SOFT_DELETED
+    return classify(enabled, record, groups, scope)
+
+
 def for_target(identity: Identity, scope: Scope | None) -> Identity:
     """The identity as one target sees it: a target's own scope may narrow the shared one."""
     if scope is None or identity.state is not SourceState.ACTIVE:

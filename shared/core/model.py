@@ -38,7 +38,7 @@ class Identity:
     state: SourceState
     attributes: Mapping[str, Any] = field(default_factory=dict)
     groups: frozenset[str] = frozenset()
-    source: str = "entra"
+    source: str = field(kw_only=True)  # the source's name: "entra"
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,8 @@ class Link:
     # not tried again until the desired value changes; reconciliation reports it as a conflict.
     conflicts: Mapping[str, Any] = field(default_factory=dict)
     applied: LastApplied | None = field(default=None, kw_only=True)
-    target: str = field(default="auth0", kw_only=True)
-    source: str = field(default="entra", kw_only=True)
+    target: str = field(kw_only=True)  # the target's name: "auth0", "scim:hr-app"
+    source: str = field(kw_only=True)  # the source's name: "entra"
     schema_version: int = field(default=LINK_SCHEMA, kw_only=True)
 
 

@@ -45,6 +45,7 @@ class Source(Protocol):
 # needs one is typed to it, so what it asks of a source is written down here.
 
 
+@runtime_checkable
 class ReadsGroups(Protocol):
     """A source whose groups are objects of its own, readable by id: whether a group a mapping
     names exists (a missing scope group would make everyone a leaver)."""
@@ -235,10 +236,14 @@ class Gathers(Protocol):
 
 
 class LinkStore(Protocol):
-    """One target's links, by source id."""
+    """One target's links of one source, by source id."""
 
     @property
     def target(self) -> str: ...
+
+    @property
+    def source(self) -> str:
+        """The source whose identities these links are (a target is fed by one)."""
 
     async def get(self, source_id: str) -> Link | None: ...
 

@@ -239,6 +239,12 @@ class WorkItem:
         )
 
 
+def item_source(source: str) -> str:
+    """A work item's ``identity_source`` for an identity of ``source``: "" for the default source,
+    so items of Entra ID keep the message format they always had."""
+    return "" if source == DEFAULT_SOURCE else source
+
+
 def source_ref_problem(ref: str) -> str:
     """Why ``ref`` cannot be a work item's source_ref, or "": at most :data:`MAX_SOURCE_REF`
     printable characters (it reaches audit rows and log lines)."""

@@ -7,11 +7,22 @@ keys with the same primitives, so a kind depends on this module, never on the lo
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from typing import Any, Final
 
 SIMPLE_KEY: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}")
+
+
+def nearest(name: str, known: Sequence[str]) -> str | None:
+    """The closest known name, for a "did you mean" hint: a match that differs only in case first
+    (paths are read exactly), else the nearest by spelling, else None."""
+    for candidate in known:
+        if candidate.casefold() == name.casefold():
+            return candidate
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return close[0] if close else None
 
 
 class Checker:

@@ -2,15 +2,20 @@
 
 The file (YAML or JSON, named by ``SYNC_MAPPING_FILE``) is validated once at start-up; every error
 names the file, the entry (``targets.auth0.attributes[3].transforms[1]``) and what is wrong, all
-problems at once. A target's section is checked by its kind (``shared.targets``): which paths it can
-write, which matchers it offers, its own options.
+problems at once. A source's section is checked by its kind (``shared.sources``): its options, and
+the paths the targets it feeds may read; a target's section by its kind (``shared.targets``): which
+paths it can write, which matchers it offers, its own options.
 
-Version 2 (shared scope, named targets)::
+Version 2 (named sources, shared scope, named targets)::
 
     version: 2
+    sources:                      # optional: without it, the one source entra (Entra ID through Graph)
+      entra: {}
+      hr-push: {kind: scim_inbox}
     scope: {user_types: [Member], groups: [<group object id>]}
     targets:
       auth0:
+        source: entra             # the one source that feeds the target (default: entra)
         connection: Username-Password-Authentication
         matching: {precedence: [link, app_metadata, email]}
         attributes:
@@ -35,10 +40,11 @@ from typing import Any, Final
 
 import yaml
 
-from shared.core.work import TARGET_NAME
+from shared.core.work import DEFAULT_SOURCE, SOURCE_NAME, TARGET_NAME
 from shared.mapping.check import Checker
 from shared.mapping.model import (
     CONDITION_OPERATORS,
+    DEFAULT_SOURCES,
     DEPROVISION_ACTIONS,
     DRIFT_CLASSES,
     NEVER_AUTO_FIXED,
@@ -56,48 +62,67 @@ from shared.mapping.model import (
     RiskPolicy,
     RiskRule,
     Scope,
+    SourceSection,
     SyncMapping,
     TargetSection,
     Transform,
 )
-from shared.sources.graph.schema import user_path_problem
+from shared.sources.registry import KINDS as SOURCE_KINDS
+from shared.sources.registry import SourceKind
 from shared.targets.registry import KINDS, TargetKind
 
 VERSIONS: Final = (1, 2)
 V1_SECTIONS: Final = frozenset(
     {"version", "target", "scope", "matching", "attributes", "roles", "deprovision", "reconcile", "risk", "guard"}
 )
-V2_SECTIONS: Final = frozenset({"version", "scope", "targets", "risk"})
+V2_SECTIONS: Final = frozenset({"version", "sources", "scope", "targets", "risk"})
 SECTION_KEYS: Final = frozenset(
-    {"kind", "attributes", "matching", "deprovision", "reconcile", "guard", "scope", "note"}
+    {"kind", "source", "attributes", "matching", "deprovision", "reconcile", "guard", "scope", "note"}
 )
+SOURCE_KEYS: Final = frozenset({"kind", "note"})
 V1_TARGET: Final = "auth0"
 
-_GRAPH_PROPERTY = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_OBJECT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+# The sources of a section: where its paths are read and what its groups are.
+_Fed = tuple[SourceKind, ...]
 
 
-def load_mapping(path: str | Path, kinds: Mapping[str, TargetKind] | None = None) -> SyncMapping:
+def load_mapping(
+    path: str | Path,
+    kinds: Mapping[str, TargetKind] | None = None,
+    source_kinds: Mapping[str, SourceKind] | None = None,
+) -> SyncMapping:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MappingError(str(path), [f"cannot be read: {exc.strerror or exc}"]) from exc
-    return parse_mapping(text, source=str(path), json_only=path.suffix.lower() == ".json", kinds=kinds)
+    json_only = path.suffix.lower() == ".json"
+    return parse_mapping(text, source=str(path), json_only=json_only, kinds=kinds, source_kinds=source_kinds)
 
 
 def parse_mapping(
-    text: str, source: str = "<mapping>", json_only: bool = False, kinds: Mapping[str, TargetKind] | None = None
+    text: str,
+    source: str = "<mapping>",
+    json_only: bool = False,
+    kinds: Mapping[str, TargetKind] | None = None,
+    source_kinds: Mapping[str, SourceKind] | None = None,
 ) -> SyncMapping:
     try:
         data = json.loads(text) if json_only else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise MappingError(source, [f"is not valid {'JSON' if json_only else 'YAML'}: {exc}"]) from exc
-    return MappingChecker(source).mapping(data, KINDS if kinds is None else kinds)
+    checker = MappingChecker(source, SOURCE_KINDS if source_kinds is None else source_kinds)
+    return checker.mapping(data, KINDS if kinds is None else kinds)
 
 
 class MappingChecker(Checker):
-    """Checks a whole file: its version, scope, targets (each through its kind) and risk policy."""
+    """Checks a whole file: its version, sources, scope, targets (each through its kind, its paths
+    and groups through its source's kind) and risk policy."""
+
+    def __init__(self, source: str, source_kinds: Mapping[str, SourceKind] = SOURCE_KINDS):
+        super().__init__(source)
+        self.source_kinds = source_kinds
+        self.fed: dict[str, SourceKind] = {}  # source name -> its kind, once the sources are read
 
     # -- the file ------------------------------------------------------------------------------------
 
@@ -111,7 +136,8 @@ class MappingChecker(Checker):
         for key in data:
             if key not in known:
                 self.fail(str(key), f"unknown section (expected one of: {', '.join(sorted(known))})")
-        scope = self.scope("scope.", data.get("scope") or {})
+        sources = self.sources(data["sources"]) if version == 2 and "sources" in data else self.default_sources()
+        scope = self.scope("scope.", data.get("scope") or {}, tuple({k.name: k for k in self.fed.values()}.values()))
         if version == 2:
             targets = self.targets(data.get("targets"), kinds)
         else:
@@ -123,7 +149,47 @@ class MappingChecker(Checker):
         risk = self.risk(data.get("risk") or {})
         if self.problems:
             raise MappingError(self.source, self.problems)
-        return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk)
+        return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk, sources)
+
+    def default_sources(self) -> dict[str, SourceSection]:
+        """A file without ``sources:`` reads from the one source ``entra``, as every file did."""
+        kind = self.source_kinds.get(DEFAULT_SOURCE)
+        if kind is not None:
+            self.fed[DEFAULT_SOURCE] = kind
+        return dict(DEFAULT_SOURCES)
+
+    def sources(self, data: Any) -> dict[str, SourceSection]:
+        if not data or not isinstance(data, dict):
+            got = "nothing" if not data else type(data).__name__
+            self.fail("sources", f"must be a mapping of source name to its section (such as entra: {{}}), got {got}")
+            return {}
+        out: dict[str, SourceSection] = {}
+        for name, section in data.items():
+            entry = f"sources.{name}"
+            if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+                self.fail(entry, "a source name is lower-case letters, digits and dashes, such as entra or hr-push")
+                continue
+            section = {} if section is None else section
+            if not isinstance(section, dict):
+                self.fail(entry, f"must be a mapping, got {type(section).__name__}")
+                continue
+            kind_name = str(section.get("kind") or name)
+            kind = self.source_kinds.get(kind_name)
+            if kind is None:
+                known = ", ".join(sorted(self.source_kinds))
+                self.fail(f"{entry}.kind", f"{kind_name!r} is not a source kind (one of: {known})")
+                continue
+            self.fed[name] = kind  # its targets are checked against its kind, whatever else is wrong here
+            if kind_name == DEFAULT_SOURCE and name != DEFAULT_SOURCE:
+                # Its subscriptions, delta cursors and risk feed are the tenant's, kept under its name.
+                self.fail(entry, f"the {kind.title} source is the tenant's own: name it {DEFAULT_SOURCE}")
+                continue
+            values = self.keys(entry, section, SOURCE_KEYS | kind.option_keys)
+            count = len(self.problems)
+            options = kind.options(self, f"{entry}.", {k: v for k, v in values.items() if k not in SOURCE_KEYS})
+            if len(self.problems) == count:
+                out[name] = SourceSection(name, kind.name, f"{entry}.", options)
+        return out
 
     def targets(self, data: Any, kinds: Mapping[str, TargetKind]) -> dict[str, TargetSection]:
         if not data:
@@ -166,55 +232,69 @@ class MappingChecker(Checker):
             if key not in allowed:
                 self.fail(f"{where}{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
         count = len(self.problems)
+        source, fed = self.fed_by(where, data.get("source"))
         option_values, option_where = options
         matching = self.keys(f"{where}matching", data.get("matching") or {}, {"precedence"} | kind.matching_keys)
         parsed_options = kind.options(self, option_where, option_values, matching, f"{where}matching.")
         precedence = self.precedence(f"{where}matching.", matching, kind, parsed_options)
-        attributes = self.attributes(where, data.get("attributes"), kind)
-        grants = self.grants(where, data.get(kind.grants_key) or [], kind)
+        attributes = self.attributes(where, data.get("attributes"), kind, fed)
+        grants = self.grants(where, data.get(kind.grants_key) or [], kind, fed)
         kind.check_grants(self, f"{where}{kind.grants_key}", grants)
         deprovision = self.deprovision(f"{where}deprovision", data.get("deprovision") or {}, kind)
         reconcile = self.reconcile(f"{where}reconcile", data.get("reconcile") or {})
         guard = self.guard(f"{where}guard", data.get("guard") or {})
-        scope = self.scope(f"{where}scope.", data["scope"]) if where and "scope" in data else None
+        scope = self.scope(f"{where}scope.", data["scope"], fed) if where and "scope" in data else None
         if len(self.problems) > count:
             return None
         return TargetSection(
             name=name, kind=kind.name, where=where, attributes=attributes, grants=grants, matching=precedence,
             deprovision=deprovision, reconcile=reconcile, guard=guard, scope=scope, options=parsed_options,
-            grants_key=kind.grants_key,
+            grants_key=kind.grants_key, source=source,
         )  # fmt: skip
 
-    def graph_path(self, where: str, value: Any) -> str | None:
+    def fed_by(self, where: str, value: Any) -> tuple[str, _Fed]:
+        """The source a target names (``entra`` unless it says), and its kind; none where the file
+        has no such source (its paths and groups then go unchecked: the name is the problem)."""
+        if value is None:
+            name = DEFAULT_SOURCE
+        elif not isinstance(value, str) or not SOURCE_NAME.fullmatch(value):
+            self.fail(f"{where}source", f"must be the name of a source such as entra, got {value!r}")
+            return DEFAULT_SOURCE, ()
+        else:
+            name = value
+        kind = self.fed.get(name)
+        if kind is None:
+            entry = f"{where}source" if where else "sources"
+            named = ", ".join(sorted(self.fed)) or "none"
+            self.fail(entry, f"{name!r} is not a source the file names under sources (it names: {named})")
+            return name, ()
+        return name, (kind,)
+
+    def source_path(self, where: str, value: Any, fed: _Fed) -> str | None:
+        """A path read from the identities of ``fed`` (each kind must have it)."""
         path = self.text(where, value)
         if path is None:
             return None
-        if not all(_GRAPH_PROPERTY.fullmatch(part) for part in path.split(".")):
-            self.fail(where, f"{path!r} is not a Graph property path such as 'department' or 'manager.id'")
-            return None
-        problem = user_path_problem(path)
-        if problem is not None:
-            self.fail(where, problem)
-            return None
+        for kind in fed:
+            problem = kind.path_problem(path)
+            if problem is not None:
+                self.fail(where, problem if kind.name == DEFAULT_SOURCE else f"{kind.title} source: {problem}")
+                return None
         return path
 
-    def group_id(self, where: str, value: Any) -> str | None:
-        """A group's object id, in lower case as Graph writes ids (group ids are compared exactly)."""
+    def group_id(self, where: str, value: Any, fed: _Fed) -> str | None:
+        """A group the file names, as the identities of ``fed`` carry it (each kind must accept it)."""
         text = self.text(where, value)
-        if text is None:
-            return None
-        if not _OBJECT_ID.fullmatch(text):
-            self.fail(
-                where,
-                f"{text!r} is not a group object id: use the group's object id (a GUID, shown as Object ID "
-                "on the group's overview in the Entra admin center), not its name",
-            )
-            return None
-        return text.lower()
+        group = text
+        for kind in fed:
+            if text is None or group is None:
+                return None
+            group = kind.group_id(self, where, text)
+        return group
 
     # -- shared parts ------------------------------------------------------------------------------------
 
-    def scope(self, where: str, data: Any) -> Scope:
+    def scope(self, where: str, data: Any, fed: _Fed) -> Scope:
         data = self.keys(where.rstrip("."), data, {"user_types", "groups", "conditions"})
         user_types = self.string_list(f"{where}user_types", data.get("user_types", ["Member"]))
         for i, t in enumerate(user_types):
@@ -227,7 +307,9 @@ class MappingChecker(Checker):
             self.fail(f"{where}groups", f"must be a list of group object ids, got {type(raw_groups).__name__}")
             raw_groups = None
         groups = tuple(
-            group for i, item in enumerate(raw_groups or []) if (group := self.group_id(f"{where}groups[{i}]", item))
+            group
+            for i, item in enumerate(raw_groups or [])
+            if (group := self.group_id(f"{where}groups[{i}]", item, fed))
         )
         conditions = []
         raw = data.get("conditions") or []
@@ -235,14 +317,14 @@ class MappingChecker(Checker):
             self.fail(f"{where}conditions", "must be a list")
             raw = []
         for i, item in enumerate(raw):
-            cond = self.condition(f"{where}conditions[{i}]", item)
+            cond = self.condition(f"{where}conditions[{i}]", item, fed)
             if cond is not None:
                 conditions.append(cond)
         return Scope(user_types or ("Member",), groups, tuple(conditions))
 
-    def condition(self, where: str, data: Any) -> Condition | None:
+    def condition(self, where: str, data: Any, fed: _Fed) -> Condition | None:
         data = self.keys(where, data, {"attribute", "operator", "value"})
-        attribute = self.graph_path(f"{where}.attribute", data.get("attribute"))
+        attribute = self.source_path(f"{where}.attribute", data.get("attribute"), fed)
         op = data.get("operator")
         if op not in CONDITION_OPERATORS:
             self.fail(f"{where}.operator", f"must be one of {', '.join(CONDITION_OPERATORS)}, got {op!r}")
@@ -280,7 +362,7 @@ class MappingChecker(Checker):
             self.fail(f"{where}{problem[0]}", problem[1])
         return precedence
 
-    def attributes(self, where: str, data: Any, kind: TargetKind) -> tuple[AttributeMapping, ...]:
+    def attributes(self, where: str, data: Any, kind: TargetKind, fed: _Fed) -> tuple[AttributeMapping, ...]:
         if not isinstance(data, list) or not data:
             self.fail(f"{where}attributes", "must be a non-empty list of {source, target, transforms}")
             return ()
@@ -288,7 +370,7 @@ class MappingChecker(Checker):
         seen: dict[str, int] = {}
         for i, item in enumerate(data):
             entry = f"{where}attributes[{i}]"
-            mapped = self.attribute(entry, item, kind)
+            mapped = self.attribute(entry, item, kind, fed)
             if mapped is None:
                 continue
             if mapped.target in seen:
@@ -300,7 +382,7 @@ class MappingChecker(Checker):
             result.append(mapped)
         return tuple(result)
 
-    def attribute(self, where: str, data: Any, kind: TargetKind) -> AttributeMapping | None:
+    def attribute(self, where: str, data: Any, kind: TargetKind, fed: _Fed) -> AttributeMapping | None:
         self.keys(where, data, {"source", "target", "transforms"})
         if not isinstance(data, dict):  # an empty {} is not skipped: it fails below, like any entry
             return None
@@ -311,9 +393,11 @@ class MappingChecker(Checker):
         raw_source = data.get("source")
         sources: tuple[str, ...] = ()
         if isinstance(raw_source, list):
-            sources = tuple(p for j, s in enumerate(raw_source) if (p := self.graph_path(f"{where}.source[{j}]", s)))
+            sources = tuple(
+                p for j, s in enumerate(raw_source) if (p := self.source_path(f"{where}.source[{j}]", s, fed))
+            )
         elif raw_source is not None:
-            path = self.graph_path(f"{where}.source", raw_source)
+            path = self.source_path(f"{where}.source", raw_source, fed)
             sources = (path,) if path else ()
         transforms = self.transforms(f"{where}.transforms", data.get("transforms") or [])
         if raw_source is None and not any(t.kind == "constant" for t in transforms):
@@ -363,7 +447,7 @@ class MappingChecker(Checker):
         self.fail(where, f"unknown transform {kind!r} (lower, upper, trim, first, default, lookup, join, constant)")
         return None
 
-    def grants(self, where: str, data: Any, kind: TargetKind) -> tuple[Grant, ...]:
+    def grants(self, where: str, data: Any, kind: TargetKind, fed: _Fed) -> tuple[Grant, ...]:
         key = kind.grants_key
         if not isinstance(data, list):
             self.fail(f"{where}{key}", f"must be a list of {{group, {key}}}")
@@ -374,7 +458,7 @@ class MappingChecker(Checker):
             values = self.keys(entry, item, {"group", key, "note"})
             if not isinstance(item, dict):  # an empty {} is not skipped: it fails below, like any entry
                 continue
-            group = self.group_id(f"{entry}.group", values.get("group"))
+            group = self.group_id(f"{entry}.group", values.get("group"), fed)
             names = self.string_list(f"{entry}.{key}", values.get(key))
             if not names:
                 self.fail(f"{entry}.{key}", f"must name at least one {kind.grant_noun}")

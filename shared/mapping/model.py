@@ -1,18 +1,23 @@
 """The mapping: what is synced, how it is shaped, what groups grant, and the policies.
 
 Plain, validated data (``shared.mapping.load`` reads and checks the file) and pure functions over
-it. One shared :class:`Scope` says which people are synced at all; each named target section
-(:class:`TargetSection`: ``auth0``, ``scim:<name>``, ...) has its own attributes, entitlements,
-matching, deprovisioning, reconciliation and guard policy, and may narrow the scope. A target's
-own options (an Auth0 connection, a SCIM base URL) are validated by that target's kind.
+it. Named sources (:class:`SourceSection`: ``entra``, an inbound SCIM endpoint, ...) say where
+identities come from; one shared :class:`Scope` says which people are synced at all; each named
+target section (:class:`TargetSection`: ``auth0``, ``scim:<name>``, ...) is fed by exactly one
+source and has its own attributes, entitlements, matching, deprovisioning, reconciliation and guard
+policy, and may narrow the scope. A source's and a target's own options (an Auth0 connection, a
+SCIM base URL) are validated by its kind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from shared.core.work import DEFAULT_SOURCE
 
 USER_TYPES: Final = ("Member", "Guest")
 # Graph properties every read selects, whatever the mapping says.
@@ -279,8 +284,21 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class SourceSection:
+    """One source's part of the mapping: where identities come from, and its kind's options."""
+
+    name: str  # "entra", "hr-push"
+    kind: str  # "entra", "scim_inbox", ...
+    where: str  # the entry prefix in messages: "" (the default source) or "sources.<name>."
+    options: Any = None  # the kind's own validated options
+
+
+DEFAULT_SOURCES: Final = {DEFAULT_SOURCE: SourceSection(DEFAULT_SOURCE, DEFAULT_SOURCE, "")}
+
+
+@dataclass(frozen=True)
 class TargetSection:
-    """One target's part of the mapping: a provisioning job of its own."""
+    """One target's part of the mapping: a provisioning job of its own, fed by one source."""
 
     name: str  # "auth0", "scim:hr-app"
     kind: str  # "auth0", "scim", ...
@@ -294,6 +312,7 @@ class TargetSection:
     scope: Scope | None = None  # narrows the shared scope for this target
     options: Any = None  # the kind's own validated options
     grants_key: str = "entitlements"  # what the file calls the grants here ("roles" for Auth0)
+    source: str = DEFAULT_SOURCE  # the source that feeds it (a name under the mapping's sources)
 
     @property
     def managed(self) -> frozenset[str]:
@@ -321,6 +340,16 @@ class SyncMapping:
     scope: Scope = field(default_factory=Scope)
     targets: Mapping[str, TargetSection] = field(default_factory=dict)
     risk: RiskPolicy = field(default_factory=RiskPolicy)
+    sources: Mapping[str, SourceSection] = field(default_factory=lambda: dict(DEFAULT_SOURCES))
+
+    def fed_by(self, source: str) -> dict[str, TargetSection]:
+        """The targets the source feeds, by name, in file order."""
+        return {name: s for name, s in self.targets.items() if s.source == source}
+
+    def for_source(self, source: str) -> SyncMapping:
+        """The mapping as one source reads it: only the targets it feeds (what it selects, the groups
+        that matter and the entries that name them follow from those), the shared scope and policy."""
+        return dataclasses.replace(self, targets=self.fed_by(source))
 
     def target(self, name: str) -> TargetSection:
         try:

@@ -28,7 +28,7 @@ from shared.core.classify import for_target
 from shared.core.match import AccountIndex
 from shared.core.model import Identity, SourceState
 from shared.core.ports import Discovers, Gathers, Source
-from shared.core.work import WorkItem
+from shared.core.work import WorkItem, item_source
 from shared.services.worker import Outcome, TargetJob, Worker
 
 CONCURRENCY: Final = 8
@@ -107,7 +107,10 @@ class Backfill:
         async def converge() -> None:
             nonlocal finished
             while (identity := await todo.get()) is not None:
-                item = WorkItem("user", identity.id, "backfill", "backfill", cid, target=self.job.name)
+                item = WorkItem(
+                    "user", identity.id, "backfill", "backfill", cid, target=self.job.name,
+                    identity_source=item_source(self.job.section.source),
+                )  # fmt: skip
                 result.count(await self.worker.converge(item, identity, self.job, index))
                 finished += 1
                 if finished % 100 == 0:

@@ -39,7 +39,7 @@ from typing import Any, Final
 from shared.clock import Clock
 from shared.core.model import ActionKind
 from shared.core.ports import Alerts, AuditStore, LinkStore, StateStore, WorkQueue
-from shared.core.work import WorkItem
+from shared.core.work import WorkItem, item_source
 from shared.errors import PermanentError, TransientError
 from shared.mapping.model import GuardPolicy, TargetSection
 from shared.stores.audit import AuditRow
@@ -317,7 +317,7 @@ class MassChangeGuard:
         held = await self.state.list(f"guard-held:{episode_id}")
         items = [
             WorkItem("user", entra_id, "approval", episode_id, str(row.get("correlation_id") or uuid.uuid4().hex),
-                     approved=f"guard:{episode_id}")
+                     approved=f"guard:{episode_id}", identity_source=item_source(self.links.source))
             for entra_id, row in sorted(held.items())
         ]  # fmt: skip
         if items:

@@ -31,8 +31,8 @@ from shared.core.classify import for_target
 from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
 from shared.core.match import resolve
 from shared.core.model import Identity, Link, Plan, SourceState
-from shared.core.ports import AuditStore, GroupedSource, KeepsHouse, StateStore, TellsHowRead, WorkQueue
-from shared.core.work import WorkItem
+from shared.core.ports import AuditStore, KeepsHouse, ReadsGroups, Source, StateStore, TellsHowRead, WorkQueue
+from shared.core.work import WorkItem, item_source
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
 from shared.services.target_side import CompactAccounts, CompactLinks
@@ -70,7 +70,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        source: GroupedSource,
+        source: Source,
         job: TargetJob,
         state: StateStore,
         queue: WorkQueue,
@@ -119,7 +119,11 @@ class Reconciler:
             summary.timings[phase] = round(time.perf_counter() - clock, 3)
             clock = time.perf_counter()
 
-        problems = await mapping_group_problems(self.source, self.mapping)
+        # A source with groups of its own says whether the mapping's exist (``mapping`` is the source's
+        # view of the file: the targets it feeds); a source without them has none to check.
+        problems = (
+            await mapping_group_problems(self.source, self.mapping) if isinstance(self.source, ReadsGroups) else []
+        )
         if problems:  # a missing scope group would make everyone a leaver: refuse the run instead
             raise PermanentError(
                 f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
@@ -293,7 +297,15 @@ class Reconciler:
             # The circuit breaker judged this run's deprovisions: the worker's guard need not again.
             approved = f"reconcile:{summary.run_id}"
             items.append(
-                WorkItem("user", record.entra_id, "reconcile", summary.run_id, summary.run_id, approved=approved)
+                WorkItem(
+                    "user",
+                    record.entra_id,
+                    "reconcile",
+                    summary.run_id,
+                    summary.run_id,
+                    approved=approved,
+                    identity_source=item_source(self.section.source),
+                )
             )
         # One work item per identity, even with several drift classes.
         unique = list({i.id: i for i in items}.values())
@@ -383,7 +395,11 @@ class Reconciler:
         held = sorted((await self.state.list(f"reconcile-held:{run_id}")).keys())
         records = await self._stored_records(run_id)
         approved = f"reconcile:{run_id}"
-        items = [WorkItem("user", entra_id, "reconcile", run_id, run_id, approved=approved) for entra_id in held]
+        fed = item_source(self.section.source)
+        items = [
+            WorkItem("user", entra_id, "reconcile", run_id, run_id, approved=approved, identity_source=fed)
+            for entra_id in held
+        ]
         if items:
             await self.queue.send(items)
         summary.status = "approved"

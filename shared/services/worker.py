@@ -1,8 +1,9 @@
 """The worker: one identity in, every target converged to the source, every decision audited.
 
-The unit of work is (identity, target). For a user work item the worker takes the identity's lease
-in each target (concurrently; a busy one re-schedules only that target's share), reads the source
-once under them, then converges each target on its own: match (the ladder of
+The unit of work is (identity, target). A user work item names its identity's source (none: the
+default source, ``entra``); the worker plans only the targets that source feeds, takes the
+identity's lease in each (concurrently; a busy one re-schedules only that target's share), reads
+the source once under them, then converges each target on its own: match (the ladder of
 :mod:`shared.core.match`), plan (pure), hold a mass change (the target's guard), record the intent,
 apply each action through the target's port (fenced by the lease), and write the audit rows with
 the intent's removal in one transaction.
@@ -31,7 +32,7 @@ from shared.core.classify import for_target
 from shared.core.match import Lookup, Resolution, resolve
 from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
 from shared.core.ports import Alerts, Applied, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
-from shared.core.work import WorkItem
+from shared.core.work import DEFAULT_SOURCE, WorkItem
 from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
 from shared.services.guard import MassChangeGuard
@@ -152,11 +153,18 @@ class _Work:
     indexed: bool = False  # the account came from an index of the whole target (a backfill's page)
 
 
+def lease_key(item: WorkItem, target: str) -> str:
+    """The lease of one identity in one target: Entra's as it always was, another source's with its
+    name, so two sources' ids never share a lease."""
+    source = item.identity_source or DEFAULT_SOURCE
+    return f"user:{item.id}:{target}" if source == DEFAULT_SOURCE else f"user:{source}:{item.id}:{target}"
+
+
 class Worker:
     def __init__(
         self,
         *,
-        source: Source,
+        sources: Mapping[str, Source],
         jobs: Mapping[str, TargetJob],
         leases: LeaseStore,
         audit: AuditStore,
@@ -166,7 +174,7 @@ class Worker:
         clock: Clock,
         lease_wait_s: float = 3.0,
     ):
-        self.source = source
+        self.sources = dict(sources)
         self.jobs = dict(jobs)
         self.leases = leases
         self.audit = audit
@@ -182,10 +190,15 @@ class Worker:
 
     async def sync_user(self, item: WorkItem) -> Outcome:
         started = self.clock.now()
-        names = [item.target] if item.target else list(self.jobs)
-        unknown = [n for n in names if n not in self.jobs]
+        source_name = item.identity_source or DEFAULT_SOURCE
+        source = self.sources.get(source_name)
+        if source is None:
+            return await self._unknown_source(item, source_name)
+        fed = [name for name, job in self.jobs.items() if job.section.source == source_name]
+        names = [item.target] if item.target else fed
+        unknown = [n for n in names if n not in fed]
         parts = [await self._unknown(item, n) for n in unknown]
-        wanted = [self.jobs[n] for n in names if n in self.jobs]
+        wanted = [self.jobs[n] for n in names if n in fed]
         timings = _Clock()
         ready: list[TargetJob] = []
         tickets: dict[str, Ticket] = {}
@@ -197,14 +210,14 @@ class Worker:
                 ready.append(job)
                 tickets[job.name] = admission.ticket
         t = time.perf_counter()
-        keys = {job.name: f"user:{item.id}:{job.name}" for job in ready}
+        keys = {job.name: lease_key(item, job.name) for job in ready}
         async with self.leases.many(keys, wait_s=self.lease_wait_s) as (leased, refused):
             timings.add("storage", t)
             for name, why in refused.items():
                 parts.append(await self._failed(item, self.jobs[name], why, tickets[name]))
             if leased:
                 t = time.perf_counter()
-                identity = await self.source.read(item.id)  # under every lease: nobody writes a staler read
+                identity = await source.read(item.id)  # under every lease: nobody writes a staler read
                 timings.add("source", t)
                 done = await asyncio.gather(
                     *(self._converge(item, identity, self.jobs[name], lease) for name, lease in leased.items()),
@@ -224,8 +237,16 @@ class Worker:
         outcome.started_at, outcome.finished_at = started, self.clock.now()
         return outcome
 
+    async def _unknown_source(self, item: WorkItem, name: str) -> Outcome:
+        """An item of a source the mapping does not name (any more) is refused, audited, not retried."""
+        detail = f"the mapping names no source {name!r} (any more): the item is refused, nothing is read or written"
+        correlated(log, item.correlation_id).warning("%s %s: %s", item.kind, item.id, detail)
+        await self._audit(item, item.target, "sync", "refused", detail=detail)
+        return Outcome(item, "ignored", warnings=[detail])
+
     async def _unknown(self, item: WorkItem, name: str) -> Outcome:
-        detail = f"the mapping names no target {name!r} (any more): nothing to do"
+        source = item.identity_source or DEFAULT_SOURCE
+        detail = f"the mapping names no target {name!r} fed by the source {source!r} (any more): nothing to do"
         await self._audit(item, name, "sync", "skipped", detail=detail)
         return Outcome(item, "ignored", target=name, warnings=[detail])
 
@@ -295,7 +316,7 @@ class Worker:
         admission = await job.health.admit()
         if admission.ticket is None:
             return await self._quarantined(item, job, admission)
-        key = f"user:{item.id}:{job.name}"
+        key = lease_key(item, job.name)
         try:
             async with self.leases.held(key, wait_s=self.lease_wait_s) as lease:
                 outcome = await self._converge(item, identity, job, lease, lookup)
@@ -591,8 +612,8 @@ class Worker:
         )
 
     def _new_link(self, source_id: str, target_id: str, job: TargetJob) -> Link:
-        """A link not stored yet, between this worker's source and the job's target."""
-        return Link(source_id, target_id, target=job.name, source=self.source.name)
+        """A link not stored yet, between the job's source and its target."""
+        return Link(source_id, target_id, target=job.name, source=job.section.source)
 
     async def _record_conflicts(
         self, source_id: str, job: TargetJob, target_id: str, link: Link | None, refused: Mapping[str, Any]
@@ -643,6 +664,7 @@ def _intent(item: WorkItem, plan: Plan, carried: list[AuditRow]) -> dict[str, An
     return {
         "correlation_id": item.correlation_id,
         "source": item.source,
+        "identity_source": item.identity_source or DEFAULT_SOURCE,
         "at": utcnow(),
         "actions": [
             {"kind": a.kind.value, "reason": a.reason, "diff": {p: list(v) for p, v in a.diff.items()},

@@ -14,7 +14,7 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.core.work import WorkItem
+from shared.core.work import DEFAULT_SOURCE, WorkItem
 from shared.redact import redact
 from shared.stores.keys import BATCH_LIMIT, MAX_TEXT, encode_key, utcnow
 
@@ -33,6 +33,10 @@ class AuditRow:
     detail: str = ""
     error: str = ""
     at: str = field(default_factory=utcnow)  # when it happened (not when the row was written)
+    # The identity source ``identity`` belongs to (a name under the mapping's sources); "" for a row
+    # about no source's identity (an alert, a run). Rows written before sources were plural have no
+    # such column and are Entra's (:func:`identity_source_of`).
+    identity_source: str = ""
 
     @classmethod
     def for_item(
@@ -46,11 +50,17 @@ class AuditRow:
         detail: str = "",
         error: str = "",
     ) -> AuditRow:
-        """A row about one work item: its correlation id, source and identity carried over."""
+        """A row about one work item: its correlation id, source, identity and the identity's source
+        carried over."""
         return cls(
             item.correlation_id, item.source, item.source_ref, item.id, target, target_id, action, outcome,
-            diff, detail, error,
+            diff, detail, error, identity_source=item.identity_source or DEFAULT_SOURCE,
         )  # fmt: skip
+
+
+def identity_source_of(row: Mapping[str, Any]) -> str:
+    """The identity source a stored row is about (a row written before the column existed: Entra)."""
+    return str(row.get("identity_source") or DEFAULT_SOURCE)
 
 
 INTENT_PREFIX: Final = "~intent~"  # RowKey of a write-ahead intent: after every audit row's time key
@@ -85,6 +95,7 @@ class AuditStore:
             "source": row.source,
             "source_ref": row.source_ref,
             "identity": row.identity,
+            "identity_source": row.identity_source,
             "target": row.target,
             "target_id": row.target_id,
             "action": row.action,

@@ -19,6 +19,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.core.model import LINK_SCHEMA, DeprovisionState, LastApplied, Link
+from shared.core.work import DEFAULT_SOURCE
 from shared.stores.keys import BATCH_LIMIT, encode_key, utcnow
 
 # A Table Storage string property holds 64 KiB (32K UTF-16 characters): a snapshot past this is
@@ -27,8 +28,15 @@ MAX_APPLIED_CHARS = 30_000
 # What a link is read from, but its memory of the last write (``applied``); both schemas' names.
 LISTED_WITHOUT_APPLIED = (
     "source_id", "target_id", "entra_id", "user_id", "deprovision", "disabled_by_sync", "blocked_by_sync",
-    "target_deleted", "risk_locked", "conflicts", "schema_version",
+    "target_deleted", "risk_locked", "conflicts", "schema_version", "source",
 )  # fmt: skip
+
+
+def link_row(source: str, source_id: str) -> str:
+    """A link's row in its target's partition: Entra, the first source, keys rows by the object id
+    alone (as before link schema 2); every other source by ``<source>:<id>``, so two sources' ids
+    never meet (a target's source may change in the mapping; the old links stay the old source's)."""
+    return source_id if source == DEFAULT_SOURCE else f"{source}:{source_id}"
 
 
 def applied_to_text(applied: LastApplied | None) -> str:
@@ -67,15 +75,18 @@ def applied_from_text(text: str) -> LastApplied | None:
 
 
 class LinkStore:
-    def __init__(self, table: TableClient, target: str = "auth0", source: str = "entra"):
+    def __init__(self, table: TableClient, target: str, source: str):
         self.table = table
         self.target = target
         self.source = source
         self._partition = encode_key(target)
 
     def _row(self, source_id: str) -> str:
-        # Entra, the first source, keys rows by the object id alone (as before link schema 2).
-        return encode_key(source_id if self.source == "entra" else f"{self.source}:{source_id}")
+        return encode_key(link_row(self.source, source_id))
+
+    def _mine(self, e: Mapping[str, Any]) -> bool:
+        """Whether a row of the target's partition is this source's (a row without a source is Entra's)."""
+        return (e.get("source") or DEFAULT_SOURCE) == self.source
 
     async def get(self, source_id: str) -> Link | None:
         try:
@@ -115,8 +126,10 @@ class LinkStore:
 
     async def count(self) -> int:
         """How many identities have a link to this target (reading keys only)."""
-        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self._partition}, select=["RowKey"])
-        return sum([1 async for _ in query])
+        query = self.table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": self._partition}, select=["RowKey", "source"]
+        )
+        return sum([1 async for e in query if self._mine(e)])
 
     async def all(self, *, applied: bool = True) -> AsyncIterator[Link]:
         """Every link of the target, in row key order. ``applied=False``: without the memory of the
@@ -124,7 +137,8 @@ class LinkStore:
         select = None if applied else list(LISTED_WITHOUT_APPLIED)
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": self._partition}, select=select)
         async for e in query:
-            yield self._link({k: v for k, v in e.items() if v is not None})
+            if self._mine(e):
+                yield self._link({k: v for k, v in e.items() if v is not None})
 
     def _link(self, e: Mapping[str, Any]) -> Link:
         conflicts = e.get("conflicts") or ""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.core.ports import Capabilities, Rules, Target
 from shared.mapping.model import Grant, TargetSection
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings, require
 
 if TYPE_CHECKING:
     from shared.mapping.check import Checker
@@ -99,13 +99,7 @@ def check_settings(
     settings: Settings, sections: Iterable[TargetSection], kinds: Mapping[str, TargetKind] = KINDS
 ) -> None:
     """Every target the mapping names has the settings its kind needs; all problems at once."""
-    problems = [
-        problem
-        for section in sections
-        if (kind := kinds.get(section.kind)) is not None and (problem := kind.settings_problem(section, settings))
-    ]
-    if problems:
-        raise SettingsError(problems)
+    require(kinds[s.kind].settings_problem(s, settings) for s in sections if s.kind in kinds)
 
 
 def target_title(target: str, kinds: Mapping[str, TargetKind] = KINDS) -> str:

@@ -8,6 +8,7 @@ tests/test_storage.py.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -16,9 +17,14 @@ from shared.core.ports import LinkStore
 from shared.stores.keys import BATCH_LIMIT
 from tests.contracts.backends import Opener, run
 
-Stores = Callable[[str], LinkStore]
+Stores = Callable[..., LinkStore]  # (target name, source name="entra") -> that store
 
 NASTY = ["ada@contoso.example", "o'brien/jr#1?x\\y", "100% sure", "tab\there", "Zoë Ωmega 山田"]
+
+
+def link(source_id: str, target_id: str, *args: Any, target: str = "auth0", source: str = "entra", **kw: Any) -> Link:
+    """A link of the Entra source to the Auth0 target unless named otherwise (the core names no default)."""
+    return Link(source_id, target_id, *args, target=target, source=source, **kw)
 
 
 async def every(store: LinkStore) -> list[Link]:
@@ -49,13 +55,13 @@ class LinkStoreContract:
     def test_a_link_round_trips_with_its_deprovision_state_flags_and_conflicts(self, links: Opener[Stores]) -> None:
         async def body(stores: Stores) -> None:
             store = stores("scim:hr-app")
-            link = Link(
+            stored = link(
                 "u1", "2819c223", DeprovisionState.PENDING, disabled_by_sync=True, target_deleted=True,
                 risk_locked=True, conflicts={"email": "ada@contoso.example"}, target="scim:hr-app",
             )  # fmt: skip
-            await store.put(link)
+            await store.put(stored)
             got = await store.get("u1")
-            assert got == link
+            assert got == stored
             assert got is not None and got.schema_version == LINK_SCHEMA and got.source == "entra"
             assert await store.count() == 1
 
@@ -71,11 +77,11 @@ class LinkStoreContract:
 
         async def body(stores: Stores) -> None:
             store = stores("auth0")
-            await store.put(Link("u1", "auth0|u1", applied=applied))
-            await store.put(Link("u2", "auth0|u2", DeprovisionState.DONE, applied=leaver))
-            assert await store.get("u1") == Link("u1", "auth0|u1", applied=applied)
-            assert await store.get("u2") == Link("u2", "auth0|u2", DeprovisionState.DONE, applied=leaver)
-            await store.put(Link("u1", "auth0|u1"))  # forgotten: the next change reads the target
+            await store.put(link("u1", "auth0|u1", applied=applied))
+            await store.put(link("u2", "auth0|u2", DeprovisionState.DONE, applied=leaver))
+            assert await store.get("u1") == link("u1", "auth0|u1", applied=applied)
+            assert await store.get("u2") == link("u2", "auth0|u2", DeprovisionState.DONE, applied=leaver)
+            await store.put(link("u1", "auth0|u1"))  # forgotten: the next change reads the target
             got = await store.get("u1")
             assert got is not None and got.applied is None
 
@@ -87,14 +93,14 @@ class LinkStoreContract:
         huge = LastApplied(values={"notes": "x" * 40_000}, entitlements=frozenset(), managed=frozenset(), active=True)
 
         async def body(stores: Stores) -> None:
-            await stores("auth0").put(Link("u1", "auth0|u1", applied=huge))
-            assert await stores("auth0").get("u1") == Link("u1", "auth0|u1")
+            await stores("auth0").put(link("u1", "auth0|u1", applied=huge))
+            assert await stores("auth0").get("u1") == link("u1", "auth0|u1")
 
         run(links, body)
 
     def test_a_link_carries_the_target_of_the_store_it_was_put_in(self, links: Opener[Stores]) -> None:
         async def body(stores: Stores) -> None:
-            await stores("memory:crm").put(Link("u1", "mem|u1"))  # a Link's target defaults to auth0
+            await stores("memory:crm").put(link("u1", "mem|u1"))  # the link says auth0: the store's target wins
             got = await stores("memory:crm").get("u1")
             assert got is not None and got.target == "memory:crm"
             assert await stores("auth0").get("u1") is None
@@ -105,7 +111,7 @@ class LinkStoreContract:
         async def body(stores: Stores) -> None:
             store = stores("auth0")
             await store.put(
-                Link(
+                link(
                     "u1",
                     "auth0|u1",
                     DeprovisionState.PENDING,
@@ -113,8 +119,8 @@ class LinkStoreContract:
                     conflicts={"email": "a@x.example"},
                 )
             )
-            await store.put(Link("u1", "auth0|u1b", DeprovisionState.DONE))
-            assert await store.get("u1") == Link("u1", "auth0|u1b", DeprovisionState.DONE)
+            await store.put(link("u1", "auth0|u1b", DeprovisionState.DONE))
+            assert await store.get("u1") == link("u1", "auth0|u1b", DeprovisionState.DONE)
             assert await store.count() == 1
 
         run(links, body)
@@ -122,7 +128,7 @@ class LinkStoreContract:
     def test_put_many_writes_more_links_than_one_batch_holds_and_all_yields_each_once(
         self, links: Opener[Stores]
     ) -> None:
-        many = [Link(f"u{i:03d}", f"auth0|u{i:03d}", risk_locked=i % 2 == 0) for i in range(BATCH_LIMIT + 30)]
+        many = [link(f"u{i:03d}", f"auth0|u{i:03d}", risk_locked=i % 2 == 0) for i in range(BATCH_LIMIT + 30)]
 
         async def body(stores: Stores) -> None:
             store = stores("auth0")
@@ -136,12 +142,12 @@ class LinkStoreContract:
     def test_each_target_sees_only_its_own_links(self, links: Opener[Stores]) -> None:
         async def body(stores: Stores) -> None:
             auth0, crm = stores("auth0"), stores("memory:crm")
-            await auth0.put(Link("u1", "auth0|u1"))
-            await auth0.put(Link("u2", "auth0|u2"))
-            await crm.put_many([Link("u1", "mem|u1", target="memory:crm")])
+            await auth0.put(link("u1", "auth0|u1"))
+            await auth0.put(link("u2", "auth0|u2"))
+            await crm.put_many([link("u1", "mem|u1", target="memory:crm")])
             assert (await auth0.get("u1"), await crm.get("u1")) == (
-                Link("u1", "auth0|u1"),
-                Link("u1", "mem|u1", target="memory:crm"),
+                link("u1", "auth0|u1"),
+                link("u1", "mem|u1", target="memory:crm"),
             )
             assert await crm.get("u2") is None
             assert (await auth0.count(), await crm.count()) == (2, 1)
@@ -149,11 +155,30 @@ class LinkStoreContract:
 
         run(links, body)
 
+    def test_each_source_sees_only_its_own_links_in_a_target_even_under_the_same_id(
+        self, links: Opener[Stores]
+    ) -> None:
+        async def body(stores: Stores) -> None:
+            entra, pushed = stores("auth0", "entra"), stores("auth0", "hr-push")
+            await entra.put(link("u1", "auth0|u1"))
+            await pushed.put(link("u1", "auth0|p1", source="hr-push"))  # an id both sources use
+            await pushed.put(link("u2", "auth0|p2", source="hr-push"))
+            assert (await entra.get("u1"), await pushed.get("u1")) == (
+                link("u1", "auth0|u1"),
+                link("u1", "auth0|p1", source="hr-push"),
+            )
+            assert await entra.get("u2") is None
+            assert (await entra.count(), await pushed.count()) == (1, 2)
+            assert [x.target_id for x in await every(pushed)] == ["auth0|p1", "auth0|p2"]
+            assert [x.target_id for x in await every(entra)] == ["auth0|u1"]
+
+        run(links, body)
+
     def test_source_ids_that_table_keys_cannot_hold_as_they_are_round_trip(self, links: Opener[Stores]) -> None:
         async def body(stores: Stores) -> None:
             store = stores("auth0")
             for value in NASTY:
-                await store.put(Link(value, f"auth0|{value}"))
+                await store.put(link(value, f"auth0|{value}"))
             for value in NASTY:
                 got = await store.get(value)
                 assert got is not None and (got.source_id, got.target_id) == (value, f"auth0|{value}")
@@ -165,7 +190,7 @@ class LinkStoreContract:
         async def body(stores: Stores) -> None:
             store = stores("auth0")
             with pytest.raises(ValueError, match="empty"):
-                await store.put(Link("", "auth0|x"))
+                await store.put(link("", "auth0|x"))
             with pytest.raises(ValueError, match="empty"):
                 await store.get("")
 

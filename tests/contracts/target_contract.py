@@ -81,7 +81,7 @@ def sections(scim_url: str = "http://127.0.0.1:9/scim/v2") -> dict[str, TargetSe
 def person(n: int, groups: frozenset[str] = frozenset({STAFF}), **extra: Any) -> Identity:
     uid = f"{n:08d}-aaaa-4bbb-8ccc-dddddddddddd"
     attributes = {"mail": f" Person.{n}@Contoso.example ", "displayName": f"Person {n}", "department": "Sales"}
-    return Identity(uid, SourceState.ACTIVE, {**attributes, **extra}, groups)
+    return Identity(uid, SourceState.ACTIVE, {**attributes, **extra}, groups, source="entra")
 
 
 class Fence:

@@ -21,10 +21,11 @@ user at a time; reconciliation and backfill list users, so those are refused her
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from shared.mapping.check import nearest
 
 VALUE: Final = "value"  # a single value or a list of values
 COMPLEX: Final = "complex"  # members listed in COMPLEX_MEMBERS
@@ -150,6 +151,11 @@ DIRECTORY_EXTENSION: Final = re.compile(r"extension_[0-9A-Fa-f]{32}_[A-Za-z0-9_]
 _EXTENSION_FORM: Final = "extension_<application (client) id without dashes, 32 hex digits>_<name>"
 
 
+def enabled(user: Mapping[str, Any]) -> bool:
+    """Whether a Graph user can sign in (``accountEnabled``; a user read without it counts as enabled)."""
+    return user.get("accountEnabled") is not False
+
+
 def user_path_problem(path: str) -> str | None:
     """What is wrong with reading ``path`` (``department``, ``manager.mail``,
     ``employeeOrgData.costCenter``) from a Graph user, or ``None`` when Graph has it."""
@@ -182,7 +188,7 @@ def _unknown(head: str) -> str:
     if head.lower().startswith("extension_"):
         return f"{head!r} is not a directory extension property name, which has the form {_EXTENSION_FORM}"
     message = f"{head!r} is not a Microsoft Graph v1.0 user property"
-    suggestion = _nearest(head, known)
+    suggestion = nearest(head, known)
     if suggestion:
         return f"{message}; did you mean {suggestion!r}?"
     return f"{message} (see the user resource in the Graph v1.0 reference; directory extensions: {_EXTENSION_FORM})"
@@ -193,18 +199,9 @@ def _member_problem(owner: str, rest: str, members: Iterable[str], which: str) -
     members = sorted(members)
     if name in members:
         return f"'{owner}.{name}' is a single value: it has no property {deeper!r}" if deeper else None
-    suggestion = _nearest(name, members)
+    suggestion = nearest(name, members)
     hint = f"did you mean '{owner}.{suggestion}'?" if suggestion else f"{which}: {_listed(members)}"
     return f"{owner!r} has no property {name!r}; {hint}"
-
-
-def _nearest(name: str, known: list[str]) -> str | None:
-    """The closest known name; a match that differs only in case first (paths are read exactly)."""
-    for candidate in known:
-        if candidate.casefold() == name.casefold():
-            return candidate
-    close = difflib.get_close_matches(name, known, n=1)
-    return close[0] if close else None
 
 
 def _listed(names: Iterable[str]) -> str:

@@ -27,7 +27,7 @@ from shared.core.model import Identity, SourceState
 from shared.core.ports import GroupDeltaPage
 from shared.errors import DeltaExpired, NotFound, PermanentError, RateLimited, TransientError
 from shared.mapping.model import SyncMapping
-from shared.sources.graph.schema import MANAGER_PROPERTIES
+from shared.sources.graph.schema import MANAGER_PROPERTIES, enabled
 
 ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
 SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups
@@ -141,9 +141,10 @@ class GraphSource:
         props.pop("@odata.context", None)
         # A disabled user is a leaver whatever its groups: the membership read is needed only to
         # decide scope and entitlements for an enabled one.
-        enabled = props.get("accountEnabled") is not False
-        groups = await self.relevant_groups_of(source_id) if enabled and self.mapping.relevant_groups else frozenset()
-        state = classify(enabled, props, groups, self.mapping.scope)
+        can_sign_in = enabled(props)
+        wanted = can_sign_in and self.mapping.relevant_groups
+        groups = await self.relevant_groups_of(source_id) if wanted else frozenset()
+        state = classify(can_sign_in, props, groups, self.mapping.scope)
         return Identity(source_id, state, props, groups, source=self.name)
 
     async def _deleted(self, source_id: str) -> Identity:
@@ -164,8 +165,7 @@ class GraphSource:
             for user in page:
                 source_id = str(user["id"])
                 groups = frozenset(groups_of.get(source_id, ()))
-                enabled = user.get("accountEnabled") is not False
-                state = classify(enabled, user, groups, self.mapping.scope)
+                state = classify(enabled(user), user, groups, self.mapping.scope)
                 out.append(Identity(source_id, state, user, groups, source=self.name))
             yield out
 

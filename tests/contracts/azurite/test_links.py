@@ -15,7 +15,7 @@ pytestmark = pytest.mark.azurite
 
 
 def stores(table: TableClient) -> Stores:
-    return lambda target: TableLinkStore(table, target)
+    return lambda target, source="entra": TableLinkStore(table, target, source)
 
 
 class TestTableLinkStore(LinkStoreContract):

@@ -13,7 +13,7 @@ from tests.contracts.links_contract import LinkStoreContract, Stores
 
 def stores() -> Stores:
     table: dict[tuple[str, str], Link] = {}
-    return lambda target: MemoryLinks(table, target)
+    return lambda target, source="entra": MemoryLinks(table, target=target, source=source)
 
 
 class TestMemoryLinks(LinkStoreContract):
