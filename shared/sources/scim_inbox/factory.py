@@ -122,7 +122,8 @@ def inbox() -> Inbox:
     return _inbox
 
 
-def reset() -> None:
-    """Forget the built inbox (tests that init the app again)."""
+def install(built: Inbox | None) -> None:
+    """Make ``built`` the process's inbound sources (a test's, over its own rows), or forget them
+    (None: the next use builds them from the app again)."""
     global _inbox
-    _inbox = None
+    _inbox = built

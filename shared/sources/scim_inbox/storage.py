@@ -122,7 +122,7 @@ class InboxStorage(AsyncScimStorage):
         row = await self._live(kind, resource_id)
         members = None
         if kind == "group" and not _excludes_members(response_parameters):
-            members = await self.members(resource_id)
+            members = await self.member_entries(resource_id)
         return self._resource(resource_type, row, members)
 
     async def search(
@@ -141,7 +141,7 @@ class InboxStorage(AsyncScimStorage):
         async for row in self._candidates(kind, scim_filter):
             resource = self._resource(resource_type, row, None)
             if kind == "group":
-                resource = self._resource(resource_type, row, await self.members(resource.id or ""))
+                resource = self._resource(resource_type, row, await self.member_entries(resource.id or ""))
             if scim_filter is None or scim_filter.match(resource):
                 found.append(resource)
         found.sort(key=lambda r: r.id or "")
@@ -157,7 +157,7 @@ class InboxStorage(AsyncScimStorage):
         _check_members(members)
         ops = [Op("insert", f"{kind}|{new_id}", data), Op("insert", _name_key(kind, data["unique"]), {"id": new_id})]
         ops += [Op("insert", _ext_key(data["externalId"], new_id), {})] if data.get("externalId") else []
-        member_ops = _membership_ops(new_id, members, set(), data["changed"])
+        member_ops = _membership_ops(new_id, await self._entries(resource, members), set(), data["changed"])
         try:
             await self._commit_with_members(ops, member_ops)
         except Conflict as exc:
@@ -200,7 +200,8 @@ class InboxStorage(AsyncScimStorage):
             before = _member_ids(previous) if previous is not None else set(await self.members(resource_id))
             after = _member_ids(resource)
             _check_members(after - before)
-            member_ops = _membership_ops(resource_id, after - before, before - after, data["changed"])
+            added = await self._entries(resource, after - before)
+            member_ops = _membership_ops(resource_id, added, before - after, data["changed"])
         try:
             await self._commit_with_members(ops, member_ops)
         except Conflict as exc:
@@ -235,11 +236,11 @@ class InboxStorage(AsyncScimStorage):
             raise PreconditionFailedException(detail="the resource changed while it was deleted") from exc
         if kind == "group":
             members = set(await self.members(resource_id))
-            await self._commit_all(_membership_ops(resource_id, set(), members, now))
+            await self._commit_all(_membership_ops(resource_id, {}, members, now))
             touch(members)
         else:
             groups = await self.groups_of(resource_id)
-            await self._commit_all(op for gid in groups for op in _membership_ops(gid, set(), {resource_id}, now))
+            await self._commit_all(op for gid in groups for op in _membership_ops(gid, {}, {resource_id}, now))
             touch([resource_id])
 
     # -- what the source reads --------------------------------------------------------------------
@@ -247,6 +248,34 @@ class InboxStorage(AsyncScimStorage):
     async def members(self, group_id: str) -> list[str]:
         """The group's member ids, in key order."""
         return [row.key.rsplit("|", 1)[1] async for row in self._each(f"member|{group_id}|") if row.data.get("in")]
+
+    async def member_entries(self, group_id: str) -> list[dict[str, Any]]:
+        """The group's members as a resource shows them (value, type, display, a relative $ref)."""
+        entries = []
+        async for row in self._each(f"member|{group_id}|"):
+            if row.data.get("in"):
+                entry = {
+                    "value": row.key.rsplit("|", 1)[1],
+                    **{k: row.data[k] for k in ("type", "display") if row.data.get(k)},
+                }
+                if entry.get("type") in ("User", "Group"):
+                    entry["$ref"] = f"{entry['type']}s/{entry['value']}"
+                entries.append(entry)
+        return entries
+
+    async def _entries(self, resource: Resource[Any], ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Member id -> what its row keeps (type, display), for the members ``ids`` of ``resource``;
+        a member sent without a type (Entra sends none) gets the one this store knows it by."""
+        entries: dict[str, dict[str, Any]] = {}
+        for member in getattr(resource, "members", None) or []:
+            if member.value in ids:
+                entries[str(member.value)] = {"type": member.type, "display": member.display}
+        for member_id, entry in entries.items():
+            if not entry["type"]:
+                for kind, name in KINDS.items():
+                    if await self.rows.get(f"{name}|{member_id}") is not None:
+                        entry["type"] = kind
+        return entries
 
     async def groups_of(self, user_id: str) -> frozenset[str]:
         """The ids of the groups the user is a direct member of."""
@@ -361,7 +390,7 @@ class InboxStorage(AsyncScimStorage):
     # -- resources <-> rows ------------------------------------------------------------------------
 
     def _data(self, kind: str, resource: Resource[Any], *, version: int, created: str | None) -> dict[str, Any]:
-        body = resource.model_dump(scim_ctx=None)
+        body = resource.model_dump(mode="json", scim_ctx=None)
         for dropped in ("id", "meta", "members", "password"):  # members have rows; a password is never kept
             body.pop(dropped, None)
         now = self._now_ms()
@@ -381,11 +410,11 @@ class InboxStorage(AsyncScimStorage):
             raise PayloadTooLargeException(detail="the resource is too large to store")
         return data
 
-    def _resource(self, resource_type: ResourceType, row: Row, members: list[str] | None) -> Resource[Any]:
+    def _resource(self, resource_type: ResourceType, row: Row, members: list[dict[str, Any]] | None) -> Resource[Any]:
         model = cast(type[Resource[Any]], self.provider.model_for(resource_type))
         body = copy.deepcopy(dict(row.data["resource"]))
         if members:
-            body["members"] = [{"value": m} for m in members]
+            body["members"] = members
         resource = model.model_validate(body)
         resource.id = row.key.split("|", 1)[1]
         resource.meta = Meta(
@@ -448,10 +477,13 @@ def _check_members(added: set[str]) -> None:
         )
 
 
-def _membership_ops(group_id: str, added: set[str], removed: set[str], now: int) -> list[Op]:
+def _membership_ops(group_id: str, added: dict[str, dict[str, Any]], removed: set[str], now: int) -> list[Op]:
+    """The row pairs of members ``added`` (id -> type and display) and ``removed``."""
     ops: list[Op] = []
-    for member, present in [(m, True) for m in sorted(added)] + [(m, False) for m in sorted(removed)]:
-        row = {"in": present, "changed": now}
+    changes = [(m, {"in": True, **{k: v for k, v in added[m].items() if v}}) for m in sorted(added)]
+    changes += [(m, {"in": False}) for m in sorted(removed)]
+    for member, row in changes:
+        row["changed"] = now
         ops += [Op("upsert", f"member|{group_id}|{member}", row), Op("upsert", f"memberof|{member}|{group_id}", row)]
     return ops
 
