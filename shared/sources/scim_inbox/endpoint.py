@@ -157,8 +157,7 @@ class InboxEndpoint:
         touched: set[str] = set()
         token = TOUCHED.set(touched)
         try:
-            with schema.POLICY:
-                response = await self.handler.handle(request)
+            response = await self.handler.handle(request)
         except SCIMException as exc:
             return self._error(exc)
         except Exception:

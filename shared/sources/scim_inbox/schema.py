@@ -72,7 +72,7 @@ CONFIG: Final = ServiceProviderConfig(
 
 
 def provider() -> ScimProvider:
-    """Users (with the enterprise extension) and Groups, and :data:`CONFIG`."""
+    """Users (with the enterprise extension) and Groups, :data:`CONFIG` and :data:`POLICY`."""
     return ScimProvider(
         models=[User, EnterpriseUser, Group],
         resource_types=[
@@ -80,6 +80,7 @@ def provider() -> ScimProvider:
             ResourceType.from_resource(Group),
         ],
         config=CONFIG,
+        policy=POLICY,  # the provider's policy is what scim2-server's handler validates under
     )
 
 

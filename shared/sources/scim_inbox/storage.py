@@ -390,7 +390,7 @@ class InboxStorage(AsyncScimStorage):
     # -- resources <-> rows ------------------------------------------------------------------------
 
     def _data(self, kind: str, resource: Resource[Any], *, version: int, created: str | None) -> dict[str, Any]:
-        body = resource.model_dump(mode="json", scim_ctx=None)
+        body = resource.model_dump(mode="json")
         for dropped in ("id", "meta", "members", "password"):  # members have rows; a password is never kept
             body.pop(dropped, None)
         now = self._now_ms()
