@@ -130,10 +130,7 @@ class InboxEndpoint:
 
     def authentic(self, authorization: str | None) -> bool:
         """Whether an Authorization header carries this source's token (constant time)."""
-        scheme, _, given = (authorization or "").strip().partition(" ")
-        expected = self.token.reveal().encode()
-        ok = hmac.compare_digest(given.strip().encode(), expected)
-        return ok and scheme.casefold() == "bearer"
+        return bearer_matches(authorization, self.token)
 
     async def handle(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, base_url: str
@@ -210,8 +207,7 @@ class InboxEndpoints:
 
     def __init__(self, endpoints: Mapping[str, InboxEndpoint]):
         self.endpoints = dict(endpoints)
-        self._decoy = InboxEndpoint.__new__(InboxEndpoint)
-        self._decoy.token = Secret(uuid.uuid4().hex)
+        self._decoy = Secret(uuid.uuid4().hex)  # what a request to an unknown source is compared with
 
     async def handle(
         self,
@@ -228,10 +224,19 @@ class InboxEndpoints:
         names of the sources are not revealed to whoever holds no token."""
         endpoint = self.endpoints.get(source)
         authorization = next((v for k, v in headers.items() if k.casefold() == "authorization"), None)
-        if not (endpoint or self._decoy).authentic(authorization) or endpoint is None:
+        token = endpoint.token if endpoint is not None else self._decoy
+        if not bearer_matches(authorization, token) or endpoint is None:
             log.warning("refused a SCIM request to an inbound source: missing or wrong bearer token")
             return unauthorized()
         return await endpoint.handle(method, path, query, headers, body, base_url)
+
+
+def bearer_matches(authorization: str | None, token: Secret) -> bool:
+    """Whether an Authorization header is ``Bearer <token>``: the token compared in constant time
+    (and always compared, so the scheme's check tells nothing about the token)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    ok = hmac.compare_digest(given.strip().encode(), token.reveal().encode())
+    return ok and scheme.casefold() == "bearer"
 
 
 def unauthorized() -> Reply:
