@@ -7,6 +7,7 @@ from functions.health import bp as health_bp
 from functions.reconcile import bp as reconcile_bp
 from functions.risk_alert import bp as risk_alert_bp
 from functions.risk_monitor import bp as risk_monitor_bp
+from functions.scim_inbox import bp as scim_inbox_bp
 from functions.subscriptions_renew import bp as subscriptions_renew_bp
 from functions.sync_lane import bp as sync_lane_bp
 from functions.sync_worker import bp as sync_worker_bp
@@ -22,4 +23,5 @@ BLUEPRINTS = [
     reconcile_bp,
     risk_monitor_bp,
     risk_alert_bp,
+    scim_inbox_bp,
 ]

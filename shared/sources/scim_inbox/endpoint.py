@@ -1,0 +1,259 @@
+"""The inbound SCIM endpoint: a request in (method, path, query, headers, body), a reply out.
+
+Per request, in this order: the source's bearer token (compared in constant time; a missing or
+wrong one, or a source this app does not serve, is a 401 with a SCIM error body before anything
+else is read), the body's size, the query (Entra's ``aadOptscim062020`` flag dropped, the filter's
+length capped), the body's JSON and Entra's quirks (:func:`.schema.normalise_body`), then
+scim2-server's protocol over :class:`.storage.InboxStorage` under the Entra-tolerant policy.
+Every accepted change enqueues the users it touched, as ``WorkItem("user", id, "push",
+identity_source=<source>)`` (the lane); a change that could not be enqueued answers 503, so Entra
+retries it, and the retry enqueues again (a repeated create or a PATCH that changes nothing still
+names its user).
+
+Trusted for: no reply is a 500 for anything a caller sends (a storage or queue failure is a 503);
+nothing a request says reaches a log or audit row except ids this store issued, a userName-free
+reason and counts; the token never does.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Final
+
+from scim2_models import (
+    InvalidSyntaxException,
+    PatchOp,
+    PayloadTooLargeException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    SCIMException,
+    UnauthorizedException,
+)
+from scim2_server.conditions import Conditions
+from scim2_server.handler import AsyncScimHandler
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService
+
+from shared.core.ports import AuditStore, WorkQueue
+from shared.core.work import WorkItem, parse_json
+from shared.errors import BadInput
+from shared.settings import Secret
+from shared.sources.scim_inbox import schema
+from shared.sources.scim_inbox.storage import TOUCHED, InboxStorage, Replayed, touch
+from shared.stores.audit import AuditRow
+
+log = logging.getLogger("entra_sync.scim_inbox")
+
+PATCH_ATTEMPTS: Final = 8  # a PATCH re-read and re-applied after a concurrent write to its resource
+SECURITY_HEADERS: Final = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "" if self.body is None else json.dumps(self.body, separators=(",", ":"))
+
+
+class InboxHandler(AsyncScimHandler):
+    """scim2-server's handler with what this store needs: a PATCH re-applied when its resource was
+    written meanwhile (the group's members it read are what its change is taken against), and a
+    repeated user create answered with the stored user."""
+
+    storage: InboxStorage
+
+    def __init__(self, service: ScimService, storage: InboxStorage, on_replay: Any = None):
+        super().__init__(service, storage)
+        self.on_replay = on_replay
+
+    async def create(self, request: ScimRequest) -> ScimResponse:
+        try:
+            return await super().create(request)
+        except Replayed as replay:
+            touch([replay.stored.id or ""])
+            if self.on_replay is not None:
+                await self.on_replay(replay.stored)
+            return self.service.creation_response(request.base_url, replay.stored)
+
+    async def patch_resource(
+        self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
+    ) -> Resource[Any]:
+        for attempt in range(PATCH_ATTEMPTS):
+            current = await self.storage.get(resource_type, resource_id)
+            previous = current.model_copy(deep=True)
+            assert current.meta is not None
+            patched = self.service.apply_patch(current, patch_op, conditions)
+            if patched is None:
+                if resource_type.name == "User":
+                    touch([resource_id])  # a retried PATCH whose first answer was lost: enqueue again
+                return previous
+            try:
+                return await self.storage.update(
+                    resource_type, patched, expected_version=current.meta.version, previous=previous
+                )
+            except PreconditionFailedException:
+                if conditions.if_match is not None or attempt == PATCH_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class InboxEndpoint:
+    """One inbound source's endpoint: its name, token, storage, and the queue its changes go to."""
+
+    def __init__(
+        self,
+        name: str,
+        token: Secret,
+        storage: InboxStorage,
+        queue: WorkQueue,
+        audit: AuditStore | None = None,
+    ):
+        self.name = name
+        self.token = token
+        self.storage = storage
+        self.queue = queue
+        self.audit = audit
+        self.service = ScimService(storage.provider)
+        self.handler = InboxHandler(self.service, storage, on_replay=self._audit_replay)
+
+    def authentic(self, authorization: str | None) -> bool:
+        """Whether an Authorization header carries this source's token (constant time)."""
+        return bearer_matches(authorization, self.token)
+
+    async def handle(
+        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, base_url: str
+    ) -> Reply:
+        """Serve one request whose token was checked (:meth:`authentic`)."""
+        if len(body) > schema.MAX_BODY_BYTES:
+            return self._error(
+                PayloadTooLargeException(detail=f"a request body is limited to {schema.MAX_BODY_BYTES} bytes")
+            )
+        try:
+            request = ScimRequest(
+                method=method.upper(),
+                base_url=base_url,
+                path=path,
+                query=schema.normalise_query(query),
+                headers=dict(headers),
+                body=_normalised(body),
+            )
+        except SCIMException as exc:
+            return self._error(exc)
+        touched: set[str] = set()
+        token = TOUCHED.set(touched)
+        try:
+            response = await self.handler.handle(request)
+        except SCIMException as exc:
+            return self._error(exc)
+        except Exception:
+            log.exception("the %s inbound store failed a %s request", self.name, request.method)
+            return self._unavailable("the store is unavailable; retry later")
+        finally:
+            TOUCHED.reset(token)
+        if touched and not await self._enqueue(touched):
+            return self._unavailable("the change is stored but could not be queued; retry the request")
+        return Reply(int(response.status), response.body, {**response.headers, **SECURITY_HEADERS})
+
+    async def _enqueue(self, ids: set[str]) -> bool:
+        items = [
+            WorkItem("user", uid, "push", source_ref=f"scim:{self.name}", identity_source=self.name)
+            for uid in sorted(ids)
+        ]
+        try:
+            await self.queue.send(items)
+        except Exception:
+            log.exception("could not enqueue %d users pushed to %s", len(items), self.name)
+            return False
+        return True
+
+    async def _audit_replay(self, stored: Resource[Any]) -> None:
+        if self.audit is None:
+            return
+        await self.audit.write(
+            AuditRow(
+                correlation_id=uuid.uuid4().hex, source="push", source_ref=f"scim:{self.name}",
+                identity=str(stored.id), target="", target_id="", action="replay", outcome="ok",
+                detail="a create repeated a stored user (same userName and externalId): answered with the stored user",
+            )
+        )  # fmt: skip
+
+    def _error(self, exc: SCIMException) -> Reply:
+        response = self.service.error_response(exc)
+        return Reply(int(response.status), response.body, {**response.headers, **SECURITY_HEADERS})
+
+    def _unavailable(self, detail: str) -> Reply:
+        body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "503", "detail": detail}
+        return Reply(
+            int(HTTPStatus.SERVICE_UNAVAILABLE),
+            body,
+            {"Content-Type": "application/scim+json", "Retry-After": "5", **SECURITY_HEADERS},
+        )
+
+
+class InboxEndpoints:
+    """Every inbound source this app serves, by name: where a request is authenticated."""
+
+    def __init__(self, endpoints: Mapping[str, InboxEndpoint]):
+        self.endpoints = dict(endpoints)
+        self._decoy = Secret(uuid.uuid4().hex)  # what a request to an unknown source is compared with
+
+    async def handle(
+        self,
+        source: str,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        base_url: str,
+    ) -> Reply:
+        """A request to ``source``: 401 unless it carries that source's token. A source this app
+        does not serve answers the same 401 as a wrong token (after the same comparison), so the
+        names of the sources are not revealed to whoever holds no token."""
+        endpoint = self.endpoints.get(source)
+        authorization = next((v for k, v in headers.items() if k.casefold() == "authorization"), None)
+        token = endpoint.token if endpoint is not None else self._decoy
+        if not bearer_matches(authorization, token) or endpoint is None:
+            log.warning("refused a SCIM request to an inbound source: missing or wrong bearer token")
+            return unauthorized()
+        return await endpoint.handle(method, path, query, headers, body, base_url)
+
+
+def bearer_matches(authorization: str | None, token: Secret) -> bool:
+    """Whether an Authorization header is ``Bearer <token>``: the token compared in constant time
+    (and always compared, so the scheme's check tells nothing about the token)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    ok = hmac.compare_digest(given.strip().encode(), token.reveal().encode())
+    return ok and scheme.casefold() == "bearer"
+
+
+def unauthorized() -> Reply:
+    error = UnauthorizedException(detail="a valid bearer token is required")
+    body = error.to_error().model_dump()
+    return Reply(
+        401,
+        body,
+        {"Content-Type": "application/scim+json", "WWW-Authenticate": 'Bearer realm="SCIM"', **SECURITY_HEADERS},
+    )
+
+
+def _normalised(body: bytes) -> bytes:
+    if not body.strip():
+        return body
+    try:
+        parsed = parse_json(body, "request body")
+    except BadInput as exc:
+        raise InvalidSyntaxException(detail=f"the request body is not JSON: {exc}") from exc
+    return json.dumps(schema.normalise_body(parsed)).encode()

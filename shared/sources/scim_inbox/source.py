@@ -1,0 +1,133 @@
+"""The inbound store as the :class:`~shared.core.ports.Source` the worker reads: what Entra pushed,
+re-read now (level-triggered, like a read of Graph).
+
+An identity's ``attributes`` are keyed by :data:`.schema.PATHS` (``userName``, ``name.givenName``,
+``emails.work``, ``department``, ``manager``, ...); its ``groups`` are the ids of the groups it is a
+direct member of as this store knows them, and their displayNames (a mapping cannot know the ids
+this store issues ahead of time, so it names an inbound group by its displayName), narrowed to the
+ones the mapping names when it is given them.
+
+Classification: ``active=false`` is disabled (a leaver); a DELETE, or an id never stored, is hard
+deleted; a user the scope leaves out (``userType``, groups, conditions on these paths) is out of
+scope. There is no soft delete: Entra sends ``active=false`` first where the tenant soft-deletes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
+
+from shared.core.classify import classify
+from shared.core.model import Identity, SourceState
+from shared.errors import DeltaExpired
+from shared.mapping.model import Scope
+from shared.sources.scim_inbox.schema import ENTERPRISE, PATHS
+from shared.sources.scim_inbox.storage import InboxStorage, Stored
+
+CURSOR_PREFIX: Final = "scim-inbox:"
+
+
+class InboxSource:
+    """One inbound source's identities (the port's ``read``, ``identities``, ``changed``)."""
+
+    def __init__(
+        self,
+        name: str,
+        storage: InboxStorage,
+        scope: Scope | None = None,
+        relevant_groups: frozenset[str] | None = None,
+    ):
+        self._name = name
+        self.storage = storage
+        self.scope = scope if scope is not None else Scope()
+        self.relevant_groups = relevant_groups
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def read(self, source_id: str) -> Identity:
+        stored = await self.storage.user(source_id)
+        if stored is None or stored.resource is None:
+            return Identity(source_id, SourceState.HARD_DELETED, source=self._name)
+        return await self._identity(stored)
+
+    async def identities(self, page_size: int = 999) -> AsyncIterator[list[Identity]]:
+        page: list[Identity] = []
+        async for stored_page in self.storage.users():
+            for stored in stored_page:
+                page.append(await self._identity(stored))
+                if len(page) >= page_size:
+                    yield page
+                    page = []
+        if page:
+            yield page
+
+    async def changed(self, cursor: str | None) -> tuple[set[str], str]:
+        """Users written or whose memberships changed since ``cursor`` (every user ever stored,
+        deleted ones too, for None). A write in the same millisecond as the cursor's scan may be
+        missed here; it is never missed by the worker, which every accepted change is enqueued to."""
+        after: int | None = None
+        if cursor is not None:
+            if not cursor.startswith(CURSOR_PREFIX) or not cursor[len(CURSOR_PREFIX) :].isdigit():
+                raise DeltaExpired(f"not a cursor of the inbound source {self._name}")
+            after = int(cursor[len(CURSOR_PREFIX) :])
+        now = self.storage.now_ms()
+        return await self.storage.changed_since(after), f"{CURSOR_PREFIX}{now}"
+
+    async def _identity(self, stored: Stored) -> Identity:
+        resource = stored.resource or {}
+        attributes = flatten(resource)
+        names = await self.storage.group_names(stored.groups)
+        groups = frozenset(names) | frozenset(n for n in names.values() if n)
+        if self.relevant_groups is not None:
+            groups &= self.relevant_groups
+        enabled = attributes.get("active") is not False
+        state = classify(enabled, attributes, groups, self.scope)
+        return Identity(stored.id, state, attributes, groups, self._name)
+
+
+def flatten(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored user's values at :data:`.schema.PATHS`: sub-attributes dotted, the work (or primary,
+    or first) email and address, the enterprise extension's values at their own names."""
+    by_fold = {k.casefold(): v for k, v in resource.items()}
+    out: dict[str, Any] = {}
+    for path in PATHS:
+        if "." not in path and path.casefold() in by_fold and not isinstance(by_fold[path.casefold()], (dict, list)):
+            out[path] = by_fold[path.casefold()]
+    for sub, value in (by_fold.get("name") or {}).items():
+        out[f"name.{sub}"] = value
+    emails = by_fold.get("emails") or []
+    if work := _pick(emails, "work"):
+        out["emails.work"] = work.get("value")
+    if primary := _pick(emails, None):
+        out["emails.primary"] = primary.get("value")
+    for kind in ("work", "mobile"):
+        if phone := _pick(by_fold.get("phonenumbers") or [], kind, fallback=False):
+            out[f"phoneNumbers.{kind}"] = phone.get("value")
+    if address := _pick(by_fold.get("addresses") or [], "work"):
+        for sub, value in address.items():
+            if f"addresses.work.{sub}" in PATHS:
+                out[f"addresses.work.{sub}"] = value
+    enterprise = next((v for k, v in resource.items() if k.casefold() == ENTERPRISE.casefold()), None) or {}
+    for key, value in enterprise.items():
+        if key == "manager" and isinstance(value, dict):
+            out["manager"] = value.get("value")
+        elif key in PATHS:
+            out[key] = value
+    return {k: v for k, v in out.items() if k in PATHS}
+
+
+def _pick(values: list[Any], kind: str | None, *, fallback: bool = True) -> dict[str, Any] | None:
+    """The entry of ``kind`` (the primary one among them first), or the primary one for None;
+    else the first entry, unless ``fallback`` is off."""
+    entries = [v for v in values if isinstance(v, dict)]
+    typed = [v for v in entries if kind is None or v.get("type") == kind]
+    ranked = (
+        sorted(typed, key=lambda v: not v.get("primary"))
+        if kind is not None
+        else [v for v in entries if v.get("primary")]
+    )
+    if ranked:
+        return ranked[0]
+    return entries[0] if entries and fallback else None

@@ -1,0 +1,500 @@
+"""Users, groups and memberships as SCIM resources over :class:`~.rows.Rows`: scim2-server's
+:class:`~scim2_server.storage.AsyncScimStorage` plus what the inbound source reads.
+
+Rows of one source (one partition):
+
+- ``user|<id>``, ``group|<id>``: the resource (members apart), its version, ``changed`` (ms); a
+  DELETE leaves a tombstone, so the source reads the identity as deleted and ``changed`` lists it;
+- ``name|user|<userName>``, ``name|group|<displayName>`` (compared without case): the uniqueness
+  index, written in the same commit as the resource, so two creates of one userName at once store
+  one user;
+- ``ext|user|<externalId>|<id>``: the externalId index (Entra may match on it);
+- ``member|<group>|<user>`` and ``memberof|<user>|<group>``: one row pair per membership, ``in``
+  true or false. A membership change writes only its own rows, so two PATCHes of one group at the
+  same moment lose no member (each applies its own diff against what it read), and the group's
+  version is bumped in the same commit as the first of them.
+
+Trusted for: versions change on every write of a resource; a POST repeating a stored user (same
+userName and the same non-empty externalId) raises :class:`Replayed` with the stored user instead
+of a uniqueness error; a resource that would not fit a row is refused before anything is written.
+A request's membership rows past the first commit (more than about 45 changes) are written in
+further commits: a crash between them leaves part of a PATCH applied, which Entra's retry of the
+PATCH (no answer reached it) completes, since every membership write is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import json
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+from scim2_models import (
+    InvalidValueException,
+    Meta,
+    NotFoundException,
+    NotImplementedException,
+    PayloadTooLargeException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    ScimProvider,
+    SearchRequest,
+    TooManyException,
+    UniquenessException,
+)
+from scim2_models.path import CompareOperator, Comparison, LogicalExpr, LogicalOperator
+from scim2_server.storage import AsyncScimStorage, SearchPage
+
+from shared.clock import SYSTEM, Clock
+from shared.core.work import GUID
+from shared.sources.scim_inbox.rows import Conflict, Op, Row, Rows
+from shared.sources.scim_inbox.schema import MAX_MEMBERS_CHANGED
+from shared.stores.keys import BATCH_LIMIT, MAX_TEXT
+
+ID: Final = GUID  # ids this store issues (and members must be): what a work item's user id is
+MAX_SCAN: Final = 20_000  # resources a filter without an indexed `eq` may walk; more is `tooMany`
+KINDS: Final = {"User": "user", "Group": "group"}
+
+# The user ids the current request's writes touched (the endpoint enqueues them): a user written,
+# and the members a group change added, removed or renamed. Per request (a context variable), so
+# concurrent requests on one storage each see their own.
+TOUCHED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("scim_inbox_touched", default=None)
+
+
+def touch(ids: Iterable[str]) -> None:
+    touched = TOUCHED.get()
+    if touched is not None:
+        touched.update(ids)
+
+
+class Replayed(Exception):
+    """A create repeats a stored user (same userName and externalId): ``stored`` is that user."""
+
+    def __init__(self, stored: Resource[Any]):
+        super().__init__("a create repeated a stored user")
+        self.stored = stored
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A user as the source reads it: its resource as a plain dict (None once deleted), its groups."""
+
+    id: str
+    resource: dict[str, Any] | None
+    groups: frozenset[str]
+    changed: int
+
+
+def folded(value: str) -> str:
+    """How unique names compare (userName, a group's displayName): NFC, without case."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).casefold())
+
+
+def version_tag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+class InboxStorage(AsyncScimStorage):
+    """One inbound source's users and groups (see the module's docstring for the rows)."""
+
+    def __init__(self, rows: Rows, provider: ScimProvider, *, clock: Clock = SYSTEM):
+        self.rows = rows
+        self.provider = provider
+        self.clock = clock
+
+    # -- the SCIM storage -------------------------------------------------------------------------
+
+    async def get(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> Resource[Any]:
+        kind = _kind(resource_type)
+        row = await self._live(kind, resource_id)
+        members = None
+        if kind == "group" and not _excludes_members(response_parameters):
+            members = await self.member_entries(resource_id)
+        return self._resource(resource_type, row, members)
+
+    async def search(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        *,
+        position: Any = None,
+    ) -> SearchPage:
+        if len({rt.name for rt in resource_types}) != 1:
+            raise NotImplementedException(detail="search one resource type at a time (/Users or /Groups)")
+        resource_type = resource_types[0]
+        kind = _kind(resource_type)
+        scim_filter = search_request.filter
+        found: list[Resource[Any]] = []
+        async for row in self._candidates(kind, scim_filter):
+            resource = self._resource(resource_type, row, None)
+            if kind == "group":
+                resource = self._resource(resource_type, row, await self.member_entries(resource.id or ""))
+            if scim_filter is None or scim_filter.match(resource):
+                found.append(resource)
+        found.sort(key=lambda r: r.id or "")
+        start = search_request.start_index_0 or 0
+        stop = None if search_request.count is None else start + search_request.count
+        return SearchPage(len(found), found[start:stop])
+
+    async def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        kind = _kind(resource_type)
+        new_id = str(uuid.uuid4())
+        data = self._data(kind, resource, version=1, created=None)
+        members = _member_ids(resource) if kind == "group" else set()
+        _check_members(members)
+        ops = [Op("insert", f"{kind}|{new_id}", data), Op("insert", _name_key(kind, data["unique"]), {"id": new_id})]
+        ops += [Op("insert", _ext_key(data["externalId"], new_id), {})] if data.get("externalId") else []
+        member_ops = _membership_ops(new_id, await self._entries(resource, members), set(), data["changed"])
+        try:
+            await self._commit_with_members(ops, member_ops)
+        except Conflict as exc:
+            if exc.key is not None and not exc.key.startswith("name|"):
+                raise
+            raise await self._taken(resource_type, kind, data) from exc
+        touch([new_id] if kind == "user" else members)
+        return await self.get(resource_type, new_id)
+
+    async def update(
+        self,
+        resource_type: ResourceType,
+        resource: Resource[Any],
+        *,
+        expected_version: str | None = None,
+        previous: Resource[Any] | None = None,
+    ) -> Resource[Any]:
+        """Replace a stored resource. For a group, ``previous`` is the state a PATCH was applied to:
+        its members are what the change is taken against, so a concurrent PATCH's members stay."""
+        kind = _kind(resource_type)
+        resource_id = resource.id or ""
+        row = await self._live(kind, resource_id)
+        version = int(row.data["v"])
+        if expected_version is not None and expected_version != version_tag(version):
+            raise PreconditionFailedException(detail="the resource changed since it was read")
+        data = self._data(kind, resource, version=version + 1, created=row.data["created"])
+        ops = [Op("replace", f"{kind}|{resource_id}", data, etag=row.etag)]
+        if data["unique"] != row.data["unique"]:
+            ops += [
+                Op("delete", _name_key(kind, row.data["unique"])),
+                Op("insert", _name_key(kind, data["unique"]), {"id": resource_id}),
+            ]
+        if data.get("externalId") != row.data.get("externalId"):
+            ops += [Op("delete", _ext_key(row.data["externalId"], resource_id))] if row.data.get("externalId") else []
+            ops += [Op("insert", _ext_key(data["externalId"], resource_id), {})] if data.get("externalId") else []
+        member_ops: list[Op] = []
+        before: set[str] = set()
+        after: set[str] = set()
+        if kind == "group":
+            before = _member_ids(previous) if previous is not None else set(await self.members(resource_id))
+            after = _member_ids(resource)
+            _check_members(after - before)
+            added = await self._entries(resource, after - before)
+            member_ops = _membership_ops(resource_id, added, before - after, data["changed"])
+        try:
+            await self._commit_with_members(ops, member_ops)
+        except Conflict as exc:
+            if exc.key is not None and exc.key.startswith("name|"):
+                raise UniquenessException(detail=_taken_detail(kind)) from exc
+            raise PreconditionFailedException(detail="the resource changed while it was written") from exc
+        if kind == "user":
+            touch([resource_id])
+        elif data["unique"] != row.data["unique"]:
+            touch(after)  # a group's new name may change who a mapping's scope or grants take in
+        else:
+            touch(after ^ before)
+        return await self.get(resource_type, resource_id)
+
+    async def delete(
+        self, resource_type: ResourceType, resource_id: str, *, expected_version: str | None = None
+    ) -> None:
+        kind = _kind(resource_type)
+        row = await self._live(kind, resource_id)
+        if expected_version is not None and expected_version != version_tag(int(row.data["v"])):
+            raise PreconditionFailedException(detail="the resource changed since it was read")
+        now = self._now_ms()
+        tombstone = {"deleted": True, "v": int(row.data["v"]) + 1, "changed": now, "created": row.data["created"]}
+        ops = [
+            Op("replace", f"{kind}|{resource_id}", tombstone, etag=row.etag),
+            Op("delete", _name_key(kind, row.data["unique"])),
+        ]
+        ops += [Op("delete", _ext_key(row.data["externalId"], resource_id))] if row.data.get("externalId") else []
+        try:
+            await self.rows.commit(ops)
+        except Conflict as exc:
+            raise PreconditionFailedException(detail="the resource changed while it was deleted") from exc
+        if kind == "group":
+            members = set(await self.members(resource_id))
+            await self._commit_all(_membership_ops(resource_id, {}, members, now))
+            touch(members)
+        else:
+            groups = await self.groups_of(resource_id)
+            await self._commit_all(op for gid in groups for op in _membership_ops(gid, {}, {resource_id}, now))
+            touch([resource_id])
+
+    # -- what the source reads --------------------------------------------------------------------
+
+    async def members(self, group_id: str) -> list[str]:
+        """The group's member ids, in key order."""
+        return [row.key.rsplit("|", 1)[1] async for row in self._each(f"member|{group_id}|") if row.data.get("in")]
+
+    async def member_entries(self, group_id: str) -> list[dict[str, Any]]:
+        """The group's members as a resource shows them (value, type, display, a relative $ref)."""
+        entries = []
+        async for row in self._each(f"member|{group_id}|"):
+            if row.data.get("in"):
+                entry = {
+                    "value": row.key.rsplit("|", 1)[1],
+                    **{k: row.data[k] for k in ("type", "display") if row.data.get(k)},
+                }
+                if entry.get("type") in ("User", "Group"):
+                    entry["$ref"] = f"{entry['type']}s/{entry['value']}"
+                entries.append(entry)
+        return entries
+
+    async def _entries(self, resource: Resource[Any], ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Member id -> what its row keeps (type, display), for the members ``ids`` of ``resource``;
+        a member sent without a type (Entra sends none) gets the one this store knows it by."""
+        entries: dict[str, dict[str, Any]] = {}
+        for member in getattr(resource, "members", None) or []:
+            if member.value in ids:
+                entries[str(member.value)] = {"type": member.type, "display": member.display}
+        for member_id, entry in entries.items():
+            if not entry["type"]:
+                for kind, name in KINDS.items():
+                    if await self.rows.get(f"{name}|{member_id}") is not None:
+                        entry["type"] = kind
+        return entries
+
+    async def groups_of(self, user_id: str) -> frozenset[str]:
+        """The ids of the groups the user is a direct member of."""
+        ids = [row.key.rsplit("|", 1)[1] async for row in self._each(f"memberof|{user_id}|") if row.data.get("in")]
+        return frozenset(ids)
+
+    async def group_names(self, group_ids: Iterable[str]) -> dict[str, str]:
+        """Group id -> displayName, for the live ones among ``group_ids``."""
+        names: dict[str, str] = {}
+        for gid in group_ids:
+            row = await self.rows.get(f"group|{gid}")
+            if row is not None and not row.data.get("deleted"):
+                names[gid] = str(row.data["resource"].get("displayName", ""))
+        return names
+
+    async def user(self, user_id: str) -> Stored | None:
+        """A user as stored (a tombstone reads with no resource), or None when never stored."""
+        if not ID.fullmatch(user_id):
+            return None
+        row = await self.rows.get(f"user|{user_id}")
+        if row is None:
+            return None
+        return await self._stored(row)
+
+    async def users(self) -> AsyncIterator[list[Stored]]:
+        """Every live user, a page at a time."""
+        async for page in self.rows.scan("user|"):
+            yield [await self._stored(row) for row in page if not row.data.get("deleted")]
+
+    async def changed_since(self, after_ms: int | None) -> set[str]:
+        """Ids of the users written (a tombstone too) or whose memberships changed after ``after_ms``."""
+        ids = {row.key.split("|", 1)[1] async for row in self._each("user|", after_ms)}
+        if after_ms is not None:
+            ids |= {row.key.split("|")[1] async for row in self._each("memberof|", after_ms)}
+        return ids
+
+    def now_ms(self) -> int:
+        return self._now_ms()
+
+    # -- rows ---------------------------------------------------------------------------------------
+
+    async def _each(self, prefix: str, changed_after: int | None = None) -> AsyncIterator[Row]:
+        async for page in self.rows.scan(prefix, changed_after=changed_after):
+            for row in page:
+                yield row
+
+    async def _stored(self, row: Row) -> Stored:
+        uid = row.key.split("|", 1)[1]
+        if row.data.get("deleted"):
+            return Stored(uid, None, frozenset(), int(row.data["changed"]))
+        return Stored(uid, dict(row.data["resource"]), await self.groups_of(uid), int(row.data["changed"]))
+
+    async def _live(self, kind: str, resource_id: str) -> Row:
+        row = await self.rows.get(f"{kind}|{resource_id}") if ID.fullmatch(resource_id or "") else None
+        if row is None or row.data.get("deleted"):
+            raise NotFoundException(detail=f"{kind.capitalize()} {resource_id!r} not found")
+        return row
+
+    async def _candidates(self, kind: str, scim_filter: Any) -> AsyncIterator[Row]:
+        """The rows a filter can match: through an index for an `eq` on id, userName, a group's
+        displayName or externalId (alone or in an `and`), else every resource (at most MAX_SCAN)."""
+        lookup = _indexed_eq(scim_filter.ast if scim_filter is not None else None, kind)
+        if lookup is None:
+            seen = 0
+            async for row in self._each(f"{kind}|"):
+                if row.data.get("deleted"):
+                    continue
+                seen += 1
+                if seen > MAX_SCAN:
+                    raise TooManyException(
+                        detail="the filter matches too many resources: filter on userName or externalId"
+                    )
+                yield row
+            return
+        attribute, value = lookup
+        ids: list[str] = []
+        if attribute == "id":
+            ids = [value]
+        elif attribute == "externalid":
+            ids = [row.key.rsplit("|", 1)[1] async for row in self._each(_ext_prefix(value))]
+        else:
+            index = await self.rows.get(_name_key(kind, folded(value)))
+            ids = [str(index.data["id"])] if index is not None else []
+        for rid in ids:
+            found = await self.rows.get(f"{kind}|{rid}") if ID.fullmatch(rid) else None
+            if found is not None and not found.data.get("deleted"):
+                yield found
+
+    async def _commit_with_members(self, ops: list[Op], member_ops: list[Op]) -> None:
+        room = BATCH_LIMIT - len(ops)
+        room -= room % 2  # a membership's row pair stays in one commit
+        await self.rows.commit(ops + member_ops[:room])
+        await self._commit_all(member_ops[room:])
+
+    async def _commit_all(self, ops: Iterable[Op]) -> None:
+        pending = list(ops)
+        for start in range(0, len(pending), BATCH_LIMIT):
+            await self.rows.commit(pending[start : start + BATCH_LIMIT])
+
+    async def _taken(self, resource_type: ResourceType, kind: str, data: dict[str, Any]) -> Exception:
+        """Why a create found its unique name taken: a replay of the stored user, or a 409."""
+        index = await self.rows.get(_name_key(kind, data["unique"]))
+        if kind == "user" and index is not None and data.get("externalId"):
+            try:
+                stored = await self.get(resource_type, str(index.data["id"]))
+            except NotFoundException:
+                stored = None
+            if stored is not None and getattr(stored, "external_id", None) == data["externalId"]:
+                return Replayed(stored)
+        return UniquenessException(detail=_taken_detail(kind))
+
+    # -- resources <-> rows ------------------------------------------------------------------------
+
+    def _data(self, kind: str, resource: Resource[Any], *, version: int, created: str | None) -> dict[str, Any]:
+        body = resource.model_dump(mode="json")
+        for dropped in ("id", "meta", "members", "password"):  # members have rows; a password is never kept
+            body.pop(dropped, None)
+        now = self._now_ms()
+        unique = getattr(resource, "user_name" if kind == "user" else "display_name", None)
+        if not unique:
+            raise InvalidValueException(detail=f"{'userName' if kind == 'user' else 'displayName'} is required")
+        data = {
+            "resource": body,
+            "v": version,
+            "created": created or _iso(now),
+            "modified": _iso(now),
+            "changed": now,
+            "unique": folded(str(unique)),
+            "externalId": getattr(resource, "external_id", None),
+        }
+        if len(json.dumps(data)) > MAX_TEXT:
+            raise PayloadTooLargeException(detail="the resource is too large to store")
+        return data
+
+    def _resource(self, resource_type: ResourceType, row: Row, members: list[dict[str, Any]] | None) -> Resource[Any]:
+        model = cast(type[Resource[Any]], self.provider.model_for(resource_type))
+        body = copy.deepcopy(dict(row.data["resource"]))
+        if members:
+            body["members"] = members
+        resource = model.model_validate(body)
+        resource.id = row.key.split("|", 1)[1]
+        resource.meta = Meta(
+            resource_type=resource_type.name,
+            created=datetime.fromisoformat(row.data["created"]),
+            last_modified=datetime.fromisoformat(row.data["modified"]),
+            version=version_tag(int(row.data["v"])),
+        )
+        return resource
+
+    def _now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+
+def _kind(resource_type: ResourceType) -> str:
+    try:
+        return KINDS[str(resource_type.name)]
+    except KeyError:
+        raise NotFoundException(detail=f"no resource type {resource_type.name!r} here") from None
+
+
+def _name_key(kind: str, unique: str) -> str:
+    return f"name|{kind}|{unique}"
+
+
+def _ext_prefix(external_id: str) -> str:
+    return f"ext|user|{external_id}|"
+
+
+def _ext_key(external_id: str, resource_id: str) -> str:
+    return _ext_prefix(external_id) + resource_id
+
+
+def _taken_detail(kind: str) -> str:
+    return "userName is taken by another user" if kind == "user" else "displayName is taken by another group"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _excludes_members(parameters: ResponseParameters[Any] | None) -> bool:
+    excluded = (parameters.excluded_attributes if parameters is not None else None) or []
+    return any(
+        str(path).casefold() in {"members", "urn:ietf:params:scim:schemas:core:2.0:group:members"} for path in excluded
+    )
+
+
+def _member_ids(resource: Resource[Any] | None) -> set[str]:
+    return {str(m.value) for m in (getattr(resource, "members", None) or []) if m.value}
+
+
+def _check_members(added: set[str]) -> None:
+    if len(added) > MAX_MEMBERS_CHANGED:
+        raise InvalidValueException(detail=f"at most {MAX_MEMBERS_CHANGED} members are added by one request")
+    strange = sorted(m for m in added if not ID.fullmatch(m))
+    if strange:
+        raise InvalidValueException(
+            detail=f"a member's value is the id of a user or group here, not {strange[0][:64]!r}"
+        )
+
+
+def _membership_ops(group_id: str, added: dict[str, dict[str, Any]], removed: set[str], now: int) -> list[Op]:
+    """The row pairs of members ``added`` (id -> type and display) and ``removed``."""
+    ops: list[Op] = []
+    changes = [(m, {"in": True, **{k: v for k, v in added[m].items() if v}}) for m in sorted(added)]
+    changes += [(m, {"in": False}) for m in sorted(removed)]
+    for member, row in changes:
+        row["changed"] = now
+        ops += [Op("upsert", f"member|{group_id}|{member}", row), Op("upsert", f"memberof|{member}|{group_id}", row)]
+    return ops
+
+
+def _indexed_eq(node: Any, kind: str) -> tuple[str, str] | None:
+    """(attribute, value) of an `eq` comparison the rows index, at the top or in a top-level `and`."""
+    terms = node.terms if isinstance(node, LogicalExpr) and node.op == LogicalOperator.and_ else (node,)
+    indexed = {"id", "externalid", "username"} if kind == "user" else {"id", "displayname"}
+    for term in terms:
+        if isinstance(term, Comparison) and term.op == CompareOperator.eq and isinstance(term.value, str):
+            path = term.attr_path
+            if path.sub_attr is None and path.attr.casefold() in indexed:
+                return path.attr.casefold(), term.value
+    return None

@@ -1,0 +1,209 @@
+"""The inbound endpoint's promises one at a time: the token before anything else, Entra's quirks
+accepted, RFC 7644 errors with their scimType (never a 500), the caps, and a change stored only
+whole and always enqueued."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from sandbox.memory_inbox import MemoryRows
+from shared.sources.scim_inbox import storage as inbox_storage
+from shared.sources.scim_inbox.schema import MAX_BODY_BYTES, MAX_FILTER_CHARS, MAX_PAGE
+from tests.sources.scim_inbox.conftest import ENTERPRISE, GROUP, MICROSOFT_GROUP, USER, Entra, user
+
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+def scim_type(reply: Any) -> tuple[int, str | None]:
+    assert reply.body["schemas"] == [ERROR]
+    return reply.status, reply.body.get("scimType")
+
+
+class CountingRows(MemoryRows):
+    calls = 0
+
+    async def get(self, key: str) -> Any:
+        CountingRows.calls += 1
+        return await super().get(key)
+
+    def scan(self, prefix: str, *, changed_after: int | None = None) -> Any:
+        CountingRows.calls += 1
+        return super().scan(prefix, changed_after=changed_after)
+
+
+# -- the token ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["", "wrong-token", "entra-secret-token-"])
+def test_a_missing_or_wrong_token_is_a_401_before_the_body_is_read_or_storage_touched(entra: Entra, token: str) -> None:
+    CountingRows.calls = 0
+    entra.inbox.endpoints.endpoints["hr-push"].storage.rows = CountingRows()
+    entra.token = token
+    reply = entra.call("POST", "/Users", b"{not json at all")
+    assert reply.status == 401 and reply.body["schemas"] == [ERROR]
+    assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    assert CountingRows.calls == 0 and entra.enqueued() == []
+
+
+def test_an_unknown_source_answers_as_a_wrong_token_does(entra: Entra) -> None:
+    headers = {"Authorization": f"Bearer {entra.token}"}
+    reply = asyncio.run(entra.inbox.endpoints.handle("payroll", "GET", "/Users", {}, headers, b"", "https://x/v2"))
+    assert reply.status == 401
+    entra.token = "wrong"
+    assert reply.body == entra.call("GET", "/Users").body  # the same answer: no source name is revealed
+
+
+# -- Entra's quirks ----------------------------------------------------------------------------------
+
+
+def test_pascal_case_names_a_bare_manager_and_add_on_a_single_valued_attribute(entra: Entra) -> None:
+    body = {
+        "schemas": [USER, ENTERPRISE], "UserName": "eve@contoso.example", "ExternalId": "Obj-E", "Active": "True",
+        ENTERPRISE: {"manager": "e1111111-2222-4333-8444-555555555555", "Department": "Sales"},
+    }  # fmt: skip
+    created = entra.call("POST", "/Users", body)
+    assert created.status == 201, created.body
+    uid = created.body["id"]
+    assert created.body[ENTERPRISE]["manager"]["value"] == "e1111111-2222-4333-8444-555555555555"
+    entra.patch(
+        f"/Users/{uid}",
+        {"op": "Add", "path": "title", "value": "Engineer"},
+        {"op": "add", "path": f"{ENTERPRISE}:manager", "value": "f1111111-2222-4333-8444-555555555555"},
+        {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "eve@fabrikam.example"},
+    )
+    eve = entra.read(uid)
+    assert (eve.attributes["title"], eve.attributes["manager"], eve.attributes["emails.work"]) == (
+        "Engineer", "f1111111-2222-4333-8444-555555555555", "eve@fabrikam.example",
+    )  # fmt: skip
+    assert entra.call("GET", f"/Users/{uid}").body["externalId"] == "Obj-E"
+
+
+def test_microsoft_s_group_schema_is_accepted_and_any_other_unknown_schema_refused(entra: Entra) -> None:
+    ok = entra.call("POST", "/Groups", {"schemas": [GROUP, MICROSOFT_GROUP], "displayName": "A"})
+    assert ok.status == 201 and ok.body["schemas"] == [GROUP]
+    for schemas in ([GROUP, "urn:example:unknown:Group"], [USER, "http://schemas.example.com/Other"]):
+        path = "/Groups" if schemas[0] == GROUP else "/Users"
+        refused = entra.call("POST", path, {"schemas": schemas, "displayName": "B", "userName": "b@contoso.example"})
+        assert refused.status == 400 and refused.body["schemas"] == [ERROR]
+    assert (
+        entra.call("GET", "/Groups").body["totalResults"] == 1 and entra.call("GET", "/Users").body["totalResults"] == 0
+    )
+
+
+def test_a_value_less_removal_by_filter_removes_one_member_never_the_list(entra: Entra) -> None:
+    ids = [entra.call("POST", "/Users", user(n, f"Obj-{n}")).body["id"] for n in ("Ann", "Bea", "Cy")]
+    gid = entra.call(
+        "POST", "/Groups", {"schemas": [GROUP], "displayName": "G", "members": [{"value": i} for i in ids]}
+    ).body["id"]
+    entra.enqueued()
+    entra.patch(f"/Groups/{gid}", {"op": "Remove", "path": f'members[value eq "{ids[1]}"]'})
+    assert [m["value"] for m in entra.call("GET", f"/Groups/{gid}").body["members"]] == sorted([ids[0], ids[2]])
+    entra.patch(f"/Groups/{gid}", {"op": "Remove", "path": "members", "value": [{"value": "unknown-member"}]})
+    assert len(entra.call("GET", f"/Groups/{gid}").body["members"]) == 2
+    assert entra.enqueued() == [("user", ids[1], "push", "hr-push")]
+
+
+def test_group_display_names_are_unique(entra: Entra) -> None:
+    entra.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "Sales"})
+    assert scim_type(entra.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "sales"})) == (409, "uniqueness")
+    other = entra.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "Ops"}).body["id"]
+    renamed = entra.patch(f"/Groups/{other}", {"op": "Replace", "path": "displayName", "value": "SALES"})
+    assert scim_type(renamed) == (409, "uniqueness")
+
+
+def test_two_patches_of_one_group_at_the_same_moment_lose_no_member(entra: Entra) -> None:
+    ids = [entra.call("POST", "/Users", user(f"P{n}", f"Obj-P{n}")).body["id"] for n in range(6)]
+    gid = entra.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "Busy"}).body["id"]
+    endpoints = entra.inbox.endpoints
+    headers = {"Authorization": f"Bearer {entra.token}", "Content-Type": "application/scim+json"}
+
+    async def together() -> list[int]:
+        replies = await asyncio.gather(*(
+            endpoints.handle("hr-push", "PATCH", f"/Groups/{gid}", {}, headers, json.dumps({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "Add", "path": "members", "value": [{"value": uid}]}],
+            }).encode(), "https://x/v2")
+            for uid in ids
+        ))  # fmt: skip
+        return [r.status for r in replies]
+
+    assert set(asyncio.run(together())) <= {200, 204}
+    assert sorted(m["value"] for m in entra.call("GET", f"/Groups/{gid}").body["members"]) == sorted(ids)
+
+
+# -- errors and caps ---------------------------------------------------------------------------------
+
+
+def test_bad_input_gets_rfc_errors_with_their_scim_type(entra: Entra) -> None:
+    uid = entra.call("POST", "/Users", user("Fay", "Obj-F")).body["id"]
+    assert scim_type(entra.call("GET", "/Users", query={"filter": "userName eq"})) == (400, "invalidFilter")
+    assert scim_type(entra.call("GET", "/Users", query={"filter": "x" * (MAX_FILTER_CHARS + 1)})) == (
+        400,
+        "invalidFilter",
+    )
+    assert scim_type(entra.call("POST", "/Users", b'{"schemas": [')) == (400, "invalidSyntax")
+    assert scim_type(entra.call("POST", "/Users", {"schemas": [USER], "userName": "x", "active": "maybe"}))[1] in (
+        "invalidValue", "invalidSyntax",
+    )  # fmt: skip
+    assert scim_type(entra.patch(f"/Users/{uid}", {"op": "replace", "path": "id", "value": "other"})) == (
+        400,
+        "mutability",
+    )
+    assert scim_type(entra.patch(f"/Users/{uid}", {"op": "jump", "path": "title", "value": "x"})) == (
+        400,
+        "invalidValue",
+    )
+    assert scim_type(entra.call("GET", "/Users/0f5c1c2e-aaaa-4bbb-8ccc-999999999999"))[0] == 404
+    big = {"schemas": [USER], "userName": "big@contoso.example", "displayName": "x" * MAX_BODY_BYTES}
+    assert entra.call("POST", "/Users", big).status == 413
+    assert entra.call("GET", "/Users").body["totalResults"] == 1  # nothing of the refused ones stored
+    assert {r.status for r in entra.sent} < set(range(200, 500))
+
+
+def test_a_filter_that_would_walk_too_many_users_is_too_many(entra: Entra, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbox_storage, "MAX_SCAN", 2)
+    for n in range(3):
+        entra.call("POST", "/Users", user(f"W{n}", f"Obj-W{n}"))
+    assert scim_type(entra.call("GET", "/Users", query={"filter": 'title eq "x"'})) == (400, "tooMany")
+    assert entra.call("GET", "/Users", query={"filter": 'userName eq "w1@contoso.example"'}).body["totalResults"] == 1
+
+
+def test_paging_by_start_index_and_count_and_the_count_is_capped(entra: Entra) -> None:
+    ids = sorted(entra.call("POST", "/Users", user(f"Q{n}", f"Obj-Q{n}")).body["id"] for n in range(5))
+    page = entra.call("GET", "/Users", query={"startIndex": "2", "count": "2"}).body
+    assert (page["totalResults"], page["startIndex"], page["itemsPerPage"]) == (5, 2, 2)
+    assert [r["id"] for r in page["Resources"]] == ids[1:3]
+    capped = entra.call("GET", "/Users", query={"count": str(MAX_PAGE * 10)}).body
+    assert capped["itemsPerPage"] == 5  # fewer than the cap here; the cap itself is announced
+    config = entra.call("GET", "/ServiceProviderConfig").body
+    assert config["filter"]["maxResults"] == MAX_PAGE and config["bulk"]["supported"] is False
+
+
+def test_a_change_that_cannot_be_enqueued_answers_503_and_the_retry_enqueues_it(entra: Entra) -> None:
+    uid = entra.call("POST", "/Users", user("Gil", "Obj-G")).body["id"]
+    entra.enqueued()
+    sent = entra.queue.send
+
+    async def broken(items: Any) -> int:
+        raise ConnectionError("queue down")
+
+    entra.queue.send = broken  # type: ignore[method-assign]
+    disable = {"op": "Replace", "path": "active", "value": "False"}
+    assert entra.patch(f"/Users/{uid}", disable).status == 503
+    entra.queue.send = sent  # type: ignore[method-assign]
+    assert entra.patch(f"/Users/{uid}", disable).status in (200, 204)  # Entra's retry: nothing changes ...
+    assert entra.enqueued() == [("user", uid, "push", "hr-push")]  # ... and the user is enqueued
+
+
+def test_a_storage_failure_is_a_503_never_a_500(entra: Entra) -> None:
+    class Down(MemoryRows):
+        async def get(self, key: str) -> Any:
+            raise ConnectionError("storage down")
+
+    entra.inbox.endpoints.endpoints["hr-push"].storage.rows = Down()
+    reply = entra.call("GET", "/Users/0f5c1c2e-aaaa-4bbb-8ccc-999999999999")
+    assert reply.status == 503 and reply.headers["Retry-After"]
