@@ -84,7 +84,7 @@ class InboxSource:
             groups &= self.relevant_groups
         enabled = attributes.get("active") is not False
         state = classify(enabled, attributes, groups, self.scope)
-        return Identity(stored.id, state, attributes, groups, self._name)
+        return Identity(stored.id, state, attributes, groups, source=self._name)
 
 
 def flatten(resource: Mapping[str, Any]) -> dict[str, Any]:
