@@ -85,6 +85,8 @@ class BuildContext:
     clients: Mapping[str, Any] = field(default_factory=dict)
     mapping: SyncMapping | None = None  # the whole file: a source reads mapping.for_source(its name)
     queue: WorkQueue | None = None  # where a source that is pushed to hands over what changed
+    audit: AuditStore | None = None  # where it records what it refused or took as a replay
+    tables: Any = None  # the app's Table service client: a source that keeps its own rows
     state: StateStore | None = None
     closers: list[Any] = field(default_factory=list)
     health_store: HealthStore | None = None
@@ -242,7 +244,7 @@ def build(
     leases = LeaseStore(tables.get_table_client(names.LOCKS_TABLE), clock=clock)
     audit = AuditStore(tables.get_table_client(names.AUDIT_TABLE))
     queue = WorkQueue(queues)
-    context.queue = queue
+    context.queue, context.audit, context.tables = queue, audit, tables
     waits = Waits(queue, audit)
     notifier = Notifier(tables.get_table_client(names.STATE_TABLE), settings.notify_webhook_url)
     closers.append(notifier)

@@ -73,10 +73,9 @@ class SourceKind(Protocol):
 
 def kinds() -> dict[str, SourceKind]:
     from shared.sources.graph.kind import ENTRA
+    from shared.sources.scim_inbox.kind import SCIM_INBOX
 
-    # The inbound SCIM endpoint's kind registers here: {..., SCIM_INBOX.name: SCIM_INBOX}
-    # (from shared.sources.scim_inbox.kind import SCIM_INBOX).
-    return {ENTRA.name: ENTRA}
+    return {ENTRA.name: ENTRA, SCIM_INBOX.name: SCIM_INBOX}
 
 
 KINDS: Mapping[str, SourceKind] = kinds()

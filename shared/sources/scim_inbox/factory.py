@@ -1,13 +1,10 @@
-"""The one seam between the inbound endpoint and the composition root (until the source registry
-builds inbound sources itself): which inbound sources this app serves, their tokens, and their
-endpoints and sources built over the app's storage, queue and audit.
+"""Where the inbound sources meet the composition root: the kind (:mod:`.kind`) builds each source
+the mapping names (``sources: {hr-push: {kind: scim_inbox}}``) through :func:`inbound_source`, over
+the app's storage, queue and audit; the HTTP function reaches their endpoints through :func:`inbox`.
 
-Settings (each read once, failing closed like every other setting):
-
-- ``SCIM_INBOX_SOURCES``: the inbound sources' names, comma-separated (``hr-push``); interim, until
-  the mapping's ``sources:`` names them;
-- ``SCIM_INBOX_<NAME>_TOKEN`` (the name upper-cased, ``-`` as ``_``): that source's bearer token,
-  the Secret Token set in Entra; a Key Vault reference in Azure.
+Settings (each read once, failing closed like every other setting): ``SCIM_INBOX_<NAME>_TOKEN``
+(the name upper-cased, ``-`` as ``_``, or the source's ``token_setting``): that source's bearer
+token, the Secret Token set in Entra; a Key Vault reference in Azure.
 """
 
 from __future__ import annotations
@@ -30,33 +27,24 @@ from shared.sources.scim_inbox.schema import provider
 from shared.sources.scim_inbox.source import InboxSource
 from shared.sources.scim_inbox.storage import InboxStorage
 
-SOURCES_SETTING = "SCIM_INBOX_SOURCES"
-
 
 def token_setting(source: str) -> str:
     """The setting holding an inbound source's bearer token."""
     return f"SCIM_INBOX_{source.upper().replace('-', '_')}_TOKEN"
 
 
-def read_tokens(env: Mapping[str, str], sources: list[str] | None = None) -> dict[str, Secret]:
-    """Source name -> its token, for the sources named (``SCIM_INBOX_SOURCES`` when None);
+def read_tokens(env: Mapping[str, str], settings: Mapping[str, str]) -> dict[str, Secret]:
+    """Source name -> its token, read from the setting ``settings`` names for it;
     :class:`SettingsError` naming every problem at once."""
     reader = _Reader(env)
-    names = (
-        sources
-        if sources is not None
-        else [n.strip() for n in (reader.raw(SOURCES_SETTING) or "").split(",") if n.strip()]
-    )
     tokens: dict[str, Secret] = {}
-    for name in names:
+    for name, setting in settings.items():
         if not SOURCE_NAME.fullmatch(name):
-            reader.problems.append(f"{SOURCES_SETTING}: {name!r} is not a source name (a-z, 0-9, '-')")
+            reader.problems.append(f"{name!r} is not a source name (a-z, 0-9, '-')")
             continue
-        value = reader.required(token_setting(name), f"the bearer token of the inbound SCIM source {name}")
+        value = reader.required(setting, f"the bearer token of the inbound SCIM source {name}")
         if value is not None and (len(value) < 32 or not value.isascii() or not value.isprintable() or " " in value):
-            reader.problems.append(
-                f"{token_setting(name)} must be at least 32 printable ASCII characters without spaces"
-            )
+            reader.problems.append(f"{setting} must be at least 32 printable ASCII characters without spaces")
         elif value is not None:
             tokens[name] = Secret(value)
     if reader.problems:
@@ -104,26 +92,39 @@ def build_inbox(
     return Inbox(InboxEndpoints(endpoints), sources, tables)
 
 
-_inbox: Inbox | None = None
+def inbound_source(name: str, token: Secret, context: Any) -> InboxSource:
+    """One inbound source, as the composition root builds it (``context`` is its BuildContext):
+    its store in the app's ``scimInbox`` table, its endpoint handing what changed to the app's queue
+    and audit, and the source over the store, scoped as the mapping's targets it feeds read it."""
+    storage = InboxStorage(TableRows(context.tables.get_table_client(TABLE), name), provider(), clock=context.clock)
+    mapping = context.mapping.for_source(name)
+    source = InboxSource(name, storage, mapping.scope, mapping.relevant_groups)
+    source.endpoint = InboxEndpoint(name, token, storage, context.queue, context.audit)
+    return source
+
+
+_installed: Inbox | None = None  # a test's, in place of the app's
+_built: tuple[object, Inbox] | None = None  # the app's, with the app it was built from
 
 
 def inbox() -> Inbox:
-    """The process's inbound sources, over the composition root's storage, queue and audit (built
-    on first use). The lead's wiring replaces this with the source registry's kinds."""
-    global _inbox
-    if _inbox is None:
-        from shared import bootstrap
+    """The process's inbound sources: every source of the composition root that is one (built on
+    first use after the app, and again for a new app), or the ones a test installed."""
+    global _built
+    if _installed is not None:
+        return _installed
+    from shared import bootstrap
 
-        app = bootstrap.app()
-        _inbox = build_inbox(
-            read_tokens(app.settings.env), app.queue, app.audit, tables=app.tables,
-            scope=app.mapping.scope, relevant_groups=app.mapping.relevant_groups, clock=app.clock,
-        )  # fmt: skip
-    return _inbox
+    app = bootstrap.app()
+    if _built is None or _built[0] is not app:
+        built = {name: s for name, s in app.sources.items() if isinstance(s, InboxSource)}
+        endpoints = {name: s.endpoint for name, s in built.items() if s.endpoint is not None}
+        _built = (app, Inbox(InboxEndpoints(endpoints), built, app.tables))
+    return _built[1]
 
 
 def install(built: Inbox | None) -> None:
     """Make ``built`` the process's inbound sources (a test's, over its own rows), or forget them
-    (None: the next use builds them from the app again)."""
-    global _inbox
-    _inbox = built
+    (None: the app's are used again)."""
+    global _installed
+    _installed = built

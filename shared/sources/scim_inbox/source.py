@@ -15,7 +15,7 @@ scope. There is no soft delete: Entra sends ``active=false`` first where the ten
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.classify import classify
 from shared.core.model import Identity, SourceState
@@ -23,6 +23,9 @@ from shared.errors import DeltaExpired
 from shared.mapping.model import Scope
 from shared.sources.scim_inbox.schema import ENTERPRISE, PATHS
 from shared.sources.scim_inbox.storage import InboxStorage, Stored
+
+if TYPE_CHECKING:
+    from shared.sources.scim_inbox.endpoint import InboxEndpoint
 
 CURSOR_PREFIX: Final = "scim-inbox:"
 
@@ -41,6 +44,7 @@ class InboxSource:
         self.storage = storage
         self.scope = scope if scope is not None else Scope()
         self.relevant_groups = relevant_groups
+        self.endpoint: InboxEndpoint | None = None  # where it is pushed to (the composition root sets it)
 
     @property
     def name(self) -> str:
