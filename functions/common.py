@@ -66,6 +66,9 @@ async def accept_notifications(
         return handshake
     svc = bootstrap.app()
     await svc.ensure_storage()
+    if svc.settings.graph_client_state is None:  # no entra source: nobody may notify
+        await _audit(svc, source, "this app reads no Entra ID source: no notification is expected")
+        return text_response("no Entra ID source", 404)
     client_state = svc.settings.graph_client_state.reveal()
     try:
         authenticated = authenticate(req.get_body(), req.headers.get("content-type", ""), client_state)

@@ -298,6 +298,8 @@ def _entra_side(app: App, source: GraphSource) -> None:
     notification subscriptions, the risk feed and the risk response, on the targets it feeds; and
     the dispatcher's handlers for the work items only they make."""
     settings, mapping, fed = app.settings, app.mapping.for_source(DEFAULT_SOURCE), app.mapping.fed_by(DEFAULT_SOURCE)
+    # Checked by the entra kind before anything was built (``check_source_settings``).
+    assert settings.graph_client_state and settings.graph_notification_url and settings.graph_lifecycle_url
     app.source = source
     app.delta = DeltaService(
         source=source, mapping=mapping, state=app.state, leases=app.leases, queue=app.queue, audit=app.audit,

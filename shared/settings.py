@@ -130,9 +130,10 @@ class Settings:
     client_id: str | None
     client_secret: Secret | None
     graph_token: Secret | None
-    graph_client_state: Secret
-    graph_notification_url: str
-    graph_lifecycle_url: str
+    # The entra source's (optional until the mapping names it: its kind checks them, like Auth0's).
+    graph_client_state: Secret | None
+    graph_notification_url: str | None
+    graph_lifecycle_url: str | None
     auth0: Auth0Settings | None  # present where AUTH0_* is set; required by a mapping with an auth0 target
     storage: StorageSettings
     schedules: Mapping[str, str]
@@ -242,8 +243,8 @@ class _Reader:
         graph_base_url = self.url("GRAPH_BASE_URL", self.raw("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL)
         graph_auth, tenant_id, client_id, client_secret, graph_token = self.graph_credentials(graph_base_url)
         client_state = self.client_state()
-        notification_url = self.url("GRAPH_NOTIFICATION_URL", self.required("GRAPH_NOTIFICATION_URL"))
-        lifecycle_url = self.url("GRAPH_LIFECYCLE_URL", self.required("GRAPH_LIFECYCLE_URL"))
+        notification_url = self.url("GRAPH_NOTIFICATION_URL", self.raw("GRAPH_NOTIFICATION_URL"))
+        lifecycle_url = self.url("GRAPH_LIFECYCLE_URL", self.raw("GRAPH_LIFECYCLE_URL"))
         auth0 = self.auth0()
         storage = self.storage()
         schedules = self.schedules()
@@ -254,10 +255,7 @@ class _Reader:
             raise SettingsError(self.problems)
         # With no problems reported every part was read; the asserts only tell the type checker.
         assert graph_base_url is not None
-        assert client_state is not None
         assert storage is not None
-        assert notification_url is not None
-        assert lifecycle_url is not None
         assert mapping_file is not None
         return Settings(
             graph_base_url=graph_base_url,
@@ -301,7 +299,7 @@ class _Reader:
         return GraphAuth.MANAGED_IDENTITY, tenant_id, client_id, None, None
 
     def client_state(self) -> Secret | None:
-        value = self.required("GRAPH_CLIENT_STATE", "the shared secret Graph echoes in every notification")
+        value = self.raw("GRAPH_CLIENT_STATE")
         if value is None:
             return None
         if not GRAPH_CLIENT_STATE_MIN <= len(value) <= GRAPH_CLIENT_STATE_MAX:

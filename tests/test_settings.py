@@ -84,9 +84,6 @@ def test_without_a_client_secret_graph_uses_the_managed_identity() -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "GRAPH_CLIENT_STATE",
-        "GRAPH_NOTIFICATION_URL",
-        "GRAPH_LIFECYCLE_URL",
         "AUTH0_CLIENT_ID",
         "AUTH0_CLIENT_SECRET",
         "DELTA_SCHEDULE",
@@ -116,7 +113,7 @@ def test_missing_storage_and_auth0_are_named() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     problems = problems_of({})
     names = {p.split(" ", 1)[0] for p in problems}
-    assert {"GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "AzureWebJobsStorage"} <= names
+    assert {"AzureWebJobsStorage", "SYNC_MAPPING_FILE"} <= names
     assert {"DELTA_SCHEDULE", "RISK_SCHEDULE"} <= names
 
 

@@ -15,14 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
 import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.memory import MemoryKind, MemorySourceKind, kinds_with_memory, source_kinds_with_memory
+from shared import bootstrap
 from shared.core.work import WorkItem, user_item
 from shared.mapping.load import load_mapping, parse_mapping
 from shared.mapping.model import MappingError
-from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+from shared.settings import Settings, SettingsError
+from tests.integration.world import World, audit_rows, empty_storage, queued, run_worker, services_for
 
 HR = "hr"
 CRM = """\
@@ -194,3 +197,51 @@ def test_the_entra_kind_is_the_tenants_one_source_named_entra() -> None:
     text = "version: 2\nsources:\n  corp: {kind: entra}\ntargets:\n  memory:crm:\n    source: corp\n"
     text += "    attributes:\n      - {source: mail, target: email}\n"
     assert check(text) == ["sources.corp: the Entra ID source is the tenant's own: name it entra"]
+
+
+INBOUND_ONLY = """\
+version: 2
+scope: {}
+sources:
+  hr-push: {kind: scim_inbox}
+targets:
+  auth0:
+    source: hr-push
+    connection: Username-Password-Authentication
+    attributes:
+      - {source: emails.work, target: email, transforms: [trim, lower]}
+      - {source: displayName, target: name}
+    deprovision: {action: block, hard_delete: delete}
+"""
+GRAPH_ONLY_SETTINGS = ("GRAPH_CLIENT_STATE", "GRAPH_NOTIFICATION_URL", "GRAPH_LIFECYCLE_URL")
+
+
+def test_a_tenant_that_grants_no_graph_permission_runs_on_an_inbound_source_alone(
+    world: World, tmp_path: Path, indexed: dict[str, Any]
+) -> None:
+    """No GRAPH_* setting, no Entra source: the app starts, nothing of Entra's is built, and Graph's
+    webhook refuses what it is sent; a mapping that does read Entra ID names the settings it lacks."""
+    path = tmp_path / "inbound.yaml"
+    path.write_text(INBOUND_ONLY)
+    env = world.environment(SYNC_MAPPING_FILE=str(path), SCIM_INBOX_HR_PUSH_TOKEN="t" * 40)
+    for name in GRAPH_ONLY_SETTINGS:
+        env.pop(name, None)
+
+    async def scenario() -> tuple[Any, int]:
+        svc = bootstrap.init(Settings.from_env(env))
+        await empty_storage(svc)
+        try:
+            hook = await indexed["graph_webhook"].get_user_function()(
+                func.HttpRequest("POST", "http://localhost/api/graph_webhook", body=b'{"value": []}', headers={})
+            )
+            return svc, hook.status_code
+        finally:
+            await svc.aclose()
+
+    svc, status = asyncio.run(scenario())
+    assert sorted(svc.sources) == ["hr-push"] and svc.source is None and svc.subscriptions is None
+    assert status == 404
+    _, _, kinds = options()
+    with pytest.raises(SettingsError) as refused:  # the world's file reads Entra ID
+        bootstrap.init(Settings.from_env({k: v for k, v in world.env.items() if k != "GRAPH_CLIENT_STATE"}), **kinds)
+    assert "GRAPH_CLIENT_STATE is required" in str(refused.value)

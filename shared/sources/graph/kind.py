@@ -57,7 +57,18 @@ class EntraKind:
         return state_of(record, record is not None and enabled(record), groups, scope, deleted=deleted)
 
     def settings_problem(self, section: SourceSection, settings: Settings) -> str | None:
-        return None  # the GRAPH_* settings are read and checked with the app's own
+        """Its change notifications need their URLs and shared secret (read and checked with the
+        app's other settings, required only when the mapping reads Entra ID)."""
+        missing = [
+            f"{name} is required: {why}"
+            for name, value, why in (
+                ("GRAPH_CLIENT_STATE", settings.graph_client_state, "the secret Graph echoes in every notification"),
+                ("GRAPH_NOTIFICATION_URL", settings.graph_notification_url, "where Graph sends change notifications"),
+                ("GRAPH_LIFECYCLE_URL", settings.graph_lifecycle_url, "where Graph sends lifecycle notifications"),
+            )
+            if value is None
+        ]  # fmt: skip
+        return "; ".join(missing) or None
 
     def build(self, section: SourceSection, context: Any) -> Source:
         from shared.sources.graph.client import graph_client
