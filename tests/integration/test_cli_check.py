@@ -40,7 +40,7 @@ def test_check_exits_0_when_settings_mapping_and_groups_are_sound(
     assert check_with(monkeypatch, world, sandbox_mapping(three_role_grants(world.group_ids))) == 0
     out = capsys.readouterr().out
     assert "settings: ok" in out
-    assert "checked.yaml: ok (version 1; targets: auth0 (9 attributes))" in out
+    assert "checked.yaml: ok (version 1; sources: entra (entra); targets: auth0 (9 attributes))" in out
     assert "groups: 3 of 3 found in Entra ID" in out
 
 
@@ -74,3 +74,15 @@ def test_check_exits_2_listing_the_settings_problems(
     out = capsys.readouterr().out
     assert "GRAPH_CLIENT_STATE is required" in out
     assert "settings: ok" not in out
+
+
+def test_check_exits_2_when_a_target_of_the_mapping_lacks_its_settings(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mapping names an Auth0 target; without AUTH0_* settings the app would refuse to start, so
+    check must not say ok (issue 21: cmd_check never asked the kinds)."""
+    for name in ("AUTH0_BASE_URL", "AUTH0_TOKEN"):
+        monkeypatch.delenv(name)
+    assert main(["check"]) == 2
+    out = capsys.readouterr().out
+    assert "AUTH0_DOMAIN" in out and "settings: ok\n" not in out
