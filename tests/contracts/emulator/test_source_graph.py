@@ -15,7 +15,7 @@ from shared.settings import Settings
 from shared.sources.graph.client import graph_client
 from shared.sources.graph.source import GraphSource
 from tests.contracts.backends import Opener
-from tests.contracts.source_contract import OTHER, SALES, STAFF, SourceContract, Tenant, mapping
+from tests.contracts.source_contract import OTHER, SALES, STAFF, SourceContract, Tenant, mapping, now
 from tests.support import sandbox_env
 
 
@@ -49,8 +49,8 @@ class TestGraphSource(SourceContract):
                 graph.add_member(gid, uid)
 
             yield Tenant(
-                source, lambda n: source.identities(page_size=n), add, graph.update_user, join,
-                graph.soft_delete_user, graph.hard_delete_user, graph.expire_delta_tokens,
+                source, lambda n: source.identities(page_size=n), now(add), now(graph.update_user), now(join),
+                now(graph.soft_delete_user), now(graph.hard_delete_user), now(graph.expire_delta_tokens),
             )  # fmt: skip
 
         return on_emulator

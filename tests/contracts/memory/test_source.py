@@ -10,7 +10,7 @@ import pytest
 
 from sandbox.memory import MemorySource
 from tests.contracts.backends import Opener
-from tests.contracts.source_contract import SourceContract, Tenant, mapping
+from tests.contracts.source_contract import SourceContract, Tenant, mapping, now
 
 
 class TestMemorySource(SourceContract):
@@ -24,8 +24,8 @@ class TestMemorySource(SourceContract):
                 source.groups[uid].add(gid)
 
             yield Tenant(
-                source, lambda n: source.identities(page_size=n), source.add, source.update, join,
-                source.soft_delete, source.hard_delete, source.expire_cursors,
+                source, lambda n: source.identities(page_size=n), now(source.add), now(source.update), now(join),
+                now(source.soft_delete), now(source.hard_delete), now(source.expire_cursors),
             )  # fmt: skip
 
         return in_memory
