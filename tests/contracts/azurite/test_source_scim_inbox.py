@@ -84,7 +84,8 @@ class TestInboundScimSource(SourceContract):
                 async def join(uid: str, group: str) -> None:
                     # An inbound group is named by its displayName: the contract's group ids serve as names.
                     if group not in groups:
-                        groups[group] = (await call("POST", "/Groups", {"schemas": [GROUP], "displayName": group}))["id"]
+                        created = await call("POST", "/Groups", {"schemas": [GROUP], "displayName": group})
+                        groups[group] = created["id"]
                     add_member = {"op": "Add", "path": "members", "value": [{"value": uid}]}
                     await call("PATCH", f"/Groups/{groups[group]}", {"schemas": [PATCH], "Operations": [add_member]})
 
