@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,14 +192,14 @@ def test_no_output_of_any_template_is_computed_from_a_secure_parameter(bicep) ->
         assert not _identifiers(file, node, variables) & secure, f"{bicep.name}: output {name}"
 
 
-def test_the_check_sees_a_secure_parameter_reach_an_output() -> None:
-    leaky = BicepFile.__new__(BicepFile)
-    leaky.path = INFRA / "leaky.bicep"
-    leaky.source = b"@secure()\nparam seed string\nvar derived = '${seed}x'\noutput o string = derived\n"
-    from tests.infra.bicep import parse_source
-
-    leaky.root = parse_source(leaky.source).root_node
+def test_the_check_sees_a_secure_parameter_reach_an_output(tmp_path: Path) -> None:
+    (tmp_path / "leaky.bicep").write_text(
+        "@secure()\nparam seed string\nvar derived = '${seed}x'\nvar has = !empty(seed)\n"
+        "output o string = derived\noutput p bool = has\n"
+    )
+    leaky = BicepFile(tmp_path / "leaky.bicep")
     assert _identifiers(leaky, leaky.outputs()["o"], leaky.variables()) == {"derived", "seed"}
+    assert _identifiers(leaky, leaky.outputs()["p"], leaky.variables()) == {"has"}  # only whether it is set
 
 
 def test_the_parameters_file_passes_the_sources_and_the_seed_from_azd() -> None:
