@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import tree_sitter
 
+from shared.settings import SettingsError
 from shared.sources.scim_inbox.factory import SOURCES_SETTING, read_tokens, token_setting
 from tests.infra.bicep import INFRA, BicepFile, bicep_files, load, path, resource
 from tests.infra.evaluate import Evaluator, Unknown, Unsupported, module_condition, module_params
@@ -104,6 +105,10 @@ def test_every_inbound_source_gets_its_secret_and_the_setting_the_app_reads(sour
     token_settings = {key for key in deployment.settings if key.startswith("SCIM_INBOX_") and key.endswith("_TOKEN")}
     assert token_settings == {token_setting(name) for name in names}
 
+    # A reference the platform could not resolve is refused at start-up, never taken as the token.
+    unresolved = {key: value for key, value in deployment.settings.items() if isinstance(value, str)}
+    with pytest.raises(SettingsError, match="unresolved Key Vault reference"):
+        read_tokens(unresolved)
     tokens = read_tokens(deployment.resolved_environment())  # raises SettingsError on any problem
     assert sorted(tokens) == sorted(names)
     assert {name: token.reveal() for name, token in tokens.items()} == {
