@@ -40,6 +40,13 @@ param notifyWebhookUrl string = ''
 @secure()
 param riskAlertSecret string = ''
 
+@description('Optional. The inbound SCIM sources (the mapping\'s sources of kind scim_inbox), comma-separated, e.g. `hr-push,partners`; empty for none. Each gets its bearer token in Key Vault and the app setting SCIM_INBOX_<SOURCE>_TOKEN referencing it.')
+param scimInboxSources string = ''
+
+@description('Optional. Secret seed the inbound SCIM sources\' tokens are derived from, at least 32 characters (e.g. `openssl rand -hex 32`); required when scimInboxSources names a source. Keep it: a new seed is a new token for every source.')
+@secure()
+param scimInboxTokenSeed string = ''
+
 @description('Optional. NCRONTAB schedule (six fields, seconds first) of the Graph delta sync: the safety net for missed notifications.')
 param deltaSchedule string = '0 */5 * * * *'
 
@@ -96,6 +103,8 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
+// A string, as azd passes it from SCIM_INBOX_SOURCES; the modules take the list.
+var scimInboxSourceNames = filter(map(split(scimInboxSources, ','), source => trim(source)), source => !empty(source))
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 
@@ -153,6 +162,18 @@ module keyVault 'app/keyvault.bicep' = {
   }
 }
 
+// Only with inbound sources: the module requires the seed, so naming a source without one stops
+// the deployment here, before the app is changed.
+module scimInbox 'app/scim-inbox.bicep' = if (!empty(scimInboxSourceNames)) {
+  name: 'scim-inbox'
+  scope: rg
+  params: {
+    keyVaultName: keyVault.outputs.name
+    sources: scimInboxSourceNames
+    tokenSeed: scimInboxTokenSeed
+  }
+}
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -185,6 +206,8 @@ module api 'app/api.bicep' = {
     tenantId: tenant().tenantId
     auth0Domain: auth0Domain
     auth0ClientId: auth0ClientId
+    scimInboxSources: scimInboxSourceNames
+    scimInboxTokenReferences: !empty(scimInboxSourceNames) ? scimInbox.outputs.references : {}
     deltaSchedule: deltaSchedule
     reconcileSchedule: reconcileSchedule
     riskSchedule: riskSchedule

@@ -198,7 +198,14 @@ def resource(type_: str) -> tuple[BicepFile, Resource]:
 
 
 def app_settings() -> tuple[BicepFile, dict[str, tree_sitter.Node]]:
-    """The Function App's app settings (the sites/config 'appsettings' resource): name -> value node."""
+    """The Function App's fixed app settings (the sites/config 'appsettings' resource): name -> value
+    node. The settings named after the inbound SCIM sources are joined to them with ``union()``;
+    :mod:`tests.infra.evaluate` computes those for given sources."""
     file, config = resource("Microsoft.Web/sites/config")
     assert literal(file, path(file, config.body, "name")) == "appsettings"
-    return file, properties(file, path(file, config.body, "properties"))
+    settings = path(file, config.body, "properties")
+    if settings.type == "call_expression" and file.text(settings.named_children[0]) == "union":
+        fixed = [arg for arg in settings.named_children[1].named_children if arg.type == "object"]
+        assert len(fixed) == 1, f"{file.path.name}: expected one object literal of fixed settings in union()"
+        settings = fixed[0]
+    return file, properties(file, settings)

@@ -1,8 +1,9 @@
 """The Bicep app settings cover every setting shared/settings.py reads, so the two cannot drift.
 
-The names the code reads are recorded by running ``Settings.from_env`` against a mapping that notes
-every key looked up (over several environments, so every branch is taken), and are cross-checked
-with a scan of the module's source for ``raw("NAME")`` / ``required("NAME")`` calls.
+The names the code reads are recorded by running ``Settings.from_env`` (and the inbound SCIM
+sources' ``read_tokens``) against a mapping that notes every key looked up (over several
+environments, so every branch is taken), and are cross-checked with a scan of the module's source
+for ``raw("NAME")`` / ``required("NAME")`` calls.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from shared import settings as settings_module
 from shared.settings import SCHEDULE_SETTINGS, Settings, SettingsError
+from shared.sources.scim_inbox.factory import read_tokens
 from tests.infra.bicep import BicepFile, app_settings, literal, load
 from tests.support import CLIENT_STATE, sandbox_env
 
@@ -69,6 +71,8 @@ def _record(values: Mapping[str, str]) -> set[str]:
     env = RecordingEnv(values)
     with contextlib.suppress(SettingsError):
         Settings.from_env(env)
+    with contextlib.suppress(SettingsError):
+        read_tokens(env)  # the inbound SCIM sources' settings, read beside shared/settings.py's
     return env.read
 
 
@@ -110,6 +114,9 @@ def _placeholder(name: str) -> str:
         "AzureWebJobsStorage__accountName": "stexample",
         "NOTIFY_WEBHOOK_URL": "",
         "RISK_ALERT_SECRET": "",
+        # No inbound SCIM source: their token settings are named after them, and
+        # test_scim_inbox_tokens.py checks those for a list of sources.
+        "SCIM_INBOX_SOURCES": "",
     }.get(name, "placeholder")
 
 
