@@ -206,7 +206,6 @@ module api 'app/api.bicep' = {
     tenantId: tenant().tenantId
     auth0Domain: auth0Domain
     auth0ClientId: auth0ClientId
-    scimInboxSources: scimInboxSourceNames
     scimInboxTokenReferences: !empty(scimInboxSourceNames) ? scimInbox.outputs.references : {}
     deltaSchedule: deltaSchedule
     reconcileSchedule: reconcileSchedule

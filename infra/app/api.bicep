@@ -44,9 +44,6 @@ param applicationInsightsConnectionString string
 @description('Required. Key Vault references by setting name: AUTH0_CLIENT_SECRET, GRAPH_CLIENT_STATE, NOTIFY_WEBHOOK_URL, RISK_ALERT_SECRET (the last two empty when not configured).')
 param keyVaultReferences object
 
-@description('Optional. Names of the inbound SCIM sources (SCIM_INBOX_SOURCES); empty for none.')
-param scimInboxSources array = []
-
 @description('Optional. Key Vault references of the inbound SCIM sources\' tokens by setting name (SCIM_INBOX_<SOURCE>_TOKEN), from scim-inbox.bicep.')
 param scimInboxTokenReferences object = {}
 
@@ -213,9 +210,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     NOTIFY_WEBHOOK_URL: keyVaultReferences.NOTIFY_WEBHOOK_URL
     // Shared secret of the risk_alert push endpoint; empty refuses every call.
     RISK_ALERT_SECRET: keyVaultReferences.RISK_ALERT_SECRET
-
-    // The inbound SCIM endpoint's sources (until the mapping's sources: names them to the app).
-    SCIM_INBOX_SOURCES: join(scimInboxSources, ',')
+    // The inbound SCIM sources' tokens (the mapping's sources: names the sources to the app).
   }, scimInboxTokenReferences)
 }
 

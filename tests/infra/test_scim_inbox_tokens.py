@@ -19,7 +19,7 @@ import pytest
 import tree_sitter
 
 from shared.settings import SettingsError
-from shared.sources.scim_inbox.factory import SOURCES_SETTING, read_tokens, token_setting
+from shared.sources.scim_inbox.factory import read_tokens, token_setting
 from tests.infra.bicep import INFRA, BicepFile, bicep_files, load, path, resource
 from tests.infra.evaluate import Evaluator, Unknown, Unsupported, module_condition, module_params
 
@@ -96,7 +96,7 @@ def provision(sources: str, seed: str = SEED) -> Deployment:
 def test_every_inbound_source_gets_its_secret_and_the_setting_the_app_reads(sources: str, names: list[str]) -> None:
     deployment = provision(sources)
     assert deployment.names == names
-    assert deployment.settings[SOURCES_SETTING] == ",".join(names)
+    assert "SCIM_INBOX_SOURCES" not in deployment.settings  # the mapping's sources: names them to the app
     assert set(deployment.secrets) == {f"scim-inbox-{name}-token" for name in names}
     for name in names:
         # token_setting is the app's: 'partners-eu-2' -> SCIM_INBOX_PARTNERS_EU_2_TOKEN (every '-').
@@ -108,8 +108,9 @@ def test_every_inbound_source_gets_its_secret_and_the_setting_the_app_reads(sour
     # A reference the platform could not resolve is refused at start-up, never taken as the token.
     unresolved = {key: value for key, value in deployment.settings.items() if isinstance(value, str)}
     with pytest.raises(SettingsError, match="unresolved Key Vault reference"):
-        read_tokens(unresolved)
-    tokens = read_tokens(deployment.resolved_environment())  # raises SettingsError on any problem
+        read_tokens(unresolved, {name: token_setting(name) for name in names})
+    # What the app reads for each source the mapping names: raises SettingsError on any problem.
+    tokens = read_tokens(deployment.resolved_environment(), {name: token_setting(name) for name in names})
     assert sorted(tokens) == sorted(names)
     assert {name: token.reveal() for name, token in tokens.items()} == {
         name: deployment.secrets[f"scim-inbox-{name}-token"] for name in names
@@ -120,9 +121,7 @@ def test_without_inbound_sources_nothing_is_provisioned_and_no_seed_is_needed() 
     deployment = provision("", seed="")
     assert deployment.names == []
     assert not deployment.module_deployed
-    assert deployment.settings[SOURCES_SETTING] == ""
-    assert not [key for key in deployment.settings if key.startswith("SCIM_INBOX_") and key.endswith("_TOKEN")]
-    assert read_tokens(deployment.resolved_environment()) == {}
+    assert not [key for key in deployment.settings if key.startswith("SCIM_INBOX_")]
 
 
 def test_a_token_is_the_same_at_every_provision_and_differs_by_source_and_seed() -> None:

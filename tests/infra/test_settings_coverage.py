@@ -17,7 +17,6 @@ import pytest
 
 from shared import settings as settings_module
 from shared.settings import SCHEDULE_SETTINGS, Settings, SettingsError
-from shared.sources.scim_inbox.factory import read_tokens
 from tests.infra.bicep import BicepFile, app_settings, literal, load
 from tests.support import CLIENT_STATE, sandbox_env
 
@@ -71,8 +70,6 @@ def _record(values: Mapping[str, str]) -> set[str]:
     env = RecordingEnv(values)
     with contextlib.suppress(SettingsError):
         Settings.from_env(env)
-    with contextlib.suppress(SettingsError):
-        read_tokens(env)  # the inbound SCIM sources' settings, read beside shared/settings.py's
     return env.read
 
 
@@ -114,9 +111,8 @@ def _placeholder(name: str) -> str:
         "AzureWebJobsStorage__accountName": "stexample",
         "NOTIFY_WEBHOOK_URL": "",
         "RISK_ALERT_SECRET": "",
-        # No inbound SCIM source: their token settings are named after them, and
-        # test_scim_inbox_tokens.py checks those for a list of sources.
-        "SCIM_INBOX_SOURCES": "",
+        # No inbound SCIM source: their token settings are named after the sources the mapping
+        # names, and test_scim_inbox_tokens.py checks those for a list of sources.
     }.get(name, "placeholder")
 
 
