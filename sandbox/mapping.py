@@ -142,11 +142,14 @@ def inbound_sections(
     token_setting: str = "SCIM_CRM_TOKEN",
     auth0_deprovision: str = "{action: block, hard_delete: delete}",
     scim_deprovision: str = "{action: disable, hard_delete: delete}",
+    auth0_matching: str = "",
 ) -> str:
     """Two target sections (for ``others`` of :func:`sandbox_mapping_v2`, or a file's ``targets``) fed
     by the inbound source ``source``: the Auth0 target ``auth0`` and the SCIM application
     ``scim:<scim>`` at ``scim_url`` (its token in ``token_setting``). Their attributes read SCIM
-    paths; ``grants`` are (pushed group displayName, Auth0 role, SCIM group) triples."""
+    paths; ``grants`` are (pushed group displayName, Auth0 role, SCIM group) triples.
+    ``auth0_matching``: the Auth0 section's ``matching`` (YAML flow), e.g. its own
+    ``app_metadata_key`` where another Auth0 target stamps accounts in the same tenant."""
     roles = "".join(f"      - {{group: {group}, roles: [{role}]}}\n" for group, role, _ in grants)
     groups = "".join(f"      - {{group: {group}, groups: [{pushed}]}}\n" for group, _, pushed in grants)
     return (
@@ -163,7 +166,8 @@ def inbound_sections(
         "      - {source: externalId, target: app_metadata.external_id}\n"
         f"    roles:\n{roles}"
         f"    deprovision: {auth0_deprovision}\n"
-        f"  scim:{scim}:\n"
+        + (f"    matching: {auth0_matching}\n" if auth0_matching else "")
+        + f"  scim:{scim}:\n"
         f"    source: {source}\n"
         f"    base_url: {scim_url}\n"
         f"    token_setting: {token_setting}\n"
