@@ -5,7 +5,9 @@ host would drive it.
 Starts Azurite, both emulators and the SCIM application, seeds a tenant, points the functions at
 them, creates the Graph subscriptions (real validation handshake), backfills, then plays a scripted
 day whose every step flows emulator -> graph_webhook -> the lane -> sync_lane -> Auth0 and the SCIM
-application, and ends with a summary and the audit trail of the day's new hire.
+application; then Entra provisioning pushes a user to the inbound SCIM endpoint (source ``hr-push``),
+which flows scim_inbox -> the lane -> sync_lane -> Auth0 and the SCIM application as their own
+targets. It ends with a summary and the audit trail of the day's new hire.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from typing import Any
 import httpx
 
 from sandbox.host import FunctionsHost
-from sandbox.mapping import sandbox_mapping_v2, scim_section
+from sandbox.mapping import INBOUND_SOURCE, inbound_sections, inbound_sources, sandbox_mapping_v2, scim_section
 from sandbox.receiver import WebhookReceiver
-from sandbox.scim import ScimApp
-from sandbox.stack import Stack, functions_host
+from sandbox.scim import GROUP_SCHEMA, PATCH_SCHEMA, USER_SCHEMA, ScimApp
+from sandbox.stack import INBOX_TOKEN, Stack, functions_host
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Support Agent")
 STEP_TIMEOUT_S = 15.0
@@ -42,7 +44,17 @@ def _mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
         matching="{precedence: [link, app_metadata, email]}",
         deprovision="{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}",
         department_default="Unassigned",
-        others=scim_section(scim_url, [(staff["id"], "Staff"), (sales["id"], "Sales")]),
+        others=scim_section(scim_url, [(staff["id"], "Staff"), (sales["id"], "Sales")])
+        # What Entra provisioning pushes to the inbound endpoint feeds an Auth0 target and a SCIM
+        # target of its own (each target has one source), in the same tenant and application.
+        + inbound_sections(
+            scim_url,
+            [("Research", "Employee", "Research")],
+            auth0="auth0:hr",
+            scim="hr",
+            auth0_matching="{app_metadata_key: hr_push_id}",  # not the entra-fed target's key
+        ),
+        extra=inbound_sources(),
     )
 
 
@@ -63,10 +75,11 @@ class _Crm:
         return next((str(e.get("value")) for e in self.user(entra_id).get("emails") or ()), "")
 
 
-def _wait(check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S) -> float:
-    """Seconds until ``check()`` holds (polling the emulator's state), or raise."""
-    started = time.perf_counter()
-    deadline = started + timeout_s
+def _wait(check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S, started: float | None = None) -> float:
+    """Seconds until ``check()`` holds (polling the emulator's state), since ``started`` (a
+    ``time.perf_counter()`` reading; default now), or raise."""
+    started = time.perf_counter() if started is None else started
+    deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
         if check():
             return time.perf_counter() - started
@@ -75,7 +88,8 @@ def _wait(check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S) -> float:
 
 
 def _print_step(n: int, title: str, seconds: float, detail: str) -> None:
-    print(f"  {n}. {title:<44} {seconds * 1000:7.0f} ms   {detail}")
+    label = f"{n}. {title}"
+    print(f"  {label:<47} {seconds * 1000:7.0f} ms   {detail}")
 
 
 def _print_scim(crm: _Crm, entra_id: str) -> None:
@@ -126,7 +140,8 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             f"{summary['groups']} groups, {summary['memberships']} memberships, seed {seed}"
         )
         print(f"Auth0     {len(ROLES)} roles, {len(existing)} pre-existing accounts")
-        print("SCIM      2 pre-existing users; groups Staff and Sales pushed from Entra\n")
+        print("SCIM      2 pre-existing users; groups Staff and Sales pushed from Entra")
+        print(f"Inbound   SCIM endpoint source {INBOUND_SOURCE} (Entra provisioning pushes) feeds auth0:hr, scim:hr\n")
 
         # Security notifications go to a loopback Slack/Teams incoming-webhook stand-in.
         env = {
@@ -239,6 +254,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
 
             _risky_sign_in(graph, auth0, receiver, host, existing)
             _nightly_reconciliation(graph, auth0, host, svc, existing)
+            _inbound_push(auth0, crm, host)
 
             stats = host.stats()
             hook = stats["graph_webhook"]
@@ -306,6 +322,47 @@ def _nightly_reconciliation(graph: Any, auth0: Any, host: FunctionsHost, svc: An
     for fmt in ("html", "csv", "json"):
         (out / f"{summary.run_id}.{fmt}").write_bytes(host.run_coroutine(svc.reports.load(summary.run_id, fmt)))
     print(f"     report: {out / (summary.run_id + '.html')} (and .csv, .json)")
+
+
+def _inbound_push(auth0: Any, crm: _Crm, host: FunctionsHost) -> None:
+    """Steps 9 and 10: Entra provisioning (of a tenant that grants no Graph permission) pushes a
+    user and a group membership, then disables the user, through the inbound SCIM endpoint with its
+    bearer token; each push flows scim_inbox -> the lane -> sync_lane -> auth0:hr and scim:hr."""
+    tenant_url = f"{host.base_url}/scim/{INBOUND_SOURCE}/v2"
+    print(f"\nEntra provisioning pushes to {tenant_url}?aadOptscim062020 (source {INBOUND_SOURCE})")
+    headers = {"Authorization": f"Bearer {INBOX_TOKEN}", "Content-Type": "application/scim+json"}
+    mail = "ada.lovelace@hr.example"
+    person = {
+        "schemas": [USER_SCHEMA], "externalId": "7d3c1f0e-5a5a-4b4b-8c8c-0123456789ab", "userName": mail,
+        "active": True, "displayName": "Ada Lovelace", "name": {"givenName": "Ada", "familyName": "Lovelace"},
+        "emails": [{"type": "work", "primary": True, "value": mail}],
+    }  # fmt: skip
+    with httpx.Client(base_url=tenant_url, headers=headers, params={"aadOptscim062020": ""}, timeout=10) as entra:
+        started = time.perf_counter()
+        probe = entra.get("/Users", params={"filter": 'userName eq "2d0f6b51-93b7-4c8e-9d1a-4e0cbb7f3c2a"'})
+        probe.raise_for_status()  # Test Connection: a random GUID, 200 with an empty list
+        pushed = entra.post("/Users", json=person).raise_for_status().json()["id"]
+        group = {"schemas": [GROUP_SCHEMA], "displayName": "Research", "members": []}
+        gid = entra.post("/Groups", json=group).raise_for_status().json()["id"]
+        add = {"op": "Add", "path": "members", "value": [{"value": pushed}]}
+        entra.patch(f"/Groups/{gid}", json={"schemas": [PATCH_SCHEMA], "Operations": [add]}).raise_for_status()
+        uid = f"auth0|{pushed}"
+        secs = _wait(
+            lambda: "Employee" in auth0.user_role_names(uid) and crm.groups(pushed) == {"Research"}, started=started
+        )
+        _print_step(9, "Push: Ada Lovelace, member of Research", secs, f"auth0:hr account {uid[:18]}..., role Employee")
+        _print_scim(crm, pushed)
+
+        started = time.perf_counter()
+        off = {"op": "Replace", "path": "active", "value": "False"}  # as Entra sends it
+        entra.patch(f"/Users/{pushed}", json={"schemas": [PATCH_SCHEMA], "Operations": [off]}).raise_for_status()
+        secs = _wait(
+            lambda: (auth0.get_user(uid) or {}).get("blocked") is True and crm.user(pushed).get("active") is False,
+            started=started,
+        )
+        _print_step(10, 'Push: Ada disabled ("active": "False")', secs, "auth0:hr account blocked")
+        _print_scim(crm, pushed)
+    host.wait_idle(STEP_TIMEOUT_S)
 
 
 def _risky_sign_in(graph: Any, auth0: Any, receiver: WebhookReceiver, host: FunctionsHost, skip: list[Any]) -> None:

@@ -120,3 +120,64 @@ def scim_section(
         f"{pushed}"
         f"    deprovision: {deprovision}\n" + "".join(f"    {line}\n" for line in extra.splitlines())
     )
+
+
+INBOUND_SOURCE = "hr-push"
+
+
+def inbound_sources(source: str = INBOUND_SOURCE) -> str:
+    """The ``sources`` key of a version 2 file (for ``extra`` of :func:`sandbox_mapping_v2`): the
+    tenant's own ``entra`` source and the inbound SCIM endpoint ``source``, whose token is in
+    ``SCIM_INBOX_<SOURCE>_TOKEN``."""
+    return f"sources:\n  entra: {{}}\n  {source}: {{kind: scim_inbox}}\n"
+
+
+def inbound_sections(
+    scim_url: str,
+    grants: Sequence[tuple[str, str, str]],
+    *,
+    source: str = INBOUND_SOURCE,
+    auth0: str = "auth0",
+    scim: str = "crm",
+    token_setting: str = "SCIM_CRM_TOKEN",
+    auth0_deprovision: str = "{action: block, hard_delete: delete}",
+    scim_deprovision: str = "{action: disable, hard_delete: delete}",
+    auth0_matching: str = "",
+) -> str:
+    """Two target sections (for ``others`` of :func:`sandbox_mapping_v2`, or a file's ``targets``) fed
+    by the inbound source ``source``: the Auth0 target ``auth0`` and the SCIM application
+    ``scim:<scim>`` at ``scim_url`` (its token in ``token_setting``). Their attributes read SCIM
+    paths; ``grants`` are (pushed group displayName, Auth0 role, SCIM group) triples.
+    ``auth0_matching``: the Auth0 section's ``matching`` (YAML flow), e.g. its own
+    ``app_metadata_key`` where another Auth0 target stamps accounts in the same tenant."""
+    roles = "".join(f"      - {{group: {group}, roles: [{role}]}}\n" for group, role, _ in grants)
+    groups = "".join(f"      - {{group: {group}, groups: [{pushed}]}}\n" for group, _, pushed in grants)
+    return (
+        f"  {auth0}:\n"
+        f"    source: {source}\n"
+        "    connection: Username-Password-Authentication\n"
+        "    attributes:\n"
+        "      - {source: emails.work, target: email, transforms: [trim, lower]}\n"
+        "      - {target: email_verified, transforms: [{constant: true}]}\n"
+        "      - {source: displayName, target: name}\n"
+        "      - {source: name.givenName, target: given_name}\n"
+        "      - {source: name.familyName, target: family_name}\n"
+        "      - {source: department, target: user_metadata.department}\n"
+        "      - {source: externalId, target: app_metadata.external_id}\n"
+        f"    roles:\n{roles}"
+        f"    deprovision: {auth0_deprovision}\n"
+        + (f"    matching: {auth0_matching}\n" if auth0_matching else "")
+        + f"  scim:{scim}:\n"
+        f"    source: {source}\n"
+        f"    base_url: {scim_url}\n"
+        f"    token_setting: {token_setting}\n"
+        "    attributes:\n"
+        "      - {source: userName, target: userName}\n"
+        "      - {source: emails.work, target: 'emails[type eq \"work\"].value', transforms: [trim, lower]}\n"
+        "      - {source: name.givenName, target: name.givenName}\n"
+        "      - {source: name.familyName, target: name.familyName}\n"
+        "      - {source: displayName, target: displayName}\n"
+        f"      - {{source: department, target: '{ENTERPRISE}:department'}}\n"
+        f"    groups:\n{groups}"
+        f"    deprovision: {scim_deprovision}\n"
+    )

@@ -18,13 +18,18 @@ from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
 from sandbox.host import FunctionsHost
+from sandbox.mapping import INBOUND_SOURCE
 from shared import bootstrap, names
 from shared.bootstrap import App
 from shared.settings import Settings
+from shared.sources.scim_inbox.factory import token_setting
 
 GRAPH_TOKEN = "sandbox-graph-token"
 AUTH0_TOKEN = "sandbox-auth0-token"
 CLIENT_STATE = "sandbox-client-state-change-me-0001"
+# The Secret Token of the inbound SCIM source ``hr-push`` (``SCIM_INBOX_HR_PUSH_TOKEN``): read only
+# when a mapping names that source (sandbox.mapping.inbound_sources).
+INBOX_TOKEN = "sandbox-inbound-scim-token-change-me-0001"
 
 
 @dataclass
@@ -87,6 +92,7 @@ def sandbox_env(graph_url: str, auth0_url: str, storage: str, functions_url: str
         "GRAPH_LIFECYCLE_URL": f"{functions_url}/api/graph_lifecycle",
         "AUTH0_BASE_URL": auth0_url,
         "AUTH0_TOKEN": AUTH0_TOKEN,
+        token_setting(INBOUND_SOURCE): INBOX_TOKEN,
         "DELTA_SCHEDULE": "0 */5 * * * *",
         "RECONCILE_SCHEDULE": "0 0 2 * * *",
         "RISK_SCHEDULE": "0 * * * * *",

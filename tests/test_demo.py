@@ -50,6 +50,12 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
     assert "8. Nightly reconciliation" in out
     assert "drift: attribute_mismatch 2; 2 repaired through the worker" in out
     assert "both repaired: yes; a second (dry) run finds 0 repairable differences" in out
+    # Entra provisioning pushes through the inbound endpoint: the user reaches Auth0 and the SCIM app.
+    assert re.search(r"Entra provisioning pushes to http://127\.0\.0\.1:\d+/api/scim/hr-push/v2\?aadOptscim062020", out)
+    assert re.search(r"9\. Push: Ada Lovelace, member of Research +\d+ ms +auth0:hr account auth0\|", out)
+    assert re.search(r'10\. Push: Ada disabled \("active": "False"\) +\d+ ms +auth0:hr account blocked', out)
+    pushed = re.findall(r"SCIM: ada\.lovelace@hr\.example (\w+), groups (.*)", out)
+    assert pushed == [("active", "Research"), ("inactive", "Research")], pushed
     report = re.search(r"report: (\S+\.html)", out)
     assert report is not None
     page = Path(report.group(1)).read_text()
