@@ -1,8 +1,10 @@
 """The inbound store as the :class:`~shared.core.ports.Source` the worker reads: what Entra pushed,
 re-read now (level-triggered, like a read of Graph).
 
-An identity's ``attributes`` are keyed by :data:`.schema.PATHS` (``userName``, ``name.givenName``,
-``emails.work``, ``department``, ``manager``, ...); its ``groups`` are the ids of the groups it is a
+An identity's ``attributes`` hold the values at :data:`.schema.PATHS` (``userName``, ``name.givenName``,
+``emails.work``, ``department``, ``manager``, ...) as a mapping reads them
+(:func:`shared.mapping.model.read_path`: one key per dotted step, so ``name.givenName`` is
+``attributes["name"]["givenName"]``); its ``groups`` are the ids of the groups it is a
 direct member of as this store knows them, and their displayNames (a mapping cannot know the ids
 this store issues ahead of time, so it names an inbound group by its displayName), narrowed to the
 ones the mapping names when it is given them.
@@ -80,8 +82,8 @@ class InboxSource:
         return await self.storage.changed_since(after), f"{CURSOR_PREFIX}{now}"
 
     async def _identity(self, stored: Stored) -> Identity:
-        resource = stored.resource or {}
-        attributes = flatten(resource)
+        resource = {**(stored.resource or {}), "id": stored.id}  # the store keeps the id beside the resource
+        attributes = attributes_of(resource)
         names = await self.storage.group_names(stored.groups)
         groups = frozenset(names) | frozenset(n for n in names.values() if n)
         if self.relevant_groups is not None:
@@ -91,8 +93,8 @@ class InboxSource:
         return Identity(stored.id, state, attributes, groups, source=self._name)
 
 
-def flatten(resource: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored user's values at :data:`.schema.PATHS`: sub-attributes dotted, the work (or primary,
+def attributes_of(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored user's values at :data:`.schema.PATHS` (nested, see :func:`nest`): the work (or primary,
     or first) email and address, the enterprise extension's values at their own names."""
     by_fold = {k.casefold(): v for k, v in resource.items()}
     out: dict[str, Any] = {}
@@ -119,7 +121,21 @@ def flatten(resource: Mapping[str, Any]) -> dict[str, Any]:
             out["manager"] = value.get("value")
         elif key in PATHS:
             out[key] = value
-    return {k: v for k, v in out.items() if k in PATHS}
+    return nest({k: v for k, v in out.items() if k in PATHS})
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys as nested mappings (``{"name.givenName": v}`` -> ``{"name": {"givenName": v}}``):
+    the shape :func:`shared.mapping.model.read_path` walks. No path of :data:`.schema.PATHS` is a
+    prefix of another one that has a value of its own, so no value is lost."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def _pick(values: list[Any], kind: str | None, *, fallback: bool = True) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sandbox.memory_inbox import MemoryRows
+from shared.mapping.model import read_path
 from shared.sources.scim_inbox import storage as inbox_storage
 from shared.sources.scim_inbox.schema import MAX_BODY_BYTES, MAX_FILTER_CHARS, MAX_PAGE
 from tests.sources.scim_inbox.conftest import ENTERPRISE, GROUP, MICROSOFT_GROUP, USER, Entra, user
@@ -76,7 +77,7 @@ def test_pascal_case_names_a_bare_manager_and_add_on_a_single_valued_attribute(e
         {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "eve@fabrikam.example"},
     )
     eve = entra.read(uid)
-    assert (eve.attributes["title"], eve.attributes["manager"], eve.attributes["emails.work"]) == (
+    assert (eve.attributes["title"], eve.attributes["manager"], read_path(eve.attributes, "emails.work")) == (
         "Engineer", "f1111111-2222-4333-8444-555555555555", "eve@fabrikam.example",
     )  # fmt: skip
     assert entra.call("GET", f"/Users/{uid}").body["externalId"] == "Obj-E"

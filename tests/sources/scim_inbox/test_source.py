@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from shared.core.model import SourceState
-from shared.mapping.model import Scope
+from shared.mapping.model import AttributeMapping, Scope
+from shared.sources.scim_inbox.schema import PATHS
 from shared.sources.scim_inbox.source import InboxSource
-from tests.sources.scim_inbox.conftest import GROUP, Entra, user
+from tests.sources.scim_inbox.conftest import ENTERPRISE, GROUP, Entra, user
 
 
 def test_identities_page_through_every_live_user_classified_with_relevant_groups(entra: Entra) -> None:
@@ -50,3 +51,23 @@ def test_changed_lists_every_user_then_only_those_written_or_regrouped_since(ent
     entra.call("DELETE", f"/Users/{ann}")
     changes, _ = asyncio.run(source.changed(cursor))
     assert changes == {ann, bea}  # the deleted one too: a leaver
+
+
+def test_a_mapping_entry_reads_every_path_the_kind_accepts_from_a_pushed_user(entra: Entra) -> None:
+    # The seam between the kind (which paths a mapping may name) and the source (what an identity
+    # holds): a mapping entry reads an identity's attributes with read_path, a dotted step at a time.
+    body = user("Fay", "Obj-F", title="Lead", userType="Member", phoneNumbers=[{"type": "mobile", "value": "+1 555"}])
+    body["name"] |= {"middleName": "Q"}
+    body["addresses"] = [{"type": "work", "locality": "Oslo", "country": "NO"}]
+    body[ENTERPRISE] = {"department": "Ops", "employeeNumber": "E7", "manager": {"value": "Obj-M"}}
+    uid = entra.call("POST", "/Users", body).body["id"]
+    read = entra.read(uid).attributes
+    expected = {
+        "id": uid, "userName": "fay@contoso.example", "externalId": "Obj-F", "displayName": "Fay", "title": "Lead",
+        "userType": "Member", "active": True, "name.givenName": "Fay", "name.familyName": "Example",
+        "name.middleName": "Q", "emails.work": "fay@contoso.example", "emails.primary": "fay@contoso.example",
+        "phoneNumbers.mobile": "+1 555", "addresses.work.locality": "Oslo", "addresses.work.country": "NO",
+        "department": "Ops", "employeeNumber": "E7", "manager": "Obj-M",
+    }  # fmt: skip
+    entries = (AttributeMapping(target="x", sources=(path,)) for path in PATHS)
+    assert {e.sources[0]: value for e in entries if (value := e.value_from(read)) is not None} == expected
