@@ -625,6 +625,21 @@ async def _steady(base: str, pool: Pool, seconds: float) -> Results:
 # The section
 
 
+# Why the latency goal is missed, as profiled (the endpoint in one process over Azurite, one request at a
+# time, the machine loaded by other work): shared/sources/scim_inbox/ is unchanged by this benchmark.
+SLOW_WHY: Final = (
+    "If the latency goal is missed: a group PATCH costs with the group's size. Profiled one request at a time "
+    "over Azurite: GET 4 ms, POST user 16 ms, PATCH user 19 ms (10-12 ms of CPU), but a one-member PATCH of a "
+    "200-member group 66 ms (49 ms of CPU) and of a 1,000-member group about 0.5 s: it reads every membership row "
+    "twice (the group before the patch is applied, and again as the answer after the write), deep-copies the group "
+    "with every member, and scim2-models applies the operation over the whole member list. It runs on the host's "
+    "one event loop, so every request behind it waits. Next step (shared/sources/scim_inbox/): a PATCH whose "
+    "operations only add or remove named members reads and writes only those members' rows and the group's "
+    "version, and answers without the member list. The rest is CPU: about 28 ms of CPU per steady request over "
+    "all processes (endpoint, worker converging both targets, Azurite), more than 2 cores give at 100/s."
+)
+
+
 def _errors(results: Results) -> str:
     errors = results.errors()
     return ", ".join(f"{status} x{count}" for status, count in sorted(errors.items())) or "none"
@@ -646,11 +661,13 @@ def report(mode: Mode, push: Push, convergence: Convergence, auth0: Counter[str]
     n = max(len(push.users), 1)
     p99 = percentile(load.latencies(), 99)
     last = convergence.samples[-1] if convergence.samples else (math.nan, 0, 0)
-    push_table = Table(["users pushed", "groups", "requests", "push time", "requests/s", "not 2xx",
-                        "all converged at (from the push's start)", "after the push ended", "Auth0 calls / user",
-                        "SCIM calls / user"])  # fmt: skip
+    sent = sum(1 for r in push.results.requests if r.kind == "PATCH members")
+    planned = sum(math.ceil(len(m) / MEMBERS_PER_PATCH) for m in push.members.values())
+    push_table = Table(["users pushed", "groups", "member PATCHes sent", "requests", "push time", "requests/s",
+                        "not 2xx", "all converged at (from the push's start)", "after the push ended",
+                        "Auth0 calls / user", "SCIM calls / user"])  # fmt: skip
     push_table.rows.append([
-        f"{len(push.users):,} of {mode.users:,}", f"{len(push.groups)} of {mode.groups}",
+        f"{len(push.users):,} of {mode.users:,}", f"{len(push.groups)} of {mode.groups}", f"{sent} of {planned}",
         f"{len(push.results.requests):,}",
         f"{push.seconds:.1f} s", f"{len(push.results.requests) / max(push.seconds, 1e-9):.0f}", _errors(push.results),
         f"{convergence.done_at:.0f} s" if not math.isnan(convergence.done_at)
@@ -679,7 +696,7 @@ def report(mode: Mode, push: Push, convergence: Convergence, auth0: Counter[str]
     goals = [
         verdict(p99 <= P99_GOAL_S and not load.errors(), f"p99 <= 100 ms at {RATE:.0f} requests/s with no error "
                 f"(p99 {p99 * 1000:.0f} ms; errors: {_errors(load)})"),
-        verdict(not math.isnan(convergence.done_at) and len(push.users) == mode.users,
+        verdict(not math.isnan(convergence.done_at) and len(push.users) == mode.users and sent == planned,
                 f"every one of the {mode.users:,} pushed users converged on both targets within the bounded wait"),
     ]  # fmt: skip
     inputs = [
@@ -717,6 +734,7 @@ def report(mode: Mode, push: Push, convergence: Convergence, auth0: Counter[str]
         "family name, department and exactly the mapped roles; the SCIM user is active, has the mapped displayName "
         "and work email, and is a member of Staff. Counted every "
         f"{POLL_S:.0f} s from the emulators' state, so the times are within {POLL_S:.0f} s.",
+        *([] if p99 <= P99_GOAL_S else [SLOW_WHY]),
     ]
     return Report("8. Inbound SCIM endpoint", inputs=inputs, tables=tables, goals=goals, notes=notes,
                   seconds=seconds)  # fmt: skip
