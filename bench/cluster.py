@@ -247,6 +247,10 @@ class ClusterConfig:
     target_extra: str = ""
     log_entries: int = 400_000  # each emulator's request log (timestamped entries kept)
     visibility_timeout_s: float | None = 1.0  # a failed message's retry delay (None: host.json's)
+    # A mapping of the caller's in place of the usual one, given the Graph group ids and the SCIM
+    # application's base URL ("" without one), and more app settings (e.g. an inbound source's token).
+    mapping_text: Callable[[list[str], str], str] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -305,6 +309,8 @@ class Cluster:
             extra_env["SCIM_CRM_TOKEN"] = SCIM_TOKEN
         else:
             text = sandbox_mapping(grants, extra="\n".join(x for x in (c.target_extra, c.mapping_extra) if x))
+        if c.mapping_text is not None:
+            text = c.mapping_text(self.group_ids, self.scim.base_url if self.scim is not None else "")
         mapping = self.dir / "mapping.yaml"
         mapping.write_text(text, encoding="utf-8")
         mirror_spec = {"users": c.users, "groups": c.groups, "seed": c.seed} if c.mirror else None
@@ -321,6 +327,7 @@ class Cluster:
             ),
             "SYNC_MAPPING_FILE": str(mapping),
             **extra_env,
+            **c.extra_env,
         }
         for i in range(c.hosts):
             self.hosts.append(self._host_child(i))

@@ -1,0 +1,740 @@
+"""Benchmark 8: the inbound SCIM endpoint, pushed to as Entra provisioning pushes.
+
+The cluster of bench/cluster.py (Graph, Auth0 and SCIM emulators, Azurite, two Functions-host
+stand-ins, one serving HTTP), with a mapping whose inbound source ``hr-push`` feeds both Auth0 and
+the SCIM application ``scim:crm``. The driver (this process) is Entra provisioning:
+
+1. The initial push, as Entra's first cycle: each user looked up by ``userName`` and POSTed, each
+   group looked up by ``displayName``, POSTed with no members, then its members added by PATCHes of
+   at most :data:`MEMBERS_PER_PATCH`; :data:`PUSH_CONCURRENCY` requests in flight, one writer per
+   group. Then the time until every pushed user has its Auth0 account (mapped fields and roles) and
+   its SCIM user (mapped fields, in the pushed group), counted from the emulators' own state.
+2. Steady traffic on the pushed store: :data:`RATE` requests a second, open loop (each request
+   sent at its scheduled time whatever the earlier ones are doing), in Entra's request mix
+   (:data:`MIX`). Latency is taken from the scheduled time, so a slow answer cannot hide the
+   requests queued behind it; the worker converges the targets meanwhile, on the same hosts.
+
+Everything is on loopback; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import httpx
+
+from bench.cluster import SCIM_TOKEN, Cluster, ClusterConfig
+from bench.common import UNGUARDED, Report, Table, pcts, percentile, verdict
+from bench.load import Depth
+
+SOURCE: Final = "hr-push"
+TOKEN: Final = "bench-inbox-secret-token-" + "0123456789abcdef"  # >= 32 printable characters
+HOSTS: Final = 2
+RATE: Final = 100.0  # requests a second of the steady phase (Entra's observed peak is ~17/s)
+P99_GOAL_S: Final = 0.1
+# Entra's request mix in an incremental cycle: a user is looked up before each write, group
+# memberships change one member at a time, a user is sometimes read back by id.
+MIX: Final = (
+    ("GET filter", 0.30),
+    ("GET by id", 0.10),
+    ("POST user", 0.10),
+    ("PATCH user", 0.30),
+    ("PATCH member add", 0.10),
+    ("PATCH member remove", 0.10),
+)
+MEMBERS_PER_PATCH: Final = 50  # members one initial-push PATCH adds
+PUSH_CONCURRENCY: Final = 8  # the initial push's requests in flight
+MAX_IN_FLIGHT: Final = 256  # the steady phase sheds (counts, does not send) beyond this
+REQUEST_TIMEOUT_S: Final = 15.0
+POLL_S: Final = 3.0  # how often convergence is counted
+MAPPED: Final = (("Staff", ("Employee",)), ("Sales", ("Sales Reader", "Sales Writer")))
+ROLES: Final = frozenset(r for _g, roles in MAPPED for r in roles)
+
+USER_SCHEMA: Final = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_SCHEMA: Final = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE: Final = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_SCHEMA: Final = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+MICROSOFT_GROUP: Final = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
+
+
+@dataclass(frozen=True)
+class Mode:
+    quick: bool
+
+    @property
+    def users(self) -> int:
+        return 2_000 if self.quick else 10_000
+
+    @property
+    def groups(self) -> int:
+        return 10 if self.quick else 50
+
+    @property
+    def steady_s(self) -> float:
+        return 20.0 if self.quick else 60.0
+
+    @property
+    def push_limit_s(self) -> float:
+        return 600.0 if self.quick else 2_400.0
+
+    @property
+    def converge_limit_s(self) -> float:
+        return 600.0 if self.quick else 2_400.0
+
+
+# --------------------------------------------------------------------------------------------
+# What Entra pushes
+
+
+def person(n: int) -> dict[str, Any]:
+    """User ``n`` as Entra's POST carries it (objectId -> externalId, UPN -> userName)."""
+    mail = f"bench.user.{n:05d}@contoso.example"
+    return {
+        "schemas": [USER_SCHEMA, ENTERPRISE], "externalId": f"{n:08x}-0000-4000-8000-{n:012x}",
+        "userName": mail, "active": True, "displayName": f"Bench User {n}",
+        "emails": [{"primary": True, "type": "work", "value": mail}],
+        "name": {"givenName": "Bench", "familyName": f"User{n}"},
+        ENTERPRISE: {"department": f"Dept {n % 7}", "employeeNumber": str(n)},
+    }  # fmt: skip
+
+
+def group_names(count: int) -> list[str]:
+    """The pushed groups: the two the mapping names, then teams it does not."""
+    return [name for name, _roles in MAPPED][:count] + [f"Team {i:02d}" for i in range(max(0, count - len(MAPPED)))]
+
+
+def groups_of(n: int, count: int) -> list[str]:
+    """The groups user ``n`` is pushed in: Staff (everyone), Sales (every fifth), one team."""
+    names = group_names(count)
+    out = [names[0]]
+    if n % 5 == 0 and count > 1:
+        out.append(names[1])
+    teams = names[len(MAPPED) :]
+    if teams:
+        out.append(teams[n % len(teams)])
+    return out
+
+
+def roles_of(groups: Sequence[str]) -> frozenset[str]:
+    return frozenset(r for name, roles in MAPPED if name in groups for r in roles)
+
+
+def patch(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH_SCHEMA], "Operations": list(operations)}
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    number: int = -1  # the user a POST creates
+
+
+@dataclass
+class Pushed:
+    number: int
+    id: str
+    user_name: str
+    external_id: str
+
+
+class Pool:
+    """What Entra knows it has pushed (users with their ids, groups with their members), and the
+    next request of the mix. A user joins the pool when its create is answered; memberships change
+    when the request is planned (a lost add or remove costs nothing: the endpoint takes both again)."""
+
+    def __init__(self, seed: int, first_number: int = 0):
+        self.rng = random.Random(seed)
+        self.users: list[Pushed] = []
+        self.groups: dict[str, set[str]] = {}
+        self.next_number = first_number
+        self.edits = 0
+
+    def add(self, number: int, resource_id: str) -> None:
+        body = person(number)
+        self.users.append(Pushed(number, resource_id, body["userName"], body["externalId"]))
+
+    def next(self) -> Request:
+        """A request of the mix (another draw when the pool cannot make the one drawn; a create
+        when it cannot make any, as with no user yet)."""
+        for _ in range(5):
+            request = self.plan(self.rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0])
+            if request is not None:
+                return request
+        request = self.plan("POST user")
+        assert request is not None
+        return request
+
+    def plan(self, kind: str) -> Request | None:
+        rng = self.rng
+        if kind == "POST user":
+            number = self.next_number
+            self.next_number += 1
+            return Request(kind, "POST", "/Users", body=person(number), number=number)
+        if not self.users:
+            return None
+        user = rng.choice(self.users)
+        if kind == "GET filter":
+            by = rng.choice(("userName", "externalId"))
+            value = user.user_name if by == "userName" else user.external_id
+            return Request(kind, "GET", "/Users", {"filter": f'{by} eq "{value}"'})
+        if kind == "GET by id":
+            return Request(kind, "GET", f"/Users/{user.id}")
+        if kind == "PATCH user":
+            self.edits += 1
+            op: dict[str, Any]
+            if self.edits % 2:
+                op = {"op": "Replace", "path": f"{ENTERPRISE}:department", "value": f"Moved {self.edits}"}
+            else:
+                op = {"op": "Replace", "value": {"displayName": f"Bench User {user.number} ({self.edits})"}}
+            return Request(kind, "PATCH", f"/Users/{user.id}", body=patch(op))
+        if kind == "PATCH member add" and self.groups:
+            group = rng.choice(sorted(self.groups))
+            members = self.groups[group]
+            for _ in range(20):  # someone not in it yet
+                if user.id not in members:
+                    members.add(user.id)
+                    add = patch({"op": "Add", "path": "members", "value": [{"value": user.id}]})
+                    return Request(kind, "PATCH", f"/Groups/{group}", body=add)
+                user = rng.choice(self.users)
+            return None
+        filled = sorted(g for g, members in self.groups.items() if members)
+        if kind == "PATCH member remove" and filled:
+            group = rng.choice(filled)
+            member = rng.choice(sorted(self.groups[group]))
+            self.groups[group].discard(member)
+            remove = patch({"op": "Remove", "path": f'members[value eq "{member}"]'})
+            return Request(kind, "PATCH", f"/Groups/{group}", body=remove)
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Sending and measuring
+
+
+@dataclass
+class Sent:
+    kind: str
+    due: float  # when it was scheduled (perf_counter)
+    sent: float = 0.0
+    done: float = 0.0
+    status: str = ""  # the HTTP status, or "timeout", "connection", "shed"
+
+    @property
+    def latency(self) -> float:
+        """From the scheduled time to the answer (the open loop's: no coordinated omission)."""
+        return self.done - self.due
+
+
+@dataclass
+class Results:
+    requests: list[Sent] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def answered(self) -> list[Sent]:
+        return [r for r in self.requests if r.status.isdigit()]
+
+    def errors(self) -> Counter[str]:
+        """Every request not answered 2xx, by status (or why it got no status)."""
+        return Counter(r.status for r in self.requests if not (r.status.isdigit() and r.status.startswith("2")))
+
+    def rate(self) -> float:
+        return len([r for r in self.requests if r.status != "shed"]) / self.seconds if self.seconds else 0.0
+
+    def latencies(self, kind: str | None = None) -> list[float]:
+        return [r.latency for r in self.answered if kind is None or r.kind == kind]
+
+
+class Endpoint:
+    """The inbound source's Tenant URL on the host serving HTTP, with Entra's token and flag."""
+
+    def __init__(self, base_url: str, client: httpx.AsyncClient):
+        self.base = f"{base_url.rstrip('/')}/scim/{SOURCE}/v2"
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/scim+json"}
+
+    async def send(self, request: Request, record: Sent) -> dict[str, Any] | None:
+        """Send ``request``; its status and times go to ``record``; the decoded answer (or None)."""
+        record.sent = time.perf_counter()
+        try:
+            response = await self.client.request(
+                request.method, self.base + request.path, params={"aadOptscim062020": "", **request.query},
+                json=request.body, headers=self.headers,
+            )  # fmt: skip
+        except httpx.TimeoutException:
+            record.done, record.status = time.perf_counter(), "timeout"
+            return None
+        except httpx.HTTPError:
+            record.done, record.status = time.perf_counter(), "connection"
+            return None
+        record.done, record.status = time.perf_counter(), str(response.status_code)
+        try:
+            answer = response.json() if response.content else None
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) else None
+
+
+def schedule(rate: float, seconds: float) -> Iterator[float]:
+    """Offsets from the start at which the open loop sends: one every 1/rate, whatever came back."""
+    n = 0
+    while n / rate < seconds:
+        yield n / rate
+        n += 1
+
+
+class Sender(Protocol):
+    async def send(self, request: Request, record: Sent) -> dict[str, Any] | None: ...
+
+
+async def steady(
+    endpoint: Sender, pool: Pool, rate: float, seconds: float, in_flight: int = MAX_IN_FLIGHT,
+    settle_s: float = REQUEST_TIMEOUT_S + 5,
+) -> Results:  # fmt: skip
+    """Requests of the mix at ``rate`` for ``seconds``, open loop: each sent at its time whatever
+    the earlier ones are doing, at most ``in_flight`` at once (the rest shed, counted); those still
+    unanswered ``settle_s`` after the last was sent are given up as timeouts."""
+    results = Results()
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+
+    async def one(request: Request, record: Sent) -> None:
+        answer = await endpoint.send(request, record)
+        if request.kind == "POST user" and record.status == "201" and answer and "id" in answer:
+            pool.add(request.number, str(answer["id"]))
+
+    for offset in schedule(rate, seconds):
+        await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
+        request = pool.next()
+        record = Sent(request.kind, start + offset)
+        results.requests.append(record)
+        if len(tasks) >= in_flight:
+            record.status = "shed"
+            continue
+        task = asyncio.create_task(one(request, record))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    results.seconds = time.perf_counter() - start
+    if tasks:
+        await asyncio.wait(tasks, timeout=settle_s)
+    for task in list(tasks):
+        task.cancel()
+    for record in results.requests:
+        if not record.status:
+            record.done, record.status = time.perf_counter(), "timeout"
+    return results
+
+
+@dataclass
+class Push:
+    results: Results
+    users: dict[int, str]  # number -> the id the endpoint issued
+    groups: dict[str, str]  # displayName -> id
+    members: dict[str, list[int]]  # displayName -> the users pushed into it
+    seconds: float = 0.0
+
+
+def memberships(users: int, groups: int) -> dict[str, list[int]]:
+    """displayName -> the users of the initial push in it, in order."""
+    out: dict[str, list[int]] = {name: [] for name in group_names(groups)}
+    for n in range(users):
+        for name in groups_of(n, groups):
+            out[name].append(n)
+    return out
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for at in range(0, len(items), size):
+        yield items[at : at + size]
+
+
+async def initial_push(endpoint: Sender, push: Push, users: int, groups: int, limit_s: float) -> None:
+    """Entra's first cycle into ``push``, :data:`PUSH_CONCURRENCY` requests in flight, stopped at ``limit_s``."""
+    results = push.results
+    push.members = memberships(users, groups)
+    start = time.perf_counter()
+    deadline = start + limit_s
+
+    async def call(kind: str, request: Request) -> dict[str, Any] | None:
+        record = Sent(kind, time.perf_counter())
+        results.requests.append(record)
+        return await endpoint.send(request, record)
+
+    async def user(n: int) -> None:
+        body = person(n)
+        found = await call(
+            "GET filter", Request("GET", "GET", "/Users", {"filter": f'userName eq "{body["userName"]}"'})
+        )
+        if found and found.get("Resources"):
+            push.users[n] = str(found["Resources"][0]["id"])
+            return
+        made = await call("POST user", Request("POST", "POST", "/Users", body=body))
+        if made and "id" in made:
+            push.users[n] = str(made["id"])
+
+    async def group(name: str) -> None:
+        query = {"excludedAttributes": "members", "filter": f'displayName eq "{name}"'}
+        await call("GET group filter", Request("GET", "GET", "/Groups", query))
+        body = {"schemas": [GROUP_SCHEMA, MICROSOFT_GROUP], "displayName": name, "members": [],
+                "externalId": f"group-{name.lower().replace(' ', '-')}"}  # fmt: skip
+        made = await call("POST group", Request("POST", "POST", "/Groups", body=body))
+        if not made or "id" not in made:
+            return
+        gid = push.groups[name] = str(made["id"])
+        pushed = [push.users[n] for n in push.members[name] if n in push.users]
+        for part in chunks(pushed, MEMBERS_PER_PATCH):
+            if time.perf_counter() > deadline:
+                return
+            add = patch({"op": "Add", "path": "members", "value": [{"value": uid} for uid in part]})
+            await call("PATCH members", Request("PATCH", "PATCH", f"/Groups/{gid}", body=add))
+
+    async def workers(jobs: list[Any]) -> None:
+        todo = iter(jobs)
+
+        async def worker() -> None:
+            for job in todo:
+                if time.perf_counter() > deadline:
+                    return
+                await job
+
+        await asyncio.gather(*(worker() for _ in range(PUSH_CONCURRENCY)))
+
+    user_jobs = [user(n) for n in range(users)]
+    await workers(user_jobs)
+    group_jobs = [group(name) for name in group_names(groups)]
+    await workers(group_jobs)
+    for job in (*user_jobs, *group_jobs):  # those the deadline left unstarted
+        job.close()
+    push.seconds = results.seconds = time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------
+# Convergence, counted from the emulators
+
+
+def auth0_converged(numbers: Iterable[int], dump: Mapping[str, Any], groups: int) -> int:
+    """Pushed users whose Auth0 account holds every mapped field and exactly the mapped roles."""
+    roles = {r["id"]: r["name"] for r in dump.get("roles", [])}
+    by_email = {str(u.get("email", "")): u for u in dump.get("users", [])}
+    held = {uid: {roles.get(r, r) for r in rs} for uid, rs in dump.get("user_roles", {}).items()}
+    done = 0
+    for n in numbers:
+        body = person(n)
+        account = by_email.get(body["userName"])
+        if account is None:
+            continue
+        want = {"name": body["displayName"], "given_name": "Bench", "family_name": body["name"]["familyName"]}
+        same = all(account.get(k) == v for k, v in want.items())
+        same &= (account.get("user_metadata") or {}).get("department") == body[ENTERPRISE]["department"]
+        same &= held.get(str(account.get("user_id")), set()) & ROLES == roles_of(groups_of(n, groups))
+        done += same
+    return done
+
+
+def scim_converged(numbers: Iterable[int], users: Sequence[Mapping[str, Any]], staff: set[str]) -> int:
+    """Pushed users the SCIM application has, active, with the mapped fields, in its Staff group
+    (``staff``: the application's ids of Staff's members)."""
+    by_name = {str(u.get("userName", "")).lower(): u for u in users}
+    done = 0
+    for n in numbers:
+        body = person(n)
+        account = by_name.get(body["userName"])
+        if account is None or account.get("active") is False or str(account.get("id")) not in staff:
+            continue
+        emails = {e.get("value") for e in account.get("emails") or [] if isinstance(e, dict)}
+        done += account.get("displayName") == body["displayName"] and body["userName"] in emails
+    return done
+
+
+def scim_state(
+    client: httpx.Client, base_url: str, limit: int, calls: Counter[str]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The SCIM application's users (pages of 500, at most ``limit``) and its Staff group's members;
+    the requests this sent counted in ``calls`` by route (they are not the product's)."""
+    headers = {"Authorization": f"Bearer {SCIM_TOKEN}"}
+    users: list[dict[str, Any]] = []
+    start = 1
+    for _page in range(limit // 500 + 2):
+        calls["scim.users.list"] += 1
+        page = client.get(f"{base_url}/Users", params={"startIndex": start, "count": 500}, headers=headers).json()
+        resources = page.get("Resources") or []
+        users += resources
+        start += len(resources)
+        if not resources or start > int(page.get("totalResults", 0)):
+            break
+    calls["scim.groups.list"] += 1
+    found = client.get(f"{base_url}/Groups", params={"filter": 'displayName eq "Staff"'}, headers=headers).json()
+    staff = {str(m.get("value")) for g in found.get("Resources") or [] for m in g.get("members") or []}
+    return users, staff
+
+
+@dataclass
+class Convergence:
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (seconds from push start, auth0, scim)
+    done_at: float = math.nan
+    calls: Counter[str] = field(default_factory=Counter)  # the watcher's own SCIM requests, by route
+
+
+def watch(cluster: Cluster, push: Push, groups: int, started: float, stop: threading.Event,
+          limit_s: float, out: Convergence) -> None:  # fmt: skip
+    """Count converged users every :data:`POLL_S` until all have converged (both targets), ``stop``
+    is set with nothing left to wait for, or ``limit_s`` passed."""
+    assert cluster.scim is not None
+    with httpx.Client(timeout=60.0) as client:
+        while time.perf_counter() - started < limit_s:
+            over = stop.is_set()
+            numbers = list(push.users)
+            dump = cluster.auth0.control("GET", "/_control/snapshot", dump="true")["dump"]
+            at0 = auth0_converged(numbers, dump, groups)
+            users, staff = scim_state(client, cluster.scim.base_url, len(numbers) + 1_000, out.calls)
+            at1 = scim_converged(numbers, users, staff)
+            out.samples.append((time.perf_counter() - started, at0, at1))
+            if over and numbers and at0 == at1 == len(numbers):
+                out.done_at = out.samples[-1][0]
+                return
+            time.sleep(POLL_S)
+
+
+# --------------------------------------------------------------------------------------------
+# The cluster and the run
+
+
+def mapping(group_ids: list[str], scim_base_url: str) -> str:
+    """hr-push feeds Auth0 and scim:crm; Entra (the Graph emulator) feeds nothing."""
+    roles = "".join(f"      - {{group: {name}, roles: [{', '.join(rs)}]}}\n" for name, rs in MAPPED)
+    return (
+        "version: 2\n"
+        f"sources:\n  entra: {{}}\n  {SOURCE}: {{kind: scim_inbox}}\n"
+        "scope: {}\n"
+        "targets:\n"
+        "  auth0:\n"
+        f"    source: {SOURCE}\n"
+        "    connection: Username-Password-Authentication\n"
+        "    attributes:\n"
+        "      - {source: emails.work, target: email, transforms: [trim, lower]}\n"
+        "      - {target: email_verified, transforms: [{constant: true}]}\n"
+        "      - {source: displayName, target: name}\n"
+        "      - {source: name.givenName, target: given_name}\n"
+        "      - {source: name.familyName, target: family_name}\n"
+        "      - {source: department, target: user_metadata.department}\n"
+        "      - {source: employeeNumber, target: app_metadata.employee_id}\n"
+        f"    roles:\n{roles}"
+        "    deprovision: {action: block, hard_delete: delete}\n"
+        f"    {UNGUARDED}\n"
+        "  scim:crm:\n"
+        f"    source: {SOURCE}\n"
+        f"    base_url: {scim_base_url}\n"
+        "    token_setting: SCIM_CRM_TOKEN\n"
+        "    attributes:\n"
+        "      - {source: userName, target: userName}\n"
+        "      - {source: emails.work, target: 'emails[type eq \"work\"].value', transforms: [trim, lower]}\n"
+        "      - {source: name.givenName, target: name.givenName}\n"
+        "      - {source: name.familyName, target: name.familyName}\n"
+        "      - {source: displayName, target: displayName}\n"
+        f"      - {{source: department, target: '{ENTERPRISE}:department'}}\n"
+        "    groups:\n      - {group: Staff, groups: [Staff]}\n"
+        "    deprovision: {action: disable, hard_delete: delete}\n"
+        f"    {UNGUARDED}\n"
+    )
+
+
+def config() -> ClusterConfig:
+    return ClusterConfig(
+        users=10, hosts=HOSTS, scim=True, mirror=False, mapping_text=mapping,
+        extra_env={f"SCIM_INBOX_{SOURCE.upper().replace('-', '_')}_TOKEN": TOKEN},
+    )  # fmt: skip
+
+
+def run(quick: bool) -> Report:
+    mode = Mode(quick)
+    began = time.perf_counter()
+    with Cluster(config()) as cluster:
+        base = cluster.webhook_host.info["base_url"]
+        depth = Depth(cluster.env["AzureWebJobsStorage"])
+        try:
+            push, convergence, auth0_calls, scim_calls = _push_phase(cluster, base, mode)
+            drained = depth.wait_empty(mode.converge_limit_s)
+            pool = Pool(seed=19, first_number=mode.users)
+            for n, uid in sorted(push.users.items()):
+                pool.add(n, uid)
+            pool.groups = {gid: {push.users[n] for n in push.members[name] if n in push.users}
+                           for name, gid in push.groups.items()}  # fmt: skip
+            cpu0 = cluster.cpu()
+            load = asyncio.run(_steady(base, pool, mode.steady_s))
+            cpu = {k: v - cpu0.get(k, 0.0) for k, v in cluster.cpu().items()}
+            after = depth.wait_empty(60.0)
+        finally:
+            depth.close()
+    return report(mode, push, convergence, auth0_calls, scim_calls, drained, load, cpu, after,
+                  time.perf_counter() - began)  # fmt: skip
+
+
+def _push_phase(cluster: Cluster, base: str, mode: Mode) -> tuple[Push, Convergence, Counter[str], Counter[str]]:
+    auth0_before = Counter(cluster.auth0.counts())
+    assert cluster.scim is not None
+    scim_before = Counter(cluster.scim.counts())
+    stop = threading.Event()  # set when the push is over
+    convergence = Convergence()
+    push = Push(Results(), {}, {}, {})
+    started = time.perf_counter()
+    limit_s = mode.push_limit_s + mode.converge_limit_s
+    watcher = threading.Thread(target=watch, args=(cluster, push, mode.groups, started, stop, limit_s, convergence),
+                               name="inbox-convergence", daemon=True)  # fmt: skip
+    watcher.start()
+    try:
+        asyncio.run(_initial(base, push, mode))
+    finally:
+        stop.set()
+    watcher.join(limit_s + 120)
+    auth0 = Counter(cluster.auth0.counts())
+    auth0.subtract(auth0_before)
+    scim = Counter(cluster.scim.counts())
+    scim.subtract(scim_before)
+    scim.subtract(convergence.calls)
+    return push, convergence, +auth0, +scim
+
+
+def _client() -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=64)
+    return httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, limits=limits, trust_env=False)
+
+
+async def _initial(base: str, push: Push, mode: Mode) -> None:
+    async with _client() as client:
+        await initial_push(Endpoint(base, client), push, mode.users, mode.groups, mode.push_limit_s)
+
+
+async def _steady(base: str, pool: Pool, seconds: float) -> Results:
+    async with _client() as client:
+        return await steady(Endpoint(base, client), pool, RATE, seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# The section
+
+
+# Why the latency goal is missed, as profiled (the endpoint in one process over Azurite, one request at a
+# time, the machine loaded by other work): shared/sources/scim_inbox/ is unchanged by this benchmark.
+SLOW_WHY: Final = (
+    "If the latency goal is missed: a group PATCH costs with the group's size. Profiled one request at a time "
+    "over Azurite: GET 4 ms, POST user 16 ms, PATCH user 19 ms (10-12 ms of CPU), but a one-member PATCH of a "
+    "200-member group 66 ms (49 ms of CPU) and of a 1,000-member group about 0.5 s: it reads every membership row "
+    "twice (the group before the patch is applied, and again as the answer after the write), deep-copies the group "
+    "with every member, and scim2-models applies the operation over the whole member list. It runs on the host's "
+    "one event loop, so every request behind it waits. Next step (shared/sources/scim_inbox/): a PATCH whose "
+    "operations only add or remove named members reads and writes only those members' rows and the group's "
+    "version, and answers without the member list. The rest is CPU: about 28 ms of CPU per steady request over "
+    "all processes (endpoint, worker converging both targets, Azurite), more than 2 cores give at 100/s."
+)
+
+
+def _errors(results: Results) -> str:
+    errors = results.errors()
+    return ", ".join(f"{status} x{count}" for status, count in sorted(errors.items())) or "none"
+
+
+def _latency_table(results: Results, kinds: Sequence[str]) -> Table:
+    table = Table(["request", "requests", "p50", "p95", "p99", "max", "not 2xx"])
+    for kind in kinds:
+        mine = [r for r in results.requests if r.kind == kind]
+        bad = sum(1 for r in mine if not (r.status.isdigit() and r.status.startswith("2")))
+        table.rows.append([kind, *pcts(results.latencies(kind)), str(bad)])
+    table.rows.append(["all", *pcts(results.latencies()), str(sum(results.errors().values()))])
+    return table
+
+
+def report(mode: Mode, push: Push, convergence: Convergence, auth0: Counter[str], scim: Counter[str],
+           drained: float, load: Results, cpu: Mapping[str, float], after: float,
+           seconds: float) -> Report:  # fmt: skip
+    n = max(len(push.users), 1)
+    p99 = percentile(load.latencies(), 99)
+    last = convergence.samples[-1] if convergence.samples else (math.nan, 0, 0)
+    sent = sum(1 for r in push.results.requests if r.kind == "PATCH members")
+    planned = sum(math.ceil(len(m) / MEMBERS_PER_PATCH) for m in push.members.values())
+    push_table = Table(["users pushed", "groups", "member PATCHes sent", "requests", "push time", "requests/s",
+                        "not 2xx", "all converged at (from the push's start)", "after the push ended",
+                        "Auth0 calls / user", "SCIM calls / user"])  # fmt: skip
+    push_table.rows.append([
+        f"{len(push.users):,} of {mode.users:,}", f"{len(push.groups)} of {mode.groups}", f"{sent} of {planned}",
+        f"{len(push.results.requests):,}",
+        f"{push.seconds:.1f} s", f"{len(push.results.requests) / max(push.seconds, 1e-9):.0f}", _errors(push.results),
+        f"{convergence.done_at:.0f} s" if not math.isnan(convergence.done_at)
+        else f"not within the limit ({last[1]:,} Auth0, {last[2]:,} SCIM)",
+        f"{convergence.done_at - push.seconds:.0f} s" if not math.isnan(convergence.done_at) else "-",
+        f"{sum(auth0.values()) / n:.2f}", f"{sum(scim.values()) / n:.2f}",
+    ])  # fmt: skip
+    routes = Table(["target", "calls by route (per pushed user)"])
+    routes.rows.append(["Auth0", ", ".join(f"{k.removeprefix('mgmt.')} {v / n:.2f}" for k, v in auth0.most_common(8))])
+    routes.rows.append(["SCIM", ", ".join(f"{k.removeprefix('scim.')} {v / n:.2f}" for k, v in scim.most_common(8))])
+    progress = Table(["seconds from the push's start", "Auth0 converged", "SCIM converged"])
+    samples = convergence.samples
+    step = max(1, len(samples) // 8)
+    for at, a, s in [*samples[::step], *samples[-1:]][:10]:
+        progress.rows.append([f"{at:.0f}", f"{a:,}", f"{s:,}"])
+    steady_table = Table(["offered /s", "achieved /s", "requests", "p50", "p95", "p99", "max", "not 2xx",
+                          "shed (over the in-flight cap)", "cores busy", "lane drained after"])  # fmt: skip
+    busy = sum(cpu.values()) / max(load.seconds, 1e-9)
+    steady_table.rows.append([
+        f"{RATE:.0f}", f"{load.rate():.1f}", f"{len(load.requests):,}", *pcts(load.latencies())[1:],
+        _errors(load), str(load.errors().get("shed", 0)), f"{busy:.2f}", "-" if math.isinf(after) else f"{after:.1f} s",
+    ])  # fmt: skip
+    cpu_table = Table(["process", "CPU ms per request"])
+    for name, value in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        cpu_table.rows.append([name, f"{value * 1000 / max(len(load.requests), 1):.1f}"])
+    goals = [
+        verdict(p99 <= P99_GOAL_S and not load.errors(), f"p99 <= 100 ms at {RATE:.0f} requests/s with no error "
+                f"(p99 {p99 * 1000:.0f} ms; errors: {_errors(load)})"),
+        verdict(not math.isnan(convergence.done_at) and len(push.users) == mode.users and sent == planned,
+                f"every one of the {mode.users:,} pushed users converged on both targets within the bounded wait"),
+    ]  # fmt: skip
+    inputs = [
+        f"{HOSTS} host stand-ins on one Azurite (one serving HTTP: the endpoint), Graph, Auth0 and SCIM emulators in "
+        "their own processes, the driver (Entra) in its own; the mapping's source hr-push (kind scim_inbox) feeds "
+        "Auth0 (7 attributes, Staff -> Employee, Sales -> Sales Reader and Writer) and scim:crm (6 attributes, "
+        "Staff pushed)",
+        f"initial push: {mode.users:,} users, {mode.groups} groups (everyone in Staff, every fifth in Sales, each in "
+        f"one team), {PUSH_CONCURRENCY} requests in flight, member adds {MEMBERS_PER_PATCH} a PATCH",
+        f"steady: {RATE:.0f} requests/s for {mode.steady_s:.0f} s, open loop, mix "
+        + ", ".join(f"{k} {w:.0%}" for k, w in MIX),
+        f"lane drained before the steady phase in {drained:.1f} s" if not math.isinf(drained) else
+        "the lane did not drain before the steady phase",
+    ]  # fmt: skip
+    tables = [
+        ("Initial push (Entra's first cycle) and convergence on both targets", push_table),
+        (
+            "Initial push: each request kind (from its send to its answer)",
+            _latency_table(
+                push.results, ["GET filter", "POST user", "GET group filter", "POST group", "PATCH members"]
+            ),
+        ),
+        ("Target calls during the push and convergence", routes),
+        ("Convergence over time (users whose accounts hold every mapped field and role)", progress),
+        (f"Steady traffic at {RATE:.0f} requests/s (latency from each request's scheduled time)", steady_table),
+        ("Steady traffic, each request kind", _latency_table(load, [k for k, _ in MIX])),
+        ("CPU per steady request, per process (the worker converging the targets included)", cpu_table),
+    ]
+    notes = [
+        "Entra's observed peak is about 1,000 requests a minute (17/s); Auth0's own inbound SCIM allows 25/s per "
+        f"connection; {RATE:.0f}/s is six times Entra's peak. The endpoint's host also runs the worker that converges "
+        "what the requests change, on the same 2 cores as Azurite, the emulators and the driver.",
+        "Latency is measured by the driver from each request's scheduled send time to its answer (steady phase) or "
+        "from its send (initial push, a closed loop). Converged: the Auth0 account has the mapped name, given and "
+        "family name, department and exactly the mapped roles; the SCIM user is active, has the mapped displayName "
+        "and work email, and is a member of Staff. Counted every "
+        f"{POLL_S:.0f} s from the emulators' state, so the times are within {POLL_S:.0f} s.",
+        *([] if p99 <= P99_GOAL_S else [SLOW_WHY]),
+    ]
+    return Report("8. Inbound SCIM endpoint", inputs=inputs, tables=tables, goals=goals, notes=notes,
+                  seconds=seconds)  # fmt: skip
