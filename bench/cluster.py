@@ -15,11 +15,11 @@ How the pieces are reached: the emulators through their HTTP API and ``/_control
 request log's timestamped entries: ``GET /_control/requests/entries?since=``); a host through a
 line of JSON on its stdin answered by a line on its stdout (``timer``, ``stats``, ``events``). A
 child stops when its stdin closes, so nothing outlives the parent, even one killed with -9; the
-parent also terminates and then kills every child it started on exit or error. ``kill -USR1 <pid>``
-writes every thread's stack of a child to its log and leaves it running, from the moment it is
-started (the signal waits, blocked, until the child has said how to answer it); a child that ends
-early is reported with how it ended (its exit status or the signal that killed it), since a killed
-process leaves nothing in its log.
+parent also terminates and then kills every child it started on exit or error (all of them, even
+when stopping one fails or is interrupted). ``kill -USR1 <pid>`` writes every thread's stack of a
+child to its log and leaves it running, from the moment it is started (the signal waits, blocked,
+until the child has said how to answer it); a child that ends early is reported with how it ended
+(its exit status or the signal that killed it), since a killed process leaves nothing in its log.
 
 A host child records, for the benchmarks, each HTTP request to a function (when it arrived and its
 body: the clock of a notification starts there), each queue message it ran (function, body, start,
@@ -414,13 +414,15 @@ class Cluster:
         return out
 
     def stop(self) -> None:
-        for host in self.hosts:
-            host.stop()
-        for child in self.emulators.values():
-            child.stop()
-        self._close_remotes()
-        self._stop_azurite()
-        self._remove_dir()
+        """Stop everything the cluster started: hosts, then emulators, then Azurite. Each step runs
+        even when one before it fails or is interrupted (a test's timeout firing mid-stop), so a
+        failed run leaves no process behind. All hosts are asked to stop at once, then awaited."""
+        with contextlib.ExitStack() as steps:  # callbacks run last first
+            steps.callback(self._remove_dir)
+            steps.callback(self._stop_azurite)
+            steps.callback(self._close_remotes)
+            steps.callback(_stop_all, list(self.emulators.values()))
+            steps.callback(_stop_all, list(self.hosts))
 
     def _close_remotes(self) -> None:
         for remote in (getattr(self, "graph", None), getattr(self, "auth0", None), self.scim):
@@ -443,6 +445,16 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _stop_all(children: list[Child]) -> None:
+    """Close every child's stdin first, so they wind down together, then stop each in turn (each
+    stop runs even if one before it raised)."""
+    with contextlib.ExitStack() as stops:
+        for child in children:
+            stops.callback(child.stop)
+        for child in children:
+            child.ask_to_stop()
 
 
 # --------------------------------------------------------------------------------------------

@@ -62,6 +62,17 @@ def _restart_asking_for_stacks(cluster: Cluster, index: int) -> Child:
     return fresh
 
 
+def _interrupt_after_stopping(child: Child) -> None:
+    """Make stopping ``child`` raise once it is stopped, as a test's timeout firing mid-stop does."""
+    stop = child.stop
+
+    def stop_then_interrupted(timeout_s: float = 20.0) -> None:
+        stop(timeout_s)
+        raise TimeoutError("interrupted")
+
+    child.stop = stop_then_interrupted  # type: ignore[method-assign]
+
+
 def _load_round(cluster: Cluster) -> dict[str, int]:
     """The checks on a running cluster; the pid of each of its processes at the end."""
     pids = cluster.processes()
@@ -104,7 +115,14 @@ def _load_round(cluster: Cluster) -> dict[str, int]:
 
 
 def test_a_load_round_converges_and_the_cluster_cleans_up() -> None:
-    with Cluster(ClusterConfig(users=40, hosts=2)) as cluster:
+    cluster = Cluster(ClusterConfig(users=40, hosts=2)).start()
+    try:
         pids = _load_round(cluster)
+    except BaseException:
+        cluster.stop()
+        raise
+    _interrupt_after_stopping(cluster.webhook_host)  # emulators and Azurite are stopped after the hosts
+    with pytest.raises(TimeoutError, match="interrupted"):
+        cluster.stop()
     for name, pid in pids.items():
         assert _gone(pid), f"{name} (pid {pid}) outlived the cluster"
