@@ -15,7 +15,11 @@ How the pieces are reached: the emulators through their HTTP API and ``/_control
 request log's timestamped entries: ``GET /_control/requests/entries?since=``); a host through a
 line of JSON on its stdin answered by a line on its stdout (``timer``, ``stats``, ``events``). A
 child stops when its stdin closes, so nothing outlives the parent, even one killed with -9; the
-parent also terminates and then kills every child it started on exit or error.
+parent also terminates and then kills every child it started on exit or error (all of them, even
+when stopping one fails or is interrupted). ``kill -USR1 <pid>`` writes every thread's stack of a
+child to its log and leaves it running, from the moment it is started (the signal waits, blocked,
+until the child has said how to answer it); a child that ends early is reported with how it ended
+(its exit status or the signal that killed it), since a killed process leaves nothing in its log.
 
 A host child records, for the benchmarks, each HTTP request to a function (when it arrived and its
 body: the clock of a notification starts there), each queue message it ran (function, body, start,
@@ -28,6 +32,7 @@ Run as ``python -m bench.cluster <role>`` (graph, auth0, scim, host) by :class:`
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import queue
@@ -143,35 +148,45 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> Child:
-        self._lines = queue.Queue()
+        lines: queue.Queue[str | None] = queue.Queue()
+        self._lines = lines
         self._stderr = (self.logs / f"{self.name}.log").open("a", encoding="utf-8")
         env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost,::1", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.cluster", self.role],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            cwd=REPO,
-            env=env,
-        )
+        # The child inherits this thread's signal mask: SIGUSR1 stays blocked in it until it can
+        # answer one with a stack dump (see child_main), instead of dying of it while importing.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.cluster", self.role],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                text=True,
+                cwd=REPO,
+                env=env,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         stdout = self.proc.stdout
         assert stdout is not None
 
         def pump() -> None:
             for line in stdout:
-                self._lines.put(line)
-            self._lines.put(None)
+                lines.put(line)
+            lines.put(None)
 
         threading.Thread(target=pump, name=f"{self.name}-stdout", daemon=True).start()
-        self._write(self.config)
+        self._write(self.config, "start")
         self.info = self._read(timeout_s, "start")
         return self
 
-    def _write(self, message: dict[str, Any]) -> None:
+    def _write(self, message: dict[str, Any], what: str) -> None:
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(message) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # its end of the pipe is gone, or we closed ours
+            raise self._ended(f"before {what}") from None
 
     def _read(self, timeout_s: float, what: str) -> dict[str, Any]:
         try:
@@ -179,11 +194,23 @@ class Child:
         except queue.Empty:
             raise RuntimeError(f"{self.name}: no answer to {what} within {timeout_s:.0f} s{self._tail()}") from None
         if line is None:
-            raise RuntimeError(f"{self.name}: the process ended during {what}{self._tail()}")
+            raise self._ended(f"during {what}")
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"{self.name}: {what} failed: {answer['error']}")
         return answer
+
+    def _ended(self, when: str) -> RuntimeError:
+        """The error for a child found gone, saying how it ended: its exit status or the signal that
+        killed it (a killed process leaves nothing in its log: this is the only trace of why)."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            how = "its stdout is closed, yet it still runs"
+        else:
+            how = f"exit status {code}" if code >= 0 else f"killed by {_signal_name(-code)}"
+        return RuntimeError(f"{self.name}: the process ended {when} ({how}){self._tail()}")
 
     def _tail(self) -> str:
         try:
@@ -195,7 +222,7 @@ class Child:
     def call(self, command: str, timeout_s: float = CALL_TIMEOUT_S, **args: Any) -> dict[str, Any]:
         """Send one command and wait for its answer (one at a time per child)."""
         with self._lock:
-            self._write({"cmd": command, **args})
+            self._write({"cmd": command, **args}, command)
             return self._read(timeout_s, command)
 
     def kill(self) -> None:
@@ -205,14 +232,18 @@ class Child:
             self.proc.wait(10)
         self._close()
 
+    def ask_to_stop(self) -> None:
+        """Close its stdin: the child finishes what it runs and stops (:meth:`stop` waits for it)."""
+        if self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.stdin.close()
+
     def stop(self, timeout_s: float = 20.0) -> None:
         """Close stdin (the child stops cleanly), then SIGTERM, then SIGKILL if it lingers."""
         proc = self.proc
         if proc is None:
             return
-        with contextlib.suppress(OSError, ValueError):
-            if proc.stdin is not None:
-                proc.stdin.close()
+        self.ask_to_stop()
         for sig, wait in ((None, timeout_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             if sig is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -390,19 +421,47 @@ class Cluster:
         return out
 
     def stop(self) -> None:
-        for host in self.hosts:
-            host.stop()
-        for child in self.emulators.values():
-            child.stop()
+        """Stop everything the cluster started: hosts, then emulators, then Azurite. Each step runs
+        even when one before it fails or is interrupted (a test's timeout firing mid-stop), so a
+        failed run leaves no process behind. All hosts are asked to stop at once, then awaited."""
+        with contextlib.ExitStack() as steps:  # callbacks run last first
+            steps.callback(self._remove_dir)
+            steps.callback(self._stop_azurite)
+            steps.callback(self._close_remotes)
+            steps.callback(_stop_all, list(self.emulators.values()))
+            steps.callback(_stop_all, list(self.hosts))
+
+    def _close_remotes(self) -> None:
         for remote in (getattr(self, "graph", None), getattr(self, "auth0", None), self.scim):
             if remote is not None:
                 remote.close()
-        if self.azurite is not None:
-            self.azurite.stop()
-            self.azurite = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+
+    def _stop_azurite(self) -> None:
+        azurite, self.azurite = self.azurite, None
+        if azurite is not None:
+            azurite.stop()
+
+    def _remove_dir(self) -> None:
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _stop_all(children: list[Child]) -> None:
+    """Close every child's stdin first, so they wind down together, then stop each in turn (each
+    stop runs even if one before it raised)."""
+    with contextlib.ExitStack() as stops:
+        for child in children:
+            stops.callback(child.stop)
+        for child in children:
+            child.ask_to_stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,9 +658,22 @@ def _host_child(config: dict[str, Any], proto: _Protocol) -> None:
         host.stop()
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM: stop through the ``finally`` blocks, saying so in the log (``os.write``: a signal
+    handler may run in the middle of a buffered write to stderr)."""
+    os.write(2, f"{_signal_name(signum)}: stopping\n".encode())
+    sys.exit(128 + signum)
+
+
 def child_main(role: str) -> int:
+    # A SIGUSR1 (someone asking for stacks) dumps them instead of ending the process: default
+    # action of SIGUSR1 is to terminate silently. The parent starts us with it blocked, so one sent
+    # while this interpreter was still importing waits here and is answered now.
+    faulthandler.enable(all_threads=True)  # a crash leaves its stacks in the log, not nothing
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     proto = _Protocol()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
