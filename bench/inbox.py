@@ -34,6 +34,8 @@ import httpx
 from bench.cluster import SCIM_TOKEN, Cluster, ClusterConfig
 from bench.common import UNGUARDED, Report, Table, pcts, percentile, verdict
 from bench.load import Depth
+from sandbox.mapping import inbound_sections, inbound_sources
+from shared.sources.scim_inbox.factory import token_setting
 
 SOURCE: Final = "hr-push"
 TOKEN: Final = "bench-inbox-secret-token-" + "0123456789abcdef"  # >= 32 printable characters
@@ -512,48 +514,19 @@ def watch(cluster: Cluster, push: Push, groups: int, started: float, stop: threa
 
 
 def mapping(group_ids: list[str], scim_base_url: str) -> str:
-    """hr-push feeds Auth0 and scim:crm; Entra (the Graph emulator) feeds nothing."""
-    roles = "".join(f"      - {{group: {name}, roles: [{', '.join(rs)}]}}\n" for name, rs in MAPPED)
+    """hr-push feeds Auth0 and scim:crm (Staff's members in its Staff group); Entra (the Graph
+    emulator) feeds nothing."""
+    grants = [(name, roles, ["Staff"] if name == "Staff" else []) for name, roles in MAPPED]
     return (
-        "version: 2\n"
-        f"sources:\n  entra: {{}}\n  {SOURCE}: {{kind: scim_inbox}}\n"
-        "scope: {}\n"
-        "targets:\n"
-        "  auth0:\n"
-        f"    source: {SOURCE}\n"
-        "    connection: Username-Password-Authentication\n"
-        "    attributes:\n"
-        "      - {source: emails.work, target: email, transforms: [trim, lower]}\n"
-        "      - {target: email_verified, transforms: [{constant: true}]}\n"
-        "      - {source: displayName, target: name}\n"
-        "      - {source: name.givenName, target: given_name}\n"
-        "      - {source: name.familyName, target: family_name}\n"
-        "      - {source: department, target: user_metadata.department}\n"
-        "      - {source: employeeNumber, target: app_metadata.employee_id}\n"
-        f"    roles:\n{roles}"
-        "    deprovision: {action: block, hard_delete: delete}\n"
-        f"    {UNGUARDED}\n"
-        "  scim:crm:\n"
-        f"    source: {SOURCE}\n"
-        f"    base_url: {scim_base_url}\n"
-        "    token_setting: SCIM_CRM_TOKEN\n"
-        "    attributes:\n"
-        "      - {source: userName, target: userName}\n"
-        "      - {source: emails.work, target: 'emails[type eq \"work\"].value', transforms: [trim, lower]}\n"
-        "      - {source: name.givenName, target: name.givenName}\n"
-        "      - {source: name.familyName, target: name.familyName}\n"
-        "      - {source: displayName, target: displayName}\n"
-        f"      - {{source: department, target: '{ENTERPRISE}:department'}}\n"
-        "    groups:\n      - {group: Staff, groups: [Staff]}\n"
-        "    deprovision: {action: disable, hard_delete: delete}\n"
-        f"    {UNGUARDED}\n"
-    )
+        "version: 2\n" + inbound_sources(SOURCE) + "scope: {}\ntargets:\n"
+        + inbound_sections(scim_base_url, grants, source=SOURCE, extra=UNGUARDED)
+    )  # fmt: skip
 
 
 def config() -> ClusterConfig:
     return ClusterConfig(
         users=10, hosts=HOSTS, scim=True, mirror=False, mapping_text=mapping,
-        extra_env={f"SCIM_INBOX_{SOURCE.upper().replace('-', '_')}_TOKEN": TOKEN},
+        extra_env={token_setting(SOURCE): TOKEN},
     )  # fmt: skip
 
 

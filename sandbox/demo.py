@@ -49,7 +49,7 @@ def _mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
         # target of its own (each target has one source), in the same tenant and application.
         + inbound_sections(
             scim_url,
-            [("Research", "Employee", "Research")],
+            [("Research", ["Employee"], ["Research"])],
             auth0="auth0:hr",
             scim="hr",
             auth0_matching="{app_metadata_key: hr_push_id}",  # not the entra-fed target's key

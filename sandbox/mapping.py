@@ -134,7 +134,7 @@ def inbound_sources(source: str = INBOUND_SOURCE) -> str:
 
 def inbound_sections(
     scim_url: str,
-    grants: Sequence[tuple[str, str, str]],
+    grants: Sequence[tuple[str, Sequence[str], Sequence[str]]],
     *,
     source: str = INBOUND_SOURCE,
     auth0: str = "auth0",
@@ -143,15 +143,18 @@ def inbound_sections(
     auth0_deprovision: str = "{action: block, hard_delete: delete}",
     scim_deprovision: str = "{action: disable, hard_delete: delete}",
     auth0_matching: str = "",
+    extra: str = "",
 ) -> str:
     """Two target sections (for ``others`` of :func:`sandbox_mapping_v2`, or a file's ``targets``) fed
     by the inbound source ``source``: the Auth0 target ``auth0`` and the SCIM application
     ``scim:<scim>`` at ``scim_url`` (its token in ``token_setting``). Their attributes read SCIM
-    paths; ``grants`` are (pushed group displayName, Auth0 role, SCIM group) triples.
-    ``auth0_matching``: the Auth0 section's ``matching`` (YAML flow), e.g. its own
-    ``app_metadata_key`` where another Auth0 target stamps accounts in the same tenant."""
-    roles = "".join(f"      - {{group: {group}, roles: [{role}]}}\n" for group, role, _ in grants)
-    groups = "".join(f"      - {{group: {group}, groups: [{pushed}]}}\n" for group, _, pushed in grants)
+    paths; ``grants`` are (pushed group displayName, Auth0 roles, SCIM groups) triples (either may
+    be empty). ``auth0_matching``: the Auth0 section's ``matching`` (YAML flow), e.g. its own
+    ``app_metadata_key`` where another Auth0 target stamps accounts in the same tenant; ``extra``: a
+    key both sections get (YAML flow, one line), such as a ``guard``."""
+    roles = "".join(f"      - {{group: {g}, roles: [{', '.join(rs)}]}}\n" for g, rs, _ in grants if rs)
+    groups = "".join(f"      - {{group: {g}, groups: [{', '.join(gs)}]}}\n" for g, _, gs in grants if gs)
+    more = f"    {extra}\n" if extra else ""
     return (
         f"  {auth0}:\n"
         f"    source: {source}\n"
@@ -167,6 +170,7 @@ def inbound_sections(
         f"    roles:\n{roles}"
         f"    deprovision: {auth0_deprovision}\n"
         + (f"    matching: {auth0_matching}\n" if auth0_matching else "")
+        + more
         + f"  scim:{scim}:\n"
         f"    source: {source}\n"
         f"    base_url: {scim_url}\n"
@@ -179,5 +183,5 @@ def inbound_sections(
         "      - {source: displayName, target: displayName}\n"
         f"      - {{source: department, target: '{ENTERPRISE}:department'}}\n"
         f"    groups:\n{groups}"
-        f"    deprovision: {scim_deprovision}\n"
+        f"    deprovision: {scim_deprovision}\n" + more
     )

@@ -57,7 +57,7 @@ def sandbox(azurite: Azurite, tmp_path: Path) -> Iterator[Sandbox]:
             "version: 2\nscope: {user_types: [Member]}\n"
             + inbound_sources()
             + "targets:\n"
-            + inbound_sections(crm.base_url, [("Research", "Employee", "Research")])
+            + inbound_sections(crm.base_url, [("Research", ["Employee"], ["Research"])])
             + wiki_section
         )
         (tmp_path / "mapping.yaml").write_text(text)
