@@ -542,3 +542,23 @@ def test_every_problem_of_every_target_is_reported_at_once() -> None:
     found = v2_problems(text)
     assert any(p.startswith("targets.memory:crm.attributes[1].target") for p in found), found
     assert any(p.startswith("targets.auth0.roles[0].roles") for p in found), found
+
+
+def test_an_inbound_source_s_paths_are_checked_with_the_nearest_scim_path_as_the_hint() -> None:
+    text = """version: 2
+sources: {hr-push: {kind: scim_inbox}}
+targets:
+  auth0:
+    source: hr-push
+    connection: Username-Password-Authentication
+    attributes:
+      - {source: emails.work, target: email}
+      - {source: Departmnt, target: app_metadata.department}
+    deprovision: {action: block}
+"""
+    with pytest.raises(MappingError) as refused:
+        parse_mapping(text)
+    assert refused.value.problems == [
+        "targets.auth0.attributes[1].source: Inbound SCIM source: 'Departmnt' is not a SCIM user attribute "
+        "an inbound source keeps (did you mean 'department'?)"
+    ]

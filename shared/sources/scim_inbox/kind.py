@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Final
 from shared.core.classify import state_of
 from shared.core.model import SourceState
 from shared.core.ports import Source
+from shared.mapping.check import nearest
 from shared.mapping.model import Scope, SourceSection
 from shared.settings import Settings, SettingsError
-from shared.sources.scim_inbox.schema import PATHS, nearest
+from shared.sources.scim_inbox.schema import PATHS
 
 if TYPE_CHECKING:
     from shared.mapping.check import Checker
@@ -43,7 +44,7 @@ class ScimInboxKind:
     def path_problem(self, path: str) -> str | None:
         if path in PATHS:
             return None
-        hint = nearest(path)
+        hint = nearest(path, sorted(PATHS))
         guess = f" (did you mean {hint!r}?)" if hint else ""
         return f"{path!r} is not a SCIM user attribute an inbound source keeps{guess}"
 

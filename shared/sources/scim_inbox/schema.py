@@ -9,7 +9,6 @@ a server that Entra provisioning calls") that the library refuses are handled he
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
@@ -177,12 +176,3 @@ PATHS: Final = frozenset(
         "employeeNumber", "costCenter", "organization", "division", "department", "manager",
     }
 )  # fmt: skip
-
-
-def nearest(path: str) -> str | None:
-    """The known path closest to ``path`` (a hint for a typo in a mapping), or None."""
-    by_fold = {p.casefold(): p for p in PATHS}
-    if path.casefold() in by_fold:
-        return by_fold[path.casefold()]
-    close = difflib.get_close_matches(path.casefold(), list(by_fold), n=1, cutoff=0.6)
-    return by_fold[close[0]] if close else None
