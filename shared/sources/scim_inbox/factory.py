@@ -61,6 +61,12 @@ class Inbox:
     tables: Any = None
     _table_ready: bool = False
 
+    @classmethod
+    def of(cls, sources: Mapping[str, InboxSource], tables: Any = None) -> Inbox:
+        """The inbound sources' endpoints, by name, from the sources themselves."""
+        endpoints = {name: s.endpoint for name, s in sources.items() if s.endpoint is not None}
+        return cls(InboxEndpoints(endpoints), dict(sources), tables)
+
     async def ensure_table(self) -> None:
         if self._table_ready or self.tables is None:
             return
@@ -82,24 +88,42 @@ def build_inbox(
 ) -> Inbox:
     """The endpoints and sources of every inbound source in ``tokens``, their rows in the
     ``scimInbox`` table of ``tables`` (a TableServiceClient), or in ``rows`` (by source name)."""
-    endpoints: dict[str, InboxEndpoint] = {}
-    sources: dict[str, InboxSource] = {}
-    for name, token in tokens.items():
-        source_rows = (rows or {}).get(name) or TableRows(tables.get_table_client(TABLE), name)
-        storage = InboxStorage(source_rows, provider(), clock=clock)
-        endpoints[name] = InboxEndpoint(name, token, storage, queue, audit)
-        sources[name] = InboxSource(name, storage, scope, relevant_groups)
-    return Inbox(InboxEndpoints(endpoints), sources, tables)
+    sources = {
+        name: assemble(
+            name, token, (rows or {}).get(name) or TableRows(tables.get_table_client(TABLE), name),
+            queue, audit, scope, relevant_groups, clock,
+        )
+        for name, token in tokens.items()
+    }  # fmt: skip
+    return Inbox.of(sources, tables)
 
 
 def inbound_source(name: str, token: Secret, context: Any) -> InboxSource:
     """One inbound source, as the composition root builds it (``context`` is its BuildContext):
     its store in the app's ``scimInbox`` table, its endpoint handing what changed to the app's queue
     and audit, and the source over the store, scoped as the mapping's targets it feeds read it."""
-    storage = InboxStorage(TableRows(context.tables.get_table_client(TABLE), name), provider(), clock=context.clock)
     mapping = context.mapping.for_source(name)
-    source = InboxSource(name, storage, mapping.scope, mapping.relevant_groups)
-    source.endpoint = InboxEndpoint(name, token, storage, context.queue, context.audit)
+    rows = TableRows(context.tables.get_table_client(TABLE), name)
+    return assemble(
+        name, token, rows, context.queue, context.audit, mapping.scope, mapping.relevant_groups, context.clock
+    )
+
+
+def assemble(
+    name: str,
+    token: Secret,
+    rows: Rows,
+    queue: WorkQueue,
+    audit: AuditStore | None,
+    scope: Scope | None,
+    relevant_groups: frozenset[str] | None,
+    clock: Clock,
+) -> InboxSource:
+    """One inbound source over its ``rows``: the store, the source the worker reads, and the
+    endpoint (``source.endpoint``) that hands what changed to ``queue`` and ``audit``."""
+    storage = InboxStorage(rows, provider(), clock=clock)
+    source = InboxSource(name, storage, scope, relevant_groups)
+    source.endpoint = InboxEndpoint(name, token, storage, queue, audit)
     return source
 
 
@@ -118,8 +142,7 @@ def inbox() -> Inbox:
     app = bootstrap.app()
     if _built is None or _built[0] is not app:
         built = {name: s for name, s in app.sources.items() if isinstance(s, InboxSource)}
-        endpoints = {name: s.endpoint for name, s in built.items() if s.endpoint is not None}
-        _built = (app, Inbox(InboxEndpoints(endpoints), built, app.tables))
+        _built = (app, Inbox.of(built, app.tables))
     return _built[1]
 
 
