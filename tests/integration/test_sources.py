@@ -25,6 +25,7 @@ from shared.core.work import WorkItem, user_item
 from shared.mapping.load import load_mapping, parse_mapping
 from shared.mapping.model import MappingError
 from shared.settings import Settings, SettingsError
+from shared.sources.scim_inbox import factory
 from tests.integration.world import World, audit_rows, empty_storage, queued, run_worker, services_for
 
 HR = "hr"
@@ -245,3 +246,19 @@ def test_a_tenant_that_grants_no_graph_permission_runs_on_an_inbound_source_alon
     with pytest.raises(SettingsError) as refused:  # the world's file reads Entra ID
         bootstrap.init(Settings.from_env({k: v for k, v in world.env.items() if k != "GRAPH_CLIENT_STATE"}), **kinds)
     assert "GRAPH_CLIENT_STATE is required" in str(refused.value)
+
+
+def test_the_endpoint_serves_the_current_apps_inbound_sources_after_a_new_start(world: World, tmp_path: Path) -> None:
+    """The HTTP function's inbound sources are the composition root's: built again for a new app
+    (a restart with another mapping or token), never a stale first one."""
+    path = tmp_path / "inbound.yaml"
+    path.write_text(INBOUND_ONLY)
+    env = world.environment(SYNC_MAPPING_FILE=str(path), SCIM_INBOX_HR_PUSH_TOKEN="t" * 40)
+    seen = []
+    for _ in range(2):
+        svc = bootstrap.init(Settings.from_env(env))
+        box = factory.inbox()
+        assert box.sources["hr-push"] is svc.sources["hr-push"]
+        assert box.endpoints.endpoints["hr-push"] is svc.sources["hr-push"].endpoint
+        seen.append(box)
+    assert seen[0] is not seen[1]
