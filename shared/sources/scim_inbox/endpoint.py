@@ -17,6 +17,7 @@ reason and counts; the token never does.
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 import json
 import logging
@@ -24,11 +25,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from scim2_models import (
     InvalidSyntaxException,
     PatchOp,
+    PatchOperation,
     PayloadTooLargeException,
     PreconditionFailedException,
     Resource,
@@ -36,6 +38,7 @@ from scim2_models import (
     SCIMException,
     UnauthorizedException,
 )
+from scim2_models.path import CompareOperator, Comparison
 from scim2_server.conditions import Conditions
 from scim2_server.handler import AsyncScimHandler
 from scim2_server.requests import ScimRequest
@@ -53,6 +56,9 @@ from shared.stores.audit import AuditRow
 log = logging.getLogger("entra_sync.scim_inbox")
 
 PATCH_ATTEMPTS: Final = 8  # a PATCH re-read and re-applied after a concurrent write to its resource
+# Whether the current PATCH asked for a body (``attributes`` or ``excludedAttributes``): then the
+# whole group is read and answered, not only the members it names.
+ANSWERS_WITH_BODY: contextvars.ContextVar[bool] = contextvars.ContextVar("scim_inbox_patch_body", default=False)
 SECURITY_HEADERS: Final = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
@@ -87,9 +93,21 @@ class InboxHandler(AsyncScimHandler):
                 await self.on_replay(replay.stored)
             return self.service.creation_response(request.base_url, replay.stored)
 
+    async def patch(self, request: ScimRequest) -> ScimResponse:
+        token = ANSWERS_WITH_BODY.set(
+            any(key.casefold() in ("attributes", "excludedattributes") for key in request.query)
+        )
+        try:
+            return await super().patch(request)
+        finally:
+            ANSWERS_WITH_BODY.reset(token)
+
     async def patch_resource(
         self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
     ) -> Resource[Any]:
+        delta = member_delta(patch_op) if resource_type.name == "Group" else None
+        if delta is not None and conditions == Conditions() and not ANSWERS_WITH_BODY.get():
+            return await self._patch_members(resource_id, *delta)
         for attempt in range(PATCH_ATTEMPTS):
             current = await self.storage.get(resource_type, resource_id)
             previous = current.model_copy(deep=True)
@@ -107,6 +125,81 @@ class InboxHandler(AsyncScimHandler):
                 if conditions.if_match is not None or attempt == PATCH_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _patch_members(self, group_id: str, added: dict[str, dict[str, Any]], removed: set[str]) -> Resource[Any]:
+        """A PATCH that only adds and removes named members: their rows and the group's version, and
+        the answer a 204 (nothing asked for a body), whatever the group's size."""
+        for attempt in range(PATCH_ATTEMPTS):
+            try:
+                return await self.storage.change_members(group_id, added, removed)
+            except PreconditionFailedException:
+                if attempt == PATCH_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def member_delta(patch_op: PatchOp[Any]) -> tuple[dict[str, dict[str, Any]], set[str]] | None:
+    """(members added: id -> type and display, members removed) when every operation of a group's
+    PATCH adds or removes members it names, in any of the forms Entra sends: ``add`` with path
+    ``members`` and a value list, ``remove`` with ``members[value eq "id"]``, ``remove`` with path
+    ``members`` and a value list. Operations apply in order (an add then a remove of one member
+    removes it). None for anything else (a rename, a replace of the list, a remove of every member,
+    a value of another shape): scim2-server applies those to the whole group."""
+    added: dict[str, dict[str, Any]] = {}
+    removed: set[str] = set()
+    for operation in patch_op.operations or []:
+        path = operation.path
+        if path is None or str(path).casefold().split("[", 1)[0] != "members":
+            return None
+        value_filter = path.value_filter
+        if operation.op == PatchOperation.Op.add and value_filter is None:
+            entries = _member_values(operation.value)
+            if entries is None:
+                return None
+            for member_id, entry in entries.items():
+                added[member_id] = entry
+                removed.discard(member_id)
+        elif operation.op == PatchOperation.Op.remove:
+            if value_filter is None:
+                entries = _member_values(operation.value)
+                if not entries:
+                    return None
+                ids = set(entries)
+            elif _is_value_eq(value_filter) and operation.value is None and str(path).endswith("]"):
+                ids = {str(cast(Comparison, value_filter).value)}
+            else:
+                return None
+            for member_id in ids:
+                removed.add(member_id)
+                added.pop(member_id, None)
+        else:
+            return None
+    return added, removed
+
+
+def _member_values(value: Any) -> dict[str, dict[str, Any]] | None:
+    """id -> {type, display} of a list of member objects each with a string ``value``; else None."""
+    if not isinstance(value, list):
+        return None
+    entries: dict[str, dict[str, Any]] = {}
+    for member in value:
+        if not isinstance(member, dict):
+            return None
+        keys = {k.casefold(): v for k, v in member.items()}
+        if not isinstance(keys.get("value"), str) or set(keys) - {"value", "type", "display", "$ref"}:
+            return None
+        entries[keys["value"]] = {"type": keys.get("type"), "display": keys.get("display")}
+    return entries
+
+
+def _is_value_eq(node: Any) -> bool:
+    return (
+        isinstance(node, Comparison)
+        and node.op == CompareOperator.eq
+        and node.attr_path.sub_attr is None
+        and node.attr_path.attr.casefold() == "value"
+        and isinstance(node.value, str)
+    )
 
 
 class InboxEndpoint:

@@ -14,7 +14,7 @@ from sandbox.memory_inbox import MemoryRows
 from shared.mapping.model import read_path
 from shared.sources.scim_inbox import storage as inbox_storage
 from shared.sources.scim_inbox.schema import MAX_BODY_BYTES, MAX_FILTER_CHARS, MAX_PAGE
-from tests.sources.scim_inbox.conftest import ENTERPRISE, GROUP, MICROSOFT_GROUP, USER, Entra, user
+from tests.sources.scim_inbox.conftest import ENTERPRISE, GROUP, MICROSOFT_GROUP, PATCH, USER, Entra, user
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -134,6 +134,70 @@ def test_two_patches_of_one_group_at_the_same_moment_lose_no_member(entra: Entra
 
     assert set(asyncio.run(together())) <= {200, 204}
     assert sorted(m["value"] for m in entra.call("GET", f"/Groups/{gid}").body["members"]) == sorted(ids)
+
+
+def test_a_patch_naming_members_touches_only_their_rows_whatever_the_group_size(entra: Entra) -> None:
+    ids = [entra.call("POST", "/Users", user(f"M{n}", f"Obj-M{n}")).body["id"] for n in range(41)]
+    gid = entra.call(
+        "POST", "/Groups", {"schemas": [GROUP], "displayName": "Big", "members": [{"value": i} for i in ids[:40]]}
+    ).body["id"]
+    before = entra.call("GET", f"/Groups/{gid}").body["meta"]["version"]
+    entra.enqueued()
+    scanned: list[str] = []
+    scan = entra.rows.scan
+
+    def counting_scan(prefix: str, **kwargs: Any) -> Any:
+        scanned.append(prefix)
+        return scan(prefix, **kwargs)
+
+    entra.rows.scan = counting_scan  # type: ignore[method-assign]
+    commits = entra.rows.commits
+    reply = entra.patch(
+        f"/Groups/{gid}",
+        {"op": "Add", "path": "members", "value": [{"value": ids[40]}]},
+        {"op": "Remove", "path": f'members[value eq "{ids[0]}"]'},
+        {"op": "Remove", "path": "members", "value": [{"value": ids[1]}]},
+    )
+    assert reply.status == 204 and reply.body is None
+    assert not [p for p in scanned if p.startswith("member|")], "the group's member list was read"
+    assert entra.rows.commits == commits + 1  # the group's new version and three row pairs, at once
+    entra.rows.scan = scan  # type: ignore[method-assign]
+    after = entra.call("GET", f"/Groups/{gid}").body
+    assert sorted(m["value"] for m in after["members"]) == sorted(ids[2:41])
+    assert after["meta"]["version"] != before and reply.headers["ETag"] == after["meta"]["version"]
+    assert {m["type"] for m in after["members"]} == {"User"}  # Entra sends no type: the store knows it
+    assert sorted(entra.enqueued()) == sorted(("user", i, "push", "hr-push") for i in (ids[0], ids[1], ids[40]))
+    # The same PATCH again changes nothing: no write, the same version, nobody enqueued.
+    again = entra.patch(f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": ids[40]}]})
+    assert again.status == 204 and again.headers["ETag"] == after["meta"]["version"]
+    assert entra.rows.commits == commits + 1 and entra.enqueued() == []
+
+
+def test_members_named_by_a_patch_apply_in_order_and_a_body_asked_for_is_the_whole_group(entra: Entra) -> None:
+    ids = [entra.call("POST", "/Users", user(f"O{n}", f"Obj-O{n}")).body["id"] for n in range(3)]
+    gid = entra.call(
+        "POST", "/Groups", {"schemas": [GROUP], "displayName": "Order", "members": [{"value": ids[0]}]}
+    ).body["id"]
+    entra.patch(
+        f"/Groups/{gid}",
+        {"op": "Add", "path": "members", "value": [{"value": ids[1]}, {"value": ids[2]}]},
+        {"op": "Remove", "path": f'members[value eq "{ids[1]}"]'},
+        {"op": "Remove", "path": "members", "value": [{"value": ids[0]}]},
+        {"op": "Add", "path": "members", "value": [{"value": ids[0]}]},
+    )
+    assert sorted(m["value"] for m in entra.call("GET", f"/Groups/{gid}").body["members"]) == sorted([ids[0], ids[2]])
+    shown = entra.call(
+        "PATCH",
+        f"/Groups/{gid}",
+        {"schemas": [PATCH], "Operations": [{"op": "Add", "path": "members", "value": [{"value": ids[1]}]}]},
+        query={"attributes": "members"},
+    )
+    assert shown.status == 200
+    assert sorted(m["value"] for m in shown.body["members"]) == sorted(ids)
+    cleared = entra.patch(f"/Groups/{gid}", {"op": "Remove", "path": "members"})
+    assert cleared.status == 204 and "members" not in entra.call("GET", f"/Groups/{gid}").body
+    refused = entra.patch(f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": "not-an-id"}]})
+    assert scim_type(refused) == (400, "invalidValue")
 
 
 # -- errors and caps ---------------------------------------------------------------------------------
