@@ -27,6 +27,7 @@ from shared.core.model import (
     SourceState,
 )
 from shared.core.ports import Capabilities, Rules
+from shared.core.work import where
 from shared.mapping.model import TargetSection
 
 # Revocations leave nothing to observe afterwards: sent again after a crash rather than claimed.
@@ -118,9 +119,10 @@ def _active(
         payload = rules.update_payload({path: after for path, (_, after) in changes.items()}, desired)
         actions.append(Action(ActionKind.UPDATE, payload, changes, reason="mapped attributes changed"))
     if link is not None and link.deprovision is not DeprovisionState.NONE:
+        back = f"re-enabled or back in scope {where(identity.source)}"
         if not account.active and link.disabled_by_sync and not link.risk_locked:
-            actions.append(Action(ActionKind.ENABLE, reason="re-enabled or back in scope in Entra"))
-        actions.append(Action(ActionKind.CLEAR_DEPROVISION, reason="re-enabled or back in scope in Entra"))
+            actions.append(Action(ActionKind.ENABLE, reason=back))
+        actions.append(Action(ActionKind.CLEAR_DEPROVISION, reason=back))
     actions.extend(entitlement_changes(identity, account, section))
     return actions
 
@@ -131,11 +133,11 @@ def _leaver(
     if account is None:
         if link is not None and not link.target_deleted and identity.state is SourceState.HARD_DELETED:
             return [Action(ActionKind.MARK_TARGET_DELETED, reason="target account already gone")]
-        return [Action(ActionKind.SKIP, reason=f"{identity.state.value} in Entra and no account")]
+        return [Action(ActionKind.SKIP, reason=f"{identity.state.value} {where(identity.source)} and no account")]
 
     policy = section.deprovision
     action = policy.hard_delete if identity.state is SourceState.HARD_DELETED else policy.action
-    reason = f"{identity.state.value} in Entra"
+    reason = f"{identity.state.value} {where(identity.source)}"
     revocations = []
     if policy.revoke_sessions and capabilities.revoke_sessions:
         revocations.append(Action(ActionKind.REVOKE_SESSIONS, reason=reason))
@@ -208,7 +210,10 @@ def resend(plan: Plan, earlier: Sequence[Action], identity: Identity, account: A
     kinds = dict.fromkeys(a.kind for a in earlier if a.kind in REVOCATIONS and a.kind not in planned)
     if not kinds:
         return plan
-    why = f"{identity.state.value} in Entra; sent again, as whether an interrupted attempt's reached it cannot be seen"
+    why = (
+        f"{identity.state.value} {where(identity.source)}; sent again, as whether an interrupted attempt's "
+        "reached it cannot be seen"
+    )
     again = [Action(kind, reason=why) for kind in kinds]
     kept = [a for a in plan.actions if a.kind is not ActionKind.SKIP]  # "already revoked" is not known
     at = next((i for i, a in enumerate(kept) if a.kind is ActionKind.FINISH_DEPROVISION), len(kept))

@@ -65,6 +65,14 @@ TARGET_NAME: Final = re.compile(r"[a-z][a-z0-9]{0,15}(:[a-z0-9][a-z0-9-]{0,46}[a
 # An identity source's name in the mapping (``entra``, ``hr-push``): what a work item's id belongs to.
 SOURCE_NAME: Final = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 DEFAULT_SOURCE: Final = "entra"  # the source of items and mapping files that name none
+
+
+def where(source: str) -> str:
+    """Where a message says an identity changed, by its source's name: "in Entra" (the default
+    source), "in the source hr-push"."""
+    return "in Entra" if source in ("", DEFAULT_SOURCE) else f"in the source {source}"
+
+
 _RISK_TOKEN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}")
 
 

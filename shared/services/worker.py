@@ -32,7 +32,7 @@ from shared.core.classify import for_target
 from shared.core.match import Lookup, Resolution, resolve
 from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
 from shared.core.ports import Alerts, Applied, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
-from shared.core.work import DEFAULT_SOURCE, WorkItem
+from shared.core.work import DEFAULT_SOURCE, WorkItem, where
 from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
 from shared.services.guard import MassChangeGuard
@@ -576,7 +576,7 @@ class Worker:
                 current_link = await self._record_conflicts(
                     item.id, job, outcome.target_id, current_link, applied.refused
                 )
-                warning = _conflict_text(job.name, applied.refused)
+                warning = _conflict_text(job.name, applied.refused, item.identity_source or DEFAULT_SOURCE)
                 shown = {p: v for p, v in (shown or {}).items() if p not in applied.refused}
                 rows.append(
                     AuditRow.for_item(
@@ -686,11 +686,11 @@ def _action_from(entry: dict[str, Any]) -> Action | None:
     return Action(kind, {}, diff, str(entry.get("reason", "")), names)
 
 
-def _conflict_text(target: str, refused: Mapping[str, Any]) -> str:
+def _conflict_text(target: str, refused: Mapping[str, Any], source: str) -> str:
     values = ", ".join(f"{path} {value!r}" for path, value in sorted(refused.items()))
     return (
         f"{target} refused {values}: another account already has it. The other changes were applied; this "
-        "value is not tried again until it changes in Entra, and reconciliation reports it as a conflict"
+        f"value is not tried again until it changes {where(source)}, and reconciliation reports it as a conflict"
     )
 
 
