@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from sandbox.auth0 import Auth0Emulator
 from sandbox.azurite import Azurite
 from sandbox.graph import GraphEmulator
@@ -23,6 +25,7 @@ from shared import bootstrap, names
 from shared.bootstrap import App
 from shared.settings import Settings
 from shared.sources.scim_inbox.factory import token_setting
+from shared.sources.scim_inbox.rows import TABLE as INBOX_TABLE
 
 GRAPH_TOKEN = "sandbox-graph-token"
 AUTH0_TOKEN = "sandbox-auth0-token"
@@ -102,12 +105,17 @@ def sandbox_env(graph_url: str, auth0_url: str, storage: str, functions_url: str
 
 
 async def empty_storage(svc: App) -> None:
-    """The product's tables and queues, created if missing and emptied (Azurite is shared by runs)."""
+    """The product's tables and queues, created if missing and emptied (Azurite is shared by runs),
+    and the inbound SCIM store's table where an inbox has made it."""
     await svc.ensure_storage()
-    for table in names.TABLES:
+    for table in (*names.TABLES, INBOX_TABLE):
         client = svc.table(table)
-        async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
-            await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+        try:
+            async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
+                await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+        except ResourceNotFoundError:
+            if table != INBOX_TABLE:
+                raise
     for queue in names.QUEUES:
         async with svc.queues.get_queue_client(queue) as q:
             await q.clear_messages()

@@ -28,8 +28,7 @@ from sandbox.scim import ScimApp
 from shared.bootstrap import App
 from shared.core.work import WorkItem, user_item
 from shared.sources.scim_inbox.factory import token_setting
-from shared.sources.scim_inbox.rows import TABLE
-from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+from tests.integration.world import World, audit_rows, empty_storage, queued, run_worker, services_for
 from tests.sources.scim_inbox.conftest import GROUP, MICROSOFT_GROUP, PATCH, TOKEN, user
 
 TEST_CONNECTION_GUID = "2d0f6b51-93b7-4c8e-9d1a-4e0cbb7f3c2a"
@@ -109,13 +108,6 @@ class Entra:
         return sorted((i.id, i.identity_source) for i in items)
 
 
-async def empty_inbox(svc: App) -> None:
-    """The inbound store's table emptied (``empty_storage`` knows only the app's own tables)."""
-    client = svc.table(TABLE)
-    async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
-        await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
-
-
 def auth0_by_email(world: World, email: str) -> dict[str, Any] | None:
     found = [u for u in world.auth0.snapshot(dump=True)["dump"]["users"] if u.get("email") == email]
     assert len(found) <= 1, found
@@ -151,7 +143,7 @@ def test_entra_s_pushes_reach_auth0_and_the_scim_application_and_nothing_else(
             entra = Entra(indexed, svc)
             status, _ = await entra.call("GET", "/ServiceProviderConfig")  # creates the inbox table
             assert status == 200
-            await empty_inbox(svc)
+            await empty_storage(svc)  # the inbox's table too, now that it exists
             await steps(entra, world, crm)
             assert set(entra.statuses) < set(range(200, 300)), entra.statuses  # every push accepted
             assert {i.identity_source for i in entra.ran} == {INBOUND_SOURCE}
@@ -171,6 +163,10 @@ def test_entra_s_pushes_reach_auth0_and_the_scim_application_and_nothing_else(
     pushed = [r for r in rows if r["identity_source"] == INBOUND_SOURCE and r.get("target")]
     assert {r["target"] for r in pushed} == {"auth0", "scim:crm"}
     assert [r for r in pushed if r["outcome"] != "ok"] == []
+    # The rows say where the change came from: the pushed source, never Entra.
+    details = [str(r.get("detail") or "") for r in pushed]
+    assert any(f"disabled in the source {INBOUND_SOURCE}" in d for d in details), details
+    assert not [d for d in details if "in Entra" in d]
 
 
 async def steps(entra: Entra, world: World, crm: ScimApp) -> None:
