@@ -53,7 +53,8 @@ RETRY_MAX_S: Final = 900.0  # also the most a server's Retry-After on a 5xx is w
 # target cannot fill the lane with shares that each wait a call's limit for every call they make.
 SHARE_RATE_WAIT_S: Final = 10.0
 # Sources whose items are planned against what the link remembers was applied (no read of the
-# target): a change in Entra, on its first try. Reconciliation, a backfill, an approval, an
+# target): a change in the source (an Entra notification or delta, a push to an inbound endpoint),
+# on its first try. Reconciliation, a backfill, an approval, an
 # operator's item and anything re-scheduled read the target, so a change made directly in it (or
 # a late write of a worker whose lease lapsed) is found and repaired there.
 #
@@ -63,7 +64,7 @@ SHARE_RATE_WAIT_S: Final = 10.0
 # failure (the memory is dropped when a plan stops part-way, so the next item reads), a create
 # race (the winner's link says what the winner wrote, not what the account holds now) or a crash
 # (an intent left behind: the target is read, and what the killed attempt did is recorded from it).
-TRUSTS_LINK: Final = frozenset({"notification", "delta", "group"})
+TRUSTS_LINK: Final = frozenset({"notification", "delta", "group", "push"})
 REVOCATIONS: Final = planner.REVOCATIONS
 # Legacy names of actions in intents recorded before the core went vendor-neutral.
 _LEGACY_KINDS: Final = {

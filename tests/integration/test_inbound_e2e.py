@@ -230,9 +230,13 @@ async def steps(entra: Entra, world: World, crm: ScimApp) -> None:
     assert roles(world, ada_account) == roles(world, bo_account) == set()
 
     # Member add (no member type): the role the group's displayName grants, and the SCIM group.
+    # A push is a change the source made now, as a notification is: planned from what the link
+    # remembers, so Auth0 is only written (one role assignment each; the role's id is looked up once).
     added = {"op": "Add", "path": "members", "value": [{"value": ada}, {"value": bo}]}
     assert await entra.patch(f"/Groups/{gid}", added) in (200, 204)
+    world.auth0.log.clear()
     assert await entra.converge() == sorted([(ada, INBOUND_SOURCE), (bo, INBOUND_SOURCE)])
+    assert world.auth0_calls() == {"mgmt.roles.list": 1, "mgmt.users.roles.assign": 2}
     assert roles(world, ada_account) == roles(world, bo_account) == {"Employee"}
     ada_app, bo_app = scim_user(crm, ada) or {}, scim_user(crm, bo) or {}
     assert scim_groups(crm, ada_app["id"]) == scim_groups(crm, bo_app["id"]) == {"Research"}

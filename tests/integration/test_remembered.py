@@ -32,11 +32,6 @@ def world(azurite: Azurite, tmp_path: Path) -> Iterator[World]:
         w.stop()
 
 
-def calls(world: World) -> dict[str, int]:
-    """Every Management API call the Auth0 emulator served since its log was cleared, by route."""
-    return dict(Counter(e.route for e in world.auth0.log.entries() if e.route.startswith("mgmt.")))
-
-
 def by_hand(world: World, method: str, path: str, body: Any = None) -> None:
     """What an Auth0 administrator would do through the Management API."""
     headers = {"Authorization": f"Bearer {world.auth0.static_token}"}
@@ -66,7 +61,7 @@ def test_a_mover_or_group_change_costs_auth0_its_writes_alone_a_block_decision_o
                 step()
                 world.auth0.log.clear()
                 await run_worker(indexed, user_item(user["id"], "notification"))
-                spent.append(calls(world))
+                spent.append(world.auth0_calls())
         return spent
 
     mover, group, noop, leaver, replay, returner = asyncio.run(scenario())

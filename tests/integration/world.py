@@ -158,6 +158,10 @@ class World:
         """Write calls the Auth0 emulator served, per route."""
         return dict(Counter(e.route for e in self.auth0.log.entries() if e.write))
 
+    def auth0_calls(self) -> dict[str, int]:
+        """Every Management API call the Auth0 emulator served since its log was cleared, per route."""
+        return dict(Counter(e.route for e in self.auth0.log.entries() if e.route.startswith("mgmt.")))
+
 
 async def open_services(world: World, keep_storage: bool = False, **overrides: Any) -> App:
     """Fresh services in the running event loop, with empty product tables and queues (unless
