@@ -1,0 +1,124 @@
+"""``entra-sync``: the operator's command line, against the same settings the functions use.
+
+    entra-sync reconcile --dry-run            plan and report, change nothing
+    entra-sync reconcile --apply              queue the safe repairs (the circuit breaker may hold the run)
+    entra-sync approve RUN                    release a run the circuit breaker held
+    entra-sync runs                           recent runs and their status
+    entra-sync report RUN [--format html|json|csv] [--output FILE] [--open]
+    entra-sync backfill                       initial load: queue every user once
+    entra-sync backfill --import-jobs         initial load: create the joiners through Auth0 import jobs
+    entra-sync audit [--identity ID] [--since ISO] [--until ISO] [--limit N]
+    entra-sync check                          the settings, the mapping file and its groups in Entra ID
+
+Settings come from the environment, or from a Functions ``local.settings.json`` given with
+``--settings`` (its ``Values``). Run it as ``python -m shared.cli`` or, installed, ``entra-sync``.
+
+Exit codes: 0 done, 1 the command failed (the error says why), 2 bad usage or an environment it
+cannot work in (bad arguments, settings or mapping, unreachable storage), 3 a run held by the
+circuit breaker. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+
+from shared import bootstrap
+from shared.cli.audit import cmd_audit
+from shared.cli.backfill import cmd_backfill
+from shared.cli.check import cmd_check
+from shared.cli.common import (
+    ProgressLine,
+    UsageError,
+    _Parser,
+    at_least_one,
+    iso_time,
+    load_settings_file,
+    with_services,
+)
+from shared.cli.runs import cmd_approve, cmd_reconcile, cmd_report, cmd_runs
+from shared.errors import SyncError
+from shared.mapping.model import MappingError
+from shared.services.backfill import CONCURRENCY
+from shared.settings import SettingsError
+
+__all__ = ["ProgressLine", "UsageError", "cmd_check", "main", "parser"]
+
+
+COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]]] = {
+    "reconcile": cmd_reconcile,
+    "approve": cmd_approve,
+    "runs": cmd_runs,
+    "report": cmd_report,
+    "backfill": cmd_backfill,
+    "audit": cmd_audit,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="entra-sync", description="entra-sync operator commands")
+    p.add_argument("--settings", help="a local.settings.json whose Values to use (environment wins)")
+    sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("reconcile", help="compare both sides, report drift, optionally queue repairs")
+    mode = rec.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="plan and report; change nothing")
+    mode.add_argument("--apply", action="store_true", help="queue the safe repairs")
+    rec.add_argument("--target", help="one target the mapping names (default: every target, each its own run)")
+    app = sub.add_parser("approve", help="release a run held by the circuit breaker")
+    app.add_argument("run")
+    app.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (recorded in the audit)")
+    runs = sub.add_parser("runs", help="recent reconciliation runs")
+    runs.add_argument("--limit", type=at_least_one, default=20, help="how many of the latest runs (1 or more)")
+    rep = sub.add_parser("report", help="print or save a run's report")
+    rep.add_argument("run")
+    rep.add_argument("--format", choices=("html", "json", "csv"), default="json")
+    rep.add_argument("--output", help="write to this file instead of standard output")
+    rep.add_argument("--open", action="store_true", help="write to a temporary file and open it")
+    back = sub.add_parser(
+        "backfill",
+        help="initial load: queue every Entra user once; with --target, match, adopt and create in one target now",
+    )
+    back.add_argument(
+        "--import-jobs",
+        action="store_true",
+        help="create the in-scope joiners through Auth0 import jobs (bulk) instead of one worker run each",
+    )
+    back.add_argument(
+        "--target",
+        help="one target: its existing accounts matched (and stamped), the rest created, in this run with "
+        "progress; with --import-jobs, the Auth0 target (default auth0)",
+    )
+    back.add_argument(
+        "--concurrency",
+        type=at_least_one,
+        default=CONCURRENCY,
+        help=f"with --target: identities converged at once (default {CONCURRENCY}; the target's rate limit "
+        "still applies)",
+    )
+    aud = sub.add_parser("audit", help="audit rows, by identity or time")
+    aud.add_argument("--identity", help="an Entra object id")
+    aud.add_argument("--since", type=iso_time, help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z (UTC without an offset)")
+    aud.add_argument("--until", type=iso_time, help="ISO 8601 time")
+    aud.add_argument("--limit", type=at_least_one, default=200, help="at most this many rows (1 or more)")
+    sub.add_parser("check", help="check the settings, the mapping file and that its groups exist in Entra ID")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        if args.settings:
+            load_settings_file(args.settings)
+        if args.command == "check":  # needs no storage, and reports settings problems itself
+            return cmd_check()
+        command = COMMANDS[args.command]
+        return asyncio.run(with_services(lambda svc: command(svc, args)))
+    except (UsageError, SettingsError, MappingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,122 @@
+"""What the commands share: usage errors, argument types, the settings file, the services, output
+(text or ``--json``) and progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from azure.core.exceptions import AzureError, ServiceRequestError
+
+from shared import bootstrap
+
+
+class ProgressLine:
+    """A one-line progress indicator on stderr (a bar when the total is known), throttled."""
+
+    def __init__(self, stream: TextIO | None = None, every_s: float = 0.2):
+        self.stream = stream or sys.stderr  # looked up now: the one in use, not the one at import
+        self.every_s = every_s
+        self.last = 0.0
+        self.tty = self.stream.isatty()
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s and (total is None or done < total):
+            return
+        self.last = now
+        if total:
+            filled = int(30 * min(done, total) / total)
+            text = f"{phase:<16} [{'#' * filled}{'.' * (30 - filled)}] {done:>7}/{total}"
+        else:
+            text = f"{phase:<16} {done:>7}"
+        self.stream.write(("\r" + text) if self.tty else (text + "\n"))
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class UsageError(Exception):
+    """Bad arguments or an environment the CLI cannot work in: one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def iso_time(text: str) -> datetime:
+    """An ISO 8601 time (``2026-11-22T00:00:00Z``, ``2026-11-22T01:00+01:00``, ``2026-11-22``);
+    without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-11-22T00:00:00Z") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def load_settings_file(path: str) -> None:
+    where = f"--settings {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{where}: not a JSON file ({exc})") from None
+    values = data.get("Values", data) if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        raise UsageError(f"{where}: expected a JSON object with 'Values'")
+    for key, value in values.items():
+        os.environ.setdefault(str(key), str(value))
+
+
+def without_query(text: str) -> str:
+    """Leave out query strings: a SAS token travels in one."""
+    return re.sub(r"\?\S*", "", text)
+
+
+async def with_services(work: Callable[[bootstrap.App], Awaitable[int]]) -> int:
+    svc = bootstrap.init()
+    try:
+        try:
+            await svc.ensure_storage()
+        except AzureError as exc:
+            reason = without_query(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            verb = "reach" if isinstance(exc, ServiceRequestError) else "use"
+            where = without_query(svc.tables.url)
+            raise UsageError(f"cannot {verb} Azure Storage (AzureWebJobsStorage) at {where}: {reason}") from None
+        return await work(svc)
+    finally:
+        await svc.aclose()
+
+
+def targets(svc: bootstrap.App, name: str | None) -> list[str]:
+    if name is None:
+        return list(svc.jobs)
+    if name not in svc.jobs:
+        named = ", ".join(svc.jobs) or "none"
+        raise UsageError(f"--target {name}: the mapping names no such target (it names {named})")
+    return [name]
