@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
-from shared import bootstrap
+from shared import __version__, bootstrap
 from shared.cli.audit import cmd_audit
 from shared.cli.backfill import cmd_backfill
 from shared.cli.check import cmd_check
@@ -61,7 +61,10 @@ COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="entra-sync", description="entra-sync operator commands")
     p.add_argument("--settings", help="a local.settings.json whose Values to use (environment wins)")
+    p.add_argument("--version", action="version", version=f"entra-sync {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    reads = _Parser(add_help=False)  # what every read command takes
+    reads.add_argument("--json", action="store_true", help="print JSON instead of text")
     rec = sub.add_parser("reconcile", help="compare both sides, report drift, optionally queue repairs")
     mode = rec.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="plan and report; change nothing")
@@ -70,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     app = sub.add_parser("approve", help="release a run held by the circuit breaker")
     app.add_argument("run")
     app.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (recorded in the audit)")
-    runs = sub.add_parser("runs", help="recent reconciliation runs")
+    runs = sub.add_parser("runs", help="recent reconciliation runs", parents=[reads])
     runs.add_argument("--limit", type=at_least_one, default=20, help="how many of the latest runs (1 or more)")
     rep = sub.add_parser("report", help="print or save a run's report")
     rep.add_argument("run")
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check()
         command = COMMANDS[args.command]
         return asyncio.run(with_services(lambda svc: command(svc, args)))
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
     except (UsageError, SettingsError, MappingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from azure.core.exceptions import AzureError, ServiceRequestError
 
@@ -45,6 +45,12 @@ class ProgressLine:
         if self.tty and self.last:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def emit_json(data: Any) -> int:
+    """A read command's ``--json`` answer on standard output (times and other values as text)."""
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    return 0
 
 
 class UsageError(Exception):

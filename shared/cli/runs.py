@@ -9,7 +9,7 @@ import webbrowser
 from pathlib import Path
 
 from shared import bootstrap
-from shared.cli.common import ProgressLine, UsageError, targets
+from shared.cli.common import ProgressLine, UsageError, emit_json, targets
 from shared.core.drift import RunSummary
 from shared.services.reconcile import check_run_id
 from shared.targets.registry import target_title
@@ -66,13 +66,23 @@ async def cmd_approve(svc: bootstrap.App, args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(svc: bootstrap.App, args: argparse.Namespace) -> int:
-    if not svc.reconcilers:
-        return 0
-    runs = await next(iter(svc.reconcilers.values())).history(every_target=True)
-    for run in runs[-args.limit :]:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items())) or "in sync"
-        print(f"{run.run_id}  {run.target:<14} {run.mode:<8} {run.status:<9} {counts}")
+    runs = await next(iter(svc.reconcilers.values())).history(every_target=True) if svc.reconcilers else []
+    latest = runs[-args.limit :]
+    if args.json:
+        return emit_json([run.to_dict() for run in latest])
+    for run in latest:
+        print(f"{run.run_id}  {run.target:<14} {run.mode:<8} {run.status:<9} {run_outcome(run)}")
     return 0
+
+
+def run_outcome(run: RunSummary) -> str:
+    """What a run found, in a few words: only a run that completed can say "in sync"."""
+    if run.status == "failed":
+        return f"failed: {run.error or 'no reason was recorded'}"
+    if run.status == "running":
+        return "not finished (still running, or its process stopped)"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items()))
+    return counts or "in sync"
 
 
 async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:
@@ -83,7 +93,11 @@ async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:
         target = (
             Path(args.output) if args.output else Path(tempfile.gettempdir()) / f"entra-sync-{args.run}.{args.format}"
         )
-        target.write_bytes(body)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+        except OSError as exc:
+            raise UsageError(f"--output {target}: cannot be written ({exc.strerror or type(exc).__name__})") from None
         print(f"wrote {target}")
         if args.open:
             webbrowser.open(target.resolve().as_uri())

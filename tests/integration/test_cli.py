@@ -12,6 +12,7 @@ import pytest
 
 from sandbox.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from sandbox.mirror import mirror
+from sandbox.server import FaultRule
 from shared.cli import main
 from shared.mapping.load import load_mapping
 from tests.integration.world import World
@@ -66,7 +67,7 @@ def test_a_dry_run_then_its_report_in_every_format(
     assert main(["report", run_id, "--format", "csv"]) == 0
     assert "Renamed <b>In</b> Entra" in capsys.readouterr().out
 
-    html = tmp_path / "report.html"
+    html = tmp_path / "reports" / "nightly" / "report.html"  # folders that are not there yet
     assert main(["report", run_id, "--format", "html", "--output", str(html)]) == 0
     page = html.read_text()
     assert "Renamed &lt;b&gt;In&lt;/b&gt; Entra" in page
@@ -162,6 +163,35 @@ def test_runs_limit_shows_the_latest_runs(world: World, capsys: pytest.CaptureFi
     runs = re.findall(r"run (\S+) of auth0 \(dry-run\)", capsys.readouterr().out)
     assert main(["runs", "--limit", "1"]) == 0
     assert capsys.readouterr().out.split()[0] == runs[-1]
+
+
+def test_a_failed_run_is_listed_as_failed_with_its_reason_never_as_in_sync(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.graph.faults.configure([FaultRule("users.list", kind="error", status=403)])  # consent was withdrawn
+    assert main(["reconcile", "--dry-run"]) == 1
+    *_progress, error = capsys.readouterr().err.splitlines()  # progress lines, then the error
+    assert error.startswith("error: ") and "403" in error
+    world.graph.faults.configure([])
+    assert main(["reconcile", "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--limit", "2"]) == 0  # the latest two (Azurite is shared by the file's tests)
+    failed, completed = capsys.readouterr().out.splitlines()
+    assert " failed " in failed and "failed: " in failed and "403" in failed and "in sync" not in failed
+    assert " completed " in completed
+    assert main(["runs", "--json", "--limit", "2"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["target"], r["mode"], r["status"]) for r in runs] == [
+        ("auth0", "dry-run", "failed"), ("auth0", "dry-run", "completed"),
+    ]  # fmt: skip
+    assert "403" in runs[0]["error"] and runs[1]["entra_users"] == 30
+
+
+def test_version_and_help_answer_without_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert re.fullmatch(r"entra-sync \d+\.\d+\.\d+\n", capsys.readouterr().out)
+    assert main(["--help"]) == 0
+    assert "reconcile" in capsys.readouterr().out
 
 
 def test_a_settings_file_that_is_not_there_is_named_in_one_line(
