@@ -14,6 +14,7 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.core.work import WorkItem
+from shared.services.runlog import logged_run
 from shared.telemetry import correlated
 
 bp = func.Blueprint()
@@ -31,5 +32,7 @@ async def delta_sync(timer: func.TimerRequest) -> None:
     clog = correlated(log, item.correlation_id)
     if timer.past_due:
         clog.warning("delta_sync is running late")
-    outcome = await app.entra()[1].catch_up(item)
+    async with logged_run(app.state, "delta_sync") as run:
+        outcome = await app.entra()[1].catch_up(item)
+        run.detail = f"queued {outcome.enqueued} users"
     clog.info("delta catch-up queued %d users", outcome.enqueued)

@@ -10,6 +10,7 @@ import logging
 import azure.functions as func
 
 from shared import bootstrap
+from shared.services.runlog import logged_run
 
 bp = func.Blueprint()
 log = logging.getLogger("entra_sync.risk")
@@ -24,7 +25,12 @@ async def risk_monitor(timer: func.TimerRequest) -> None:
     if app.source is None:
         return  # no entra source: no risk feed to read
     await app.ensure_storage()
-    result = await app.entra()[3].poll()
+    async with logged_run(app.state, "risk_monitor") as run:
+        result = await app.entra()[3].poll()
+        run.detail = (
+            f"{result.detections} detections read, {result.enqueued} queued, {result.restores} restores queued"
+            + (" (throttled: continuing next run)" if result.throttled else "")
+        )
     log.info(
         "risk_monitor: %d detections read, %d queued, %d already queued, %d restores queued%s",
         result.detections, result.enqueued, result.duplicates, result.restores,

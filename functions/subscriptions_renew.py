@@ -12,6 +12,7 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.errors import TransientError
+from shared.services.runlog import logged_run
 from shared.sources.graph.groups import report_mapping_group_problems
 
 bp = func.Blueprint()
@@ -28,7 +29,9 @@ async def subscriptions_renew(timer: func.TimerRequest) -> None:
         return  # no entra source: no Graph subscriptions to keep
     source, _, subscriptions, _, _ = app.entra()
     await app.ensure_storage()
-    result = await subscriptions.ensure()
+    async with logged_run(app.state, "subscriptions_renew") as run:
+        result = await subscriptions.ensure()
+        run.detail = ", ".join(f"{r} valid until {sub['expirationDateTime']}" for r, sub in result.items())
     for resource, sub in result.items():
         log.info("%s subscription %s valid until %s", resource, sub["id"], sub["expirationDateTime"])
     try:

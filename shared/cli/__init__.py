@@ -39,6 +39,7 @@ from shared.cli.common import (
     load_settings_file,
     with_services,
 )
+from shared.cli.operate import cmd_pause, cmd_resume, cmd_status
 from shared.cli.runs import cmd_approve, cmd_reconcile, cmd_report, cmd_runs
 from shared.errors import SyncError
 from shared.mapping.model import MappingError
@@ -55,6 +56,9 @@ COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]
     "report": cmd_report,
     "backfill": cmd_backfill,
     "audit": cmd_audit,
+    "status": cmd_status,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
 }
 
 
@@ -106,6 +110,15 @@ def parser() -> argparse.ArgumentParser:
     aud.add_argument("--since", type=iso_time, help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z (UTC without an offset)")
     aud.add_argument("--until", type=iso_time, help="ISO 8601 time")
     aud.add_argument("--limit", type=at_least_one, default=200, help="at most this many rows (1 or more)")
+    sub.add_parser(
+        "status",
+        parents=[reads],
+        help="queues, last runs, what is held, subscriptions and each target's health (exit 3 held, 1 attention)",
+    )
+    for verb, what in (("pause", "stop calling"), ("resume", "call again")):
+        switch = sub.add_parser(verb, help=f"{what} a target, or every target (for every instance; audited)")
+        switch.add_argument("--target", help="one target the mapping names (default: every target)")
+        switch.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (recorded in the audit)")
     sub.add_parser("check", help="check the settings, the mapping file and that its groups exist in Entra ID")
     return p
 

@@ -71,18 +71,8 @@ async def cmd_runs(svc: bootstrap.App, args: argparse.Namespace) -> int:
     if args.json:
         return emit_json([run.to_dict() for run in latest])
     for run in latest:
-        print(f"{run.run_id}  {run.target:<14} {run.mode:<8} {run.status:<9} {run_outcome(run)}")
+        print(f"{run.run_id}  {run.target:<14} {run.mode:<8} {run.status:<9} {run.outcome()}")
     return 0
-
-
-def run_outcome(run: RunSummary) -> str:
-    """What a run found, in a few words: only a run that completed can say "in sync"."""
-    if run.status == "failed":
-        return f"failed: {run.error or 'no reason was recorded'}"
-    if run.status == "running":
-        return "not finished (still running, or its process stopped)"
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(run.counts.items()))
-    return counts or "in sync"
 
 
 async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:

@@ -205,6 +205,14 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def outcome(self) -> str:
+        """What the run found, in a few words: only a run that completed can say "in sync"."""
+        if self.status == "failed":
+            return f"failed: {self.error or 'no reason was recorded'}"
+        if self.status == "running":
+            return "not finished (still running, or its process stopped)"
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "in sync"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
         """Runs stored before reconciliation covered more than Auth0 named two fields after it, and

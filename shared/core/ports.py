@@ -357,6 +357,8 @@ class HealthRecord:
     gate_until: float = 0.0
     paused: bool = False
     reason: str = ""  # the failure that opened it last, for operators and audit rows
+    paused_by: str = ""  # who paused it, and when (ISO 8601, UTC): for ``status``
+    paused_at: str = ""
 
 
 class HealthStore(Protocol):

@@ -198,6 +198,17 @@ class Health:
 
         await self._change(close)
 
+    # -- an operator -------------------------------------------------------------------------------
+
+    async def set_paused(self, paused: bool, by: str, at: str) -> HealthRecord | None:
+        """Pause (or resume) the target for every instance: its shares wait on the queue, nothing
+        is called and no attempt is spent. The record as written, or None when it kept changing."""
+
+        def switch(r: HealthRecord) -> HealthRecord:
+            return dataclasses.replace(r, paused=paused, paused_by=by if paused else "", paused_at=at if paused else "")
+
+        return await self._change(switch)
+
     # -- storage -----------------------------------------------------------------------------------
 
     async def _refresh(self) -> None:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
+from azure.functions.timer import TimerRequest
 
 from sandbox.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from sandbox.mirror import mirror
 from sandbox.server import FaultRule
 from shared.cli import main
+from shared.core.work import WorkItem
 from shared.mapping.load import load_mapping
-from tests.integration.world import World
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for
 from tests.support import sandbox_env
 
 
@@ -87,6 +91,9 @@ def test_a_held_run_exits_3_and_approve_releases_it(world: World, capsys: pytest
     run_id = re.search(r"run (\S+) of auth0 \(apply\): held", out).group(1)  # type: ignore[union-attr]
     assert "CIRCUIT BREAKER: 4 accounts would be blocked or deleted; the limit is 2" in out
     assert f"entra-sync approve {run_id}" in out
+    # status says what is held and how to release it, and exits 3 (held) like the run did
+    assert main(["status"]) == 3
+    assert f"run {run_id} of auth0: 4 deprovisions held" in capsys.readouterr().out
 
     assert main(["approve", run_id, "--by", "test-operator"]) == 0
     assert "approved by test-operator: 4 held deprovisions queued" in capsys.readouterr().out
@@ -191,7 +198,7 @@ def test_version_and_help_answer_without_settings(capsys: pytest.CaptureFixture[
     assert main(["--version"]) == 0
     assert re.fullmatch(r"entra-sync \d+\.\d+\.\d+\n", capsys.readouterr().out)
     assert main(["--help"]) == 0
-    assert "reconcile" in capsys.readouterr().out
+    assert "status" in capsys.readouterr().out
 
 
 def test_a_settings_file_that_is_not_there_is_named_in_one_line(
@@ -220,3 +227,100 @@ def test_unreachable_storage_is_named_in_one_line(
     err = one_line_error(capsys)
     assert f"cannot reach Azure Storage (AzureWebJobsStorage) at {closed}" in err
     assert DEV_KEY not in err
+
+
+def test_status_shows_the_queues_the_timers_and_each_target_and_a_pause_stops_every_instance(
+    world: World, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_emptied(world))
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  sync-work +0  -$", out, re.M) and re.search(r"^  auth0 +ok$", out, re.M), out
+    assert "none has run yet" in out
+
+    assert main(["backfill"]) == 0  # every user on the work queue
+    assert "30 users queued" in capsys.readouterr().out
+    asyncio.run(_timer(world, indexed, "delta_sync"))
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    work = next(q for q in status["queues"] if q["name"] == "sync-work")
+    assert work["depth"] >= 30 and work["oldest_s"] is not None and work["oldest_s"] >= 0
+    assert status["timers"]["delta_sync"]["outcome"] == "ok"
+    assert status["timers"]["delta_sync"]["detail"].startswith("queued ")
+    assert [(t["name"], t["state"]) for t in status["targets"]] == [("auth0", "ok")]
+
+    assert main(["pause", "--target", "auth0", "--by", "alice"]) == 0
+    assert "paused by alice" in capsys.readouterr().out
+    assert main(["status"]) == 0  # a pause is a choice, not a finding
+    assert re.search(r"^  auth0 +paused by alice at \S+; resume: entra-sync resume --target auth0$",
+                     capsys.readouterr().out, re.M)  # fmt: skip
+
+    async def one_item_on(instance: str) -> WorkItem:
+        """Another instance (fresh services, nothing cached) runs the first queued user."""
+        async with services_for(world, keep_storage=True) as svc:
+            item = (await queued(svc, take=False))[0]
+            world.auth0.log.clear()
+            await run_worker(indexed, item)
+            return item
+
+    item = asyncio.run(one_item_on("worker-1"))
+    assert world.auth0_calls() == {}  # paused: nothing called, the share waits on the queue
+    assert main(["resume", "--by", "alice"]) == 0  # every target
+    assert "resumed by alice" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["targets"][0]["state"] == "ok"
+    asyncio.run(_run(world, indexed, item))
+    assert world.auth0_calls().get("mgmt.users.write.create") == 1
+
+    assert main(["audit", "--identity", item.id]) == 0
+    assert "is paused by an operator" in capsys.readouterr().out
+    switched = asyncio.run(_operator_rows(world))
+    assert [(r["action"], r["source_ref"], r["target"]) for r in switched] == [
+        ("pause", "alice", "auth0"), ("resume", "alice", "auth0"),
+    ]  # fmt: skip
+
+
+def test_status_exits_1_for_poisoned_work_or_a_failed_timer_run(
+    world: World, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_emptied(world))
+    world.graph.faults.configure([FaultRule("users.delta", kind="error", status=403)])
+    with pytest.raises(Exception, match="403"):
+        asyncio.run(_timer(world, indexed, "delta_sync"))
+    assert main(["status"]) == 1
+    assert re.search(r"^  delta_sync +failed .*403", capsys.readouterr().out, re.M)
+    world.graph.faults.configure([])
+    asyncio.run(_timer(world, indexed, "delta_sync"))
+    assert main(["status"]) == 0
+    capsys.readouterr()
+
+    async def poison_one() -> None:
+        async with services_for(world, keep_storage=True) as svc:
+            await svc.queue.poison(WorkItem("user", "00000000-0000-4000-8000-000000000001", "notification"))
+
+    asyncio.run(poison_one())
+    assert main(["status", "--json"]) == 1
+    queues = {q["name"]: q["depth"] for q in json.loads(capsys.readouterr().out)["queues"]}
+    assert queues["sync-lane-poison"] + queues["sync-work-poison"] == 1
+
+
+async def _emptied(world: World) -> None:
+    async with services_for(world):
+        pass  # empty tables and queues: the file's tests share one Azurite
+
+
+async def _timer(world: World, indexed: dict[str, Any], name: str) -> None:
+    """A timer function, run as the host runs it (on services of this event loop)."""
+    async with services_for(world, keep_storage=True):
+        await indexed[name].get_user_function()(TimerRequest(past_due=False))
+
+
+async def _run(world: World, indexed: dict[str, Any], item: WorkItem) -> None:
+    async with services_for(world, keep_storage=True):
+        world.auth0.log.clear()
+        await run_worker(indexed, item)
+
+
+async def _operator_rows(world: World) -> list[dict[str, Any]]:
+    async with services_for(world, keep_storage=True) as svc:
+        return [r for r in await audit_rows(svc) if r.get("source") == "operator"]
