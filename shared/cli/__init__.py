@@ -40,6 +40,7 @@ from shared.cli.common import (
     with_services,
 )
 from shared.cli.operate import cmd_pause, cmd_resume, cmd_status
+from shared.cli.poison import cmd_poison
 from shared.cli.runs import cmd_approve, cmd_reconcile, cmd_report, cmd_runs
 from shared.errors import SyncError
 from shared.mapping.model import MappingError
@@ -59,6 +60,7 @@ COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]
     "status": cmd_status,
     "pause": cmd_pause,
     "resume": cmd_resume,
+    "poison": cmd_poison,
 }
 
 
@@ -119,6 +121,16 @@ def parser() -> argparse.ArgumentParser:
         switch = sub.add_parser(verb, help=f"{what} a target, or every target (for every instance; audited)")
         switch.add_argument("--target", help="one target the mapping names (default: every target)")
         switch.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (recorded in the audit)")
+    poison = sub.add_parser("poison", help="the work given up on: list, show, replay or drop it (audited)")
+    acts = poison.add_subparsers(dest="action", required=True)
+    acts.add_parser("list", parents=[reads], help="the messages on both poison queues (at most 32 each)")
+    show = acts.add_parser("show", parents=[reads], help="one message and its identity's audit trail")
+    show.add_argument("id", help="the queue message id (from poison list)")
+    for verb, what in (("replay", "send back to work, attempts reset"), ("drop", "delete")):
+        act = acts.add_parser(verb, help=f"{what}: the messages named, or --all")
+        act.add_argument("ids", nargs="*", help="queue message ids (from poison list)")
+        act.add_argument("--all", action="store_true", help="every message on both poison queues")
+        act.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (recorded in the audit)")
     sub.add_parser("check", help="check the settings, the mapping file and that its groups exist in Entra ID")
     return p
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -12,12 +13,13 @@ from typing import Any
 
 import pytest
 from azure.functions.timer import TimerRequest
+from azure.storage.queue import TextBase64EncodePolicy
 
 from sandbox.azurite import DEV_ACCOUNT, DEV_KEY, Azurite
 from sandbox.mirror import mirror
 from sandbox.server import FaultRule
 from shared.cli import main
-from shared.core.work import WorkItem
+from shared.core.work import WorkItem, user_item
 from shared.mapping.load import load_mapping
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for
 from tests.support import sandbox_env
@@ -324,3 +326,56 @@ async def _run(world: World, indexed: dict[str, Any], item: WorkItem) -> None:
 async def _operator_rows(world: World) -> list[dict[str, Any]]:
     async with services_for(world, keep_storage=True) as svc:
         return [r for r in await audit_rows(svc) if r.get("source") == "operator"]
+
+
+def test_poison_list_show_replay_and_drop_what_the_worker_gave_up_on(
+    world: World, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_emptied(world))
+    user = next(
+        u for u in world.graph.snapshot(full=True)["dump"]["users"] if u["accountEnabled"] and u["userType"] == "Member"
+    )
+    world.auth0.faults.configure([FaultRule("mgmt.users.by_email", kind="error", status=503)])
+    last_try = dataclasses.replace(user_item(user["id"], "notification"), target="auth0", attempt=4)
+
+    async def give_up_and_add_junk() -> None:
+        async with services_for(world, keep_storage=True) as svc:
+            await run_worker(indexed, last_try)  # its fifth failure: the worker poisons the share
+            junk = svc.queues.get_queue_client("sync-work-poison", message_encode_policy=TextBase64EncodePolicy())
+            await junk.send_message("not a work item")  # what a broken sender could leave there
+
+    asyncio.run(give_up_and_add_junk())
+    world.auth0.faults.configure([])
+    assert main(["poison", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    given_up = next(p for p in listed if p["item"] is not None)
+    junk = next(p for p in listed if p["item"] is None)
+    assert len(listed) == 2 and junk["raw"] == "not a work item"
+    assert given_up["item"]["id"] == user["id"] and given_up["item"]["target"] == "auth0"
+
+    assert main(["poison", "show", given_up["id"]]) == 0
+    shown = capsys.readouterr().out
+    assert user["id"] in shown and "poisoned" in shown  # its audit trail says the worker gave up
+
+    assert main(["poison", "replay", given_up["id"], junk["id"], "--by", "bob"]) == 1  # junk cannot be replayed
+    out = capsys.readouterr().out
+    assert f"replayed {given_up['id']}" in out and f"not replayed: {junk['id']}" in out
+    asyncio.run(_drain_one(world, indexed))
+    assert world.auth0_calls().get("mgmt.users.write.create") == 1  # the replayed share converged
+
+    assert main(["poison", "drop", "--all", "--by", "bob"]) == 0
+    assert "1 dropped by bob" in capsys.readouterr().out
+    assert main(["poison", "list"]) == 0
+    assert "the poison queues are empty" in capsys.readouterr().out
+    rows = asyncio.run(_operator_rows(world))
+    assert [(r["action"], r["source_ref"], r["identity"]) for r in rows] == [
+        ("poison_replay", "bob", user["id"]), ("poison_drop", "bob", "operator"),
+    ]  # fmt: skip
+
+
+async def _drain_one(world: World, indexed: dict[str, Any]) -> None:
+    async with services_for(world, keep_storage=True) as svc:
+        items = await queued(svc)
+        assert [(i.id, i.target, i.attempt) for i in items] == [(items[0].id, "auth0", 0)]
+        world.auth0.log.clear()
+        await run_worker(indexed, items[0])
