@@ -134,6 +134,19 @@ class MemorySource:
             return Identity(source_id, SourceState.SOFT_DELETED, deleted, source=self.name)
         return Identity(source_id, SourceState.HARD_DELETED, source=self.name)
 
+    async def find_ids(self, key: str) -> list[str]:
+        """The users (not the deleted ones) ``key`` names: an id, or a UPN or mail without case."""
+        self._count("users.list")
+        await asyncio.sleep(0)
+        key = key.strip()
+        folded = key.casefold()
+        return sorted(
+            uid
+            for uid, props in self.users.items()
+            if uid == key.lower()
+            or folded in {str(props.get(p) or "").casefold() for p in ("userPrincipalName", "mail")} - {""}
+        )
+
     async def identities(self, page_size: int | None = None) -> AsyncIterator[list[Identity]]:
         """Every user (not the deleted ones), classified, ``page_size`` (or the source's) a page."""
         size = page_size or self.page_size

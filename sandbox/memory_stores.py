@@ -37,7 +37,7 @@ from shared.core.model import LINK_SCHEMA, Link
 from shared.core.work import MAX_MESSAGE_BYTES, WorkItem
 from shared.errors import BadInput, LeaseLost
 from shared.redact import redact
-from shared.stores.audit import AuditRow, AuditStore
+from shared.stores.audit import AuditQuery, AuditRow, AuditStore, Newest
 from shared.stores.health import HealthStore
 from shared.stores.keys import decode_key, encode_key, utcnow
 from shared.stores.leases import LEASE_FENCE_MARGIN_S, LEASE_RENEW_EVERY_S, LEASE_TTL_S, Lease, LeaseKeeping
@@ -310,6 +310,14 @@ class MemoryAudit:
     async def for_identity(self, identity: str) -> list[dict[str, Any]]:
         await asyncio.sleep(0)
         return sorted((dict(r) for r in self.rows if r["identity"] == identity), key=lambda r: str(r["at"]))
+
+    async def search(self, query: AuditQuery) -> list[dict[str, Any]]:
+        await asyncio.sleep(0)
+        kept = Newest(query.limit)
+        for r in self.rows:
+            if query.matches(r):
+                kept.add(dict(r))
+        return kept.rows()
 
     async def all(self) -> list[dict[str, Any]]:
         await asyncio.sleep(0)

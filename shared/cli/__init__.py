@@ -107,11 +107,25 @@ def parser() -> argparse.ArgumentParser:
         help=f"with --target: identities converged at once (default {CONCURRENCY}; the target's rate limit "
         "still applies)",
     )
-    aud = sub.add_parser("audit", help="audit rows, by identity or time")
-    aud.add_argument("--identity", help="an Entra object id")
-    aud.add_argument("--since", type=iso_time, help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z (UTC without an offset)")
-    aud.add_argument("--until", type=iso_time, help="ISO 8601 time")
-    aud.add_argument("--limit", type=at_least_one, default=200, help="at most this many rows (1 or more)")
+    aud = sub.add_parser("audit", parents=[reads], help="search the audit rows, newest first")
+    aud.add_argument(
+        "--identity",
+        help="an identity's id (an Entra object id), a UPN or email (looked up in the sources), or operator",
+    )
+    aud.add_argument("--target", help="rows of one target (auth0, scim:crm, ...)")
+    aud.add_argument("--action", help="rows of one action (create, update, block, pause, ...)")
+    aud.add_argument("--outcome", help="rows of one outcome (ok, skipped, refused, failed, ...)")
+    aud.add_argument("--correlation-id", help="the rows of one change, across targets")
+    aud.add_argument(
+        "--since",
+        type=iso_time,
+        help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z (UTC without an offset); default: 7 days ago when "
+        "neither --identity nor --correlation-id is given",
+    )
+    aud.add_argument("--until", type=iso_time, help="ISO 8601 time (included)")
+    aud.add_argument("--limit", type=at_least_one, default=200, help="at most this many rows, the newest (1 or more)")
+    aud.add_argument("--format", choices=("text", "json", "csv"), default="text", help="how to print them")
+    aud.add_argument("--output", help="write to this file instead of standard output (an export)")
     sub.add_parser(
         "status",
         parents=[reads],

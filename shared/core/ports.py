@@ -46,6 +46,16 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class FindsIdentities(Protocol):
+    """A source that can say whom a person means by a name they know (an operator's command)."""
+
+    async def find_ids(self, key: str) -> list[str]:
+        """Ids of the identities ``key`` names: an id of this source, a sign-in name (UPN, userName)
+        or an email address, compared without case; none when nobody has it. ``key`` is untrusted:
+        it never reaches a query unescaped."""
+
+
+@runtime_checkable
 class ReadsGroups(Protocol):
     """A source whose groups are objects of its own, readable by id: whether a group a mapping
     names exists (a missing scope group would make everyone a leaver)."""
@@ -323,6 +333,10 @@ class AuditStore(Protocol):
     ) -> None: ...
 
     async def for_identity(self, identity: str) -> list[dict[str, Any]]: ...
+
+    async def search(self, query: Any) -> list[dict[str, Any]]:
+        """The rows a :class:`shared.stores.audit.AuditQuery` asks for, newest first, at most its
+        limit; without reading the whole store into memory."""
 
     async def all(self) -> list[dict[str, Any]]: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import uuid
@@ -68,6 +69,53 @@ INTENT_PREFIX: Final = "~intent~"  # RowKey of a write-ahead intent: after every
 # Rows are ordered by RowKey: the time, then this process's write sequence, so rows of the same
 # millisecond (a create and its grants on a fast target) keep the order they were written in.
 _WRITTEN: Final = itertools.count()
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which audit rows an operator asks for: every given field must match (times are ISO 8601 in
+    UTC as rows keep them, ``since`` included, ``until`` included); ``limit`` rows at most, the
+    newest."""
+
+    identity: str | None = None
+    since: str | None = None
+    until: str | None = None
+    target: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    correlation_id: str | None = None
+    limit: int = 200
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        at = str(row.get("at", ""))
+        equal = (("identity", self.identity), ("target", self.target), ("action", self.action),
+                 ("outcome", self.outcome), ("correlation_id", self.correlation_id))  # fmt: skip
+        return (
+            all(wanted is None or row.get(name) == wanted for name, wanted in equal)
+            and (self.since is None or at >= self.since)
+            and (self.until is None or at <= self.until)
+        )
+
+
+class Newest:
+    """The ``limit`` newest rows (by time, then write order) of those added, holding no more than
+    that many at once: a search streams its pages through it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._heap: list[tuple[str, str, int, dict[str, Any]]] = []
+        self._seen = itertools.count()
+
+    def add(self, row: dict[str, Any]) -> None:
+        entry = (str(row.get("at", "")), str(row.get("RowKey", "")), next(self._seen), row)
+        if len(self._heap) < self.limit:
+            heapq.heappush(self._heap, entry)
+        elif entry > self._heap[0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Newest first."""
+        return [entry[3] for entry in sorted(self._heap, reverse=True)]
 
 
 class AuditStore:
@@ -175,6 +223,31 @@ class AuditStore:
     async def for_identity(self, identity: str) -> list[dict[str, Any]]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(identity)})
         return [dict(e) async for e in query if not str(e["RowKey"]).startswith(INTENT_PREFIX)]
+
+    async def search(self, query: AuditQuery) -> list[dict[str, Any]]:
+        """The rows ``query`` asks for, newest first: one server-side query (an identity is its
+        partition, times are RowKey bounds, the other fields filters; every value a parameter, never
+        pasted into the filter), read page by page, keeping only the newest ``limit``."""
+        clauses = ["RowKey lt @intents"]
+        params: dict[str, Any] = {"intents": INTENT_PREFIX}
+        if query.identity is not None:
+            clauses.append("PartitionKey eq @pk")
+            params["pk"] = encode_key(query.identity)
+        if query.since is not None:
+            clauses.append("RowKey ge @since")
+            params["since"] = query.since
+        if query.until is not None:
+            clauses.append("RowKey lt @until")
+            params["until"] = query.until + "~"  # every row of that very moment: "<at>_<seq>" < "<at>~"
+        for name in ("target", "action", "outcome", "correlation_id"):
+            wanted = getattr(query, name)
+            if wanted is not None:
+                clauses.append(f"{name} eq @{name}")
+                params[name] = wanted
+        kept = Newest(query.limit)
+        async for entity in self.table.query_entities(" and ".join(clauses), parameters=params, results_per_page=1000):
+            kept.add(dict(entity))
+        return kept.rows()
 
     async def all(self) -> list[dict[str, Any]]:
         rows = [dict(e) async for e in self.table.list_entities() if not str(e["RowKey"]).startswith(INTENT_PREFIX)]

@@ -10,7 +10,7 @@ import pytest
 
 from shared import redact
 from shared.core.ports import AuditStore
-from shared.stores.audit import AuditRow
+from shared.stores.audit import AuditQuery, AuditRow
 from shared.stores.keys import BATCH_LIMIT
 from tests.contracts.backends import Opener, run
 
@@ -63,6 +63,37 @@ class AuditStoreContract:
             assert actions(await store.for_identity(WHO)) == ["first", "second", "third"]
             assert actions(await store.for_identity("u2")) == ["elsewhere"]
             assert actions(await store.all()) == ["first", "elsewhere", "second", "third"]
+
+        run(audit, body)
+
+    def test_a_search_filters_by_every_field_and_time_and_gives_the_newest_first(
+        self, audit: Opener[AuditStore]
+    ) -> None:
+        async def body(store: AuditStore) -> None:
+            second = "2026-03-01T10:00:0{}.000Z".format
+            await store.write_many([
+                row("create", at=second(1)),
+                AuditRow("c1", "notification", "n1", WHO, "scim:crm", "s|1", "update", "ok", at=second(2)),
+                row("block", identity="u2", at=second(3)),
+                AuditRow("c9", "operator", "alice", "operator", "auth0", "", "pause", "ok", at=second(4)),
+                row("update", at=second(5)),
+            ])  # fmt: skip
+            await store.write_intent(WHO, "auth0", {"actions": []})  # never a row of a search
+
+            def find(**fields: Any) -> Any:
+                return store.search(AuditQuery(**fields))
+
+            assert actions(await find()) == ["update", "pause", "block", "update", "create"]
+            assert actions(await find(limit=2)) == ["update", "pause"]
+            assert actions(await find(identity=WHO)) == ["update", "update", "create"]
+            assert actions(await find(target="scim:crm")) == ["update"]
+            assert actions(await find(action="update", identity=WHO, limit=1)) == ["update"]
+            assert [r["at"] for r in await find(action="update", limit=1)] == ["2026-03-01T10:00:05.000Z"]
+            assert actions(await find(correlation_id="c9")) == ["pause"]
+            assert actions(await find(outcome="failed")) == []
+            window = await find(since="2026-03-01T10:00:02.000Z", until="2026-03-01T10:00:04.000Z")
+            assert actions(window) == ["pause", "block", "update"]  # both ends included
+            assert actions(await find(identity="' or PartitionKey ne '")) == []  # a value, never syntax
 
         run(audit, body)
 

@@ -14,7 +14,7 @@ import pytest
 
 from sandbox.memory import kinds_with_memory
 from shared.core.model import Identity, SourceState
-from shared.core.ports import Source
+from shared.core.ports import FindsIdentities, Source
 from shared.mapping.load import parse_mapping
 from shared.mapping.model import SyncMapping, read_path
 from shared.sources.graph.source import DeltaExpired
@@ -108,6 +108,21 @@ class SourceContract:
                 "mail": "ada@contoso.example", "displayName": "Ada", "department": "Sales", "accountEnabled": True,
             }  # fmt: skip
             assert ada.source == t.source.name  # an identity names the source it came from
+
+        run(tenant, body)
+
+    def test_a_person_is_found_by_the_sign_in_name_people_know_without_case(self, tenant: Opener[Tenant]) -> None:
+        async def body(t: Tenant) -> None:
+            if not isinstance(t.source, FindsIdentities):
+                pytest.skip("this source finds no one by name")
+            ada = await t.add(**person("Ada"))
+            quoted = await t.add(**person("O'Hara"))  # a quote is data, never query syntax
+            assert await t.source.find_ids("ada@contoso.example") == [ada]
+            assert await t.source.find_ids("  ADA@Contoso.Example ") == [ada]
+            assert await t.source.find_ids(ada) == [ada]
+            assert await t.source.find_ids("o'hara@contoso.example") == [quoted]
+            assert await t.source.find_ids("nobody@contoso.example") == []
+            assert await t.source.find_ids("' or 1 eq 1 or mail eq '") == []
 
         run(tenant, body)
 

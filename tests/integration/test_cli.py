@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 import json
 import re
@@ -147,7 +148,7 @@ def test_audit_times_compare_as_times_whatever_their_offset(world: World, capsys
     assert at in capsys.readouterr().out
     later = (written + timedelta(minutes=1)).isoformat()
     assert main(["audit", "--identity", "reconcile", "--since", later]) == 0
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "no audit rows match\n"
 
 
 @pytest.mark.parametrize("option", ["--since", "--until"])
@@ -379,3 +380,40 @@ async def _drain_one(world: World, indexed: dict[str, Any]) -> None:
         assert [(i.id, i.target, i.attempt) for i in items] == [(items[0].id, "auth0", 0)]
         world.auth0.log.clear()
         await run_worker(indexed, items[0])
+
+
+def test_audit_finds_a_person_by_upn_or_email_filters_newest_first_and_exports(
+    world: World, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    asyncio.run(_emptied(world))
+    user = next(
+        u for u in world.graph.snapshot(full=True)["dump"]["users"]
+        if u["accountEnabled"] and u["userType"] == "Member" and u.get("mail")
+    )  # fmt: skip
+
+    async def joiner_then_mover() -> None:
+        async with services_for(world, keep_storage=True):
+            await run_worker(indexed, user_item(user["id"], "notification"))  # created
+            world.graph.update_user(user["id"], displayName="Moved Along")
+            await run_worker(indexed, user_item(user["id"], "notification"))  # updated
+
+    asyncio.run(joiner_then_mover())
+    assert main(["audit", "--identity", user["userPrincipalName"].upper()]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[1:4] == [user["id"], "auth0", "notification"] and " update " in lines[0]
+    assert lines[1].startswith("    diff ") and "Moved Along" in lines[1]  # the newest first, with its diff
+    assert any(" create " in line for line in lines[2:])
+    assert main(["audit", "--identity", user["mail"], "--action", "update", "--json"]) == 0
+    [update] = json.loads(capsys.readouterr().out)
+    assert (update["identity"], update["target"], update["outcome"]) == (user["id"], "auth0", "ok")
+    assert main(["audit", "--target", "auth0", "--outcome", "ok", "--correlation-id", update["correlation_id"]]) == 0
+    assert [line.split()[4] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")] == ["update"]
+
+    export = tmp_path / "exports" / "audit.csv"
+    assert main(["audit", "--identity", user["id"], "--format", "csv", "--output", str(export)]) == 0
+    rows = list(csv.DictReader(export.open(encoding="utf-8")))
+    assert f"wrote {len(rows)} rows to {export}" in capsys.readouterr().out
+    assert rows[0]["action"] == "update" and {r["identity"] for r in rows} == {user["id"]}
+
+    assert main(["audit", "--identity", "nobody@contoso.example"]) == 2
+    assert "no one in the sources (entra) has that sign-in name or email" in one_line_error(capsys)

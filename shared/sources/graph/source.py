@@ -25,9 +25,11 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 from shared.core.classify import classify
 from shared.core.model import Identity, SourceState
 from shared.core.ports import GroupDeltaPage
+from shared.core.work import GUID
 from shared.errors import DeltaExpired, NotFound, PermanentError, RateLimited, TransientError
 from shared.mapping.model import SyncMapping
 from shared.sources.graph.schema import MANAGER_PROPERTIES, enabled
+from shared.stores.keys import odata_string
 
 ERRORS: Final[dict[str, Any]] = {"XXX": ODataError}
 SUBSCRIPTION_MAX_MINUTES: Final = 41_760  # users and groups
@@ -186,6 +188,25 @@ class GraphSource:
             if not next_link:
                 return
             page = await self.fetch_json("users.list", self.link(str(next_link)))
+
+    async def find_ids(self, key: str) -> list[str]:
+        """Ids of the users ``key`` names: an object id, else a UPN, else a mail address (Graph
+        compares both without case; the value is an escaped OData string)."""
+        key = key.strip()
+        if GUID.fullmatch(key):
+            return [key.lower()]
+        builder = self.client.users
+        for prop in ("userPrincipalName", "mail"):
+            params = builder.UsersRequestBuilderGetQueryParameters(
+                filter=f"{prop} eq {odata_string(key)}", select=["id"], top=10
+            )
+            page = await self.fetch_json(
+                "users.list", builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+            )
+            ids = sorted(str(u["id"]) for u in page.get("value", []) if u.get("id"))
+            if ids:
+                return ids
+        return []
 
     async def relevant_groups_of(self, entra_id: str) -> frozenset[str]:
         """The mapping's relevant groups that the user is a member of, directly or nested."""

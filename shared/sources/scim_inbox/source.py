@@ -58,6 +58,11 @@ class InboxSource:
             return Identity(source_id, SourceState.HARD_DELETED, source=self._name)
         return await self._identity(stored)
 
+    async def find_ids(self, key: str) -> list[str]:
+        """The pushed users ``key`` names: an id of this store, a userName, or the externalId Entra
+        sent (the user's object id in Entra)."""
+        return await self.storage.find_user_ids(key)
+
     async def identities(self, page_size: int = 999) -> AsyncIterator[list[Identity]]:
         page: list[Identity] = []
         async for stored_page in self.storage.users():

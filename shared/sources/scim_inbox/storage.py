@@ -338,6 +338,25 @@ class InboxStorage(AsyncScimStorage):
             return None
         return await self._stored(row)
 
+    async def find_user_ids(self, key: str) -> list[str]:
+        """Ids of the live users ``key`` names: their id here, their userName (without case) or
+        the externalId Entra sent (its object id), through the indexes (keys are encoded by the rows)."""
+        key = key.strip()
+        ids: set[str] = set()
+        if ID.fullmatch(key):
+            ids.add(key.lower())
+        index = await self.rows.get(_name_key("user", folded(key))) if key else None
+        if index is not None:
+            ids.add(str(index.data["id"]))
+        if key:
+            ids |= {row.key.rsplit("|", 1)[1] async for row in self._each(_ext_prefix(key))}
+        live = []
+        for uid in sorted(ids):
+            row = await self.rows.get(f"user|{uid}")
+            if row is not None and not row.data.get("deleted"):
+                live.append(uid)
+        return live
+
     async def users(self) -> AsyncIterator[list[Stored]]:
         """Every live user, a page at a time."""
         async for page in self.rows.scan("user|"):
