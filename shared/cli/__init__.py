@@ -42,6 +42,7 @@ from shared.cli.common import (
 from shared.cli.operate import cmd_pause, cmd_resume, cmd_status
 from shared.cli.poison import cmd_poison
 from shared.cli.runs import cmd_approve, cmd_reconcile, cmd_report, cmd_runs
+from shared.cli.sync_one import cmd_sync_one
 from shared.errors import SyncError
 from shared.mapping.model import MappingError
 from shared.services.backfill import CONCURRENCY
@@ -61,6 +62,7 @@ COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]
     "pause": cmd_pause,
     "resume": cmd_resume,
     "poison": cmd_poison,
+    "sync-one": cmd_sync_one,
 }
 
 
@@ -135,6 +137,16 @@ def parser() -> argparse.ArgumentParser:
         switch = sub.add_parser(verb, help=f"{what} a target, or every target (for every instance; audited)")
         switch.add_argument("--target", help="one target the mapping names (default: every target)")
         switch.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (recorded in the audit)")
+    one = sub.add_parser(
+        "sync-one",
+        parents=[reads],
+        help="one person now: the scope decision, the match and each target's plan field by field, then applied",
+    )
+    one.add_argument("who", help="an object id, a UPN or an email (a userName for an inbound source)")
+    one.add_argument("--target", help="one target (default: every target the source feeds)")
+    one.add_argument("--source", help="the source the person is in (default: entra, or the only source)")
+    one.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
+    one.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (recorded in the audit)")
     poison = sub.add_parser("poison", help="the work given up on: list, show, replay or drop it (audited)")
     acts = poison.add_subparsers(dest="action", required=True)
     acts.add_parser("list", parents=[reads], help="the messages on both poison queues (at most 32 each)")

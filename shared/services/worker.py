@@ -508,7 +508,7 @@ class Worker:
             rows.append(
                 AuditRow.for_item(
                     work.item, work.job.name, rules.label(action.kind), outcome, target_id,
-                    diff=_safe_diff(action, work.job.target.capabilities.entitlements or "entitlements"),
+                    diff=safe_diff(action, work.job.target.capabilities.entitlements or "entitlements"),
                     detail=detail,
                 )
             )  # fmt: skip
@@ -530,7 +530,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     applied = await started
                     action = plan.actions[index]
-                    shown = _safe_diff(action, work.job.target.capabilities.entitlements or "entitlements")
+                    shown = safe_diff(action, work.job.target.capabilities.entitlements or "entitlements")
                     self._record(work, action, outcome, rows, applied.warning, shown)
         return current_link
 
@@ -556,7 +556,7 @@ class Worker:
 
         t = time.perf_counter()
         warning = ""
-        shown = _safe_diff(action, job.target.capabilities.entitlements or "entitlements")
+        shown = safe_diff(action, job.target.capabilities.entitlements or "entitlements")
         if action.kind is ActionKind.SKIP:
             outcome.status = "skipped"
         elif action.writes_target:
@@ -695,7 +695,7 @@ def _conflict_text(target: str, refused: Mapping[str, Any], source: str) -> str:
     )
 
 
-def _safe_diff(action: Action, entitlements: str = "entitlements") -> dict[str, Any] | None:
+def safe_diff(action: Action, entitlements: str = "entitlements") -> dict[str, Any] | None:
     """What an audit row may show: the mapped fields that changed, never a password or token;
     ``entitlements`` is the target's word for them ("roles")."""
     if action.diff:

@@ -417,3 +417,38 @@ def test_audit_finds_a_person_by_upn_or_email_filters_newest_first_and_exports(
 
     assert main(["audit", "--identity", "nobody@contoso.example"]) == 2
     assert "no one in the sources (entra) has that sign-in name or email" in one_line_error(capsys)
+
+
+def test_sync_one_shows_the_scope_the_match_and_the_plan_field_by_field_then_applies_it(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_emptied(world))
+    user = next(
+        u for u in world.graph.snapshot(full=True)["dump"]["users"]
+        if u["accountEnabled"] and u["userType"] == "Member" and u.get("mail")
+    )  # fmt: skip
+    world.auth0.log.clear()
+    assert main(["sync-one", user["userPrincipalName"], "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{user['userPrincipalName']} is {user['id']} in entra: active; groups: ")
+    assert "auth0: active, no account" in out and "  create  (joiner)" in out
+    assert f'email: "{user["mail"].lower()}"' in out  # the fields it would send
+    assert world.auth0_writes() == {}  # a dry run writes nothing
+
+    assert main(["sync-one", user["mail"], "--by", "carol"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^result\n  auth0 +applied$", out, re.M), out
+    assert re.search(r"^  \S+  auth0 +create +ok", out, re.M)
+    assert world.auth0_writes().get("mgmt.users.write.create") == 1
+
+    world.graph.update_user(user["id"], displayName="Someone Else Now")
+    assert main(["sync-one", user["id"], "--dry-run", "--json"]) == 0
+    [auth0] = json.loads(capsys.readouterr().out)["plan"]["targets"]
+    assert auth0["matched_by"] == "link" and auth0["account"].startswith("auth0|")
+    [update] = [s for s in auth0["steps"] if s["action"] == "update"]
+    assert update["diff"]["name"][1] == "Someone Else Now"
+
+    assert main(["sync-one", "nobody@contoso.example"]) == 2
+    assert "nobody@contoso.example: no one in entra has that id, sign-in name or email" in one_line_error(capsys)
+    assert main(["sync-one", user["id"], "--target", "scim:nope"]) == 2
+    assert "--target scim:nope: no target fed by entra has that name (auth0)" in one_line_error(capsys)
