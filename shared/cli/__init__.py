@@ -41,6 +41,7 @@ from shared.cli.common import (
 )
 from shared.cli.operate import cmd_pause, cmd_resume, cmd_status
 from shared.cli.poison import cmd_poison
+from shared.cli.preview import cmd_preview
 from shared.cli.runs import cmd_approve, cmd_reconcile, cmd_report, cmd_runs
 from shared.cli.sync_one import cmd_sync_one
 from shared.errors import SyncError
@@ -63,6 +64,7 @@ COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]
     "resume": cmd_resume,
     "poison": cmd_poison,
     "sync-one": cmd_sync_one,
+    "preview": cmd_preview,
 }
 
 
@@ -147,6 +149,15 @@ def parser() -> argparse.ArgumentParser:
     one.add_argument("--source", help="the source the person is in (default: entra, or the only source)")
     one.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     one.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (recorded in the audit)")
+    pre = sub.add_parser(
+        "preview",
+        parents=[reads],
+        help="what a mapping file would do before it is deployed: per target, creates, changes (per field and "
+        "entitlement) and deprovisions by name, and whether the breaker or the guard would hold it (exit 3)",
+    )
+    pre.add_argument("--mapping", required=True, help="the mapping file to try (the deployed one is not changed)")
+    pre.add_argument("--target", help="one target of that file (default: every target)")
+    pre.add_argument("--names", type=at_least_one, default=50, help="deprovisions listed by name per target")
     poison = sub.add_parser("poison", help="the work given up on: list, show, replay or drop it (audited)")
     acts = poison.add_subparsers(dest="action", required=True)
     acts.add_parser("list", parents=[reads], help="the messages on both poison queues (at most 32 each)")

@@ -75,6 +75,29 @@ def subjects_of(plan: Any) -> list[str]:
     return out
 
 
+def thresholds(policy: GuardPolicy, subject: str) -> tuple[int, float, str]:
+    """The count and share limits of a subject, and what its changes are in a message."""
+    if subject == DEPROVISION:
+        return policy.max_deprovisions, policy.max_deprovision_share, "accounts would be blocked or deleted"
+    path = subject.split(":", 1)[1]
+    return policy.max_attribute_changes, policy.max_attribute_change_share, f"accounts would have {path} changed"
+
+
+def exceeded(policy: GuardPolicy, subject: str, count: int, managed: int) -> str:
+    """Why ``count`` changes of ``subject`` within the window would be held ("" when they would not),
+    among ``managed`` accounts."""
+    most, share, what = thresholds(policy, subject)
+    minutes = policy.window_minutes
+    if count > most:
+        return f"{count} {what} within {minutes} minutes; the limit is {most}"
+    if managed and count >= policy.min_changes_for_share and count / managed > share:
+        return (
+            f"{count} {what} within {minutes} minutes, {count / managed:.1%} of {managed} managed accounts; "
+            f"the limit is {share:.1%}"
+        )
+    return ""
+
+
 def _minute(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y%m%d%H%M")
 
@@ -170,30 +193,14 @@ class MassChangeGuard:
     def _count(self, subject: str) -> int:
         return self._totals.get(subject, 0) + sum(b.get(subject, 0) for b in self._pending.values())
 
-    def _thresholds(self, subject: str) -> tuple[int, float, str]:
-        p = self.policy
-        if subject == DEPROVISION:
-            return p.max_deprovisions, p.max_deprovision_share, "accounts would be blocked or deleted"
-        path = subject.split(":", 1)[1]
-        return p.max_attribute_changes, p.max_attribute_change_share, f"accounts would have {path} changed"
-
     def _limit(self, subject: str, managed: int) -> float:
         """The count at which the share or number rule would trip (for choosing exact counting)."""
-        most, share, _ = self._thresholds(subject)
+        most, share, _ = thresholds(self.policy, subject)
         by_share = max(self.policy.min_changes_for_share, share * managed) if managed else float(most)
         return min(float(most), by_share)
 
     def _exceeded(self, subject: str, count: int, managed: int) -> str:
-        most, share, what = self._thresholds(subject)
-        minutes = self.policy.window_minutes
-        if count > most:
-            return f"{count} {what} within {minutes} minutes; the limit is {most}"
-        if managed and count >= self.policy.min_changes_for_share and count / managed > share:
-            return (
-                f"{count} {what} within {minutes} minutes, {count / managed:.1%} of {managed} managed accounts; "
-                f"the limit is {share:.1%}"
-            )
-        return ""
+        return exceeded(self.policy, subject, count, managed)
 
     # -- counting across instances -------------------------------------------------------------------
 

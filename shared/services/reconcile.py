@@ -22,14 +22,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from shared.core import plan as planner
 from shared.core.classify import for_target
 from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
-from shared.core.match import resolve
+from shared.core.match import Resolution, resolve
 from shared.core.model import Identity, Link, Plan, SourceState
 from shared.core.ports import AuditStore, KeepsHouse, ReadsGroups, Source, StateStore, TellsHowRead, WorkQueue
 from shared.core.work import WorkItem, item_source
@@ -119,16 +119,7 @@ class Reconciler:
             summary.timings[phase] = round(time.perf_counter() - clock, 3)
             clock = time.perf_counter()
 
-        # A source with groups of its own says whether the mapping's exist (``mapping`` is the source's
-        # view of the file: the targets it feeds); a source without them has none to check.
-        problems = (
-            await mapping_group_problems(self.source, self.mapping) if isinstance(self.source, ReadsGroups) else []
-        )
-        if problems:  # a missing scope group would make everyone a leaver: refuse the run instead
-            raise PermanentError(
-                f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
-                f"entitlements cannot be worked out: {'; '.join(problems)}"
-            )
+        await self._check_groups()
         if isinstance(self.target, KeepsHouse):  # a target with objects of its own (SCIM groups)
             summary.housekeeping = await self.target.tidy(summary.mode == "apply")
         lap("mapping")
@@ -203,6 +194,53 @@ class Reconciler:
         report(f"{self.target.name} accounts", len(index), len(index))
         return index
 
+    async def _check_groups(self) -> None:
+        # A source with groups of its own says whether the mapping's exist (``mapping`` is the source's
+        # view of the file: the targets it feeds); a source without them has none to check.
+        problems = (
+            await mapping_group_problems(self.source, self.mapping) if isinstance(self.source, ReadsGroups) else []
+        )
+        if problems:  # a missing scope group would make everyone a leaver: refuse the run instead
+            raise PermanentError(
+                f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
+                f"entitlements cannot be worked out: {'; '.join(problems)}"
+            )
+
+    async def _planned(
+        self, source: Identity, link: Link | None, index: CompactAccounts
+    ) -> tuple[Identity, Resolution, Plan, dict[str, Any]]:
+        """The identity as this target sees it, its match and the plan the worker would make."""
+        identity = for_target(source, self.section.scope)
+        rules = self.target.rules
+        desired = rules.desired(identity)
+        found = await resolve(identity, link, index, rules, self.section.matching, desired, entitlements=True)
+        plan = (
+            Plan(())
+            if found.problem
+            else planner.plan(
+                identity, found.account, link, self.section, rules, self.target.capabilities, desired=desired
+            )
+        )
+        return identity, found, plan, desired
+
+    async def plans(self, progress: Progress | None = None) -> AsyncIterator[tuple[Identity, Resolution, Plan]]:
+        """Every identity of the source with its match and the plan the worker would make now,
+        against the target read once (what a mapping would do before it is deployed: this is the
+        mapping the reconciler was built with). Nothing is written or stored."""
+        report = progress or (lambda phase, done, total: None)
+        await self._check_groups()
+        links = CompactLinks()
+        async for link in self.links.all(applied=False):
+            links.add(link)
+        index = await self._read_target(report)
+        read = 0
+        async for page in self.source.identities():
+            for source in page:
+                identity, found, plan, _ = await self._planned(source, links.get(source.id), index)
+                yield identity, found, plan
+            read += len(page)
+            report("entra users", read, None)
+
     async def _drift(
         self,
         source: Identity,
@@ -212,20 +250,11 @@ class Reconciler:
         summary: RunSummary,
     ) -> list[DriftRecord]:
         """Classified as the worker would: the same narrowing, ladder and planner."""
-        identity = for_target(source, self.section.scope)
+        identity, found, plan, desired = await self._planned(source, link, index)
         rules = self.target.rules
-        desired = rules.desired(identity)
-        found = await resolve(identity, link, index, rules, self.section.matching, desired, entitlements=True)
         if found.account is not None:
             seen_accounts.add(found.account.target_id)
             summary.managed_accounts += 1
-        plan = (
-            Plan(())
-            if found.problem
-            else planner.plan(
-                identity, found.account, link, self.section, rules, self.target.capabilities, desired=desired
-            )
-        )
         display = str(
             identity.attributes.get("displayName") or identity.attributes.get("userPrincipalName") or identity.id
         )

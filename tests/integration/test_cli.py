@@ -452,3 +452,47 @@ def test_sync_one_shows_the_scope_the_match_and_the_plan_field_by_field_then_app
     assert "nobody@contoso.example: no one in entra has that id, sign-in name or email" in one_line_error(capsys)
     assert main(["sync-one", user["id"], "--target", "scim:nope"]) == 2
     assert "--target scim:nope: no target fed by entra has that name (auth0)" in one_line_error(capsys)
+
+
+def test_preview_shows_what_a_new_mapping_would_create_change_and_deprovision_by_name_and_writes_nothing(
+    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    asyncio.run(_emptied(world))
+    current = load_mapping(world.settings.mapping_file)
+    mirror(world.graph, world.auth0, current)  # every in-scope user has an account, in step
+    users = [u for u in world.graph.snapshot(full=True)["dump"]["users"] if u["accountEnabled"]]
+    members = [u for u in users if u["userType"] == "Member"]
+    kept_group = world.group_ids[0]
+    text = Path(world.settings.mapping_file).read_text()
+    new = tmp_path / "proposed" / "mapping.yaml"
+    new.parent.mkdir()
+    new.write_text(
+        text.replace("scope: {user_types: [Member]}", f"scope: {{user_types: [Member], groups: [{kept_group}]}}")
+        .replace("{source: jobTitle, target: user_metadata.job_title}",
+                 "{source: officeLocation, target: user_metadata.job_title}")
+    )  # fmt: skip
+    world.auth0.log.clear()
+    code = main(["preview", "--mapping", str(new), "--json"])
+    preview = json.loads(capsys.readouterr().out)
+    [auth0] = preview["targets"]
+    assert auth0["target"] == "auth0" and auth0["identities"] == len(world.graph.snapshot(full=True)["dump"]["users"])
+    assert auth0["created"] == 0 and auth0["deprovisioned"] == auth0["managed"] - auth0["in_scope"] > 0
+    assert {d["identity"] for d in auth0["deprovisions"]} <= {u["id"] for u in members}
+    assert all(d["action"] == "block" and d["name"] for d in auth0["deprovisions"])
+    assert auth0["fields"].get("user_metadata.job_title", 0) > 0  # office location where the job title was
+    assert code == (3 if auth0["breaker"] or auth0["guard"] else 0)
+    assert auth0["breaker"] and "accounts would be deprovisioned" in auth0["breaker"]  # reconcile's limit is 2
+    assert world.auth0_writes() == {}  # nothing written
+    assert Path(world.settings.mapping_file).read_text() == text  # the deployed mapping is left alone
+
+    assert main(["preview", "--mapping", str(new), "--names", "1"]) == 3
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^  auth0: would block ", out, re.M)) == 1
+    assert f"would create 0, change {auth0['changed']}, deprovision {auth0['deprovisioned']}" in out
+    assert "more deprovisions not listed" in out and "circuit breaker: would hold a reconcile --apply" in out
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text.replace("target: name", "target: nmae"))
+    assert main(["preview", "--mapping", str(broken)]) == 2  # the checker's own messages, one problem a line
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: mapping file {broken} is invalid") and "'nmae' is not a writable" in err
