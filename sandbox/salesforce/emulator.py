@@ -52,6 +52,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import requests
+from simple_salesforce.api import Salesforce
 
 from .. import soql
 from ..server import Emulator, HttpError, Request, Response
@@ -153,6 +154,15 @@ class SalesforceEmulator(Emulator):
 
     def session(self) -> requests.Session:
         return loopback_session(self.instance_url)
+
+    def client(self, token: str | None = None) -> Salesforce:
+        """simple-salesforce on this emulator (the static token unless ``token`` is given)."""
+        return Salesforce(
+            instance_url=self.instance_url,
+            session_id=token or self.static_token,
+            session=self.session(),
+            version=DEFAULT_VERSION,
+        )
 
     def issue_token(self) -> str:
         token = "00D5g000000sbx!" + secrets.token_urlsafe(32)
