@@ -43,6 +43,7 @@ Control endpoints (besides the base's reset, requests, limits, faults): ``seed``
 
 from __future__ import annotations
 
+import base64
 import hmac
 import secrets
 import time
@@ -285,6 +286,14 @@ class SalesforceEmulator(Emulator):
     def _oauth_token(self, request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs(request.body.decode(errors="replace")).items()}
         form.update({k: v[0] for k, v in request.query.items() if k not in form})
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":  # client_secret_basic, as simple-salesforce sends it
+            try:
+                key, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                key, secret = "", ""
+            form.setdefault("client_id", key)
+            form.setdefault("client_secret", secret)
         if form.get("grant_type") != "client_credentials":
             return Response.json(
                 {"error": "unsupported_grant_type", "error_description": "grant type not supported"}, 400
@@ -387,8 +396,15 @@ class SalesforceEmulator(Emulator):
         field_name, value = request.params["field"], request.params["value"]
         body = _object(request)
         ids = self.org.find_external(sobject, field_name, value)
+        named = [k for k in body if k.casefold() in {field_name.casefold(), "id"}]
+        if named:
+            raise SfError(
+                "INVALID_FIELD", f"The external ID or Id may not be in the body of an upsert: {named[0]}", named
+            )
         if len(ids) > 1:
             return Response.json([self._url(request, sobject, i) for i in ids], 300)
+        if not ids and (request.arg("updateOnly") or "").lower() == "true":
+            raise SfError("NOT_FOUND", "The requested resource does not exist", status=404)
         if ids:
             self.org.update(sobject, ids[0], body)
             return Response.json({"id": ids[0], "success": True, "errors": [], "created": False}, 200)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
+import requests.auth
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
@@ -77,6 +79,20 @@ def test_bad_client_credentials_get_an_oauth_error(
     assert answer.status_code == 400
     assert answer.json()["error"] == error
     assert "access_token" not in answer.json()
+
+
+def test_client_credentials_may_come_as_basic_authentication(emulator: SalesforceEmulator) -> None:
+    basic = requests.auth.HTTPBasicAuth("sandbox-consumer-key", "sandbox-consumer-secret")
+    answer = emulator.session().post(
+        emulator.instance_url + "/services/oauth2/token", data={"grant_type": "client_credentials"}, auth=basic
+    )
+    assert answer.status_code == 200
+    assert client(emulator, answer.json()["access_token"]).query("SELECT COUNT() FROM User")["totalSize"] == 1
+    wrong = requests.auth.HTTPBasicAuth("sandbox-consumer-key", "nope")
+    refused = emulator.session().post(
+        emulator.instance_url + "/services/oauth2/token", data={"grant_type": "client_credentials"}, auth=wrong
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_client")
 
 
 def test_calls_without_a_valid_token_are_refused_with_invalid_session_id(emulator: SalesforceEmulator) -> None:
@@ -154,6 +170,12 @@ def test_upsert_by_external_id_creates_then_updates(sf: Salesforce) -> None:
     assert sf.Account.get_by_custom_id("External_Id__c", "ACME-1")["Name"] == "Acme Corp"
     with pytest.raises(SalesforceResourceNotFound):
         sf.Account.upsert("Name/Acme", {"Industry": "x"})  # not an external id field
+    with pytest.raises(SalesforceResourceNotFound):
+        sf.Account.upsert("External_Id__c/ACME-2?updateOnly=true", {"Name": "Nobody"})
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Account.upsert("External_Id__c/ACME-1", {"External_Id__c": "ACME-9"})
+    assert error_of(exc)["errorCode"] == "INVALID_FIELD"
+    assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == 1
 
 
 def test_unknown_and_read_only_fields_are_refused(sf: Salesforce, org: dict[str, Any]) -> None:
