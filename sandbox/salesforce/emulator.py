@@ -185,8 +185,10 @@ class SalesforceEmulator(Emulator):
     # -- daily allocation --------------------------------------------------------------------
 
     def api_used(self) -> int:
-        hour = int(self.now() // 3600)
-        return sum(n for h, n in self._usage.items() if h > hour - 24)
+        """API requests used in the last 24 hours (hour buckets, as Salesforce's rolling window)."""
+        with self.lock:
+            hour = int(self.now() // 3600)
+            return sum(n for h, n in self._usage.items() if h > hour - 24)
 
     def set_api_usage(self, used: int | None = None, limit: int | None = None) -> None:
         with self.lock:
@@ -685,8 +687,7 @@ class SalesforceEmulator(Emulator):
 
         def other_orgs(request: Request) -> Response:
             with self.lock:
-                self.org.other_org_usernames |= {u.lower() for u in body_of(request)["usernames"]}
-                return Response.json({"usernames": sorted(self.org.other_org_usernames)})
+                return Response.json({"usernames": self.org.add_other_org_usernames(body_of(request)["usernames"])})
 
         def blockers(request: Request) -> Response:
             body = body_of(request)

@@ -219,3 +219,31 @@ def test_a_profile_change_moves_the_profile_assignment(sf: Salesforce, org: dict
         "AND PermissionSet.IsOwnedByProfile = true"
     )["records"]
     assert [r["PermissionSet"]["Profile"]["Name"] for r in rows] == ["Standard User"]
+
+
+def test_a_group_assignment_names_the_groups_aggregate_permission_set(
+    emulator: SalesforceEmulator, sf: Salesforce
+) -> None:
+    seeded = emulator.seed(
+        {"permission_set_groups": [{"name": "Sales_Bundle"}], "users": [{"Username": "kim@corp.example.com"}]}
+    )
+    kim, bundle = seeded["users"]["kim@corp.example.com"], seeded["permission_set_groups"]["Sales_Bundle"]
+    created = sf.PermissionSetAssignment.create({"AssigneeId": kim, "PermissionSetGroupId": bundle})
+    row = sf.PermissionSetAssignment.get(created["id"])
+    assert row["PermissionSetGroupId"] == bundle and row["PermissionSetId"].startswith("0PS")
+    fields = "PermissionSetGroup.DeveloperName, PermissionSet.Type"
+    where = f"AssigneeId = '{kim}' AND PermissionSet.IsOwnedByProfile = false"
+    managed = sf.query(f"SELECT {fields} FROM PermissionSetAssignment WHERE {where}")["records"]  # noqa: S608
+    assert [(r["PermissionSetGroup"]["DeveloperName"], r["PermissionSet"]["Type"]) for r in managed] == [
+        ("Sales_Bundle", "Group")
+    ]
+    again = refused(sf.PermissionSetAssignment.create, {"AssigneeId": kim, "PermissionSetGroupId": bundle})
+    assert again["errorCode"] == "DUPLICATE_VALUE"
+    direct = refused(sf.PermissionSetAssignment.create, {"AssigneeId": kim, "PermissionSetId": row["PermissionSetId"]})
+    assert direct["errorCode"] == "FIELD_INTEGRITY_EXCEPTION"
+    both = refused(
+        sf.PermissionSetAssignment.create,
+        {"AssigneeId": kim, "PermissionSetGroupId": bundle, "PermissionSetId": row["PermissionSetId"]},
+    )
+    assert both["errorCode"] == "FIELD_INTEGRITY_EXCEPTION"
+    assert refused(sf.PermissionSetAssignment.create, {"AssigneeId": kim})["errorCode"] == "REQUIRED_FIELD_MISSING"
