@@ -18,7 +18,7 @@ from simple_salesforce.exceptions import (
 
 from sandbox.salesforce import SalesforceEmulator, loopback_session
 from sandbox.salesforce.schema import normalise_id
-from tests.sandbox.salesforce_fixtures import (  # noqa: F401 - fixtures are used by name
+from tests.sandbox.salesforce_fixtures import (  # noqa: F401 - fixtures, used by name
     FakeClock,
     client,
     clock,
@@ -284,3 +284,13 @@ def test_ids_are_18_characters_with_the_case_safe_suffix() -> None:
     assert normalise_id("001A0000006Vm9r") == "001A0000006Vm9rIAC"
     assert normalise_id("001000000000001AAB") is None
     assert normalise_id("not-an-id") is None
+
+
+def test_describe_lists_fields_with_their_rules(sf: Salesforce) -> None:
+    described = sf.User.describe()
+    fields = {f["name"]: f for f in described["fields"]}
+    assert described["keyPrefix"] == "005"
+    assert fields["Alias"]["length"] == 8 and fields["Alias"]["nillable"] is False
+    assert fields["Name"]["createable"] is False
+    assert fields["ManagerId"]["referenceTo"] == ["User"] and fields["ManagerId"]["relationshipName"] == "Manager"
+    assert fields["EntraObjectId__c"]["externalId"] is True

@@ -10,7 +10,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceGeneralError, SalesforceRefusedRequest
 
 from sandbox.salesforce import SalesforceEmulator
-from tests.sandbox.salesforce_fixtures import (  # noqa: F401 - fixtures are used by name
+from tests.sandbox.salesforce_fixtures import (  # noqa: F401 - fixtures, used by name
     FakeClock,
     client,
     clock,
