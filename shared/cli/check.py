@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from shared import bootstrap
+from shared.core.ports import ChecksLive
 from shared.core.work import DEFAULT_SOURCE
 from shared.errors import SyncError
 from shared.mapping.load import load_mapping
@@ -20,8 +22,9 @@ from shared.targets.registry import check_settings as check_target_settings
 
 def cmd_check() -> int:
     """The settings, then the mapping file and the settings its sources and targets need, then its
-    Entra groups in Entra ID (read through Graph; storage is not needed). Exit 2 when anything is
-    wrong, 1 when Graph could not answer, 0 when sound."""
+    Entra groups in Entra ID (read through Graph; storage is not needed), then each target asked
+    whether what the section names exists there (roles, connections, credentials). Exit 2 when
+    anything is wrong, 1 when Graph or a target could not answer, 0 when sound."""
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -44,6 +47,13 @@ def cmd_check() -> int:
     targets = ", ".join(f"{n} ({len(t.attributes)} attributes)" for n, t in mapping.targets.items()) or "none"
     sources = ", ".join(f"{n} ({s.kind})" for n, s in mapping.sources.items())
     print(f"mapping file {mapping.source}: ok (version {mapping.version}; sources: {sources}; targets: {targets})")
+    groups = _check_groups(settings, mapping)
+    if groups != 0:
+        return groups
+    return asyncio.run(_check_targets(settings, mapping))
+
+
+def _check_groups(settings: Settings, mapping: SyncMapping) -> int:
     if DEFAULT_SOURCE not in mapping.sources:
         print("groups: no Entra ID source; inbound groups are named by their displayName")
         return 0
@@ -61,6 +71,32 @@ def cmd_check() -> int:
     groups = len(entra.relevant_groups)
     print(f"groups: {groups} of {groups} found in Entra ID" if groups else "groups: the mapping names none")
     return 0
+
+
+async def _check_targets(settings: Settings, mapping: SyncMapping) -> int:
+    """Each target asked whether its section can work against it now (the ones that can say):
+    what ran, then what is wrong. Exit 2 for a problem, 1 for a target that could not be asked."""
+    app = bootstrap.build(settings, mapping)
+    worst = 0
+    try:
+        for name, job in app.jobs.items():
+            if not isinstance(job.target, ChecksLive):
+                print(f"{name}: no live check for this kind")
+                continue
+            try:
+                ran, problems = await job.target.live_check()
+            except SyncError as exc:
+                print(f"error: could not check {name}: {exc}", file=sys.stderr)
+                worst = max(worst, 1)
+                continue
+            for line in ran:
+                print(f"{name}: {line}")
+            for problem in problems:
+                print(f"  - {problem}")
+            worst = max(worst, 2 if problems else 0)
+    finally:
+        await app.aclose()
+    return worst
 
 
 async def _mapping_group_problems(settings: Settings, mapping: SyncMapping) -> list[str]:

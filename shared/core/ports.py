@@ -233,6 +233,16 @@ class Discovers(Protocol):
 
 
 @runtime_checkable
+class ChecksLive(Protocol):
+    """A target that can say whether its mapping section can work against it as it is now (the
+    entitlements and connections it names exist, its credentials are accepted): ``entra-sync
+    check`` asks it."""
+
+    async def live_check(self) -> tuple[list[str], list[str]]:
+        """(what was checked, each as a line; what is wrong, each as a line naming the entry)."""
+
+
+@runtime_checkable
 class Gathers(Protocol):
     """A target that can write many identities' changes as one (members of a SCIM group): inside
     ``gathering(seconds)`` a write waits up to ``seconds`` for others to join it (bulk work only)."""

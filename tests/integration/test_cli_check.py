@@ -42,6 +42,23 @@ def test_check_exits_0_when_settings_mapping_and_groups_are_sound(
     assert "settings: ok" in out
     assert "checked.yaml: ok (version 1; sources: entra (entra); targets: auth0 (9 attributes))" in out
     assert "groups: 3 of 3 found in Entra ID" in out
+    assert "auth0: roles: 3 of 3 the mapping grants exist in Auth0" in out  # what ran against the target
+    assert "auth0: connection: 'Username-Password-Authentication' exists in Auth0" in out
+
+
+def test_check_exits_2_for_a_role_or_connection_the_target_does_not_have(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grants = [(world.group_ids[0], ["Employe"]), (world.group_ids[1], ["Sales Reader"])]
+    text = sandbox_mapping(grants).replace(
+        "target: {connection: Username-Password-Authentication}", "target: {connection: Username-Password}"
+    )
+    assert check_with(monkeypatch, world, text) == 2
+    out = capsys.readouterr().out
+    assert "auth0: roles: 1 of 2 the mapping grants exist in Auth0" in out
+    missing = "  - auth0: the mapping grants the role 'Employe', which Auth0 does not have (did you mean 'Employee'?)"
+    assert missing in out
+    assert "  - auth0: connection 'Username-Password' is not a connection of this Auth0 tenant" in out
 
 
 def test_check_exits_2_naming_each_entry_whose_group_is_missing(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -734,3 +735,23 @@ def test_a_joiner_in_three_groups_resolves_each_group_once_and_a_patch_answer_is
     finally:
         world.stop()
         app.stop()
+
+
+def test_check_asks_the_scim_application_itself_and_names_a_token_it_refuses(
+    world: World, app: ScimApp, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.cli import main
+
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^scim:crm: ServiceProviderConfig read \(PATCH (yes|no), ETags (yes|no), cursors (yes|no)\)$", out, re.M
+    )
+    assert re.search(r"^scim:crm: the token lists users \(\d+ in all\)$", out, re.M), out
+    monkeypatch.setenv("SCIM_CRM_TOKEN", "not-the-token-" + "x" * 20)
+    assert main(["check"]) == 1
+    captured = capsys.readouterr()
+    assert "error: could not check scim:crm:" in captured.err and "401" in captured.err
+    assert "not-the-token-" not in captured.out + captured.err

@@ -33,6 +33,7 @@ from auth0.management.core.api_error import ApiError
 from shared.core.model import Account, Action, ActionKind
 from shared.core.ports import Applied, Fence
 from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError
+from shared.mapping.check import nearest
 from shared.mapping.model import TargetSection
 from shared.services.ratelimit import RateGate, retry_after
 from shared.targets.auth0.lucene import lucene_phrase
@@ -285,6 +286,34 @@ class Auth0Target:
                     page += 1
                 self._role_ids = ids
             return self._role_ids
+
+    # -- the operator's check ----------------------------------------------------------------------
+
+    async def live_check(self) -> tuple[list[str], list[str]]:
+        """The roles the section grants and the connections it names, looked up in the tenant."""
+        ran: list[str] = []
+        problems: list[str] = []
+        wanted = sorted(n for n in self.section.managed if not n.startswith("rol_"))
+        known = await self._roles()
+        missing = [n for n in wanted if n not in known]
+        ran.append(f"roles: {len(wanted) - len(missing)} of {len(wanted)} the mapping grants exist in Auth0")
+        for name in missing:
+            hint = nearest(name, sorted(known))
+            problems.append(
+                f"{self.name}: the mapping grants the role {name!r}, which Auth0 does not have"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+            )
+        options = self.rules.options
+        named = {"connection": options.connection, "enterprise_connection": options.enterprise_connection or ""}
+        for what, connection in named.items():
+            if not connection:
+                continue
+            try:
+                await self.connection_id(connection)
+                ran.append(f"{what}: {connection!r} exists in Auth0")
+            except PermanentError:
+                problems.append(f"{self.name}: {what} {connection!r} is not a connection of this Auth0 tenant")
+        return ran, problems
 
     # -- bulk reads (reconciliation) -----------------------------------------------------------------
 

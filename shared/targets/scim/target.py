@@ -368,6 +368,19 @@ class ScimTarget:
             return Applied()
         raise PermanentError(f"a SCIM target cannot {kind.value}")
 
+    async def live_check(self) -> tuple[list[str], list[str]]:
+        """The server's ServiceProviderConfig, and a listing of one user with the token (a server
+        may serve its configuration to anyone)."""
+        ran: list[str] = []
+        server = await self.discover(force=True)
+        features = ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in
+                             (("PATCH", server.patch), ("ETags", server.etag), ("cursors", server.cursor)))  # fmt: skip
+        ran.append(f"ServiceProviderConfig read ({features})")
+        listed = await self._call("users.list", self.scim.query, USER, query_parameters=_search(count=1))
+        total = listed.total_results if isinstance(listed, ListResponse) else None
+        ran.append(f"the token lists users ({total if total is not None else 'an unknown number'} in all)")
+        return ran, []
+
     async def accounts(self) -> AsyncIterator[Account]:
         """Every user, a page at a time (by cursor where the server offers it, else by
         ``startIndex``), with the section's groups read once each (their members) instead of a
