@@ -1,16 +1,19 @@
 """``python -m sandbox``: run the sandbox tenant, or the demo on it.
 
 python -m sandbox demo  [--users 300 --groups 12 --seed 7]
-python -m sandbox serve [--users 200 --groups 12 --seed 7 --graph-port 8001 --auth0-port 8002 --no-azurite]
+python -m sandbox serve [--users 200 --groups 12 --seed 7 --graph-port 8001 --auth0-port 8002 --no-azurite
+                         --dir sandbox-run]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from sandbox.azurite import AzuriteUnavailable
 from sandbox.stack import Stack
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--graph-port", type=int, default=0, help="Graph emulator port (default: free port)")
             p.add_argument("--auth0-port", type=int, default=0, help="Auth0 emulator port (default: free port)")
             p.add_argument("--no-azurite", action="store_true", help="do not start Azurite (use your own)")
+            p.add_argument("--dir", default="sandbox-run", help="where mapping.yaml and local.settings.json go")
     args = parser.parse_args(argv)
     if args.users < 1 or args.groups < 1:
         parser.error("--users and --groups must be at least 1")
@@ -44,22 +48,59 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """The whole stack, by hand: the emulators, a SCIM application, Azurite and the host stand-in
+    running every function (worker, lane, webhooks, timers), with a working mapping and a
+    ``local.settings.json`` written to ``--dir`` for the ``entra-sync`` commands."""
+    from sandbox.demo import ROLES, sandbox_day_mapping
+    from sandbox.receiver import WebhookReceiver
+    from sandbox.scim import ScimApp
+    from sandbox.stack import functions_host
+
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Stack(graph_port=args.graph_port, auth0_port=args.auth0_port, with_azurite=not args.no_azurite) as stack:
-        summary = stack.seed(args.users, args.groups, args.seed)
-        print(f"Graph emulator   {stack.graph.base_url}   ({summary['users']} users, {summary['groups']} groups)")
-        print(f"Auth0 emulator   {stack.auth0.base_url}")
-        if stack.azurite is not None and stack.azurite.endpoints is not None:
-            e = stack.azurite.endpoints
-            print(f"Azurite          blob {e.blob_port}, queue {e.queue_port}, table {e.table_port}")
-        print("\nSettings for entra-sync (local.settings.json 'Values' or environment):")
-        for key, value in stack.env().items():
-            print(f"  {key}={value}")
-        print("\nControl endpoints: <emulator origin>/_control/{reset,seed,snapshot,requests,limits,faults}")
-        print("Ctrl-C stops the sandbox.", flush=True)
-        stop.wait()
+    folder = Path(args.dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    with (
+        Stack(graph_port=args.graph_port, auth0_port=args.auth0_port, with_azurite=not args.no_azurite) as stack,
+        ScimApp() as scim,
+        WebhookReceiver() as receiver,
+    ):
+        summary = stack.seed(args.users, max(args.groups, 3), args.seed)
+        dump = stack.graph.snapshot(full=True)["dump"]
+        for role in ROLES:
+            stack.auth0.add_role(role)
+        mapping = folder / "mapping.yaml"
+        mapping.write_text(sandbox_day_mapping(dump["groups"], scim.base_url))
+        env = {
+            **stack.env(),
+            "SYNC_MAPPING_FILE": str(mapping),
+            "NOTIFY_WEBHOOK_URL": receiver.url(),
+            "SCIM_CRM_TOKEN": scim.token,
+        }
+        with functions_host(env) as (host, svc):
+            host.run_coroutine(svc.ensure_storage())
+            host.run_timer("subscriptions_renew")  # change notifications flow from now on
+            settings = folder / "local.settings.json"
+            settings.write_text(json.dumps({"IsEncrypted": False, "Values": env}, indent=2))
+            person = next(u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member")
+            print(f"Graph emulator   {stack.graph.base_url}   ({summary['users']} users, {summary['groups']} groups)")
+            print(f"Auth0 emulator   {stack.auth0.base_url}   (roles {', '.join(ROLES)})")
+            print(f"SCIM application {scim.base_url}")
+            if stack.azurite is not None and stack.azurite.endpoints is not None:
+                e = stack.azurite.endpoints
+                print(f"Azurite          blob {e.blob_port}, queue {e.queue_port}, table {e.table_port}")
+            print(f"Functions        {host.base_url} ({', '.join(sorted(host.functions))})")
+            print(f"\nWrote {mapping} and {settings} (its Values are the settings below):")
+            for key, value in sorted(env.items()):
+                print(f"  {key}={value}")
+            print("\nNext, in another shell (the README's 'A day with the sandbox' goes on from here):")
+            print(f"  export ES_SETTINGS={settings} PERSON={person['userPrincipalName']}")
+            print("  entra-sync --settings $ES_SETTINGS status")
+            print("  entra-sync --settings $ES_SETTINGS sync-one $PERSON --dry-run")
+            print("\nControl endpoints: <emulator origin>/_control/{reset,seed,snapshot,requests,limits,faults}")
+            print("Ctrl-C stops the sandbox.", flush=True)
+            stop.wait()
     return 0
 
 

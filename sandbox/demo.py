@@ -32,7 +32,9 @@ STEP_TIMEOUT_S = 15.0
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
+def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
+    """The mapping the demo and ``serve`` run: Auth0 and a SCIM application fed by Entra ID, and an
+    inbound source feeding an Auth0 and a SCIM target of its own."""
     staff, sales, support = groups[0], groups[1], groups[2]
     grants = [
         (staff["id"], ["Employee"]),
@@ -128,7 +130,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         before = {u["id"]: scim.add_user(u["userPrincipalName"], displayName=f"Legacy {u['displayName']}")["id"]
                   for u in existing[:2]}  # fmt: skip
         mapping_path = Path(tmp) / "mapping.yaml"
-        mapping_path.write_text(_mapping(dump["groups"], scim.base_url))
+        mapping_path.write_text(sandbox_day_mapping(dump["groups"], scim.base_url))
         kinds = Counter(
             ("guest" if u.get("userType") == "Guest" else "member", u["accountEnabled"]) for u in dump["users"]
         )

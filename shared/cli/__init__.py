@@ -26,6 +26,8 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
+from azure.core.exceptions import AzureError
+
 from shared import __version__, bootstrap
 from shared.cli.audit import cmd_audit
 from shared.cli.backfill import cmd_backfill
@@ -38,6 +40,7 @@ from shared.cli.common import (
     iso_time,
     load_settings_file,
     with_services,
+    without_query,
 )
 from shared.cli.operate import cmd_pause, cmd_resume, cmd_status
 from shared.cli.poison import cmd_poison
@@ -188,4 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SyncError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except AzureError as exc:  # storage answered something no command expects: one line, not a traceback
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: Azure Storage (AzureWebJobsStorage): {without_query(first)}", file=sys.stderr)
         return 1

@@ -68,20 +68,10 @@ def print_plan(who: str, plan: OnePlan) -> None:
             print("  in step: nothing to do")
         for step in target.steps:
             print(f"  {step.action}  ({step.reason})" if step.reason else f"  {step.action}")
-            for line in _diff_lines(step.diff):
-                print(f"      {line}")
-
-
-def _diff_lines(diff: dict[str, Any] | None) -> list[str]:
-    if not diff:
-        return []
-    lines = []
-    for path, change in diff.items():
-        if isinstance(change, list) and len(change) == 2 and path not in ("roles", "groups", "entitlements"):
-            lines.append(f"{path}: {_shown(change[0])} -> {_shown(change[1])}")
-        else:
-            lines.append(f"{path}: {_shown(change)}")
-    return lines
+            for path, (before, after) in (step.changes or {}).items():
+                print(f"      {path}: {_shown(before)} -> {_shown(after)}")
+            for path, value in (step.values or {}).items():
+                print(f"      {path}: {_shown(value)}")
 
 
 def _shown(value: Any) -> str:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 class Step:
     action: str  # the target's word for it ("block", "update", ...)
     reason: str
-    diff: dict[str, Any] | None  # path -> [before, after], a create's fields, or the entitlements
+    changes: dict[str, list[Any]] | None = None  # path -> [before, after]
+    values: dict[str, Any] | None = None  # what a create sends (never a password), or the entitlements
 
 
 @dataclass
@@ -79,7 +80,12 @@ async def plan_one(svc: App, source_name: str, source_id: str, only: str | None 
         else:
             made = planner.plan(seen, found.account, link, job.section, rules, job.target.capabilities, desired=desired)
             word = job.target.capabilities.entitlements or "entitlements"
-            plan.steps = [Step(rules.label(a.kind), a.reason, safe_diff(a, word)) for a in made.actions]
+            plan.steps = [
+                Step(rules.label(a.kind), a.reason, safe_diff(a, word), None)
+                if a.diff
+                else Step(rules.label(a.kind), a.reason, None, safe_diff(a, word))
+                for a in made.actions
+            ]
         plans.append(plan)
     return OnePlan(source_name, source_id, identity.state.value, sorted(identity.groups), plans)
 

@@ -446,7 +446,7 @@ def test_sync_one_shows_the_scope_the_match_and_the_plan_field_by_field_then_app
     [auth0] = json.loads(capsys.readouterr().out)["plan"]["targets"]
     assert auth0["matched_by"] == "link" and auth0["account"].startswith("auth0|")
     [update] = [s for s in auth0["steps"] if s["action"] == "update"]
-    assert update["diff"]["name"][1] == "Someone Else Now"
+    assert update["changes"]["name"][1] == "Someone Else Now" and update["values"] is None
 
     assert main(["sync-one", "nobody@contoso.example"]) == 2
     assert "nobody@contoso.example: no one in entra has that id, sign-in name or email" in one_line_error(capsys)

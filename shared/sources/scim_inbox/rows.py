@@ -97,10 +97,13 @@ class TableRows:
         if changed_after is not None:
             query += f" and changed gt {int(changed_after)}L"
         pages = self.table.query_entities(query, results_per_page=self.PAGE).by_page()
-        async for page in pages:
-            rows = [_row(entity) async for entity in page]
-            if rows:
-                yield rows
+        try:
+            async for page in pages:
+                rows = [_row(entity) async for entity in page]
+                if rows:
+                    yield rows
+        except ResourceNotFoundError:  # no table yet: nothing was ever pushed, the store is empty
+            return
 
     async def commit(self, ops: Sequence[Op]) -> None:
         if not ops:
