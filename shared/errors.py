@@ -67,3 +67,17 @@ class Refused(PermanentError):
 
 class BadInput(PermanentError):
     """Input that arrived from outside is malformed; refused at the edge and audited."""
+
+
+def unreachable(service: str, op: str, exc: Exception, setting: str) -> str:
+    """A connection failure in words an operator can act on: the host it could not reach (from the
+    request an httpx-style error carries) and the setting that names it."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # no request attached
+        url = None
+    where = "the service"
+    if url is not None and getattr(url, "host", None):
+        port = url.port or (443 if url.scheme == "https" else 80)
+        where = f"{url.host}:{port}"
+    return f"{service} {op}: cannot reach {where} ({type(exc).__name__}); check {setting} and the network"

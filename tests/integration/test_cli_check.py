@@ -10,6 +10,7 @@ import pytest
 
 from sandbox.azurite import Azurite
 from sandbox.mapping import sandbox_mapping, three_role_grants
+from sandbox.server import FaultRule
 from shared.cli import main
 from tests.integration.world import World
 
@@ -103,3 +104,27 @@ def test_check_exits_2_when_a_target_of_the_mapping_lacks_its_settings(
     assert main(["check"]) == 2
     out = capsys.readouterr().out
     assert "AUTH0_DOMAIN" in out and "settings: ok\n" not in out
+
+
+def test_a_missing_permission_or_an_unreachable_service_is_named_with_what_to_do(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = sandbox_mapping(three_role_grants(world.group_ids))
+    world.graph.faults.configure([FaultRule("groups.get", kind="error", status=403)])
+    assert check_with(monkeypatch, world, text) == 2  # each entry's group could not be read: a problem
+    out = capsys.readouterr().out
+    assert "could not be read: Graph groups.get: 403" in out
+    assert "the Graph application permission Group.Read.All" in out
+    assert "infra/scripts/grant-graph-permissions.sh" in out
+    world.graph.faults.configure([])
+
+    world.auth0.faults.configure([FaultRule("mgmt.roles.list", kind="error", status=403)])
+    assert check_with(monkeypatch, world, text) == 1
+    err = capsys.readouterr().err
+    assert "error: could not check auth0: Auth0 roles.list: 403" in err and "the scope read:roles" in err
+    world.auth0.faults.configure([])
+
+    monkeypatch.setenv("GRAPH_BASE_URL", "http://127.0.0.1:9/v1.0")  # nothing listens on the discard port
+    assert check_with(monkeypatch, world, text) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach 127.0.0.1:9 (ConnectError); check GRAPH_BASE_URL" in err and err.count("\n") == 1

@@ -26,7 +26,7 @@ from shared.core.classify import classify
 from shared.core.model import Identity, SourceState
 from shared.core.ports import GroupDeltaPage
 from shared.core.work import GUID
-from shared.errors import DeltaExpired, NotFound, PermanentError, RateLimited, TransientError
+from shared.errors import DeltaExpired, NotFound, PermanentError, RateLimited, TransientError, unreachable
 from shared.mapping.model import SyncMapping
 from shared.sources.graph.schema import MANAGER_PROPERTIES, enabled
 from shared.stores.keys import odata_string
@@ -55,11 +55,33 @@ class GroupNotFound(NotFound):
         )
 
 
+# The application permission each Graph call needs (what infra/scripts/grant-graph-permissions.sh
+# grants), by the family of its operation name.
+PERMISSIONS: Final = {
+    "users": "User.Read.All",
+    "deletedItems": "User.Read.All",
+    "groups": "Group.Read.All",
+    "subscriptions": "User.Read.All and Group.Read.All",
+    "identityProtection.riskDetections": "IdentityRiskEvent.Read.All",
+    "identityProtection.riskyUsers": "IdentityRiskyUser.Read.All",
+}
+GRANT_HINT: Final = (
+    "grant it to the app's managed identity with infra/scripts/grant-graph-permissions.sh (an admin of the tenant)"
+)
+
+
+def permission_for(op: str) -> str:
+    """The Graph application permission an operation needs, by its name (``users.list`` ...)."""
+    return next((p for family, p in PERMISSIONS.items() if op == family or op.startswith(family + ".")), "")
+
+
 def _translate(op: str, exc: Exception) -> Exception:
     if isinstance(exc, ODataError):
         status = exc.response_status_code or 0
         code = exc.error.code if exc.error is not None else ""
         message = f"Graph {op}: {status} {code}".strip()
+        if status in (401, 403) and permission_for(op):
+            message += f": the app needs the Graph application permission {permission_for(op)}; {GRANT_HINT}"
         if status == 404:
             return NotFound(message)
         if status == 410 or code in {"syncStateNotFound", "resyncRequired"}:
@@ -70,7 +92,9 @@ def _translate(op: str, exc: Exception) -> Exception:
             return TransientError(message)
         return PermanentError(message)
     if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
-        return TransientError(f"Graph {op}: {type(exc).__name__}")
+        return TransientError(
+            unreachable("Graph", op, exc, "GRAPH_BASE_URL (default https://graph.microsoft.com/v1.0)")
+        )
     return exc
 
 

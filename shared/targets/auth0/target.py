@@ -25,14 +25,14 @@ import string
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 from auth0.management.core.api_error import ApiError
 
 from shared.core.model import Account, Action, ActionKind
 from shared.core.ports import Applied, Fence
-from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError
+from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refused, TransientError, unreachable
 from shared.mapping.check import nearest
 from shared.mapping.model import TargetSection
 from shared.services.ratelimit import RateGate, retry_after
@@ -113,7 +113,7 @@ class Auth0Target:
                     raise RateLimited(f"Auth0 {op}: rate limited", wait) from exc
                 raise _translate(op, exc, self.gate.clock.now()) from exc
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                raise TransientError(f"Auth0 {op}: {type(exc).__name__}") from exc
+                raise TransientError(unreachable("Auth0", op, exc, "AUTH0_DOMAIN (or AUTH0_BASE_URL)")) from exc
         raise AssertionError("unreachable")
 
     # -- the Target port -----------------------------------------------------------------------------
@@ -465,11 +465,33 @@ class Auth0Target:
         await self._call("users.roles.delete", lambda: self.client.users.roles.delete(user_id, roles=ids), fence)
 
 
+# The Management API scope each call needs, by its operation name.
+SCOPES: Final = {
+    "users.get": "read:users", "users.list": "read:users", "users.search": "read:users",
+    "users.by_email": "read:users", "users.roles.list": "read:users and read:roles", "users.create": "create:users",
+    "users.update": "update:users and update:users_app_metadata", "users.delete": "delete:users",
+    "users.roles.assign": "update:users", "users.roles.delete": "update:users", "roles.list": "read:roles",
+    "roles.users.assign": "update:roles", "roles.users.list": "read:roles and read:users",
+    "users.sessions.delete": "delete:sessions", "users.refresh_tokens.delete": "delete:refresh_tokens",
+    "connections.list": "read:connections", "jobs.users_imports": "create:users", "jobs.users_exports": "read:users",
+    "jobs.get": "read:users", "jobs.errors": "read:users",
+}  # fmt: skip
+
+
+def scope_for(op: str) -> str:
+    return SCOPES.get(op, "")
+
+
 def _translate(op: str, exc: ApiError, now: float) -> Exception:
     status = exc.status_code or 0
     body = exc.body if isinstance(exc.body, dict) else {}
     message = f"Auth0 {op}: {status} {body.get('errorCode') or body.get('error') or ''} {body.get('message') or ''}"
     message = message.strip()
+    if status in (401, 403) and scope_for(op):
+        message += (
+            f" (the Management API client needs the scope {scope_for(op)}: grant it under Applications > APIs >"
+            " Auth0 Management API > Machine to Machine Applications in the Auth0 dashboard)"
+        )
     if status == 404:
         return NotFound(message)
     if status == 409:

@@ -17,7 +17,7 @@ import httpx2
 from scim2_client.engines.httpx2 import AsyncSCIMClient
 from scim2_models import EnterpriseUser, Group, ResourceType, ScimProvider, User
 
-from shared.errors import RateLimited, TransientError
+from shared.errors import RateLimited, TransientError, unreachable
 from shared.services.ratelimit import RateGate, retry_after
 from shared.settings import Secret
 
@@ -65,7 +65,7 @@ class ScimClient(AsyncSCIMClient):
         except httpx2.TimeoutException as exc:
             raise TransientError(f"{self.name}: {method} timed out") from exc
         except httpx2.TransportError as exc:
-            raise TransientError(f"{self.name}: {method} failed: {type(exc).__name__}") from exc
+            raise TransientError(unreachable(self.name, method, exc, "the section's url")) from exc
         status = response.status_code
         now = self.gate.clock.now()
         if status == 429:
