@@ -33,7 +33,7 @@ from shared.cli.audit import cmd_audit
 from shared.cli.backfill import cmd_backfill
 from shared.cli.check import cmd_check
 from shared.cli.common import (
-    ProgressLine,
+    Progress,
     UsageError,
     _Parser,
     at_least_one,
@@ -52,7 +52,7 @@ from shared.mapping.model import MappingError
 from shared.services.backfill import CONCURRENCY
 from shared.settings import SettingsError
 
-__all__ = ["ProgressLine", "UsageError", "cmd_check", "main", "parser"]
+__all__ = ["Progress", "UsageError", "cmd_check", "main", "parser"]
 
 
 COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]]] = {

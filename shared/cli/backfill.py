@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from shared import bootstrap
-from shared.cli.common import ProgressLine, UsageError
+from shared.cli.common import Progress, UsageError
 from shared.services.backfill import summary
 
 
@@ -15,7 +15,7 @@ async def cmd_backfill(svc: bootstrap.App, args: argparse.Namespace) -> int:
             bulk = svc.import_backfill(args.target or "auth0")
         except KeyError as exc:
             raise UsageError(str(exc.args[0])) from exc
-        progress = ProgressLine()
+        progress = Progress()
         result = await bulk.run(progress=progress)
         progress.done()
         print(f"backfill through import jobs: {result.entra_users} Entra users, {result.in_scope} in scope")
@@ -32,7 +32,7 @@ async def cmd_backfill(svc: bootstrap.App, args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--target {args.target}: the mapping names no such target (it names {', '.join(svc.jobs)})"
             )
-        progress = ProgressLine()
+        progress = Progress()
         done = await svc.backfill(args.target, concurrency=args.concurrency).run(progress=progress)
         progress.done()
         for line in summary(done):

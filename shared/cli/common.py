@@ -5,46 +5,87 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from azure.core.exceptions import AzureError, ServiceRequestError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
 
 from shared import bootstrap
 
 
-class ProgressLine:
-    """A one-line progress indicator on stderr (a bar when the total is known), throttled."""
+class Progress:
+    """Progress of long work on stderr (rich): per phase its count, and where the total is known a
+    bar, the share done, the time spent and the time left. On a terminal it redraws in place; in a
+    pipe or a CI log it writes a line per phase at most every ``every_s`` seconds and when the phase
+    ends, with the same figures."""
 
-    def __init__(self, stream: TextIO | None = None, every_s: float = 0.2):
-        self.stream = stream or sys.stderr  # looked up now: the one in use, not the one at import
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        terminal: bool | None = None,  # None: as the stream says
+    ):
+        self.console = Console(file=stream or sys.stderr, highlight=False, force_terminal=terminal)
         self.every_s = every_s
-        self.last = 0.0
-        self.tty = self.stream.isatty()
+        self.clock = clock
+        self.live: RichProgress | None = None
+        if self.console.is_terminal:
+            self.live = RichProgress(
+                TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=self.console,
+            )  # fmt: skip
+            self.live.start()
+        self.tasks: dict[str, TaskID] = {}
+        self.started: dict[str, float] = {}
+        self.shown: dict[str, float] = {}
 
     def __call__(self, phase: str, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every_s and (total is None or done < total):
+        if self.live is not None:
+            if phase not in self.tasks:
+                self.tasks[phase] = self.live.add_task(phase, total=total)
+            self.live.update(self.tasks[phase], completed=done, total=total)
             return
-        self.last = now
-        if total:
-            filled = int(30 * min(done, total) / total)
-            text = f"{phase:<16} [{'#' * filled}{'.' * (30 - filled)}] {done:>7}/{total}"
-        else:
-            text = f"{phase:<16} {done:>7}"
-        self.stream.write(("\r" + text) if self.tty else (text + "\n"))
-        self.stream.flush()
+        now = self.clock()
+        started = self.started.setdefault(phase, now)
+        finished = total is not None and done >= total
+        if not finished and now - self.shown.get(phase, -math.inf) < self.every_s:
+            return
+        self.shown[phase] = now
+        self.console.print(f"{phase}: {line(done, total, now - started)}", soft_wrap=True)
 
     def done(self) -> None:
-        if self.tty and self.last:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.live is not None:
+            self.live.stop()
+
+
+def line(done: int, total: int | None, spent_s: float) -> str:
+    """``1,200 of 10,000 (12%), 0:00:14 spent, about 0:01:43 left``; without a total, the count."""
+    spent = timedelta(seconds=round(spent_s))
+    if not total:
+        return f"{done:,}, {spent} spent"
+    text = f"{done:,} of {total:,} ({done / total:.0%}), {spent} spent"
+    if 0 < done < total:
+        text += f", about {timedelta(seconds=round(spent_s * (total - done) / done))} left"
+    return text
 
 
 def emit_json(data: Any) -> int:

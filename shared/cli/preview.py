@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared import bootstrap
-from shared.cli.common import ProgressLine, UsageError, emit_json
+from shared.cli.common import Progress, UsageError, emit_json
 from shared.mapping.load import load_mapping
 from shared.services.preview import Deprovision, TargetPreview, preview_target
 from shared.targets.registry import check_settings
@@ -28,7 +28,7 @@ async def cmd_preview(svc: bootstrap.App, args: argparse.Namespace) -> int:
             one = _lister(name, shown, None if args.json else args.names)
             if not args.json:
                 print(f"{name}: planning every identity against the accounts it holds now ...")
-            progress = ProgressLine()
+            progress = Progress()
             seen = await preview_target(reconciler, one, progress)
             progress.done()
             results.append({**seen.to_dict(), "deprovisions": [vars(d) for d in shown]})

@@ -9,7 +9,7 @@ import webbrowser
 from pathlib import Path
 
 from shared import bootstrap
-from shared.cli.common import ProgressLine, UsageError, emit_json, targets
+from shared.cli.common import Progress, UsageError, emit_json, targets
 from shared.core.drift import RunSummary
 from shared.services.reconcile import check_run_id
 from shared.targets.registry import target_title
@@ -19,7 +19,7 @@ async def cmd_reconcile(svc: bootstrap.App, args: argparse.Namespace) -> int:
     """Every target the mapping names (or the one asked for), each its own run and report."""
     held = False
     for name in targets(svc, args.target):
-        progress = ProgressLine()
+        progress = Progress()
         if svc.reports is not None:
             await svc.reports.ensure()
         summary, _ = await svc.reconcilers[name].run("apply" if args.apply else "dry-run", progress=progress)
