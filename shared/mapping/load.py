@@ -80,6 +80,21 @@ SECTION_KEYS: Final = frozenset(
     {"kind", "source", "attributes", "matching", "deprovision", "reconcile", "guard", "scope", "note"}
 )
 SOURCE_KEYS: Final = frozenset({"kind", "note"})
+# The keys of each part of a section, as the checker reads them (the JSON Schema of shared.mapping.schema
+# is made from these same sets, so the two cannot disagree on a key).
+MATCHING_KEYS: Final = frozenset({"precedence"})
+SCOPE_KEYS: Final = frozenset({"user_types", "groups", "conditions"})
+CONDITION_KEYS: Final = frozenset({"attribute", "operator", "value"})
+ATTRIBUTE_KEYS: Final = frozenset({"source", "target", "transforms"})
+GRANT_KEYS: Final = frozenset({"group", "note"})  # and the kind's grants key ("roles", "groups")
+DEPROVISION_KEYS: Final = frozenset({"action", "hard_delete", "revoke_sessions", "revoke_refresh_tokens"})
+RECONCILE_KEYS: Final = frozenset({"remediate", "stale_after_days", "max_deprovisions", "max_deprovision_share"})
+GUARD_KEYS: Final = frozenset(
+    {"window_minutes", "max_deprovisions", "max_deprovision_share", "max_attribute_changes",
+     "max_attribute_change_share", "min_changes_for_share"}
+)  # fmt: skip
+RISK_KEYS: Final = frozenset({"rules", "restore_on", "mfa_flag"})
+RISK_RULE_KEYS: Final = frozenset({"level", "event_type", "actions"})
 V1_TARGET: Final = "auth0"
 
 # The sources of a section: where its paths are read and what its groups are.
@@ -234,7 +249,7 @@ class MappingChecker(Checker):
         count = len(self.problems)
         source, fed = self.fed_by(where, data.get("source"))
         option_values, option_where = options
-        matching = self.keys(f"{where}matching", data.get("matching") or {}, {"precedence"} | kind.matching_keys)
+        matching = self.keys(f"{where}matching", data.get("matching") or {}, MATCHING_KEYS | kind.matching_keys)
         parsed_options = kind.options(self, option_where, option_values, matching, f"{where}matching.")
         precedence = self.precedence(f"{where}matching.", matching, kind, parsed_options)
         attributes = self.attributes(where, data.get("attributes"), kind, fed)
@@ -295,7 +310,7 @@ class MappingChecker(Checker):
     # -- shared parts ------------------------------------------------------------------------------------
 
     def scope(self, where: str, data: Any, fed: _Fed) -> Scope:
-        data = self.keys(where.rstrip("."), data, {"user_types", "groups", "conditions"})
+        data = self.keys(where.rstrip("."), data, SCOPE_KEYS)
         user_types = self.string_list(f"{where}user_types", data.get("user_types", ["Member"]))
         for i, t in enumerate(user_types):
             if t not in USER_TYPES:
@@ -323,7 +338,7 @@ class MappingChecker(Checker):
         return Scope(user_types or ("Member",), groups, tuple(conditions))
 
     def condition(self, where: str, data: Any, fed: _Fed) -> Condition | None:
-        data = self.keys(where, data, {"attribute", "operator", "value"})
+        data = self.keys(where, data, CONDITION_KEYS)
         attribute = self.source_path(f"{where}.attribute", data.get("attribute"), fed)
         op = data.get("operator")
         if op not in CONDITION_OPERATORS:
@@ -383,7 +398,7 @@ class MappingChecker(Checker):
         return tuple(result)
 
     def attribute(self, where: str, data: Any, kind: TargetKind, fed: _Fed) -> AttributeMapping | None:
-        self.keys(where, data, {"source", "target", "transforms"})
+        self.keys(where, data, ATTRIBUTE_KEYS)
         if not isinstance(data, dict):  # an empty {} is not skipped: it fails below, like any entry
             return None
         target = self.text(f"{where}.target", data.get("target"))
@@ -455,7 +470,7 @@ class MappingChecker(Checker):
         grants = []
         for i, item in enumerate(data):
             entry = f"{where}{key}[{i}]"
-            values = self.keys(entry, item, {"group", key, "note"})
+            values = self.keys(entry, item, GRANT_KEYS | {key})
             if not isinstance(item, dict):  # an empty {} is not skipped: it fails below, like any entry
                 continue
             group = self.group_id(f"{entry}.group", values.get("group"), fed)
@@ -467,7 +482,7 @@ class MappingChecker(Checker):
         return tuple(grants)
 
     def deprovision(self, where: str, data: Any, kind: TargetKind) -> Deprovision:
-        data = self.keys(where, data, {"action", "hard_delete", "revoke_sessions", "revoke_refresh_tokens"})
+        data = self.keys(where, data, DEPROVISION_KEYS)
         words = (kind.disable_words[0], "delete")  # the kind's own word; "disable" is understood too
 
         def action(key: str) -> str:
@@ -493,7 +508,7 @@ class MappingChecker(Checker):
         )
 
     def reconcile(self, where: str, data: Any) -> ReconcilePolicy:
-        data = self.keys(where, data, {"remediate", "stale_after_days", "max_deprovisions", "max_deprovision_share"})
+        data = self.keys(where, data, RECONCILE_KEYS)
         remediate = self.string_list(f"{where}.remediate", data.get("remediate", list(SAFE_BY_DEFAULT)))
         for i, name in enumerate(remediate):
             if name not in DRIFT_CLASSES:
@@ -512,12 +527,7 @@ class MappingChecker(Checker):
     def guard(self, where: str, data: Any) -> GuardPolicy:
         """The guard's own limits (defaults: :class:`GuardPolicy`), not the reconcile section's: the
         live path holds leavers, which costs more than holding a nightly run's repairs."""
-        data = self.keys(
-            where,
-            data,
-            {"window_minutes", "max_deprovisions", "max_deprovision_share", "max_attribute_changes",
-             "max_attribute_change_share", "min_changes_for_share"},
-        )  # fmt: skip
+        data = self.keys(where, data, GUARD_KEYS)
         d = GuardPolicy()
 
         def count(key: str, default: int, low: int = 0) -> int:
@@ -539,7 +549,7 @@ class MappingChecker(Checker):
     # -- risk ------------------------------------------------------------------------------------------
 
     def risk(self, data: Any) -> RiskPolicy:
-        data = self.keys("risk", data, {"rules", "restore_on", "mfa_flag"})
+        data = self.keys("risk", data, RISK_KEYS)
         default = RiskPolicy()
         rules = default.rules
         if "rules" in data:
@@ -550,7 +560,7 @@ class MappingChecker(Checker):
             parsed = []
             for i, item in enumerate(raw):
                 where = f"risk.rules[{i}]"
-                entry = self.keys(where, item, {"level", "event_type", "actions"})
+                entry = self.keys(where, item, RISK_RULE_KEYS)
                 level = entry.get("level")
                 if level is not None and level not in RISK_LEVELS:
                     self.fail(f"{where}.level", f"must be one of {', '.join(RISK_LEVELS)}, got {level!r}")
