@@ -1,6 +1,7 @@
 """One reconciliation measurement in its own process (so CPU time and peak RSS are its own).
 
-    python -m bench.scale_child dry-run|apply|floor     (settings from the environment)
+    python -m bench.scale_child dry-run|apply|floor|preview     (settings from the environment;
+                                                               preview: PREVIEW_MAPPING_FILE)
 
 Prints one JSON line: wall and CPU seconds, peak RSS, and what the run found.
 """
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
 from typing import Any
 
 from shared import bootstrap
+from shared.mapping.load import load_mapping
+from shared.services.preview import preview_target
 
 
 async def reconcile(mode: str) -> dict[str, Any]:
@@ -58,6 +62,22 @@ async def read_floor() -> dict[str, Any]:
         await svc.aclose()
 
 
+async def preview() -> dict[str, Any]:
+    """``entra-sync preview``'s work for the file PREVIEW_MAPPING_FILE, against the Auth0 target."""
+    svc = bootstrap.init()
+    after = bootstrap.build(svc.settings, load_mapping(os.environ["PREVIEW_MAPPING_FILE"]))
+    try:
+        await svc.ensure_storage()
+        seen = await preview_target(after.reconcilers["auth0"])
+        return {
+            "identities": seen.identities, "changed": seen.changed, "created": seen.created,
+            "deprovisioned": seen.deprovisioned, "fields": dict(seen.fields), "guard": seen.guard,
+        }  # fmt: skip
+    finally:
+        await after.aclose()
+        await svc.aclose()
+
+
 def peak_rss_mb() -> float:
     """This process's own peak resident set. ``ru_maxrss`` would not do: Linux carries it over from
     before exec, so a child started by a parent that holds a 100,000-user sandbox reports the
@@ -75,7 +95,8 @@ def peak_rss_mb() -> float:
 def main() -> int:
     mode = sys.argv[1]
     wall = time.perf_counter()
-    found = asyncio.run(read_floor() if mode == "floor" else reconcile(mode))
+    work = {"floor": read_floor, "preview": preview}.get(mode)
+    found = asyncio.run(work() if work is not None else reconcile(mode))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     found.update(
         wall_s=time.perf_counter() - wall,
