@@ -51,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     """The whole stack, by hand: the emulators, a SCIM application, Azurite and the host stand-in
     running every function (worker, lane, webhooks, timers), with a working mapping and a
     ``local.settings.json`` written to ``--dir`` for the ``entra-sync`` commands."""
-    from sandbox.demo import ROLES, sandbox_day_mapping
+    from sandbox.demo import ROLES, day_settings
     from sandbox.receiver import WebhookReceiver
     from sandbox.scim import ScimApp
     from sandbox.stack import functions_host
@@ -71,13 +71,7 @@ def serve(args: argparse.Namespace) -> int:
         for role in ROLES:
             stack.auth0.add_role(role)
         mapping = folder / "mapping.yaml"
-        mapping.write_text(sandbox_day_mapping(dump["groups"], scim.base_url))
-        env = {
-            **stack.env(),
-            "SYNC_MAPPING_FILE": str(mapping),
-            "NOTIFY_WEBHOOK_URL": receiver.url(),
-            "SCIM_CRM_TOKEN": scim.token,
-        }
+        env = day_settings(stack, scim, receiver, mapping, dump["groups"])
         with functions_host(env) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             host.run_timer("subscriptions_renew")  # change notifications flow from now on

@@ -60,6 +60,20 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
     )
 
 
+def day_settings(
+    stack: Stack, scim: ScimApp, receiver: WebhookReceiver, mapping_path: Path, groups: list[dict[str, Any]]
+) -> dict[str, str]:
+    """The day's mapping written to ``mapping_path``, and the app settings that run it on this
+    sandbox (security notifications go to the loopback Slack/Teams stand-in)."""
+    mapping_path.write_text(sandbox_day_mapping(groups, scim.base_url))
+    return {
+        **stack.env(),
+        "SYNC_MAPPING_FILE": str(mapping_path),
+        "NOTIFY_WEBHOOK_URL": receiver.url(),
+        "SCIM_CRM_TOKEN": scim.token,
+    }
+
+
 class _Crm:
     """What the demo reads from the SCIM application: a person's user and groups."""
 
@@ -130,7 +144,6 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         before = {u["id"]: scim.add_user(u["userPrincipalName"], displayName=f"Legacy {u['displayName']}")["id"]
                   for u in existing[:2]}  # fmt: skip
         mapping_path = Path(tmp) / "mapping.yaml"
-        mapping_path.write_text(sandbox_day_mapping(dump["groups"], scim.base_url))
         kinds = Counter(
             ("guest" if u.get("userType") == "Guest" else "member", u["accountEnabled"]) for u in dump["users"]
         )
@@ -145,13 +158,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         print("SCIM      2 pre-existing users; groups Staff and Sales pushed from Entra")
         print(f"Inbound   SCIM endpoint source {INBOUND_SOURCE} (Entra provisioning pushes) feeds auth0:hr, scim:hr\n")
 
-        # Security notifications go to a loopback Slack/Teams incoming-webhook stand-in.
-        env = {
-            **stack.env(),
-            "SYNC_MAPPING_FILE": str(mapping_path),
-            "NOTIFY_WEBHOOK_URL": receiver.url(),
-            "SCIM_CRM_TOKEN": scim.token,
-        }
+        env = day_settings(stack, scim, receiver, mapping_path, dump["groups"])
         with functions_host(env) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")

@@ -307,6 +307,13 @@ def test_status_exits_1_for_poisoned_work_or_a_failed_timer_run(
     assert queues["sync-lane-poison"] + queues["sync-work-poison"] == 1
 
 
+def member_with_mail(world: World) -> dict[str, Any]:
+    return next(
+        u for u in world.graph.snapshot(full=True)["dump"]["users"]
+        if u["accountEnabled"] and u["userType"] == "Member" and u.get("mail")
+    )  # fmt: skip
+
+
 async def _emptied(world: World) -> None:
     async with services_for(world):
         pass  # empty tables and queues: the file's tests share one Azurite
@@ -386,10 +393,7 @@ def test_audit_finds_a_person_by_upn_or_email_filters_newest_first_and_exports(
     world: World, indexed: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     asyncio.run(_emptied(world))
-    user = next(
-        u for u in world.graph.snapshot(full=True)["dump"]["users"]
-        if u["accountEnabled"] and u["userType"] == "Member" and u.get("mail")
-    )  # fmt: skip
+    user = member_with_mail(world)
 
     async def joiner_then_mover() -> None:
         async with services_for(world, keep_storage=True):
@@ -423,10 +427,7 @@ def test_sync_one_shows_the_scope_the_match_and_the_plan_field_by_field_then_app
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     asyncio.run(_emptied(world))
-    user = next(
-        u for u in world.graph.snapshot(full=True)["dump"]["users"]
-        if u["accountEnabled"] and u["userType"] == "Member" and u.get("mail")
-    )  # fmt: skip
+    user = member_with_mail(world)
     world.auth0.log.clear()
     assert main(["sync-one", user["userPrincipalName"], "--dry-run"]) == 0
     out = capsys.readouterr().out
