@@ -562,3 +562,23 @@ targets:
         "targets.auth0.attributes[1].source: Inbound SCIM source: 'Departmnt' is not a SCIM user attribute "
         "an inbound source keeps (did you mean 'department'?)"
     ]
+
+
+def test_two_auth0_targets_of_one_tenant_may_not_stamp_accounts_with_the_same_key() -> None:
+    two = """\
+version: 2
+targets:
+  auth0:
+    attributes: [{source: mail, target: email}]
+  auth0:hr:
+    attributes: [{source: mail, target: email}]
+"""
+    assert v2_problems(two) == [
+        "targets.auth0:hr.matching.app_metadata_key: auth0 and auth0:hr would both stamp accounts of one Auth0 "
+        "tenant with app_metadata.entra_object_id: each would take the other's accounts for orphans; give each "
+        "its own key"
+    ]
+    own = two.replace(
+        "  auth0:hr:\n    attributes:", "  auth0:hr:\n    matching: {app_metadata_key: hr_id}\n    attributes:"
+    )
+    assert list(parse_mapping(own, kinds=memory_kinds()).targets) == ["auth0", "auth0:hr"]

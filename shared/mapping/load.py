@@ -237,6 +237,11 @@ class MappingChecker(Checker):
             parsed = self.section(name, kind, section, where, options=(section, where))
             if parsed is not None:
                 out[name] = parsed
+        for kind in kinds.values():  # what sections of one kind cannot both have (a kind may say)
+            clashes = getattr(kind, "clashes", None)
+            if clashes is not None:
+                for entry, message in clashes([s for s in out.values() if s.kind == kind.name]):
+                    self.fail(entry, message)
         return out
 
     def section(

@@ -77,6 +77,25 @@ class Auth0Kind:
     def check_grants(self, check: Checker, where: str, grants: Sequence[Grant]) -> None:
         return None  # many to many: a group may grant several roles, a role may come from several groups
 
+    def clashes(self, sections: Sequence[TargetSection]) -> list[tuple[str, str]]:
+        """Auth0 targets share one tenant (one AUTH0_* set of settings): two that stamp accounts
+        with the same app_metadata key would each take the other's accounts for its own orphans."""
+        first: dict[str, TargetSection] = {}
+        problems = []
+        for section in sections:
+            key = section.options.app_metadata_key if isinstance(section.options, Auth0Options) else None
+            if key is None:
+                continue
+            if key in first:
+                problems.append((
+                    f"{section.where}matching.app_metadata_key",
+                    f"{first[key].name} and {section.name} would both stamp accounts of one Auth0 tenant with "
+                    f"app_metadata.{key}: each would take the other's accounts for orphans; give each its own key",
+                ))  # fmt: skip
+            else:
+                first[key] = section
+        return problems
+
     def rules(self, section: TargetSection) -> Rules:
         return Auth0Rules(section)
 
