@@ -55,6 +55,8 @@ OPEN: Final = {
 }
 BLOCKERS: Final = (
     (("default", "owner"), "default owner (a default lead or case owner, a web-to-lead or web-to-case creator)"),
+    (("default", "creator"), "default owner (a default lead or case owner, a web-to-lead or web-to-case creator)"),
+    (("automated case user",), "default owner (the Automated Case User)"),
     (("workflow",), "workflow or alert recipient"),
     (("alert",), "workflow or alert recipient"),
     (("hierarchy",), "a custom hierarchy field points at the user"),

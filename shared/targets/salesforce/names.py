@@ -16,7 +16,7 @@ TTL_S: Final = 600.0
 QUERIES: Final = {
     "Profile": "SELECT Id, Name FROM Profile",
     "UserRole": "SELECT Id, Name FROM UserRole",
-    "PermissionSet": "SELECT Id, Name FROM PermissionSet",
+    "PermissionSet": "SELECT Id, Name FROM PermissionSet WHERE IsOwnedByProfile = false",
     "PermissionSetGroup": "SELECT Id, DeveloperName FROM PermissionSetGroup",
     "Queue": "SELECT Id, DeveloperName FROM Group WHERE Type = 'Queue'",
 }
