@@ -118,6 +118,7 @@ class SalesforceClient:
         self._lock = threading.Lock()
         self.calls = 0  # requests sent (a benchmark reads it)
         self.usage: tuple[int, int] | None = None  # (used, limit) of the daily allocation, last seen
+        self.own_user_id = ""  # the integration user the token acts as (the token answer's id URL)
         redact.register(org.client_secret.reveal())
 
     async def call(self, fn: Callable[[Salesforce], T]) -> T:
@@ -149,7 +150,9 @@ class SalesforceClient:
             for _ in range(100_000):  # bounded: a page holds up to 2,000 records
                 if page.get("done", True) or not page.get("nextRecordsUrl"):
                     break
-                page = sf.query_more(page["nextRecordsUrl"], identifier_is_url=True, timeout=self.timeout_s)
+                origin = sf.base_url.split("/services/", 1)[0]  # the next page's URL is a path of the instance
+                answer = sf._call_salesforce("GET", origin + str(page["nextRecordsUrl"]), timeout=self.timeout_s)
+                page = answer.json()
                 self.calls += 1
                 records += page.get("records") or []
             return records
@@ -198,6 +201,7 @@ class SalesforceClient:
             raise TransientError(f"Salesforce token request answered {response.status_code} {error}".rstrip())
         body = response.json()
         token = str(body["access_token"])
+        self.own_user_id = str(body.get("id") or "").rstrip("/").rsplit("/", 1)[-1]
         redact.register(token, runtime=True)  # a bearer token: never in a log line
         instance = str(body.get("instance_url") or self.org.instance_url).rstrip("/")
         if is_loopback_url(self.org.instance_url):

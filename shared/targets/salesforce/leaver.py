@@ -231,7 +231,7 @@ class Leaver:
             await self.target.clock.sleep(POLL_S)
         else:
             raise TransientError(f"Salesforce Bulk API job {job_id} is still running; the next attempt goes on")
-        text = await self.raw("GET", f"jobs/ingest/{job_id}/successfulResults/")
+        text = await self.raw("GET", f"jobs/ingest/{job_id}/successfulResults")
         moved = [row["Id"] for row in csv.DictReader(io.StringIO(text)) if row.get("Id")]
         for start in range(0, len(moved), BATCH):
             await self._moved(identity, uid, obj, to, moved[start : start + BATCH], outcome, job_id)

@@ -150,8 +150,10 @@ class SalesforceTarget:
         return [self._rules.account(await self.shape(r)) for r in rows]
 
     async def accounts(self) -> AsyncIterator[Account]:
-        """Every user with its managed assignments: one query for the users, one for assignments."""
-        users = await self.users("")
+        """Every standard user but the integration user itself, with its managed assignments: one
+        query for the users, one for the assignments."""
+        users = await self.users("UserType = 'Standard'")
+        users = [u for u in users if str(u["Id"])[:15] != self.client.own_user_id[:15] or not self.client.own_user_id]
         owners = {str(u["Id"])[:15]: owner_of(u.get(self.options.owner_field)) for u in users}
         held: dict[str, set[str]] = {}
         if self.section.managed:
