@@ -67,16 +67,21 @@ class Names:
         table = await self._table(kind)
         return table.by_id.get(str(record_id)[:15])
 
-    async def grant_ids(self, names: list[str]) -> dict[str, tuple[str, str]]:
+    async def grant_ids(self, names: list[str], *, missing_ok: bool = False) -> dict[str, tuple[str, str]]:
         """Entitlement name -> (the assignment's field, the id): a permission set by API name, a
-        permission set group as ``group:<DeveloperName>``."""
+        permission set group as ``group:<DeveloperName>``. With ``missing_ok`` a name the org does
+        not have is left out (nobody can hold it) instead of an error."""
         out = {}
         for name in names:
-            if name.startswith(PERMISSION_SET_GROUP):
-                group = await self.id_of("PermissionSetGroup", name.removeprefix(PERMISSION_SET_GROUP))
-                out[name] = ("PermissionSetGroupId", group)
-            else:
-                out[name] = ("PermissionSetId", await self.id_of("PermissionSet", name))
+            group = name.startswith(PERMISSION_SET_GROUP)
+            kind, field = (
+                ("PermissionSetGroup", "PermissionSetGroupId") if group else ("PermissionSet", "PermissionSetId")
+            )
+            try:
+                out[name] = (field, await self.id_of(kind, name.removeprefix(PERMISSION_SET_GROUP)))
+            except PermanentError:
+                if not missing_ok:
+                    raise
         return out
 
     async def grant_name(self, assignment: dict[str, Any]) -> str | None:

@@ -86,8 +86,8 @@ class SalesforceTarget:
         self.names = Names(client.query, clock)
         self.leaver = Leaver(self, state, audit)
         self.licences_out_until = 0.0
-        mapped = {a.target for a in section.attributes} - {MANAGER}
-        self.fields = tuple(dict.fromkeys((*ALWAYS, self.options.owner_field, *sorted(mapped))))
+        self.mapped = frozenset(a.target for a in section.attributes)
+        self.fields = tuple(dict.fromkeys((*ALWAYS, self.options.owner_field, *sorted(self.mapped - {MANAGER}))))
 
     @property
     def name(self) -> str:
@@ -115,7 +115,7 @@ class SalesforceTarget:
         data = {k: v for k, v in user.items() if k != "attributes"}
         data[PROFILE] = await self.names.name_of("Profile", user.get("ProfileId"))
         data[ROLE] = await self.names.name_of("UserRole", user.get("UserRoleId"))
-        manager = user.get("ManagerId")
+        manager = user.get("ManagerId") if MANAGER in self.mapped else None
         if manager and managers is not None:
             data[MANAGER] = managers.get(str(manager)[:15])
         elif manager:
@@ -152,8 +152,8 @@ class SalesforceTarget:
     async def accounts(self) -> AsyncIterator[Account]:
         """Every standard user but the integration user itself, with its managed assignments: one
         query for the users, one for the assignments."""
-        users = await self.users("UserType = 'Standard'")
-        users = [u for u in users if str(u["Id"])[:15] != self.client.own_user_id[:15] or not self.client.own_user_id]
+        own = self.client.own_user_id[:15]
+        users = [u for u in await self.users("UserType = 'Standard'") if not own or str(u["Id"])[:15] != own]
         owners = {str(u["Id"])[:15]: owner_of(u.get(self.options.owner_field)) for u in users}
         held: dict[str, set[str]] = {}
         if self.section.managed:
@@ -273,7 +273,7 @@ class SalesforceTarget:
 
     async def assignments(self, target_id: str, names: list[str]) -> list[str]:
         """The ids of ``target_id``'s assignments of ``names``."""
-        ids = await self.names.grant_ids(names)
+        ids = await self.names.grant_ids(names, missing_ok=True)
         wanted = {value[:15] for _, value in ids.values()}
         query = soql.select(ASSIGNMENT, "PermissionSetAssignment", soql.eq("AssigneeId", target_id))
         rows = await self.client.query(query)

@@ -4,6 +4,8 @@ Target contract. Salesforce never deletes users: the contract checks that the ac
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -11,15 +13,18 @@ import pytest
 import requests
 
 from sandbox.salesforce import SalesforceEmulator
+from shared import redact
 from shared.bootstrap import BuildContext
 from shared.clock import SYSTEM
+from shared.errors import RateLimited
 from shared.mapping.load import parse_mapping
 from shared.settings import Settings
 from shared.targets.salesforce import soql
 from shared.targets.salesforce.kind import SALESFORCE
+from shared.targets.salesforce.target import SalesforceTarget
 from tests.contracts.backends import Opener, close_all
 from tests.contracts.target_contract import SALES, STAFF, TargetContract, Vendor
-from tests.support import sandbox_env
+from tests.support import FakeClock, sandbox_env
 
 MAPPING = f"""\
 version: 2
@@ -101,3 +106,74 @@ class TestSalesforceTarget(TargetContract):
                 await close_all(context.closers)
 
         return on_the_emulator
+
+
+# -- beyond the contract: the client's session, secrets and pacing ---------------------------------------
+
+
+def built(emulator: SalesforceEmulator, clock: FakeClock) -> tuple[SalesforceTarget, BuildContext]:
+    emulator.reset()
+    emulator.seed(SEED)
+    section = parse_mapping(MAPPING).targets["salesforce"]
+    context = BuildContext(Settings.from_env(salesforce_env(emulator)), clock)
+    target = SALESFORCE.build(section, context)
+    assert isinstance(target, SalesforceTarget)
+    return target, context
+
+
+def test_an_expired_session_is_renewed_once_and_no_secret_reaches_a_log_line(
+    salesforce_org: SalesforceEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> None:
+        target, context = built(salesforce_org, FakeClock())
+        try:
+            with caplog.at_level(logging.DEBUG):
+                assert await target.find("email", "nobody@contoso.example") == []
+                first = salesforce_org.log.counts().get("salesforce.oauth.token")
+                assert salesforce_org.expire_tokens() == 1
+                assert await target.find("email", "nobody@contoso.example") == []  # renewed, then answered
+                assert salesforce_org.log.counts().get("salesforce.oauth.token") == (first or 0) + 1
+                token = target.client._connection().session_id
+            text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+            for secret in (token, salesforce_org.client_secret):
+                assert redact.redact(f"x {secret} y") == "x *** y"  # registered: every log line masks it
+                assert secret not in text
+        finally:
+            await close_all(context.closers)
+
+    asyncio.run(body())
+
+
+def test_calls_are_paced_on_sforce_limit_info_and_stop_before_the_allocation_is_spent(
+    salesforce_org: SalesforceEmulator,
+) -> None:
+    async def body() -> None:
+        target, context = built(salesforce_org, FakeClock())
+        try:
+            salesforce_org.set_api_usage(used=85_000, limit=100_000)
+            await target.find("email", "a@contoso.example")
+            assert target.client.gate.spacing_s > 0  # past 80%: the rest spread over the day
+            salesforce_org.set_api_usage(used=96_000, limit=100_000)
+            await target.find("email", "a@contoso.example")  # answered past the reserve: the gate closes
+            before = salesforce_org.log.counts().get("salesforce.query", 0)
+            with pytest.raises(RateLimited):  # the work waits on the queue for an hour
+                await target.find("email", "a@contoso.example")
+            assert salesforce_org.log.counts().get("salesforce.query", 0) == before  # not sent
+        finally:
+            await close_all(context.closers)
+
+    asyncio.run(body())
+
+
+def test_a_hostile_value_is_compared_as_data_by_the_org(salesforce_org: SalesforceEmulator) -> None:
+    async def body() -> None:
+        target, context = built(salesforce_org, FakeClock())
+        try:
+            add_user(salesforce_org, Username="victim@contoso.example", Email="victim@contoso.example")
+            for hostile in ("x' OR Email != '", "x\\' OR Email != \\'", "victim@contoso.example' OR Id != '"):
+                assert await target.find("email", hostile) == []  # one string literal: nobody has it
+            assert len(await target.find("email", "victim@contoso.example")) == 1
+        finally:
+            await close_all(context.closers)
+
+    asyncio.run(body())
