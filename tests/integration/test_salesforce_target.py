@@ -445,3 +445,36 @@ def test_an_outage_quarantines_salesforce_alone(world: World, org: SalesforceEmu
         assert ("sync", "retrying") in mine or ("deferred", "deferred") in mine, mine
         assert ("sync", "failed") not in mine
     assert users(org) and all(sf_user(org, p["id"]) is None for p in people)
+
+
+# -- reconciliation ----------------------------------------------------------------------------------
+
+
+def test_reconciliation_reports_drift_orphans_frozen_users_and_licence_use(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    from shared.services.reconcile import reconcile_every
+
+    seller, leaver = member_of(world, 1), member_of(world, 0)
+    sync(world, indexed, *(user_item(p["id"], "notification") for p in (seller, leaver)), keep=False)
+    got = sf_user(org, seller["id"])
+    assert got is not None
+    standard = next(p["Id"] for p in org.org.records["Profile"].values() if p["Name"] == "Standard User")
+    org.org.update("User", got["Id"], {"ProfileId": standard, "Title": "Changed by hand"}, trusted=True)
+    gone = sf_user(org, leaver["id"])
+    assert gone is not None
+    org.org.set_blockers(gone["Id"], ["workflow_user"])
+    world.graph.update_user(leaver["id"], accountEnabled=False)
+    sync(world, indexed, user_item(leaver["id"], "notification"))  # refused: frozen, still active
+
+    async def run() -> Any:
+        async with services_for(world, keep_storage=True) as svc:
+            (summary,) = await reconcile_every({NAME: svc.reconcilers[NAME]}, "dry-run")
+            return summary
+
+    summary = asyncio.run(run())
+    assert summary.counts.get("attribute_mismatch", 0) >= 1  # the profile and title changed by hand
+    assert summary.counts.get("orphaned", 0) >= 1  # the frozen leaver is still an active user
+    lines = summary.housekeeping
+    assert any("frozen" in line and gone["Username"] in line for line in lines)
+    assert any(line.startswith("licences Salesforce:") and "used of" in line for line in lines)
