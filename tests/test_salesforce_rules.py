@@ -160,6 +160,7 @@ def test_a_joiner_without_what_salesforce_needs_is_skipped_with_the_reason() -> 
         (GOOD.replace("profile: Sales User", "role: Sales User"), "profiles[2]", "unknown key"),
         (GOOD + "    reassign: {objects: [Task]}\n", "reassign.objects[0]", "Opportunity"),
         (GOOD + "    reassign: {to: [queue]}\n", "reassign.queue", "required"),
+        (GOOD + "    deprovision: {hard_delete: delete}\n", "deprovision.hard_delete", "cannot be deleted"),
     ],
 )
 def test_a_bad_section_names_the_entry(body: str, entry: str, says: str) -> None:

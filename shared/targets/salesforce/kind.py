@@ -109,6 +109,10 @@ class SalesforceKind:
                 f"{where}owner_field", f"must be FederationIdentifier or a custom field <Name>__c, got {owner!r}"
             )
             owner = d.owner_field
+        deprovision = values.get("deprovision")
+        for key in ("action", "hard_delete"):
+            if isinstance(deprovision, dict) and deprovision.get(key) == "delete":
+                check.fail(f"{where}deprovision.{key}", "Salesforce users cannot be deleted: deactivate them")
         mapped = {a.get("target") for a in values.get("attributes") or () if isinstance(a, dict)}
         if owner in mapped:
             check.fail(f"{where}owner_field", f"{owner} holds the Entra object id: leave it out of attributes")
