@@ -142,7 +142,7 @@ class BulkJobs:
             except SfError as err:
                 job.failed += 1
                 job.failures.append(
-                    [_id_of(job.header, row), f"{err.code}:{err.message}:{','.join(err.fields)} --", *row]
+                    [_id_of(job.header, row), f"{err.code}:{err.message}:{','.join(err.fields)}--", *row]
                 )
             else:
                 job.successes.append([record_id, "true" if created else "false", *row])
@@ -163,7 +163,8 @@ class BulkJobs:
         if job.operation == "insert":
             return self.org.create(t.name, values), True
         if job.operation == "upsert":
-            key = job.external_id_field or ""
+            named = t.field(job.external_id_field or "")
+            key = named.name if named else job.external_id_field or ""
             matches = self.org.find_external(t.name, key, str(values.get(key) or ""))
             if len(matches) > 1:
                 raise SfError("DUPLICATE_EXTERNAL_ID", f"{key}: more than one record found for external id field")

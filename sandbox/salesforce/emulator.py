@@ -43,6 +43,7 @@ Control endpoints (besides the base's reset, requests, limits, faults): ``seed``
 
 from __future__ import annotations
 
+import base64
 import hmac
 import secrets
 import time
@@ -52,6 +53,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import requests
+from simple_salesforce.api import Salesforce
 
 from .. import soql
 from ..server import Emulator, HttpError, Request, Response
@@ -154,6 +156,15 @@ class SalesforceEmulator(Emulator):
     def session(self) -> requests.Session:
         return loopback_session(self.instance_url)
 
+    def client(self, token: str | None = None) -> Salesforce:
+        """simple-salesforce on this emulator (the static token unless ``token`` is given)."""
+        return Salesforce(
+            instance_url=self.instance_url,
+            session_id=token or self.static_token,
+            session=self.session(),
+            version=DEFAULT_VERSION,
+        )
+
     def issue_token(self) -> str:
         token = "00D5g000000sbx!" + secrets.token_urlsafe(32)
         with self.lock:
@@ -174,8 +185,10 @@ class SalesforceEmulator(Emulator):
     # -- daily allocation --------------------------------------------------------------------
 
     def api_used(self) -> int:
-        hour = int(self.now() // 3600)
-        return sum(n for h, n in self._usage.items() if h > hour - 24)
+        """API requests used in the last 24 hours (hour buckets, as Salesforce's rolling window)."""
+        with self.lock:
+            hour = int(self.now() // 3600)
+            return sum(n for h, n in self._usage.items() if h > hour - 24)
 
     def set_api_usage(self, used: int | None = None, limit: int | None = None) -> None:
         with self.lock:
@@ -275,6 +288,14 @@ class SalesforceEmulator(Emulator):
     def _oauth_token(self, request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs(request.body.decode(errors="replace")).items()}
         form.update({k: v[0] for k, v in request.query.items() if k not in form})
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":  # client_secret_basic, as simple-salesforce sends it
+            try:
+                key, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                key, secret = "", ""
+            form.setdefault("client_id", key)
+            form.setdefault("client_secret", secret)
         if form.get("grant_type") != "client_credentials":
             return Response.json(
                 {"error": "unsupported_grant_type", "error_description": "grant type not supported"}, 400
@@ -377,8 +398,15 @@ class SalesforceEmulator(Emulator):
         field_name, value = request.params["field"], request.params["value"]
         body = _object(request)
         ids = self.org.find_external(sobject, field_name, value)
+        named = [k for k in body if k.casefold() in {field_name.casefold(), "id"}]
+        if named:
+            raise SfError(
+                "INVALID_FIELD", f"The external ID or Id may not be in the body of an upsert: {named[0]}", named
+            )
         if len(ids) > 1:
             return Response.json([self._url(request, sobject, i) for i in ids], 300)
+        if not ids and (request.arg("updateOnly") or "").lower() == "true":
+            raise SfError("NOT_FOUND", "The requested resource does not exist", status=404)
         if ids:
             self.org.update(sobject, ids[0], body)
             return Response.json({"id": ids[0], "success": True, "errors": [], "created": False}, 200)
@@ -659,8 +687,7 @@ class SalesforceEmulator(Emulator):
 
         def other_orgs(request: Request) -> Response:
             with self.lock:
-                self.org.other_org_usernames |= {u.lower() for u in body_of(request)["usernames"]}
-                return Response.json({"usernames": sorted(self.org.other_org_usernames)})
+                return Response.json({"usernames": self.org.add_other_org_usernames(body_of(request)["usernames"])})
 
         def blockers(request: Request) -> Response:
             body = body_of(request)

@@ -13,14 +13,16 @@ The rules, with Salesforce's error codes (see :class:`~sandbox.salesforce.schema
   field that is not ``INVALID_EMAIL_ADDRESS``; a reference to nothing ``INVALID_CROSS_REFERENCE_KEY``
   (a malformed id ``MALFORMED_ID``, an id of the wrong type ``FIELD_INTEGRITY_EXCEPTION``).
 * User: ``Username`` is stored lower-case and unique across this org *and* the usernames other
-  orgs hold (:attr:`Org.other_org_usernames`): ``DUPLICATE_USERNAME``; ``CommunityNickname`` is
+  orgs hold (:meth:`Org.add_other_org_usernames`): ``DUPLICATE_USERNAME``; ``CommunityNickname`` is
   generated when absent and unique per org: ``DUPLICATE_COMM_NICKNAME``; an active user holds a
   licence of its profile's UserLicense, and none left is ``LICENSE_LIMIT_EXCEEDED`` (deactivating
   frees one; a frozen user keeps it); deactivating a user that is a default owner, the default
   workflow user or an alert recipient (:attr:`Org.blockers`), or the value of another active
   user's hierarchy field ``Approver__c``, is ``FIELD_INTEGRITY_EXCEPTION`` naming the blocker.
   Every user has a UserLogin (``IsFrozen``) and a PermissionSetAssignment of its profile's own
-  permission set (``PermissionSet.IsOwnedByProfile = true``), as in a real org.
+  permission set (``PermissionSet.IsOwnedByProfile = true``, ``Type = 'Profile'``), as in a real
+  org; a permission set group has an aggregate permission set (``Type = 'Group'``) that its
+  assignments name in ``PermissionSetId``.
 * Records with owners: an ``OwnerId`` set to an inactive user is ``INACTIVE_OWNER_OR_USER``; a
   queue may own only the types its QueueSobject rows list (Leads and Cases here).
 * PermissionSetAssignment: one of ``PermissionSetId`` / ``PermissionSetGroupId``; a second
@@ -94,8 +96,7 @@ class Org:
                     self._index[(t.name, f.name)] = {}
         self._ids = random.Random(f"salesforce-ids-{seed}")
         self._journal: list[tuple[str, str, Record | None]] | None = None
-        #: usernames (lower-case) held by other orgs: Usernames are unique across all orgs
-        self.other_org_usernames: set[str] = set()
+        self._other_orgs: set[str] = set()  # usernames held by other orgs, case-folded
         #: user id -> what blocks its deactivation (keys of BLOCKERS)
         self.blockers: dict[str, list[str]] = {}
         self.integration_user_id = ""
@@ -247,7 +248,7 @@ class Org:
         if "OwnerId" in t.fields:
             record["OwnerId"] = actor
         record.update(changes)
-        self._check(t, None, record, changes)
+        self._check(t, None, record, changes, trusted)
         with self.transaction():
             self._put(t.name, record_id, record)
             self._after_write(t, None, record)
@@ -259,7 +260,7 @@ class Org:
         changes = self._coerce(t, values, creating=False, trusted=trusted)
         new = {**old, **changes}
         new.update(LastModifiedDate=sf_datetime(self.now()), SystemModstamp=sf_datetime(self.now()))
-        self._check(t, old, new, changes)
+        self._check(t, old, new, changes, trusted)
         with self.transaction():
             self._put(t.name, old["Id"], new)
             self._after_write(t, old, new)
@@ -304,7 +305,7 @@ class Org:
             )
         return out
 
-    def _check(self, t: SObjectType, old: Record | None, new: Record, changes: Record) -> None:
+    def _check(self, t: SObjectType, old: Record | None, new: Record, changes: Record, trusted: bool) -> None:
         if t.name == "User":
             self._prepare_user(old, new)
         missing = [f.name for f in t.fields.values() if f.required and new.get(f.name) in (None, "")]
@@ -325,7 +326,7 @@ class Org:
                 new[name] = self._reference(f, value)
             if f.unique:
                 holders = self.lookup(t.name, f.name, new[name]) - {new["Id"]}
-                if holders or (f.name == "Username" and _key(value) in self.other_org_usernames):
+                if holders or (f.name == "Username" and _key(value) in self._other_orgs):
                     raise _duplicate(t, f, value)
         derive = _DERIVED.get(t.name)
         if derive is not None:
@@ -335,7 +336,7 @@ class Org:
         if t.name == "User":
             self._check_user(old, new)
         elif t.name == "PermissionSetAssignment":
-            self._check_assignment(new)
+            self._check_assignment(new, trusted)
         elif t.name == "Group" and new.get("Type") not in {"Queue", "Regular"}:
             raise SfError(
                 "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
@@ -420,8 +421,11 @@ class Org:
                     [],
                 )
 
-    def _check_assignment(self, new: Record) -> None:
-        ps, psg = new.get("PermissionSetId"), new.get("PermissionSetGroupId")
+    def _check_assignment(self, new: Record, trusted: bool) -> None:
+        """One of a permission set or a group (whose aggregate permission set the row then names,
+        as Salesforce fills it in); never a profile's or a group's own set directly; no doubles."""
+        ps: str | None = new.get("PermissionSetId")
+        psg: str | None = new.get("PermissionSetGroupId")
         if ps is None and psg is None:
             raise SfError(
                 "REQUIRED_FIELD_MISSING", "Required fields are missing: [PermissionSetId]", ["PermissionSetId"]
@@ -432,12 +436,26 @@ class Org:
                 "Specify either a permission set or a permission set group, not both.",
                 ["PermissionSetId", "PermissionSetGroupId"],
             )
+        if psg is not None:
+            new["PermissionSetId"] = ps = self._aggregate_permission_set(psg)
+        elif not trusted and self.records["PermissionSet"][ps or ""].get("Type") in {"Profile", "Group"}:
+            raise SfError(
+                "FIELD_INTEGRITY_EXCEPTION",
+                "You can't assign or unassign this permission set because it's owned by a profile or a "
+                "permission set group.",
+                ["PermissionSetId"],
+            )
         for other_id in self.lookup("PermissionSetAssignment", "AssigneeId", new["AssigneeId"]) - {new["Id"]}:
-            other = self.records["PermissionSetAssignment"][other_id]
-            if other.get("PermissionSetId") == ps and other.get("PermissionSetGroupId") == psg:
+            if self.records["PermissionSetAssignment"][other_id].get("PermissionSetId") == ps:
                 raise SfError(
                     "DUPLICATE_VALUE", f"Duplicate PermissionSetAssignment: id value on record: {other_id}", []
                 )
+
+    def _aggregate_permission_set(self, group_id: str) -> str | None:
+        for ps in self.records["PermissionSet"].values():
+            if ps.get("PermissionSetGroupId") == group_id and ps.get("Type") == "Group":
+                return str(ps["Id"])
+        return None
 
     def _check_queue_sobject(self, new: Record) -> None:
         queue = self.records["Group"][new["QueueId"]]
@@ -449,15 +467,12 @@ class Org:
     def _after_write(self, t: SObjectType, old: Record | None, new: Record) -> None:
         """What Salesforce does beside the write itself for users and profiles."""
         if t.name == "Profile" and old is None:
+            own = {"IsOwnedByProfile": True, "ProfileId": new["Id"], "Type": "Profile"}
+            self.create("PermissionSet", {"Name": f"X00e_{new['Id'][3:12]}", "Label": new["Name"], **own}, True)
+        if t.name == "PermissionSetGroup" and old is None:
+            aggregate = {"PermissionSetGroupId": new["Id"], "Type": "Group"}
             self.create(
-                "PermissionSet",
-                {
-                    "Name": f"X00e_{new['Id'][3:12]}",
-                    "Label": new["Name"],
-                    "IsOwnedByProfile": True,
-                    "ProfileId": new["Id"],
-                },
-                trusted=True,
+                "PermissionSet", {"Name": f"X0PG_{new['Id'][3:12]}", "Label": new["MasterLabel"], **aggregate}, True
             )
         if t.name != "User":
             return
@@ -480,6 +495,11 @@ class Org:
             if ps.get("ProfileId") == profile_id and ps.get("IsOwnedByProfile"):
                 return str(ps["Id"])
         return None
+
+    def add_other_org_usernames(self, usernames: list[str]) -> list[str]:
+        """Usernames taken in other orgs (Usernames are unique across all orgs); all of them."""
+        self._other_orgs |= {_key(u) for u in usernames}
+        return sorted(self._other_orgs)
 
     def set_blockers(self, user_id: str, blockers: list[str]) -> None:
         unknown = [b for b in blockers if b not in BLOCKERS]

@@ -154,7 +154,9 @@ def build_types() -> dict[str, SObjectType]:
             _s("Name", 80, required=True),
             _s("Label", 80, required=True),
             Field("IsOwnedByProfile", "boolean", readonly=True, default=False),
+            _s("Type", 40, readonly=True, default="Regular"),  # Regular, Profile, Group
             _ref("ProfileId", "Profile", "Profile", readonly=True),
+            _ref("PermissionSetGroupId", "PermissionSetGroup", "PermissionSetGroup", readonly=True),
             _s("NamespacePrefix", 15, readonly=True),
             _s("Description", 255),
         ),

@@ -96,7 +96,7 @@ def seed_org(org: Org, spec: dict[str, Any]) -> dict[str, Any]:
         )
         for sobject in queue.get("sobjects", ["Lead", "Case"]):
             org.create("QueueSobject", {"QueueId": queue_id, "SobjectType": sobject})
-    org.other_org_usernames |= {u.lower() for u in spec.get("other_org_usernames", [])}
+    org.add_other_org_usernames(list(spec.get("other_org_usernames", [])))
     _seed_users(org, spec.get("users", []))
     owners = {**_by_name(org, "User", "Username"), **_by_name(org, "Group", "Name")}
     created: dict[str, list[str]] = {}
@@ -121,7 +121,7 @@ def seed_org(org: Org, spec: dict[str, Any]) -> dict[str, Any]:
         "profiles": _by_name(org, "Profile", "Name"),
         "roles": _by_name(org, "UserRole", "Name"),
         "permission_sets": {
-            k: v for k, v in _by_name(org, "PermissionSet", "Name").items() if not k.startswith("X00e")
+            r["Name"]: r["Id"] for r in org.records["PermissionSet"].values() if r.get("Type") == "Regular"
         },
         "permission_set_groups": _by_name(org, "PermissionSetGroup", "DeveloperName"),
         "queues": {r["Name"]: r["Id"] for r in org.records["Group"].values() if r.get("Type") == "Queue"},

@@ -1,13 +1,14 @@
 """The Salesforce emulator driven through simple-salesforce, the way the target will use it:
 OAuth, sObject CRUD and upsert, SOQL with paging, the user rules and their errors."""
 
+# ruff: noqa: F811 - test parameters are the imported fixtures, by name
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+import requests.auth
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
@@ -17,92 +18,17 @@ from simple_salesforce.exceptions import (
 
 from sandbox.salesforce import SalesforceEmulator, loopback_session
 from sandbox.salesforce.schema import normalise_id
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def emulator(clock: FakeClock) -> Iterator[SalesforceEmulator]:
-    emu = SalesforceEmulator(now=clock).start()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-def client(emu: SalesforceEmulator, token: str | None = None) -> Salesforce:
-    return Salesforce(
-        instance_url=emu.instance_url, session_id=token or emu.static_token, session=emu.session(), version="61.0"
-    )
-
-
-@pytest.fixture
-def sf(emulator: SalesforceEmulator) -> Salesforce:
-    return client(emulator)
-
-
-@pytest.fixture
-def org(emulator: SalesforceEmulator) -> dict[str, Any]:
-    return emulator.seed(
-        {
-            "licenses": [{"name": "Salesforce", "total": 50}],
-            "profiles": [{"name": "Sales User", "license": "Salesforce"}],
-            "roles": [{"name": "Sales"}, {"name": "West", "parent": "Sales"}],
-            "permission_sets": [{"name": "Sales_Ops"}, {"name": "Reports"}],
-            "users": [
-                {"Username": "boss@corp.example.com", "profile": "Sales User", "role": "Sales"},
-                {
-                    "Username": "ann@corp.example.com",
-                    "profile": "Sales User",
-                    "role": "West",
-                    "manager": "boss@corp.example.com",
-                    "FederationIdentifier": "ann-oid",
-                    "EmployeeNumber": "E1",
-                    "permission_sets": ["Sales_Ops"],
-                },
-            ],
-        }
-    )
-
-
-def user_fields(username: str, profile_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "Username": username,
-        "Email": username,
-        "LastName": username.split("@")[0].title(),
-        "Alias": username.split("@")[0][:8],
-        "TimeZoneSidKey": "Europe/Berlin",
-        "LocaleSidKey": "de_DE",
-        "EmailEncodingKey": "UTF-8",
-        "LanguageLocaleKey": "de",
-        "ProfileId": profile_id,
-        **extra,
-    }
-
-
-def control(emu: SalesforceEmulator, method: str, path: str, body: Any = None) -> Any:
-    answer = requests.request(method, f"{emu.origin}/_control/{path}", json=body, timeout=10)
-    answer.raise_for_status()
-    return answer.json() if answer.content else None
-
-
-def error_of(exc: pytest.ExceptionInfo[Any]) -> dict[str, Any]:
-    content = exc.value.content
-    assert isinstance(content, list) and len(content) == 1, content
-    error: dict[str, Any] = content[0]
-    return error
-
+from tests.sandbox.salesforce_fixtures import (  # noqa: F401 - fixtures, used by name
+    FakeClock,
+    client,
+    clock,
+    control,
+    emulator,
+    error_of,
+    org,
+    sf,
+    user_fields,
+)
 
 # --------------------------------------------------------------------------------------------
 # OAuth and the session
@@ -153,6 +79,20 @@ def test_bad_client_credentials_get_an_oauth_error(
     assert answer.status_code == 400
     assert answer.json()["error"] == error
     assert "access_token" not in answer.json()
+
+
+def test_client_credentials_may_come_as_basic_authentication(emulator: SalesforceEmulator) -> None:
+    basic = requests.auth.HTTPBasicAuth("sandbox-consumer-key", "sandbox-consumer-secret")
+    answer = emulator.session().post(
+        emulator.instance_url + "/services/oauth2/token", data={"grant_type": "client_credentials"}, auth=basic
+    )
+    assert answer.status_code == 200
+    assert client(emulator, answer.json()["access_token"]).query("SELECT COUNT() FROM User")["totalSize"] == 1
+    wrong = requests.auth.HTTPBasicAuth("sandbox-consumer-key", "nope")
+    refused = emulator.session().post(
+        emulator.instance_url + "/services/oauth2/token", data={"grant_type": "client_credentials"}, auth=wrong
+    )
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_client")
 
 
 def test_calls_without_a_valid_token_are_refused_with_invalid_session_id(emulator: SalesforceEmulator) -> None:
@@ -230,6 +170,12 @@ def test_upsert_by_external_id_creates_then_updates(sf: Salesforce) -> None:
     assert sf.Account.get_by_custom_id("External_Id__c", "ACME-1")["Name"] == "Acme Corp"
     with pytest.raises(SalesforceResourceNotFound):
         sf.Account.upsert("Name/Acme", {"Industry": "x"})  # not an external id field
+    with pytest.raises(SalesforceResourceNotFound):
+        sf.Account.upsert("External_Id__c/ACME-2?updateOnly=true", {"Name": "Nobody"})
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Account.upsert("External_Id__c/ACME-1", {"External_Id__c": "ACME-9"})
+    assert error_of(exc)["errorCode"] == "INVALID_FIELD"
+    assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == 1
 
 
 def test_unknown_and_read_only_fields_are_refused(sf: Salesforce, org: dict[str, Any]) -> None:
@@ -338,3 +284,13 @@ def test_ids_are_18_characters_with_the_case_safe_suffix() -> None:
     assert normalise_id("001A0000006Vm9r") == "001A0000006Vm9rIAC"
     assert normalise_id("001000000000001AAB") is None
     assert normalise_id("not-an-id") is None
+
+
+def test_describe_lists_fields_with_their_rules(sf: Salesforce) -> None:
+    described = sf.User.describe()
+    fields = {f["name"]: f for f in described["fields"]}
+    assert described["keyPrefix"] == "005"
+    assert fields["Alias"]["length"] == 8 and fields["Alias"]["nillable"] is False
+    assert fields["Name"]["createable"] is False
+    assert fields["ManagerId"]["referenceTo"] == ["User"] and fields["ManagerId"]["relationshipName"] == "Manager"
+    assert fields["EntraObjectId__c"]["externalId"] is True
