@@ -215,7 +215,7 @@ def test_a_username_taken_in_another_org_gets_the_documented_suffix(
 ) -> None:
     user = member_of(world, 0)
     mail = user["mail"].strip().lower()
-    org.org.other_org_usernames |= {mail}
+    org.org.add_other_org_usernames([mail])
     sync(world, indexed, user_item(user["id"], "notification"), keep=False)
     got = sf_user(org, user["id"])
     local, _, domain = mail.rpartition("@")
