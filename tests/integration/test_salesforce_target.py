@@ -121,6 +121,10 @@ def held(org: SalesforceEmulator, user_id: str) -> set[str]:
     return out
 
 
+def frozen(org: SalesforceEmulator, user_id: str) -> bool:
+    return any(x["IsFrozen"] for x in org.org.records["UserLogin"].values() if x["UserId"] == user_id)
+
+
 def calls(org: SalesforceEmulator) -> dict[str, int]:
     return org.log.counts()
 
@@ -240,8 +244,7 @@ def test_a_refused_deactivation_freezes_the_login_reports_the_blocker_and_is_ret
     rows = sync(world, indexed, user_item(user["id"], "notification"))
     got = sf_user(org, user["id"])
     assert got is not None and got["IsActive"] is True  # Salesforce refused
-    login = next(x for x in org.org.records["UserLogin"].values() if x["UserId"] == got["Id"])
-    assert login["IsFrozen"] is True  # but nobody can sign in
+    assert frozen(org, got["Id"])  # but nobody can sign in
     deactivate = [r for r in rows if r["identity"] == user["id"] and r["action"] == "deactivate"][-1]
     assert deactivate["outcome"] == "warning" and "default owner" in deactivate["detail"]
     assert held(org, got["Id"]) == set()  # the managed sets came off all the same
@@ -251,6 +254,12 @@ def test_a_refused_deactivation_freezes_the_login_reports_the_blocker_and_is_ret
             return await svc.job(NAME).target.tidy(False)  # what reconciliation reports beside drift
 
     assert any("frozen" in line and got["Username"] in line for line in asyncio.run(findings()))
+    world.graph.update_user(user["id"], accountEnabled=True)  # back before anyone cleared it: thawed
+    sync(world, indexed, user_item(user["id"], "notification"))
+    assert not frozen(org, got["Id"]) and (sf_user(org, user["id"]) or {}).get("IsActive") is True
+    world.graph.update_user(user["id"], accountEnabled=False)
+    sync(world, indexed, user_item(user["id"], "notification"))  # refused again: frozen again
+    assert frozen(org, got["Id"])
     org.org.set_blockers(got["Id"], [])  # an admin clears it
     rows = sync(world, indexed, user_item(user["id"], "notification"))
     assert (sf_user(org, user["id"]) or {}).get("IsActive") is False  # the next pass deactivates it

@@ -7,6 +7,8 @@ about Salesforce users and nothing about HTTP.
   fields from the mapping or the section's defaults. ``Profile`` and ``UserRole`` are the *names*
   the section's ``profiles`` and ``roles`` tables pick (first entry that applies wins); ``Manager``
   is the manager's Entra object id (the adapter turns it into a ``ManagerId``).
+* ``IsFrozen`` (the user's ``UserLogin``) is always wanted false for an active identity: a login
+  frozen when a deactivation was refused thaws when the person returns.
 * Ownership: the owner field (``FederationIdentifier`` unless the section names a custom field)
   holds the Entra object id; a value that is no object id (a hand-made user's UPN) is nobody's stamp.
 * Values: ``Username`` and ``Email`` compare without case; a ``Username`` that is the template's
@@ -36,6 +38,7 @@ PROFILE: Final = "Profile"
 ROLE: Final = "UserRole"
 MANAGER: Final = "Manager"
 FEDERATION: Final = "FederationIdentifier"
+FROZEN: Final = "IsFrozen"  # the user's UserLogin: an active identity's login is never frozen
 LOCALE_FIELDS: Final = ("TimeZoneSidKey", "LocaleSidKey", "EmailEncodingKey", "LanguageLocaleKey")
 LOCALE_DEFAULTS: Final = {
     "TimeZoneSidKey": "America/Los_Angeles",
@@ -204,12 +207,15 @@ class SalesforceRules:
         out[PROFILE] = pick(self.options.profiles, identity) or self.options.default_profile
         if self.options.roles:
             out[ROLE] = pick(self.options.roles, identity)
+        out[FROZEN] = False  # a login frozen for a refused deactivation thaws when the person returns
         return out
 
     def current(self, account: Account, path: str) -> Any:
         return account.data.get(path)
 
     def same(self, path: str, want: Any, have: Any) -> bool:
+        if path == FROZEN:
+            return bool(want) == bool(have)
         if want in (None, "") and have in (None, ""):
             return True
         if isinstance(want, str) and isinstance(have, str):
@@ -237,7 +243,7 @@ class SalesforceRules:
         for required in ("LastName", "Email"):
             if not desired.get(required):
                 return f"joiner has no {required} after mapping; a Salesforce user needs one"
-        body = {k: v for k, v in desired.items() if v is not None}
+        body = {k: v for k, v in desired.items() if v is not None and k != FROZEN}
         body["CommunityNickname"] = nickname(str(username), identity.id)
         body["IsActive"] = True
         return body

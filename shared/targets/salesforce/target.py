@@ -38,6 +38,7 @@ from shared.targets.salesforce.names import Names
 from shared.targets.salesforce.rules import (
     CAPABILITIES,
     FEDERATION,
+    FROZEN,
     LOCALE_FIELDS,
     MANAGER,
     PROFILE,
@@ -139,8 +140,12 @@ class SalesforceTarget:
         rows = await self.users(soql.eq("Id", target_id))
         if not rows:
             return None
-        held = await self.entitlements_of(str(rows[0]["Id"])) if entitlements else frozenset()
-        return self._rules.account(await self.shape(rows[0]), held)
+        uid = str(rows[0]["Id"])
+        held = await self.entitlements_of(uid) if entitlements else frozenset()
+        data = await self.shape(rows[0])
+        logins = await self.client.query(soql.select(("IsFrozen",), "UserLogin", soql.eq("UserId", uid)))
+        data[FROZEN] = any(bool(x.get("IsFrozen")) for x in logins)
+        return self._rules.account(data, held)
 
     async def find(self, matcher: str, key: str) -> list[Account]:
         field = MATCHER_FIELDS.get(matcher)
@@ -162,8 +167,11 @@ class SalesforceTarget:
                 name = await self.names.grant_name(row)
                 if name in self.section.managed:
                     held.setdefault(str(row["AssigneeId"])[:15], set()).add(name)
+        frozen = await self.client.query(soql.select(("UserId",), "UserLogin", "IsFrozen = true"))
+        frozen_ids = {str(x["UserId"])[:15] for x in frozen}
         for user in users:
             data = await self.shape(user, owners)
+            data[FROZEN] = str(user["Id"])[:15] in frozen_ids
             yield self._rules.account(data, frozenset(held.get(str(user["Id"])[:15], ())))
 
     # -- writes --------------------------------------------------------------------------------------
@@ -232,6 +240,11 @@ class SalesforceTarget:
         raise PermanentError(f"Username {username!r} and its suffixes .2 to .9 are all taken in other orgs")
 
     async def update(self, target_id: str, payload: Mapping[str, Any], fence: Fence) -> Applied:
+        if FROZEN in payload:
+            await self.leaver.freeze(target_id, fence, frozen=bool(payload[FROZEN]))
+            payload = {k: v for k, v in payload.items() if k != FROZEN}
+            if not payload:
+                return Applied()
         fields = await self.fields_of(payload)
         refused: dict[str, Any] = {}
         fence()
