@@ -13,7 +13,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from sandbox.salesforce import SalesforceEmulator
-from tests.sandbox.salesforce_fixtures import control, emulator, error_of, org, sf  # noqa: F401 - fixtures, used by name
+from tests.sandbox.salesforce_fixtures import clock, control, emulator, error_of, org, sf  # noqa: F401 - fixtures, used by name
 
 
 @pytest.fixture

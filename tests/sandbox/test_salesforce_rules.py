@@ -11,7 +11,7 @@ from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from sandbox.salesforce import SalesforceEmulator
-from tests.sandbox.salesforce_fixtures import control, emulator, error_of, org, sf, user_fields  # noqa: F401 - fixtures, used by name
+from tests.sandbox.salesforce_fixtures import clock, control, emulator, error_of, org, sf, user_fields  # noqa: F401 - fixtures, used by name
 
 
 def refused(call: Any, *args: Any) -> dict[str, Any]:
