@@ -7,11 +7,7 @@ spent daily allocation and an outage that quarantines this target alone."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +19,9 @@ from sandbox.salesforce import SalesforceEmulator
 from sandbox.server import FaultRule
 from shared.core.work import user_item
 from shared.stores.leases import LEASE_TTL_S
+from tests.integration.test_crash_recovery import kill_when
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for
-from tests.support import REPO, FakeClock
+from tests.support import FakeClock
 
 NAME = "salesforce"
 SECTION = """\
@@ -55,7 +52,6 @@ SEED: dict[str, Any] = {
     "queues": [{"name": "Leavers", "sobjects": ["Lead", "Case"]}],
     "users": [{"Username": "ops@sandbox.example.com", "LastName": "Ops", "Email": "ops@sandbox.example.com"}],
 }
-KILL_WITHIN_S = 60.0
 
 
 def env_for(org: SalesforceEmulator) -> dict[str, str]:
@@ -321,31 +317,6 @@ main()
 """
 
 
-def killed_half_way(world: World, item_json: str, marker: Path, after: int) -> int:
-    """A worker process on the leaver, SIGKILLed once its ``after``-th batch of records has been
-    reassigned in Salesforce and before that batch is audited."""
-    env = {**os.environ, **world.env, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, item_json, str(marker), str(after)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + KILL_WITHIN_S
-    try:
-        while not marker.exists():
-            if child.poll() is not None:
-                raise AssertionError(f"the worker ended before the kill: {child.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            if time.monotonic() > deadline:
-                raise AssertionError("the worker did not reach the kill point in time")
-            time.sleep(0.01)
-        child.send_signal(signal.SIGKILL)
-        return child.wait(timeout=10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        assert child.stderr is not None
-        child.stderr.close()
-
-
 def test_thousands_of_records_are_reassigned_once_each_though_the_worker_is_killed_half_way(
     azurite: Azurite, tmp_path: Path, org: SalesforceEmulator, indexed: dict[str, Any]
 ) -> None:
@@ -361,7 +332,8 @@ def test_thousands_of_records_are_reassigned_once_each_though_the_worker_is_kill
         item = user_item(user["id"], "notification")
         sync(w, indexed, keep=False)  # empty product storage
         org.log.clear()
-        assert killed_half_way(w, item.to_json(), tmp_path / "paused", after=4) == -signal.SIGKILL
+        marker = tmp_path / "paused"  # the 4th batch landed in Salesforce, its audit row not yet written
+        assert kill_when(w, ["-c", CHILD, item.to_json(), str(marker), "4"], marker.exists) == -signal.SIGKILL
         left = set(open_owned(org, "Opportunity", sf_id))
         assert 0 < len(left) < len(opportunities)  # killed in the middle
         clock = FakeClock()
