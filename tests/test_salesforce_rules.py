@@ -4,6 +4,9 @@ tables' precedence, matching keys, SOQL quoting and the settings the kind needs.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from shared.core.model import Account, Identity, SourceState
@@ -215,3 +218,35 @@ def test_errors_and_deactivation_blockers_are_named() -> None:
         "workflow"
     )
     assert "hierarchy" in blocker(ApiError("FIELD_INTEGRITY_EXCEPTION", "custom hierarchy field Approver__c"))
+
+
+def test_gathered_records_go_two_hundred_a_call_and_a_lost_lease_stops_its_record_alone() -> None:
+    from shared.errors import LeaseLost
+    from shared.targets.salesforce.gather import Gatherer
+    from tests.support import FakeClock
+
+    sent: list[list[dict[str, Any]]] = []
+
+    async def send(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        sent.append(records)
+        return [{"success": True, "id": r["n"]} for r in records]
+
+    def lost() -> None:
+        raise LeaseLost("lease lapsed")
+
+    async def body() -> None:
+        clock = FakeClock()
+        gatherer = Gatherer(send, clock)
+        gatherer.linger_s = 3.0
+        tasks = [asyncio.ensure_future(gatherer.submit({"n": n}, lost if n == 7 else lambda: None)) for n in range(251)]
+        for _ in range(5000):  # bounded: each waiter takes its turn, the quiet steps pass on the fake clock
+            await asyncio.sleep(0)
+            if all(t.done() for t in tasks):
+                break
+            clock.advance(0.05)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[7], LeaseLost)  # that record alone, never sent
+        assert [r["id"] for r in results if isinstance(r, dict)] == [n for n in range(251) if n != 7]
+
+    asyncio.run(body())
+    assert [len(batch) for batch in sent] == [199, 51]  # the first 200 (less the fenced one), then the rest

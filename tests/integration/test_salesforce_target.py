@@ -386,8 +386,8 @@ def test_a_licence_that_runs_out_during_a_backfill_stops_creates_without_a_retry
     assert main(["backfill", "--target", NAME]) != 0  # some could not be created: the run says so
     made = [u for u in users(org) if u.get("FederationIdentifier")]
     assert len(made) == 3
-    creates = calls(org).get("salesforce.users.create", 0)
-    assert creates <= 3 + 8  # those that fit, and at most one refused call per concurrent share
+    sent = calls(org)  # creates go in collections of those in flight (at most 8 at once)
+    assert "salesforce.users.create" not in sent and sent["salesforce.collections.create"] <= 3 + 8 + 3
 
     async def after() -> tuple[list[Any], list[dict[str, Any]]]:
         async with services_for(world, keep_storage=True) as svc:
@@ -397,6 +397,23 @@ def test_a_licence_that_runs_out_during_a_backfill_stops_creates_without_a_retry
     assert waiting == []  # nothing queued to retry
     failed = [r for r in rows if r["target"] == NAME and r["outcome"] == "failed"]
     assert failed and all("no free user licence" in r["error"] for r in failed)
+
+
+def test_a_backfill_creates_users_and_assigns_permission_sets_many_to_a_call(
+    world: World, org: SalesforceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.cli import main
+
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    sync(world, {}, keep=False)
+    org.log.clear()
+    assert main(["backfill", "--target", NAME, "--concurrency", "50"]) == 0
+    made = [u for u in users(org) if u.get("FederationIdentifier")]
+    assert len(made) >= 5
+    counts = calls(org)
+    assert "salesforce.users.create" not in counts and "salesforce.permission_set_assignments.create" not in counts
+    assert counts["salesforce.collections.create"] < len(made)  # creates and assignments gathered, not one each
 
 
 def test_a_spent_daily_allocation_is_reported_and_waited_out_without_calling_again(

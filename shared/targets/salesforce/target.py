@@ -22,8 +22,10 @@ transient (the breaker quarantines this target alone); a spent daily allocation 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Final
 
 from shared.clock import Clock
@@ -33,6 +35,7 @@ from shared.errors import Conflict, NotFound, PermanentError
 from shared.mapping.model import TargetSection
 from shared.targets.salesforce import soql
 from shared.targets.salesforce.client import ApiError, LicenceExhausted, SalesforceClient
+from shared.targets.salesforce.gather import Gatherer
 from shared.targets.salesforce.leaver import Leaver
 from shared.targets.salesforce.names import Names
 from shared.targets.salesforce.rules import (
@@ -87,6 +90,8 @@ class SalesforceTarget:
         self.names = Names(client.query, clock)
         self.leaver = Leaver(self, state, audit)
         self.licences_out_until = 0.0
+        self.new_users = Gatherer(self._send_records, clock)  # see gathering()
+        self.new_assignments = Gatherer(self._send_records, clock)
         self.mapped = frozenset(a.target for a in section.attributes)
         self.fields = tuple(dict.fromkeys((*ALWAYS, self.options.owner_field, *sorted(self.mapped - {MANAGER}))))
 
@@ -216,6 +221,25 @@ class SalesforceTarget:
         fence()
         raise PermanentError(f"Salesforce users cannot be {kind.value}d: deactivate them (the mapping's deprovision)")
 
+    @contextlib.contextmanager
+    def gathering(self, seconds: float) -> Iterator[None]:
+        """For bulk work (a backfill): creates, and permission set assignments, of the identities in
+        flight go together, up to 200 in one sObject Collections call (see :mod:`.gather`)."""
+        previous = self.new_users.linger_s
+        self.new_users.linger_s = self.new_assignments.linger_s = seconds
+        try:
+            yield
+        finally:
+            self.new_users.linger_s = self.new_assignments.linger_s = previous
+
+    async def _send_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        answer = await self.client.rest("POST", "composite/sobjects", json={"allOrNone": False, "records": records})
+        return list(answer or [])
+
+    def _licences_out(self) -> LicenceExhausted:
+        self.licences_out_until = self.clock.now() + LICENCE_PAUSE_S
+        return LicenceExhausted("Salesforce: no free user licence; creates stop until one is freed")
+
     async def create(self, payload: Mapping[str, Any], fence: Fence) -> Applied:
         if self.clock.now() < self.licences_out_until:
             raise LicenceExhausted(
@@ -223,6 +247,17 @@ class SalesforceTarget:
             )
         fields = await self.fields_of(payload)
         username = str(fields[USERNAME])
+        if self.new_users.linger_s:  # bulk work: with the others' creates, in one call
+            result = await self.new_users.submit({"attributes": {"type": "User"}, **fields}, fence)
+            if result.get("success"):
+                return Applied(target_id=str(result["id"]))
+            errors = result.get("errors") or []
+            codes = {str(e.get("statusCode")) for e in errors}
+            if "LICENSE_LIMIT_EXCEEDED" in codes:
+                raise self._licences_out()
+            if DUPLICATE_USERNAME not in codes:
+                raise ApiError(",".join(sorted(codes)), "; ".join(str(e.get("message")) for e in errors))
+            # A username taken: the suffix rule or a conflict, a call at a time as below.
         for n in (None, *SUFFIXES):
             fields[USERNAME] = username if n is None else suffixed(username, n)
             fence()
@@ -230,8 +265,7 @@ class SalesforceTarget:
                 created = await self.client.rest("POST", "sobjects/User", json=fields)
                 return Applied(target_id=str(created["id"]))
             except LicenceExhausted:
-                self.licences_out_until = self.clock.now() + LICENCE_PAUSE_S
-                raise
+                raise self._licences_out() from None
             except ApiError as exc:
                 if exc.code != DUPLICATE_USERNAME:
                     raise
@@ -278,7 +312,11 @@ class SalesforceTarget:
             {"attributes": {"type": "PermissionSetAssignment"}, "AssigneeId": target_id, field: value}
             for field, value in ids.values()
         ]
-        for result in await self.collection("POST", records, fence):
+        if self.new_assignments.linger_s:  # bulk work: with the others' assignments, in one call
+            results = await asyncio.gather(*(self.new_assignments.submit(r, fence) for r in records))
+        else:
+            results = await self.collection("POST", records, fence)
+        for result in results:
             errors = result.get("errors") or []
             codes = {str(e.get("statusCode")) for e in errors}
             if not result.get("success") and codes - {"DUPLICATE_VALUE"}:  # already assigned is done
