@@ -515,7 +515,7 @@ def test_a_version_1_file_is_the_auth0_target_of_its_version_2_conversion() -> N
         (("[sales]", "[]"), "targets.memory:crm.groups[0].groups:"),
         (
             ("memory:crm:", "ldap:crm:"),
-            "targets.ldap:crm.kind: 'ldap' is not a target kind (one of: auth0, memory, scim)",
+            "targets.ldap:crm.kind: 'ldap' is not a target kind (one of: auth0, memory, salesforce, scim)",
         ),
         (("memory:crm:", "Memory:CRM:"), "targets.Memory:CRM: a target name is a kind and an optional name"),
         (("    scope: {groups", "    kind: auth0\n    scope: {groups"), "targets.memory:crm.kind: 'auth0' differs"),

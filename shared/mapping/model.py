@@ -15,7 +15,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 from shared.core.work import DEFAULT_SOURCE
 
@@ -278,6 +278,21 @@ class Grant:
     entitlements: tuple[str, ...]
 
 
+@runtime_checkable
+class NamesGroups(Protocol):
+    """A kind's options that name groups of their own beside the grants (Salesforce's profile and
+    role tables, which pick one value each): their groups' membership, and the source paths their
+    conditions read, matter to the target as its grants' do."""
+
+    @property
+    def group_entries(self) -> tuple[tuple[str, str], ...]:
+        """(entry, group id) for each group the options name, the entry as a user finds it."""
+
+    @property
+    def condition_paths(self) -> tuple[str, ...]:
+        """Source paths the options' conditions read."""
+
+
 # ------------------------------------------------------------------------------------------------
 # Targets and the whole mapping
 # ------------------------------------------------------------------------------------------------
@@ -326,10 +341,13 @@ class TargetSection:
     def groups(self) -> frozenset[str]:
         """Groups whose membership matters to this target: its grants' and its scope's."""
         scoped = self.scope.groups if self.scope is not None else ()
-        return frozenset(g.group for g in self.grants) | frozenset(scoped)
+        named = [g for _, g in self.options.group_entries] if isinstance(self.options, NamesGroups) else []
+        return frozenset(g.group for g in self.grants) | frozenset(scoped) | frozenset(named)
 
     def source_paths(self) -> list[str]:
         paths = [s for a in self.attributes for s in a.sources]
+        if isinstance(self.options, NamesGroups):
+            paths += self.options.condition_paths
         return paths + ([c.attribute for c in self.scope.conditions] if self.scope is not None else [])
 
 
@@ -374,6 +392,8 @@ class SyncMapping:
             if s.scope is not None:
                 entries += [(f"{s.where}scope.groups[{i}]", group) for i, group in enumerate(s.scope.groups)]
             entries += [(f"{s.where}{s.grants_key}[{i}].group", g.group) for i, g in enumerate(s.grants)]
+            if isinstance(s.options, NamesGroups):
+                entries += list(s.options.group_entries)
         return entries
 
     def graph_select(self) -> tuple[list[str], bool]:

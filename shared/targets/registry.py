@@ -87,9 +87,10 @@ class TargetKind(Protocol):
 
 def kinds() -> dict[str, TargetKind]:
     from shared.targets.auth0.kind import AUTH0
+    from shared.targets.salesforce.kind import SALESFORCE
     from shared.targets.scim.kind import SCIM
 
-    return {AUTH0.name: AUTH0, SCIM.name: SCIM}
+    return {AUTH0.name: AUTH0, SCIM.name: SCIM, SALESFORCE.name: SALESFORCE}
 
 
 KINDS: Mapping[str, TargetKind] = kinds()

@@ -20,7 +20,7 @@ import pytest
 from sandbox.memory import kinds_with_memory
 from shared.core.model import Account, Action, ActionKind, Identity, SourceState
 from shared.core.ports import Target
-from shared.errors import Conflict, LeaseLost
+from shared.errors import Conflict, LeaseLost, PermanentError
 from shared.mapping.load import parse_mapping
 from shared.mapping.model import TargetSection
 from tests.contracts.backends import Opener, run
@@ -251,8 +251,12 @@ class TargetContract:
         ada = person(1)
 
         async def body(v: Vendor) -> None:
-            assert v.target.capabilities.delete
             target_id = await create(v, ada)
+            if not v.target.capabilities.delete:  # Salesforce: users are deactivated, never deleted
+                with pytest.raises(PermanentError):
+                    await v.target.apply(target_id, Action(ActionKind.DELETE), Fence())
+                assert (await read(v, target_id)).active  # refused, and nothing else done
+                return
             await v.target.apply(target_id, Action(ActionKind.DELETE), Fence())
             assert await v.target.read(target_id) is None
             for matcher in matchers(v):
@@ -289,7 +293,7 @@ class TargetContract:
                 Action(ActionKind.ENABLE),
                 Action(ActionKind.GRANT, entitlements=granted),
                 Action(ActionKind.UNGRANT, entitlements=granted),
-                Action(ActionKind.DELETE),
+                *([Action(ActionKind.DELETE)] if v.target.capabilities.delete else []),
             ):
                 before = fence.calls
                 await v.target.apply(target_id, action, fence)
@@ -316,7 +320,7 @@ class TargetContract:
                 Action(ActionKind.GRANT, entitlements=granted),
                 Action(ActionKind.UPDATE, rules.update_payload({v.name: "Not Sent"}, {v.name: "Not Sent"}),
                        diff={v.name: (None, "Not Sent")}),
-                Action(ActionKind.DELETE),
+                *([Action(ActionKind.DELETE)] if v.target.capabilities.delete else []),
             ):  # fmt: skip
                 with pytest.raises(LeaseLost):
                     await v.target.apply(target_id, action, lost)

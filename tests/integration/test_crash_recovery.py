@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,21 @@ def kill_after_the_block(world: World, item_json: str, before_settling: Path | N
     """Start a worker process on ``item_json`` and SIGKILL it once Auth0 has answered its block, or
     with ``before_settling`` (a marker file) once it has done every write and is about to record
     them (see ``crash_child``)."""
-    env = {**os.environ, **world.env, "PYTHONPATH": str(REPO)}
     marker = [str(before_settling)] if before_settling is not None else []
+    argv = ["-m", "tests.integration.crash_child", item_json, *marker]
+    return kill_when(world, argv, lambda: before_settling.exists() if before_settling is not None else blocked(world))
+
+
+def kill_when(world: World, argv: list[str], reached: Callable[[], bool]) -> int:
+    """Start a Python process on ``argv`` with the world's settings and SIGKILL it once ``reached()``;
+    its exit status (``-SIGKILL``)."""
+    env = {**os.environ, **world.env, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.crash_child", item_json, *marker],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, *argv], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + KILL_WITHIN_S
     try:
-        while not (before_settling.exists() if before_settling is not None else blocked(world)):
+        while not reached():
             if child.poll() is not None:
                 raise AssertionError(f"the worker ended before the kill: {child.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             if time.monotonic() > deadline:

@@ -1,0 +1,478 @@
+"""The ``salesforce`` target against the Salesforce emulator (sandbox/salesforce), through the
+product's worker (the function host's entry points), with Azurite and the Graph emulator: joiner,
+mover, leaver (a refused deactivation frozen and reported; thousands of records reassigned, with a
+worker killed half-way), matching an existing user, a licence that runs out during a backfill, a
+spent daily allocation and an outage that quarantines this target alone."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.azurite import Azurite
+from sandbox.salesforce import SalesforceEmulator
+from sandbox.server import FaultRule
+from shared.core.work import user_item
+from shared.stores.leases import LEASE_TTL_S
+from tests.integration.test_crash_recovery import kill_when
+from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+from tests.support import FakeClock
+
+NAME = "salesforce"
+SECTION = """\
+  salesforce:
+    attributes:
+      - {source: mail, target: Email, transforms: [trim, lower]}
+      - {source: givenName, target: FirstName}
+      - {source: surname, target: LastName}
+      - {source: jobTitle, target: Title}
+      - {source: department, target: Department}
+      - {source: employeeId, target: EmployeeNumber}
+    default_profile: Standard User
+    profiles:
+      - {group: GROUP1, profile: Sales User}
+    roles:
+      - {group: GROUP1, role: West}
+    permission_sets:
+      - {group: GROUP0, permission_sets: [Staff_Access]}
+      - {group: GROUP1, permission_sets: [Sales_Reader, 'group:Sales_Bundle']}
+    reassign: {to: [manager, fallback_user, queue], fallback_user: ops@sandbox.example.com, queue: Leavers,
+               bulk_over: BULK_OVER}
+"""
+SEED: dict[str, Any] = {
+    "profiles": [{"name": "Sales User", "license": "Salesforce"}],
+    "roles": [{"name": "West"}],
+    "permission_sets": [{"name": n, "label": n} for n in ("Staff_Access", "Sales_Reader", "By_Hand")],
+    "permission_set_groups": [{"name": "Sales_Bundle", "label": "Sales Bundle"}],
+    "queues": [{"name": "Leavers", "sobjects": ["Lead", "Case"]}],
+    "users": [{"Username": "ops@sandbox.example.com", "LastName": "Ops", "Email": "ops@sandbox.example.com"}],
+}
+
+
+def env_for(org: SalesforceEmulator) -> dict[str, str]:
+    return {
+        "SALESFORCE_INSTANCE_URL": org.origin,
+        "SALESFORCE_CLIENT_ID": org.client_id,
+        "SALESFORCE_CLIENT_SECRET": org.client_secret,
+    }
+
+
+@pytest.fixture
+def org() -> Iterator[SalesforceEmulator]:
+    emulator = SalesforceEmulator().start()
+    try:
+        emulator.seed(SEED)
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def start(azurite: Azurite, tmp_path: Path, org: SalesforceEmulator, bulk_over: int = 2000, **world: Any) -> World:
+    section = SECTION.replace("BULK_OVER", str(bulk_over))
+    options = {"users": 20, "groups": 3, **world}
+    return World(azurite, tmp_path, other_targets=section, extra_env=env_for(org), **options).start()
+
+
+@pytest.fixture
+def world(azurite: Azurite, tmp_path: Path, org: SalesforceEmulator) -> Iterator[World]:
+    w = start(azurite, tmp_path, org)
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def users(org: SalesforceEmulator) -> list[dict[str, Any]]:
+    return list(org.org.records["User"].values())
+
+
+def sf_user(org: SalesforceEmulator, entra_id: str) -> dict[str, Any] | None:
+    found = [u for u in users(org) if str(u.get("FederationIdentifier") or "").lower() == entra_id]
+    assert len(found) <= 1, f"{len(found)} Salesforce users for one person"
+    return found[0] if found else None
+
+
+def named(org: SalesforceEmulator, sobject: str, record_id: str | None, field: str = "Name") -> str | None:
+    record = org.org.records[sobject].get(record_id or "") if record_id else None
+    return None if record is None else str(record[field])
+
+
+def held(org: SalesforceEmulator, user_id: str) -> set[str]:
+    """The user's permission sets and groups (not its profile's own), by API name."""
+    out = set()
+    for a in org.org.records["PermissionSetAssignment"].values():
+        if a["AssigneeId"] != user_id:
+            continue
+        if a.get("PermissionSetGroupId"):
+            out.add("group:" + str(named(org, "PermissionSetGroup", a["PermissionSetGroupId"], "DeveloperName")))
+        else:
+            ps = org.org.records["PermissionSet"][a["PermissionSetId"]]
+            if not ps.get("IsOwnedByProfile"):
+                out.add(str(ps["Name"]))
+    return out
+
+
+def frozen(org: SalesforceEmulator, user_id: str) -> bool:
+    return any(x["IsFrozen"] for x in org.org.records["UserLogin"].values() if x["UserId"] == user_id)
+
+
+def calls(org: SalesforceEmulator) -> dict[str, int]:
+    return org.log.counts()
+
+
+def rows_of(rows: list[dict[str, Any]], entra_id: str) -> list[tuple[str, str]]:
+    return [(r["action"], r["outcome"]) for r in rows if r["identity"] == entra_id and r["target"] == NAME]
+
+
+def sync(
+    world: World, indexed: dict[str, Any], *items: Any, keep: bool = True, **overrides: Any
+) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        async with services_for(world, keep_storage=keep, **overrides) as svc:
+            for item in items:
+                await run_worker(indexed, item)
+            return await audit_rows(svc)
+
+    return asyncio.run(go())
+
+
+def member_of(world: World, index: int) -> dict[str, Any]:
+    """An enabled Member of the seeded group ``index`` (and of the scope)."""
+    for uid in world.users_in(index):
+        user = world.user(uid)
+        if user.get("accountEnabled") and user.get("userType") == "Member" and user.get("mail"):
+            return user
+    raise AssertionError(f"no enabled member in group {index}")
+
+
+# -- joiner, mover -----------------------------------------------------------------------------------
+
+
+def test_a_joiner_gets_its_profile_role_and_permission_sets_in_a_create_and_one_call(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    user = member_of(world, 1)
+    world.graph.add_member(world.group_ids[0], user["id"])
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = sf_user(org, user["id"])
+    assert got is not None and got["IsActive"] is True
+    assert got["Username"] == user["mail"].strip().lower() and got["Email"] == user["mail"].strip().lower()
+    assert len(got["Alias"]) <= 8 and got["EmployeeNumber"] == user["employeeId"]
+    assert (
+        named(org, "Profile", got["ProfileId"]) == "Sales User" and named(org, "UserRole", got["UserRoleId"]) == "West"
+    )
+    assert held(org, got["Id"]) == {"Staff_Access", "Sales_Reader", "group:Sales_Bundle"}
+    assert ("create", "ok") in rows_of(rows, user["id"]) and ("assign_permission_sets", "ok") in rows_of(
+        rows, user["id"]
+    )
+    writes = {route: n for route, n in calls(org).items() if route.endswith((".create", ".update", ".delete"))}
+    assert writes == {"salesforce.users.create": 1, "salesforce.collections.create": 1}  # the create and one call
+
+
+def test_a_mover_writes_only_what_differs_and_a_group_change_moves_profile_role_and_sets(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    user = member_of(world, 1)
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    org.log.clear()
+    world.graph.update_user(user["id"], jobTitle="Principal Seller")
+    world.graph.remove_member(world.group_ids[1], user["id"])
+    rows = sync(world, indexed, user_item(user["id"], "notification"))
+    got = sf_user(org, user["id"])
+    assert got is not None and got["Title"] == "Principal Seller"
+    assert named(org, "Profile", got["ProfileId"]) == "Standard User" and got.get("UserRoleId") is None
+    assert held(org, got["Id"]) & {"Sales_Reader", "group:Sales_Bundle"} == set()
+    assert ("remove_permission_sets", "ok") in rows_of(rows, user["id"])
+    counts = calls(org)
+    assert counts.get("salesforce.users.update") == 1  # one PATCH with Title, ProfileId and UserRoleId
+    org.log.clear()
+    sync(world, indexed, user_item(user["id"], "notification"))
+    assert not [r for r in calls(org) if r.endswith((".create", ".update", ".delete"))]  # a replay writes nothing
+
+
+def test_a_user_who_already_exists_under_another_username_is_matched_not_duplicated(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    user = member_of(world, 0)
+    mail = user["mail"].strip().lower()
+    legacy = {"Username": "legacy.name@old-format.example", "Email": mail, "LastName": user["surname"]}
+    org.seed({**SEED, "users": [*SEED["users"], legacy]})
+    before = len(users(org))
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    assert len(users(org)) == before  # adopted, no second user
+    got = sf_user(org, user["id"])
+    assert got is not None and got["Username"] == mail  # stamped and renamed to the template
+    assert ("create", "ok") not in rows_of(rows, user["id"]) and ("update", "ok") in rows_of(rows, user["id"])
+
+
+def test_a_username_taken_in_another_org_gets_the_documented_suffix(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    user = member_of(world, 0)
+    mail = user["mail"].strip().lower()
+    org.org.add_other_org_usernames([mail])
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = sf_user(org, user["id"])
+    local, _, domain = mail.rpartition("@")
+    assert got is not None and got["Username"] == f"{local}.2@{domain}"
+    org.log.clear()
+    sync(world, indexed, user_item(user["id"], "notification"))
+    assert "salesforce.users.update" not in calls(org)  # the suffixed name is the template's own: no churn
+
+
+# -- leaver --------------------------------------------------------------------------------------------
+
+
+def test_a_refused_deactivation_freezes_the_login_reports_the_blocker_and_is_retried(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    user = member_of(world, 1)
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = sf_user(org, user["id"])
+    assert got is not None
+    org.org.set_blockers(got["Id"], ["default_case_owner"])
+    world.graph.update_user(user["id"], accountEnabled=False)
+    rows = sync(world, indexed, user_item(user["id"], "notification"))
+    got = sf_user(org, user["id"])
+    assert got is not None and got["IsActive"] is True  # Salesforce refused
+    assert frozen(org, got["Id"])  # but nobody can sign in
+    deactivate = [r for r in rows if r["identity"] == user["id"] and r["action"] == "deactivate"][-1]
+    assert deactivate["outcome"] == "warning" and "default owner" in deactivate["detail"]
+    assert held(org, got["Id"]) == set()  # the managed sets came off all the same
+
+    async def findings() -> list[str]:
+        async with services_for(world, keep_storage=True) as svc:
+            return await svc.job(NAME).target.tidy(False)  # what reconciliation reports beside drift
+
+    assert any("frozen" in line and got["Username"] in line for line in asyncio.run(findings()))
+    world.graph.update_user(user["id"], accountEnabled=True)  # back before anyone cleared it: thawed
+    sync(world, indexed, user_item(user["id"], "notification"))
+    assert not frozen(org, got["Id"]) and (sf_user(org, user["id"]) or {}).get("IsActive") is True
+    world.graph.update_user(user["id"], accountEnabled=False)
+    sync(world, indexed, user_item(user["id"], "notification"))  # refused again: frozen again
+    assert frozen(org, got["Id"])
+    org.org.set_blockers(got["Id"], [])  # an admin clears it
+    rows = sync(world, indexed, user_item(user["id"], "notification"))
+    assert (sf_user(org, user["id"]) or {}).get("IsActive") is False  # the next pass deactivates it
+    assert ("licence_freed", "ok") in rows_of(rows, user["id"])
+
+
+def seed_owner_with_records(org: SalesforceEmulator, world: World, user: dict[str, Any], count: int) -> str:
+    """The leaver's Salesforce user, with a manager, ``count`` open Opportunities, some closed ones,
+    and open Leads; returns its id."""
+    manager = {"Username": "boss@sandbox.example.com", "LastName": "Boss", "Email": "boss@sandbox.example.com"}
+    me = {
+        "Username": user["mail"].strip().lower(), "Email": user["mail"].strip().lower(), "LastName": user["surname"],
+        "FederationIdentifier": user["id"], "manager": manager["Username"],
+    }  # fmt: skip
+    org.seed({
+        **SEED,
+        "users": [*SEED["users"], manager, me],
+        "generate": [
+            {"type": "Opportunity", "count": count, "owner": me["Username"], "closed": 7},
+            {"type": "Lead", "count": 30, "owner": me["Username"]},
+        ],
+    })  # fmt: skip
+    return next(u["Id"] for u in users(org) if u["Username"] == me["Username"])
+
+
+def open_owned(org: SalesforceEmulator, sobject: str, owner: str) -> list[str]:
+    closed = "IsClosed" if sobject == "Opportunity" else "IsConverted"
+    return [r["Id"] for r in org.org.records[sobject].values() if r["OwnerId"] == owner and not r.get(closed)]
+
+
+def reassigned(rows: list[dict[str, Any]], entra_id: str) -> list[str]:
+    import json
+
+    out: list[str] = []
+    for r in rows:
+        if r["identity"] == entra_id and r["action"] == "reassign" and r["outcome"] in {"ok", "recovered"}:
+            out += json.loads(r["diff"])["records"]
+    return out
+
+
+CHILD = """\
+import asyncio, sys
+from pathlib import Path
+from shared.targets.salesforce.leaver import Leaver
+marker, after = Path(sys.argv[2]), int(sys.argv[3])
+moved = Leaver._moved
+seen = []
+async def paused(self, *args, **kwargs):
+    seen.append(1)
+    if len(seen) == after:  # the batch landed in Salesforce; its audit row is not written yet
+        marker.touch()
+        await asyncio.sleep(60)
+        raise SystemExit("not killed")
+    return await moved(self, *args, **kwargs)
+Leaver._moved = paused
+sys.argv = sys.argv[:2]
+from tests.integration.crash_child import main
+main()
+"""
+
+
+def test_thousands_of_records_are_reassigned_once_each_though_the_worker_is_killed_half_way(
+    azurite: Azurite, tmp_path: Path, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    w = start(azurite, tmp_path, org, bulk_over=5000)  # collections, 200 a call
+    try:
+        user = member_of(w, 0)
+        sf_id = seed_owner_with_records(org, w, user, 3000)
+        boss = next(u["Id"] for u in users(org) if u["Username"] == "boss@sandbox.example.com")
+        opportunities = set(open_owned(org, "Opportunity", sf_id))
+        leads = set(open_owned(org, "Lead", sf_id))
+        assert len(opportunities) == 3000 - 7
+        w.graph.update_user(user["id"], accountEnabled=False)
+        item = user_item(user["id"], "notification")
+        sync(w, indexed, keep=False)  # empty product storage
+        org.log.clear()
+        marker = tmp_path / "paused"  # the 4th batch landed in Salesforce, its audit row not yet written
+        assert kill_when(w, ["-c", CHILD, item.to_json(), str(marker), "4"], marker.exists) == -signal.SIGKILL
+        left = set(open_owned(org, "Opportunity", sf_id))
+        assert 0 < len(left) < len(opportunities)  # killed in the middle
+        clock = FakeClock()
+        clock.advance(LEASE_TTL_S + 1)  # the killed worker's lease has lapsed: the host redelivers
+        rows = sync(w, indexed, item, clock=clock)
+        assert open_owned(org, "Opportunity", sf_id) == [] and open_owned(org, "Lead", sf_id) == []
+        assert set(open_owned(org, "Opportunity", boss)) == opportunities  # the manager has them
+        assert set(open_owned(org, "Lead", boss)) == leads
+        done = reassigned(rows, user["id"])
+        assert sorted(done) == sorted(opportunities | leads)  # each audited, once
+        assert any(r["action"] == "reassign" and r["outcome"] == "recovered" for r in rows)
+        # Never twice: one collections call per 200 records, the killed batch not sent again.
+        assert calls(org)["salesforce.collections.update"] == -(-len(opportunities) // 200) + 1
+        assert (sf_user(org, user["id"]) or {}).get("IsActive") is False
+    finally:
+        w.stop()
+
+
+def test_beyond_bulk_over_the_records_go_through_one_bulk_api_job(
+    azurite: Azurite, tmp_path: Path, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    w = start(azurite, tmp_path, org, bulk_over=1000)
+    try:
+        user = member_of(w, 0)
+        sf_id = seed_owner_with_records(org, w, user, 2500)
+        w.graph.update_user(user["id"], accountEnabled=False)
+        org.log.clear()
+        rows = sync(w, indexed, user_item(user["id"], "notification"), keep=False)
+        assert open_owned(org, "Opportunity", sf_id) == []
+        assert calls(org).get("salesforce.bulk.create") == 1
+        assert len(reassigned(rows, user["id"])) == 2500 - 7 + 30
+    finally:
+        w.stop()
+
+
+# -- limits -----------------------------------------------------------------------------------------
+
+
+def test_a_licence_that_runs_out_during_a_backfill_stops_creates_without_a_retry_storm(
+    world: World, org: SalesforceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.cli import main
+
+    licence = next(x for x in org.org.records["UserLicense"].values() if x["Name"] == "Salesforce")
+    org.set_licenses("Salesforce", int(licence["UsedLicenses"]) + 3)  # three more users fit
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    sync(world, {}, keep=False)
+    org.log.clear()
+    assert main(["backfill", "--target", NAME]) != 0  # some could not be created: the run says so
+    made = [u for u in users(org) if u.get("FederationIdentifier")]
+    assert len(made) == 3
+    sent = calls(org)  # creates go in collections of those in flight (at most 8 at once)
+    assert "salesforce.users.create" not in sent and sent["salesforce.collections.create"] <= 3 + 8 + 3
+
+    async def after() -> tuple[list[Any], list[dict[str, Any]]]:
+        async with services_for(world, keep_storage=True) as svc:
+            return await queued(svc), await audit_rows(svc)
+
+    waiting, rows = asyncio.run(after())
+    assert waiting == []  # nothing queued to retry
+    failed = [r for r in rows if r["target"] == NAME and r["outcome"] == "failed"]
+    assert failed and all("no free user licence" in r["error"] for r in failed)
+
+
+def test_a_backfill_creates_users_and_assigns_permission_sets_many_to_a_call(
+    world: World, org: SalesforceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.cli import main
+
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    sync(world, {}, keep=False)
+    org.log.clear()
+    assert main(["backfill", "--target", NAME, "--concurrency", "50"]) == 0
+    made = [u for u in users(org) if u.get("FederationIdentifier")]
+    assert len(made) >= 5
+    counts = calls(org)
+    assert "salesforce.users.create" not in counts and "salesforce.permission_set_assignments.create" not in counts
+    assert counts["salesforce.collections.create"] < len(made)  # creates and assignments gathered, not one each
+
+
+def test_a_spent_daily_allocation_is_reported_and_waited_out_without_calling_again(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    user, other = member_of(world, 0), member_of(world, 1)
+    org.set_api_usage(used=100_000, limit=100_000)
+    rows = sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    assert sf_user(org, user["id"]) is None
+    deferred = [r for r in rows if r["identity"] == user["id"] and r["target"] == NAME]
+    assert [(r["action"], r["outcome"]) for r in deferred] == [("deferred", "deferred")]  # waited out, not failed
+    assert "daily API allocation is spent" in deferred[0]["detail"]
+    assert world.account(user["id"]) is not None  # Auth0 went on
+    org.log.clear()
+    rows = sync(world, indexed, user_item(other["id"], "notification"))
+    assert not [r for r in calls(org) if r != "salesforce.oauth.token"]  # the gate holds every call back
+    assert ("deferred", "deferred") in rows_of(rows, other["id"]) and world.account(other["id"]) is not None
+
+
+def test_an_outage_quarantines_salesforce_alone(world: World, org: SalesforceEmulator, indexed: dict[str, Any]) -> None:
+    org.faults.configure([FaultRule("salesforce.*", status=503)])
+    people = [member_of(world, 0), member_of(world, 1)]
+    rows = sync(world, indexed, *(user_item(p["id"], "notification") for p in people), keep=False)
+    for person in people:
+        assert world.account(person["id"]) is not None  # the Auth0 share was applied
+        mine = rows_of(rows, person["id"])
+        assert ("sync", "retrying") in mine or ("deferred", "deferred") in mine, mine
+        assert ("sync", "failed") not in mine
+    assert users(org) and all(sf_user(org, p["id"]) is None for p in people)
+
+
+# -- reconciliation ----------------------------------------------------------------------------------
+
+
+def test_reconciliation_reports_drift_orphans_frozen_users_and_licence_use(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    from shared.services.reconcile import reconcile_every
+
+    seller, leaver = member_of(world, 1), member_of(world, 0)
+    sync(world, indexed, *(user_item(p["id"], "notification") for p in (seller, leaver)), keep=False)
+    got = sf_user(org, seller["id"])
+    assert got is not None
+    standard = next(p["Id"] for p in org.org.records["Profile"].values() if p["Name"] == "Standard User")
+    org.org.update("User", got["Id"], {"ProfileId": standard, "Title": "Changed by hand"}, trusted=True)
+    gone = sf_user(org, leaver["id"])
+    assert gone is not None
+    org.org.set_blockers(gone["Id"], ["workflow_user"])
+    world.graph.update_user(leaver["id"], accountEnabled=False)
+    sync(world, indexed, user_item(leaver["id"], "notification"))  # refused: frozen, still active
+
+    async def run() -> Any:
+        async with services_for(world, keep_storage=True) as svc:
+            (summary,) = await reconcile_every({NAME: svc.reconcilers[NAME]}, "dry-run")
+            return summary
+
+    summary = asyncio.run(run())
+    assert summary.counts.get("attribute_mismatch", 0) >= 1  # the profile and title changed by hand
+    assert summary.counts.get("orphaned", 0) >= 1  # the frozen leaver is still an active user
+    lines = summary.housekeeping
+    assert any("frozen" in line and gone["Username"] in line for line in lines)
+    assert any(line.startswith("licences Salesforce:") and "used of" in line for line in lines)
