@@ -53,6 +53,7 @@ def serve(args: argparse.Namespace) -> int:
     ``local.settings.json`` written to ``--dir`` for the ``entra-sync`` commands."""
     from sandbox.demo import ROLES, day_settings
     from sandbox.receiver import WebhookReceiver
+    from sandbox.salesforce import SalesforceEmulator
     from sandbox.scim import ScimApp
     from sandbox.stack import functions_host
 
@@ -64,6 +65,7 @@ def serve(args: argparse.Namespace) -> int:
     with (
         Stack(graph_port=args.graph_port, auth0_port=args.auth0_port, with_azurite=not args.no_azurite) as stack,
         ScimApp() as scim,
+        SalesforceEmulator() as org,
         WebhookReceiver() as receiver,
     ):
         summary = stack.seed(args.users, max(args.groups, 3), args.seed)
@@ -71,7 +73,7 @@ def serve(args: argparse.Namespace) -> int:
         for role in ROLES:
             stack.auth0.add_role(role)
         mapping = folder / "mapping.yaml"
-        env = day_settings(stack, scim, receiver, mapping, dump["groups"])
+        env = day_settings(stack, scim, org, receiver, mapping, dump["groups"])
         with functions_host(env) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             host.run_timer("subscriptions_renew")  # change notifications flow from now on
@@ -81,6 +83,7 @@ def serve(args: argparse.Namespace) -> int:
             print(f"Graph emulator   {stack.graph.base_url}   ({summary['users']} users, {summary['groups']} groups)")
             print(f"Auth0 emulator   {stack.auth0.base_url}   (roles {', '.join(ROLES)})")
             print(f"SCIM application {scim.base_url}")
+            print(f"Salesforce org   {org.origin}   (profiles, roles, permission sets and a queue seeded)")
             if stack.azurite is not None and stack.azurite.endpoints is not None:
                 e = stack.azurite.endpoints
                 print(f"Azurite          blob {e.blob_port}, queue {e.queue_port}, table {e.table_port}")

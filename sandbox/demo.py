@@ -22,8 +22,18 @@ from typing import Any
 import httpx
 
 from sandbox.host import FunctionsHost
-from sandbox.mapping import INBOUND_SOURCE, inbound_sections, inbound_sources, sandbox_mapping_v2, scim_section
+from sandbox.mapping import (
+    INBOUND_SOURCE,
+    SALESFORCE_SEED,
+    inbound_sections,
+    inbound_sources,
+    salesforce_section,
+    sandbox_mapping_v2,
+    scim_section,
+)
 from sandbox.receiver import WebhookReceiver
+from sandbox.salesforce import SalesforceEmulator
+from sandbox.salesforce.seed import seed_org
 from sandbox.scim import GROUP_SCHEMA, PATCH_SCHEMA, USER_SCHEMA, ScimApp
 from sandbox.stack import INBOX_TOKEN, Stack, functions_host
 
@@ -47,6 +57,8 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
         deprovision="{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}",
         department_default="Unassigned",
         others=scim_section(scim_url, [(staff["id"], "Staff"), (sales["id"], "Sales")])
+        # Sales and support people get Salesforce users: profile, role and permission sets from their groups.
+        + salesforce_section(sales["id"], support["id"], staff["id"])
         # What Entra provisioning pushes to the inbound endpoint feeds an Auth0 target and a SCIM
         # target of its own (each target has one source), in the same tenant and application.
         + inbound_sections(
@@ -61,16 +73,26 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
 
 
 def day_settings(
-    stack: Stack, scim: ScimApp, receiver: WebhookReceiver, mapping_path: Path, groups: list[dict[str, Any]]
+    stack: Stack,
+    scim: ScimApp,
+    org: SalesforceEmulator,
+    receiver: WebhookReceiver,
+    mapping_path: Path,
+    groups: list[dict[str, Any]],
 ) -> dict[str, str]:
-    """The day's mapping written to ``mapping_path``, and the app settings that run it on this
-    sandbox (security notifications go to the loopback Slack/Teams stand-in)."""
+    """The day's mapping written to ``mapping_path``, the Salesforce org seeded for it, and the app
+    settings that run it on this sandbox (security notifications go to the loopback Slack/Teams
+    stand-in)."""
     mapping_path.write_text(sandbox_day_mapping(groups, scim.base_url))
+    org.seed(SALESFORCE_SEED)
     return {
         **stack.env(),
         "SYNC_MAPPING_FILE": str(mapping_path),
         "NOTIFY_WEBHOOK_URL": receiver.url(),
         "SCIM_CRM_TOKEN": scim.token,
+        "SALESFORCE_INSTANCE_URL": org.origin,
+        "SALESFORCE_CLIENT_ID": org.client_id,
+        "SALESFORCE_CLIENT_SECRET": org.client_secret,
     }
 
 
@@ -128,6 +150,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         Stack() as stack,
         WebhookReceiver() as receiver,
         ScimApp() as scim,
+        SalesforceEmulator() as org,
         tempfile.TemporaryDirectory(prefix="entra-sync-demo-") as tmp,
     ):
         graph, auth0, crm = stack.graph, stack.auth0, _Crm(scim)
@@ -158,7 +181,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         print("SCIM      2 pre-existing users; groups Staff and Sales pushed from Entra")
         print(f"Inbound   SCIM endpoint source {INBOUND_SOURCE} (Entra provisioning pushes) feeds auth0:hr, scim:hr\n")
 
-        env = day_settings(stack, scim, receiver, mapping_path, dump["groups"])
+        env = day_settings(stack, scim, org, receiver, mapping_path, dump["groups"])
         with functions_host(env) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")
@@ -199,6 +222,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             graph.log.clear()
             auth0.log.clear()
             scim.log.clear()
+            org.log.clear()
             staff, sales = dump["groups"][0]["id"], dump["groups"][1]["id"]
             hire = graph.create_user(
                 displayName="Grace Hopper", givenName="Grace", surname="Hopper", mail="grace.hopper@sandbox.example",
@@ -264,6 +288,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             _risky_sign_in(graph, auth0, receiver, host, existing)
             _nightly_reconciliation(graph, auth0, host, svc, existing)
             _inbound_push(auth0, crm, host)
+            _salesforce_day(graph, org, host, dump)
 
             stats = host.stats()
             hook = stats["graph_webhook"]
@@ -283,6 +308,9 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             scim_writes = Counter(e.route.removeprefix("scim.") for e in scim.log.entries() if e.write)
             scim_list = ", ".join(f"{k} {v}" for k, v in sorted(scim_writes.items()))
             print(f"  SCIM writes                     {sum(scim_writes.values())}  ({scim_list})")
+            sf_calls = org.log.counts()
+            sf_list = ", ".join(f"{k.removeprefix('salesforce.')} {v}" for k, v in sorted(sf_calls.items()))
+            print(f"  Salesforce API calls            {sum(sf_calls.values())}  ({sf_list})")
 
             rows = host.run_coroutine(svc.audit.for_identity(hire["id"]))
             print(f"\nAudit trail for {hire['displayName']} ({hire['id']})")
@@ -371,6 +399,116 @@ def _inbound_push(auth0: Any, crm: _Crm, host: FunctionsHost) -> None:
         )
         _print_step(10, 'Push: Ada disabled ("active": "False")', secs, "auth0:hr account blocked")
         _print_scim(crm, pushed)
+    host.wait_idle(STEP_TIMEOUT_S)
+
+
+PLURAL = {"Opportunity": "opportunities", "Lead": "leads", "Case": "cases"}
+
+
+class _Org:
+    """What the demo reads from the Salesforce emulator's org (under its lock: it serves meanwhile)."""
+
+    def __init__(self, emulator: SalesforceEmulator):
+        self.emulator = emulator
+        self.records = emulator.org.records
+
+    def user(self, entra_id: str) -> dict[str, Any]:
+        with self.emulator.lock:
+            found = [u for u in self.records["User"].values() if u.get("FederationIdentifier") == entra_id]
+            return dict(found[0]) if found else {}
+
+    def name(self, sobject: str, record_id: str | None, field: str = "Name") -> str:
+        with self.emulator.lock:
+            return str((self.records[sobject].get(record_id or "") or {}).get(field, "-"))
+
+    def permission_sets(self, user_id: str) -> set[str]:
+        """The user's own permission sets (not its profile's), by API name."""
+        with self.emulator.lock:
+            sets = (
+                self.records["PermissionSet"].get(a["PermissionSetId"], {})
+                for a in self.records["PermissionSetAssignment"].values()
+                if a["AssigneeId"] == user_id
+            )
+            return {str(ps["Name"]) for ps in sets if ps and not ps.get("IsOwnedByProfile")}  # fmt: skip
+
+    def owned(self, owner_id: str) -> dict[str, int]:
+        """Open records by type that ``owner_id`` owns."""
+        done = {"Opportunity": "IsClosed", "Lead": "IsConverted", "Case": "IsClosed"}
+        with self.emulator.lock:
+            return {
+                sobject: sum(1 for r in self.records[sobject].values() if r["OwnerId"] == owner_id and not r.get(flag))
+                for sobject, flag in done.items()
+            }
+
+    def give(self, username: str, counts: dict[str, int]) -> None:
+        """Open records of each type, owned by the user ``username`` (as a sales rep's work)."""
+        with self.emulator.lock:
+            seed_org(
+                self.emulator.org, {"generate": [{"type": t, "count": n, "owner": username} for t, n in counts.items()]}
+            )
+
+
+def _salesforce_day(graph: Any, emulator: SalesforceEmulator, host: FunctionsHost, dump: dict[str, Any]) -> None:
+    """Steps 11 and 12: a sales hire gets a Salesforce user with the profile, role and permission
+    sets his groups give and his manager set; when he leaves he is deactivated, his permission sets
+    come off, and his open opportunities, leads and cases go to his manager (the queue takes leads
+    and cases of a leaver without one)."""
+    org = _Org(emulator)
+    staff, sales = dump["groups"][0]["id"], dump["groups"][1]["id"]
+    boss = next(u for u in graph.snapshot(full=True)["dump"]["users"] if org.user(u["id"]).get("IsActive"))
+    print("\nSalesforce (sales and support people; profile, role and permission sets from their groups)")
+    started = time.perf_counter()
+    hire = graph.create_user(
+        displayName="Linus Pauling", givenName="Linus", surname="Pauling", mail="linus.pauling@sandbox.example",
+        userPrincipalName="linus.pauling@sandbox.onmicrosoft.com", department="Sales", jobTitle="Account Executive",
+        employeeId="E990002", accountEnabled=True,
+    )  # fmt: skip
+    graph.set_manager(hire["id"], boss["id"])
+    graph.add_member(staff, hire["id"])
+    graph.add_member(sales, hire["id"])
+    manager_id = org.user(boss["id"])["Id"]
+
+    def ready() -> bool:
+        user = org.user(hire["id"])
+        return bool(user) and user.get("ManagerId") == manager_id and org.permission_sets(user["Id"]) == {
+            "Chatter_Access", "Sales_Cloud_User"}  # fmt: skip
+
+    secs = _wait(ready, started=started)
+    user = org.user(hire["id"])
+    _print_step(
+        11, "Hire: Linus Pauling joins Sales", secs,
+        f"{user['Username']}, alias {user['Alias']}, profile {org.name('Profile', user['ProfileId'])}, role "
+        f"{org.name('UserRole', user['UserRoleId'])}",
+    )  # fmt: skip
+    print(f"     permission sets {', '.join(sorted(org.permission_sets(user['Id'])))}; manager {boss['displayName']}")
+
+    work = {"Opportunity": 3, "Lead": 2, "Case": 1}
+    org.give(user["Username"], work)
+    queue = next(g["Id"] for g in emulator.org.records["Group"].values() if g.get("Name") == "Unassigned")
+    before_boss, before_queue = org.owned(manager_id), org.owned(queue)
+    started = time.perf_counter()
+    graph.update_user(hire["id"], accountEnabled=False)
+
+    def gone() -> bool:
+        return org.user(hire["id"]).get("IsActive") is False and not any(org.owned(user["Id"]).values())
+
+    secs = _wait(gone, started=started)
+    moved = {
+        who: ", ".join(
+            f"{now[t] - before[t]} {PLURAL[t] if now[t] - before[t] != 1 else t.lower()}"
+            for t in work
+            if now[t] > before[t]
+        )
+        or "nothing"
+        for who, now, before in (
+            ("his manager", org.owned(manager_id), before_boss),
+            ("the queue", org.owned(queue), before_queue),
+        )
+    }  # fmt: skip
+    _print_step(12, "Leaver: Linus Pauling is disabled", secs, f"deactivated; open records to his manager: "
+                f"{moved['his manager']}; to the queue: {moved['the queue']}")  # fmt: skip
+    print(f"     permission sets left: {', '.join(sorted(org.permission_sets(user['Id']))) or 'none'}; "
+          "each reassignment is in the audit trail")  # fmt: skip
     host.wait_idle(STEP_TIMEOUT_S)
 
 

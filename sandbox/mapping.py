@@ -4,6 +4,7 @@ attributes and a group-to-role table over a seeded tenant's groups."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Final
 
 ATTRIBUTES = """attributes:
   - {source: mail, target: email, transforms: [trim, lower]}
@@ -120,6 +121,47 @@ def scim_section(
         f"{pushed}"
         f"    deprovision: {deprovision}\n" + "".join(f"    {line}\n" for line in extra.splitlines())
     )
+
+
+def salesforce_section(sales: str, support: str, staff: str) -> str:
+    """A ``salesforce`` target section (for ``others`` of :func:`sandbox_mapping_v2`) for the
+    members of ``sales`` or ``support``: a profile, a role and permission sets from their groups,
+    the manager mapped, and a leaver's open records to the manager or the queue ``Unassigned``;
+    settings in ``SALESFORCE_*`` (see :data:`SALESFORCE_SEED` for the org it expects)."""
+    return (
+        "  salesforce:\n"
+        "    attributes:\n"
+        "      - {source: mail, target: Email, transforms: [trim, lower]}\n"
+        "      - {source: givenName, target: FirstName}\n"
+        "      - {source: surname, target: LastName}\n"
+        "      - {source: jobTitle, target: Title}\n"
+        "      - {source: department, target: Department}\n"
+        "      - {source: employeeId, target: EmployeeNumber}\n"
+        "      - {source: manager.id, target: Manager}\n"
+        f"    scope: {{groups: [{sales}, {support}]}}\n"
+        "    default_profile: Standard User\n"
+        "    profiles:\n"
+        f"      - {{group: {sales}, profile: Sales User}}\n"
+        "    roles:\n"
+        f"      - {{group: {sales}, role: Sales Rep}}\n"
+        f"      - {{group: {support}, role: Support Agent}}\n"
+        "    permission_sets:\n"
+        f"      - {{group: {staff}, permission_sets: [Chatter_Access]}}\n"
+        f"      - {{group: {sales}, permission_sets: [Sales_Cloud_User]}}\n"
+        f"      - {{group: {support}, permission_sets: [Service_Cloud_User]}}\n"
+        "    reassign: {objects: [Opportunity, Lead, Case], to: [manager, queue], queue: Unassigned}\n"
+    )
+
+
+# The org :func:`salesforce_section` expects (the emulator's ``seed``).
+SALESFORCE_SEED: Final[dict[str, Any]] = {
+    "licenses": [{"name": "Salesforce", "total": 5000}],
+    "profiles": [{"name": "Sales User", "license": "Salesforce"}],
+    "roles": [{"name": "Sales Rep"}, {"name": "Support Agent"}],
+    "permission_sets": [{"name": n, "label": n.replace("_", " ")}
+                        for n in ("Chatter_Access", "Sales_Cloud_User", "Service_Cloud_User")],
+    "queues": [{"name": "Unassigned", "sobjects": ["Lead", "Case"]}],
+}  # fmt: skip
 
 
 INBOUND_SOURCE = "hr-push"

@@ -56,6 +56,21 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
     assert re.search(r'10\. Push: Ada disabled \("active": "False"\) +\d+ ms +auth0:hr account blocked', out)
     pushed = re.findall(r"SCIM: ada\.lovelace@hr\.example (\w+), groups (.*)", out)
     assert pushed == [("active", "Research"), ("inactive", "Research")], pushed
+    # Salesforce: a sales hire with the profile, role and permission sets his groups give; a leaver
+    # deactivated, his permission sets off and his open records reassigned.
+    assert re.search(
+        r"11\. Hire: Linus Pauling joins Sales +\d+ ms +linus\.pauling@sandbox\.example, alias lpauling, "
+        r"profile Sales User, role Sales Rep",
+        out,
+    )
+    assert "permission sets Chatter_Access, Sales_Cloud_User; manager " in out
+    assert re.search(
+        r"12\. Leaver: Linus Pauling is disabled +\d+ ms +deactivated; open records to his manager: "
+        r"3 opportunities, 2 leads, 1 case;",
+        out,
+    )
+    assert "permission sets left: none" in out
+    assert re.search(r"Salesforce API calls +\d+ +\(.*collections\.update \d+", out)
     report = re.search(r"report: (\S+\.html)", out)
     assert report is not None
     page = Path(report.group(1)).read_text()
