@@ -476,3 +476,28 @@ def test_reconciliation_reports_drift_orphans_frozen_users_and_licence_use(
     lines = summary.housekeeping
     assert any("frozen" in line and gone["Username"] in line for line in lines)
     assert any(line.startswith("licences Salesforce:") and "used of" in line for line in lines)
+
+
+def test_check_asks_the_org_for_what_the_section_names(
+    world: World, org: SalesforceEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.cli import main
+
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "salesforce: profiles: 2 of 2 the mapping names exist in the org",
+        "salesforce: roles: 1 of 1 the mapping names exist in the org",
+        "salesforce: queues: 1 of 1 the mapping names exist in the org",
+        "salesforce: permission sets: 3 of 3 the mapping grants exist in the org",
+        "salesforce: fallback user 'ops@sandbox.example.com' exists in the org",
+    ):
+        assert line in out, out
+    assert "salesforce: licences: Salesforce " in out
+    org.seed({**SEED, "permission_sets": [{"name": "Staff_Access", "label": "Staff"}], "queues": []})
+    assert main(["check"]) == 2
+    out = capsys.readouterr().out
+    assert "  - salesforce: the mapping grants 'Sales_Reader', which the org does not have" in out
+    assert "  - salesforce: the mapping names the queue 'Leavers', which the org does not have" in out

@@ -346,6 +346,49 @@ class SalesforceTarget:
 
     # -- reconciliation --------------------------------------------------------------------------------
 
+    async def live_check(self) -> tuple[list[str], list[str]]:
+        """The profiles, roles, permission sets (and groups) and queue the section names, and its
+        fallback user, looked up in the org; and the licences in use (``entra-sync check``)."""
+        ran: list[str] = []
+        problems: list[str] = []
+        o = self.options
+        wanted = {
+            ("Profile", "profile"): {p.value for p in o.profiles}
+            | ({o.default_profile} if o.default_profile else set()),
+            ("UserRole", "role"): {r.value for r in o.roles},
+            ("Queue", "queue"): {o.reassign.queue} if o.reassign.queue else set(),
+        }
+        for (kind, word), names in wanted.items():
+            missing = []
+            for name in sorted(names):
+                try:
+                    await self.names.id_of(kind, name)
+                except PermanentError:
+                    missing.append(name)
+            if names:
+                ran.append(f"{word}s: {len(names) - len(missing)} of {len(names)} the mapping names exist in the org")
+            problems += [
+                f"{self.name}: the mapping names the {word} {n!r}, which the org does not have" for n in missing
+            ]
+        managed = sorted(self.section.managed)
+        found = await self.names.grant_ids(managed, missing_ok=True)
+        ran.append(f"permission sets: {len(found)} of {len(managed)} the mapping grants exist in the org")
+        problems += [
+            f"{self.name}: the mapping grants {n!r}, which the org does not have" for n in managed if n not in found
+        ]
+        if o.reassign.fallback_user:
+            rows = await self.client.query(
+                soql.select(["Id"], "User", soql.eq("Username", o.reassign.fallback_user.lower()))
+            )
+            if rows:
+                ran.append(f"fallback user {o.reassign.fallback_user!r} exists in the org")
+            else:
+                problems.append(f"{self.name}: the fallback user {o.reassign.fallback_user!r} is not a user of the org")
+        for lic in await self.client.query("SELECT Name, TotalLicenses, UsedLicenses FROM UserLicense"):
+            if lic.get("TotalLicenses"):
+                ran.append(f"licences: {lic['Name']} {lic['UsedLicenses']} of {lic['TotalLicenses']} in use")
+        return ran, problems
+
     async def tidy(self, apply: bool, fence: Fence | None = None) -> list[str]:
         """What reconciliation reports beside drift: frozen users awaiting an admin, and licence use."""
         return await self.leaver.findings()
