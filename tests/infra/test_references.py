@@ -26,6 +26,10 @@ NOT_IN_THE_REPOSITORY = {
     "report.json": "a report blob each reconciliation run writes",
     "report.csv": "a report blob each reconciliation run writes",
     "report.html": "a report blob each reconciliation run writes",
+    "new.yaml": "the operator's proposed mapping that entra-sync preview tries",
+    "sandbox-run/": "where python -m sandbox serve writes its mapping and settings",
+    "sandbox-run/local.settings.json": "written by python -m sandbox serve",
+    "sandbox-run/mapping.yaml": "written by python -m sandbox serve",
 }
 MADE_BY_MAKE_INSTALL = (".venv/", "node_modules/")
 NOT_WALKED = {".git", ".venv", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache", "__pycache__"}
