@@ -27,6 +27,7 @@ from shared.core.drift import (
     DriftRecord,
     Missing,
     Orphaned,
+    Provenance,
     RoleMismatch,
     RunSummary,
     Skipped,
@@ -55,10 +56,16 @@ HOSTILE = '<script>alert("x")</script> O\'Brien & Zoë 山田'
 
 
 def record(
-    details: Details, entra_id: str | None, user_id: str | None, display: str, action: str = "reported"
+    details: Details,
+    entra_id: str | None,
+    user_id: str | None,
+    display: str,
+    action: str = "reported",
+    sign_in: str = "",
+    new: bool | None = None,
 ) -> DriftRecord:
     """A record built the way the reconciler builds it."""
-    return dataclasses.replace(details.record(entra_id, user_id, display), action=action)
+    return dataclasses.replace(details.record(entra_id, user_id, display), action=action, sign_in=sign_in, new=new)
 
 
 def records() -> list[DriftRecord]:
@@ -66,10 +73,13 @@ def records() -> list[DriftRecord]:
     return [
         record(Stale(321, last_login="2025-01-02T03:04:05Z", created_at=None), "e-6", "auth0|6", "Sam Stale"),
         record(Stale(400, created_at="2024-10-18T00:00:00Z"), "e-7", "auth0|7", "Nora Never"),
-        record(Missing("active"), "e-1", None, "Ada Lovelace", action="enqueued"),
+        record(Missing("active"), "e-1", None, "Ada Lovelace", action="enqueued", sign_in="ada@contoso.example"),
         record(Orphaned("source deleted"), None, "auth0|2", "Old Account", action="held"),
-        record(AttributeMismatch(grace), "e-3", "auth0|3", "Grace Hopper", action="enqueued"),
-        record(RoleMismatch(["Sales Writer"], ["Employee"]), "e-4", "auth0|4", "Sales Person", action="enqueued"),
+        record(AttributeMismatch(grace), "e-3", "auth0|3", "Grace Hopper", action="enqueued", sign_in="grace@x.example"),
+        record(
+            RoleMismatch(["Sales Writer"], ["Employee"], granted_by={"Sales Writer": ["g-emea", "g-sales"]}),
+            "e-4", "auth0|4", "Sales Person", action="enqueued", sign_in="sales@contoso.example",
+        ),  # fmt: skip
         record(Ambiguous(["auth0|5a", "auth0|5b"], "email", "ambiguous"), "e-5", None, "Two Matches"),
     ]
 
@@ -91,9 +101,23 @@ def summary(**kw: Any) -> RunSummary:
         "enqueued": 3,
         "read_by": "export job",
         "timings": {"entra": 12.5, "auth0": 40.25},
+        "provenance": PROVENANCE,
     }
     base.update(kw)
     return RunSummary(**base)
+
+
+PROVENANCE = Provenance(
+    source="entra",
+    source_kind="entra",
+    tenant_id="11111111-2222-3333-4444-555555555555",
+    target_kind="auth0",
+    target_where={"domain": "contoso.eu.auth0.com", "base_url": "https://contoso.eu.auth0.com"},
+    app_version="0.1.0",
+    mapping_sha256="ab" * 32,
+    trigger="cli",
+    operator="alice",
+)
 
 
 INLINE = frozenset({"a", "b", "code", "em", "i", "span", "strong"})
@@ -239,7 +263,7 @@ def test_json_of_an_unknown_schema_version_is_refused() -> None:
 
 
 def test_csv_has_one_row_per_record_with_what_differs_and_raw_details() -> None:
-    rows = csv_rows(render_csv(records()))
+    rows = csv_rows(render_csv(summary(), records()))
     assert len(rows) == 7
     assert list(rows[0]) == list(CSV_COLUMNS)
     attribute = next(r for r in rows if r["drift"] == "attribute_mismatch")
@@ -248,10 +272,26 @@ def test_csv_has_one_row_per_record_with_what_differs_and_raw_details() -> None:
         "entra_id": "e-3",
         "user_id": "auth0|3",
         "display": "Grace Hopper",
+        "sign_in": "grace@x.example",
+        "new_since_last_run": "",
         "action": "enqueued",
         "what_differs": "email: grace@old.example -> grace@new.example; family_name: (none) -> Hopper",
+        "granted_by": "",
         "details": attribute["details"],
+        "run_id": "20261122T020000Z-1a2b3c",
+        "target": "auth0",
+        "target_kind": "auth0",
+        "target_where": "base_url=https://contoso.eu.auth0.com; domain=contoso.eu.auth0.com",
+        "source": "entra",
+        "source_kind": "entra",
+        "tenant_id": "11111111-2222-3333-4444-555555555555",
+        "app_version": "0.1.0",
+        "mapping_sha256": "ab" * 32,
+        "trigger": "cli",
+        "operator": "alice",
     }
+    roles = next(r for r in rows if r["drift"] == "role_mismatch")
+    assert roles["granted_by"] == "Sales Writer: g-emea, g-sales"
     assert json.loads(attribute["details"]) == records()[4].details
     orphan = next(r for r in rows if r["drift"] == "orphaned")
     assert orphan["entra_id"] == ""
@@ -263,7 +303,7 @@ def test_csv_cells_that_a_spreadsheet_would_evaluate_get_a_leading_quote(danger:
     record = DriftRecord(
         "attribute_mismatch", danger, danger, danger, {"fields": {"title": [danger, "ok"]}}, action="enqueued"
     )
-    row = csv_rows(render_csv([record]))[0]
+    row = csv_rows(render_csv(summary(), [record]))[0]
     assert row["display"] == "'" + danger
     assert row["entra_id"] == "'" + danger
     assert row["user_id"] == "'" + danger
@@ -274,11 +314,11 @@ def test_csv_cells_that_a_spreadsheet_would_evaluate_get_a_leading_quote(danger:
 
 def test_csv_keeps_quotes_commas_newlines_and_non_ascii_intact() -> None:
     record = DriftRecord("missing", "e", None, 'He said "hi", then\nleft — 山田 Zoë', {"state": "active"})
-    assert csv_rows(render_csv([record]))[0]["display"] == 'He said "hi", then\nleft — 山田 Zoë'
+    assert csv_rows(render_csv(summary(), [record]))[0]["display"] == 'He said "hi", then\nleft — 山田 Zoë'
 
 
 def test_csv_of_no_records_is_just_the_header() -> None:
-    assert render_csv([]).decode("utf-8-sig") == ",".join(CSV_COLUMNS) + "\r\n"
+    assert render_csv(summary(), []).decode("utf-8-sig") == ",".join(CSV_COLUMNS) + "\r\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,7 +339,7 @@ def test_html_is_self_contained_with_no_scripts_or_external_resources() -> None:
 def test_html_title_carries_run_id_mode_status_and_times() -> None:
     page = Page(render_html(summary(), records(), []))
     text = page.plain
-    assert "Reconciliation run 20261122T020000Z-1a2b3c completed" in text
+    assert "Reconciliation run 20261122T020000Z-1a2b3c of Auth0 completed" in text
     for expected in ("Mode apply", "Started 2026-11-22T02:00:00.000Z", "Finished 2026-11-22T02:03:25.500Z"):
         assert expected in text
     assert "Duration 3m 26s" in text
@@ -340,13 +380,16 @@ def test_html_counts_records_and_identities_apart_so_that_the_numbers_add_up() -
 
 def test_html_tables_show_what_differs_and_what_was_done() -> None:
     text = Page(render_html(summary(), records(), [])).plain
-    assert "Grace Hopper e-3 auth0|3 email grace@old.example grace@new.example enqueued" in text
+    assert "Grace Hopper grace@x.example e-3 auth0|3 email grace@old.example grace@new.example enqueued" in text
     assert "family_name (none) Hopper" in text
-    assert "Sales Person e-4 auth0|4 Sales Writer Employee enqueued" in text
-    assert "Two Matches e-5 (none) email auth0|5a auth0|5b reported only" in text
-    assert "Sam Stale e-6 auth0|6 2025-01-02T03:04:05Z 321 reported only" in text
-    assert "Nora Never e-7 auth0|7 never (created 2024-10-18T00:00:00Z) 400" in text
-    assert "Old Account (none) auth0|2 source deleted held" in text
+    assert (
+        "Sales Person sales@contoso.example e-4 auth0|4 Sales Writer Sales Writer: g-emea, g-sales Employee enqueued"
+        in text
+    )
+    assert "Two Matches (none) e-5 (none) email auth0|5a auth0|5b reported only" in text
+    assert "Sam Stale (none) e-6 auth0|6 2025-01-02T03:04:05Z 321 reported only" in text
+    assert "Nora Never (none) e-7 auth0|7 never (created 2024-10-18T00:00:00Z) 400" in text
+    assert "Old Account (none) (none) auth0|2 source deleted held" in text
 
 
 def test_html_lists_joiners_the_worker_skips_apart_from_missing_ones_with_the_reason() -> None:
@@ -355,7 +398,7 @@ def test_html_lists_joiners_the_worker_skips_apart_from_missing_ones_with_the_re
     text = Page(render_html(summary(), recs, [])).plain
     assert f"{title('missing')} (1)" in text
     assert f"{title('skipped')} (1)" in text
-    assert f"No Mail e-9 (none) {why} reported only" in text
+    assert f"No Mail (none) e-9 (none) {why} reported only" in text
     assert what_differs(recs[0]) == f"not created: {why}"
 
 
@@ -429,7 +472,7 @@ def test_html_of_an_approved_run_says_who_approved_it_and_when() -> None:
     text = Page(render_html(approved, released, [])).plain
     assert "Approved 2026-11-22T08:15:00Z by alice" in text
     assert "Approved by alice at 2026-11-22T08:15:00Z: the held deprovisions of 1 identity were queued" in text
-    assert "Gone Person e-2 auth0|2 source disabled queued on approval" in text
+    assert "Gone Person (none) e-2 auth0|2 source disabled queued on approval" in text
 
 
 def test_html_without_a_tripped_breaker_has_no_banner() -> None:
@@ -522,7 +565,7 @@ def test_a_large_run_is_whole_in_csv_and_json_and_capped_in_html() -> None:
     n = 2_100 * len(DRIFT_ORDER)  # past the page's cap in every class
     recs = big(n)
     as_json = render_json(summary(), recs)
-    as_csv = render_csv(recs)
+    as_csv = render_csv(summary(), recs)
     as_html = render_html(summary(), recs, [])
     assert json.loads(as_json)["record_count"] == n
     assert as_csv.count(b"\r\n") == n + 1
@@ -559,7 +602,7 @@ def test_reports_round_trip_with_their_content_types(azurite: Azurite, run_id: s
             "html": f"runs/{s.run_id}/report.html",
         }
         assert await store.load(s.run_id, "json") == render_json(s, records())
-        assert await store.load(s.run_id, "csv") == render_csv(records())
+        assert await store.load(s.run_id, "csv") == render_csv(s, records())
         assert await store.load(s.run_id, "html") == render_html(s, records(), [])
         types = {}
         for fmt, name in names.items():
