@@ -44,7 +44,7 @@ from shared.core.ports import AuditStore, KeepsHouse, ReadsGroups, Source, State
 from shared.core.work import WorkItem, item_source
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
-from shared.services.report import provenance
+from shared.services.report import provenance as provenance_of
 from shared.services.target_side import CompactAccounts, CompactLinks
 from shared.services.worker import TargetJob
 from shared.sources.graph.groups import mapping_group_problems
@@ -313,7 +313,7 @@ class Reconciler:
 
     def _provenance(self) -> Provenance:
         """What the reconciler knows of its own provenance, without the settings or a caller."""
-        return provenance(self.mapping, self.target.name)
+        return provenance_of(self.mapping, self.target.name)
 
     # -- deciding --------------------------------------------------------------------------------------
 

@@ -5,6 +5,10 @@ by drift class (``DRIFT_ORDER``), then by display name and ids, so two reports o
 are byte-identical and runs can be diffed. Work is linear in the number of records apart from one
 sort, so 100,000 records render in seconds.
 
+Each report carries the run's provenance (:func:`provenance`: source and tenant, target and where
+it is, version, mapping hash, trigger, operator), each record the identity's sign-in name and its
+"new since the last run" marker, each role to add the groups that justify it.
+
 Every value that reaches the page passes through ``html.escape``; the page carries a Content
 Security Policy that forbids scripts and external resources, as a second line. CSV cells that a
 spreadsheet would read as a formula get a leading ``'``.
