@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 from collections.abc import Callable, Coroutine
 from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from azure.storage.blob.aio import BlobServiceClient
 
 from sandbox.azurite import Azurite
+from shared import __version__
 from shared.core.drift import (
     DETAIL_TYPES,
     DRIFT_ORDER,
@@ -27,23 +31,33 @@ from shared.core.drift import (
     DriftRecord,
     Missing,
     Orphaned,
+    Provenance,
     RoleMismatch,
     RunSummary,
     Skipped,
     Stale,
+    granting_groups,
+    sign_in_name,
 )
 from shared.errors import BadInput, NotFound
+from shared.mapping.model import SourceSection, SyncMapping, TargetSection
 from shared.services.report import (
     CSV_COLUMNS,
+    RecordKeys,
     ReportStore,
     csv_safe,
     parse_json,
+    provenance,
+    public_url,
     render_csv,
     render_html,
     render_json,
     validate_run_id,
     what_differs,
 )
+from shared.settings import Settings
+from shared.targets.scim.rules import ScimOptions
+from tests.support import sandbox_env
 
 
 def title(drift: str) -> str:
@@ -55,10 +69,16 @@ HOSTILE = '<script>alert("x")</script> O\'Brien & Zoë 山田'
 
 
 def record(
-    details: Details, entra_id: str | None, user_id: str | None, display: str, action: str = "reported"
+    details: Details,
+    entra_id: str | None,
+    user_id: str | None,
+    display: str,
+    action: str = "reported",
+    sign_in: str = "",
+    new: bool | None = None,
 ) -> DriftRecord:
     """A record built the way the reconciler builds it."""
-    return dataclasses.replace(details.record(entra_id, user_id, display), action=action)
+    return dataclasses.replace(details.record(entra_id, user_id, display), action=action, sign_in=sign_in, new=new)
 
 
 def records() -> list[DriftRecord]:
@@ -66,10 +86,17 @@ def records() -> list[DriftRecord]:
     return [
         record(Stale(321, last_login="2025-01-02T03:04:05Z", created_at=None), "e-6", "auth0|6", "Sam Stale"),
         record(Stale(400, created_at="2024-10-18T00:00:00Z"), "e-7", "auth0|7", "Nora Never"),
-        record(Missing("active"), "e-1", None, "Ada Lovelace", action="enqueued"),
+        record(Missing("active"), "e-1", None, "Ada Lovelace", action="enqueued", sign_in="ada@contoso.example"),
         record(Orphaned("source deleted"), None, "auth0|2", "Old Account", action="held"),
-        record(AttributeMismatch(grace), "e-3", "auth0|3", "Grace Hopper", action="enqueued"),
-        record(RoleMismatch(["Sales Writer"], ["Employee"]), "e-4", "auth0|4", "Sales Person", action="enqueued"),
+        record(AttributeMismatch(grace), "e-3", "auth0|3", "Grace Hopper", action="enqueued", sign_in="grace@x.test"),
+        record(
+            RoleMismatch(["Sales Writer"], ["Employee"], granted_by={"Sales Writer": ["g-emea", "g-sales"]}),
+            "e-4",
+            "auth0|4",
+            "Sales Person",
+            action="enqueued",
+            sign_in="sales@contoso.example",
+        ),
         record(Ambiguous(["auth0|5a", "auth0|5b"], "email", "ambiguous"), "e-5", None, "Two Matches"),
     ]
 
@@ -91,9 +118,23 @@ def summary(**kw: Any) -> RunSummary:
         "enqueued": 3,
         "read_by": "export job",
         "timings": {"entra": 12.5, "auth0": 40.25},
+        "provenance": PROVENANCE,
     }
     base.update(kw)
     return RunSummary(**base)
+
+
+PROVENANCE = Provenance(
+    source="entra",
+    source_kind="entra",
+    tenant_id="11111111-2222-3333-4444-555555555555",
+    target_kind="auth0",
+    target_where={"domain": "contoso.eu.auth0.com", "base_url": "https://contoso.eu.auth0.com"},
+    app_version="0.1.0",
+    mapping_sha256="ab" * 32,
+    trigger="cli",
+    operator="alice",
+)
 
 
 INLINE = frozenset({"a", "b", "code", "em", "i", "span", "strong"})
@@ -229,7 +270,7 @@ def test_json_of_an_empty_run_is_valid_and_keeps_hostile_text_intact() -> None:
 
 
 def test_json_of_an_unknown_schema_version_is_refused() -> None:
-    with pytest.raises(BadInput, match="schema version"):
+    with pytest.raises(BadInput, match="schema version 99 is not one of"):
         parse_json(b'{"schema_version": 99, "summary": {}, "records": []}')
 
 
@@ -239,7 +280,7 @@ def test_json_of_an_unknown_schema_version_is_refused() -> None:
 
 
 def test_csv_has_one_row_per_record_with_what_differs_and_raw_details() -> None:
-    rows = csv_rows(render_csv(records()))
+    rows = csv_rows(render_csv(summary(), records()))
     assert len(rows) == 7
     assert list(rows[0]) == list(CSV_COLUMNS)
     attribute = next(r for r in rows if r["drift"] == "attribute_mismatch")
@@ -248,10 +289,26 @@ def test_csv_has_one_row_per_record_with_what_differs_and_raw_details() -> None:
         "entra_id": "e-3",
         "user_id": "auth0|3",
         "display": "Grace Hopper",
+        "sign_in": "grace@x.test",
+        "new_since_last_run": "",
         "action": "enqueued",
         "what_differs": "email: grace@old.example -> grace@new.example; family_name: (none) -> Hopper",
+        "granted_by": "",
         "details": attribute["details"],
+        "run_id": "20261122T020000Z-1a2b3c",
+        "target": "auth0",
+        "target_kind": "auth0",
+        "target_where": "base_url=https://contoso.eu.auth0.com; domain=contoso.eu.auth0.com",
+        "source": "entra",
+        "source_kind": "entra",
+        "tenant_id": "11111111-2222-3333-4444-555555555555",
+        "app_version": "0.1.0",
+        "mapping_sha256": "ab" * 32,
+        "trigger": "cli",
+        "operator": "alice",
     }
+    roles = next(r for r in rows if r["drift"] == "role_mismatch")
+    assert roles["granted_by"] == "Sales Writer: g-emea, g-sales"
     assert json.loads(attribute["details"]) == records()[4].details
     orphan = next(r for r in rows if r["drift"] == "orphaned")
     assert orphan["entra_id"] == ""
@@ -263,7 +320,7 @@ def test_csv_cells_that_a_spreadsheet_would_evaluate_get_a_leading_quote(danger:
     record = DriftRecord(
         "attribute_mismatch", danger, danger, danger, {"fields": {"title": [danger, "ok"]}}, action="enqueued"
     )
-    row = csv_rows(render_csv([record]))[0]
+    row = csv_rows(render_csv(summary(), [record]))[0]
     assert row["display"] == "'" + danger
     assert row["entra_id"] == "'" + danger
     assert row["user_id"] == "'" + danger
@@ -274,11 +331,11 @@ def test_csv_cells_that_a_spreadsheet_would_evaluate_get_a_leading_quote(danger:
 
 def test_csv_keeps_quotes_commas_newlines_and_non_ascii_intact() -> None:
     record = DriftRecord("missing", "e", None, 'He said "hi", then\nleft — 山田 Zoë', {"state": "active"})
-    assert csv_rows(render_csv([record]))[0]["display"] == 'He said "hi", then\nleft — 山田 Zoë'
+    assert csv_rows(render_csv(summary(), [record]))[0]["display"] == 'He said "hi", then\nleft — 山田 Zoë'
 
 
 def test_csv_of_no_records_is_just_the_header() -> None:
-    assert render_csv([]).decode("utf-8-sig") == ",".join(CSV_COLUMNS) + "\r\n"
+    assert render_csv(summary(), []).decode("utf-8-sig") == ",".join(CSV_COLUMNS) + "\r\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,7 +356,7 @@ def test_html_is_self_contained_with_no_scripts_or_external_resources() -> None:
 def test_html_title_carries_run_id_mode_status_and_times() -> None:
     page = Page(render_html(summary(), records(), []))
     text = page.plain
-    assert "Reconciliation run 20261122T020000Z-1a2b3c completed" in text
+    assert "Reconciliation run 20261122T020000Z-1a2b3c of Auth0 completed" in text
     for expected in ("Mode apply", "Started 2026-11-22T02:00:00.000Z", "Finished 2026-11-22T02:03:25.500Z"):
         assert expected in text
     assert "Duration 3m 26s" in text
@@ -340,13 +397,16 @@ def test_html_counts_records_and_identities_apart_so_that_the_numbers_add_up() -
 
 def test_html_tables_show_what_differs_and_what_was_done() -> None:
     text = Page(render_html(summary(), records(), [])).plain
-    assert "Grace Hopper e-3 auth0|3 email grace@old.example grace@new.example enqueued" in text
+    assert "Grace Hopper grace@x.test e-3 auth0|3 email grace@old.example grace@new.example enqueued" in text
     assert "family_name (none) Hopper" in text
-    assert "Sales Person e-4 auth0|4 Sales Writer Employee enqueued" in text
-    assert "Two Matches e-5 (none) email auth0|5a auth0|5b reported only" in text
-    assert "Sam Stale e-6 auth0|6 2025-01-02T03:04:05Z 321 reported only" in text
-    assert "Nora Never e-7 auth0|7 never (created 2024-10-18T00:00:00Z) 400" in text
-    assert "Old Account (none) auth0|2 source deleted held" in text
+    assert (
+        "Sales Person sales@contoso.example e-4 auth0|4 Sales Writer Sales Writer: g-emea, g-sales Employee enqueued"
+        in text
+    )
+    assert "Two Matches (none) e-5 (none) email auth0|5a auth0|5b reported only" in text
+    assert "Sam Stale (none) e-6 auth0|6 2025-01-02T03:04:05Z 321 reported only" in text
+    assert "Nora Never (none) e-7 auth0|7 never (created 2024-10-18T00:00:00Z) 400" in text
+    assert "Old Account (none) (none) auth0|2 source deleted held" in text
 
 
 def test_html_lists_joiners_the_worker_skips_apart_from_missing_ones_with_the_reason() -> None:
@@ -355,7 +415,7 @@ def test_html_lists_joiners_the_worker_skips_apart_from_missing_ones_with_the_re
     text = Page(render_html(summary(), recs, [])).plain
     assert f"{title('missing')} (1)" in text
     assert f"{title('skipped')} (1)" in text
-    assert f"No Mail e-9 (none) {why} reported only" in text
+    assert f"No Mail (none) e-9 (none) {why} reported only" in text
     assert what_differs(recs[0]) == f"not created: {why}"
 
 
@@ -429,7 +489,7 @@ def test_html_of_an_approved_run_says_who_approved_it_and_when() -> None:
     text = Page(render_html(approved, released, [])).plain
     assert "Approved 2026-11-22T08:15:00Z by alice" in text
     assert "Approved by alice at 2026-11-22T08:15:00Z: the held deprovisions of 1 identity were queued" in text
-    assert "Gone Person e-2 auth0|2 source disabled queued on approval" in text
+    assert "Gone Person (none) e-2 auth0|2 source disabled queued on approval" in text
 
 
 def test_html_without_a_tripped_breaker_has_no_banner() -> None:
@@ -494,6 +554,183 @@ def test_html_caps_each_table_and_points_to_the_csv_and_json() -> None:
     assert "Stale One" in text
 
 
+def test_html_says_which_target_and_carries_the_provenance_at_the_top() -> None:
+    page = Page(render_html(summary(), records(), []))
+    text = page.plain
+    top = text[: text.index("Counts by class")]
+    assert top.startswith("Reconciliation 20261122T020000Z-1a2b3c")  # the <title>
+    assert "Reconciliation run 20261122T020000Z-1a2b3c of Auth0 completed" in top
+    assert (
+        "Provenance Source entra (entra) Entra tenant 11111111-2222-3333-4444-555555555555 Target auth0 (auth0) "
+        "Target location base_url=https://contoso.eu.auth0.com; domain=contoso.eu.auth0.com "
+        f"entra-sync version 0.1.0 Mapping file SHA-256 {'ab' * 32} Trigger cli Operator alice "
+        "New since last run nothing to compare with: no earlier finished run of this target"
+    ) in top
+    sections = [a for t, a in page.tags if t == "section" and a.get("class") == "target"]
+    assert sections == [{"class": "target", "id": "target-auth0", "data-target": "auth0"}]
+
+
+def test_html_of_a_run_without_provenance_says_not_recorded_rather_than_guess() -> None:
+    text = Page(render_html(summary(provenance=Provenance()), [], [])).plain
+    assert "Source (not recorded) Entra tenant (not recorded) Target auth0 Target location (not recorded)" in text
+    assert "Trigger (not recorded) Operator (not recorded)" in text
+
+
+def test_html_marks_records_new_since_the_last_run_and_counts_them_by_class() -> None:
+    recs = [
+        record(Missing("active"), "e-1", None, "Ada", action="enqueued", new=True),
+        record(Missing("active"), "e-2", None, "Bob", action="enqueued", new=False),
+        record(Stale(120, last_login="2025-01-01T00:00:00Z"), "e-3", "auth0|3", "Cy", new=True),
+    ]
+    run = summary(previous_run="20261121T020000Z-0a0b0c", new_records=2)
+    page = Page(render_html(run, recs, []))
+    text = page.plain
+    assert "New since last run 2 records of 3 (compared with run 20261121T020000Z-0a0b0c)" in text
+    counts = text[text.index("Counts by class") : text.index("Trend")]
+    assert f"{title('missing')} 2 2 0 1 " in counts  # records, enqueued, reported only, new
+    assert f"{title('stale')} 1 0 1 1 " in counts
+    assert "Total drift records 3 2 1 2" in counts
+    assert "Ada new (none) e-1" in text
+    assert "Bob (none) e-2" in text
+    assert sum(1 for t, a in page.tags if t == "span" and a.get("class") == "badge new") == 2
+
+
+def test_csv_says_new_yes_no_or_nothing_to_compare() -> None:
+    recs = [
+        record(Missing("active"), "e-1", None, "Ada", new=True),
+        record(Missing("active"), "e-2", None, "Bob", new=False),
+        record(Missing("active"), "e-3", None, "Cy"),
+    ]
+    rows = csv_rows(render_csv(summary(), recs))
+    assert [r["new_since_last_run"] for r in rows] == ["yes", "no", ""]
+
+
+# ------------------------------------------------------------------------------------------------
+# Provenance, sign-in names, justifying groups, older runs
+# ------------------------------------------------------------------------------------------------
+
+
+TENANT = "7c1a2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+
+def settings(**extra: str) -> Settings:
+    return Settings.from_env(sandbox_env(storage="UseDevelopmentStorage=true", AZURE_TENANT_ID=TENANT, **extra))
+
+
+def test_provenance_names_source_tenant_target_location_version_mapping_hash_trigger_and_operator(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "mapping.yaml"
+    file.write_bytes(b"version: 2\n# the bytes an auditor hashes\n")
+    hidden = "https://svc:s3cret@hr.example.com/scim/v2/?token=t0ken#frag"
+    mapping = SyncMapping(
+        source=str(file),
+        targets={
+            "auth0": TargetSection("auth0", "auth0", "targets.auth0."),
+            "scim:hr": TargetSection("scim:hr", "scim", "targets.scim:hr.", options=ScimOptions(base_url=hidden)),
+            "salesforce": TargetSection(  # its options name the settings that say where the org is
+                "salesforce", "salesforce", "targets.salesforce.", options=SimpleNamespace(settings_prefix="SALESFORCE")
+            ),
+            "memory:crm": TargetSection("memory:crm", "memory", "targets.memory:crm.", source="hr"),
+        },
+        sources={"entra": SourceSection("entra", "entra", ""), "hr": SourceSection("hr", "scim_inbox", "sources.hr.")},
+    )
+    env = settings(AUTH0_DOMAIN="contoso.eu.auth0.com", SALESFORCE_INSTANCE_URL="https://acme.my.salesforce.com/")
+
+    auth0 = provenance(mapping, "auth0", settings=env, trigger="cli", operator="ann")
+    assert auth0 == Provenance(
+        source="entra",
+        source_kind="entra",
+        tenant_id=TENANT,
+        target_kind="auth0",
+        target_where={"domain": "contoso.eu.auth0.com", "base_url": "http://127.0.0.1:9/api/v2"},
+        app_version=__version__,
+        mapping_sha256=hashlib.sha256(file.read_bytes()).hexdigest(),
+        trigger="cli",
+        operator="ann",
+    )
+    scim = provenance(mapping, "scim:hr", settings=env)
+    assert scim.target_where == {"base_url": "https://hr.example.com/scim/v2"}  # no user info, query or fragment
+    assert "s3cret" not in json.dumps(dataclasses.asdict(scim)) and "t0ken" not in json.dumps(dataclasses.asdict(scim))
+    assert provenance(mapping, "salesforce", settings=env).target_where == {
+        "instance_url": "https://acme.my.salesforce.com"
+    }
+    fed_by_hr = provenance(mapping, "memory:crm", settings=env)
+    assert (fed_by_hr.source, fed_by_hr.source_kind, fed_by_hr.tenant_id) == ("hr", "scim_inbox", "")
+    # without the settings (a reconciler on its own): what the mapping says, nothing made up
+    bare = provenance(mapping, "auth0")
+    assert (bare.tenant_id, bare.target_where, bare.trigger, bare.operator) == ("", {}, "", "")
+    assert bare.mapping_sha256 == auth0.mapping_sha256
+    assert provenance(dataclasses.replace(mapping, source="<string>"), "auth0").mapping_sha256 == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hr.example.com/scim/v2/", "https://hr.example.com/scim/v2"),
+        ("https://u:p@hr.example.com:8443/scim?x=1", "https://hr.example.com:8443/scim"),
+        ("http://127.0.0.1:5000/api/v2", "http://127.0.0.1:5000/api/v2"),
+    ],
+)
+def test_a_target_location_keeps_no_credentials(url: str, shown: str) -> None:
+    assert public_url(url) == shown
+
+
+def test_the_sign_in_name_is_the_upn_else_the_username_else_an_email() -> None:
+    assert sign_in_name({"userPrincipalName": "ada@contoso.example", "mail": "ada@mail.example"}) == (
+        "ada@contoso.example"
+    )
+    assert sign_in_name({"userName": "bob@hr.example", "emails.work": "bob@work.example"}) == "bob@hr.example"
+    assert sign_in_name({"userPrincipalName": "", "emails.primary": "cy@home.example"}) == "cy@home.example"
+    assert sign_in_name({"displayName": "No Name"}) == ""
+
+
+def test_the_groups_that_justify_an_entitlement_are_the_identitys_granting_ones() -> None:
+    grants = [("g-staff", ("Employee",)), ("g-sales", ("Sales Reader", "Sales Writer")), ("g-emea", ("Sales Reader",))]
+    assert granting_groups(grants, {"g-sales", "g-emea", "g-other"}) == {
+        "Sales Reader": ["g-emea", "g-sales"],
+        "Sales Writer": ["g-sales"],
+    }
+    assert granting_groups(grants, set()) == {}
+
+
+def test_record_keys_are_read_from_report_json_in_pieces_of_any_size() -> None:
+    data = render_json(summary(), records())
+    expected = {r.key for r in records()}
+    for size in (1, 7, 64, len(data)):
+        reader = RecordKeys()
+        for start in range(0, len(data), size):
+            reader.feed(data[start : start + size])
+        assert reader.done() == expected
+    empty = RecordKeys()
+    empty.feed(render_json(summary(), []))
+    assert empty.done() == set()
+
+
+def test_a_report_json_of_schema_1_still_loads_and_gives_its_keys() -> None:
+    added = {"provenance", "previous_run", "new_records"}  # by schema 2
+    old_summary = {k: v for k, v in summary().to_dict().items() if k not in added}
+    old_records = [{k: v for k, v in r.to_dict().items() if k not in {"sign_in", "new"}} for r in records()]
+    body = ",\n  ".join(json.dumps(r, sort_keys=True) for r in old_records)
+    data = (
+        f'{{"schema_version": 1,\n "summary": {json.dumps(old_summary)},\n "record_count": 7,\n'
+        f' "records": [\n  {body}\n ]}}\n'
+    ).encode()
+    got_summary, got_records = parse_json(data)
+    assert got_summary.provenance == Provenance()
+    assert (got_summary.previous_run, got_summary.new_records) == ("", 0)
+    assert {(r.sign_in, r.new) for r in got_records} == {("", None)}
+    reader = RecordKeys()
+    reader.feed(data)
+    assert reader.done() == {r.key for r in records()}
+
+
+def test_records_and_runs_of_a_newer_version_load_without_their_new_keys() -> None:
+    newer = {**records()[0].to_dict(), "risk_level": "high"}
+    assert DriftRecord.from_dict(newer) == records()[0]
+    assert RunSummary.from_dict({**summary().to_dict(), "shards": 4}) == summary()
+
+
 # ------------------------------------------------------------------------------------------------
 # Scale
 # ------------------------------------------------------------------------------------------------
@@ -522,7 +759,7 @@ def test_a_large_run_is_whole_in_csv_and_json_and_capped_in_html() -> None:
     n = 2_100 * len(DRIFT_ORDER)  # past the page's cap in every class
     recs = big(n)
     as_json = render_json(summary(), recs)
-    as_csv = render_csv(recs)
+    as_csv = render_csv(summary(), recs)
     as_html = render_html(summary(), recs, [])
     assert json.loads(as_json)["record_count"] == n
     assert as_csv.count(b"\r\n") == n + 1
@@ -559,7 +796,7 @@ def test_reports_round_trip_with_their_content_types(azurite: Azurite, run_id: s
             "html": f"runs/{s.run_id}/report.html",
         }
         assert await store.load(s.run_id, "json") == render_json(s, records())
-        assert await store.load(s.run_id, "csv") == render_csv(records())
+        assert await store.load(s.run_id, "csv") == render_csv(s, records())
         assert await store.load(s.run_id, "html") == render_html(s, records(), [])
         types = {}
         for fmt, name in names.items():

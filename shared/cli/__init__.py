@@ -83,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--dry-run", action="store_true", help="plan and report; change nothing")
     mode.add_argument("--apply", action="store_true", help="queue the safe repairs")
     rec.add_argument("--target", help="one target the mapping names (default: every target, each its own run)")
+    rec.add_argument("--by", default=os.environ.get("USER", "operator"), help="who runs it (recorded in the report)")
     app = sub.add_parser("approve", help="release a run held by the circuit breaker")
     app.add_argument("run")
     app.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (recorded in the audit)")

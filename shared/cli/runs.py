@@ -12,6 +12,7 @@ from shared import bootstrap
 from shared.cli.common import Progress, UsageError, emit_json, targets
 from shared.core.drift import RunSummary
 from shared.services.reconcile import check_run_id
+from shared.services.report import provenance
 from shared.targets.registry import target_title
 
 
@@ -22,7 +23,10 @@ async def cmd_reconcile(svc: bootstrap.App, args: argparse.Namespace) -> int:
         progress = Progress()
         if svc.reports is not None:
             await svc.reports.ensure()
-        summary, _ = await svc.reconcilers[name].run("apply" if args.apply else "dry-run", progress=progress)
+        origin = provenance(svc.mapping, name, settings=svc.settings, trigger="cli", operator=args.by)
+        summary, _ = await svc.reconcilers[name].run(
+            "apply" if args.apply else "dry-run", progress=progress, provenance=origin
+        )
         progress.done()
         _print_run(summary)
         held = held or summary.status == "held"
@@ -40,6 +44,8 @@ def _print_run(summary: RunSummary) -> None:
     for drift, count in sorted(summary.counts.items()):
         print(f"  {drift:<20} {count}")
     print(f"  identities enqueued {summary.enqueued} (one work item each), held {summary.held}")
+    if summary.previous_run:
+        print(f"  new since run {summary.previous_run}: {summary.new_records} drift records")
     if summary.breaker.tripped:
         print(f"  CIRCUIT BREAKER: {summary.breaker.reason}")
         print(f"  review the report, then: entra-sync approve {summary.run_id}")

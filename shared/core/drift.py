@@ -10,7 +10,7 @@ the two cannot disagree about a key: a renamed field is a type error on both sid
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Final, Self
@@ -36,6 +36,12 @@ class DriftRecord:
     # "enqueued", "reported", "held" (circuit breaker), "approved" (held, then queued on approval),
     # "none" (dry run)
     action: str = "reported"
+    # The identity's sign-in name as the source gave it (UPN, else email; an orphan: its account's
+    # email); "" where none was read (and in records stored before it was kept).
+    sign_in: str = ""
+    # Whether the previous run of the same target had no record of this identity in this class;
+    # None where there was no previous run to compare with (or it was stored before this was kept).
+    new: bool | None = None
 
     @property
     def identity(self) -> str:
@@ -46,9 +52,43 @@ class DriftRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What "new since the last run" compares: the identity and the drift class."""
+        return (self.identity, self.drift)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftRecord:
-        return cls(**data)
+        """Records stored by an older version (no ``sign_in``, no ``new``) take the defaults; keys a
+        newer version added are dropped."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Where a source keeps the sign-in name, most telling first: Entra ID's UPN, the inbound SCIM
+# userName, then an email.
+SIGN_IN_KEYS: Final = ("userPrincipalName", "userName", "mail", "email", "emails.work", "emails.primary")
+
+
+def sign_in_name(attributes: Mapping[str, Any]) -> str:
+    """The identity's sign-in name (UPN or email) from the source's attributes, or ""."""
+    for key in SIGN_IN_KEYS:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def granting_groups(grants: Iterable[tuple[str, Iterable[str]]], groups: Iterable[str]) -> dict[str, list[str]]:
+    """Entitlement -> the identity's groups (object ids, sorted) whose grant in the mapping gives it.
+    ``grants`` are (group, entitlements) pairs as the target's section lists them."""
+    member = set(groups)
+    out: dict[str, set[str]] = {}
+    for group, entitlements in grants:
+        if group in member:
+            for entitlement in entitlements:
+                out.setdefault(entitlement, set()).add(group)
+    return {entitlement: sorted(by) for entitlement, by in out.items()}
 
 
 @dataclass(frozen=True)
@@ -121,10 +161,14 @@ class Conflict(Details):
 
 @dataclass(frozen=True)
 class RoleMismatch(Details):
+    """Entitlements to add and to remove. ``granted_by`` says, for each one to add, which of the
+    identity's groups the mapping grants it through (what justifies it); one to remove has none."""
+
     drift: ClassVar[str] = "role_mismatch"
     title: ClassVar[str] = "Role mismatch"
     add: list[str] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
+    granted_by: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,6 +220,30 @@ class Breaker:
 
 
 @dataclass
+class Provenance:
+    """Where a run's findings come from, for an auditor: what was compared with what, by which
+    version under which mapping, and who or what started it. Never a secret: target locations are
+    host names and URLs without credentials or query.
+
+    Empty strings where a caller did not say (runs stored before this was kept load with these)."""
+
+    source: str = ""  # the source's name in the mapping ("entra")
+    source_kind: str = ""  # "entra", "scim_inbox", ...
+    tenant_id: str = ""  # Entra ID's tenant (from the settings) for an ``entra`` source
+    target_kind: str = ""  # "auth0", "scim", "salesforce", ...
+    target_where: dict[str, str] = field(default_factory=dict)  # e.g. {"domain": ...}, {"base_url": ...}
+    app_version: str = ""  # shared.__version__
+    mapping_sha256: str = ""  # of the mapping file's bytes
+    trigger: str = ""  # "timer", "cli"
+    operator: str = ""  # who ran it: the CLI's --by (default $USER), "timer" for the nightly run
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Provenance:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+
+@dataclass
 class RunSummary:
     run_id: str
     mode: str  # "dry-run" | "apply"
@@ -201,6 +269,11 @@ class RunSummary:
     # What the run did (a dry run: would do) to the target's own objects: its groups created, renamed
     # or deleted (SCIM).
     housekeeping: list[str] = field(default_factory=list)
+    provenance: Provenance = field(default_factory=Provenance)
+    # The run the "new since last run" markers compare with ("" where there was none), and how many
+    # of this run's records it had no record of.
+    previous_run: str = ""
+    new_records: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +293,7 @@ class RunSummary:
         data = dict(data)
         data.setdefault("target", "auth0")
         data["breaker"] = Breaker(**data.get("breaker", {}))
+        data["provenance"] = Provenance.from_dict(data.get("provenance"))
         for old, new in (("auth0_users", "accounts"), ("auth0_read", "read_by")):
             if old in data:
                 data[new] = data.pop(old)
@@ -243,9 +317,11 @@ def drift_of(
     now: datetime,
     display: str,
     desired: Mapping[str, Any] | None = None,
+    granted_by: Mapping[str, Sequence[str]] | None = None,
 ) -> list[DriftRecord]:
     """The drift records of one identity in one target, read off the plan the worker would make
-    from the same reads (one matching ladder, one planner: the two can never disagree)."""
+    from the same reads (one matching ladder, one planner: the two can never disagree).
+    ``granted_by``: entitlement -> the identity's groups that grant it (:func:`granting_groups`)."""
     if resolution.problem:
         details = Ambiguous(list(resolution.candidates), resolution.matched_by, resolution.problem)
         return [details.record(identity.id, None, display)]
@@ -280,8 +356,12 @@ def drift_of(
         out.append(AttributeMismatch(fields).record(identity.id, account.target_id, display))
     grant, ungrant = plan.first(ActionKind.GRANT), plan.first(ActionKind.UNGRANT)
     if grant is not None or ungrant is not None:
+        add = list(grant.entitlements) if grant else []
+        by = granted_by or {}
         roles = RoleMismatch(
-            add=list(grant.entitlements) if grant else [], remove=list(ungrant.entitlements) if ungrant else []
+            add=add,
+            remove=list(ungrant.entitlements) if ungrant else [],
+            granted_by={e: list(by[e]) for e in add if e in by},
         )
         out.append(roles.record(identity.id, account.target_id, display))
     stale = _stale(account, rules, stale_after_days, now)

@@ -28,13 +28,23 @@ from typing import Any, Final
 
 from shared.core import plan as planner
 from shared.core.classify import for_target
-from shared.core.drift import Breaker, DriftRecord, Orphaned, RunSummary, drift_of
+from shared.core.drift import (
+    Breaker,
+    DriftRecord,
+    Orphaned,
+    Provenance,
+    RunSummary,
+    drift_of,
+    granting_groups,
+    sign_in_name,
+)
 from shared.core.match import Resolution, resolve
 from shared.core.model import Identity, Link, Plan, SourceState
 from shared.core.ports import AuditStore, KeepsHouse, ReadsGroups, Source, StateStore, TellsHowRead, WorkQueue
 from shared.core.work import WorkItem, item_source
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
+from shared.services.report import provenance as provenance_of
 from shared.services.target_side import CompactAccounts, CompactLinks
 from shared.services.worker import TargetJob
 from shared.sources.graph.groups import mapping_group_problems
@@ -44,6 +54,7 @@ from shared.stores.keys import utcnow
 log = logging.getLogger("entra_sync.reconcile")
 
 RUN_KIND: Final = "reconcile-run"
+FINISHED: Final = frozenset({"completed", "held", "approved"})  # runs whose records are whole
 HISTORY: Final = 12
 PARTIAL_READ_SHARE: Final = 0.5  # fewer Entra users than half the last run's: the read looks partial
 _RUN_ID: Final = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
@@ -96,14 +107,22 @@ class Reconciler:
     # ==============================================================================================
 
     async def run(
-        self, mode: str = "dry-run", run_id: str | None = None, progress: Progress | None = None
+        self,
+        mode: str = "dry-run",
+        run_id: str | None = None,
+        progress: Progress | None = None,
+        provenance: Provenance | None = None,
     ) -> tuple[RunSummary, list[DriftRecord]]:
+        """One run. ``provenance``: what the caller knows of where it comes from (the settings' side,
+        the trigger and the operator: see ``shared.services.report.provenance``); without it the
+        run records what the reconciler knows itself (source, target kind, version)."""
         if mode not in {"dry-run", "apply"}:
             raise ValueError("mode is dry-run or apply")
         report = progress or (lambda phase, done, total: None)
         summary = RunSummary(
-            run_id=run_id or new_run_id(self.now()), mode=mode, started_at=utcnow(), target=self.target.name
-        )
+            run_id=run_id or new_run_id(self.now()), mode=mode, started_at=utcnow(), target=self.target.name,
+            provenance=provenance or self._provenance(),
+        )  # fmt: skip
         try:
             records = await self._run(summary, report)
         except Exception as exc:
@@ -152,9 +171,13 @@ class Reconciler:
                 continue
             summary.managed_accounts += 1
             if source_id not in seen and account.active:
-                display = str(account.data.get("email") or account.data.get("name") or target_id)
-                records.append(Orphaned("source deleted").record(source_id, target_id, display))
+                email = account.data.get("email")
+                display = str(email or account.data.get("name") or target_id)
+                orphan = Orphaned("source deleted").record(source_id, target_id, display)
+                orphan.sign_in = email if isinstance(email, str) else ""  # no identity was read: the account's
+                records.append(orphan)
         lap("orphans")
+        await self._mark_new(summary, records)
 
         counts: dict[str, int] = {}
         for r in records:
@@ -258,15 +281,39 @@ class Reconciler:
         display = str(
             identity.attributes.get("displayName") or identity.attributes.get("userPrincipalName") or identity.id
         )
+        grants = ((g.group, g.entitlements) for g in self.section.grants)
         records = drift_of(
             identity, found, link, plan, rules, stale_after_days=self.section.reconcile.stale_after_days,
-            now=self.now(), display=display, desired=desired,
+            now=self.now(), display=display, desired=desired, granted_by=granting_groups(grants, identity.groups),
         )  # fmt: skip
+        sign_in = sign_in_name(identity.attributes)
+        for record in records:
+            record.sign_in = sign_in
         if identity.state is SourceState.ACTIVE:
             summary.entra_in_scope += 1
             if not records:
                 summary.in_sync += 1
         return records
+
+    async def _mark_new(self, summary: RunSummary, records: list[DriftRecord]) -> None:
+        """Mark each record new or not against the previous run of this target that finished
+        (its stored report read as a set of keys, never as records)."""
+        previous = [r for r in await self.history() if r.status in FINISHED and r.run_id != summary.run_id]
+        if not previous or self.reports is None:
+            return
+        try:
+            before = await self.reports.record_keys(previous[-1].run_id)
+        except NotFound:
+            log.warning("the previous run %s has no stored report: nothing is marked new", previous[-1].run_id)
+            return
+        summary.previous_run = previous[-1].run_id
+        for record in records:
+            record.new = record.key not in before
+        summary.new_records = sum(1 for r in records if r.new)
+
+    def _provenance(self) -> Provenance:
+        """What the reconciler knows of its own provenance, without the settings or a caller."""
+        return provenance_of(self.mapping, self.target.name)
 
     # -- deciding --------------------------------------------------------------------------------------
 
@@ -453,15 +500,19 @@ def _failure_message(summary: RunSummary) -> str:
     )
 
 
-async def reconcile_every(reconcilers: Mapping[str, Reconciler], mode: str = "apply") -> list[RunSummary]:
+async def reconcile_every(
+    reconcilers: Mapping[str, Reconciler],
+    mode: str = "apply",
+    provenance: Callable[[str], Provenance] | None = None,
+) -> list[RunSummary]:
     """Every target in turn, each its own run, report and circuit breaker. One that fails (its run
     is recorded, reported and alerted already) does not stop the others; the failures are raised
-    together once every target had its run."""
+    together once every target had its run. ``provenance``: a target's name -> its runs' provenance."""
     summaries: list[RunSummary] = []
     failures: list[str] = []
     for name, reconciler in reconcilers.items():
         try:
-            summary, _ = await reconciler.run(mode)
+            summary, _ = await reconciler.run(mode, provenance=provenance(name) if provenance else None)
         except Exception as exc:
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
             continue

@@ -5,6 +5,10 @@ by drift class (``DRIFT_ORDER``), then by display name and ids, so two reports o
 are byte-identical and runs can be diffed. Work is linear in the number of records apart from one
 sort, so 100,000 records render in seconds.
 
+Each report carries the run's provenance (:func:`provenance`: source and tenant, target and where
+it is, version, mapping hash, trigger, operator), each record the identity's sign-in name and its
+"new since the last run" marker, each role to add the groups that justify it.
+
 Every value that reaches the page passes through ``html.escape``; the page carries a Content
 Security Policy that forbids scripts and external resources, as a second line. CSV cells that a
 spreadsheet would read as a formula get a leading ``'``.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import html
 import io
 import json
@@ -22,13 +27,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
-from shared import names
+from shared import __version__, names
 from shared.core.drift import (
     DRIFT_ORDER,
     DRIFT_TITLES,
@@ -38,17 +44,25 @@ from shared.core.drift import (
     DriftRecord,
     Missing,
     Orphaned,
+    Provenance,
     RoleMismatch,
     RunSummary,
     Skipped,
     Stale,
 )
+from shared.core.work import DEFAULT_SOURCE
 from shared.errors import BadInput, NotFound
 from shared.targets.registry import target_title
 
+if TYPE_CHECKING:
+    from shared.mapping.model import SyncMapping, TargetSection
+    from shared.settings import Settings
+
 REPORTS_CONTAINER: Final = names.REPORTS_CONTAINER
 
-SCHEMA_VERSION: Final = 1  # of report.json; bump when its shape changes
+SCHEMA_VERSION: Final = 2  # of report.json; bump when its shape changes
+# Versions parse_json reads: 2 added the provenance, the sign-in name and the "new" marker.
+READABLE_VERSIONS: Final = (1, 2)
 ROW_CAP: Final = 2_000  # rows per drift class on the HTML page; the CSV and JSON hold every record
 TREND_RUNS: Final = 30  # runs in the trend table, the current one included
 APPROVE_COMMAND: Final = "entra-sync approve {run_id}"
@@ -58,7 +72,13 @@ CONTENT_TYPES: Final = {
     "csv": "text/csv; charset=utf-8",
     "html": "text/html; charset=utf-8",
 }
-CSV_COLUMNS: Final = ("drift", "entra_id", "user_id", "display", "action", "what_differs", "details")
+CSV_COLUMNS: Final = (
+    "drift", "entra_id", "user_id", "display", "sign_in", "new_since_last_run", "action", "what_differs",
+    "granted_by", "details",
+    # the run's provenance on every row, so a row taken out of the file still says where it comes from
+    "run_id", "target", "target_kind", "target_where", "source", "source_kind", "tenant_id", "app_version",
+    "mapping_sha256", "trigger", "operator",
+)  # fmt: skip
 
 # A run id becomes part of a blob name and of the approve command: letters, digits, ``_ - .``;
 # it starts and ends with a letter or digit, so ``..`` and hidden names cannot form.
@@ -84,6 +104,79 @@ def validate_run_id(run_id: str) -> str:
             "with a letter or digit"
         )
     return run_id
+
+
+# ------------------------------------------------------------------------------------------------
+# Provenance
+# ------------------------------------------------------------------------------------------------
+
+
+def public_url(url: str) -> str:
+    """``url`` without what may carry a secret (user info, query, fragment): scheme, host, port, path."""
+    parts = urlsplit(url.strip())
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (what ``sha256sum`` prints), or "" where it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 16), b""):
+                digest.update(chunk)
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+# Options a target kind may keep its location under, and how it is named in a report.
+_WHERE_OPTIONS: Final = (("base_url", "base_url"), ("instance_url", "instance_url"), ("domain", "domain"))
+
+
+def target_where(section: TargetSection, settings: Settings | None = None) -> dict[str, str]:
+    """Where a target is, from its mapping section and the settings, never a secret: an Auth0
+    domain (or the Management API's base URL), a SCIM base URL, a Salesforce instance URL (read
+    from ``<settings_prefix>_INSTANCE_URL``)."""
+    where: dict[str, str] = {}
+    options = section.options
+    for attr, name in _WHERE_OPTIONS:
+        value = getattr(options, attr, None)
+        if isinstance(value, str) and value:
+            where[name] = public_url(value) if "://" in value else value
+    if settings is None:
+        return where
+    if section.kind == "auth0" and settings.auth0 is not None:
+        if settings.auth0.domain:
+            where["domain"] = settings.auth0.domain
+        where["base_url"] = public_url(settings.auth0.base_url)
+    prefix = getattr(options, "settings_prefix", None)
+    if isinstance(prefix, str) and prefix and "instance_url" not in where:
+        instance = settings.env.get(f"{prefix}_INSTANCE_URL")
+        if instance:
+            where["instance_url"] = public_url(instance)
+    return where
+
+
+def provenance(
+    mapping: SyncMapping, target: str, *, settings: Settings | None = None, trigger: str = "", operator: str = ""
+) -> Provenance:
+    """A run's provenance for the target named ``target`` in ``mapping``; ``settings`` add Entra
+    ID's tenant and what the target's settings say of where it is (without them, those stay empty)."""
+    section = mapping.target(target)
+    source = mapping.sources.get(section.source)
+    kind = source.kind if source is not None else ""
+    tenant = settings.tenant_id if settings is not None and kind == DEFAULT_SOURCE else None
+    return Provenance(
+        source=section.source, source_kind=kind, tenant_id=tenant or "", target_kind=section.kind,
+        target_where=target_where(section, settings), app_version=__version__,
+        mapping_sha256=file_sha256(mapping.source), trigger=trigger, operator=operator,
+    )  # fmt: skip
+
+
+def where_text(where: Mapping[str, str]) -> str:
+    """A target's location on one line: ``domain=acme.eu.auth0.com; base_url=https://...``."""
+    return "; ".join(f"{k}={v}" for k, v in sorted(where.items()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,9 +300,32 @@ def parse_json(data: bytes) -> tuple[RunSummary, list[DriftRecord]]:
     """Read back what :func:`render_json` wrote, to render a report again later."""
     doc = json.loads(data)
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BadInput(f"report.json schema version {version!r} is not {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise BadInput(f"report.json schema version {version!r} is not one of {READABLE_VERSIONS}")
     return RunSummary.from_dict(doc["summary"]), [DriftRecord.from_dict(r) for r in doc["records"]]
+
+
+class RecordKeys:
+    """The keys (:attr:`DriftRecord.key`) of a report.json fed in pieces of any size. It relies on
+    the layout :func:`render_json` writes (every version): one record per line, indented two spaces."""
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[str, str]] = set()
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        *lines, self._tail = (self._tail + chunk).split(b"\n")
+        for line in lines:
+            self._line(line)
+
+    def done(self) -> set[tuple[str, str]]:
+        self._line(self._tail)
+        self._tail = b""
+        return self.keys
+
+    def _line(self, line: bytes) -> None:
+        if line.startswith(b"  {"):
+            self.keys.add(DriftRecord.from_dict(json.loads(line.strip().rstrip(b","))).key)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,15 +338,37 @@ def csv_safe(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def render_csv(records: Iterable[DriftRecord], target: str = "auth0") -> bytes:
-    """One row per drift record, in report order; UTF-8 with a byte-order mark so Excel reads
-    non-ASCII names correctly; CRLF line ends (RFC 4180)."""
+def new_text(new: bool | None) -> str:
+    """The "new since last run" marker as text: yes, no, or empty where there was nothing to compare."""
+    return "" if new is None else ("yes" if new else "no")
+
+
+def granted_text(record: DriftRecord) -> str:
+    """For a role mismatch, each entitlement to add and the groups that grant it: ``Sales: g1, g2``."""
+    if record.drift != RoleMismatch.drift:
+        return ""
+    roles = RoleMismatch.of(record)
+    by = roles.granted_by or {}
+    return "; ".join(f"{role}: {', '.join(_texts(by.get(role))) or '(none)'}" for role in _texts(roles.add))
+
+
+def render_csv(summary: RunSummary, records: Iterable[DriftRecord]) -> bytes:
+    """One row per drift record, in report order, each with the run's provenance; UTF-8 with a
+    byte-order mark so Excel reads non-ASCII names correctly; CRLF line ends (RFC 4180)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
-    t = target_title(target)
+    t = target_title(summary.target)
+    p = summary.provenance
+    run = (
+        summary.run_id, summary.target, p.target_kind, where_text(p.target_where), p.source, p.source_kind,
+        p.tenant_id, p.app_version, p.mapping_sha256, p.trigger, p.operator,
+    )  # fmt: skip
     for r in ordered(records):
-        row = (r.drift, r.entra_id or "", r.user_id or "", r.display, r.action, what_differs(r, t), _json(r.details))
+        row = (
+            r.drift, r.entra_id or "", r.user_id or "", r.display, r.sign_in, new_text(r.new), r.action,
+            what_differs(r, t), granted_text(r), _json(r.details), *run,
+        )  # fmt: skip
         writer.writerow([csv_safe(cell) for cell in row])
     return out.getvalue().encode("utf-8-sig")
 
@@ -270,6 +408,7 @@ code { font-family: ui-monospace, "SFMono-Regular", Consolas, monospace; backgro
 .s-completed { background: #dcfce7; color: #166534; } .s-held { background: #ffedd5; color: #9a3412; }
 .s-approved { background: #dbeafe; color: #1e40af; } .s-failed { background: #fee2e2; color: #991b1b; }
 .a-enqueued, .a-approved { background: #dbeafe; color: #1e40af; } .a-held { background: #ffedd5; color: #9a3412; }
+.badge.new { background: #fef9c3; color: #854d0e; }
 .a-reported { background: #f3f4f6; color: #374151; } .a-none { background: #fff; color: #6b7280;
   border: 1px solid #d1d5db; }
 .banner { border-radius: 6px; padding: 12px 16px; margin: 16px 0; border-left: 6px solid; break-inside: avoid; }
@@ -382,8 +521,8 @@ class Tally:
 def _header(summary: RunSummary, tally: Tally) -> list[str]:
     s = summary
     out = [
-        f"<h1>Reconciliation run <code>{esc(s.run_id)}</code> "
-        f'<span class="badge s-{esc(s.status)}">{esc(s.status)}</span></h1>',
+        f'<h1>Reconciliation run <code>{esc(s.run_id)}</code> of <span class="target">{esc(target_title(s.target))}'
+        f'</span> <span class="badge s-{esc(s.status)}">{esc(s.status)}</span></h1>',
         '<dl class="meta">',
     ]
     items: list[tuple[str, str]] = [
@@ -415,6 +554,36 @@ def _header(summary: RunSummary, tally: Tally) -> list[str]:
         phases = ", ".join(f"{esc(k)} {v:.1f} s" for k, v in s.timings.items())
         out.append(f'<p class="note">Time per phase: {phases}</p>')
     return out
+
+
+def _provenance(summary: RunSummary, total: int) -> list[str]:
+    """Where the findings come from: source, target, version, mapping, trigger, operator, and what
+    the "new" markers compare with."""
+    p = summary.provenance
+    source = f"{p.source} ({p.source_kind})" if p.source_kind else p.source
+    if summary.previous_run:
+        counted = _plural(summary.new_records, "record", "records")
+        new = f"{counted} of {total:,} (compared with run {summary.previous_run})"
+    else:
+        new = "nothing to compare with: no earlier finished run of this target"
+    items: list[tuple[str, str, str]] = [
+        ("source", "Source", source),
+        ("tenant", "Entra tenant", p.tenant_id),
+        ("target", "Target", f"{summary.target} ({p.target_kind})" if p.target_kind else summary.target),
+        ("where", "Target location", where_text(p.target_where)),
+        ("version", "entra-sync version", p.app_version),
+        ("mapping", "Mapping file SHA-256", p.mapping_sha256),
+        ("trigger", "Trigger", p.trigger),
+        ("operator", "Operator", p.operator),
+        ("new", "New since last run", new),
+    ]
+    if p.source_kind and p.source_kind != DEFAULT_SOURCE and not p.tenant_id:
+        items = [i for i in items if i[0] != "tenant"]  # only Entra ID's own source has a tenant here
+    rows = [
+        f'<div data-provenance="{key}"><dt>{esc(label)}</dt><dd>{esc(v) if v else _nil("(not recorded)")}</dd></div>'
+        for key, label, v in items
+    ]
+    return ['<section id="provenance"><h2>Provenance</h2><dl class="meta">', *rows, "</dl></section>"]
 
 
 def _banners(summary: RunSummary, total: int) -> list[str]:
@@ -480,6 +649,8 @@ def _counts_table(
     for r in records:
         by_action.setdefault(r.drift, Counter())[r.action] += 1
     actions = [a for a in ACTION_LABELS if any(a in c for c in by_action.values())]
+    compared = bool(summary.previous_run)
+    new = Counter(r.drift for r in records if r.new)
     in_scope_drifted = max(0, summary.entra_in_scope - summary.in_sync)
     out = [
         "<h2>Counts by class</h2>",
@@ -488,8 +659,9 @@ def _counts_table(
         f"{_plural(tally.total_identities, 'identity', 'identities')}. The worker gets one work item per "
         f"identity. Of the {summary.entra_in_scope:,} in-scope Entra identities, {summary.in_sync:,} are in sync "
         f"and {in_scope_drifted:,} have drift; the others with drift are outside the scope (orphans).</p>",
-        "<table><thead><tr><th>Drift class</th><th class=n>Records</th>",
+        '<table id="counts"><thead><tr><th>Drift class</th><th class=n>Records</th>',
         *(f"<th class=n>{esc(ACTION_LABELS[a])}</th>" for a in actions),
+        "<th class=n>New since last run</th>" if compared else "",
         "</tr></thead><tbody>",
     ]
     total = Counter[str]()
@@ -500,22 +672,28 @@ def _counts_table(
         title = esc(_title(drift, target_title(summary.target)))
         name = f'<a href="#drift-{esc(drift)}">{title}</a>' if n else title
         out.append(
-            f'<tr><td><span class="swatch" style="background:{_color(drift)}"></span>{name}</td>'
-            f"<td class=n>{n:,}</td>" + "".join(f"<td class=n>{c[a]:,}</td>" for a in actions) + "</tr>"
+            f'<tr data-drift="{esc(drift)}"><td><span class="swatch" style="background:{_color(drift)}"></span>'
+            f"{name}</td><td class=n>{n:,}</td>"
+            + "".join(f"<td class=n>{c[a]:,}</td>" for a in actions)
+            + (f"<td class=n>{new[drift]:,}</td>" if compared else "")
+            + "</tr>"
         )
+    new_total = f"<th class=n>{sum(new.values()):,}</th>" if compared else ""
     out.append(
-        f"<tr><th>Total drift records</th><th class=n>{sum(total.values()):,}</th>"
+        f'<tr data-total="records"><th>Total drift records</th><th class=n>{sum(total.values()):,}</th>'
         + "".join(f"<th class=n>{total[a]:,}</th>" for a in actions)
+        + new_total
         + "</tr>"
     )
     out.append(
-        f"<tr><th>Identities with drift</th><th class=n>{tally.total_identities:,}</th>"
+        f'<tr data-total="identities"><th>Identities with drift</th><th class=n>{tally.total_identities:,}</th>'
         + "".join(f"<th class=n>{tally.identities[a]:,}</th>" for a in actions)
+        + ("<th></th>" if compared else "")
         + "</tr>"
     )
     out.append(
-        f"<tr><td>In sync (in-scope identities with no drift)</td><td class=n>{summary.in_sync:,}</td>"
-        f"{'<td></td>' * len(actions)}</tr>"
+        f'<tr data-total="in_sync"><td>In sync (in-scope identities with no drift)</td>'
+        f"<td class=n>{summary.in_sync:,}</td>{'<td></td>' * (len(actions) + compared)}</tr>"
     )
     out.append("</tbody></table>")
     return out
@@ -568,11 +746,26 @@ def _trend(summary: RunSummary, current: Counter[str], history: Sequence[RunSumm
 def _identity_cells(r: DriftRecord, rowspan: int = 1) -> str:
     span = f' rowspan="{rowspan}"' if rowspan > 1 else ""
     name = esc(r.display) or _nil("(no name)")
-    return f"<td{span}>{name}</td><td{span}>{_id(r.entra_id)}</td><td{span}>{_id(r.user_id)}</td>"
+    if r.new:
+        name += ' <span class="badge new" title="no record of this identity in this class last run">new</span>'
+    sign_in = esc(r.sign_in) if r.sign_in else _nil("(none)")
+    return (
+        f"<td{span}>{name}</td><td{span}>{sign_in}</td><td{span}>{_id(r.entra_id)}</td><td{span}>{_id(r.user_id)}</td>"
+    )
 
 
 def _identity_head(target: str) -> str:
-    return f"<th>Identity</th><th>Entra object id</th><th>{esc(target)} id</th>"
+    return f"<th>Identity</th><th>UPN or email</th><th>Entra object id</th><th>{esc(target)} id</th>"
+
+
+def _granted_cell(roles: RoleMismatch) -> str:
+    """Each role to add and the identity's groups whose grant in the mapping justifies it."""
+    by = roles.granted_by or {}
+    lines = [
+        f"{esc(role)}: " + (", ".join(_id(g) for g in _texts(by.get(role))) or _nil("(no group recorded)"))
+        for role in _texts(roles.add)
+    ]
+    return "<br>".join(lines) or _nil("(nothing to add)")
 
 
 def _rows(drift: str, records: Sequence[DriftRecord], target: str = "Auth0") -> tuple[str, list[str]]:
@@ -594,12 +787,18 @@ def _rows(drift: str, records: Sequence[DriftRecord], target: str = "Auth0") -> 
                     rows.append(f"<tr>{cells}</tr>")
         return head, rows
     if drift == RoleMismatch.drift:
-        head = f"{_identity_head(target)}<th>Roles to add</th><th>Roles to remove</th><th>Done</th>"
+        head = (
+            f"{_identity_head(target)}<th>Roles to add</th><th>Justified by (group granting it)</th>"
+            "<th>Roles to remove</th><th>Done</th>"
+        )
         for r in records:
             roles = RoleMismatch.of(r)
             add = "<br>".join(esc(x) for x in _texts(roles.add)) or _nil("(none)")
             remove = "<br>".join(esc(x) for x in _texts(roles.remove)) or _nil("(none)")
-            rows.append(f"<tr>{_identity_cells(r)}<td>{add}</td><td>{remove}</td><td>{_action(r.action)}</td></tr>")
+            rows.append(
+                f"<tr>{_identity_cells(r)}<td>{add}</td><td>{_granted_cell(roles)}</td><td>{remove}</td>"
+                f"<td>{_action(r.action)}</td></tr>"
+            )
         return head, rows
     if drift == Ambiguous.drift:
         head = (
@@ -698,7 +897,11 @@ def render_html(
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         "<header>",
         *_header(summary, tally),
+        *_provenance(summary, total),
         "</header><main>",
+        # One run covers one target: the page is that target's section (a view of several runs would
+        # put one such section per target side by side).
+        f'<section class="target" id="target-{esc(summary.target)}" data-target="{esc(summary.target)}">',
         *_banners(summary, total),
         *_counts_table(classes, recs, summary, tally),
         *_trend(summary, counts, history),
@@ -708,7 +911,7 @@ def render_html(
         if by_class.get(drift):
             out += _section(drift, by_class[drift], row_cap, target_title(summary.target))
     out.append(
-        "</main><footer>entra-sync reconciliation report "
+        "</section></main><footer>entra-sync reconciliation report "
         f"(schema {SCHEMA_VERSION}) for run <code>{esc(summary.run_id)}</code>. Every record is also in "
         "<code>report.csv</code> and <code>report.json</code> next to this page.</footer></body></html>\n"
     )
@@ -744,7 +947,7 @@ class ReportStore:
         recs = ordered(records)
         rendered = {
             "json": render_json(summary, recs),
-            "csv": render_csv(recs, summary.target),
+            "csv": render_csv(summary, recs),
             "html": render_html(summary, recs, history),
         }
         written: dict[str, str] = {}
@@ -759,6 +962,19 @@ class ReportStore:
             )
             written[fmt] = name
         return written
+
+    async def record_keys(self, run_id: str) -> set[tuple[str, str]]:
+        """The (identity, drift class) of every record of a run's report.json, read in chunks: memory
+        holds the keys and one chunk, never the records. NotFound where the run has no report."""
+        name = self.blob_name(run_id, "json")
+        keys = RecordKeys()
+        try:
+            stream = await self.container.download_blob(name)
+            async for chunk in stream.chunks():
+                keys.feed(chunk)
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no json report for run {run_id!r} in container {self.container.container_name}") from exc
+        return keys.done()
 
     async def load_run(self, run_id: str) -> tuple[RunSummary, list[DriftRecord]]:
         """A run's summary and records as its report.json holds them, to render them again."""
