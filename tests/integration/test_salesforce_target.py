@@ -452,6 +452,7 @@ def test_reconciliation_reports_drift_orphans_frozen_users_and_licence_use(
     world: World, org: SalesforceEmulator, indexed: dict[str, Any]
 ) -> None:
     from shared.services.reconcile import reconcile_every
+    from shared.services.report import provenance
 
     seller, leaver = member_of(world, 1), member_of(world, 0)
     sync(world, indexed, *(user_item(p["id"], "notification") for p in (seller, leaver)), keep=False)
@@ -467,10 +468,15 @@ def test_reconciliation_reports_drift_orphans_frozen_users_and_licence_use(
 
     async def run() -> Any:
         async with services_for(world, keep_storage=True) as svc:
-            (summary,) = await reconcile_every({NAME: svc.reconcilers[NAME]}, "dry-run")
+            made = provenance(svc.mapping, NAME, settings=svc.settings, trigger="cli", operator="auditor")
+            (summary,) = await reconcile_every({NAME: svc.reconcilers[NAME]}, "dry-run", provenance=lambda _: made)
             return summary
 
     summary = asyncio.run(run())
+    # the report says where the org is (its instance URL, no credentials) and who ran it
+    assert summary.provenance.target_kind == "salesforce" and summary.provenance.operator == "auditor"
+    assert org.origin in str(summary.provenance.target_where)
+    assert org.client_secret not in str(summary.provenance.target_where)
     assert summary.counts.get("attribute_mismatch", 0) >= 1  # the profile and title changed by hand
     assert summary.counts.get("orphaned", 0) >= 1  # the frozen leaver is still an active user
     lines = summary.housekeeping
