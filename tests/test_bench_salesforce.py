@@ -91,7 +91,7 @@ def test_the_org_is_checked_against_the_tenants_memberships_user_by_user() -> No
 GOOD = Backfilled(
     in_scope=1000, created=1000, failed=0, seconds=10.0, api_used=30,
     routes={"collections.create": 17, "query": 13}, problems=[],
-    batches={"users": (5, 1000), "permission set assignments": (12, 1800)},
+    batches={"users": (5, 1000), "permission set assignments": (12, 1800)}, concurrency=400,
 )  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def test_each_backfill_goal_can_fail(changed: dict[str, object], missed: int) ->
 
 
 def test_a_tiny_backfill_through_the_product_is_counted_and_checked() -> None:
-    result = backfill(40, seed=3)
+    result = backfill(40, 50, seed=3)
     assert result.in_scope > 30 and result.created == result.in_scope
     users, assignments = result.batches["users"], result.batches["permission set assignments"]
     assert users[1] == result.in_scope and assignments[1] > 0  # every create and assignment was gathered
