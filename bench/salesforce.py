@@ -252,7 +252,7 @@ def events_table(results: Mapping[str, Calls]) -> tuple[Table, list[str]]:
     reads = [f"{e} {c.reads} of {MINIMUM[e].reads}" for e, c in results.items() if c.reads > MINIMUM[e].reads]
     goals = [
         verdict(not writes, "Salesforce writes = the minimum for every event (the joiner: the create and one call for "
-                "its permission sets; no call for a no-op)" + (f"; over: {', '.join(writes)}" if writes else "")),
+                "its permission sets; no call for a no-op)" + (f"; off: {', '.join(writes)}" if writes else "")),
         verdict(not reads, "Salesforce reads at most the minimum for every event"
                 + (f"; over: {', '.join(reads)}" if reads else "")),
     ]  # fmt: skip
