@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import chaos, clients, efficiency, inbox, load, ratelimit, scale, scim
+from bench import chaos, clients, efficiency, inbox, load, ratelimit, salesforce, scale, scim
 from bench.common import REPO, Report, git_commit, machine
 
 BENCHMARKS: dict[str, Callable[[bool], Report]] = {
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[bool], Report]] = {
     "clients": clients.run,
     "chaos": chaos.run,
     "inbox": inbox.run,
+    "salesforce": salesforce.run,
 }
 
 
