@@ -16,7 +16,7 @@ help:
 	@echo "make demo    run entra-sync on the sandbox (emulated Entra ID and Auth0, Azurite) and show the result"
 	@echo "make test    install what is missing, lint, type-check and run every test"
 	@echo "make lint    ruff and mypy only"
-	@echo "make bench   run the benchmarks (about 50 minutes) and write BENCHMARKS.md; bench-quick: about 15"
+	@echo "make bench   run the benchmarks (about 56 minutes) and write BENCHMARKS.md; bench-quick: about 15"
 	@echo "make clean   remove the virtualenv, node_modules and caches"
 
 $(STAMP_PY): requirements.txt requirements-dev.txt pyproject.toml
