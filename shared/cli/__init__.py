@@ -1,21 +1,24 @@
 """``entra-sync``: the operator's command line, against the same settings the functions use.
 
-    entra-sync reconcile --dry-run            plan and report, change nothing
-    entra-sync reconcile --apply              queue the safe repairs (the circuit breaker may hold the run)
-    entra-sync approve RUN                    release a run the circuit breaker held
+    entra-sync status                         queues, timers, runs, what is held, subscriptions, targets' health
+    entra-sync sync-one WHO [--dry-run]       one person now: scope, match, each target's plan, then applied
+    entra-sync preview --mapping FILE         what a mapping change would do, before it is deployed
+    entra-sync audit [--identity ID|UPN] [--target T] [--action A] [--outcome O] [--since ISO] [--format csv]
+    entra-sync pause|resume [--target T]      stop or start calling a target, for every instance
+    entra-sync poison list|show|replay|drop   what was given up on
+    entra-sync reconcile --dry-run|--apply    the nightly comparison, now (the circuit breaker may hold a run)
+    entra-sync approve RUN                    release a held run or mass change
     entra-sync runs                           recent runs and their status
     entra-sync report RUN [--format html|json|csv] [--output FILE] [--open]
-    entra-sync backfill                       initial load: queue every user once
-    entra-sync backfill --import-jobs         initial load: create the joiners through Auth0 import jobs
-    entra-sync audit [--identity ID] [--since ISO] [--until ISO] [--limit N]
-    entra-sync check                          the settings, the mapping file and its groups in Entra ID
+    entra-sync backfill [--target T | --import-jobs]   initial load
+    entra-sync check                          settings, the mapping file, its groups, each target asked
 
 Settings come from the environment, or from a Functions ``local.settings.json`` given with
 ``--settings`` (its ``Values``). Run it as ``python -m shared.cli`` or, installed, ``entra-sync``.
 
-Exit codes: 0 done, 1 the command failed (the error says why), 2 bad usage or an environment it
-cannot work in (bad arguments, settings or mapping, unreachable storage), 3 a run held by the
-circuit breaker. Errors are one line on stderr.
+Exit codes: 0 done, 1 the command failed or (status, sync-one) something needs a person, 2 bad usage
+or an environment it cannot work in (bad arguments, settings or mapping, unreachable storage), 3 a
+run or change held for approval. Errors are one line on stderr. Read commands take ``--json``.
 """
 
 from __future__ import annotations
