@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from shared import bootstrap
-from shared.cli.common import UsageError
+from shared.cli.common import UsageError, write_output
 from shared.core.ports import FindsIdentities
 from shared.stores.audit import AuditQuery, Newest
 
@@ -47,7 +47,7 @@ async def cmd_audit(svc: bootstrap.App, args: argparse.Namespace) -> int:
     else:
         text = "".join(_line(row) for row in rows) or "no audit rows match\n"
     if args.output:
-        _write(Path(args.output), text)
+        write_output(Path(args.output), text.encode("utf-8"))
         print(f"wrote {len(rows)} rows to {args.output}")
     else:
         sys.stdout.write(text)
@@ -88,11 +88,3 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--output {path}: cannot be written ({exc.strerror or type(exc).__name__})") from None

@@ -94,6 +94,16 @@ def emit_json(data: Any) -> int:
     return 0
 
 
+def write_output(path: Path, body: bytes) -> None:
+    """What ``--output`` names, its folders made as needed; a path that cannot be written is a
+    one-line usage error naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    except OSError as exc:
+        raise UsageError(f"--output {path}: cannot be written ({exc.strerror or type(exc).__name__})") from None
+
+
 class UsageError(Exception):
     """Bad arguments or an environment the CLI cannot work in: one line on stderr, exit code 2."""
 

@@ -9,7 +9,7 @@ import webbrowser
 from pathlib import Path
 
 from shared import bootstrap
-from shared.cli.common import Progress, UsageError, emit_json, targets
+from shared.cli.common import Progress, UsageError, emit_json, targets, write_output
 from shared.core.drift import RunSummary
 from shared.services.reconcile import check_run_id
 from shared.services.report import provenance
@@ -89,11 +89,7 @@ async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:
         target = (
             Path(args.output) if args.output else Path(tempfile.gettempdir()) / f"entra-sync-{args.run}.{args.format}"
         )
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(body)
-        except OSError as exc:
-            raise UsageError(f"--output {target}: cannot be written ({exc.strerror or type(exc).__name__})") from None
+        write_output(target, body)
         print(f"wrote {target}")
         if args.open:
             webbrowser.open(target.resolve().as_uri())

@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from shared.core.match import Resolution
 from shared.core.model import Account, ActionKind, Identity, Link, Plan, SourceState
 from shared.core.ports import Rules
+
+if TYPE_CHECKING:
+    from shared.mapping.model import ReconcilePolicy
 
 
 @dataclass
@@ -217,6 +220,20 @@ class Breaker:
     limit: int = 0
     share: float = 0.0
     share_limit: float = 0.0
+
+
+def deprovision_limit(policy: ReconcilePolicy, deprovisions: int, managed: int) -> str:
+    """Why ``deprovisions`` among ``managed`` accounts would hold a run (the circuit breaker's count
+    and share rules), or "" when they would not."""
+    share = deprovisions / max(1, managed)
+    if deprovisions > policy.max_deprovisions:
+        return f"{deprovisions} accounts would be blocked or deleted; the limit is {policy.max_deprovisions}"
+    if deprovisions and share > policy.max_deprovision_share:
+        return (
+            f"{share:.1%} of managed accounts would be blocked or deleted; the limit is "
+            f"{policy.max_deprovision_share:.1%}"
+        )
+    return ""
 
 
 @dataclass

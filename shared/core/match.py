@@ -15,8 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.core.model import Account, Identity, Link
-from shared.core.ports import Rules
+from shared.core import plan as planner
+from shared.core.classify import for_target
+from shared.core.model import Account, Identity, Link, Plan, SourceState
+from shared.core.ports import Rules, Target
+from shared.mapping.model import TargetSection
 
 LINK = "link"  # always first; in the precedence list for readability only
 
@@ -95,6 +98,44 @@ async def resolve(
         account = await lookup.read(account.target_id, entitlements=entitlements) or account
         return Resolution(account, matcher)
     return Resolution(None)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What the worker would decide for one identity in one target: the identity as that target
+    sees it (its scope), the account the ladder found (or the problem), the mapped values it wants,
+    and the plan (empty where the match is a problem: nothing is planned on a guess)."""
+
+    identity: Identity
+    found: Resolution
+    desired: Mapping[str, Any]
+    plan: Plan
+
+
+async def planned(
+    source: Identity,
+    link: Link | None,
+    lookup: Lookup,
+    section: TargetSection,
+    target: Target,
+    *,
+    entitlements: bool | None = None,
+) -> Planned:
+    """Narrow, match and plan as the worker does, against ``lookup`` (the target itself, or an index
+    of its accounts); reads only, writes nothing. For reconciliation, previews and ``sync-one``.
+    ``entitlements``: read what the account holds (None: as the worker, for an active identity only,
+    a leaver's being left as they are)."""
+    identity = for_target(source, section.scope)
+    rules = target.rules
+    desired = rules.desired(identity)
+    holds = identity.state is SourceState.ACTIVE if entitlements is None else entitlements
+    found = await resolve(identity, link, lookup, rules, section.matching, desired, entitlements=holds)
+    plan = (
+        Plan(())
+        if found.problem
+        else planner.plan(identity, found.account, link, section, rules, target.capabilities, desired=desired)
+    )
+    return Planned(identity, found, desired, plan)
 
 
 class AccountIndex:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from shared.core.drift import deprovision_limit
 from shared.core.model import ActionKind, Identity, SourceState
 from shared.services.guard import DEPROVISION, exceeded, subjects_of
 from shared.services.reconcile import Progress, Reconciler
@@ -83,14 +84,7 @@ async def preview_target(
             seen.deprovisioned += 1
             on_deprovision(Deprovision(identity.id, _name(identity), rules.label(deprovision.kind), deprovision.reason))
         subjects.update(subjects_of(plan))
-    policy = reconciler.section.reconcile
-    if seen.deprovisioned > policy.max_deprovisions:
-        seen.breaker = f"{seen.deprovisioned} accounts would be deprovisioned; the limit is {policy.max_deprovisions}"
-    elif seen.deprovisioned and seen.deprovisioned / max(1, seen.managed) > policy.max_deprovision_share:
-        seen.breaker = (
-            f"{seen.deprovisioned / max(1, seen.managed):.1%} of managed accounts would be deprovisioned; the "
-            f"limit is {policy.max_deprovision_share:.1%}"
-        )
+    seen.breaker = deprovision_limit(reconciler.section.reconcile, seen.deprovisioned, seen.managed)
     guard = reconciler.section.guard
     counts = {**subjects, DEPROVISION: seen.deprovisioned}  # every account's deprovision, at once
     seen.guard = [why for s, n in sorted(counts.items()) if n and (why := exceeded(guard, s, n, seen.managed))]

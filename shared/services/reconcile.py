@@ -26,19 +26,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from shared.core import plan as planner
-from shared.core.classify import for_target
 from shared.core.drift import (
     Breaker,
     DriftRecord,
     Orphaned,
     Provenance,
     RunSummary,
+    deprovision_limit,
     drift_of,
     granting_groups,
     sign_in_name,
 )
-from shared.core.match import Resolution, resolve
+from shared.core.match import Resolution, planned
 from shared.core.model import Identity, Link, Plan, SourceState
 from shared.core.ports import AuditStore, KeepsHouse, ReadsGroups, Source, StateStore, TellsHowRead, WorkQueue
 from shared.core.work import WorkItem, item_source
@@ -229,23 +228,6 @@ class Reconciler:
                 f"entitlements cannot be worked out: {'; '.join(problems)}"
             )
 
-    async def _planned(
-        self, source: Identity, link: Link | None, index: CompactAccounts
-    ) -> tuple[Identity, Resolution, Plan, dict[str, Any]]:
-        """The identity as this target sees it, its match and the plan the worker would make."""
-        identity = for_target(source, self.section.scope)
-        rules = self.target.rules
-        desired = rules.desired(identity)
-        found = await resolve(identity, link, index, rules, self.section.matching, desired, entitlements=True)
-        plan = (
-            Plan(())
-            if found.problem
-            else planner.plan(
-                identity, found.account, link, self.section, rules, self.target.capabilities, desired=desired
-            )
-        )
-        return identity, found, plan, desired
-
     async def plans(self, progress: Progress | None = None) -> AsyncIterator[tuple[Identity, Resolution, Plan]]:
         """Every identity of the source with its match and the plan the worker would make now,
         against the target read once (what a mapping would do before it is deployed: this is the
@@ -259,8 +241,8 @@ class Reconciler:
         read = 0
         async for page in self.source.identities():
             for source in page:
-                identity, found, plan, _ = await self._planned(source, links.get(source.id), index)
-                yield identity, found, plan
+                done = await planned(source, links.get(source.id), index, self.section, self.target, entitlements=True)
+                yield done.identity, done.found, done.plan
             read += len(page)
             report("entra users", read, None)
 
@@ -273,7 +255,8 @@ class Reconciler:
         summary: RunSummary,
     ) -> list[DriftRecord]:
         """Classified as the worker would: the same narrowing, ladder and planner."""
-        identity, found, plan, desired = await self._planned(source, link, index)
+        done = await planned(source, link, index, self.section, self.target, entitlements=True)
+        identity, found, plan, desired = done.identity, done.found, done.plan, done.desired
         rules = self.target.rules
         if found.account is not None:
             seen_accounts.add(found.account.target_id)
@@ -336,17 +319,8 @@ class Reconciler:
             breaker.reason = (
                 f"the Entra read looks partial: {summary.entra_users} users, the last run saw {previous or 'some'}"
             )
-        elif deprovisions > policy.max_deprovisions:
-            breaker.tripped = True
-            breaker.reason = (
-                f"{deprovisions} accounts would be blocked or deleted; the limit is {policy.max_deprovisions}"
-            )
-        elif deprovisions and share > policy.max_deprovision_share:
-            breaker.tripped = True
-            breaker.reason = (
-                f"{share:.1%} of managed accounts would be blocked or deleted; the limit is "
-                f"{policy.max_deprovision_share:.1%}"
-            )
+        elif why := deprovision_limit(policy, deprovisions, summary.managed_accounts):
+            breaker.tripped, breaker.reason = True, why
         return breaker
 
     async def _previous_entra_count(self) -> int:

@@ -16,10 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.core import plan as planner
-from shared.core.classify import for_target
-from shared.core.match import resolve
-from shared.core.model import SourceState
+from shared.core.match import planned
 from shared.core.work import DEFAULT_SOURCE, WorkItem, item_source
 from shared.services.worker import Outcome, safe_diff
 from shared.stores.audit import AuditQuery
@@ -65,27 +62,20 @@ async def plan_one(svc: App, source_name: str, source_id: str, only: str | None 
     for job in svc.jobs.values():
         if job.section.source != source_name or (only is not None and job.name != only):
             continue
-        seen = for_target(identity, job.section.scope)
-        rules = job.target.rules
-        desired = rules.desired(seen)
         link = await job.links.get(source_id)
-        found = await resolve(
-            seen, link, job.target, rules, job.section.matching, desired,
-            entitlements=seen.state is SourceState.ACTIVE,
-        )  # fmt: skip
+        done = await planned(identity, link, job.target, job.section, job.target)
+        found = done.found
         account = found.account.target_id if found.account is not None else ""
-        plan = TargetPlan(job.name, seen.state.value, found.matched_by or "none", account)
+        plan = TargetPlan(job.name, done.identity.state.value, found.matched_by or "none", account)
         if found.problem:
             plan.problem = found.explain()
-        else:
-            made = planner.plan(seen, found.account, link, job.section, rules, job.target.capabilities, desired=desired)
-            word = job.target.capabilities.entitlements or "entitlements"
-            plan.steps = [
-                Step(rules.label(a.kind), a.reason, safe_diff(a, word), None)
-                if a.diff
-                else Step(rules.label(a.kind), a.reason, None, safe_diff(a, word))
-                for a in made.actions
-            ]
+        rules, word = job.target.rules, job.target.capabilities.entitlements or "entitlements"
+        plan.steps = [
+            Step(rules.label(a.kind), a.reason, safe_diff(a, word), None)
+            if a.diff
+            else Step(rules.label(a.kind), a.reason, None, safe_diff(a, word))
+            for a in done.plan.actions
+        ]
         plans.append(plan)
     return OnePlan(source_name, source_id, identity.state.value, sorted(identity.groups), plans)
 

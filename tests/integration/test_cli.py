@@ -482,7 +482,7 @@ def test_preview_shows_what_a_new_mapping_would_create_change_and_deprovision_by
     assert all(d["action"] == "block" and d["name"] for d in auth0["deprovisions"])
     assert auth0["fields"].get("user_metadata.job_title", 0) > 0  # office location where the job title was
     assert code == (3 if auth0["breaker"] or auth0["guard"] else 0)
-    assert auth0["breaker"] and "accounts would be deprovisioned" in auth0["breaker"]  # reconcile's limit is 2
+    assert auth0["breaker"] == f"{auth0['deprovisioned']} accounts would be blocked or deleted; the limit is 2"
     assert world.auth0_writes() == {}  # nothing written
     assert Path(world.settings.mapping_file).read_text() == text  # the deployed mapping is left alone
 
