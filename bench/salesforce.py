@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.common import UNGUARDED, Report, Sandbox, Table, lifecycle, prime, run_items, verdict
 from bench.efficiency import MINIMUM as GRAPH_MINIMUM
+from sandbox.mapping import SALESFORCE_ATTRIBUTES
 from sandbox.salesforce import SalesforceEmulator
 from shared.bootstrap import App
 from shared.core.work import WorkItem, user_item
@@ -53,15 +54,7 @@ def section(group_ids: Sequence[str], extra: str = "") -> str:
     ``extra``: more keys of the section (one line of YAML)."""
     staff, sales = group_ids[0], group_ids[1]
     return (
-        "  salesforce:\n"
-        "    attributes:\n"
-        "      - {source: mail, target: Email, transforms: [trim, lower]}\n"
-        "      - {source: givenName, target: FirstName}\n"
-        "      - {source: surname, target: LastName}\n"
-        "      - {source: jobTitle, target: Title}\n"
-        "      - {source: department, target: Department}\n"
-        "      - {source: employeeId, target: EmployeeNumber}\n"
-        f"    default_profile: {DEFAULT_PROFILE}\n"
+        "  salesforce:\n" + SALESFORCE_ATTRIBUTES + f"    default_profile: {DEFAULT_PROFILE}\n"
         f"    profiles: [{{group: {sales}, profile: {SALES_PROFILE}}}]\n"
         f"    roles: [{{group: {sales}, role: {SALES_ROLE}}}]\n"
         "    permission_sets:\n"

@@ -123,21 +123,25 @@ def scim_section(
     )
 
 
+# A Salesforce section's mapped User fields (YAML, indented for a section under ``targets``).
+SALESFORCE_ATTRIBUTES: Final = (
+    "    attributes:\n"
+    "      - {source: mail, target: Email, transforms: [trim, lower]}\n"
+    "      - {source: givenName, target: FirstName}\n"
+    "      - {source: surname, target: LastName}\n"
+    "      - {source: jobTitle, target: Title}\n"
+    "      - {source: department, target: Department}\n"
+    "      - {source: employeeId, target: EmployeeNumber}\n"
+)
+
+
 def salesforce_section(sales: str, support: str, staff: str) -> str:
     """A ``salesforce`` target section (for ``others`` of :func:`sandbox_mapping_v2`) for the
     members of ``sales`` or ``support``: a profile, a role and permission sets from their groups,
     the manager mapped, and a leaver's open records to the manager or the queue ``Unassigned``;
     settings in ``SALESFORCE_*`` (see :data:`SALESFORCE_SEED` for the org it expects)."""
     return (
-        "  salesforce:\n"
-        "    attributes:\n"
-        "      - {source: mail, target: Email, transforms: [trim, lower]}\n"
-        "      - {source: givenName, target: FirstName}\n"
-        "      - {source: surname, target: LastName}\n"
-        "      - {source: jobTitle, target: Title}\n"
-        "      - {source: department, target: Department}\n"
-        "      - {source: employeeId, target: EmployeeNumber}\n"
-        "      - {source: manager.id, target: Manager}\n"
+        "  salesforce:\n" + SALESFORCE_ATTRIBUTES + "      - {source: manager.id, target: Manager}\n"
         f"    scope: {{groups: [{sales}, {support}]}}\n"
         "    default_profile: Standard User\n"
         "    profiles:\n"

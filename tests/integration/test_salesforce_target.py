@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
+from sandbox.mapping import SALESFORCE_ATTRIBUTES
 from sandbox.salesforce import SalesforceEmulator
 from sandbox.server import FaultRule
 from shared.core.work import user_item
@@ -24,15 +25,10 @@ from tests.integration.world import World, audit_rows, queued, run_worker, servi
 from tests.support import FakeClock
 
 NAME = "salesforce"
-SECTION = """\
-  salesforce:
-    attributes:
-      - {source: mail, target: Email, transforms: [trim, lower]}
-      - {source: givenName, target: FirstName}
-      - {source: surname, target: LastName}
-      - {source: jobTitle, target: Title}
-      - {source: department, target: Department}
-      - {source: employeeId, target: EmployeeNumber}
+SECTION = (
+    "  salesforce:\n"
+    + SALESFORCE_ATTRIBUTES
+    + """\
     default_profile: Standard User
     profiles:
       - {group: GROUP1, profile: Sales User}
@@ -44,6 +40,7 @@ SECTION = """\
     reassign: {to: [manager, fallback_user, queue], fallback_user: ops@sandbox.example.com, queue: Leavers,
                bulk_over: BULK_OVER}
 """
+)
 SEED: dict[str, Any] = {
     "profiles": [{"name": "Sales User", "license": "Salesforce"}],
     "roles": [{"name": "West"}],
