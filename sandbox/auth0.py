@@ -1292,46 +1292,40 @@ class Auth0Emulator(Emulator):
     # -- control endpoints -----------------------------------------------------------------
 
     def _register_controls(self) -> None:
-        def body_of(request: Request) -> dict[str, Any]:
-            body = request.json() if request.body else {}
-            if not isinstance(body, dict):
-                raise ValueError("the control body must be a JSON object")
-            return body
-
         def snapshot(request: Request) -> Response:
             return Response.json(self.snapshot(dump=_truthy(request.arg("dump", "false") or "false")))
 
         def add_user(request: Request) -> Response:
-            body = body_of(request)
+            body = request.control_body()
             indexed = bool(body.pop("_indexed", True))
             return Response.json(self.add_user(body, indexed=indexed), 201)
 
         def sessions(request: Request) -> Response:
-            body = body_of(request)
+            body = request.control_body()
             counts = self.add_sessions(
                 body["user_id"], int(body.get("sessions", 0)), int(body.get("refresh_tokens", 0))
             )
             return Response.json(counts)
 
         def plan(request: Request) -> Response:
-            body = body_of(request)
+            body = request.control_body()
             self.set_plan(body["plan"], bool(body.get("apply_limits", False)))
             return Response.json({"plan": self.plan, "limits": self.limits.rules()})
 
         def features(request: Request) -> Response:
-            for name, status in body_of(request).items():
+            for name, status in request.control_body().items():
                 self.set_feature(name, status)
             return Response.json(self.features)
 
         def lag(request: Request) -> Response:
-            self.set_search_lag(float(body_of(request)["seconds"]))
+            self.set_search_lag(float(request.control_body()["seconds"]))
             return Response.json({"search_lag_s": self.search_lag_s})
 
         def flush(request: Request) -> Response:
             return Response.json({"flushed": self.flush_search_index()})
 
         def jobs(request: Request) -> Response:
-            self.set_job_delay(float(body_of(request)["delay_s"]))
+            self.set_job_delay(float(request.control_body()["delay_s"]))
             return Response.json({"job_delay_s": self.job_delay_s})
 
         def token(request: Request) -> Response:

@@ -51,6 +51,14 @@ class Request:
         values = self.query.get(name)
         return values[0] if values else default
 
+    def control_body(self) -> dict[str, Any]:
+        """A control endpoint's JSON object body ({} when there is none); anything else is a
+        ValueError, which the control route answers with a 400."""
+        body = self.json() if self.body else {}
+        if not isinstance(body, dict):
+            raise ValueError("the control body must be a JSON object")
+        return body
+
     def json(self) -> Any:
         if not self.body:
             raise HttpError(400, "empty_body", "A JSON body is required.")

@@ -1473,12 +1473,7 @@ class GraphEmulator(Emulator):
 
     def _register_controls(self) -> None:
         c = self.add_control_route
-
-        def body(request: Request) -> dict[str, Any]:
-            data = request.json() if request.body else {}
-            if not isinstance(data, dict):
-                raise ValueError("the body must be a JSON object")
-            return data
+        body = Request.control_body
 
         def ok(payload: Any = None, status: int = 200) -> Response:
             return Response.empty() if payload is None else Response.json(payload, status)

@@ -679,30 +679,26 @@ class SalesforceEmulator(Emulator):
             return next(iter(ids))
 
     def _register_controls(self) -> None:
-        def body_of(request: Request) -> dict[str, Any]:
-            body = request.json() if request.body else {}
-            if not isinstance(body, dict):
-                raise ValueError("the control body must be a JSON object")
-            return body
-
         def other_orgs(request: Request) -> Response:
             with self.lock:
-                return Response.json({"usernames": self.org.add_other_org_usernames(body_of(request)["usernames"])})
+                return Response.json(
+                    {"usernames": self.org.add_other_org_usernames(request.control_body()["usernames"])}
+                )
 
         def blockers(request: Request) -> Response:
-            body = body_of(request)
+            body = request.control_body()
             user_id = self.user_id(str(body["user"]))
             with self.lock:
                 self.org.set_blockers(user_id, list(body.get("blockers", [])))
                 return Response.json({"user": user_id, "blockers": self.org.blockers.get(user_id, [])})
 
         def api_limit(request: Request) -> Response:
-            body = body_of(request)
+            body = request.control_body()
             self.set_api_usage(body.get("used"), body.get("max"))
             return Response.json({"used": self.api_used(), "max": self.daily_limit})
 
         def clock(request: Request) -> Response:
-            self.advance(float(body_of(request)["advance_s"]))
+            self.advance(float(request.control_body()["advance_s"]))
             return Response.json({"now": self.now()})
 
         def expire(request: Request) -> Response:
@@ -712,19 +708,19 @@ class SalesforceEmulator(Emulator):
             return Response.json({"access_token": self.issue_token(), "instance_url": self.instance_url})
 
         def query(request: Request) -> Response:
-            size = int(body_of(request)["batch_size"])
+            size = int(request.control_body()["batch_size"])
             if size < 1:
                 raise ValueError("batch_size must be at least 1")
             self.batch_size = size
             return Response.json({"batch_size": size})
 
         def licenses(request: Request) -> Response:
-            body = body_of(request)
+            body = request.control_body()
             with self.lock:
                 return Response.json(self.set_licenses(str(body["name"]), int(body["total"])))
 
         def bulk(request: Request) -> Response:
-            self.bulk.auto_process = bool(body_of(request)["auto_process"])
+            self.bulk.auto_process = bool(request.control_body()["auto_process"])
             return Response.json({"auto_process": self.bulk.auto_process})
 
         def bulk_process(request: Request) -> Response:
