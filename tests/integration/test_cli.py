@@ -22,31 +22,15 @@ from sandbox.server import FaultRule
 from shared.cli import main
 from shared.core.work import WorkItem, user_item
 from shared.mapping.load import load_mapping
-from tests.integration.world import World, audit_rows, queued, run_worker, services_for
+from tests.integration.world import World, audit_rows, for_the_cli, queued, run_worker, services_for
 from tests.support import sandbox_env
 
 
 @pytest.fixture
 def world(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    w = World(
-        azurite,
-        tmp_path,
-        users=30,
-        groups=6,
-        mapping_extra="reconcile: {remediate: [missing, orphaned], max_deprovisions: 2}",
-    ).start()
-    env = sandbox_env(
-        storage=azurite.connection_string,
-        graph_base_url=w.graph.base_url,
-        auth0_base_url=w.auth0.base_url,
-        SYNC_MAPPING_FILE=str(tmp_path / "mapping.yaml"),
-    )
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    try:
+    extra = "reconcile: {remediate: [missing, orphaned], max_deprovisions: 2}"
+    with for_the_cli(World(azurite, tmp_path, users=30, groups=6, mapping_extra=extra), monkeypatch) as w:
         yield w
-    finally:
-        w.stop()
 
 
 def test_a_dry_run_then_its_report_in_every_format(

@@ -12,20 +12,15 @@ from sandbox.azurite import Azurite
 from sandbox.mapping import sandbox_mapping, three_role_grants
 from sandbox.server import FaultRule
 from shared.cli import main
-from tests.integration.world import World
+from tests.integration.world import World, for_the_cli
 
 MISSING = "7e57a11d-0000-4000-8000-00000000beef"
 
 
 @pytest.fixture
 def world(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    w = World(azurite, tmp_path, users=10, groups=4).start()
-    for name, value in w.environment().items():
-        monkeypatch.setenv(name, value)
-    try:
+    with for_the_cli(World(azurite, tmp_path, users=10, groups=4), monkeypatch) as w:
         yield w
-    finally:
-        w.stop()
 
 
 def check_with(monkeypatch: pytest.MonkeyPatch, world: World, mapping_text: str) -> int:

@@ -37,7 +37,7 @@ from shared.core.drift import DriftRecord, Provenance, RunSummary
 from shared.mapping.load import load_mapping
 from shared.services.reconcile import RUN_KIND
 from shared.services.report import public_url, render_html
-from tests.integration.world import World, services_for
+from tests.integration.world import World, for_the_cli, services_for
 
 CHROMIUM: Final = os.environ.get("ENTRA_SYNC_CHROMIUM", "/usr/bin/chromium")
 # As the machine notes say: no sandbox (CI runs as root), no GPU, and nothing Chromium would fetch
@@ -53,20 +53,10 @@ TENANT: Final = "7c1a2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
 @pytest.fixture
 def world(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    w = World(
-        azurite,
-        tmp_path,
-        users=30,
-        groups=6,
-        mapping_extra="reconcile: {remediate: [missing, orphaned], max_deprovisions: 5}",
-        extra_env={"AZURE_TENANT_ID": TENANT},
-    ).start()
-    for name, value in w.environment().items():
-        monkeypatch.setenv(name, value)
-    try:
+    extra = "reconcile: {remediate: [missing, orphaned], max_deprovisions: 5}"
+    w = World(azurite, tmp_path, users=30, groups=6, mapping_extra=extra, extra_env={"AZURE_TENANT_ID": TENANT})
+    with for_the_cli(w, monkeypatch):
         yield w
-    finally:
-        w.stop()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,19 @@ class World:
     def auth0_calls(self) -> dict[str, int]:
         """Every Management API call the Auth0 emulator served since its log was cleared, per route."""
         return dict(Counter(e.route for e in self.auth0.log.entries() if e.route.startswith("mgmt.")))
+
+
+@contextlib.contextmanager
+def for_the_cli(world: World, monkeypatch: Any) -> Iterator[World]:
+    """``world`` started, with its settings in the environment as an operator's shell has them (the
+    CLI reads them there), and stopped after."""
+    world.start()
+    try:
+        for name, value in world.environment().items():
+            monkeypatch.setenv(name, value)
+        yield world
+    finally:
+        world.stop()
 
 
 async def open_services(world: World, keep_storage: bool = False, **overrides: Any) -> App:
