@@ -18,6 +18,7 @@ Azurite, stay flat and drain once the offer stops), then latency at 25/50/75/100
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import math
@@ -239,6 +240,24 @@ class Depth:
 
     def total(self) -> int:
         return sum(self.now().values())
+
+    def waiting(self) -> str:
+        """What the visible messages at the head of each queue are (up to 32 each, peeked, not taken):
+        counts by the work item's source, kind and whether it was re-scheduled, for a step that grew."""
+        seen: Counter[str] = Counter()
+        for name, client in self.clients.items():
+            try:
+                messages = list(client.peek_messages(max_messages=32))
+            except Exception as exc:
+                seen[f"{name}: unreadable ({type(exc).__name__})"] += 1
+                continue
+            for m in messages:
+                try:
+                    item = WorkItem.from_json(base64.b64decode(m.content).decode())
+                    seen[f"{name} {item.source} {item.kind}{' deferred' if item.deferrals else ''}"] += 1
+                except Exception:
+                    seen[f"{name} unreadable"] += 1
+        return ", ".join(f"{k} {n}" for k, n in seen.most_common()) or "nothing visible"
 
     def clear(self, queue: str) -> None:
         self.clients[queue].clear_messages()
@@ -691,6 +710,8 @@ def measure(cluster: Cluster, tenant: Tenant, depth: Depth, mix: tuple[tuple[str
         print(f"  {name}: offered {rate:.0f}/s: achieved {step.achieved:.0f}/s, depth end "
               f"{step.depths[-3:]}, drained in {step.drain_s:.1f} s: {'flat' if step.flat else 'growing'}",
               flush=True)  # fmt: skip
+        if not step.flat:
+            print(f"  {name}: what waits (the first 32 visible of each queue): {depth.waiting()}", flush=True)
         if step.flat:
             best = rate
         else:
