@@ -36,7 +36,7 @@ from shared.core.ports import Applied, Capabilities, Fence, Rules, Source, Targe
 from shared.core.work import DEFAULT_SOURCE
 from shared.errors import Conflict, DeltaExpired, PermanentError
 from shared.mapping.check import Checker, nearest
-from shared.mapping.model import Scope, SourceSection, SyncMapping, TargetSection
+from shared.mapping.model import NO_CONDITIONS, Scope, SourceSection, SyncMapping, TargetSection
 from shared.sources.registry import KINDS as SOURCE_KINDS
 from shared.sources.registry import SourceKind
 from shared.targets.registry import KINDS, TargetKind
@@ -347,6 +347,7 @@ class MemoryKind:
     grants_key = "groups"
     grant_noun = "group"
     disable_words: tuple[str, ...] = ("disable",)
+    grant_conditions = NO_CONDITIONS
     option_keys: frozenset[str] = frozenset()
     matching_keys: frozenset[str] = frozenset()
     capabilities = CAPABILITIES

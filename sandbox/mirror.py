@@ -61,7 +61,7 @@ def mirror(graph: GraphEmulator, auth0: Auth0Emulator, mapping: SyncMapping, tar
         payload = rules.create_payload(identity, rules.desired(identity))
         if isinstance(payload, str):  # the worker would not create it either
             continue
-        payload["roles"] = sorted(section.entitlements_for(groups))
+        payload["roles"] = sorted(section.entitlements_for(groups, props))
         payload["created_at"] = created_at
         payload["last_login"] = last_login
         auth0.add_user(payload)

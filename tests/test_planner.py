@@ -3,12 +3,14 @@ Auth0 target's rules (what its paths are, how its values compare, what a create 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from shared.core import plan as planner
-from shared.core.match import judge
+from shared.core.match import Resolution, judge, resolve
 from shared.core.model import Account, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
 from shared.mapping.load import parse_mapping
 from shared.mapping.model import SyncMapping
@@ -264,3 +266,52 @@ def test_matching_never_guesses(candidates: list[Account], outcome: str, target_
     found, account_found = judge(candidates, OID)
     assert found == outcome
     assert (account_found.target_id if account_found else None) == target_id
+
+
+class CountingLookup:
+    """A live target stand-in: accounts by (matcher, key); counts how it was asked."""
+
+    def __init__(self, found: dict[tuple[str, str], list[Account]]):
+        self.found = found
+        self.asked: list[str] = []
+
+    async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
+        self.asked.append(f"read {target_id}")
+        return next((a for accounts in self.found.values() for a in accounts if a.target_id == target_id), None)
+
+    async def find(self, matcher: str, key: str) -> list[Account]:
+        self.asked.append(f"find {matcher}")
+        return self.found.get((matcher, key), [])
+
+
+class AtOnceLookup(CountingLookup):
+    async def find_each(self, keys: Sequence[tuple[str, str]]) -> list[list[Account]]:
+        self.asked.append(f"find_each {len(keys)}")
+        return [self.found.get(k, []) for k in keys]
+
+
+def resolved(lookup: CountingLookup, identity: Identity) -> Resolution:
+    section = MAPPING.target("auth0")
+    rules = Auth0Rules(section)
+    desired = rules.desired(identity)
+    return asyncio.run(resolve(identity, None, lookup, rules, section.matching, desired, entitlements=False))
+
+
+def test_a_target_that_finds_at_once_is_asked_once_for_every_matcher_and_decides_alike() -> None:
+    ada = source()
+    rules = Auth0Rules(MAPPING.target("auth0"))
+    email = ("email", rules.match_key("email", ada, rules.desired(ada)) or "")
+    assert email[1] and rules.match_key("app_metadata", ada, rules.desired(ada))  # two keys to ask
+    stranger = account(user_id="auth0|someone-else", app_metadata={})
+    lookup = AtOnceLookup({email: [stranger]})
+    found = resolved(lookup, ada)
+    assert (found.account, found.matched_by) == (stranger, "email")
+    chosen = f"read {rules.deterministic_id(ada)}"  # the id a create would give, read first
+    assert lookup.asked == [chosen, "find_each 2", f"read {stranger.target_id}"]  # one request for both keys
+    one_by_one = CountingLookup({email: [stranger]})
+    assert resolved(one_by_one, ada) == found  # the same decision, one request per matcher
+    assert one_by_one.asked == [chosen, "find app_metadata", "find email", f"read {stranger.target_id}"]
+    twice = AtOnceLookup({email: [stranger, account(user_id="auth0|third", app_metadata={})]})
+    assert resolved(twice, ada).problem == "ambiguous"
+    nobody = AtOnceLookup({})
+    assert resolved(nobody, ada).account is None and nobody.asked == [chosen, "find_each 2"]

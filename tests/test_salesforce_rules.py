@@ -46,6 +46,7 @@ GOOD = f"""\
     permission_sets:
       - {{group: {SALES}, permission_sets: [Sales_Cloud_User, 'group:Sales_Ops']}}
       - {{group: {MANAGERS}, permission_sets: [Sales_Cloud_User, Forecasts]}}
+      - {{group: {SALES}, department: [Sales West], job_title: AE, permission_sets: [West_AE]}}
 """
 
 
@@ -108,7 +109,19 @@ def test_the_tables_groups_and_conditions_are_read_from_the_source() -> None:
     select, _ = loaded.graph_select()
     assert {"jobTitle", "department"} <= set(select)
     assert ("targets.salesforce.roles[0].group", WEST) in loaded.group_entries()
-    assert s.managed == frozenset({"Sales_Cloud_User", "group:Sales_Ops", "Forecasts"})
+    assert s.managed == frozenset({"Sales_Cloud_User", "group:Sales_Ops", "Forecasts", "West_AE"})
+
+
+def test_a_permission_set_entry_may_name_a_department_and_job_title_too() -> None:
+    s = section()
+    plain = {"Sales_Cloud_User", "group:Sales_Ops"}
+    assert s.entitlements_for(frozenset({SALES}), {"department": "sales west", "jobTitle": "AE"}) == plain | {"West_AE"}
+    assert s.entitlements_for(frozenset({SALES}), {"department": "Sales West", "jobTitle": "Seller"}) == plain
+    assert s.entitlements_for(frozenset({WEST}), {"department": "Sales West", "jobTitle": "AE"}) == frozenset()
+    auth0 = "version: 2\ntargets:\n  auth0:\n    attributes: [{source: mail, target: email}]\n"
+    with pytest.raises(MappingError) as info:  # grants by group alone there: the key is refused, not ignored
+        parse_mapping(auth0 + f"    roles: [{{group: {SALES}, department: Sales, roles: [Seller]}}]\n")
+    assert any("roles[0]" in p and "department" in p for p in info.value.problems), info.value.problems
 
 
 def test_the_suffix_rule_keeps_a_username_the_templates_own() -> None:

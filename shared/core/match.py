@@ -1,7 +1,8 @@
 """The matching ladder, written once: which account in a target belongs to an identity.
 
 The link first, then the id a create would have given (where the target lets the caller choose
-it), then the target section's matchers in their order, first hit wins. Several candidates are
+it), then the target section's matchers in their order, first hit wins (every key asked in one
+request where the target can: :class:`~shared.core.ports.FindsAtOnce`). Several candidates are
 *ambiguous* and an account that carries another identity's id is a *conflict*: both are reported
 and left alone, never guessed at.
 
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 from shared.core import plan as planner
 from shared.core.classify import for_target
 from shared.core.model import Account, Identity, Link, Plan, SourceState
-from shared.core.ports import Rules, Target
+from shared.core.ports import FindsAtOnce, Rules, Target
 from shared.mapping.model import TargetSection
 
 LINK = "link"  # always first; in the precedence list for readability only
@@ -81,13 +82,11 @@ async def resolve(
         account = await lookup.read(chosen, entitlements=entitlements)
         if account is not None:
             return Resolution(account, "deterministic_id")
-    for matcher in precedence:
-        if matcher == LINK:
-            continue
-        key = rules.match_key(matcher, identity, desired)
-        if key is None:
-            continue
-        found = await lookup.find(matcher, key)
+    keys = [(m, k) for m in precedence if m != LINK for k in [rules.match_key(m, identity, desired)] if k is not None]
+    # One request for every key where the lookup can (a joiner's usual path: no key finds anything).
+    at_once = await lookup.find_each(keys) if len(keys) > 1 and isinstance(lookup, FindsAtOnce) else None
+    for n, (matcher, key) in enumerate(keys):
+        found = at_once[n] if at_once is not None else await lookup.find(matcher, key)
         outcome, account = judge(found, identity.id)
         if outcome == "none":
             continue

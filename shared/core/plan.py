@@ -59,7 +59,7 @@ def entitlement_changes(identity: Identity, account: Account | None, section: Ta
     managed = section.managed
     if not managed:
         return []
-    want = section.entitlements_for(identity.groups)
+    want = section.entitlements_for(identity.groups, identity.attributes)
     have = (account.entitlements if account else frozenset()) & managed
     actions = []
     if add := tuple(sorted(want - have)):

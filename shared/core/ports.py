@@ -9,7 +9,7 @@ SCIM applications, ...), the stores (links, leases, state, audit, target health)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -204,6 +204,15 @@ class Target(Protocol):
 
 # Optional abilities: a target declares one by having it; services ask with ``isinstance``, never
 # by probing for an attribute, so what a service may rely on is written down here.
+
+
+@runtime_checkable
+class FindsAtOnce(Protocol):
+    """A target that looks up several matchers' keys in one request (SOQL's ``OR``): the matching
+    ladder asks it once for an identity with no link, instead of once per matcher. The answer is one
+    list per key, in the order asked, each what :meth:`Target.find` would give for that key alone."""
+
+    async def find_each(self, keys: Sequence[tuple[str, str]]) -> list[list[Account]]: ...
 
 
 @runtime_checkable

@@ -12,6 +12,9 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -266,3 +269,22 @@ def source_ref_problem(ref: str) -> str:
 def user_item(entra_id: str, source: str, source_ref: str = "", correlation_id: str | None = None) -> WorkItem:
     extra: dict[str, Any] = {"correlation_id": correlation_id} if correlation_id else {}
     return WorkItem("user", entra_id, source, source_ref, **extra)
+
+
+_WORKING_ON: ContextVar[WorkItem | None] = ContextVar("entra_sync_working_on", default=None)
+
+
+@contextmanager
+def working_on(item: WorkItem) -> Iterator[None]:
+    """While the worker converges ``item``: what a target writing audit rows of its own (a
+    Salesforce leaver's reassignments) names as their correlation id and source."""
+    token = _WORKING_ON.set(item)
+    try:
+        yield
+    finally:
+        _WORKING_ON.reset(token)
+
+
+def current_item() -> WorkItem | None:
+    """The work item being converged in this task, if any (see :func:`working_on`)."""
+    return _WORKING_ON.get()

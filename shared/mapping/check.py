@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
+
+from shared.mapping.model import Condition
 
 SIMPLE_KEY: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,99}")
 
@@ -80,6 +82,18 @@ class Checker:
             if text is not None:
                 out.append(text)
         return tuple(out)
+
+    def narrowing(self, entry: str, values: Mapping[str, Any], names: Mapping[str, str]) -> tuple[Condition, ...]:
+        """The conditions a table entry adds to its group (``department: [Sales, Field Sales]``, one
+        text or a list): each key of ``names`` given, as an ``in`` test of its source path."""
+        conditions = []
+        for name, path in names.items():
+            if name in values:
+                raw = values[name]
+                allowed = self.string_list(f"{entry}.{name}", raw if isinstance(raw, list) else [raw])
+                if allowed:
+                    conditions.append(Condition(path, "in", allowed))
+        return tuple(conditions)
 
     def simple_key(self, where: str, value: Any, default: str, what: str) -> str:
         if not isinstance(value, str) or not SIMPLE_KEY.fullmatch(value):

@@ -475,7 +475,7 @@ class MappingChecker(Checker):
         grants = []
         for i, item in enumerate(data):
             entry = f"{where}{key}[{i}]"
-            values = self.keys(entry, item, GRANT_KEYS | {key})
+            values = self.keys(entry, item, GRANT_KEYS | {key} | set(kind.grant_conditions))
             if not isinstance(item, dict):  # an empty {} is not skipped: it fails below, like any entry
                 continue
             group = self.group_id(f"{entry}.group", values.get("group"), fed)
@@ -483,7 +483,7 @@ class MappingChecker(Checker):
             if not names:
                 self.fail(f"{entry}.{key}", f"must name at least one {kind.grant_noun}")
             if group and names:
-                grants.append(Grant(group, names))
+                grants.append(Grant(group, names, self.narrowing(entry, values, kind.grant_conditions)))
         return tuple(grants)
 
     def deprovision(self, where: str, data: Any, kind: TargetKind) -> Deprovision:

@@ -15,6 +15,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, Protocol, runtime_checkable
 
 from shared.core.work import DEFAULT_SOURCE
@@ -270,12 +271,20 @@ class RiskPolicy:
         return ()
 
 
+NO_CONDITIONS: Final[Mapping[str, str]] = MappingProxyType({})  # a kind whose grants are by group alone
+
+
 @dataclass(frozen=True)
 class Grant:
-    """A group and the entitlements its members get in one target (Auth0 roles, SCIM groups, ...)."""
+    """A group and the entitlements its members get in one target (Auth0 roles, SCIM groups, ...),
+    where the kind allows it only to members whose job title or department the entry names."""
 
     group: str  # Entra group object id
     entitlements: tuple[str, ...]
+    conditions: tuple[Condition, ...] = ()
+
+    def applies(self, groups: frozenset[str], attributes: Mapping[str, Any]) -> bool:
+        return self.group in groups and all(c.holds(attributes) for c in self.conditions)
 
 
 @runtime_checkable
@@ -334,8 +343,11 @@ class TargetSection:
         """Every entitlement some group grants: the only ones entra-sync ever adds or removes."""
         return frozenset(e for g in self.grants for e in g.entitlements)
 
-    def entitlements_for(self, groups: frozenset[str]) -> frozenset[str]:
-        return frozenset(e for g in self.grants if g.group in groups for e in g.entitlements)
+    def entitlements_for(self, groups: frozenset[str], attributes: Mapping[str, Any] | None = None) -> frozenset[str]:
+        """What the grants give members of ``groups`` with these source ``attributes`` (a grant with
+        conditions gives nothing without them)."""
+        have = attributes or {}
+        return frozenset(e for g in self.grants if g.applies(groups, have) for e in g.entitlements)
 
     @property
     def groups(self) -> frozenset[str]:
@@ -348,6 +360,7 @@ class TargetSection:
         paths = [s for a in self.attributes for s in a.sources]
         if isinstance(self.options, NamesGroups):
             paths += self.options.condition_paths
+        paths += [c.attribute for g in self.grants for c in g.conditions]
         return paths + ([c.attribute for c in self.scope.conditions] if self.scope is not None else [])
 
 

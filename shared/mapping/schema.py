@@ -77,9 +77,15 @@ def target_section(kind: TargetKind) -> dict[str, Any]:
     attribute = closed(
         {"source": TEXT, "target": TEXT, "transforms": {"type": "array"}}, ATTRIBUTE_KEYS, required=["target"]
     )
+    narrowing = {"anyOf": [TEXT, {"type": "array", "items": TEXT}]}
     grant = closed(
-        {"group": GROUP, kind.grants_key: {"type": "array", "items": TEXT, "minItems": 1}, "note": {"type": "string"}},
-        GRANT_KEYS | {kind.grants_key},
+        {
+            "group": GROUP,
+            kind.grants_key: {"type": "array", "items": TEXT, "minItems": 1},
+            "note": {"type": "string"},
+            **dict.fromkeys(kind.grant_conditions, narrowing),
+        },
+        GRANT_KEYS | {kind.grants_key} | set(kind.grant_conditions),
         required=["group", kind.grants_key],
     )
     deprovision = {

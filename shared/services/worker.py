@@ -32,7 +32,7 @@ from shared.core.classify import for_target
 from shared.core.match import Lookup, Resolution, resolve
 from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
 from shared.core.ports import Alerts, Applied, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
-from shared.core.work import DEFAULT_SOURCE, WorkItem, where
+from shared.core.work import DEFAULT_SOURCE, WorkItem, where, working_on
 from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, TransientError, TryLater
 from shared.mapping.model import TargetSection
 from shared.services.guard import MassChangeGuard
@@ -329,7 +329,7 @@ class Worker:
     async def _converge(
         self, item: WorkItem, source: Identity, job: TargetJob, lease: Any, lookup: Lookup | None = None
     ) -> Outcome:
-        with waiting_at_most(SHARE_RATE_WAIT_S, self.clock.now()):
+        with waiting_at_most(SHARE_RATE_WAIT_S, self.clock.now()), working_on(item):
             return await self._converge_share(item, source, job, lease, lookup)
 
     async def _converge_share(

@@ -41,6 +41,11 @@ class TargetKind(Protocol):
         """One of them, in a message: "Auth0 role"."""
 
     @property
+    def grant_conditions(self) -> Mapping[str, str]:
+        """Keys a grant entry may add to its group to narrow it (``department``), each with the
+        source path it compares; empty where grants are by group alone."""
+
+    @property
     def disable_words(self) -> tuple[str, ...]:
         """Its word for disabling an account first ("block"); "disable" is understood too."""
 

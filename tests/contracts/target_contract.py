@@ -19,7 +19,7 @@ import pytest
 
 from sandbox.memory import kinds_with_memory
 from shared.core.model import Account, Action, ActionKind, Identity, SourceState
-from shared.core.ports import Target
+from shared.core.ports import FindsAtOnce, Target
 from shared.errors import Conflict, LeaseLost, PermanentError
 from shared.mapping.load import parse_mapping
 from shared.mapping.model import TargetSection
@@ -186,6 +186,24 @@ class TargetContract:
 
         run(vendor, body)
 
+    def test_a_target_that_finds_at_once_answers_each_key_as_find_does(self, vendor: Opener[Vendor]) -> None:
+        ada, bob = person(1), person(2)
+
+        async def body(v: Vendor) -> None:
+            if not isinstance(v.target, FindsAtOnce):
+                pytest.skip(f"{v.target.name} finds one key at a time")
+            rules = v.target.rules
+            ada_id, bob_id = await create(v, ada), await create(v, bob)
+            people = (ada, person(3), bob)
+            keys = [(m, rules.match_key(m, p, rules.desired(p)) or "") for p in people for m in matchers(v)]
+            keys.append((matchers(v)[0], (keys[0][1] or "").upper()))  # as the target compares: case too
+            alone = [[a.target_id for a in await v.target.find(m, k)] for m, k in keys]
+            together = [[a.target_id for a in found] for found in await v.target.find_each(keys)]
+            assert together == alone
+            assert {i for ids in together for i in ids} == {ada_id, bob_id}
+
+        run(vendor, body)
+
     def test_an_update_changes_what_it_sends_and_keeps_the_rest(self, vendor: Opener[Vendor]) -> None:
         ada = person(1)
         moved = person(1, displayName="Ada Moved", department="Finance")
@@ -236,7 +254,7 @@ class TargetContract:
 
         async def body(v: Vendor) -> None:
             target_id = await create(v, ada)
-            granted = tuple(sorted(v.section.entitlements_for(ada.groups)))
+            granted = tuple(sorted(v.section.entitlements_for(ada.groups, ada.attributes)))
             assert len(granted) >= 2
             await v.target.apply(target_id, Action(ActionKind.GRANT, entitlements=granted), Fence())
             assert (await read(v, target_id)).entitlements == frozenset(granted)
@@ -287,7 +305,7 @@ class TargetContract:
             fence = Fence()
             target_id = await create(v, ada, fence)
             assert fence.calls >= 1
-            granted = tuple(sorted(v.section.entitlements_for(ada.groups)))
+            granted = tuple(sorted(v.section.entitlements_for(ada.groups, ada.attributes)))
             for action in (
                 Action(ActionKind.DISABLE),
                 Action(ActionKind.ENABLE),

@@ -37,6 +37,7 @@ SECTION = (
     permission_sets:
       - {group: GROUP0, permission_sets: [Staff_Access]}
       - {group: GROUP1, permission_sets: [Sales_Reader, 'group:Sales_Bundle']}
+      - {group: GROUP1, department: [Field Sales West], permission_sets: [West_Territory]}
     reassign: {to: [manager, fallback_user, queue], fallback_user: ops@sandbox.example.com, queue: Leavers,
                bulk_over: BULK_OVER}
 """
@@ -44,7 +45,7 @@ SECTION = (
 SEED: dict[str, Any] = {
     "profiles": [{"name": "Sales User", "license": "Salesforce"}],
     "roles": [{"name": "West"}],
-    "permission_sets": [{"name": n, "label": n} for n in ("Staff_Access", "Sales_Reader", "By_Hand")],
+    "permission_sets": [{"name": n, "label": n} for n in ("Staff_Access", "Sales_Reader", "By_Hand", "West_Territory")],
     "permission_set_groups": [{"name": "Sales_Bundle", "label": "Sales Bundle"}],
     "queues": [{"name": "Leavers", "sobjects": ["Lead", "Case"]}],
     "users": [{"Username": "ops@sandbox.example.com", "LastName": "Ops", "Email": "ops@sandbox.example.com"}],
@@ -192,6 +193,25 @@ def test_a_mover_writes_only_what_differs_and_a_group_change_moves_profile_role_
     assert not [r for r in calls(org) if r.endswith((".create", ".update", ".delete"))]  # a replay writes nothing
 
 
+def test_a_permission_set_narrowed_to_a_department_follows_the_department(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    user = member_of(world, 1)
+    world.graph.update_user(user["id"], department="Field Sales West")
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = sf_user(org, user["id"])
+    assert got is not None and "West_Territory" in held(org, got["Id"])
+    world.graph.update_user(user["id"], department="Finance")  # the territory move
+    rows = sync(world, indexed, user_item(user["id"], "notification"))
+    still = held(org, got["Id"])
+    assert "West_Territory" not in still and {"Sales_Reader", "group:Sales_Bundle"} <= still  # the rest stay
+    assert ("remove_permission_sets", "ok") in rows_of(rows, user["id"])
+    world.graph.remove_member(world.group_ids[1], user["id"])
+    world.graph.update_user(user["id"], department="Field Sales West")  # the department alone grants nothing
+    sync(world, indexed, user_item(user["id"], "notification"))
+    assert "West_Territory" not in held(org, got["Id"])
+
+
 def test_a_user_who_already_exists_under_another_username_is_matched_not_duplicated(
     world: World, org: SalesforceEmulator, indexed: dict[str, Any]
 ) -> None:
@@ -297,17 +317,17 @@ CHILD = """\
 import asyncio, sys
 from pathlib import Path
 from shared.targets.salesforce.leaver import Leaver
-marker, after = Path(sys.argv[2]), int(sys.argv[3])
-moved = Leaver._moved
+marker, step, after = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+real = getattr(Leaver, step)
 seen = []
 async def paused(self, *args, **kwargs):
     seen.append(1)
-    if len(seen) == after:  # the batch landed in Salesforce; its audit row is not written yet
+    if len(seen) == after:  # what the step stands for reached Salesforce; nothing audited yet
         marker.touch()
         await asyncio.sleep(60)
         raise SystemExit("not killed")
-    return await moved(self, *args, **kwargs)
-Leaver._moved = paused
+    return await real(self, *args, **kwargs)
+setattr(Leaver, step, paused)
 sys.argv = sys.argv[:2]
 from tests.integration.crash_child import main
 main()
@@ -330,7 +350,7 @@ def test_thousands_of_records_are_reassigned_once_each_though_the_worker_is_kill
         sync(w, indexed, keep=False)  # empty product storage
         org.log.clear()
         marker = tmp_path / "paused"  # the 4th batch landed in Salesforce, its audit row not yet written
-        assert kill_when(w, ["-c", CHILD, item.to_json(), str(marker), "4"], marker.exists) == -signal.SIGKILL
+        assert kill_when(w, ["-c", CHILD, item.to_json(), str(marker), "_moved", "4"], marker.exists) == -signal.SIGKILL
         left = set(open_owned(org, "Opportunity", sf_id))
         assert 0 < len(left) < len(opportunities)  # killed in the middle
         clock = FakeClock()
@@ -342,6 +362,8 @@ def test_thousands_of_records_are_reassigned_once_each_though_the_worker_is_kill
         done = reassigned(rows, user["id"])
         assert sorted(done) == sorted(opportunities | leads)  # each audited, once
         assert any(r["action"] == "reassign" and r["outcome"] == "recovered" for r in rows)
+        moves = [r for r in rows if r["action"] == "reassign"]
+        assert {(r["correlation_id"], r["source"]) for r in moves} == {(item.correlation_id, "notification")}
         # Never twice: one collections call per 200 records, the killed batch not sent again.
         assert calls(org)["salesforce.collections.update"] == -(-len(opportunities) // 200) + 1
         assert (sf_user(org, user["id"]) or {}).get("IsActive") is False
@@ -349,19 +371,34 @@ def test_thousands_of_records_are_reassigned_once_each_though_the_worker_is_kill
         w.stop()
 
 
-def test_beyond_bulk_over_the_records_go_through_one_bulk_api_job(
-    azurite: Azurite, tmp_path: Path, org: SalesforceEmulator, indexed: dict[str, Any]
+@pytest.mark.parametrize("killed", [False, True], ids=["whole", "killed-then-redelivered"])
+def test_beyond_bulk_over_the_records_go_through_one_bulk_api_job_even_across_a_kill(
+    azurite: Azurite, tmp_path: Path, org: SalesforceEmulator, indexed: dict[str, Any], killed: bool
 ) -> None:
     w = start(azurite, tmp_path, org, bulk_over=1000)
     try:
         user = member_of(w, 0)
         sf_id = seed_owner_with_records(org, w, user, 2500)
+        opportunities = set(open_owned(org, "Opportunity", sf_id))
         w.graph.update_user(user["id"], accountEnabled=False)
+        item = user_item(user["id"], "notification")
+        sync(w, indexed, keep=False)  # empty product storage
         org.log.clear()
-        rows = sync(w, indexed, user_item(user["id"], "notification"), keep=False)
-        assert open_owned(org, "Opportunity", sf_id) == []
-        assert calls(org).get("salesforce.bulk.create") == 1
-        assert len(reassigned(rows, user["id"])) == 2500 - 7 + 30
+        if killed:
+            marker = tmp_path / "uploaded"  # the job is uploaded and closed: Salesforce runs it; nothing audited
+            child = ["-c", CHILD, item.to_json(), str(marker), "settle_job", "1"]
+            assert kill_when(w, child, marker.exists) == -signal.SIGKILL
+            assert calls(org).get("salesforce.bulk.create") == 1
+        clock = FakeClock()
+        clock.advance((LEASE_TTL_S + 1) if killed else 0)  # the killed worker's lease lapsed: the host redelivers
+        rows = sync(w, indexed, item, clock=clock)
+        assert open_owned(org, "Opportunity", sf_id) == [] and open_owned(org, "Lead", sf_id) == []
+        assert calls(org).get("salesforce.bulk.create") == 1  # with a kill: the killed attempt's job, no second
+        bulk_rows = [r for r in rows if r["action"] == "reassign" and "Bulk API job" in r["detail"]]
+        assert bulk_rows and {r["outcome"] for r in bulk_rows} == {"recovered" if killed else "ok"}
+        done = reassigned(rows, user["id"])
+        assert len(done) == len(set(done)) == 2500 - 7 + 30 and set(done) >= opportunities  # each audited, once
+        assert (sf_user(org, user["id"]) or {}).get("IsActive") is False
     finally:
         w.stop()
 
@@ -452,7 +489,11 @@ def test_reconciliation_reports_drift_orphans_frozen_users_and_licence_use(
     from shared.services.report import provenance
 
     seller, leaver = member_of(world, 1), member_of(world, 0)
-    sync(world, indexed, *(user_item(p["id"], "notification") for p in (seller, leaver)), keep=False)
+    gone_for_good = next(world.user(u) for u in world.users_in(2) if u not in (seller["id"], leaver["id"]))
+    people = (seller, leaver, gone_for_good)
+    sync(world, indexed, *(user_item(p["id"], "notification") for p in people), keep=False)
+    world.graph.update_user(gone_for_good["id"], accountEnabled=False)
+    sync(world, indexed, user_item(gone_for_good["id"], "notification"))  # deactivated: its licence freed
     got = sf_user(org, seller["id"])
     assert got is not None
     standard = next(p["Id"] for p in org.org.records["Profile"].values() if p["Name"] == "Standard User")
@@ -479,6 +520,9 @@ def test_reconciliation_reports_drift_orphans_frozen_users_and_licence_use(
     lines = summary.housekeeping
     assert any("frozen" in line and gone["Username"] in line for line in lines)
     assert any(line.startswith("licences Salesforce:") and "used of" in line for line in lines)
+    freed = [line for line in lines if line.startswith("licences freed by deactivations in the last 24 hours")]
+    username = (sf_user(org, gone_for_good["id"]) or {}).get("Username")
+    assert freed == [f"licences freed by deactivations in the last 24 hours: 1: {username}"]
 
 
 def test_check_asks_the_org_for_what_the_section_names(
@@ -494,7 +538,7 @@ def test_check_asks_the_org_for_what_the_section_names(
         "salesforce: profiles: 2 of 2 the mapping names exist in the org",
         "salesforce: roles: 1 of 1 the mapping names exist in the org",
         "salesforce: queues: 1 of 1 the mapping names exist in the org",
-        "salesforce: permission sets: 3 of 3 the mapping grants exist in the org",
+        "salesforce: permission sets: 4 of 4 the mapping grants exist in the org",
         "salesforce: fallback user 'ops@sandbox.example.com' exists in the org",
     ):
         assert line in out, out

@@ -244,7 +244,8 @@ class ImportBackfill:
                 if record is None:
                     result.without_email += 1
                     continue
-                joiners.append(_Joiner(identity.id, record, self.job.section.entitlements_for(identity.groups)))
+                granted = self.job.section.entitlements_for(identity.groups, identity.attributes)
+                joiners.append(_Joiner(identity.id, record, granted))
             report("entra users", result.entra_users, None)
         return joiners
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Rules, Target
-from shared.mapping.model import Grant, TargetSection
+from shared.mapping.model import NO_CONDITIONS, Grant, TargetSection
 from shared.settings import Settings
 from shared.targets.auth0.rules import CAPABILITIES, METADATA, ROOT_PATHS, Auth0Options, Auth0Rules
 
@@ -23,6 +23,7 @@ class Auth0Kind:
     matchers = MATCHERS
     grants_key = "roles"
     grant_noun = "Auth0 role"
+    grant_conditions = NO_CONDITIONS
     disable_words = ("block",)
     option_keys = frozenset({"connection", "deterministic_user_id"})
     matching_keys = frozenset({"app_metadata_key", "enterprise_connection"})

@@ -23,6 +23,7 @@ A section::
         - {group: <id>, department: Sales West, role: West Sales Rep}
       permission_sets:                     # many to many; only these are ever added or removed
         - {group: <id>, permission_sets: [Sales_Cloud_User, 'group:Sales_Ops']}
+        - {group: <id>, department: [Sales West], permission_sets: [West_Territory]}
       reassign: {objects: [Opportunity, Lead, Case], to: [manager, fallback_user, queue],
                  fallback_user: sales.ops@acme.com, queue: Sales_Unassigned}
       matching: {precedence: [link, federation_id, employee_number, email, username]}
@@ -35,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Rules, Target
-from shared.mapping.model import Condition, Grant, TargetSection
+from shared.mapping.model import Grant, TargetSection
 from shared.settings import Settings
 from shared.targets.salesforce.rules import (
     CAPABILITIES,
@@ -76,6 +77,7 @@ class SalesforceKind:
     matchers = MATCHERS
     grants_key = "permission_sets"
     grant_noun = "permission set"
+    grant_conditions = CONDITIONS  # a permission_sets entry may name a job title or department too
     disable_words = ("deactivate",)
     option_keys = frozenset(
         {"settings_prefix", "username_template", "owner_field", "locale", "profiles", "default_profile", "roles",
@@ -164,15 +166,9 @@ class SalesforceKind:
             values = check.keys(entry, item, {"group", key, *CONDITIONS, "note"})
             group = check.text(f"{entry}.group", values.get("group"))
             value = check.text(f"{entry}.{key}", values.get(key))
-            conditions = []
-            for name, path in CONDITIONS.items():
-                if name in values:
-                    raw = values[name]
-                    allowed = check.string_list(f"{entry}.{name}", raw if isinstance(raw, list) else [raw])
-                    if allowed:
-                        conditions.append(Condition(path, "in", allowed))
+            conditions = check.narrowing(entry, values, CONDITIONS)
             if group and value:
-                picks.append(Pick(group, value, tuple(conditions), f"{entry}.group"))
+                picks.append(Pick(group, value, conditions, f"{entry}.group"))
         return tuple(picks)
 
     def _reassign(self, check: Checker, where: str, data: Any) -> Reassign:

@@ -20,7 +20,8 @@ one object), or one Bulk API 2.0 ingest job for an object with more than ``bulk_
 or alert recipient, or a user a custom hierarchy field points at. Then the login is frozen
 (``UserLogin.IsFrozen``), the blocker is named in the action's warning (its audit row), and the
 user stays active, so the next pass (the next change, the nightly reconciliation) tries again.
-A deactivation frees the user's licence: an audit row ``licence_freed`` counts it.
+A deactivation frees the user's licence: an audit row ``licence_freed`` counts it, and the nightly
+report sums those of the last day.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Applied, AuditStore, Fence, StateStore
+from shared.core.work import current_item
 from shared.errors import NotFound, PermanentError, TransientError
-from shared.stores.audit import AuditRow
+from shared.stores.audit import AuditQuery, AuditRow
 from shared.stores.keys import utcnow
 from shared.targets.salesforce import soql
 from shared.targets.salesforce.client import ApiError
@@ -43,7 +46,8 @@ if TYPE_CHECKING:
 
 LEDGER: Final = "salesforce_reassign"
 BATCH: Final = 200
-MAX_ROUNDS: Final = 10_000  # batches of one object in one attempt (2,000,000 records)
+FREED_WINDOW_H: Final = 24  # the report counts the licences deactivations freed this long back
+FREED_LIMIT: Final = 10_000
 POLL_S: Final = 2.0
 MAX_POLLS: Final = 150  # a Bulk API job watched for up to five minutes, then the next attempt goes on
 OPEN: Final = {
@@ -85,10 +89,9 @@ class Leaver:
     # -- the steps --------------------------------------------------------------------------------
 
     async def deprovision(self, user_id: str, fence: Fence) -> Applied:
-        users = await self.target.users(soql.eq("Id", user_id))
-        if not users:
+        user = await self.target.user_now(soql.record_id(user_id))
+        if user is None:
             raise NotFound(f"Salesforce user {user_id} is gone")
-        user = users[0]
         uid = str(user["Id"])
         identity = owner_of(user.get(self.target.options.owner_field)) or ""
         await self.resume(uid, identity)
@@ -172,15 +175,12 @@ class Leaver:
                 ids = [str(r["Id"]) for r in await self.client.query(soql.select(("Id",), obj, where))]
                 await self.bulk(obj, ids, to, uid, identity, fence)
                 continue
-            batch = [str(r["Id"]) for r in first[:BATCH]]
-            for _ in range(MAX_ROUNDS):
-                if not batch:
-                    break
-                if not await self.move(obj, batch, to, uid, identity, fence):
+            # The first query held them all (at most bulk_over): moved in batches, not chosen again.
+            ids = [str(r["Id"]) for r in first]
+            for start in range(0, len(ids), BATCH):
+                if not await self.move(obj, ids[start : start + BATCH], to, uid, identity, fence):
                     notes.append(f"some open {obj} records of {user.get(USERNAME)} could not be reassigned (audited)")
                     break
-                rows = await self.client.query(soql.select(("Id",), obj, where, BATCH))
-                batch = [str(r["Id"]) for r in rows]
         return notes
 
     def _key(self, uid: str) -> str:
@@ -293,17 +293,21 @@ class Leaver:
     ) -> None:
         if self.audit is None:
             return
-        await self.audit.write(
-            AuditRow(
+        item = current_item()  # the worker's work item: its correlation id, where it came from
+        if item is not None and item.id == identity:
+            row = AuditRow.for_item(item, self.target.name, action, outcome, uid, diff, detail)
+        else:
+            row = AuditRow(
                 "", "leaver", uid, identity, self.target.name, uid, action, outcome, diff, detail,
                 identity_source=self.target.section.source,
-            )
-        )  # fmt: skip
+            )  # fmt: skip
+        await self.audit.write(row)
 
     # -- reconciliation's findings ---------------------------------------------------------------------
 
     async def findings(self) -> list[str]:
-        """Frozen users still active (a blocker awaits an admin), and licence use against the limit."""
+        """Frozen users still active (a blocker awaits an admin), licences freed by deactivations in
+        the last :data:`FREED_WINDOW_H` hours (from the audit trail), and licence use against the limit."""
         lines = []
         frozen = await self.client.query(soql.select(("UserId",), "UserLogin", "IsFrozen = true"))
         ids = [str(r["UserId"]) for r in frozen]
@@ -318,4 +322,16 @@ class Leaver:
             licences = []
         for lic in licences:
             lines.append(f"licences {lic.get('Name')}: {lic.get('UsedLicenses')} used of {lic.get('TotalLicenses')}")
+        if self.audit is not None:
+            since = (datetime.now(UTC) - timedelta(hours=FREED_WINDOW_H)).isoformat(timespec="milliseconds")
+            rows = await self.audit.search(AuditQuery(
+                since=since.replace("+00:00", "Z"), target=self.target.name, action="licence_freed", outcome="ok",
+                limit=FREED_LIMIT,
+            ))  # fmt: skip
+            shown = ", ".join(sorted({str(r.get("detail", "")).split(" ", 1)[0] for r in rows})[:20])
+            more = " (at least)" if len(rows) >= FREED_LIMIT else ""
+            lines.append(
+                f"licences freed by deactivations in the last {FREED_WINDOW_H} hours: {len(rows)}{more}"
+                + (f": {shown}" if shown else "")
+            )
         return lines

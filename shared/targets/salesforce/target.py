@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from shared.clock import Clock
@@ -68,6 +68,8 @@ MATCHER_FIELDS: Final = {
     "email": "Email",
     "username": USERNAME,
 }
+READ_FRESH_S: Final = 5.0  # a deprovision uses the user record its work item's read fetched this recently
+FIND_LIMIT: Final = 10  # candidates per matcher's key: two already make it ambiguous
 DUPLICATE_USERNAME: Final = "DUPLICATE_USERNAME"
 ASSIGNMENT: Final = ("Id", "PermissionSetId", "PermissionSetGroupId")
 
@@ -92,6 +94,7 @@ class SalesforceTarget:
         self.licences_out_until = 0.0
         self.new_users = Gatherer(self._send_records, clock)  # see gathering()
         self.new_assignments = Gatherer(self._send_records, clock)
+        self._read_now: dict[str, tuple[float, dict[str, Any]]] = {}  # see user_now()
         self.mapped = frozenset(a.target for a in section.attributes)
         self.fields = tuple(dict.fromkeys((*ALWAYS, self.options.owner_field, *sorted(self.mapped - {MANAGER}))))
 
@@ -140,24 +143,55 @@ class SalesforceTarget:
         return frozenset(n for n in names if n)
 
     async def read(self, target_id: str, *, entitlements: bool = True) -> Account | None:
+        """The user now. ``entitlements=False`` is a leaver's read (the worker's, the risk
+        response's): neither its permission sets nor its login's freeze are read, since a
+        deactivation needs neither (a refused one reads the login to freeze it)."""
         if not target_id:
             return None
         rows = await self.users(soql.eq("Id", target_id))
         if not rows:
             return None
         uid = str(rows[0]["Id"])
+        self._read_now[soql.record_id(uid)[:15]] = (self.clock.now(), rows[0])
         held = await self.entitlements_of(uid) if entitlements else frozenset()
         data = await self.shape(rows[0])
-        logins = await self.client.query(soql.select(("IsFrozen",), "UserLogin", soql.eq("UserId", uid)))
-        data[FROZEN] = any(bool(x.get("IsFrozen")) for x in logins)
+        if entitlements:
+            logins = await self.client.query(soql.select(("IsFrozen",), "UserLogin", soql.eq("UserId", uid)))
+            data[FROZEN] = any(bool(x.get("IsFrozen")) for x in logins)
         return self._rules.account(data, held)
+
+    async def user_now(self, user_id: str) -> dict[str, Any] | None:
+        """The user record as :meth:`read` fetched it a moment ago for this same piece of work (taken
+        once, within :data:`READ_FRESH_S`, and only while nothing was written to the user since), or
+        as Salesforce has it now."""
+        seen = self._read_now.pop(user_id[:15], None)
+        if seen is not None and self.clock.now() - seen[0] <= READ_FRESH_S:
+            return seen[1]
+        rows = await self.users(soql.eq("Id", user_id))
+        return rows[0] if rows else None
 
     async def find(self, matcher: str, key: str) -> list[Account]:
         field = MATCHER_FIELDS.get(matcher)
         if field is None or not key:
             return []
-        rows = await self.users(soql.eq(field, key), limit=10)
+        rows = await self.users(soql.eq(field, key), limit=FIND_LIMIT)
         return [self._rules.account(await self.shape(r)) for r in rows]
+
+    async def find_each(self, keys: Sequence[tuple[str, str]]) -> list[list[Account]]:
+        """Every matcher's key in one query (``WHERE a = 'x' OR b = 'y'``), its rows dealt out to the
+        keys as SOQL compares strings (without regard to case). A full page may hide some key's rows:
+        then each key is asked alone, as :meth:`find` would."""
+        asked = [(MATCHER_FIELDS.get(m), k) for m, k in keys]
+        wanted = [(f, k) for f, k in asked if f is not None and k]
+        limit = FIND_LIMIT * max(1, len(wanted))
+        rows = await self.users(" OR ".join(soql.eq(f, k) for f, k in wanted), limit=limit) if wanted else []
+        if len(rows) >= limit:
+            return [await self.find(m, k) for m, k in keys]
+        shaped = [(r, self._rules.account(await self.shape(r))) for r in rows]
+        return [
+            [a for r, a in shaped if f is not None and k and str(r.get(f) or "").casefold() == k.casefold()]
+            for f, k in asked
+        ]
 
     async def accounts(self) -> AsyncIterator[Account]:
         """Every standard user but the integration user itself, with its managed assignments: one
@@ -204,6 +238,8 @@ class SalesforceTarget:
 
     async def apply(self, target_id: str, action: Action, fence: Fence) -> Applied:
         kind = action.kind
+        if kind is not ActionKind.DISABLE:
+            self._read_now.pop(target_id[:15], None)  # written: a deprovision after this reads afresh
         if kind is ActionKind.CREATE:
             return await self.create(action.payload, fence)
         if kind is ActionKind.UPDATE:

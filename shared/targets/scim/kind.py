@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Rules, Target
-from shared.mapping.model import Grant, TargetSection
+from shared.mapping.model import NO_CONDITIONS, Grant, TargetSection
 from shared.settings import Settings, is_loopback_url
 from shared.targets.scim import paths
 from shared.targets.scim.rules import CAPABILITIES, MATCHERS, TOKEN_SETTING, ScimOptions, ScimRules
@@ -43,6 +43,7 @@ class ScimKind:
     matchers = MATCHERS
     grants_key = "groups"
     grant_noun = "SCIM group"
+    grant_conditions = NO_CONDITIONS
     disable_words = ("disable",)
     option_keys = frozenset({"base_url", "token_setting", "timeout_s", "page_size", "delete_unmapped_groups"})
     matching_keys: frozenset[str] = frozenset()
