@@ -9,7 +9,7 @@
     entra-sync reconcile --dry-run|--apply    the nightly comparison, now (the circuit breaker may hold a run)
     entra-sync approve RUN                    release a held run or mass change
     entra-sync runs                           recent runs and their status
-    entra-sync report RUN [--format html|json|csv] [--output FILE] [--open]
+    entra-sync report RUN|--latest [--format html|json|csv] [--output FILE] [--open]
     entra-sync backfill [--target T | --import-jobs]   initial load
     entra-sync check                          settings, the mapping file, its groups, each target asked
 
@@ -92,8 +92,9 @@ def parser() -> argparse.ArgumentParser:
     app.add_argument("--by", default=os.environ.get("USER", "operator"), help="who approves (recorded in the audit)")
     runs = sub.add_parser("runs", help="recent reconciliation runs", parents=[reads])
     runs.add_argument("--limit", type=at_least_one, default=20, help="how many of the latest runs (1 or more)")
-    rep = sub.add_parser("report", help="print or save a run's report")
-    rep.add_argument("run")
+    rep = sub.add_parser("report", help="print or save a run's report, or the latest run of every target")
+    rep.add_argument("run", nargs="?", help="a run id (see `runs`)")
+    rep.add_argument("--latest", action="store_true", help="the latest run of every target, one section each")
     rep.add_argument("--format", choices=("html", "json", "csv"), default="json")
     rep.add_argument("--output", help="write to this file instead of standard output")
     rep.add_argument("--open", action="store_true", help="write to a temporary file and open it")

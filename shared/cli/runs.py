@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import webbrowser
@@ -12,7 +13,7 @@ from shared import bootstrap
 from shared.cli.common import Progress, UsageError, emit_json, targets, write_output
 from shared.core.drift import RunSummary
 from shared.services.reconcile import check_run_id
-from shared.services.report import provenance
+from shared.services.report import provenance, render_csv, render_json, render_runs
 from shared.targets.registry import target_title
 
 
@@ -84,11 +85,15 @@ async def cmd_runs(svc: bootstrap.App, args: argparse.Namespace) -> int:
 async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:
     if svc.reports is None:
         raise UsageError("reports are not kept by this configuration")
-    body = await svc.reports.load(check_run_id(args.run), args.format)
+    if args.latest == (args.run is not None):
+        raise UsageError("name a run id, or --latest for the latest run of every target on one page")
+    if args.latest:
+        body = await _latest(svc, args.format)
+    else:
+        body = await svc.reports.load(check_run_id(args.run), args.format)
     if args.output or args.open:
-        target = (
-            Path(args.output) if args.output else Path(tempfile.gettempdir()) / f"entra-sync-{args.run}.{args.format}"
-        )
+        stem = "latest" if args.latest else args.run
+        target = Path(args.output) if args.output else Path(tempfile.gettempdir()) / f"entra-sync-{stem}.{args.format}"
         write_output(target, body)
         print(f"wrote {target}")
         if args.open:
@@ -96,3 +101,27 @@ async def cmd_report(svc: bootstrap.App, args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(body.decode("utf-8"))
     return 0
+
+
+async def _latest(svc: bootstrap.App, fmt: str) -> bytes:
+    """The latest stored run of every target the mapping names, as one report: HTML with a section
+    per target, JSON ``{"runs": [...]}``, or CSV (one header; every row names its run and target)."""
+    assert svc.reports is not None
+    runs = await next(iter(svc.reconcilers.values())).history(every_target=True) if svc.reconcilers else []
+    parts = []
+    for name in targets(svc, None):
+        mine = [r for r in runs if r.target == name]
+        if not mine:
+            print(f"{name}: no reconciliation run yet", file=sys.stderr)
+            continue
+        summary, records = await svc.reports.load_run(mine[-1].run_id)
+        parts.append((summary, records, mine[:-1]))
+    if not parts:
+        raise UsageError("no target has a reconciliation run yet: run `entra-sync reconcile` first")
+    if fmt == "html":
+        return render_runs(parts)
+    if fmt == "json":
+        runs_json = [json.loads(render_json(summary, records)) for summary, records, _ in parts]
+        return (json.dumps({"runs": runs_json}, indent=2, ensure_ascii=False) + "\n").encode()
+    texts = [render_csv(summary, records).decode("utf-8-sig") for summary, records, _ in parts]
+    return ("".join([texts[0], *(t.split("\r\n", 1)[1] for t in texts[1:])])).encode("utf-8-sig")

@@ -881,6 +881,82 @@ def render_html(
     per class, with a line pointing to the CSV and JSON for the rest.
     """
     recs = ordered(records)
+    title = f"Reconciliation {summary.run_id} · {summary.status}"
+    head, body = _target_parts(summary, recs, history, row_cap)
+    out = [
+        *_page_start(title),
+        "<header>",
+        *head,
+        "</header><main>",
+        # One run covers one target: the page is that target's section (render_runs puts one such
+        # section per target on one page).
+        f'<section class="target" id="target-{esc(summary.target)}" data-target="{esc(summary.target)}">',
+        *body,
+        "</section></main><footer>entra-sync reconciliation report "
+        f"(schema {SCHEMA_VERSION}) for run <code>{esc(summary.run_id)}</code>. Every record is also in "
+        "<code>report.csv</code> and <code>report.json</code> next to this page.</footer></body></html>\n",
+    ]
+    return "\n".join(out).encode()
+
+
+def render_runs(
+    runs: Sequence[tuple[RunSummary, Sequence[DriftRecord], Sequence[RunSummary]]],
+    *,
+    row_cap: int = ROW_CAP,
+) -> bytes:
+    """One page for several runs, one section per target (the latest run of each, say): each
+    section is what the target's own report shows, its ids prefixed with the target's name so that
+    its links stay within it; a contents list first."""
+    title = f"Reconciliation of {_plural(len(runs), 'target', 'targets')}"
+    contents = "".join(
+        f'<li><a href="#target-{esc(s.target)}">{esc(target_title(s.target))}</a>: run <code>{esc(s.run_id)}</code> '
+        f'<span class="badge s-{esc(s.status)}">{esc(s.status)}</span></li>'
+        for s, _, _ in runs
+    )
+    out = [*_page_start(title), f'<header><h1>{esc(title)}</h1><ul class="plain">{contents}</ul></header><main>']
+    for summary, records, history in runs:
+        head, body = _target_parts(summary, ordered(records), history, row_cap)
+        head[0] = head[0].replace("<h1>", "<h2>", 1).replace("</h1>", "</h2>", 1)
+        scoped = _scoped("\n".join([*head, *body]), summary.target)
+        out += [
+            f'<section class="target" id="target-{esc(summary.target)}" data-target="{esc(summary.target)}">',
+            scoped,
+            "</section>",
+        ]
+    out.append(
+        "</main><footer>entra-sync reconciliation report "
+        f"(schema {SCHEMA_VERSION}) of {_plural(len(runs), 'run', 'runs')}: "
+        + ", ".join(f"<code>{esc(s.run_id)}</code>" for s, _, _ in runs)
+        + ". Every record is also in each run's <code>report.csv</code> and <code>report.json</code>.</footer>"
+        "</body></html>\n"
+    )
+    return "\n".join(out).encode()
+
+
+# An id or in-page link inside a target's part of a page (this module writes every one of them; the
+# values it escapes cannot hold a quote): prefixed per target where several share a page.
+_SCOPED_ID: Final = re.compile(r'(\bid="|\bhref="#)(?=[a-z])')
+
+
+def _scoped(fragment: str, target: str) -> str:
+    return _SCOPED_ID.sub(lambda m: f"{m.group(1)}{target}-", fragment)
+
+
+def _page_start(title: str) -> list[str]:
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(_CSP)}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+    ]
+
+
+def _target_parts(
+    summary: RunSummary, recs: Sequence[DriftRecord], history: Sequence[RunSummary], row_cap: int
+) -> tuple[list[str], list[str]]:
+    """A run's heading and provenance, and its findings: banners, counts, trend, housekeeping and a
+    table per drift class."""
     counts = _counts(recs)
     classes = _classes(counts)
     by_class: dict[str, list[DriftRecord]] = {}
@@ -888,20 +964,8 @@ def render_html(
         by_class.setdefault(r.drift, []).append(r)
     total = len(recs)
     tally = Tally.of(recs)
-    title = f"Reconciliation {summary.run_id} · {summary.status}"
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{esc(_CSP)}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
-        "<header>",
-        *_header(summary, tally),
-        *_provenance(summary, total),
-        "</header><main>",
-        # One run covers one target: the page is that target's section (a view of several runs would
-        # put one such section per target side by side).
-        f'<section class="target" id="target-{esc(summary.target)}" data-target="{esc(summary.target)}">',
+    head = [*_header(summary, tally), *_provenance(summary, total)]
+    body = [
         *_banners(summary, total),
         *_counts_table(classes, recs, summary, tally),
         *_trend(summary, counts, history),
@@ -909,13 +973,8 @@ def render_html(
     ]
     for drift in classes:
         if by_class.get(drift):
-            out += _section(drift, by_class[drift], row_cap, target_title(summary.target))
-    out.append(
-        "</section></main><footer>entra-sync reconciliation report "
-        f"(schema {SCHEMA_VERSION}) for run <code>{esc(summary.run_id)}</code>. Every record is also in "
-        "<code>report.csv</code> and <code>report.json</code> next to this page.</footer></body></html>\n"
-    )
-    return "\n".join(out).encode()
+            body += _section(drift, by_class[drift], row_cap, target_title(summary.target))
+    return head, body
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ spent daily allocation and an outage that quarantines this target alone."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -548,3 +550,69 @@ def test_check_asks_the_org_for_what_the_section_names(
     out = capsys.readouterr().out
     assert "  - salesforce: the mapping grants 'Sales_Reader', which the org does not have" in out
     assert "  - salesforce: the mapping names the queue 'Leavers', which the org does not have" in out
+
+
+# What each section of the combined page shows, read in the browser as a person reads it.
+READ_SECTIONS = """(() => {
+  const out = {};
+  for (const section of document.querySelectorAll("section.target")) {
+    const t = section.dataset.target;
+    const counts = {};
+    for (const row of section.querySelectorAll(`[id="${t}-counts"] tr[data-drift]`)) {
+      counts[row.dataset.drift] = Number(row.cells[1].innerText.replace(/,/g, ""));
+    }
+    out[t] = {heading: section.querySelector("h2").innerText, counts};
+  }
+  const ids = [...document.querySelectorAll("[id]")].map((e) => e.id);
+  return {sections: out, ids, title: document.title};
+})()"""
+
+
+def test_the_latest_run_of_every_target_reads_as_one_report_with_a_section_each(
+    world: World,
+    org: SalesforceEmulator,
+    indexed: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from shared.cli import main
+    from tests.integration.test_report_browser import chromium, headless_page
+
+    browser = chromium()
+    seller = member_of(world, 1)
+    sync(world, indexed, user_item(seller["id"], "notification"), keep=False)
+    got = sf_user(org, seller["id"])
+    assert got is not None
+    org.org.update("User", got["Id"], {"Title": "Changed by hand"}, trusted=True)
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["reconcile", "--dry-run"]) == 0
+    runs = dict(re.findall(r"run (\S+) of (\S+) \(dry-run\)", capsys.readouterr().out))
+    assert set(runs.values()) == {"auth0", NAME}
+    assert main(["report", "--latest", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_target = {r["summary"]["target"]: r for r in doc["runs"]}
+    assert {t: r["summary"]["run_id"] for t, r in by_target.items()} == {t: i for i, t in runs.items()}
+    assert by_target[NAME]["summary"]["counts"].get("attribute_mismatch", 0) >= 1  # the title changed by hand
+    page_file = tmp_path / "latest.html"
+    assert main(["report", "--latest", "--format", "html", "--output", str(page_file)]) == 0
+    assert main(["report"]) == 2 and "name a run id, or --latest" in capsys.readouterr().err
+
+    async def look() -> tuple[dict[str, Any], list[str]]:
+        async with headless_page(tmp_path / "chromium-profile") as page:
+            for domain in ("Runtime", "Log", "Page"):
+                await page.call(f"{domain}.enable")
+            await page.call("Page.navigate", url=page_file.resolve().as_uri())
+            await page.until("Page.loadEventFired")
+            return await page.evaluate(READ_SECTIONS), page.errors()
+
+    shown, errors = asyncio.run(look())
+    print(f"browser check of {page_file.name} with {browser}")
+    assert errors == []
+    assert shown["title"] == "Reconciliation of 2 targets"
+    assert len(shown["ids"]) == len(set(shown["ids"]))  # each target's ids its own: its links stay in it
+    assert set(shown["sections"]) == {"auth0", NAME}
+    for target, section in shown["sections"].items():
+        assert by_target[target]["summary"]["run_id"] in section["heading"]
+        assert {d: n for d, n in section["counts"].items() if n} == by_target[target]["summary"]["counts"]
