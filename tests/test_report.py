@@ -40,6 +40,7 @@ from shared.core.drift import (
     sign_in_name,
 )
 from shared.errors import BadInput, NotFound
+from shared.mapping.load import load_mapping
 from shared.mapping.model import SourceSection, SyncMapping, TargetSection
 from shared.services.report import (
     CSV_COLUMNS,
@@ -662,6 +663,15 @@ def test_provenance_names_source_tenant_target_location_version_mapping_hash_tri
     assert (bare.tenant_id, bare.target_where, bare.trigger, bare.operator) == ("", {}, "", "")
     assert bare.mapping_sha256 == auth0.mapping_sha256
     assert provenance(dataclasses.replace(mapping, source="<string>"), "auth0").mapping_sha256 == ""
+
+
+def test_the_mapping_hash_is_of_the_bytes_the_app_read_not_of_the_file_edited_since(tmp_path: Path) -> None:
+    file = tmp_path / "mapping.yaml"
+    running = b"version: 2\r\ntargets:\r\n  auth0:\r\n    attributes: [{source: mail, target: email}]\r\n"
+    file.write_bytes(running)  # CRLF line ends: the hash is of the bytes, as sha256sum prints it
+    mapping = load_mapping(file)
+    file.write_bytes(running.replace(b"mail", b"userPrincipalName"))  # edited after the app started
+    assert provenance(mapping, "auth0").mapping_sha256 == hashlib.sha256(running).hexdigest() == mapping.sha256
 
 
 @pytest.mark.parametrize(

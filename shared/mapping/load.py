@@ -32,6 +32,8 @@ Version 1 (one Auth0 target, its sections at the top level) still loads, as the 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -108,11 +110,16 @@ def load_mapping(
 ) -> SyncMapping:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except OSError as exc:
         raise MappingError(str(path), [f"cannot be read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise MappingError(str(path), [f"is not UTF-8: {exc}"]) from exc
     json_only = path.suffix.lower() == ".json"
-    return parse_mapping(text, source=str(path), json_only=json_only, kinds=kinds, source_kinds=source_kinds)
+    mapping = parse_mapping(text, source=str(path), json_only=json_only, kinds=kinds, source_kinds=source_kinds)
+    # What the app runs with is what it read now: a report names these bytes, not the file's later state.
+    return dataclasses.replace(mapping, sha256=hashlib.sha256(data).hexdigest())
 
 
 def parse_mapping(

@@ -372,6 +372,7 @@ class SyncMapping:
     targets: Mapping[str, TargetSection] = field(default_factory=dict)
     risk: RiskPolicy = field(default_factory=RiskPolicy)
     sources: Mapping[str, SourceSection] = field(default_factory=lambda: dict(DEFAULT_SOURCES))
+    sha256: str = ""  # of the file's bytes as they were read (load_mapping), for reports' provenance
 
     def fed_by(self, source: str) -> dict[str, TargetSection]:
         """The targets the source feeds, by name, in file order."""

@@ -170,7 +170,7 @@ def provenance(
     return Provenance(
         source=section.source, source_kind=kind, tenant_id=tenant or "", target_kind=section.kind,
         target_where=target_where(section, settings), app_version=__version__,
-        mapping_sha256=file_sha256(mapping.source), trigger=trigger, operator=operator,
+        mapping_sha256=mapping.sha256 or file_sha256(mapping.source), trigger=trigger, operator=operator,
     )  # fmt: skip
 
 
