@@ -8,10 +8,12 @@ from email.utils import formatdate
 
 import pytest
 
-from sandbox.memory_stores import MemoryHealth
-from shared.errors import RateLimited
+from sandbox.memory_stores import MemoryAudit, MemoryHealth, MemoryQueue
+from shared.core.work import WorkItem
+from shared.errors import LeaseBusy, LeaseLost, RateLimited, TryLater
 from shared.services.health import Health
 from shared.services.ratelimit import RateGate, retry_after
+from shared.services.waits import Waits
 from shared.targets.auth0.ratelimit import observe, throttled
 from tests.support import FakeClock
 
@@ -92,3 +94,24 @@ def test_a_429_closes_the_gate_for_every_instance_sharing_the_targets_record() -
         await there.wait(0)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("wait", "reread"),
+    [
+        (RateLimited("Auth0 rate limit", retry_after_s=3.0), False),  # nothing of its own in flight
+        (LeaseBusy("another worker holds the identity"), False),
+        (LeaseLost("the lease lapsed during a write"), True),  # a write of its own may land late
+    ],
+    ids=["rate-limited", "busy", "lease-lost"],
+)
+def test_only_a_share_whose_lease_lapsed_is_marked_to_read_its_target_on_the_next_try(
+    wait: TryLater, reread: bool
+) -> None:
+    queue, audit = MemoryQueue(), MemoryAudit()
+    share = WorkItem("user", "5f1c6a3e-9d2b-4c8e-8a1f-2b3c4d5e6f70", "notification", target="auth0")
+    assert asyncio.run(Waits(queue, audit).defer(share, wait, "auth0")) is not None
+    (message,) = queue.messages
+    assert (message.item.deferrals, message.item.reread) == (1, reread)  # as the message carries it
+    assert WorkItem.from_json(message.item.to_json()) == message.item
+    assert '"reread"' not in share.to_json()  # items without it keep the message format they had

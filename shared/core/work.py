@@ -176,6 +176,9 @@ class WorkItem:
     # The identity source the id belongs to (a name under the mapping's ``sources:``); "" is the
     # default source (:data:`DEFAULT_SOURCE`), so items from before sources were plural read the same.
     identity_source: str = ""
+    # Re-scheduled after its lease lapsed (or another wait that is neither a rate limit nor a busy
+    # identity): a write of its own may land late, so its next try reads the target, not the link.
+    reread: bool = False
 
     @property
     def in_lane(self) -> bool:
@@ -192,7 +195,7 @@ class WorkItem:
         data = asdict(self)
         if data["risk"] is None:
             del data["risk"]  # other kinds keep the message format they always had
-        for optional in ("deferrals", "approved", "target", "attempt", "identity_source"):
+        for optional in ("deferrals", "approved", "target", "attempt", "identity_source", "reread"):
             if not data[optional]:
                 del data[optional]  # items without them keep the message format they always had
         return json.dumps({"v": VERSION, **data}, separators=(",", ":"))
@@ -229,6 +232,9 @@ class WorkItem:
         identity_source = data.get("identity_source", "")
         if not isinstance(identity_source, str) or (identity_source and not SOURCE_NAME.fullmatch(identity_source)):
             raise BadInput("work item identity_source must be a source name such as entra or hr-push")
+        reread = data.get("reread", False)
+        if not isinstance(reread, bool):
+            raise BadInput("work item reread must be true or false")
         source_ref = data.get("source_ref", "")
         if not isinstance(source_ref, str):
             raise BadInput("work item source_ref must be a string")
@@ -247,6 +253,7 @@ class WorkItem:
             target=target,
             attempt=attempt,
             identity_source=identity_source,
+            reread=reread,
         )
 
 

@@ -33,7 +33,7 @@ from shared.core.match import Lookup, Resolution, resolve
 from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, Plan, SourceState
 from shared.core.ports import Alerts, Applied, AuditStore, LeaseStore, LinkStore, Source, Target, WorkQueue
 from shared.core.work import DEFAULT_SOURCE, WorkItem, where, working_on
-from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, TransientError, TryLater
+from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, RateLimited, TransientError, TryLater
 from shared.mapping.model import TargetSection
 from shared.services.guard import MassChangeGuard
 from shared.services.health import Admission, Health, Ticket
@@ -54,9 +54,10 @@ RETRY_MAX_S: Final = 900.0  # also the most a server's Retry-After on a 5xx is w
 SHARE_RATE_WAIT_S: Final = 10.0
 # Sources whose items are planned against what the link remembers was applied (no read of the
 # target): a change in the source (an Entra notification or delta, a push to an inbound endpoint),
-# on its first try. Reconciliation, a backfill, an approval, an
-# operator's item and anything re-scheduled read the target, so a change made directly in it (or
-# a late write of a worker whose lease lapsed) is found and repaired there.
+# on its first try (or again after waiting out a rate limit or a busy identity, which leaves
+# nothing of its own in flight). Reconciliation, a backfill, an approval, an operator's item, a
+# retry and an item re-scheduled after its lease lapsed read the target, so a change made directly
+# in it (or a late write of a worker whose lease lapsed) is found and repaired there.
 #
 # What the memory may be trusted for (planner.remembered says it for the plan): a mover's writes
 # and a group change's grants, decided from entra-sync's own last write. It is never trusted for a
@@ -342,8 +343,9 @@ class Worker:
         link, intent = await asyncio.gather(job.links.get(item.id), self.audit.read_intent(item.id, job.name))
         clock.add("storage", t)
         desired = rules.desired(identity)
-        # A re-scheduled item reads: it may follow a write that landed after its lease lapsed.
-        first_try = item.deferrals == 0 and item.attempt == 0
+        # An item re-scheduled after its lease lapsed reads: it may follow a write of its own that
+        # landed late. One that waited out a rate limit or a busy identity left nothing in flight.
+        first_try = item.attempt == 0 and not item.reread
         trusts_link = lookup is None and intent is None and first_try and item.source in TRUSTS_LINK
         for _attempt in range(3):
             known = planner.remembered(identity, link, job.section, desired) if trusts_link else None
@@ -420,9 +422,17 @@ class Worker:
             # A change notification that changed nothing mapped leaves no row: there are many, and
             # nothing was decided; a check that read the target (reconciliation, ...) is recorded.
             rows.append(AuditRow.for_item(item, job.name, "none", "ok", target_id, detail="in sync"))
+        recorded = len(rows)
         try:
             link = await self._apply_actions(work, plan, outcome, rows, clock)
             await self._remember(work, plan, outcome, link, clock)
+        except RateLimited:
+            # Stopped at the target's rate gate (or refused by its 429) before any action took
+            # effect: the account is as the link remembers, so the memory stands and the deferred
+            # share plans from it again, instead of paying the target a read when it is short.
+            if len(rows) > recorded:
+                await self._forget(work, clock)
+            raise
         except LeaseLost as exc:
             # Not forgotten here: the link may be another worker's to write by now, and whatever
             # follows a lost lease is re-scheduled, so it reads the target.

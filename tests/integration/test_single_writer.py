@@ -93,9 +93,9 @@ def test_a_write_held_up_past_the_lease_is_converged_again_so_the_newest_state_l
             assert "lapsed while a write was under way" in outcome.warnings[0]
             await http.aclose()
             await slow.aclose()
-            # The re-scheduled share, as the wait sends it again (the deferral counted, which makes it
-            # read the account: the link remembers B's write, not A's late one).
-            await run_worker(indexed, dataclasses.replace(item, target="auth0", deferrals=1))
+            # The re-scheduled share, as the wait sends it again after a lapsed lease: marked to read
+            # the account (the link remembers B's write, not A's late one).
+            await run_worker(indexed, dataclasses.replace(item, target="auth0", deferrals=1, reread=True))
             return await audit_rows(svc)
 
     rows = asyncio.run(scenario())

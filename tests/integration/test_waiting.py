@@ -4,6 +4,7 @@ reset instead of spending its attempts, so a rate limit never poisons anything."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from sandbox.azurite import Azurite
 from sandbox.server import RateLimit
 from shared.core.work import user_item
 from tests.integration.world import World, audit_rows, queued, run_worker, services_for, waiting
+from tests.support import FakeClock
 
 RESET_S = 900  # Auth0's x-ratelimit-reset is 15 minutes away
 
@@ -61,3 +63,40 @@ def test_a_distant_rate_limit_reset_reschedules_the_item_for_the_reset_without_s
     assert "without spending an attempt" in deferred[0]["detail"]
     account = world.account(user["id"])
     assert account is not None and account["user_metadata"]["department"] != "Research"  # nothing half-done
+
+
+def test_a_share_stopped_at_the_rate_limit_before_writing_keeps_the_links_memory_and_pays_no_read_when_it_runs(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    """The feedback loop it breaks: a deferred share that read Auth0 on its next try spent two more
+    calls of the budget it was deferred for lack of."""
+    user = world.member_user()
+    item = user_item(user["id"], "notification")
+
+    async def deferred() -> tuple[list[dict[str, Any]], Any]:
+        async with services_for(world) as svc:
+            await run_worker(indexed, item)  # the joiner: linked, its writes remembered
+            world.graph.update_user(user["id"], department="Research")
+            world.auth0.limits.configure({"mgmt.*": RateLimit(burst=0, per_second=1 / RESET_S)})
+            world.auth0.log.clear()
+            await run_worker(indexed, item)  # the mover's PATCH is refused: 429, reset in 15 minutes
+            return await audit_rows(svc), await svc.job().links.get(user["id"])
+
+    rows, link = asyncio.run(deferred())
+    assert [r["action"] for r in rows if r["action"] == "deferred"] == ["deferred"]
+    assert set(world.auth0_calls()) == {"mgmt.users.write.update"}  # refused (429), so nothing changed
+    assert link is not None and link.applied is not None  # the memory stands: nothing reached Auth0
+    world.auth0.limits.configure({})
+    clock = FakeClock()
+    clock.advance(RESET_S + 5)  # the reset has come: the gate is open again, for every instance
+    world.auth0.log.clear()
+    retry = dataclasses.replace(item, target="auth0", deferrals=1)  # the share as the queue gives it back
+
+    async def again() -> None:
+        async with services_for(world, keep_storage=True, clock=clock):
+            await run_worker(indexed, retry)
+
+    asyncio.run(again())
+    assert world.auth0_calls() == {"mgmt.users.write.update": 1}  # planned from the memory: its write alone
+    account = world.account(user["id"])
+    assert account is not None and account["user_metadata"]["department"] == "Research"
