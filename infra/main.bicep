@@ -16,15 +16,22 @@ param location string
 @description('Optional. Name of the resource group; empty for rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('Required. Auth0 tenant domain, without scheme or path, e.g. contoso.eu.auth0.com.')
-param auth0Domain string
+@description('Optional. Auth0 tenant domain, without scheme or path, e.g. contoso.eu.auth0.com; used only when the mapping has an Auth0 target.')
+param auth0Domain string = ''
 
-@description('Required. Client id of the Auth0 machine-to-machine application.')
-param auth0ClientId string
+@description('Optional. Client id of the Auth0 machine-to-machine application; used only when the mapping has an Auth0 target.')
+param auth0ClientId string = ''
 
-@description('Required. Client secret of the Auth0 machine-to-machine application; stored in Key Vault.')
+@description('Optional. Client secret of the Auth0 machine-to-machine application, stored in Key Vault; used only when the mapping has an Auth0 target.')
 @secure()
-param auth0ClientSecret string
+param auth0ClientSecret string = ''
+
+@description('Optional. The targets the mapping names, as JSON written by the pre-provision hook (python -m shared.mapping.deploy): {"auth0": bool, "secrets": [{"setting", "vaultName"}], "settings": {name: value}}. Each secret gets a Key Vault secret and its app setting a Key Vault reference; nothing is created for a target the mapping does not name.')
+param targetSet string = ''
+
+@description('Optional. The values of targetSet\'s secrets as a JSON object (setting name -> value), written by the pre-provision hook from the azd environment (azd env set SCIM_HR_APP_TOKEN ...); stored in Key Vault only.')
+@secure()
+param targetSecrets string = '{}'
 
 @description('Required. Shared secret that Microsoft Graph echoes in every change notification, 16 to 128 characters (e.g. `openssl rand -hex 32`); stored in Key Vault.')
 @secure()
@@ -103,6 +110,8 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
+// The mapping's targets, as the pre-provision hook found them (none when it did not run).
+var targets = json(!empty(targetSet) ? targetSet : '{"auth0": false, "secrets": [], "settings": {}}')
 // A string, as azd passes it from SCIM_INBOX_SOURCES; the modules take the list.
 var scimInboxSourceNames = filter(map(split(scimInboxSources, ','), source => trim(source)), source => !empty(source))
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
@@ -155,7 +164,9 @@ module keyVault 'app/keyvault.bicep' = {
     location: location
     tags: tags
     enablePurgeProtection: enableKeyVaultPurgeProtection
-    auth0ClientSecret: auth0ClientSecret
+    auth0ClientSecret: targets.auth0 ? auth0ClientSecret : ''
+    targetSecretNames: targets.secrets
+    targetSecrets: targetSecrets
     graphClientState: graphClientState
     notifyWebhookUrl: notifyWebhookUrl
     riskAlertSecret: riskAlertSecret
@@ -204,8 +215,10 @@ module api 'app/api.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     keyVaultReferences: keyVault.outputs.references
     tenantId: tenant().tenantId
-    auth0Domain: auth0Domain
-    auth0ClientId: auth0ClientId
+    auth0Domain: targets.auth0 ? auth0Domain : ''
+    auth0ClientId: targets.auth0 ? auth0ClientId : ''
+    targetSecretReferences: keyVault.outputs.targetReferences
+    targetSettings: targets.settings
     scimInboxTokenReferences: !empty(scimInboxSourceNames) ? scimInbox.outputs.references : {}
     deltaSchedule: deltaSchedule
     reconcileSchedule: reconcileSchedule
