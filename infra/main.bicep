@@ -97,6 +97,9 @@ param httpAlwaysReady int = 1
 @maxValue(10)
 param laneAlwaysReady int = 1
 
+@description('Optional. Object id of an Entra security group of operators: its members get Storage Table Data Contributor and Storage Queue Data Contributor on the storage account, what `entra-sync status`, `backfill`, `poison` and `doctor` need from a laptop (README, "Operate from a laptop"). Empty for none.')
+param operatorGroupId string = ''
+
 @description('Optional. Turn on Key Vault purge protection (irreversible). Recommended for production; leave off for environments you tear down with `azd down --purge`.')
 param enableKeyVaultPurgeProtection bool = false
 
@@ -193,6 +196,7 @@ module rbac 'app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    operatorGroupId: operatorGroupId
   }
 }
 
@@ -254,3 +258,11 @@ output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output GRAPH_NOTIFICATION_URL string = api.outputs.notificationUrl
 output GRAPH_LIFECYCLE_URL string = api.outputs.lifecycleUrl
+// The settings the CLI reads besides the azd environment's own values (with AzureWebJobsStorage__accountName
+// from AZURE_STORAGE_ACCOUNT_NAME), so an operator's shell with the azd environment loaded (README,
+// "Operate from a laptop") runs `entra-sync status` against this deployment, signed in with az login.
+output DELTA_SCHEDULE string = deltaSchedule
+output RECONCILE_SCHEDULE string = reconcileSchedule
+output RISK_SCHEDULE string = riskSchedule
+output SUBSCRIPTIONS_SCHEDULE string = subscriptionsSchedule
+output SYNC_MAPPING_FILE string = syncMappingFile
