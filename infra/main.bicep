@@ -100,6 +100,17 @@ param laneAlwaysReady int = 1
 @description('Optional. Object id of an Entra security group of operators: its members get Storage Table Data Contributor and Storage Queue Data Contributor on the storage account, what `entra-sync status`, `backfill`, `poison` and `doctor` need from a laptop (README, "Operate from a laptop"). Empty for none.')
 param operatorGroupId string = ''
 
+@description('Optional. Email addresses the alert rules\' action group mails, comma-separated (e.g. `ops@contoso.com,secops@contoso.com`); empty for none.')
+param alertEmails string = ''
+
+@description('Optional. A webhook the alert rules\' action group calls (common alert schema); it embeds its own secret. Empty for none.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Optional. Seconds the lane\'s oldest message may wait before an alert.')
+@minValue(5)
+param laneAgeAlertSeconds int = 60
+
 @description('Optional. Turn on Key Vault purge protection (irreversible). Recommended for production; leave off for environments you tear down with `azd down --purge`.')
 param enableKeyVaultPurgeProtection bool = false
 
@@ -156,6 +167,19 @@ module monitoring 'app/monitoring.bicep' = {
     location: location
     tags: tags
     retentionInDays: logRetentionInDays
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+    alertEmails: filter(map(split(alertEmails, ','), address => trim(address)), address => !empty(address))
+    alertWebhookUrl: alertWebhookUrl
+    laneAgeThresholdSeconds: laneAgeAlertSeconds
   }
 }
 
