@@ -32,22 +32,15 @@ PRINCIPAL = "0b5e55ed-0000-4000-8000-00000000d0c7"
 
 
 @pytest.fixture
-def scim_app() -> Iterator[ScimApp]:
-    server = ScimApp().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def world(azurite: Azurite, tmp_path: Path, scim_app: ScimApp, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    section = scim_section(scim_app.base_url, [("GROUP0", "Staff")], name="crm")
-    w = World(azurite, tmp_path, users=6, groups=3, other_targets=section, extra_env={"SCIM_CRM_TOKEN": scim_app.token})
-    with for_the_cli(w, monkeypatch) as started:
-        # As an operator's shell with the azd environment loaded: the identity's principal id.
-        monkeypatch.setenv("AZURE_MANAGED_IDENTITY_PRINCIPAL_ID", PRINCIPAL)
-        yield started
+def world(azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with ScimApp() as scim_app:
+        section = scim_section(scim_app.base_url, [("GROUP0", "Staff")], name="crm")
+        w = World(azurite, tmp_path, users=6, groups=3, other_targets=section,
+                  extra_env={"SCIM_CRM_TOKEN": scim_app.token})  # fmt: skip
+        with for_the_cli(w, monkeypatch) as started:
+            # As an operator's shell with the azd environment loaded: the identity's principal id.
+            monkeypatch.setenv("AZURE_MANAGED_IDENTITY_PRINCIPAL_ID", PRINCIPAL)
+            yield started
 
 
 def record_subscriptions(world: World, hours_left: dict[str, float]) -> None:
