@@ -29,7 +29,8 @@ target and identity (an object id, as in the audit rows) as attributes, not in m
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set, with the app's managed identity (the component
 accepts only Entra-authenticated telemetry) and no sampling; its log export is left off, as the
 Functions host already ships the log lines (host.json excludes them from sampling). Elsewhere
-(the sandbox, tests) the API's no-op providers stay unless a test gives its own reader.
+(tests) the API's no-op providers stay unless a test gives its own reader; the sandbox prints the
+same spans and metrics to the console with ``ENTRA_SYNC_TELEMETRY=console``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ PROBE_SCHEDULE: Final = "0 * * * * *"  # the telemetry_probe timer: every minute
 # The distro's bundled instrumentations, all off: a span per storage or HTTP call would bury the work
 # items' own, and the Functions host already records the requests.
 INSTRUMENTATIONS_OFF: Final = ("azure_sdk", "django", "fastapi", "flask", "psycopg2", "requests", "urllib", "urllib3")
+CONSOLE_SETTING: Final = "ENTRA_SYNC_TELEMETRY"
 _configured = False
 
 
@@ -164,11 +166,17 @@ def _hours_left(expires: str, now: float) -> float | None:
 
 def configure(env: Mapping[str, str]) -> bool:
     """The Azure Monitor exporter for traces and metrics, once per process, when the connection
-    string is set; whether it is on."""
+    string is set; the console's where ``ENTRA_SYNC_TELEMETRY=console`` (the sandbox); whether one is on."""
     global _configured
     connection = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
-    if not connection or _configured:
-        return _configured
+    if _configured:
+        return True
+    if not connection and env.get(CONSOLE_SETTING, "").strip().lower() == "console":
+        _configure_console()
+        _configured = True
+        return True
+    if not connection:
+        return False
     from azure.identity import ManagedIdentityCredential
     from azure.monitor.opentelemetry import configure_azure_monitor
 
@@ -182,6 +190,21 @@ def configure(env: Mapping[str, str]) -> bool:
     )
     _configured = True
     return True
+
+
+def _configure_console() -> None:
+    """Spans and metrics printed to stdout (metrics once a minute, and at exit), the same instruments
+    as in Azure: what the sandbox shows of its telemetry."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(tracing)
+    reader = PeriodicExportingMetricReader(ConsoleMetricExporter())
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
 
 OBSERVE: Final = Observe()  # the process's, on the global providers (configure() sets them)
