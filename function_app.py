@@ -1,15 +1,19 @@
 """entra-sync's Function App (Python v2 programming model).
 
 This file only composes: settings are read and checked once (a missing or malformed setting stops
-the app here with a message naming it), then every blueprint in ``functions/`` is registered.
+the app here with a message naming it), telemetry is sent to Application Insights where its
+connection string is set (``shared.observe``), then every blueprint in ``functions/`` is registered.
 """
+
+import os
 
 import azure.functions as func
 
 from functions import BLUEPRINTS
-from shared import bootstrap
+from shared import bootstrap, observe
 
 bootstrap.init()
+observe.configure(os.environ)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in BLUEPRINTS:

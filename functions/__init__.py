@@ -11,6 +11,7 @@ from functions.scim_inbox import bp as scim_inbox_bp
 from functions.subscriptions_renew import bp as subscriptions_renew_bp
 from functions.sync_lane import bp as sync_lane_bp
 from functions.sync_worker import bp as sync_worker_bp
+from functions.telemetry_probe import bp as telemetry_probe_bp
 
 BLUEPRINTS = [
     health_bp,
@@ -24,4 +25,5 @@ BLUEPRINTS = [
     risk_monitor_bp,
     risk_alert_bp,
     scim_inbox_bp,
+    telemetry_probe_bp,
 ]

@@ -14,7 +14,7 @@ import azure.functions as func
 
 from shared import bootstrap
 from shared.core.drift import Provenance
-from shared.services.reconcile import reconcile_every
+from shared.services.reconcile import ReconcileFailed, reconcile_every
 from shared.services.report import provenance
 
 bp = func.Blueprint()
@@ -32,7 +32,13 @@ async def reconcile(timer: func.TimerRequest) -> None:
     def origin(target: str) -> Provenance:  # the nightly run: no person started it
         return provenance(app.mapping, target, settings=app.settings, trigger="timer", operator="timer")
 
-    for summary in await reconcile_every(app.reconcilers, "apply", provenance=origin):
+    try:
+        summaries = await reconcile_every(app.reconcilers, "apply", provenance=origin)
+    except ReconcileFailed:
+        app.observe.reconciled("*", "failed")  # each failure is recorded, reported and alerted already
+        raise
+    for summary in summaries:
+        app.observe.reconciled(summary.target, summary.status)
         log.info(
             "reconciliation %s of %s %s: %s; enqueued %d, held %d",
             summary.run_id, summary.target, summary.status, summary.counts or "in sync", summary.enqueued,

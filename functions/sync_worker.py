@@ -42,4 +42,6 @@ async def run_message(msg: func.QueueMessage) -> None:
         )
         log.warning("refused a malformed work item %s: %s", msg.id, exc)
         return
-    await app.dispatcher.run(item, msg.dequeue_count or 1, str(msg.id or ""))
+    queue = names.LANE_QUEUE if item.in_lane else names.WORK_QUEUE
+    with app.observe.work_item(item, queue):  # its span: correlation id, source, target, identity
+        await app.dispatcher.run(item, msg.dequeue_count or 1, str(msg.id or ""))

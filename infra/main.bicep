@@ -16,15 +16,22 @@ param location string
 @description('Optional. Name of the resource group; empty for rg-<environmentName>.')
 param resourceGroupName string = ''
 
-@description('Required. Auth0 tenant domain, without scheme or path, e.g. contoso.eu.auth0.com.')
-param auth0Domain string
+@description('Optional. Auth0 tenant domain, without scheme or path, e.g. contoso.eu.auth0.com; used only when the mapping has an Auth0 target.')
+param auth0Domain string = ''
 
-@description('Required. Client id of the Auth0 machine-to-machine application.')
-param auth0ClientId string
+@description('Optional. Client id of the Auth0 machine-to-machine application; used only when the mapping has an Auth0 target.')
+param auth0ClientId string = ''
 
-@description('Required. Client secret of the Auth0 machine-to-machine application; stored in Key Vault.')
+@description('Optional. Client secret of the Auth0 machine-to-machine application, stored in Key Vault; used only when the mapping has an Auth0 target.')
 @secure()
-param auth0ClientSecret string
+param auth0ClientSecret string = ''
+
+@description('Optional. The targets the mapping names, as JSON written by the pre-provision hook (python -m shared.mapping.deploy): {"auth0": bool, "secrets": [{"setting", "vaultName"}], "settings": {name: value}}. Each secret gets a Key Vault secret and its app setting a Key Vault reference; nothing is created for a target the mapping does not name.')
+param targetSet string = ''
+
+@description('Optional. The values of targetSet\'s secrets as a JSON object (setting name -> value), written by the pre-provision hook from the azd environment (azd env set SCIM_HR_APP_TOKEN ...); stored in Key Vault only.')
+@secure()
+param targetSecrets string = '{}'
 
 @description('Required. Shared secret that Microsoft Graph echoes in every change notification, 16 to 128 characters (e.g. `openssl rand -hex 32`); stored in Key Vault.')
 @secure()
@@ -90,6 +97,20 @@ param httpAlwaysReady int = 1
 @maxValue(10)
 param laneAlwaysReady int = 1
 
+@description('Optional. Object id of an Entra security group of operators: its members get Storage Table Data Contributor and Storage Queue Data Contributor on the storage account, what `entra-sync status`, `backfill`, `poison` and `doctor` need from a laptop (README, "Operate from a laptop"). Empty for none.')
+param operatorGroupId string = ''
+
+@description('Optional. Email addresses the alert rules\' action group mails, comma-separated (e.g. `ops@contoso.com,secops@contoso.com`); empty for none.')
+param alertEmails string = ''
+
+@description('Optional. A webhook the alert rules\' action group calls (common alert schema); it embeds its own secret. Empty for none.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Optional. Seconds the lane\'s oldest message may wait before an alert.')
+@minValue(5)
+param laneAgeAlertSeconds int = 60
+
 @description('Optional. Turn on Key Vault purge protection (irreversible). Recommended for production; leave off for environments you tear down with `azd down --purge`.')
 param enableKeyVaultPurgeProtection bool = false
 
@@ -103,6 +124,8 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var tags = {
   'azd-env-name': environmentName
 }
+// The mapping's targets, as the pre-provision hook found them (none when it did not run).
+var targets = json(!empty(targetSet) ? targetSet : '{"auth0": false, "secrets": [], "settings": {}}')
 // A string, as azd passes it from SCIM_INBOX_SOURCES; the modules take the list.
 var scimInboxSourceNames = filter(map(split(scimInboxSources, ','), source => trim(source)), source => !empty(source))
 var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
@@ -147,6 +170,19 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    location: location
+    tags: tags
+    alertEmails: filter(map(split(alertEmails, ','), address => trim(address)), address => !empty(address))
+    alertWebhookUrl: alertWebhookUrl
+    laneAgeThresholdSeconds: laneAgeAlertSeconds
+  }
+}
+
 module keyVault 'app/keyvault.bicep' = {
   name: 'keyvault'
   scope: rg
@@ -155,7 +191,9 @@ module keyVault 'app/keyvault.bicep' = {
     location: location
     tags: tags
     enablePurgeProtection: enableKeyVaultPurgeProtection
-    auth0ClientSecret: auth0ClientSecret
+    auth0ClientSecret: targets.auth0 ? auth0ClientSecret : ''
+    targetSecretNames: targets.secrets
+    targetSecrets: targetSecrets
     graphClientState: graphClientState
     notifyWebhookUrl: notifyWebhookUrl
     riskAlertSecret: riskAlertSecret
@@ -182,6 +220,7 @@ module rbac 'app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    operatorGroupId: operatorGroupId
   }
 }
 
@@ -204,8 +243,10 @@ module api 'app/api.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     keyVaultReferences: keyVault.outputs.references
     tenantId: tenant().tenantId
-    auth0Domain: auth0Domain
-    auth0ClientId: auth0ClientId
+    auth0Domain: targets.auth0 ? auth0Domain : ''
+    auth0ClientId: targets.auth0 ? auth0ClientId : ''
+    targetSecretReferences: keyVault.outputs.targetReferences
+    targetSettings: targets.settings
     scimInboxTokenReferences: !empty(scimInboxSourceNames) ? scimInbox.outputs.references : {}
     deltaSchedule: deltaSchedule
     reconcileSchedule: reconcileSchedule
@@ -241,3 +282,11 @@ output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output GRAPH_NOTIFICATION_URL string = api.outputs.notificationUrl
 output GRAPH_LIFECYCLE_URL string = api.outputs.lifecycleUrl
+// The settings the CLI reads besides the azd environment's own values (with AzureWebJobsStorage__accountName
+// from AZURE_STORAGE_ACCOUNT_NAME), so an operator's shell with the azd environment loaded (README,
+// "Operate from a laptop") runs `entra-sync status` against this deployment, signed in with az login.
+output DELTA_SCHEDULE string = deltaSchedule
+output RECONCILE_SCHEDULE string = reconcileSchedule
+output RISK_SCHEDULE string = riskSchedule
+output SUBSCRIPTIONS_SCHEDULE string = subscriptionsSchedule
+output SYNC_MAPPING_FILE string = syncMappingFile

@@ -34,6 +34,7 @@ from shared.core.ports import Source, Target
 from shared.core.work import DEFAULT_SOURCE
 from shared.mapping.load import load_mapping
 from shared.mapping.model import SyncMapping, TargetSection
+from shared.observe import OBSERVE, Observe
 from shared.redact import install_log_redaction
 from shared.services.alerts import Alerts
 from shared.services.backfill import CONCURRENCY as BACKFILL_CONCURRENCY
@@ -152,6 +153,7 @@ class App:
     risk_monitor: RiskMonitor | None = None
     risk: RiskResponse | None = None
     closers: list[Any] = field(default_factory=list)
+    observe: Observe = OBSERVE  # spans and metrics (shared.observe); the dispatcher reports to it
     _storage_ready: bool = False
 
     def job(self, name: str = "") -> TargetJob:
@@ -225,11 +227,13 @@ def build(
     sources: Mapping[str, Source] | None = None,
     reports: bool = True,
     graph: Any = None,
+    observe: Observe = OBSERVE,
 ) -> App:
     """Every adapter and service from ``settings`` and ``mapping``. ``clients``: a client a target's
     or source's kind is to use instead of building one (by target name, ``source:<name>``);
     ``targets`` and ``sources``: adapters to use instead of the built ones (by name); ``graph``: a
-    Graph client (the ``entra`` source's); ``reports=False``: no report store."""
+    Graph client (the ``entra`` source's); ``reports=False``: no report store; ``observe``: the
+    instruments the app's spans and metrics go to (a test's, with an in-memory reader)."""
     check_source_settings(settings, mapping.sources.values(), source_kinds)
     check_settings(settings, mapping.targets.values(), kinds)
     given = dict(clients or {})
@@ -286,7 +290,9 @@ def build(
         dispatcher=Dispatcher(
             {"user": worker.sync_user}, waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT
         ),
+        observe=observe,
     )  # fmt: skip
+    app.dispatcher.observers.append(observe.finished)  # every finished work item: its metrics
     entra = built.get(DEFAULT_SOURCE)
     if isinstance(entra, GraphSource):
         _entra_side(app, entra)

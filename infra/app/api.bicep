@@ -50,11 +50,17 @@ param scimInboxTokenReferences object = {}
 @description('Required. Entra tenant id (AZURE_TENANT_ID).')
 param tenantId string
 
-@description('Required. Auth0 tenant domain, e.g. contoso.eu.auth0.com.')
-param auth0Domain string
+@description('Optional. Auth0 tenant domain, e.g. contoso.eu.auth0.com; empty when the mapping has no Auth0 target (no AUTH0_ setting is made).')
+param auth0Domain string = ''
 
-@description('Required. Client id of the Auth0 machine-to-machine application.')
-param auth0ClientId string
+@description('Optional. Client id of the Auth0 machine-to-machine application.')
+param auth0ClientId string = ''
+
+@description('Optional. Key Vault references of the targets\' secrets by setting name (SCIM_<NAME>_TOKEN, <PREFIX>_CLIENT_SECRET), from keyvault.bicep.')
+param targetSecretReferences object = {}
+
+@description('Optional. The targets\' plain settings by name (a Salesforce org\'s <PREFIX>_INSTANCE_URL and _CLIENT_ID).')
+param targetSettings object = {}
 
 @description('Required. NCRONTAB schedule of the Graph delta timer.')
 param deltaSchedule string
@@ -98,6 +104,13 @@ param httpAlwaysReady int = 1
 @minValue(0)
 @maxValue(10)
 param laneAlwaysReady int = 1
+
+// The Auth0 machine-to-machine application's settings, only for a mapping with an Auth0 target.
+var auth0Settings = empty(auth0Domain) ? {} : {
+  AUTH0_DOMAIN: auth0Domain
+  AUTH0_CLIENT_ID: auth0ClientId
+  AUTH0_CLIENT_SECRET: keyVaultReferences.AUTH0_CLIENT_SECRET
+}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -174,7 +187,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
-  // The inbound SCIM sources' token settings are named after the sources, so they join the fixed ones here.
+  // The settings of the mapping's targets and the inbound SCIM sources' tokens are named after them,
+  // so they join the fixed ones here.
   properties: union({
     // Functions host storage, identity-based (the account has shared keys disabled).
     AzureWebJobsStorage__accountName: storageAccountName
@@ -195,11 +209,6 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_NOTIFICATION_URL: 'https://${functionApp.properties.defaultHostName}/api/graph_webhook'
     GRAPH_LIFECYCLE_URL: 'https://${functionApp.properties.defaultHostName}/api/graph_lifecycle'
 
-    // Auth0 machine-to-machine application.
-    AUTH0_DOMAIN: auth0Domain
-    AUTH0_CLIENT_ID: auth0ClientId
-    AUTH0_CLIENT_SECRET: keyVaultReferences.AUTH0_CLIENT_SECRET
-
     // Timers (six-field NCRONTAB, read by the trigger decorators as %NAME%).
     DELTA_SCHEDULE: deltaSchedule
     RECONCILE_SCHEDULE: reconcileSchedule
@@ -211,7 +220,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Shared secret of the risk_alert push endpoint; empty refuses every call.
     RISK_ALERT_SECRET: keyVaultReferences.RISK_ALERT_SECRET
     // The inbound SCIM sources' tokens (the mapping's sources: names the sources to the app).
-  }, scimInboxTokenReferences)
+  }, auth0Settings, targetSecretReferences, targetSettings, scimInboxTokenReferences)
 }
 
 output name string = functionApp.name

@@ -14,9 +14,16 @@ param tags object = {}
 @description('Optional. Turn on purge protection (irreversible; keeps a deleted vault for the retention period, so `azd down --purge` cannot remove it). Recommended for production.')
 param enablePurgeProtection bool = false
 
-@description('Required. Client secret of the Auth0 machine-to-machine application.')
+@description('Optional. Client secret of the Auth0 machine-to-machine application; empty when the mapping has no Auth0 target.')
 @secure()
-param auth0ClientSecret string
+param auth0ClientSecret string = ''
+
+@description('Optional. The secrets the mapping\'s other targets read: [{setting, vaultName}] (main.bicep\'s targetSet.secrets).')
+param targetSecretNames array = []
+
+@description('Optional. Their values, a JSON object setting name -> value (main.bicep\'s targetSecrets).')
+@secure()
+param targetSecrets string = '{}'
 
 @description('Required. Shared secret Microsoft Graph echoes in every change notification (16 to 128 characters).')
 @secure()
@@ -32,6 +39,8 @@ param notifyWebhookUrl string = ''
 @secure()
 param riskAlertSecret string = ''
 
+var hasAuth0Secret = !empty(auth0ClientSecret)
+var auth0ClientSecretName = 'auth0-client-secret'
 var hasNotifyWebhook = !empty(notifyWebhookUrl)
 var notifyWebhookSecretName = 'notify-webhook-url'
 var hasRiskAlertSecret = !empty(riskAlertSecret)
@@ -56,9 +65,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource auth0ClientSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+resource auth0ClientSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (hasAuth0Secret) {
   parent: vault
-  name: 'auth0-client-secret'
+  name: auth0ClientSecretName
   properties: {
     value: auth0ClientSecret
     contentType: 'text/plain'
@@ -92,11 +101,25 @@ resource riskAlertSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = i
   }
 }
 
+// One secret per setting a target reads (a SCIM application's token, a Salesforce org's secret).
+resource targetSecretEntries 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [
+  for secret in targetSecretNames: {
+    parent: vault
+    name: secret.vaultName
+    properties: {
+      value: json(targetSecrets)[secret.setting]
+      contentType: 'text/plain'
+    }
+  }
+]
+
 // Versionless secret URIs: the platform picks up a rotated value without a redeploy.
 output name string = vault.name
 output uri string = vault.properties.vaultUri
 output references object = {
-  AUTH0_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${auth0ClientSecretEntry.properties.secretUri})'
+  AUTH0_CLIENT_SECRET: hasAuth0Secret
+    ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${auth0ClientSecretName})'
+    : ''
   GRAPH_CLIENT_STATE: '@Microsoft.KeyVault(SecretUri=${graphClientStateEntry.properties.secretUri})'
   NOTIFY_WEBHOOK_URL: hasNotifyWebhook
     ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${notifyWebhookSecretName})'
@@ -105,3 +128,5 @@ output references object = {
     ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${riskAlertSecretName})'
     : ''
 }
+@description('The app settings of the targets\' secrets: setting name -> its Key Vault reference.')
+output targetReferences object = toObject(targetSecretNames, secret => (secret.setting), secret => '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${secret.vaultName})')

@@ -13,6 +13,9 @@ param keyVaultName string
 @description('Required. Name of the Application Insights component the app sends telemetry to.')
 param applicationInsightsName string
 
+@description('Optional. Object id of the Entra group of operators (entra-sync CLI from a laptop); empty for none.')
+param operatorGroupId string = ''
+
 // Built-in role definition ids.
 // Storage Blob Data Owner: the Functions host keeps leases and keys in blobs with
 // AzureWebJobsStorage, and Flex Consumption reads its deployment package from a container.
@@ -28,6 +31,13 @@ var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 var storageRoles = [
   storageBlobDataOwner
+  storageQueueDataContributor
+  storageTableDataContributor
+]
+
+// The operators' data roles: the CLI reads and writes the tables (runs, audit, state) and the queues
+// (status, poison, backfill); it needs no blobs, no keys and no secrets.
+var operatorRoles = empty(operatorGroupId) ? [] : [
   storageQueueDataContributor
   storageTableDataContributor
 ]
@@ -75,3 +85,15 @@ resource telemetryAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
   }
 }
+
+resource operatorAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for roleId in operatorRoles: {
+    name: guid(storage.id, operatorGroupId, roleId)
+    scope: storage
+    properties: {
+      principalId: operatorGroupId
+      principalType: 'Group'
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    }
+  }
+]

@@ -1,6 +1,9 @@
-# azd hook (preprovision, predeploy) on Windows: the twin of check-mapping.sh, which explains why.
-# Stops before anything reaches Azure when the mapping file named by SYNC_MAPPING_FILE (default
-# mapping.yaml, relative to the repository root) is not in the deployment package.
+# azd hook (predeploy; preprovision through preprovision.ps1) on Windows: the twin of
+# check-mapping.sh, which explains why. Stops before anything reaches Azure when the mapping file
+# named by SYNC_MAPPING_FILE (default mapping.yaml, relative to the repository root) is missing,
+# left out of the deployment package, or invalid (read by python -m shared.mapping.deploy); with
+# -WriteAzdEnv it also writes the targets the mapping names into the azd environment.
+param([switch] $WriteAzdEnv)
 $ErrorActionPreference = 'Stop'
 
 $root = (Resolve-Path -LiteralPath (Join-Path $PSScriptRoot '../..')).Path
@@ -34,7 +37,28 @@ if (Test-Path -LiteralPath $funcignore -PathType Leaf) {
 
 if (Test-Path -LiteralPath (Join-Path $root $file) -PathType Leaf) {
     Write-Host "entra-sync: mapping file '$file' found"
-    exit 0
+    $python = $env:ENTRA_SYNC_PYTHON
+    if (-not $python) {
+        foreach ($candidate in @((Join-Path $root '.venv/Scripts/python.exe'), (Join-Path $root '.venv/bin/python'), 'python3', 'python')) {
+            if (Get-Command $candidate -ErrorAction SilentlyContinue) { $python = $candidate; break }
+        }
+    }
+    $env:PYTHONPATH = $root
+    Push-Location $root
+    try {
+        if ($python) { & $python -c 'import shared.mapping.deploy' 2>$null | Out-Null }
+        if (-not $python -or $LASTEXITCODE -ne 0) {
+            Stop-Hook @(
+                "the mapping is checked with the app's own code, which needs Python 3.11 and the app's packages:",
+                '  python -m venv .venv; .venv\Scripts\pip install -r requirements.txt',
+                '(or name an interpreter that has them: $env:ENTRA_SYNC_PYTHON = ''C:\path\to\python.exe''), then run azd again.'
+            )
+        }
+        $mode = if ($WriteAzdEnv) { @() } else { @('--check-only') }
+        & $python -m shared.mapping.deploy --mapping (Join-Path $root $file) @mode
+        exit $LASTEXITCODE
+    }
+    finally { Pop-Location }
 }
 
 Stop-Hook @(

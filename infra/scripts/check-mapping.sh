@@ -1,13 +1,24 @@
 #!/bin/sh
-# azd hook (preprovision, predeploy): stop before anything reaches Azure when the mapping file the
-# app will load is not in the deployment package. The app reads SYNC_MAPPING_FILE (default
-# mapping.yaml, relative to the app root, which is the repository root) at start-up and refuses to
-# start without it, so provisioning and deploying without it gives an app that never runs.
+# azd hook (predeploy; preprovision through preprovision.sh): stop before anything reaches Azure
+# when the mapping file the app will load is missing, left out of the deployment package, or
+# invalid. The app reads SYNC_MAPPING_FILE (default mapping.yaml, relative to the app root, which is
+# the repository root) at start-up and refuses to start without a valid one, so provisioning and
+# deploying without it gives an app that never runs.
 #
-# Reads SYNC_MAPPING_FILE from the environment (azd passes the azd environment's values). Exits 0
-# when the file is there, 1 with a message saying what to do when it is not. POSIX sh; the
-# Windows twin is check-mapping.ps1.
+# The file is read with the app's own loader (python -m shared.mapping.deploy), so a problem is
+# reported in the words of `entra-sync check`. With --write-azd-env (pre-provision) it also writes
+# the targets the mapping names into the azd environment for the Bicep (see shared/mapping/deploy.py),
+# after checking that every value they need is set.
+#
+# Reads SYNC_MAPPING_FILE from the environment (azd passes the azd environment's values) and
+# ENTRA_SYNC_PYTHON (default: the repository's .venv, else python3). Exits 0 when all is well, 1 or
+# 2 with a message saying what to do. POSIX sh; the Windows twin is check-mapping.ps1.
 set -eu
+
+mode=--check-only
+if [ "${1:-}" = --write-azd-env ]; then
+  mode=
+fi
 
 root=$(CDPATH='' cd -- "$(dirname -- "$0")/../.." && pwd)
 file=${SYNC_MAPPING_FILE:-mapping.yaml}
@@ -39,7 +50,14 @@ fi
 
 if [ -f "$root/$file" ]; then
   printf "entra-sync: mapping file '%s' found\n" "$file"
-  exit 0
+  . "$root/infra/scripts/find-python.sh"
+  if [ -z "$python" ]; then
+    fail "the mapping is checked with the app's own code, which needs Python 3.11 and the app's packages:" \
+      "  python3 -m venv .venv && .venv/bin/pip install -r requirements.txt" \
+      "(or name an interpreter that has them: export ENTRA_SYNC_PYTHON=/path/to/python), then run azd again."
+  fi
+  cd "$root"
+  PYTHONPATH="$root" exec "$python" -m shared.mapping.deploy --mapping "$root/$file" ${mode:+"$mode"}
 fi
 
 fail "the mapping file '$file' (SYNC_MAPPING_FILE) is not in $root." \

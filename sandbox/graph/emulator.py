@@ -81,6 +81,7 @@ _RISKY_USER_FILTER = {
     "userPrincipalName": {"eq"},
 }
 _ID = r"(?P<id>[^/]+)"
+GRAPH_SERVICE_PRINCIPAL_ID = "00000000-0000-4000-8000-00000000a11c"  # Microsoft Graph's, in the sandbox tenant
 _REF = r"(?:\$|%24)ref"
 _DELTA = r"delta(?:\(\)|%28%29)?"
 
@@ -218,6 +219,7 @@ class GraphEmulator(Emulator):
         self._detections: list[dict[str, Any]] = []
         self._risky: dict[str, dict[str, Any]] = {}
         self._invitations: dict[str, dict[str, Any]] = {}
+        self._app_roles: dict[str, list[str]] = {}  # service principal id -> Graph app role ids granted
         self._token_gen += 1  # tokens from before a reset are gone, as after a tenant restore
 
     def _new_id(self) -> str:
@@ -775,6 +777,8 @@ class GraphEmulator(Emulator):
         r("PATCH", rf"{p}/subscriptions/{_ID}", "subscriptions.update", self._subs_update)
         r("DELETE", rf"{p}/subscriptions/{_ID}", "subscriptions.delete", self._subs_delete)
         r("POST", rf"{p}/subscriptions/{_ID}/reauthorize", "subscriptions.reauthorize", self._subs_reauthorize)
+        r("GET", rf"{p}/servicePrincipals/{_ID}/appRoleAssignments", "servicePrincipals.appRoleAssignments",
+          self._app_role_assignments)  # fmt: skip
         ip = f"{p}/identityProtection"
         r("GET", rf"{ip}/riskDetections", "identityProtection.riskDetections.list", self._detections_list)
         r("GET", rf"{ip}/riskDetections/{_ID}", "identityProtection.riskDetections.get", self._detections_get)
@@ -1538,3 +1542,23 @@ class GraphEmulator(Emulator):
         return Response.json(
             {**self.notifier.settings(), **stats.as_dict(), "dropped_items": list(stats.dropped_items)}
         )
+
+    # -- a service principal's application permissions (what entra-sync doctor reads) --------------
+
+    def grant_app_roles(self, principal_id: str, role_ids: list[str]) -> None:
+        """Grant Microsoft Graph application permissions (app role ids) to a service principal, as
+        an administrator's grant would; the listing answers them, nothing else checks them."""
+        with self.lock:
+            self._app_roles[principal_id.lower()] = list(role_ids)
+
+    def _app_role_assignments(self, request: Request) -> Response:
+        principal = request.params["id"].lower()
+        with self.lock:
+            if principal not in self._app_roles:
+                raise self._not_found(principal)
+            value = [
+                {"id": f"{principal}-{n}", "principalId": principal, "resourceId": GRAPH_SERVICE_PRINCIPAL_ID,
+                 "appRoleId": role, "resourceDisplayName": "Microsoft Graph", "principalType": "ServicePrincipal"}
+                for n, role in enumerate(self._app_roles[principal])
+            ]  # fmt: skip
+        return Response.json({"value": value})

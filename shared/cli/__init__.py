@@ -12,6 +12,8 @@
     entra-sync report RUN|--latest [--format html|json|csv] [--output FILE] [--open]
     entra-sync backfill [--target T | --import-jobs]   initial load
     entra-sync check                          settings, the mapping file, its groups, each target asked
+    entra-sync doctor                         a deployment from outside: Graph permissions, Auth0 scopes, tokens,
+                                              subscriptions, storage; each missing piece with its fix
 
 Settings come from the environment, or from a Functions ``local.settings.json`` given with
 ``--settings`` (its ``Values``). Run it as ``python -m shared.cli`` or, installed, ``entra-sync``.
@@ -45,6 +47,7 @@ from shared.cli.common import (
     with_services,
     without_query,
 )
+from shared.cli.doctor import cmd_doctor
 from shared.cli.operate import cmd_pause, cmd_resume, cmd_status
 from shared.cli.poison import cmd_poison
 from shared.cli.preview import cmd_preview
@@ -177,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
         act.add_argument("--all", action="store_true", help="every message on both poison queues")
         act.add_argument("--by", default=os.environ.get("USER", "operator"), help="who (recorded in the audit)")
     sub.add_parser("check", help="check the settings, the mapping file and that its groups exist in Entra ID")
+    sub.add_parser("doctor", parents=[reads], help="check a deployment from outside, each missing piece with its fix")
     return p
 
 
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             load_settings_file(args.settings)
         if args.command == "check":  # needs no storage, and reports settings problems itself
             return cmd_check()
+        if args.command == "doctor":  # creates no storage: a missing queue or table is one of its findings
+            return cmd_doctor(args.json)
         command = COMMANDS[args.command]
         return asyncio.run(with_services(lambda svc: command(svc, args)))
     except SystemExit as exc:  # --help, --version

@@ -1,5 +1,6 @@
-"""Table, Queue and Blob Storage clients from settings (a connection string or the managed
-identity).
+"""Table, Queue and Blob Storage clients from settings (a connection string, or an Entra
+credential: the managed identity in Azure, the operator's sign-in elsewhere; see
+:mod:`shared.credentials`).
 
 The SDKs' aiohttp transport, left to its defaults (``use_env_settings=True``), looks up the proxy
 for the URL and the ``~/.netrc`` credentials on a worker thread for every request: two thread hops
@@ -26,10 +27,10 @@ from urllib.parse import urlsplit
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableServiceClient
-from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.blob.aio import BlobServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
+from shared.credentials import azure_credential
 from shared.settings import Settings
 
 C = TypeVar("C")
@@ -40,8 +41,7 @@ AZURITE_KEEPALIVE_S = 4.0  # Azurite's Node server closes idle connections after
 
 
 def _storage_credential(settings: Settings) -> Any:
-    client_id = settings.storage.client_id
-    return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    return azure_credential(settings.storage.client_id, settings.env)
 
 
 def environment_proxy(url: str) -> dict[str, str]:

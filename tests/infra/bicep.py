@@ -199,13 +199,31 @@ def resource(type_: str) -> tuple[BicepFile, Resource]:
 
 def app_settings() -> tuple[BicepFile, dict[str, tree_sitter.Node]]:
     """The Function App's fixed app settings (the sites/config 'appsettings' resource): name -> value
-    node. The settings named after the inbound SCIM sources are joined to them with ``union()``;
-    :mod:`tests.infra.evaluate` computes those for given sources."""
+    node, with the Auth0 ones (set only for a mapping with an Auth0 target). The settings named after
+    the mapping's other targets and inbound SCIM sources are joined to them with ``union()``;
+    :mod:`tests.infra.evaluate` computes those for given targets and sources."""
     file, config = resource("Microsoft.Web/sites/config")
     assert literal(file, path(file, config.body, "name")) == "appsettings"
     settings = path(file, config.body, "properties")
     if settings.type == "call_expression" and file.text(settings.named_children[0]) == "union":
-        fixed = [arg for arg in settings.named_children[1].named_children if arg.type == "object"]
+        arguments = settings.named_children[1].named_children
+        fixed = [arg for arg in arguments if arg.type == "object"]
         assert len(fixed) == 1, f"{file.path.name}: expected one object literal of fixed settings in union()"
-        settings = fixed[0]
+        found = properties(file, fixed[0])
+        # A variable joined to them that is an object literal, or a ternary choosing one (the Auth0
+        # settings, only for a mapping with an Auth0 target): its names are settings too.
+        variables = file.variables()
+        for arg in arguments:
+            if arg.type == "identifier" and file.text(arg) in variables:
+                for branch in _object_branches(variables[file.text(arg)]):
+                    found |= properties(file, branch)
+        return file, found
     return file, properties(file, settings)
+
+
+def _object_branches(node: tree_sitter.Node) -> list[tree_sitter.Node]:
+    if node.type == "object":
+        return [node]
+    if node.type == "ternary_expression":
+        return [found for branch in node.named_children[1:] for found in _object_branches(branch)]
+    return []

@@ -15,6 +15,7 @@ the deployed one has; the digits are trusted for that, not as what Azure compute
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "toObject": _to_object,
     "union": _union,
     "guid": arm_guid,
+    "json": json.loads,
 }
 # Functions whose result only the deployment knows.
 RUNTIME_FUNCTIONS = {"tenant", "subscription", "resourceGroup", "uniqueString", "loadJsonContent", "newGuid"}

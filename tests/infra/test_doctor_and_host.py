@@ -97,3 +97,9 @@ def test_an_idle_lane_is_polled_often_enough_for_its_latency_goal() -> None:
     queues = json.loads((REPO / "host.json").read_text())["extensions"]["queues"]
     assert parse_timespan(queues["maxPollingInterval"]) <= 0.5
     assert parse_timespan(queues["visibilityTimeout"]) >= 10  # a retry lands in a fresh rate-limit window
+
+
+def test_sampling_never_drops_a_work_item_s_lines() -> None:
+    # The cid= lines are traces: sampled, a work item's trail in Application Insights could miss some.
+    sampling = json.loads((REPO / "host.json").read_text())["logging"]["applicationInsights"]["samplingSettings"]
+    assert {"Request", "Exception", "Trace"} <= set(sampling["excludedTypes"].split(";"))

@@ -187,8 +187,13 @@ def test_role_assignments_grant_exactly_the_needed_roles_named_by_scope_principa
         scope = rbac.text(props["scope"])
         role_def = rbac.text(path(rbac, assignment.body, "properties", "roleDefinitionId"))
         role = re.search(r"(\w+)\)$", role_def).group(1)  # type: ignore[union-attr]
-        assert rbac.text(props["name"]) == f"guid({scope}.id, principalId, {role})", assignment.symbol
-        assert literal(rbac, path(rbac, assignment.body, "properties", "principalType")) == "ServicePrincipal"
+        # The app's identity, and the operators' group (the CLI from a laptop: data roles only).
+        operators = assignment.symbol == "operatorAccess"
+        principal, kind = ("operatorGroupId", "Group") if operators else ("principalId", "ServicePrincipal")
+        assert rbac.text(props["name"]) == f"guid({scope}.id, {principal}, {role})", assignment.symbol
+        assert literal(rbac, path(rbac, assignment.body, "properties", "principalType")) == kind
+    operator_roles = literal(rbac, rbac.variables()["operatorRoles"].named_children[-1])
+    assert operator_roles == ["storageQueueDataContributor", "storageTableDataContributor"]
     every_bicep = "\n".join(p.read_text() for p in bicep_files())
     for guid, role_name in BROAD_ROLES.items():
         assert guid not in every_bicep, f"{role_name} is broader than entra-sync needs"

@@ -11,78 +11,27 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import tree_sitter
 
 from shared.settings import SettingsError
 from shared.sources.scim_inbox.factory import read_tokens, token_setting
-from tests.infra.bicep import INFRA, BicepFile, bicep_files, load, path, resource
-from tests.infra.evaluate import Evaluator, Unknown, Unsupported, module_condition, module_params
+from tests.infra.bicep import INFRA, BicepFile, bicep_files, load
+from tests.infra.deployment import REFERENCE, VAULT_URI, Deployment
+from tests.infra.deployment import provision as provision_with
+from tests.infra.evaluate import Evaluator, Unknown, Unsupported
 
 SEED = "5eed" * 16
-VAULT_URI = "https://kv-example.vault.azure.net/"
-REFERENCE = re.compile(r"@Microsoft\.KeyVault\(SecretUri=(?P<uri>[^)]+)\)")
-
-
-@dataclass
-class Deployment:
-    """What one provision computes for the inbound sources."""
-
-    names: list[str]
-    module_deployed: bool
-    secrets: dict[str, str]  # Key Vault secret name -> value
-    module_outputs: dict[str, Any]
-    settings: dict[str, Any]  # the Function App's app settings (Unknown where only Azure knows)
-    outputs: dict[str, Any]  # main.bicep's outputs
-
-    def resolved_environment(self) -> dict[str, str]:
-        """The app settings as the app sees them: each Key Vault reference replaced by its secret."""
-        env: dict[str, str] = {}
-        for name, value in self.settings.items():
-            if not isinstance(value, str):
-                continue
-            reference = REFERENCE.fullmatch(value)
-            if reference:
-                uri = reference.group("uri")
-                assert uri.startswith(f"{VAULT_URI}secrets/"), uri
-                value = self.secrets[uri.removeprefix(f"{VAULT_URI}secrets/")]
-            env[name] = value
-        return env
 
 
 def provision(sources: str, seed: str = SEED) -> Deployment:
-    main = load("main.bicep")
-    given = {"scimInboxSources": sources, "scimInboxTokenSeed": seed}
-    top = Evaluator(main, given)
-    names = top.symbol("scimInboxSourceNames")
-    condition = module_condition(main, "scimInbox")
-    assert condition is not None, "the token module must be conditional: no sources, no seed needed"
-    deployed = top.eval(condition)
-    secrets: dict[str, str] = {}
-    module_outputs: dict[str, Any] = {}
-    if deployed:
-        inbox_file = load("app/scim-inbox.bicep")
-        inbox_params = {name: top.eval(node) for name, node in module_params(main, "scimInbox").items()}
-        inbox = Evaluator(inbox_file, {**inbox_params, "vault": {"properties": {"vaultUri": VAULT_URI}}})
-        for entry in inbox_file.resources():
-            if entry.type != "Microsoft.KeyVault/vaults/secrets":
-                continue
-            loop = entry.body.parent
-            assert loop is not None and loop.type == "for_statement", "one secret per source"
-            for secret in inbox.eval(loop):
-                secrets[secret["name"]] = secret["properties"]["value"]
-        module_outputs = {name: inbox.eval(node) for name, node in inbox_file.outputs().items()}
-    top = Evaluator(main, {**given, "scimInbox": {"outputs": module_outputs}})
-    api_file = load("app/api.bicep")
-    api = Evaluator(api_file, {name: top.eval(node) for name, node in module_params(main, "api").items()})
-    _, config = resource("Microsoft.Web/sites/config")
-    settings = api.eval(path(api_file, config.body, "properties"))
-    outputs = {name: top.eval(node) for name, node in main.outputs().items()}
-    return Deployment(names, bool(deployed), secrets, module_outputs, settings, outputs)
+    """One provision for the sources, with only the inbound sources' secrets (keyvault.bicep writes
+    its own besides; tests/infra/test_target_set.py checks those)."""
+    deployment = provision_with(scimInboxSources=sources, scimInboxTokenSeed=seed)
+    deployment.secrets = {n: v for n, v in deployment.secrets.items() if n.startswith("scim-inbox-")}
+    return deployment
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def _resolve(api: BicepFile, node, main: BicepFile, main_params: dict) -> str | 
     if node.type == "identifier" and api.text(node) in main_params:
         default = main_params[api.text(node)]["default"]
         if default is not None and default.type == "string":
-            return str(literal(main, default))
+            return str(literal(main, default)) or None  # an empty default (Auth0's): a plausible value
     return None
 
 

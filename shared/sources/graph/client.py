@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessToken
-from azure.identity.aio import ClientSecretCredential, ManagedIdentityCredential
+from azure.identity.aio import ClientSecretCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import BaseMiddleware, ParametersNameDecodingHandler, RedirectHandler, RetryHandler
@@ -20,6 +20,7 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared import redact
+from shared.credentials import azure_credential
 from shared.settings import GraphAuth, Settings
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
@@ -90,9 +91,8 @@ def graph_credential(settings: Settings) -> Any:
         assert settings.tenant_id and settings.client_id and settings.client_secret
         secret = settings.client_secret.reveal()
         return RedactedTokens(ClientSecretCredential(settings.tenant_id, settings.client_id, secret))
-    return RedactedTokens(
-        ManagedIdentityCredential(client_id=settings.client_id) if settings.client_id else ManagedIdentityCredential()
-    )
+    # The managed identity in Azure; the operator's sign-in for the CLI elsewhere.
+    return RedactedTokens(azure_credential(settings.client_id, settings.env))
 
 
 def graph_client(settings: Settings) -> GraphServiceClient:
