@@ -40,7 +40,10 @@ EVERYTHING = sandbox_mapping_v2(
     others=scim_section("https://hr.example.com/scim/v2", [(G1, "Staff")], name="hr")
     + salesforce_section(G1, G2, G3)
     + inbound_sections(
-        "https://crm.example.com/scim/v2", [], auth0="auth0:partners", scim="crm",
+        "https://crm.example.com/scim/v2",
+        [],
+        auth0="auth0:partners",
+        scim="crm",
         auth0_matching="{app_metadata_key: partner_object_id}",
     ),
     extra=inbound_sources(),
