@@ -91,6 +91,7 @@ class BuildContext:
     closers: list[Any] = field(default_factory=list)
     health_store: HealthStore | None = None
     healths: dict[str, Health] = field(default_factory=dict)
+    courier: Any = None  # delivers a message to one person (the Auth0 welcome ticket)
 
     def health(self, target: str) -> Health:
         """The target's breaker over the shared health store (one per target in this process)."""
@@ -225,6 +226,7 @@ def build(
     sources: Mapping[str, Source] | None = None,
     reports: bool = True,
     graph: Any = None,
+    courier: Any = None,
 ) -> App:
     """Every adapter and service from ``settings`` and ``mapping``. ``clients``: a client a target's
     or source's kind is to use instead of building one (by target name, ``source:<name>``);
@@ -235,7 +237,7 @@ def build(
     given = dict(clients or {})
     if graph is not None:
         given.setdefault(f"source:{DEFAULT_SOURCE}", graph)
-    context = BuildContext(settings, clock, given, mapping)
+    context = BuildContext(settings, clock, given, mapping, courier=courier)
     tables, queues, blobs = table_service(settings), queue_service(settings), blob_service(settings)
     closers: list[Any] = [tables, queues, blobs]
     state = StateStore(tables.get_table_client(names.STATE_TABLE))
