@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from sandbox.courier import MemoryCourier
 from sandbox.host import FunctionsHost
 from sandbox.mapping import (
     INBOUND_SOURCE,
@@ -51,7 +52,7 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
         (sales["id"], ["Sales Reader", "Sales Writer"]),
         (support["id"], ["Sales Reader", "Support Agent"]),
     ]
-    return sandbox_mapping_v2(
+    text = sandbox_mapping_v2(
         grants,
         matching="{precedence: [link, app_metadata, email]}",
         deprovision="{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}",
@@ -70,6 +71,15 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
         ),
         extra=inbound_sources(),
     )
+    # Day one in Auth0: Staff join the organization acme, and a database joiner is sent a
+    # password-change ticket to choose a password (delivered by the courier, the demo's mailbox).
+    line = "    connection: Username-Password-Authentication\n"
+    day_one = (
+        f"    organizations: [{{group: {staff['id']}, organization: acme, roles: [Employee]}}]\n"
+        "    welcome: {Username-Password-Authentication: {send: password_change_ticket,"
+        " result_url: 'https://app.sandbox.example/welcome', ttl_s: 604800}}\n"
+    )
+    return text.replace(line, line + day_one, 1)
 
 
 def day_settings(
@@ -159,6 +169,8 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         dump = graph.snapshot(full=True)["dump"]
         for role in ROLES:
             auth0.add_role(role)
+        auth0.add_organization("acme", {"entra": True})
+        courier = MemoryCourier()  # the joiners' mailbox
         # Three people already have Auth0 accounts (same email): they are linked, never duplicated.
         existing = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:3]
         for n, u in enumerate(existing):
@@ -182,7 +194,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         print(f"Inbound   SCIM endpoint source {INBOUND_SOURCE} (Entra provisioning pushes) feeds auth0:hr, scim:hr\n")
 
         env = day_settings(stack, scim, org, receiver, mapping_path, dump["groups"])
-        with functions_host(env) as (host, svc):
+        with functions_host(env, courier=courier) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")
 
@@ -237,6 +249,13 @@ def run_demo(users: int, groups: int, seed: int) -> int:
 
             secs = _wait(lambda: "Employee" in auth0.user_role_names(uid) and crm.groups(hire["id"]) == {"Staff"})
             _print_step(1, "Hire: Grace Hopper joins Staff", secs, f"account {uid[:18]}..., role Employee")
+            _wait(lambda: courier.to(hire["mail"]))
+            ticket = next(t for t in auth0.sent_of("password_change_ticket") if t["body"]["user_id"] == uid)
+            print(
+                f"       welcome: password-change ticket {ticket['ticket'][:48]}... mailed to {hire['mail']} "
+                f"(valid {ticket['body']['ttl_sec'] // 86400} days); organization acme, roles "
+                f"{', '.join(auth0.memberships(uid).get('acme', [])) or 'none'}"
+            )
             _print_scim(crm, hire["id"])
 
             graph.update_user(hire["id"], jobTitle="Principal Engineer", department="Sales Engineering")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -138,9 +139,11 @@ class Auth0Kind:
             return None
         courier = getattr(context, "courier", None)
         if courier is None and any(w.send == "password_change_ticket" for w in options.policy.welcome.values()):
-            raise ValueError(
-                f"{section.where}welcome: a password-change ticket must be delivered to the joiner, and no courier "
-                "(mail channel) is configured"
+            # Not refused here (the app must start); each such welcome fails loudly and is audited.
+            logging.getLogger("entra_sync.auth0").warning(
+                "%swelcome: a password-change ticket must be delivered to the joiner, and no courier (mail "
+                "channel) is configured: those welcomes fail until one is",
+                section.where,
             )
         return WelcomeDesk(section.name, section.source, context.state, context.audit, courier, context.clock)
 
