@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.errors import TransientError
+
 
 @dataclass(frozen=True)
 class Letter:
@@ -18,8 +20,11 @@ class Letter:
 @dataclass
 class MemoryCourier:
     letters: list[Letter] = field(default_factory=list)
+    fail_with: TransientError | None = None  # a mail service that is down
 
     async def deliver(self, key: str, to: str, subject: str, text: str) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
         self.letters.append(Letter(key, to, subject, text))
 
     def to(self, address: str) -> list[Letter]:

@@ -258,3 +258,34 @@ def test_a_baseline_that_is_not_enforced_is_reported_and_never_written(world: Wo
     summary, _ = reconcile(world)
     assert summary.status == "completed" and not summary.baseline_held and len(summary.baseline) == 7
     assert world.auth0.sent == []
+
+
+def test_a_re_enabled_joiner_is_welcomed_again_only_where_the_mapping_asks(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    policy_mapping(world, welcome=TICKET.replace("ttl_s: 86400", "ttl_s: 86400, again_on_enable: true"))
+    courier = MemoryCourier()
+    user = someone(world, 0, not_in=(1, 3))
+    sync(world, indexed, user["id"], courier=courier)
+    for enabled in (False, True, True):  # a leaver, a returner, a replay of the return
+        world.graph.update_user(user["id"], accountEnabled=enabled)
+        sync(world, indexed, user["id"], courier=courier)
+    assert len(courier.letters) == 2  # the joiner's, and one for the return (not for its replay)
+    assert len({letter.key for letter in courier.letters}) == 2
+
+
+def test_the_operators_check_names_what_the_policy_needs_and_what_the_tenant_lacks(world: World) -> None:
+    path = world.tmp_path / "mapping.yaml"
+    path.write_text(path.read_text().replace("organization: acme, roles: [Org Member]}]", "organization: ghost}]"))
+
+    async def check() -> tuple[list[str], list[str]]:
+        async with services_for(world, keep_storage=True, courier=MemoryCourier()) as svc:
+            return await svc.jobs["auth0"].target.live_check()  # type: ignore[attr-defined,no-any-return]
+
+    ran, problems = asyncio.run(check())
+    scopes = next(line for line in ran if line.startswith("scopes the section needs: "))
+    for scope in ("create:user_tickets", "create:organization_members", "create:guardian_enrollment_tickets"):
+        assert scope in scopes
+    assert "update:connections" not in scopes  # no baseline in this mapping: not asked for
+    assert "auth0: the mapping names the organization 'ghost', which Auth0 does not have" in problems
+    assert "organization: 'acme' exists in Auth0" in ran

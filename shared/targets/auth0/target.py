@@ -376,7 +376,29 @@ class Auth0Target:
                 ran.append(f"{what}: {connection!r} exists in Auth0")
             except PermanentError:
                 problems.append(f"{self.name}: {what} {connection!r} is not a connection of this Auth0 tenant")
+        await self._check_policy(ran, problems)
         return ran, problems
+
+    async def _check_policy(self, ran: list[str], problems: list[str]) -> None:
+        """The connections, organizations and organization roles the per-user policy names."""
+        policy = self.rules.options.policy
+        for pick in policy.connections:
+            try:
+                await self.connection_id(pick.connection)
+            except PermanentError:
+                entry = pick.entry.removesuffix(".group") + ".connection"
+                problems.append(f"{self.name}: {entry} {pick.connection!r} is not a connection of this Auth0 tenant")
+        known = await self._roles()
+        for org, roles in sorted(policy.managed_roles.items()):
+            try:
+                await self.org_id(org)
+                ran.append(f"organization: {org!r} exists in Auth0")
+            except PermanentError:
+                problems.append(f"{self.name}: the mapping names the organization {org!r}, which Auth0 does not have")
+            problems += [
+                f"{self.name}: the organization role {role!r} ({org}) is not a role of this Auth0 tenant"
+                for role in sorted(roles) if role not in known
+            ]  # fmt: skip
 
     # -- bulk reads (reconciliation) -----------------------------------------------------------------
 
