@@ -419,7 +419,7 @@ class Reconciler:
         )  # fmt: skip
         if self.alert is None:
             return
-        if summary.status == "held" and not (summary.baseline_held and not summary.breaker.tripped):
+        if summary.status == "held" and summary.breaker.tripped and summary.held:  # a baseline hold says so itself
             message = (
                 f"reconciliation {summary.run_id} is held by the circuit breaker: {summary.breaker.reason}. "
                 f"Nothing was blocked or deleted. Review the report, then run: entra-sync approve {summary.run_id}"

@@ -3,7 +3,6 @@ options) driven through auth0-python 6.x, the calls the product makes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,20 +12,6 @@ from auth0.management.core.api_error import ApiError
 from sandbox.auth0 import DATABASE_CONNECTION, ENTERPRISE_CONNECTION, Auth0Emulator
 
 NO_RETRY: Any = {"max_retries": 0}
-
-
-@pytest.fixture
-def emulator() -> Iterator[Auth0Emulator]:
-    emu = Auth0Emulator().start()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
-def client(emulator: Auth0Emulator) -> Auth0:
-    return Auth0(base_url=emulator.base_url, token=emulator.static_token, max_retries=0, timeout=10)
 
 
 def test_organization_members_and_their_roles_are_kept_per_organization(emulator: Auth0Emulator, client: Auth0) -> None:
