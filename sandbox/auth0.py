@@ -56,6 +56,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import lucene
+from .auth0_tenant import TenantSide
 from .server import Emulator, HttpError, RateDecision, RateLimit, Request, Response
 
 log = logging.getLogger("sandbox.auth0")
@@ -214,7 +215,7 @@ class _QueuedJob:
     run: Callable[[], None] = field(compare=False)
 
 
-class Auth0Emulator(Emulator):
+class Auth0Emulator(TenantSide, Emulator):
     api_prefix = "/api/v2"
     name = "auth0"
 
@@ -273,6 +274,7 @@ class Auth0Emulator(Emulator):
         self._job_errors: dict[str, list[dict[str, Any]]] = {}
         self._job_queue: list[_QueuedJob] = []
         self._exports: dict[str, bytes] = {}
+        self._init_tenant()
         self.add_connection(DATABASE_CONNECTION, "auth0")
         self.add_connection(ENTERPRISE_CONNECTION, "waad")
 
@@ -400,6 +402,7 @@ class Auth0Emulator(Emulator):
         self._route("POST", p + "/jobs/users-imports", "mgmt.jobs.users_imports", self._create_import)
         self._route("GET", p + "/jobs/" + uid, "mgmt.jobs.get", self._get_job)
         self._route("GET", p + "/jobs/" + uid + "/errors", "mgmt.jobs.errors", self._get_job_errors)
+        self._register_tenant_routes()
 
     # -- token endpoint --------------------------------------------------------------------
 

@@ -17,10 +17,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
+from sandbox.courier import MemoryCourier
 from sandbox.host import FunctionsHost
 from sandbox.mapping import (
     INBOUND_SOURCE,
@@ -42,7 +43,13 @@ STEP_TIMEOUT_S = 15.0
 REPO = Path(__file__).resolve().parent.parent
 
 
-def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
+# The database joiner's welcome: Auth0's verification email wherever no courier delivers a ticket
+# (``serve`` and the CLI beside it); the demo hands its joiners' tickets to a mailbox of its own.
+VERIFY: Final = "{send: verification_email}"
+TICKET: Final = "{send: password_change_ticket, result_url: 'https://app.sandbox.example/welcome', ttl_s: 604800}"
+
+
+def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str, welcome: str = VERIFY) -> str:
     """The mapping the demo and ``serve`` run: Auth0 and a SCIM application fed by Entra ID, and an
     inbound source feeding an Auth0 and a SCIM target of its own."""
     staff, sales, support = groups[0], groups[1], groups[2]
@@ -51,7 +58,7 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
         (sales["id"], ["Sales Reader", "Sales Writer"]),
         (support["id"], ["Sales Reader", "Support Agent"]),
     ]
-    return sandbox_mapping_v2(
+    text = sandbox_mapping_v2(
         grants,
         matching="{precedence: [link, app_metadata, email]}",
         deprovision="{action: block, hard_delete: block, revoke_sessions: true, revoke_refresh_tokens: true}",
@@ -70,6 +77,13 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str) -> str:
         ),
         extra=inbound_sources(),
     )
+    # Day one in Auth0: Staff join the organization acme, and a database joiner gets a welcome.
+    line = "    connection: Username-Password-Authentication\n"
+    day_one = (
+        f"    organizations: [{{group: {staff['id']}, organization: acme, roles: [Employee]}}]\n"
+        f"    welcome: {{Username-Password-Authentication: {welcome}}}\n"
+    )
+    return text.replace(line, line + day_one, 1)
 
 
 def day_settings(
@@ -79,12 +93,14 @@ def day_settings(
     receiver: WebhookReceiver,
     mapping_path: Path,
     groups: list[dict[str, Any]],
+    welcome: str = VERIFY,
 ) -> dict[str, str]:
     """The day's mapping written to ``mapping_path``, the Salesforce org seeded for it, and the app
     settings that run it on this sandbox (security notifications go to the loopback Slack/Teams
     stand-in)."""
-    mapping_path.write_text(sandbox_day_mapping(groups, scim.base_url))
+    mapping_path.write_text(sandbox_day_mapping(groups, scim.base_url, welcome))
     org.seed(SALESFORCE_SEED)
+    stack.auth0.add_organization("acme", {"entra": True})  # the organization Staff join
     return {
         **stack.env(),
         "SYNC_MAPPING_FILE": str(mapping_path),
@@ -159,6 +175,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         dump = graph.snapshot(full=True)["dump"]
         for role in ROLES:
             auth0.add_role(role)
+        courier = MemoryCourier()  # the joiners' mailbox: it takes the tickets
         # Three people already have Auth0 accounts (same email): they are linked, never duplicated.
         existing = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:3]
         for n, u in enumerate(existing):
@@ -181,8 +198,8 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         print("SCIM      2 pre-existing users; groups Staff and Sales pushed from Entra")
         print(f"Inbound   SCIM endpoint source {INBOUND_SOURCE} (Entra provisioning pushes) feeds auth0:hr, scim:hr\n")
 
-        env = day_settings(stack, scim, org, receiver, mapping_path, dump["groups"])
-        with functions_host(env) as (host, svc):
+        env = day_settings(stack, scim, org, receiver, mapping_path, dump["groups"], TICKET)
+        with functions_host(env, courier=courier) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")
 
@@ -237,6 +254,13 @@ def run_demo(users: int, groups: int, seed: int) -> int:
 
             secs = _wait(lambda: "Employee" in auth0.user_role_names(uid) and crm.groups(hire["id"]) == {"Staff"})
             _print_step(1, "Hire: Grace Hopper joins Staff", secs, f"account {uid[:18]}..., role Employee")
+            _wait(lambda: courier.to(hire["mail"]))
+            ticket = next(t for t in auth0.sent_of("password_change_ticket") if t["body"]["user_id"] == uid)
+            print(
+                f"       welcome: password-change ticket {ticket['ticket'][:48]}... mailed to {hire['mail']} "
+                f"(valid {ticket['body']['ttl_sec'] // 86400} days); organization acme, roles "
+                f"{', '.join(auth0.memberships(uid).get('acme', [])) or 'none'}"
+            )
             _print_scim(crm, hire["id"])
 
             graph.update_user(hire["id"], jobTitle="Principal Engineer", department="Sales Engineering")

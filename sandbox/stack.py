@@ -122,7 +122,9 @@ async def empty_storage(svc: App) -> None:
 
 
 @contextmanager
-def functions_host(env: dict[str, str], visibility_timeout_s: float = 1.0) -> Iterator[tuple[FunctionsHost, App]]:
+def functions_host(
+    env: dict[str, str], visibility_timeout_s: float = 1.0, **build: Any
+) -> Iterator[tuple[FunctionsHost, App]]:
     """The function app, imported with ``env`` as its settings (read at import, as in Azure), served by
     the host stand-in. Once the host's URL is known the webhook settings point at it and the
     services are built afresh; ``env`` is updated with them."""
@@ -142,4 +144,4 @@ def functions_host(env: dict[str, str], visibility_timeout_s: float = 1.0) -> It
             GRAPH_NOTIFICATION_URL=f"{host.base_url}/graph_webhook",
             GRAPH_LIFECYCLE_URL=f"{host.base_url}/graph_lifecycle",
         )
-        yield host, bootstrap.init(Settings.from_env(env))
+        yield host, bootstrap.init(Settings.from_env(env), **build)  # build: what a test or the demo gives

@@ -92,6 +92,7 @@ class BuildContext:
     closers: list[Any] = field(default_factory=list)
     health_store: HealthStore | None = None
     healths: dict[str, Health] = field(default_factory=dict)
+    courier: Any = None  # delivers a message to one person (the Auth0 welcome ticket)
 
     def health(self, target: str) -> Health:
         """The target's breaker over the shared health store (one per target in this process)."""
@@ -228,18 +229,20 @@ def build(
     reports: bool = True,
     graph: Any = None,
     observe: Observe = OBSERVE,
+    courier: Any = None,
 ) -> App:
     """Every adapter and service from ``settings`` and ``mapping``. ``clients``: a client a target's
     or source's kind is to use instead of building one (by target name, ``source:<name>``);
     ``targets`` and ``sources``: adapters to use instead of the built ones (by name); ``graph``: a
     Graph client (the ``entra`` source's); ``reports=False``: no report store; ``observe``: the
-    instruments the app's spans and metrics go to (a test's, with an in-memory reader)."""
+    instruments the app's spans and metrics go to (a test's, with an in-memory reader); ``courier``:
+    what delivers an Auth0 welcome's password-change ticket to the joiner."""
     check_source_settings(settings, mapping.sources.values(), source_kinds)
     check_settings(settings, mapping.targets.values(), kinds)
     given = dict(clients or {})
     if graph is not None:
         given.setdefault(f"source:{DEFAULT_SOURCE}", graph)
-    context = BuildContext(settings, clock, given, mapping)
+    context = BuildContext(settings, clock, given, mapping, courier=courier)
     tables, queues, blobs = table_service(settings), queue_service(settings), blob_service(settings)
     closers: list[Any] = [tables, queues, blobs]
     state = StateStore(tables.get_table_client(names.STATE_TABLE))

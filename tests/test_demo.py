@@ -41,6 +41,8 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
         assert step in out
     assert "failed 0" in out
     assert "Audit trail for Grace Hopper" in out
+    assert "welcome: password-change ticket http://127.0.0.1:" in out  # the hire's day one in Auth0
+    assert "mailed to grace.hopper@sandbox.example (valid 7 days); organization acme, roles Employee" in out
     assert "revoke_refresh_tokens" in out
     assert "7. Risky sign-in: high risk for" in out
     assert "blocked, 2 sessions and 1 refresh token revoked, 1 message" in out

@@ -837,3 +837,13 @@ def test_unknown_runs_and_formats_are_not_found_and_bad_run_ids_are_refused(azur
         assert [b.name async for b in store.container.list_blobs()] == []
 
     run(with_store, azurite, f"reports-{run_id}", body)
+
+
+def test_the_tenants_differences_from_its_baseline_are_listed_with_what_became_of_them() -> None:
+    lines = ["MFA factor otp: enabled is False, the baseline says True"]
+    held = Page(render_html(summary(baseline=lines, baseline_held=True), records(), [])).plain
+    assert "Tenant settings against the baseline: held for approval" in held
+    assert "MFA factor otp: enabled is False, the baseline says True" in held
+    reported = Page(render_html(summary(baseline=lines), records(), [])).plain
+    assert "Tenant settings against the baseline: reported" in reported
+    assert "baseline" not in Page(render_html(summary(), records(), [])).plain

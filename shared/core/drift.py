@@ -286,6 +286,10 @@ class RunSummary:
     # What the run did (a dry run: would do) to the target's own objects: its groups created, renamed
     # or deleted (SCIM).
     housekeeping: list[str] = field(default_factory=list)
+    # The tenant's settings that differ from the section's declared baseline (Auth0), a line each;
+    # ``baseline_held``: corrections the section enforces, waiting for the run's approval.
+    baseline: list[str] = field(default_factory=list)
+    baseline_held: bool = False
     provenance: Provenance = field(default_factory=Provenance)
     # The run the "new since last run" markers compare with ("" where there was none), and how many
     # of this run's records it had no record of.

@@ -234,6 +234,22 @@ class KeepsHouse(Protocol):
 
 
 @runtime_checkable
+class KeepsBaseline(Protocol):
+    """A target whose tenant-wide settings the section declares (Auth0's password policy, MFA,
+    organizations): reconciliation reports every difference and, where the section enforces them,
+    corrects them once an operator approves the run (the circuit breaker's approval)."""
+
+    @property
+    def enforces_baseline(self) -> bool: ...
+
+    async def baseline_drift(self) -> list[Any]:
+        """Every difference, each with ``line()`` (what to report) and ``fixable``."""
+
+    async def enforce_baseline(self, fence: Fence | None = None) -> list[str]:
+        """Correct what can be corrected; what was done, a line each."""
+
+
+@runtime_checkable
 class Discovers(Protocol):
     """A target that learns what its server supports (SCIM's /ServiceProviderConfig) and keeps it
     for a while; a whole-target run asks once, at its start, for the server's answer now."""

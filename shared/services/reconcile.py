@@ -39,7 +39,16 @@ from shared.core.drift import (
 )
 from shared.core.match import Resolution, planned
 from shared.core.model import Identity, Link, Plan, SourceState
-from shared.core.ports import AuditStore, KeepsHouse, ReadsGroups, Source, StateStore, TellsHowRead, WorkQueue
+from shared.core.ports import (
+    AuditStore,
+    KeepsBaseline,
+    KeepsHouse,
+    ReadsGroups,
+    Source,
+    StateStore,
+    TellsHowRead,
+    WorkQueue,
+)
 from shared.core.work import WorkItem, item_source
 from shared.errors import NotFound, PermanentError
 from shared.mapping.model import SyncMapping
@@ -140,6 +149,8 @@ class Reconciler:
         await self._check_groups()
         if isinstance(self.target, KeepsHouse):  # a target with objects of its own (SCIM groups)
             summary.housekeeping = await self.target.tidy(summary.mode == "apply")
+        if isinstance(self.target, KeepsBaseline):  # tenant settings the section declares (Auth0)
+            await self._baseline(summary)
         lap("mapping")
         links = CompactLinks()
         async for link in self.links.all(applied=False):  # the run reads the target: no memory needed
@@ -186,11 +197,29 @@ class Reconciler:
         summary.breaker = await self._breaker(summary, records)
         await self._decide(summary, records)
         lap("decide")
-        summary.status = "held" if summary.breaker.tripped and summary.held else "completed"
+        held = (summary.breaker.tripped and summary.held) or summary.baseline_held
+        summary.status = "held" if held else "completed"
         summary.finished_at = utcnow()
         await self._save(summary, records)
         lap("report")
         return records
+
+    async def _baseline(self, summary: RunSummary) -> None:
+        """Every difference from the declared baseline, in the report and to the operators; where the
+        section enforces it, an applying run is held until approved (``approve`` corrects them)."""
+        assert isinstance(self.target, KeepsBaseline)
+        found = await self.target.baseline_drift()
+        summary.baseline = [d.line() for d in found]
+        summary.baseline_held = bool(found) and summary.mode == "apply" and self.target.enforces_baseline
+        if found and self.alert is not None:
+            then = (
+                f"Held: review the report, then run: entra-sync approve {summary.run_id}"
+                if summary.baseline_held
+                else "Reported only (the baseline is not enforced)."
+            )
+            lines = "; ".join(summary.baseline)
+            message = f"{self.target.name} differs from its baseline: {lines}. {then}"
+            await self.alert(f"baseline:{summary.run_id}", message)
 
     async def _failed(self, summary: RunSummary, error: Exception) -> None:
         """A run that could not finish still leaves its run record, a report saying why, an audit row
@@ -390,7 +419,7 @@ class Reconciler:
         )  # fmt: skip
         if self.alert is None:
             return
-        if summary.status == "held":
+        if summary.status == "held" and summary.breaker.tripped and summary.held:  # a baseline hold says so itself
             message = (
                 f"reconciliation {summary.run_id} is held by the circuit breaker: {summary.breaker.reason}. "
                 f"Nothing was blocked or deleted. Review the report, then run: entra-sync approve {summary.run_id}"
@@ -452,6 +481,9 @@ class Reconciler:
         ]
         if items:
             await self.queue.send(items)
+        if summary.baseline_held and isinstance(self.target, KeepsBaseline):
+            summary.baseline = [*summary.baseline, *await self.target.enforce_baseline()]
+            summary.baseline_held = False
         summary.status = "approved"
         summary.approved_by, summary.approved_at = approver, utcnow()
         if records is not None:

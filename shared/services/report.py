@@ -867,6 +867,16 @@ def _housekeeping(summary: RunSummary) -> list[str]:
     ]
 
 
+def _baseline(summary: RunSummary) -> list[str]:
+    """The tenant's settings that differ from the declared baseline, and what became of them."""
+    if not summary.baseline:
+        return []
+    fate = "held for approval (entra-sync approve this run corrects them)" if summary.baseline_held else "reported"
+    items = "".join(f"<li>{esc(line)}</li>" for line in summary.baseline)
+    title = f"Tenant settings against the baseline: {esc(fate)}"
+    return [f'<section id="baseline"><h2>{title}</h2><ul>{items}</ul></section>']
+
+
 def render_html(
     summary: RunSummary,
     records: Iterable[DriftRecord],
@@ -970,6 +980,7 @@ def _target_parts(
         *_counts_table(classes, recs, summary, tally),
         *_trend(summary, counts, history),
         *_housekeeping(summary),
+        *_baseline(summary),
     ]
     for drift in classes:
         if by_class.get(drift):

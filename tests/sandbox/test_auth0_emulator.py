@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,20 +23,6 @@ from sandbox.auth0 import (
 from sandbox.server import RateLimit
 
 NO_RETRY: Any = {"max_retries": 0}
-
-
-@pytest.fixture
-def emulator() -> Iterator[Auth0Emulator]:
-    emu = Auth0Emulator(job_delay_s=0.05).start()
-    try:
-        yield emu
-    finally:
-        emu.stop()
-
-
-@pytest.fixture
-def client(emulator: Auth0Emulator) -> Auth0:
-    return Auth0(base_url=emulator.base_url, token=emulator.static_token, max_retries=0, timeout=10)
 
 
 def _error(exc: pytest.ExceptionInfo[ApiError]) -> tuple[int | None, dict[str, Any]]:

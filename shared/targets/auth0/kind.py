@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from shared.core.ports import Rules, Target
 from shared.mapping.model import NO_CONDITIONS, Grant, TargetSection
 from shared.settings import Settings
+from shared.targets.auth0.baseline import read_baseline
+from shared.targets.auth0.options import POLICY_KEYS, read_policy
 from shared.targets.auth0.rules import CAPABILITIES, METADATA, ROOT_PATHS, Auth0Options, Auth0Rules
 
 if TYPE_CHECKING:
@@ -25,7 +28,7 @@ class Auth0Kind:
     grant_noun = "Auth0 role"
     grant_conditions = NO_CONDITIONS
     disable_words = ("block",)
-    option_keys = frozenset({"connection", "deterministic_user_id"})
+    option_keys = frozenset({"connection", "deterministic_user_id", "baseline"}) | POLICY_KEYS
     matching_keys = frozenset({"app_metadata_key", "enterprise_connection"})
     capabilities = CAPABILITIES
     deprovision_defaults = ("disable", "disable")  # a block, also for a user deleted for good
@@ -52,8 +55,16 @@ class Auth0Kind:
         enterprise = matching.get("enterprise_connection")
         if enterprise is not None:
             enterprise = check.text(f"{matching_where}enterprise_connection", enterprise)
+        connection = check.text(f"{where}connection", connection) or d.connection
+        policy = read_policy(check, where, values)
+        for name, welcome in policy.welcome.items():
+            if name == enterprise and welcome.send != "none":
+                check.fail(
+                    f"{where}welcome.{name}",
+                    "its members sign in through Entra (the enterprise connection) and have no password: send none",
+                )
         return Auth0Options(
-            connection=check.text(f"{where}connection", connection) or d.connection,
+            connection=connection,
             deterministic_user_id=check.flag(
                 f"{where}deterministic_user_id", values.get("deterministic_user_id"), d.deterministic_user_id
             ),
@@ -64,6 +75,8 @@ class Auth0Kind:
                 _KEY,
             ),
             enterprise_connection=enterprise,
+            policy=policy,
+            baseline=read_baseline(check, f"{where}baseline", values.get("baseline")),
         )
 
     def default_matching(self, options: Auth0Options) -> tuple[str, ...]:
@@ -115,7 +128,25 @@ class Auth0Kind:
         gate = context.rate_gate(section.name)  # the client reports every answer's x-ratelimit-* headers to it
         auth0 = context.settings.auth0
         assert auth0 is not None  # settings_problem was asked before building
-        return Auth0Target(section, context.client(section.name, lambda: auth0_client(auth0, gate=gate)), gate)
+        client = context.client(section.name, lambda: auth0_client(auth0, gate=gate))
+        return Auth0Target(section, client, gate, welcome=self._welcome_desk(section, context))
+
+    def _welcome_desk(self, section: TargetSection, context: Any) -> Any:
+        """The welcome's claims and audit rows, where the section sends one (see ``welcome``)."""
+        from shared.targets.auth0.welcome import WelcomeDesk
+
+        options = section.options
+        if not isinstance(options, Auth0Options) or not options.policy.welcome or context.state is None:
+            return None
+        courier = getattr(context, "courier", None)
+        if courier is None and any(w.send == "password_change_ticket" for w in options.policy.welcome.values()):
+            # Not refused here (the app must start); each such welcome fails loudly and is audited.
+            logging.getLogger("entra_sync.auth0").warning(
+                "%swelcome: a password-change ticket must be delivered to the joiner, and no courier (mail "
+                "channel) is configured: those welcomes fail until one is",
+                section.where,
+            )
+        return WelcomeDesk(section.name, section.source, context.state, context.audit, courier, context.clock)
 
 
 AUTH0: Final = Auth0Kind()

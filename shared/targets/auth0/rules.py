@@ -16,12 +16,14 @@ Auth0 accounts and nothing about HTTP.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from shared.core.model import Account, ActionKind, Identity, SourceState
 from shared.core.ports import Capabilities
 from shared.mapping.model import TargetSection, read_path
+from shared.targets.auth0.baseline import Baseline
+from shared.targets.auth0.policy import ORGANIZATIONS, PENDING, SENT, WELCOME_KEY, Policy
 
 ROOT_PATHS: Final = frozenset(
     {"email", "email_verified", "name", "given_name", "family_name", "nickname", "picture", "username"}
@@ -36,6 +38,7 @@ LABELS: Final = {
     ActionKind.UNGRANT: "remove_roles",
 }
 NO_EMAIL: Final = "joiner has no email after mapping; Auth0 needs one"
+WELCOME_PATH: Final = f"app_metadata.{WELCOME_KEY}"
 # Revocations are Enterprise-plan features; elsewhere Auth0 answers 403/404 and the account is
 # still blocked (the worker says so). Entitlements are roles.
 CAPABILITIES: Final = Capabilities(revoke_sessions=True, revoke_refresh_tokens=True, delete=True, entitlements="roles")
@@ -49,10 +52,32 @@ class Auth0Options:
     deterministic_user_id: bool = True
     app_metadata_key: str = "entra_object_id"  # app_metadata.<key> holds the Entra object id
     enterprise_connection: str | None = None  # e.g. "entra" (strategy waad): identities of "waad|<oid>"
+    policy: Policy = field(default_factory=Policy)  # connection, organizations, flags and welcome by group
+    baseline: Baseline | None = None  # the tenant's policy the section declares (nightly compared)
 
     @property
     def owner_path(self) -> str:
         return f"app_metadata.{self.app_metadata_key}"
+
+    # NamesGroups: the policy's groups matter to the target as its grants' do
+    @property
+    def group_entries(self) -> tuple[tuple[str, str], ...]:
+        return self.policy.entries
+
+    @property
+    def condition_paths(self) -> tuple[str, ...]:
+        return ()
+
+    def connection_for(self, identity: Identity) -> str:
+        return self.policy.connection_for(identity.groups, self.connection)
+
+    def signs_in_by_sso(self, connection: str) -> bool:
+        """Members of the enterprise connection sign in through Entra: no database account is made
+        for them; the account Auth0 makes at their first sign-in is linked (enterprise_identity)."""
+        return connection == self.enterprise_connection
+
+    def welcomes(self, connection: str) -> bool:
+        return not self.signs_in_by_sso(connection) and self.policy.welcome_for(connection).send != "none"
 
 
 def nest(paths: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,12 +103,23 @@ class Auth0Rules:
         values = {**identity.attributes, "id": identity.id}
         profile = {a.target: a.value_from(values) for a in self.section.attributes}
         profile[self.options.owner_path] = identity.id
+        policy = self.options.policy
+        for flag, value in policy.flags_for(identity.groups).items():
+            profile[f"app_metadata.{flag}"] = value
+        if policy.organizations:
+            profile[ORGANIZATIONS] = policy.organizations_for(identity.groups)
+        if self.options.welcomes(self.options.connection_for(identity)):
+            profile[WELCOME_PATH] = SENT  # a create writes "pending" until the welcome went out
         return profile
 
     def current(self, account: Account, path: str) -> Any:
         return read_path(account.data, path)
 
     def same(self, path: str, want: Any, have: Any) -> bool:
+        if path == WELCOME_PATH:
+            return bool(have != PENDING)  # only a joiner whose welcome is pending is welcomed: never an old account
+        if path == ORGANIZATIONS:
+            return (want or {}) == (have or {})
         if path in CASELESS and isinstance(want, str) and isinstance(have, str):
             return want.casefold() == have.casefold()
         return bool(want == have)
@@ -95,17 +131,25 @@ class Auth0Rules:
         return path in UNIQUE
 
     def create_payload(self, identity: Identity, desired: Mapping[str, Any]) -> dict[str, Any] | str:
+        connection = self.options.connection_for(identity)
+        if self.options.signs_in_by_sso(connection):
+            return (
+                f"signs in through the enterprise connection {connection}: no database account is made; "
+                "the account Auth0 makes at the first sign-in is linked then"
+            )
         if not desired.get("email"):
             return NO_EMAIL
-        body = nest({k: v for k, v in desired.items() if v is not None})
-        body["connection"] = self.options.connection
+        body = nest({k: v for k, v in desired.items() if v is not None and k != WELCOME_PATH})
+        if WELCOME_PATH in desired:
+            body.setdefault("app_metadata", {})[WELCOME_KEY] = PENDING
+        body["connection"] = connection
         body["blocked"] = False
         if self.options.deterministic_user_id:
             body["user_id"] = identity.id
         return body
 
     def update_payload(self, changes: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-        patch = nest(changes)
+        patch = nest(changes)  # organizations and the welcome ride along: the adapter takes them out
         if "email" in changes and desired.get("email_verified") is not None:
             patch["email_verified"] = desired["email_verified"]  # Auth0 clears it on an email change
         return patch

@@ -36,9 +36,12 @@ from shared.errors import Conflict, NotFound, PermanentError, RateLimited, Refus
 from shared.mapping.check import nearest
 from shared.mapping.model import TargetSection
 from shared.services.ratelimit import RateGate, retry_after
+from shared.targets.auth0.baseline import WIRE, Difference, Tenant, differences
 from shared.targets.auth0.lucene import lucene_phrase
+from shared.targets.auth0.policy import ORGANIZATIONS, PENDING, SENT, WELCOME_KEY, Welcome, only_managed
 from shared.targets.auth0.ratelimit import throttled
 from shared.targets.auth0.rules import CAPABILITIES, Auth0Rules, nest
+from shared.targets.auth0.welcome import Sends, WelcomeDesk
 
 T = TypeVar("T")
 
@@ -79,6 +82,7 @@ class Auth0Target:
         client: Any,
         gate: RateGate | None = None,
         max_inline_wait_s: float = MAX_INLINE_WAIT_S,
+        welcome: WelcomeDesk | None = None,
     ):
         self.name = section.name
         self.section = section
@@ -89,6 +93,8 @@ class Auth0Target:
         self.read_by = ""  # how accounts() read them last: "list" or "export job"
         self._role_ids: dict[str, str] | None = None
         self._role_lock = asyncio.Lock()
+        self._org_ids: dict[str, str] = {}
+        self.desk = welcome
         self.calls: dict[str, int] = {}
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -124,6 +130,8 @@ class Auth0Target:
             return None
         # Roles are read only where they are planned (an active identity, a mapping that grants some).
         roles = await self.roles_of(target_id) if entitlements and self.section.managed else frozenset()
+        if self.rules.options.policy.organizations:
+            data[ORGANIZATIONS] = await self.memberships(target_id)
         return self.rules.account(data, roles)
 
     async def find(self, matcher: str, key: str) -> list[Account]:
@@ -144,12 +152,19 @@ class Auth0Target:
     async def apply(self, target_id: str, action: Action, fence: Fence) -> Applied:
         kind = action.kind
         if kind is ActionKind.CREATE:
-            created = await self.create(action.payload, fence)
-            return Applied(target_id=str(created["user_id"]))
+            body, orgs, _ = _split(action.payload)
+            created = await self.create(body, fence)
+            user_id = str(created["user_id"])
+            meta = body.get("app_metadata") or {}
+            due, mfa = meta.get(WELCOME_KEY) == PENDING, bool(meta.get("mfa_required"))
+            await self._follow_up(user_id, orgs or None, due, mfa, fence)  # a new user is in no organization yet
+            return Applied(target_id=user_id)
         if kind is ActionKind.UPDATE:
             return await self._update(target_id, action, fence)
-        if kind in {ActionKind.DISABLE, ActionKind.ENABLE}:
-            await self.update(target_id, {"blocked": kind is ActionKind.DISABLE}, fence)
+        if kind is ActionKind.ENABLE:
+            await self._enable(target_id, fence)
+        elif kind is ActionKind.DISABLE:
+            await self.update(target_id, {"blocked": True}, fence)
         elif kind in {ActionKind.REVOKE_SESSIONS, ActionKind.REVOKE_REFRESH_TOKENS}:
             return await self._revoke(target_id, kind, fence)
         elif kind is ActionKind.DELETE:
@@ -163,8 +178,9 @@ class Auth0Target:
         return Applied()
 
     async def _update(self, target_id: str, action: Action, fence: Fence) -> Applied:
+        before = action.diff.get("app_metadata.mfa_required", (None, None))[0]
         try:
-            await self.update(target_id, action.payload, fence)
+            await self._write(target_id, action.payload, not before, fence)
             return Applied()
         except Conflict as exc:
             refused = {p: pair[1] for p, pair in action.diff.items() if self.rules.unique(p)}
@@ -172,8 +188,51 @@ class Auth0Target:
                 raise PermanentError(f"Auth0 refused the update of {target_id} with a conflict: {exc}") from exc
         rest = nest({p: pair[1] for p, pair in action.diff.items() if p not in refused})
         if rest:
-            await self.update(target_id, rest, fence)
+            await self._write(target_id, rest, not before, fence)
         return Applied(refused=refused)
+
+    async def _write(self, user_id: str, payload: Mapping[str, Any], mfa_was_off: bool, fence: Fence) -> None:
+        """An update: the user's own fields, then what the policy keeps beside them."""
+        patch, orgs, welcome_due = _split(payload)
+        if patch:
+            await self.update(user_id, patch, fence)
+        mfa_now = bool((patch.get("app_metadata") or {}).get("mfa_required")) and mfa_was_off
+        await self._follow_up(user_id, orgs, welcome_due, mfa_now, fence)
+
+    async def _follow_up(
+        self, user_id: str, orgs: Mapping[str, list[str]] | None, welcome_due: bool, mfa_now: bool, fence: Fence
+    ) -> None:
+        """After a create or an update: organization membership, the Guardian enrollment ticket when
+        MFA just became required (where the section asks), and the welcome when it is due."""
+        if orgs is not None:
+            await self.set_memberships(user_id, orgs, fence)
+        policy = self.rules.options.policy
+        if mfa_now and policy.mfa_enrollment_ticket:
+            await self.enrollment_ticket(user_id, fence)
+        if welcome_due:
+            await self._welcome(user_id, "joiner", fence)
+
+    async def _welcome(self, user_id: str, occasion: str, fence: Fence, user: dict[str, Any] | None = None) -> None:
+        user = user or await self.get(user_id)
+        if user is None:
+            raise NotFound(f"Auth0 has no user {user_id} to welcome")
+        if self.desk is None:
+            raise PermanentError(f"{self.name}: the section sends a welcome, but no welcome desk was built")
+        owner = str((user.get("app_metadata") or {}).get(self.rules.options.app_metadata_key) or "")
+        sends = Sends(lambda u, w: self.password_ticket(u, w, fence), lambda u: self.verification_email(u, fence))
+        await self.desk.welcome(user, owner, self.rules.options.policy.welcome_for(_connection(user)), sends, occasion)
+        if occasion == "joiner":
+            await self.update(user_id, {"app_metadata": {WELCOME_KEY: SENT}}, fence)
+
+    async def _enable(self, user_id: str, fence: Fence) -> None:
+        """An unblock; a welcome again where the connection's ``again_on_enable`` says so (once per
+        re-enable: the claim is named after the account's last change before it)."""
+        user = await self.get(user_id) if self.rules.options.policy.welcome else None
+        await self.update(user_id, {"blocked": False}, fence)
+        if user is not None and (user.get("app_metadata") or {}).get(WELCOME_KEY) == SENT:
+            welcome = self.rules.options.policy.welcome_for(_connection(user))
+            if welcome.again_on_enable and welcome.send != "none":
+                await self._welcome(user_id, f"enable:{user.get('updated_at', '')}", fence, user)
 
     async def _revoke(self, target_id: str, kind: ActionKind, fence: Fence) -> Applied:
         what = "sessions" if kind is ActionKind.REVOKE_SESSIONS else "refresh tokens"
@@ -204,9 +263,12 @@ class Auth0Target:
         paths = [a.target for a in self.section.attributes] + [self.rules.options.owner_path]
         extra = ("identities",) if self.rules.options.enterprise_connection else ()
         fields = sorted({*BASE_FIELDS, *extra, *(p.split(".", 1)[0] for p in paths)})
+        members = await self.org_members() if self.rules.options.policy.organizations else None
         users = self.export_users(fields) if total > LIST_LIMIT else self.list_users(fields)
         self.read_by = "export job" if total > LIST_LIMIT else "list"
         async for user in users:
+            if members is not None:
+                user[ORGANIZATIONS] = members.get(str(user["user_id"]), {})
             names = frozenset(holders.get(str(user["user_id"]), ()))
             yield self.rules.account(user, shared.setdefault(names, names))
 
@@ -303,6 +365,7 @@ class Auth0Target:
                 f"{self.name}: the mapping grants the role {name!r}, which Auth0 does not have"
                 + (f" (did you mean {hint!r}?)" if hint else "")
             )
+        ran.append(f"scopes the section needs: {', '.join(needed_scopes(self.section))}")
         options = self.rules.options
         named = {"connection": options.connection, "enterprise_connection": options.enterprise_connection or ""}
         for what, connection in named.items():
@@ -313,7 +376,29 @@ class Auth0Target:
                 ran.append(f"{what}: {connection!r} exists in Auth0")
             except PermanentError:
                 problems.append(f"{self.name}: {what} {connection!r} is not a connection of this Auth0 tenant")
+        await self._check_policy(ran, problems)
         return ran, problems
+
+    async def _check_policy(self, ran: list[str], problems: list[str]) -> None:
+        """The connections, organizations and organization roles the per-user policy names."""
+        policy = self.rules.options.policy
+        for pick in policy.connections:
+            try:
+                await self.connection_id(pick.connection)
+            except PermanentError:
+                entry = pick.entry.removesuffix(".group") + ".connection"
+                problems.append(f"{self.name}: {entry} {pick.connection!r} is not a connection of this Auth0 tenant")
+        known = await self._roles()
+        for org, roles in sorted(policy.managed_roles.items()):
+            try:
+                await self.org_id(org)
+                ran.append(f"organization: {org!r} exists in Auth0")
+            except PermanentError:
+                problems.append(f"{self.name}: the mapping names the organization {org!r}, which Auth0 does not have")
+            problems += [
+                f"{self.name}: the organization role {role!r} ({org}) is not a role of this Auth0 tenant"
+                for role in sorted(roles) if role not in known
+            ]  # fmt: skip
 
     # -- bulk reads (reconciliation) -----------------------------------------------------------------
 
@@ -434,6 +519,229 @@ class Auth0Target:
         """Give one role to many users in one call (``POST /roles/{id}/users``)."""
         await self._call("roles.users.assign", lambda: self.client.roles.users.assign(role_id, users=user_ids))
 
+    # -- organizations, tickets, emails ----------------------------------------------------------------
+
+    async def org_id(self, name: str) -> str:
+        if name not in self._org_ids:
+            try:
+                org = await self._call("organizations.by_name", lambda: self.client.organizations.get_by_name(name))
+            except NotFound:
+                raise PermanentError(f"the mapping names an Auth0 organization that does not exist: {name}") from None
+            self._org_ids[name] = str(org.id)
+        return self._org_ids[name]
+
+    async def memberships(self, user_id: str) -> dict[str, list[str]]:
+        """The user's managed organizations and, in each, their managed organization roles."""
+        managed = self.rules.options.policy.managed_roles
+        pager = await self._call(
+            "users.organizations", lambda: self.client.users.organizations.list(user_id, per_page=PAGE, page=0)
+        )
+        held: dict[str, list[str]] = {}
+        for org in pager.items or []:
+            name = str(org.name)
+            if name not in managed:
+                continue
+            self._org_ids[name] = str(org.id)
+            roles = await self._call(
+                "organizations.members.roles.list",
+                lambda o=str(org.id): self.client.organizations.members.roles.list(o, user_id, per_page=PAGE),  # type: ignore[misc]
+            )
+            held[name] = [str(r.name) for r in roles.items or []]
+        return only_managed(held, managed)
+
+    async def org_members(self) -> dict[str, dict[str, list[str]]]:
+        """User id -> their managed memberships, from each managed organization's member list
+        (checkpoint paging, roles included): reconciliation's read, no call per user."""
+        managed = self.rules.options.policy.managed_roles
+        out: dict[str, dict[str, list[str]]] = {}
+        for name in sorted(managed):
+            org_id = await self.org_id(name)
+            cursor: str | None = None
+            while True:
+                pager = await self._call(
+                    "organizations.members.list",
+                    lambda c=cursor, o=org_id: self.client.organizations.members.list(  # type: ignore[misc]
+                        o, from_=c, take=PAGE, fields="user_id,roles", include_fields=True
+                    ),
+                )
+                for member in pager.items or []:
+                    roles = [str(r.name) for r in getattr(member, "roles", None) or []]
+                    out.setdefault(str(member.user_id), {})[name] = sorted(set(roles) & managed[name])
+                cursor = getattr(pager.response, "next", None)
+                if not cursor or not pager.items:
+                    break
+        return out
+
+    async def set_memberships(self, user_id: str, want: Mapping[str, list[str]], fence: Fence | None = None) -> None:
+        """Converge the user's managed memberships to ``want``, from a fresh read (a remembered
+        ``before`` may be stale; every write here is idempotent)."""
+        have = await self.memberships(user_id)
+        orgs = self.client.organizations
+        for name in sorted(set(have) - set(want)):
+            org_id = await self.org_id(name)
+            await self._call(
+                "organizations.members.delete",
+                lambda o=org_id: orgs.members.delete(o, members=[user_id]),  # type: ignore[misc]
+                fence,
+            )
+        for name, roles in sorted(want.items()):
+            org_id = await self.org_id(name)
+            if name not in have:
+                await self._call(
+                    "organizations.members.create",
+                    lambda o=org_id: orgs.members.create(o, members=[user_id]),  # type: ignore[misc]
+                    fence,
+                )
+            held = set(have.get(name, ()))
+            if add := sorted(set(roles) - held):
+                ids = list((await self.role_ids(add)).values())
+                await self._call(
+                    "organizations.members.roles.assign",
+                    lambda o=org_id, r=ids: orgs.members.roles.assign(o, user_id, roles=r),  # type: ignore[misc]
+                    fence,
+                )
+            if remove := sorted(held - set(roles)):
+                ids = list((await self.role_ids(remove)).values())
+                await self._call(
+                    "organizations.members.roles.delete",
+                    lambda o=org_id, r=ids: orgs.members.roles.delete(o, user_id, roles=r),  # type: ignore[misc]
+                    fence,
+                )
+
+    async def password_ticket(self, user_id: str, welcome: Welcome, fence: Fence | None = None) -> str:
+        extra: dict[str, Any] = {"result_url": welcome.result_url} if welcome.result_url else {}
+        answer = await self._call(
+            "tickets.password_change",
+            lambda: self.client.tickets.change_password(
+                user_id=user_id, ttl_sec=welcome.ttl_s, mark_email_as_verified=True, **extra
+            ),
+            fence,
+        )
+        return str(answer.ticket)
+
+    async def verification_email(self, user_id: str, fence: Fence | None = None) -> None:
+        await self._call(
+            "jobs.verification_email", lambda: self.client.jobs.verification_email.create(user_id=user_id), fence
+        )
+
+    async def enrollment_ticket(self, user_id: str, fence: Fence | None = None) -> None:
+        """A Guardian enrollment ticket, emailed by Auth0 (the URL is not kept)."""
+        await self._call(
+            "guardian.enrollments.ticket",
+            lambda: self.client.guardian.enrollments.create_ticket(user_id=user_id, send_mail=True),
+            fence,
+        )
+
+    # -- the tenant's baseline (reconciliation) ------------------------------------------------------
+
+    @property
+    def enforces_baseline(self) -> bool:
+        baseline = self.rules.options.baseline
+        return baseline is not None and baseline.enforce
+
+    async def baseline_drift(self) -> list[Difference]:
+        """Every setting the section's baseline names that the tenant has otherwise (none without one)."""
+        baseline = self.rules.options.baseline
+        if baseline is None:
+            return []
+        connections: dict[str, Mapping[str, Any]] = {}
+        for name in baseline.connections:
+            found = await self._connection(name)
+            if found is not None:
+                connections[name] = dict(found.get("options") or {})
+        factors: dict[str, bool] = {}
+        if baseline.factors:
+            listed = await self._call("guardian.factors.list", lambda: self.client.guardian.factors.list())
+            factors = {str(f.name): bool(f.enabled) for f in listed or []}
+        policies: tuple[str, ...] = ()
+        if baseline.policies is not None:
+            answer = await self._call("guardian.policies.list", lambda: self.client.guardian.policies.list())
+            policies = tuple(str(p) for p in answer or [])
+        organizations: dict[str, Mapping[str, bool] | None] = {}
+        for org in baseline.organizations:
+            try:
+                org_id = await self.org_id(org)
+            except PermanentError:
+                organizations[org] = None
+                continue
+            pager = await self._call(
+                "organizations.enabled_connections.list",
+                lambda o=org_id: self.client.organizations.enabled_connections.list(o, per_page=PAGE),  # type: ignore[misc]
+            )
+            organizations[org] = {
+                str(c.connection.name): bool(c.assign_membership_on_login) for c in pager.items or [] if c.connection
+            }
+        return differences(baseline, Tenant(connections, factors, policies, organizations))
+
+    async def enforce_baseline(self, fence: Fence | None = None) -> list[str]:
+        """Correct every difference entra-sync can write (read again now: what an operator approved
+        is the baseline, not an older reading of the tenant); what was done, a line each."""
+        done: list[str] = []
+        found = await self.baseline_drift()
+        baseline = self.rules.options.baseline
+        assert baseline is not None or not found
+        for name in sorted({d.subject for d in found if d.kind == "connection" and d.fixable}):
+            conn = await self._connection(name)
+            assert conn is not None and baseline is not None
+            options = dict(conn.get("options") or {})  # sent back whole: Auth0 replaces options whole
+            for key, want in baseline.connections[name].items():
+                wire = WIRE.get(key, key)
+                options[wire] = {**(options.get(wire) or {}), **want} if isinstance(want, Mapping) else want
+            await self._call(
+                "connections.update",
+                lambda c=str(conn["id"]), o=options: self.client.connections.update(c, options=o),  # type: ignore[misc]
+                fence,
+            )
+        for d in found:
+            if not d.fixable:
+                done.append(f"not corrected (entra-sync does not create it): {d.line()}")
+                continue
+            if d.kind == "factor":
+                await self._call(
+                    "guardian.factors.set",
+                    lambda n=d.subject, e=bool(d.want): self.client.guardian.factors.set(n, enabled=e),  # type: ignore[misc]
+                    fence,
+                )
+            elif d.kind == "policies":
+                await self._call(
+                    "guardian.policies.set",
+                    lambda r=list(d.want): self.client.guardian.policies.set(request=r),  # type: ignore[misc]
+                    fence,
+                )
+            elif d.kind == "organization":
+                await self._org_connection(d, fence)
+            done.append(f"corrected: {d.line()}")
+        return done
+
+    async def _org_connection(self, d: Difference, fence: Fence | None) -> None:
+        org_id = await self.org_id(d.subject)
+        name = d.setting.removeprefix("connection ")
+        conn_id = await self.connection_id(name)
+        enabled = self.client.organizations.enabled_connections
+        if d.want == "not enabled":
+            await self._call("organizations.enabled_connections.delete", lambda: enabled.delete(org_id, conn_id), fence)
+            return
+        auto = d.want != "enabled"
+        if d.have != "not enabled":
+            await self._call(
+                "organizations.enabled_connections.update",
+                lambda: enabled.update(org_id, conn_id, assign_membership_on_login=auto),
+                fence,
+            )
+            return
+        await self._call(
+            "organizations.enabled_connections.add",
+            lambda: enabled.add(org_id, connection_id=conn_id, assign_membership_on_login=auto),
+            fence,
+        )
+
+    async def _connection(self, name: str) -> dict[str, Any] | None:
+        pager = await self._call("connections.list", lambda: self.client.connections.list(name=name, take=PAGE))
+        for conn in pager.items or []:
+            if str(conn.name) == name:
+                return _dump(conn)
+        return None
+
     # -- writes ------------------------------------------------------------------------------------
     # Each takes the caller's ``fence`` (see ``_call``).
 
@@ -465,6 +773,27 @@ class Auth0Target:
         await self._call("users.roles.delete", lambda: self.client.users.roles.delete(user_id, roles=ids), fence)
 
 
+def _split(payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]] | None, bool]:
+    """(the user's own fields, the organizations wanted or None, whether the welcome is due): the
+    welcome's ``sent`` stamp is written only once the welcome went out."""
+    body = dict(payload)
+    orgs = body.pop(ORGANIZATIONS, None)
+    meta = dict(body.get("app_metadata") or {})
+    due = meta.get(WELCOME_KEY) == SENT
+    if due:
+        del meta[WELCOME_KEY]
+        if meta:
+            body["app_metadata"] = meta
+        else:
+            body.pop("app_metadata")
+    return body, orgs, due
+
+
+def _connection(user: Mapping[str, Any]) -> str:
+    identities = user.get("identities") or [{}]
+    return str(identities[0].get("connection") or "")
+
+
 # The Management API scope each call needs, by its operation name.
 SCOPES: Final = {
     "users.get": "read:users", "users.list": "read:users", "users.search": "read:users",
@@ -475,7 +804,60 @@ SCOPES: Final = {
     "users.sessions.delete": "delete:sessions", "users.refresh_tokens.delete": "delete:refresh_tokens",
     "connections.list": "read:connections", "jobs.users_imports": "create:users", "jobs.users_exports": "read:users",
     "jobs.get": "read:users", "jobs.errors": "read:users",
+    "organizations.by_name": "read:organizations", "users.organizations": "read:organizations",
+    "organizations.members.list": "read:organization_members and read:organization_member_roles",
+    "organizations.members.create": "create:organization_members",
+    "organizations.members.delete": "delete:organization_members",
+    "organizations.members.roles.list": "read:organization_member_roles",
+    "organizations.members.roles.assign": "create:organization_member_roles",
+    "organizations.members.roles.delete": "delete:organization_member_roles",
+    "tickets.password_change": "create:user_tickets", "jobs.verification_email": "update:users",
+    "guardian.enrollments.ticket": "create:guardian_enrollment_tickets",
+    "connections.update": "update:connections", "guardian.factors.list": "read:guardian_factors",
+    "guardian.factors.set": "update:guardian_factors", "guardian.policies.list": "read:mfa_policies",
+    "guardian.policies.set": "update:mfa_policies",
+    "organizations.enabled_connections.list": "read:organization_connections",
+    "organizations.enabled_connections.add": "create:organization_connections",
+    "organizations.enabled_connections.update": "update:organization_connections",
+    "organizations.enabled_connections.delete": "delete:organization_connections",
 }  # fmt: skip
+
+
+def needed_scopes(section: TargetSection) -> list[str]:
+    """The Management API scopes the section needs: the base ones, and each feature's only when the
+    section configures it."""
+    options = Auth0Rules(section).options
+    policy, baseline = options.policy, options.baseline
+    needed = {"read:users", "create:users", "update:users", "update:users_app_metadata", "read:connections"}
+    if section.managed:
+        needed |= {"read:roles", "create:role_members", "delete:role_members"}
+    if section.deprovision.action == "delete" or section.deprovision.hard_delete == "delete":
+        needed.add("delete:users")
+    if section.deprovision.revoke_sessions:
+        needed.add("delete:sessions")
+    if section.deprovision.revoke_refresh_tokens:
+        needed.add("delete:refresh_tokens")
+    if policy.organizations:
+        needed |= {"read:organizations", "read:organization_members", "read:organization_member_roles",
+                   "create:organization_members", "delete:organization_members",
+                   "create:organization_member_roles", "delete:organization_member_roles", "read:roles"}  # fmt: skip
+    if any(w.send == "password_change_ticket" for w in policy.welcome.values()):
+        needed.add("create:user_tickets")
+    if policy.mfa_enrollment_ticket:
+        needed.add("create:guardian_enrollment_tickets")
+    if baseline is not None:
+        writes = baseline.enforce
+        if baseline.connections and writes:
+            needed.add("update:connections")
+        if baseline.factors:
+            needed |= {"read:guardian_factors", *(["update:guardian_factors"] if writes else [])}
+        if baseline.policies is not None:
+            needed |= {"read:mfa_policies", *(["update:mfa_policies"] if writes else [])}
+        if baseline.organizations:
+            needed |= {"read:organizations", "read:organization_connections"}
+            if writes:
+                needed |= {f"{verb}:organization_connections" for verb in ("create", "update", "delete")}
+    return sorted(needed)
 
 
 def scope_for(op: str) -> str:
