@@ -29,6 +29,8 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from shared import names
+from shared.alerting.build import alert_router
+from shared.alerting.router import AlertRouter
 from shared.clock import SYSTEM, Clock
 from shared.core.ports import Source, Target
 from shared.core.work import DEFAULT_SOURCE
@@ -151,6 +153,7 @@ class App:
     subscriptions: SubscriptionManager | None = None
     risk_monitor: RiskMonitor | None = None
     risk: RiskResponse | None = None
+    router: AlertRouter | None = None  # where alerts, digests and risk notifications go (set by build)
     closers: list[Any] = field(default_factory=list)
     _storage_ready: bool = False
 
@@ -248,7 +251,8 @@ def build(
     waits = Waits(queue, audit)
     notifier = Notifier(tables.get_table_client(names.STATE_TABLE), settings.notify_webhook_url)
     closers.append(notifier)
-    alerts = Alerts(notifier, audit)
+    router = alert_router(settings, mapping.alerts, notifier, context.client, clock=clock)
+    alerts = Alerts(router, audit)
     built: dict[str, Source] = {
         name: (sources or {}).get(name) or source_kinds[section.kind].build(section, context)
         for name, section in mapping.sources.items()
@@ -287,6 +291,7 @@ def build(
             {"user": worker.sync_user}, waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT
         ),
     )  # fmt: skip
+    app.router = router
     entra = built.get(DEFAULT_SOURCE)
     if isinstance(entra, GraphSource):
         _entra_side(app, entra)
@@ -316,7 +321,7 @@ def _entra_side(app: App, source: GraphSource) -> None:
     )  # fmt: skip
     app.risk = RiskResponse(
         source=source, jobs={name: app.jobs[name] for name in fed}, leases=app.leases, state=app.state,
-        audit=app.audit, notifier=app.notifier, policy=mapping.risk,
+        audit=app.audit, alerts=app.router, policy=mapping.risk,
     )  # fmt: skip
     app.dispatcher.handlers.update(
         {

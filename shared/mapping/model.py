@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
+from shared.alerting.config import AlertsConfig
 from shared.core.work import DEFAULT_SOURCE
 
 USER_TYPES: Final = ("Member", "Guest")
@@ -359,6 +360,7 @@ class SyncMapping:
     targets: Mapping[str, TargetSection] = field(default_factory=dict)
     risk: RiskPolicy = field(default_factory=RiskPolicy)
     sources: Mapping[str, SourceSection] = field(default_factory=lambda: dict(DEFAULT_SOURCES))
+    alerts: AlertsConfig | None = None  # the alerts: section (None: NOTIFY_WEBHOOK_URL alone, if set)
 
     def fed_by(self, source: str) -> dict[str, TargetSection]:
         """The targets the source feeds, by name, in file order."""

@@ -1,0 +1,57 @@
+"""The alert router from the settings and the mapping: the composition root's one call.
+
+Every app setting the ``alerts:`` section names is read and checked before anything is sent, and
+every problem is reported at once (:class:`~shared.settings.SettingsError`), as for every other
+setting. Email sends through a Graph client the composition root's ``client`` gives (by the name
+``alerts:graph``: a test's, or one built from the Graph settings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shared.alerting.channels import LEGACY, SEND_TIMEOUT_S, Sender, WebhookSender, build_sender
+from shared.alerting.config import AlertsConfig
+from shared.alerting.router import AlertRouter
+from shared.clock import SYSTEM, Clock
+from shared.services.notify import Notifier
+from shared.settings import Settings, require
+from shared.sources.graph.client import graph_client
+
+
+def check_alert_settings(settings: Settings, config: AlertsConfig | None) -> None:
+    """Every secret the section names is set (and each URL an https one): all problems at once."""
+    if config is None:
+        return
+    url_keys = {"url_setting"}
+    require(
+        settings.named_secret_problem(
+            setting, f"the mapping's {entry} names it", url=entry.rsplit(".", 1)[-1] in url_keys
+        )
+        for setting, entry in config.settings_named()
+    )
+
+
+def alert_router(
+    settings: Settings,
+    config: AlertsConfig | None,
+    notifier: Notifier,
+    client: Callable[[str, Callable[[], Any]], Any],
+    *,
+    clock: Clock = SYSTEM,
+) -> AlertRouter:
+    check_alert_settings(settings, config)
+    http = notifier.http  # one client (the notifier's, which the app closes) for every webhook channel
+    senders: dict[str, Sender] = {}
+    for channel in config.channels.values() if config is not None else ():
+        sender = build_sender(channel, settings, http, lambda: client("alerts:graph", lambda: graph_client(settings)))
+        if sender is not None:
+            senders[channel.name] = sender
+    legacy = None
+    if settings.notify_webhook_url is not None:
+        legacy = WebhookSender(LEGACY, "text", settings.notify_webhook_url, http)
+    return AlertRouter(notifier, config, senders, legacy=legacy, clock=clock)
+
+
+__all__ = ["SEND_TIMEOUT_S", "alert_router", "check_alert_settings"]
