@@ -29,7 +29,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from shared import names
-from shared.alerting.build import alert_router
+from shared.alerting.build import alert_router, ticket_book
 from shared.alerting.router import AlertRouter
 from shared.clock import SYSTEM, Clock
 from shared.core.ports import Source, Target
@@ -253,6 +253,7 @@ def build(
     closers.append(notifier)
     router = alert_router(settings, mapping.alerts, notifier, context.client, clock=clock)
     alerts = Alerts(router, audit)
+    tickets = ticket_book(settings, mapping.alerts, state, notifier.http)
     built: dict[str, Source] = {
         name: (sources or {}).get(name) or source_kinds[section.kind].build(section, context)
         for name, section in mapping.sources.items()
@@ -280,6 +281,7 @@ def build(
             mapping=mapping.for_source(job.section.source),
             reports=report_store,
             alert=alerts.send,
+            after_run=tickets.after_run if tickets is not None else None,
         )
         for name, job in jobs.items()
     }

@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.alerting.channels import LEGACY, SEND_TIMEOUT_S, Sender, WebhookSender, build_sender
-from shared.alerting.config import AlertsConfig
+import httpx
+
+from shared.alerting.channels import LEGACY, SEND_TIMEOUT_S, Sender, WebhookSender, build_sender, setting_secret
+from shared.alerting.config import AlertsConfig, Channel
 from shared.alerting.router import AlertRouter
+from shared.alerting.tickets import TicketBook
+from shared.alerting.trackers import Jira, ServiceNow, Tracker
 from shared.clock import SYSTEM, Clock
+from shared.core.ports import StateStore
 from shared.services.notify import Notifier
-from shared.settings import Settings, require
+from shared.settings import Secret, Settings, require
 from shared.sources.graph.client import graph_client
 
 
@@ -31,6 +36,41 @@ def check_alert_settings(settings: Settings, config: AlertsConfig | None) -> Non
         )
         for setting, entry in config.settings_named()
     )
+
+
+def tracker(channel: Channel, settings: Settings, http: httpx.AsyncClient) -> Tracker:
+    why = f"the mapping's alerts channel {channel.name} names it"
+
+    def secret(key: str) -> Secret:
+        return setting_secret(settings, channel.settings[key], why, url=key == "url_setting")
+
+    if channel.kind == "servicenow":
+        auth = (secret("user_setting"), secret("password_setting"))
+        return ServiceNow(
+            channel.name, secret("url_setting"), auth, http, str(channel.options.get("table", "incident"))
+        )
+    auth = (secret("email_setting"), secret("token_setting"))
+    return Jira(
+        channel.name, secret("url_setting"), auth, http, str(channel.options["project"]),
+        str(channel.options.get("issue_type", "Task")), str(channel.options.get("done_transition", "Done")),
+    )  # fmt: skip
+
+
+def ticket_book(
+    settings: Settings, config: AlertsConfig | None, state: StateStore, http: httpx.AsyncClient
+) -> TicketBook | None:
+    """The ticket book of the ticket channels the ``findings`` routes name (None when none does)."""
+    if config is None:
+        return None
+    trackers: dict[str, Tracker] = {}
+    scopes: dict[str, str] = {}
+    for route in config.routes:
+        for name in route.channels:
+            channel = config.channels[name]
+            if channel.tickets and "findings" in route.kinds and name not in trackers:
+                trackers[name] = tracker(channel, settings, http)
+                scopes[name] = route.tickets
+    return TicketBook(state, trackers, scopes) if trackers else None
 
 
 def alert_router(
@@ -54,4 +94,4 @@ def alert_router(
     return AlertRouter(notifier, config, senders, legacy=legacy, clock=clock)
 
 
-__all__ = ["SEND_TIMEOUT_S", "alert_router", "check_alert_settings"]
+__all__ = ["SEND_TIMEOUT_S", "alert_router", "check_alert_settings", "ticket_book"]

@@ -88,6 +88,8 @@ class Reconciler:
         mapping: SyncMapping,
         reports: Any = None,  # shared.services.report.ReportStore, or None to skip writing reports
         alert: Callable[[str, str], Awaitable[Any]] | None = None,  # (incident key, message): a held or failed run
+        # After a run is saved: its summary and records (the ticket book: shared.alerting.tickets).
+        after_run: Callable[[RunSummary, list[DriftRecord]], Awaitable[Any]] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.source = source
@@ -101,6 +103,7 @@ class Reconciler:
         self.mapping = mapping
         self.reports = reports
         self.alert = alert
+        self.after_run = after_run
         self.now = now
 
     # ==============================================================================================
@@ -388,6 +391,11 @@ class Reconciler:
                      detail=f"{counts}; enqueued {summary.enqueued} identities; held {summary.held}",
                      error=summary.error or summary.breaker.reason)
         )  # fmt: skip
+        if self.after_run is not None:
+            try:
+                await self.after_run(summary, records)
+            except Exception as exc:  # tickets are told again by the next run; this run's record stands
+                log.error("the findings of %s could not be passed on: %s: %s", summary.run_id, type(exc).__name__, exc)
         if self.alert is None:
             return
         if summary.status == "held":
