@@ -29,7 +29,8 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from shared import names
-from shared.alerting.build import alert_router, ticket_book
+from shared.alerting.build import alert_router, event_feed, ticket_book
+from shared.alerting.feed import EventFeed
 from shared.alerting.router import AlertRouter
 from shared.clock import SYSTEM, Clock
 from shared.core.ports import Source, Target
@@ -154,6 +155,7 @@ class App:
     risk_monitor: RiskMonitor | None = None
     risk: RiskResponse | None = None
     router: AlertRouter | None = None  # where alerts, digests and risk notifications go (set by build)
+    events: EventFeed | None = None  # the feed of effective changes, when the mapping names its endpoint
     closers: list[Any] = field(default_factory=list)
     _storage_ready: bool = False
 
@@ -254,6 +256,7 @@ def build(
     router = alert_router(settings, mapping.alerts, notifier, context.client, clock=clock)
     alerts = Alerts(router, audit)
     tickets = ticket_book(settings, mapping.alerts, state, notifier.http)
+    events = event_feed(settings, mapping.alerts, audit, state, notifier.http, clock=clock, alert=alerts.send)
     built: dict[str, Source] = {
         name: (sources or {}).get(name) or source_kinds[section.kind].build(section, context)
         for name, section in mapping.sources.items()
@@ -293,7 +296,7 @@ def build(
             {"user": worker.sync_user}, waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT
         ),
     )  # fmt: skip
-    app.router = router
+    app.router, app.events = router, events
     entra = built.get(DEFAULT_SOURCE)
     if isinstance(entra, GraphSource):
         _entra_side(app, entra)

@@ -15,6 +15,7 @@ import httpx
 
 from shared.alerting.channels import LEGACY, SEND_TIMEOUT_S, Sender, WebhookSender, build_sender, setting_secret
 from shared.alerting.config import AlertsConfig, Channel
+from shared.alerting.feed import EventFeed, EventSink
 from shared.alerting.router import AlertRouter
 from shared.alerting.tickets import TicketBook
 from shared.alerting.trackers import Jira, ServiceNow, Tracker
@@ -23,6 +24,7 @@ from shared.core.ports import StateStore
 from shared.services.notify import Notifier
 from shared.settings import Secret, Settings, require
 from shared.sources.graph.client import graph_client
+from shared.stores.audit import AuditStore
 
 
 def check_alert_settings(settings: Settings, config: AlertsConfig | None) -> None:
@@ -73,6 +75,26 @@ def ticket_book(
     return TicketBook(state, trackers, scopes) if trackers else None
 
 
+def event_feed(
+    settings: Settings,
+    config: AlertsConfig | None,
+    audit: AuditStore,
+    state: StateStore,
+    http: httpx.AsyncClient,
+    *,
+    clock: Clock = SYSTEM,
+    alert: Callable[[str, str], Any] | None = None,
+) -> EventFeed | None:
+    """The event feed the section's ``events`` names (None without one)."""
+    if config is None or config.events is None:
+        return None
+    events = config.events
+    url = setting_secret(settings, events.url_setting, "the mapping's alerts.events names it", url=True)
+    key = setting_secret(settings, events.secret_setting, "the mapping's alerts.events names it")
+    return EventFeed(audit, state, EventSink(url, key, http, clock), max_attempts=events.max_attempts, clock=clock,
+                     alert=alert)  # fmt: skip
+
+
 def alert_router(
     settings: Settings,
     config: AlertsConfig | None,
@@ -94,4 +116,4 @@ def alert_router(
     return AlertRouter(notifier, config, senders, legacy=legacy, clock=clock)
 
 
-__all__ = ["SEND_TIMEOUT_S", "alert_router", "check_alert_settings", "ticket_book"]
+__all__ = ["SEND_TIMEOUT_S", "alert_router", "check_alert_settings", "event_feed", "ticket_book"]
