@@ -12,13 +12,14 @@ from typing import Any
 from sandbox.server import Emulator, HttpError, Request, Response
 from shared.alerting.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
+DEFAULT_KEY = "events-signing-key-0123456789abcdef"  # the sandbox's signing key (EVENTS_SIGNING_KEY in tests)
 REQUIRED = ("specversion", "id", "source", "type")  # CloudEvents 1.0 required context attributes
 
 
 class EventSink(Emulator):
     name = "events"
 
-    def __init__(self, key: str = "events-signing-key-0123456789abcdef", **kwargs: Any):
+    def __init__(self, key: str = DEFAULT_KEY, **kwargs: Any):
         super().__init__(**kwargs)
         self.key = key
         self._events: list[dict[str, Any]] = []

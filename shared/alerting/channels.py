@@ -14,6 +14,13 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 import httpx
+from kiota_abstractions.api_error import APIError
+from msgraph.generated.models.body_type import BodyType
+from msgraph.generated.models.email_address import EmailAddress
+from msgraph.generated.models.item_body import ItemBody
+from msgraph.generated.models.message import Message
+from msgraph.generated.models.recipient import Recipient
+from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
 
 from shared.alerting import cards
 from shared.alerting.alert import Alert
@@ -79,14 +86,6 @@ class EmailSender:
         self.name, self.mailbox, self.to, self.graph = name, mailbox, to, graph
 
     async def send(self, alert: Alert) -> None:
-        from kiota_abstractions.api_error import APIError
-        from msgraph.generated.models.body_type import BodyType
-        from msgraph.generated.models.email_address import EmailAddress
-        from msgraph.generated.models.item_body import ItemBody
-        from msgraph.generated.models.message import Message
-        from msgraph.generated.models.recipient import Recipient
-        from msgraph.generated.users.item.send_mail.send_mail_post_request_body import SendMailPostRequestBody
-
         subject, html = cards.email(alert)
         message = Message(
             subject=subject,

@@ -16,7 +16,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from sandbox.azurite import Azurite
-from sandbox.event_sink import EventSink
+from sandbox.event_sink import DEFAULT_KEY, EventSink
 from sandbox.receiver import WebhookReceiver
 from sandbox.server import FaultRule
 from shared.alerting.feed import LAG_S
@@ -25,7 +25,7 @@ from tests.alerting.test_cards import ADAPTIVE, errors
 from tests.integration.world import World, run_worker, services_for
 from tests.support import FakeClock
 
-KEY = "events-signing-key-0123456789abcdef"
+KEY = DEFAULT_KEY
 ALERTS = """alerts:
   channels:
     it-ops: {kind: teams, url_setting: ALERTS_TEAMS_URL}
@@ -37,28 +37,17 @@ ALERTS = """alerts:
 
 @pytest.fixture
 def teams() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver().start()
-    try:
-        yield hook  # type: ignore[misc]
-    finally:
-        hook.stop()
-
-
-@pytest.fixture
-def sink() -> Iterator[EventSink]:
-    server = EventSink(key=KEY).start()
-    try:
-        yield server  # type: ignore[misc]
-    finally:
-        server.stop()
+    """A second webhook receiver: the Teams Workflows endpoint (``receiver`` is NOTIFY_WEBHOOK_URL)."""
+    with WebhookReceiver() as hook:
+        yield hook
 
 
 @pytest.fixture
 def world(
-    azurite: Azurite, tmp_path: Path, teams: WebhookReceiver, receiver: WebhookReceiver, sink: EventSink
+    azurite: Azurite, tmp_path: Path, teams: WebhookReceiver, receiver: WebhookReceiver, event_sink: EventSink
 ) -> Iterator[World]:
     env = {"ALERTS_TEAMS_URL": teams.url("workflow"), "NOTIFY_WEBHOOK_URL": receiver.url(),
-           "EVENTS_URL": sink.url(), "EVENTS_SIGNING_KEY": KEY}  # fmt: skip
+           "EVENTS_URL": event_sink.url(), "EVENTS_SIGNING_KEY": KEY}  # fmt: skip
     w = World(azurite, tmp_path, other_targets="", mapping_extra=ALERTS, extra_env=env).start()
     try:
         yield w
@@ -88,7 +77,7 @@ def test_a_poisoned_share_reaches_the_teams_route_as_a_card_and_not_the_default_
 
 
 def test_the_alerts_outbox_timer_publishes_what_the_worker_did(
-    world: World, indexed: dict[str, Any], sink: EventSink
+    world: World, indexed: dict[str, Any], event_sink: EventSink
 ) -> None:
     user = world.member_user()
     clock = FakeClock(start=time.time())
@@ -101,6 +90,6 @@ def test_the_alerts_outbox_timer_publishes_what_the_worker_did(
                 await indexed["alerts_outbox"].get_user_function()(TimerRequest(past_due=False))
 
     asyncio.run(scenario())
-    events = sink.events()
-    assert events and len(events) == len(sink.unique())
+    events = event_sink.events()
+    assert events and len(events) == len(event_sink.unique())
     assert {(e["subject"], e["type"]) for e in events} >= {(user["id"], "com.entra-sync.account.created")}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from sandbox.event_sink import EventSink
+from sandbox.event_sink import DEFAULT_KEY, EventSink
 from sandbox.server import FaultRule
 from shared.alerting.build import event_feed
 from shared.alerting.feed import LAG_S, replay
@@ -26,22 +26,13 @@ from shared.core.work import WorkItem
 from tests.integration.world import World, services_for
 from tests.support import FakeClock
 
-KEY = "events-signing-key-0123456789abcdef"
+KEY = DEFAULT_KEY
 ALERTS = "alerts:\n  events: {url_setting: EVENTS_URL, secret_setting: EVENTS_SIGNING_KEY, max_attempts: 2}\n"
 
 
 @pytest.fixture
-def sink() -> Iterator[EventSink]:
-    server = EventSink(key=KEY).start()
-    try:
-        yield server  # type: ignore[misc]
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def world(azurite: Azurite, tmp_path: Path, sink: EventSink) -> Iterator[World]:
-    env = {"EVENTS_URL": sink.url(), "EVENTS_SIGNING_KEY": KEY}
+def world(azurite: Azurite, tmp_path: Path, event_sink: EventSink) -> Iterator[World]:
+    env = {"EVENTS_URL": event_sink.url(), "EVENTS_SIGNING_KEY": KEY}
     w = World(azurite, tmp_path, users=12, groups=4, other_targets="", mapping_extra=ALERTS, extra_env=env).start()
     try:
         yield w
@@ -61,7 +52,7 @@ async def converge(svc: App, *ids: str) -> None:
 
 
 def test_effective_changes_reach_the_endpoint_signed_once_each_and_the_replay_gives_the_same_ids(
-    world: World, sink: EventSink
+    world: World, event_sink: EventSink
 ) -> None:
     first, second, third = members(world)[:3]
     clock = FakeClock(start=time.time())
@@ -82,10 +73,10 @@ def test_effective_changes_reach_the_endpoint_signed_once_each_and_the_replay_gi
             return {"one": one, "again": again, "two": two, "replayed": replayed}
 
     out = asyncio.run(scenario())
-    events = sink.events()
+    events = event_sink.events()
     assert out["one"].sent > 0 and out["again"].sent == 0 and out["two"].sent > 0
     assert out["two"].skipped == out["one"].sent  # the overlap read them again and sent none twice
-    assert len(events) == len(sink.unique()) == out["one"].sent + out["two"].sent  # each once
+    assert len(events) == len(event_sink.unique()) == out["one"].sent + out["two"].sent  # each once
     kinds = {(e["subject"], e["type"]) for e in events}
     for user in (first, second, third):
         assert (user, "com.entra-sync.account.created") in kinds
@@ -95,11 +86,11 @@ def test_effective_changes_reach_the_endpoint_signed_once_each_and_the_replay_gi
     assert created["data"]["target"] == "auth0" and created["data"]["source"] == "entra"
     assert created["data"]["target_id"] == f"auth0|{first}" and isinstance(created["data"]["diff"], dict)
     assert [e["id"] for e in out["replayed"]] == [e["id"] for e in events]  # the replay's ids are the feed's
-    assert KEY not in json.dumps(events) and sink.url() not in json.dumps(events)
+    assert KEY not in json.dumps(events) and event_sink.url() not in json.dumps(events)
 
 
 def test_a_refused_delivery_is_retried_with_backoff_and_delivered_by_a_later_pass(
-    world: World, sink: EventSink
+    world: World, event_sink: EventSink
 ) -> None:
     user, later = members(world)[:2]
     clock = FakeClock(start=time.time())
@@ -108,7 +99,7 @@ def test_a_refused_delivery_is_retried_with_backoff_and_delivered_by_a_later_pas
         async with services_for(world, reports=False) as svc:
             feed = event_feed(world.settings, svc.mapping.alerts, svc.audit, svc.state, svc.notifier.http, clock=clock)
             assert feed is not None
-            sink.faults.configure([FaultRule("events.post", kind="error", status=503)])
+            event_sink.faults.configure([FaultRule("events.post", kind="error", status=503)])
             await converge(svc, user)
             clock.advance(LAG_S + 120)  # past the rows just written (their times are the real clock's)
             task = asyncio.create_task(feed.publish())
@@ -116,7 +107,7 @@ def test_a_refused_delivery_is_retried_with_backoff_and_delivered_by_a_later_pas
                 await asyncio.sleep(0.01)
                 clock.advance(5)
             parked = task.result()
-            sink.faults.configure([])
+            event_sink.faults.configure([])
             await converge(svc, later)
             clock.advance(LAG_S + 120)  # past the parked events' first wait
             retried = await feed.publish()
@@ -125,11 +116,13 @@ def test_a_refused_delivery_is_retried_with_backoff_and_delivered_by_a_later_pas
     parked, retried = asyncio.run(scenario())
     assert parked.parked > 0 and parked.sent == 0
     assert retried.sent > parked.parked and retried.parked == 0  # the parked ones, then the later change's
-    assert {e["subject"] for e in sink.events()} == {user, later}
-    assert len(sink.events()) == len(sink.unique())
+    assert {e["subject"] for e in event_sink.events()} == {user, later}
+    assert len(event_sink.events()) == len(event_sink.unique())
 
 
-def test_an_event_refused_for_every_attempt_is_dead_lettered_audited_and_alerted(world: World, sink: EventSink) -> None:
+def test_an_event_refused_for_every_attempt_is_dead_lettered_audited_and_alerted(
+    world: World, event_sink: EventSink
+) -> None:
     user = members(world)[0]
     clock = FakeClock(start=time.time())
 
@@ -144,7 +137,7 @@ def test_an_event_refused_for_every_attempt_is_dead_lettered_audited_and_alerted
             feed = event_feed(world.settings, svc.mapping.alerts, svc.audit, svc.state, svc.notifier.http, clock=clock,
                               alert=alert)  # fmt: skip
             assert feed is not None
-            sink.faults.configure([FaultRule("events.post", kind="error", status=500)])
+            event_sink.faults.configure([FaultRule("events.post", kind="error", status=500)])
             await converge(svc, user)
             passes = []
             for _ in range(3):  # max_attempts is 2: the second pass dead-letters
@@ -161,11 +154,11 @@ def test_an_event_refused_for_every_attempt_is_dead_lettered_audited_and_alerted
     assert passes[0].parked > 0 and passes[1].dead == passes[0].parked and passes[2].dead == 0
     assert len(dead) == passes[1].dead and all(r["outcome"] == "failed" for r in dead)
     assert len(told) == len(dead) and all(k.startswith("poison:event:") for k in told)
-    assert sink.events() == []
+    assert event_sink.events() == []
 
 
 def test_the_events_command_replays_the_feed_with_its_ids_and_posts_it_again(
-    world: World, sink: EventSink, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    world: World, event_sink: EventSink, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name, value in world.environment().items():
         monkeypatch.setenv(name, value)
@@ -183,4 +176,4 @@ def test_the_events_command_replays_the_feed_with_its_ids_and_posts_it_again(
     assert [e["id"] for e in printed] == ids and ids
     assert {e["subject"] for e in printed} == {user}
     assert main(["events", "--since", "2000-01-01T00:00:00Z", "--post"]) == 0
-    assert list(sink.unique()) == ids  # delivered again, signed (the sink checks), with the same ids
+    assert list(event_sink.unique()) == ids  # delivered again, signed (the sink checks), with the same ids
