@@ -2,8 +2,10 @@
 
 After each reconciliation run of a target, every ticket channel a ``findings`` route names gets
 the run's unrepaired findings: drift records the run only reported (ambiguous matches, conflicts,
-stale accounts, and any class the target's ``reconcile.remediate`` leaves out) and frozen
-Salesforce users (the target's housekeeping lines). They are grouped by the route's ``tickets``
+stale accounts, and any class the target's ``reconcile.remediate`` leaves out), frozen
+Salesforce users (the target's housekeeping lines) and mapping entries naming groups the source
+cannot give (``unknown_group``: such a run fails before it reads anything, so its tickets are the
+only ones it changes). They are grouped by the route's ``tickets``
 scope, one ticket per finding class (``class``) or per class and identity (``identity``):
 
 * a group with no ticket yet opens one (its key is recorded *before* the ticket is opened, so a run
@@ -11,9 +13,8 @@ scope, one ticket per finding class (``class``) or per class and identity (``ide
 * a group with a ticket updates it with this run's findings;
 * a ticket whose group is gone is closed with a note naming the run.
 
-The ticket ids live in Table Storage (the state store, kind ``tickets|<channel>|<target>``). A run
-that failed says nothing about the findings, so it changes no ticket; neither does a dry run's
-absence of one.
+The ticket ids live in Table Storage (the state store, kind ``tickets|<channel>|<target>``). Any
+other failed run says nothing about the findings, so it changes no ticket.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Final
 from shared.alerting.trackers import Tracker
 from shared.core.drift import DriftRecord, RunSummary
 from shared.core.ports import StateStore
+from shared.services.reconcile import UNKNOWN_GROUP
 
 log = logging.getLogger("entra_sync.tickets")
 
@@ -51,9 +53,11 @@ class Book:
 
 
 def findings_of(records: Iterable[DriftRecord], housekeeping: Iterable[str]) -> list[Finding]:
-    out = [
-        Finding(r.drift, r.identity, r.display or r.sign_in or r.identity) for r in records if r.action == "reported"
-    ]
+    out = []
+    for r in records:
+        if r.action == "reported":
+            who = r.identity or str(r.details.get("entry", ""))  # an unknown group: the mapping entry
+            out.append(Finding(r.drift, who, r.display or r.sign_in or who))
     for line in housekeeping:
         if line.startswith(FROZEN_PREFIX):
             user = line.rsplit(": ", 1)[-1]
@@ -61,8 +65,8 @@ def findings_of(records: Iterable[DriftRecord], housekeeping: Iterable[str]) -> 
     return out
 
 
-def grouped(target: str, findings: Sequence[Finding], scope: str, run_id: str) -> dict[str, tuple[str, str]]:
-    """Finding key -> (title, body) for each ticket this run wants."""
+def grouped(target: str, findings: Sequence[Finding], scope: str, run_id: str) -> dict[str, tuple[str, str, str]]:
+    """Finding key -> (class, title, body) for each ticket this run wants."""
     groups: dict[str, list[Finding]] = {}
     for f in findings:
         key = f"{target}:{f.cls}" if scope == "class" else f"{target}:{f.cls}:{f.identity}"
@@ -85,7 +89,7 @@ def grouped(target: str, findings: Sequence[Finding], scope: str, run_id: str) -
                 f"Report: entra-sync report {run_id}",
             ]
         )
-        out[key] = (title, body)
+        out[key] = (cls, title, body)
     return out
 
 
@@ -98,35 +102,48 @@ class TicketBook:
 
     async def after_run(self, summary: RunSummary, records: Sequence[DriftRecord]) -> dict[str, Book]:
         """Bring every ticket channel in step with a finished run (see the module docs)."""
-        if summary.status not in FINISHED or not self.trackers:
+        only: frozenset[str] | None = None  # the classes the run can speak for (None: every one)
+        if summary.status not in FINISHED:
+            if not any(r.drift == UNKNOWN_GROUP for r in records):
+                return {}
+            only = frozenset({UNKNOWN_GROUP})
+        if not self.trackers:
             return {}
         findings = findings_of(records, summary.housekeeping)
         books = {}
         for name, tracker in self.trackers.items():
             wanted = grouped(summary.target, findings, self.scopes.get(name, "class"), summary.run_id)
-            books[name] = await self.sync(tracker, summary.target, wanted, summary.run_id)
+            books[name] = await self.sync(tracker, summary.target, wanted, summary.run_id, only)
         return books
 
-    async def sync(self, tracker: Tracker, target: str, wanted: Mapping[str, tuple[str, str]], run_id: str) -> Book:
+    async def sync(
+        self,
+        tracker: Tracker,
+        target: str,
+        wanted: Mapping[str, tuple[str, str, str]],
+        run_id: str,
+        only: frozenset[str] | None = None,
+    ) -> Book:
+        """Open, update and close ``tracker``'s tickets of ``target`` to match ``wanted`` (finding key ->
+        class, title, body); with ``only``, tickets of other classes are left as they are."""
         kind = f"tickets|{tracker.name}|{target}"
         stored: dict[str, dict[str, Any]] = {str(v["key"]): v for v in (await self.state.list(kind)).values()}
         book = Book()
-        for key, (title, body) in wanted.items():
+        for key, (cls, title, body) in wanted.items():
             row = stored.get(key)
             ticket = str(row.get("ticket") or "") if row else ""
             if not ticket:
-                await self.state.put(kind, key, {"key": key, "ticket": "", "opened_run": run_id})
+                await self.state.put(kind, key, {"key": key, "cls": cls, "ticket": "", "opened_run": run_id})
                 ticket = (await tracker.find(key) if row else None) or await tracker.open(key, title, body)
-                await self.state.put(
-                    kind, key, {"key": key, "ticket": ticket, "opened_run": run_id, "last_run": run_id}
-                )
+                opened = {"key": key, "cls": cls, "ticket": ticket, "opened_run": run_id, "last_run": run_id}
+                await self.state.put(kind, key, opened)
                 book.opened.append(ticket)
                 continue
             await tracker.update(ticket, title, body)
             await self.state.put(kind, key, {**row, "last_run": run_id})  # type: ignore[dict-item]
             book.updated.append(ticket)
         for key, row in stored.items():
-            if key in wanted:
+            if key in wanted or (only is not None and row.get("cls") not in only):
                 continue
             ticket = str(row.get("ticket") or "") or (await tracker.find(key) or "")
             if ticket:

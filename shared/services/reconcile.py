@@ -53,6 +53,7 @@ from shared.stores.keys import utcnow
 log = logging.getLogger("entra_sync.reconcile")
 
 RUN_KIND: Final = "reconcile-run"
+UNKNOWN_GROUP: Final = "unknown_group"  # a failed run's record: a mapping entry naming a missing group
 FINISHED: Final = frozenset({"completed", "held", "approved"})  # runs whose records are whole
 HISTORY: Final = 12
 PARTIAL_READ_SHARE: Final = 0.5  # fewer Entra users than half the last run's: the read looks partial
@@ -63,6 +64,22 @@ Progress = Callable[[str, int, int | None], None]
 
 class RunNotFound(PermanentError):
     pass
+
+
+class UnknownGroups(PermanentError):
+    """The mapping names groups the source cannot give: the run stops before it reads anything.
+    ``problems``: one line per entry (``roles[2].group: group <id> does not exist ...``)."""
+
+    def __init__(self, message: str, problems: list[str]):
+        super().__init__(message)
+        self.problems = problems
+
+    def records(self) -> list[DriftRecord]:
+        """What the failed run's report (and the ticket book) says about it: a record per entry."""
+        return [
+            DriftRecord(UNKNOWN_GROUP, None, None, problem, {"entry": problem.split(": ", 1)[0]})
+            for problem in self.problems
+        ]
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -202,7 +219,7 @@ class Reconciler:
         summary.error = f"{type(error).__name__}: {error}"
         summary.finished_at = utcnow()
         try:
-            await self._save(summary, [])
+            await self._save(summary, error.records() if isinstance(error, UnknownGroups) else [])
         except Exception as exc:  # storage is what failed: the alert and the log must still go out
             log.error("could not record the failed reconciliation %s: %s", summary.run_id, type(exc).__name__)
             if self.alert is not None:
@@ -226,9 +243,10 @@ class Reconciler:
             await mapping_group_problems(self.source, self.mapping) if isinstance(self.source, ReadsGroups) else []
         )
         if problems:  # a missing scope group would make everyone a leaver: refuse the run instead
-            raise PermanentError(
+            raise UnknownGroups(
                 f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
-                f"entitlements cannot be worked out: {'; '.join(problems)}"
+                f"entitlements cannot be worked out: {'; '.join(problems)}",
+                problems,
             )
 
     async def plans(self, progress: Progress | None = None) -> AsyncIterator[tuple[Identity, Resolution, Plan]]:

@@ -15,6 +15,7 @@ import pytest
 from sandbox.azurite import Azurite
 from sandbox.mirror import mirror
 from sandbox.tickets import JiraEmulator, ServiceNowEmulator
+from shared.errors import PermanentError
 from shared.mapping.load import load_mapping
 from tests.integration.world import World, services_for
 
@@ -69,14 +70,17 @@ def stale(world: World, user_id: str) -> None:
                           "app_metadata": {"entra_object_id": user_id}, "roles": roles})  # fmt: skip
 
 
+def members_of(world: World) -> list[str]:
+    dump = world.graph.snapshot(full=True)["dump"]
+    return [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
+
+
 def test_findings_open_update_and_close_tickets_across_three_runs(
     world: World, trackers: tuple[ServiceNowEmulator, JiraEmulator]
 ) -> None:
     snow, jira = trackers
     mirror(world.graph, world.auth0, load_mapping(world.settings.mapping_file))
-    dump = world.graph.snapshot(full=True)["dump"]
-    members = [u["id"] for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"]
-    first_stale, twin, second_stale = members[:3]
+    first_stale, twin, second_stale = members_of(world)[:3]
     stale(world, first_stale)
     delete(world, f"auth0|{twin}")
     for n in (1, 2):
@@ -132,3 +136,33 @@ def test_findings_open_update_and_close_tickets_across_three_runs(
     done = jira_by_status()
     assert len(done["Done"]) == 1 and "ambiguous" in done["Done"][0]
     assert len(done["To Do"]) == 2
+
+
+def test_a_mapping_group_that_is_gone_opens_a_ticket_and_its_return_closes_it(
+    world: World, trackers: tuple[ServiceNowEmulator, JiraEmulator]
+) -> None:
+    snow, _ = trackers
+    mirror(world.graph, world.auth0, load_mapping(world.settings.mapping_file))
+    stale(world, members_of(world)[0])
+    gone = world.group_ids[2]
+    name = next(g["displayName"] for g in world.graph.snapshot(full=True)["dump"]["groups"] if g["id"] == gone)
+    world.graph.delete_group(gone)
+
+    async def reconcile(fresh: bool) -> str:
+        async with services_for(world, keep_storage=not fresh, reports=False) as svc:
+            try:
+                summary, _ = await svc.reconcilers["auth0"].run("dry-run")
+            except PermanentError as exc:
+                return str(exc)
+            return summary.status
+
+    assert "names groups Entra ID cannot give" in asyncio.run(reconcile(fresh=True))
+    (ticket,) = snow.tickets()  # only what the failed run can speak for: no stale ticket from it
+    assert ticket["correlation_id"] == "auth0:unknown_group" and gone in ticket["description"]
+    assert "roles[2].group" in ticket["description"]
+
+    world.graph.create_group(id=gone, displayName=name)
+    assert asyncio.run(reconcile(fresh=False)) == "completed"
+    tickets = {t["correlation_id"]: t for t in snow.tickets()}
+    assert tickets["auth0:unknown_group"]["active"] == "false"  # resolved: the group is back
+    assert tickets["auth0:stale"]["active"] == "true"
