@@ -13,7 +13,8 @@
   which every delivery and the ``alerts_outbox`` timer run), through the same claim. A storm of a
   thousand alerts is ``burst`` messages and one digest per channel. An attempt that is retried after
   its window ended may be decided again: it is then sent, or mentioned in the next digest, never
-  lost. Without an ``alerts:`` section there is no rate limit (the default route behaves as before).
+  lost. A window's rows are dropped ``KEEP_WINDOWS`` windows after it ended, once it owes no digest.
+  Without an ``alerts:`` section there is no rate limit (the default route behaves as before).
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ WINDOWS: Final = "alerts-window"  # one row per (route, window): how many alerts
 DIGEST_ITEMS: Final = "alerts-digest|"  # + route|window: one row per alert key admitted to it
 COUNT_TRIES: Final = 20
 DIGEST_SAMPLE: Final = 20  # titles a digest lists; it counts the rest
-FLUSH_EVERY_S: Final = 60.0  # how often a delivery looks for ended windows (the timer does too)
+FLUSH_EVERY_S: Final = 60.0
+KEEP_WINDOWS: Final = 6  # a window's rows are kept this many windows after it ended (a late retry reuses them)
+FORGET_BATCH: Final = (
+    50  # windows dropped per flush at most  # how often a delivery looks for ended windows (the timer does too)
+)
 DEFAULT_ROUTE: Final = Route(kinds=EVENT_KINDS, channels=(LEGACY,), name="default")
 _RANK: Final = {"sent": 4, "digested": 3, "already_sent": 2, "not_configured": 1}
 
@@ -203,7 +208,23 @@ class AlertRouter:
                 continue
             await self._mark_flushed(window)
             sent += 1
+        await self._forget(now)
         return sent
+
+    async def _forget(self, now: float) -> None:
+        """Drop the rows of windows that ended ``KEEP_WINDOWS`` windows ago and owe no digest, so
+        the rate limit's rows stay bounded (a few hundred a route at most)."""
+        cutoff = now - KEEP_WINDOWS * self.digest.window_s
+        query = "PartitionKey eq @p and end lt @cutoff"
+        old = [dict(e) async for e in self.table.query_entities(query, parameters={"p": WINDOWS, "cutoff": cutoff})]
+        for window in old[:FORGET_BATCH]:
+            if window.get("digested") and not window.get("flushed"):
+                continue  # its digest is still owed
+            partition = encode_key(f"{DIGEST_ITEMS}{window['route']}|{window['window']}")
+            items = self.table.query_entities("PartitionKey eq @p", parameters={"p": partition}, select=["RowKey"])
+            async for item in items:
+                await self.table.delete_entity(partition, item["RowKey"])
+            await self.table.delete_entity(WINDOWS, window["RowKey"])
 
     def _route(self, name: str) -> Routed | None:
         if name == DEFAULT_ROUTE.name:

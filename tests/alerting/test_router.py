@@ -176,6 +176,11 @@ def test_a_storm_of_a_thousand_alerts_is_the_burst_and_one_digest(azurite: Azuri
             clock.advance(600)
             assert await router.flush() == 1
             assert await router.flush() == 0  # sent once
+            rate_rows = "PartitionKey ge 'alerts-' and PartitionKey lt 'alerts.'"  # the windows and digest items
+            assert len([e async for e in router.table.query_entities(rate_rows)]) == 1001
+            clock.advance(7 * 600)  # the window's rows are dropped once it is long past
+            assert await router.flush() == 0
+            assert [e async for e in router.table.query_entities(rate_rows)] == []
             assert len([r for r in await audit.for_identity("alerts") if r["outcome"] == "ok"]) == 1000
 
     asyncio.run(scenario())
