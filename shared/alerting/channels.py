@@ -78,31 +78,51 @@ class WebhookSender:
             raise TransientError(f"the {self.name} channel answered {response.status_code}")
 
 
-class EmailSender:
-    """Graph ``sendMail`` from the configured mailbox (application permission ``Mail.Send``,
-    restricted to that mailbox by an application access policy: see the README)."""
+class Mailbox:
+    """Graph ``sendMail`` from one mailbox (application permission ``Mail.Send``, restricted to that
+    mailbox by an application access policy: see the README). A refusal or an unreachable Graph is
+    a :class:`TransientError` naming ``name`` and the status, never the message."""
 
-    def __init__(self, name: str, mailbox: str, to: tuple[str, ...], graph: Any):
-        self.name, self.mailbox, self.to, self.graph = name, mailbox, to, graph
+    def __init__(self, name: str, mailbox: str, graph: Any):
+        self.name, self.mailbox, self.graph = name, mailbox, graph
 
-    async def send(self, alert: Alert) -> None:
-        subject, html = cards.email(alert)
+    async def send_mail(self, to: tuple[str, ...], subject: str, content: str, *, html: bool) -> None:
         message = Message(
             subject=subject,
-            body=ItemBody(content_type=BodyType.Html, content=html),
-            to_recipients=[Recipient(email_address=EmailAddress(address=a)) for a in self.to],
+            body=ItemBody(content_type=BodyType.Html if html else BodyType.Text, content=content),
+            to_recipients=[Recipient(email_address=EmailAddress(address=a)) for a in to],
         )
         request = SendMailPostRequestBody(message=message, save_to_sent_items=False)
         try:
             await self.graph.users.by_user_id(self.mailbox).send_mail.post(request)
         except APIError as exc:
-            raise TransientError(
-                f"the {self.name} channel (Graph sendMail) answered {exc.response_status_code}"
-            ) from None
+            raise TransientError(f"{self.name} (Graph sendMail) answered {exc.response_status_code}") from None
         except httpx.HTTPError as exc:
-            raise TransientError(
-                f"the {self.name} channel (Graph sendMail) is unreachable ({type(exc).__name__})"
-            ) from None
+            raise TransientError(f"{self.name} (Graph sendMail) is unreachable ({type(exc).__name__})") from None
+
+
+class EmailSender:
+    """An alert as HTML email to the channel's recipients (a distribution list per route)."""
+
+    def __init__(self, name: str, mailbox: str, to: tuple[str, ...], graph: Any):
+        self.name, self.to = name, to
+        self.mail = Mailbox(f"the {name} channel", mailbox, graph)
+
+    async def send(self, alert: Alert) -> None:
+        subject, html = cards.email(alert)
+        await self.mail.send_mail(self.to, subject, html, html=True)
+
+
+class GraphCourier:
+    """A :class:`shared.targets.auth0.welcome.Courier` (a joiner's welcome) through Graph
+    ``sendMail`` from one mailbox, as plain text. Duplicates are kept away by the welcome desk's own
+    claim, so ``key`` is not needed here."""
+
+    def __init__(self, mailbox: str, graph: Any):
+        self.mail = Mailbox("the welcome courier", mailbox, graph)
+
+    async def deliver(self, key: str, to: str, subject: str, text: str) -> None:
+        await self.mail.send_mail((to,), subject, text, html=False)
 
 
 def setting_secret(settings: Settings, setting: str, why: str, *, url: bool = False) -> Secret:

@@ -167,7 +167,7 @@ class MappingChecker(Checker):
         alerts = check_alerts(self, data.get("alerts")) if version == 2 else None
         if self.problems:
             raise MappingError(self.source, self.problems)
-        return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk, sources, alerts)
+        return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk, sources, alerts=alerts)
 
     def default_sources(self) -> dict[str, SourceSection]:
         """A file without ``sources:`` reads from the one source ``entra``, as every file did."""
