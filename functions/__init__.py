@@ -1,5 +1,6 @@
 """One blueprint per module; ``function_app.py`` registers every one listed here."""
 
+from functions.alerts_outbox import bp as alerts_outbox_bp
 from functions.delta_sync import bp as delta_sync_bp
 from functions.graph_lifecycle import bp as graph_lifecycle_bp
 from functions.graph_webhook import bp as graph_webhook_bp
@@ -26,4 +27,5 @@ BLUEPRINTS = [
     risk_alert_bp,
     scim_inbox_bp,
     telemetry_probe_bp,
+    alerts_outbox_bp,
 ]

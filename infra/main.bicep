@@ -212,6 +212,18 @@ module scimInbox 'app/scim-inbox.bicep' = if (!empty(scimInboxSourceNames)) {
   }
 }
 
+// The event feed's Event Grid custom topic (app/events.bicep).
+module events 'app/events.bicep' = {
+  name: 'events'
+  scope: rg
+  params: {
+    name: 'evgt-${resourceToken}'
+    location: location
+    tags: tags
+    keyVaultName: keyVault.outputs.name
+  }
+}
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg

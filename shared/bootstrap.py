@@ -29,6 +29,9 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 
 from shared import names
+from shared.alerting.build import alert_router, event_feed, ticket_book
+from shared.alerting.feed import EventFeed
+from shared.alerting.router import AlertRouter
 from shared.clock import SYSTEM, Clock
 from shared.core.ports import Source, Target
 from shared.core.work import DEFAULT_SOURCE
@@ -153,6 +156,8 @@ class App:
     subscriptions: SubscriptionManager | None = None
     risk_monitor: RiskMonitor | None = None
     risk: RiskResponse | None = None
+    router: AlertRouter | None = None  # where alerts, digests and risk notifications go (set by build)
+    events: EventFeed | None = None  # the feed of effective changes, when the mapping names its endpoint
     closers: list[Any] = field(default_factory=list)
     observe: Observe = OBSERVE  # spans and metrics (shared.observe); the dispatcher reports to it
     _storage_ready: bool = False
@@ -255,7 +260,10 @@ def build(
     waits = Waits(queue, audit)
     notifier = Notifier(tables.get_table_client(names.STATE_TABLE), settings.notify_webhook_url)
     closers.append(notifier)
-    alerts = Alerts(notifier, audit)
+    router = alert_router(settings, mapping.alerts, notifier, context.client, clock=clock)
+    alerts = Alerts(router, audit)
+    tickets = ticket_book(settings, mapping.alerts, state, notifier.http)
+    events = event_feed(settings, mapping.alerts, audit, state, notifier.http, clock=clock, alert=alerts.send)
     built: dict[str, Source] = {
         name: (sources or {}).get(name) or source_kinds[section.kind].build(section, context)
         for name, section in mapping.sources.items()
@@ -283,6 +291,7 @@ def build(
             mapping=mapping.for_source(job.section.source),
             reports=report_store,
             alert=alerts.send,
+            after_run=tickets.after_run if tickets is not None else None,
         )
         for name, job in jobs.items()
     }
@@ -296,6 +305,7 @@ def build(
         observe=observe,
     )  # fmt: skip
     app.dispatcher.observers.append(observe.finished)  # every finished work item: its metrics
+    app.router, app.events = router, events
     entra = built.get(DEFAULT_SOURCE)
     if isinstance(entra, GraphSource):
         _entra_side(app, entra)
@@ -325,7 +335,7 @@ def _entra_side(app: App, source: GraphSource) -> None:
     )  # fmt: skip
     app.risk = RiskResponse(
         source=source, jobs={name: app.jobs[name] for name in fed}, leases=app.leases, state=app.state,
-        audit=app.audit, notifier=app.notifier, policy=mapping.risk,
+        audit=app.audit, alerts=app.router, policy=mapping.risk,
     )  # fmt: skip
     app.dispatcher.handlers.update(
         {

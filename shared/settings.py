@@ -144,6 +144,8 @@ class Settings:
     # sections name theirs (a Key Vault reference in Azure), so the SCIM kind reads them once the
     # mapping is known, from the environment these settings came from.
     scim_tokens: dict[str, Secret] = field(default_factory=dict)
+    # Secrets the mapping's alerts: section names by setting (ALERTS_*, EVENTS_*), read likewise.
+    named_secrets: dict[str, Secret] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -170,6 +172,20 @@ class Settings:
         if not value.isascii() or not value.isprintable() or " " in value:
             return f"{setting} must be printable ASCII without spaces (it travels in an HTTP header)"
         self.scim_tokens[setting] = Secret(value)
+        return None
+
+    def named_secret_problem(self, setting: str, why: str, *, url: bool = False) -> str | None:
+        """Read the secret ``setting`` the mapping names into :attr:`named_secrets` (``url``: it must
+        be an https URL, plain http only on loopback); why not, when it cannot be."""
+        if setting in self.named_secrets:
+            return None
+        reader = _Reader(self.env)  # the same reading as every other setting: blank, unresolved reference
+        value = reader.required(setting, why)
+        if value is not None and url:
+            value = reader.url(setting, value)
+        if value is None:
+            return reader.problems[0]
+        self.named_secrets[setting] = Secret(value)
         return None
 
 
@@ -442,4 +458,8 @@ def _valid_connection_string(value: str) -> bool:
 
 def _shown(name: str, value: str) -> str:
     """A value fit for an error message: secrets are never echoed."""
-    return "(hidden)" if any(s in name for s in ("SECRET", "TOKEN", "STATE", "Storage", "WEBHOOK")) else repr(value)
+    return (
+        "(hidden)"
+        if any(s in name for s in ("SECRET", "TOKEN", "STATE", "Storage", "WEBHOOK", "ALERTS_", "EVENTS_"))
+        else repr(value)
+    )

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite, AzuriteUnavailable
+from sandbox.event_sink import EventSink
 from sandbox.receiver import WebhookReceiver
 from tests.support import sandbox_env
 
@@ -43,6 +44,13 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield hook  # type: ignore[misc]
     finally:
         hook.stop()
+
+
+@pytest.fixture
+def event_sink() -> Iterator[EventSink]:
+    """An event feed endpoint on loopback that checks entra-sync's HMAC signature (its default key)."""
+    with EventSink() as sink:
+        yield sink
 
 
 @pytest.fixture

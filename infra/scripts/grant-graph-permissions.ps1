@@ -2,10 +2,13 @@
 # more: the PowerShell twin of grant-graph-permissions.sh (same permissions, same steps, same
 # messages). Safe to run again: permissions already granted are left alone and reported.
 #
-# Usage: ./infra/scripts/grant-graph-permissions.ps1 [-PrincipalId OBJECT_ID] [-DryRun]
+# Usage: ./infra/scripts/grant-graph-permissions.ps1 [-PrincipalId OBJECT_ID] [-MailSend] [-DryRun]
+# -MailSend: also Mail.Send, where the mapping sends mail (an alerts email channel, an Auth0
+# welcome_mailbox); restrict it to that mailbox (README, "Email").
 # Needs: Azure CLI signed in (az login) as Privileged Role Administrator or Global Administrator.
 param(
     [string] $PrincipalId = $env:AZURE_MANAGED_IDENTITY_PRINCIPAL_ID,
+    [switch] $MailSend,
     [switch] $DryRun
 )
 $ErrorActionPreference = 'Stop'
@@ -18,6 +21,7 @@ $Permissions = @(
     'IdentityRiskyUser.Read.All'
     'IdentityRiskEvent.Read.All'
 )
+if ($MailSend) { $Permissions += 'Mail.Send' }
 
 if (-not $PrincipalId -and (Get-Command azd -ErrorAction SilentlyContinue)) {
     $PrincipalId = (azd env get-value AZURE_MANAGED_IDENTITY_PRINCIPAL_ID 2>$null)

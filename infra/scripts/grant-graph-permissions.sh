@@ -3,10 +3,12 @@
 # more. Safe to run again: permissions already granted are left alone and reported.
 #
 # Usage:
-#   infra/scripts/grant-graph-permissions.sh [--principal-id OBJECT_ID] [--dry-run]
+#   infra/scripts/grant-graph-permissions.sh [--principal-id OBJECT_ID] [--mail-send] [--dry-run]
 #
 #   --principal-id         object (principal) id of the managed identity's service principal.
 #                          Default: $AZURE_MANAGED_IDENTITY_PRINCIPAL_ID, else `azd env get-value`.
+#   --mail-send            also Mail.Send, where the mapping sends mail (an alerts email channel, an
+#                          Auth0 welcome_mailbox); restrict it to that mailbox (README, "Email").
 #   --dry-run              print what would be granted, change nothing.
 #
 # Needs: Azure CLI signed in (`az login`) as someone who may grant admin consent for Microsoft Graph
@@ -19,6 +21,7 @@
 #                               (members@delta), transitive members
 #   IdentityRiskyUser.Read.All  /identityProtection/riskyUsers
 #   IdentityRiskEvent.Read.All  /identityProtection/riskDetections
+#   Mail.Send (--mail-send)     /users/{mailbox}/sendMail, one mailbox by access policy
 set -euo pipefail
 
 GRAPH_APP_ID="00000003-0000-0000-c000-000000000000"
@@ -46,6 +49,10 @@ while [[ $# -gt 0 ]]; do
       ;;
     --dry-run)
       dry_run=1
+      shift
+      ;;
+    --mail-send)
+      PERMISSIONS+=("Mail.Send")
       shift
       ;;
     -h | --help)

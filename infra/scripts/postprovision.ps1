@@ -9,8 +9,12 @@ if (-not $principal) {
     exit 1
 }
 
+# The mapping sends mail (preprovision wrote ENTRA_SYNC_MAIL_SEND): Mail.Send too.
+$mailSend = ($env:ENTRA_SYNC_MAIL_SEND -eq 'true')
+$mail = if ($mailSend) { ' --mail-send' } else { '' }
+$mailPs = if ($mailSend) { ' -MailSend' } else { '' }
 try {
-    & (Join-Path $PSScriptRoot 'grant-graph-permissions.ps1') -PrincipalId $principal
+    & (Join-Path $PSScriptRoot 'grant-graph-permissions.ps1') -PrincipalId $principal -MailSend:$mailSend
     $granted = ($LASTEXITCODE -eq 0)
 }
 catch { $granted = $false }
@@ -24,9 +28,9 @@ foreach ($line in @(
         'permissions needs Privileged Role Administrator or Global Administrator). The app is deployed but',
         'reads nothing from Entra ID until an administrator runs, from a clone of this repository:',
         "  az login --tenant $tenant",
-        "  bash infra/scripts/grant-graph-permissions.sh --principal-id $principal",
+        "  bash infra/scripts/grant-graph-permissions.sh --principal-id $principal$mail",
         'or in PowerShell:',
-        "  ./infra/scripts/grant-graph-permissions.ps1 -PrincipalId $principal",
+        "  ./infra/scripts/grant-graph-permissions.ps1 -PrincipalId $principal$mailPs",
         'then: azd hooks run postdeploy (creates the Graph subscriptions).'
     )) { [Console]::Error.WriteLine("entra-sync: $line") }
 exit 0

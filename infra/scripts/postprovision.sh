@@ -16,7 +16,13 @@ if [ -z "$principal" ]; then
   exit 1
 fi
 
-if bash "$here/grant-graph-permissions.sh" --principal-id "$principal"; then
+mail=""  # the mapping sends mail (preprovision wrote ENTRA_SYNC_MAIL_SEND): Mail.Send too
+if [ "${ENTRA_SYNC_MAIL_SEND:-false}" = "true" ]; then
+  mail="--mail-send"
+fi
+
+# shellcheck disable=SC2086 # $mail is one flag or nothing
+if bash "$here/grant-graph-permissions.sh" --principal-id "$principal" $mail; then
   printf 'entra-sync: %s\n' "the managed identity $principal holds the Microsoft Graph permissions it needs"
   exit 0
 fi
@@ -26,7 +32,7 @@ printf 'entra-sync: %s\n' \
   "permissions needs Privileged Role Administrator or Global Administrator). The app is deployed but" \
   "reads nothing from Entra ID until an administrator runs, from a clone of this repository:" \
   "  az login --tenant $tenant" \
-  "  bash infra/scripts/grant-graph-permissions.sh --principal-id $principal" \
+  "  bash infra/scripts/grant-graph-permissions.sh --principal-id $principal $mail" \
   "or in PowerShell:" \
   "  ./infra/scripts/grant-graph-permissions.ps1 -PrincipalId $principal" \
   "then: azd hooks run postdeploy (creates the Graph subscriptions)." >&2

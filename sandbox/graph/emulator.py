@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from sandbox.graph.mail import Outbox
 from sandbox.graph.notify import Delivery, Notifier, handshake, is_loopback_url
 from sandbox.graph.odata import compile_filter, parse_datetime, parse_filter, parse_select, project, unsupported
 from sandbox.server import Emulator, HttpError, RateDecision, Request, Response
@@ -193,6 +194,8 @@ class GraphEmulator(Emulator):
         self._init_state(DEFAULT_DOMAIN)
         self._register_routes()
         self._register_controls()
+        self.outbox = Outbox(self.lock)  # Graph sendMail (sandbox/graph/mail.py)
+        self.outbox.register(self, self.api_prefix)
 
     # ==========================================================================================
     # State
@@ -233,6 +236,7 @@ class GraphEmulator(Emulator):
         with self.lock:
             self._init_state(DEFAULT_DOMAIN)
             self.notifier.reset()
+            self.outbox.reset()
 
     def seed(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Replace the tenant with ``build_tenant(users, groups, seed, ...)``."""

@@ -14,6 +14,7 @@
     entra-sync check                          settings, the mapping file, its groups, each target asked
     entra-sync doctor                         a deployment from outside: Graph permissions, Auth0 scopes, tokens,
                                               subscriptions, storage; each missing piece with its fix
+    entra-sync events --since ISO [--until ISO] [--post]   the event feed replayed from the audit trail
 
 Settings come from the environment, or from a Functions ``local.settings.json`` given with
 ``--settings`` (its ``Values``). Run it as ``python -m shared.cli`` or, installed, ``entra-sync``.
@@ -48,6 +49,7 @@ from shared.cli.common import (
     without_query,
 )
 from shared.cli.doctor import cmd_doctor
+from shared.cli.events import cmd_events
 from shared.cli.operate import cmd_pause, cmd_resume, cmd_status
 from shared.cli.poison import cmd_poison
 from shared.cli.preview import cmd_preview
@@ -74,6 +76,7 @@ COMMANDS: dict[str, Callable[[bootstrap.App, argparse.Namespace], Awaitable[int]
     "poison": cmd_poison,
     "sync-one": cmd_sync_one,
     "preview": cmd_preview,
+    "events": cmd_events,
 }
 
 
@@ -141,6 +144,10 @@ def parser() -> argparse.ArgumentParser:
     aud.add_argument("--limit", type=at_least_one, default=200, help="at most this many rows, the newest (1 or more)")
     aud.add_argument("--format", choices=("text", "json", "csv"), default="text", help="how to print them")
     aud.add_argument("--output", help="write to this file instead of standard output (an export)")
+    ev = sub.add_parser("events", help="the event feed replayed from the audit trail (CloudEvents, same ids)")
+    ev.add_argument("--since", type=iso_time, required=True, help="ISO 8601 time, e.g. 2026-11-22T00:00:00Z")
+    ev.add_argument("--until", type=iso_time, help="ISO 8601 time (excluded)")
+    ev.add_argument("--post", action="store_true", help="deliver them again to the feed's endpoint")
     sub.add_parser(
         "status",
         parents=[reads],

@@ -40,6 +40,7 @@ from shared.mapping.model import MappingError, SyncMapping
 TARGETS_VALUE: Final = "ENTRA_SYNC_TARGETS"
 SECRETS_VALUE: Final = "ENTRA_SYNC_TARGET_SECRETS"
 INBOX_SOURCES_VALUE: Final = "SCIM_INBOX_SOURCES"
+MAIL_SEND_VALUE: Final = "ENTRA_SYNC_MAIL_SEND"  # "true": the grant adds Mail.Send
 AUTH0_VALUES: Final = ("AUTH0_DOMAIN", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET")
 INBOX_SEED_VALUE: Final = "SCIM_INBOX_TOKEN_SEED"
 APP_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -137,7 +138,16 @@ def azd_values(mapping: SyncMapping, env: Mapping[str, str]) -> dict[str, str] |
         TARGETS_VALUE: json.dumps(found.target_set(env), separators=(",", ":")),
         SECRETS_VALUE: json.dumps(found.secret_values(env), separators=(",", ":")),
         INBOX_SOURCES_VALUE: ",".join(found.inbox_sources),
+        MAIL_SEND_VALUE: "true" if sends_mail(mapping) else "false",
     }
+
+
+def sends_mail(mapping: SyncMapping) -> bool:
+    """Whether the mapping sends mail through Graph (an alerts email channel, an Auth0 welcome from a
+    mailbox): then the post-provision grant adds Mail.Send (``--mail-send``)."""
+    channels = mapping.alerts.channels.values() if mapping.alerts is not None else ()
+    welcome = any(getattr(s.options, "welcome_mailbox", None) for s in mapping.targets.values())
+    return welcome or any(c.kind == "email" for c in channels)
 
 
 def _azd_env_set(name: str, value: str) -> None:

@@ -24,6 +24,7 @@ Version 2 (named sources, shared scope, named targets)::
           - {group: <group object id>, roles: [Sales Reader]}
         deprovision: {action: block}
     risk: {...}
+    alerts: {...}                # channels, routes, digest, event feed (shared.alerting.check)
 
 Version 1 (one Auth0 target, its sections at the top level) still loads, as the single target
 ``auth0``: move ``target``'s keys and the sections ``matching``, ``attributes``, ``roles``,
@@ -42,6 +43,7 @@ from typing import Any, Final
 
 import yaml
 
+from shared.alerting.check import check_alerts
 from shared.core.work import DEFAULT_SOURCE, SOURCE_NAME, TARGET_NAME
 from shared.mapping.check import Checker
 from shared.mapping.model import (
@@ -77,7 +79,7 @@ VERSIONS: Final = (1, 2)
 V1_SECTIONS: Final = frozenset(
     {"version", "target", "scope", "matching", "attributes", "roles", "deprovision", "reconcile", "risk", "guard"}
 )
-V2_SECTIONS: Final = frozenset({"version", "sources", "scope", "targets", "risk"})
+V2_SECTIONS: Final = frozenset({"version", "sources", "scope", "targets", "risk", "alerts"})
 SECTION_KEYS: Final = frozenset(
     {"kind", "source", "attributes", "matching", "deprovision", "reconcile", "guard", "scope", "note"}
 )
@@ -169,9 +171,10 @@ class MappingChecker(Checker):
             section = self.section(V1_TARGET, kind, v1, "", options=(target, "target."))
             targets = {V1_TARGET: section} if section is not None else {}
         risk = self.risk(data.get("risk") or {})
+        alerts = check_alerts(self, data.get("alerts")) if version == 2 else None
         if self.problems:
             raise MappingError(self.source, self.problems)
-        return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk, sources)
+        return SyncMapping(self.source, 2 if version == 2 else 1, scope, targets, risk, sources, alerts=alerts)
 
     def default_sources(self) -> dict[str, SourceSection]:
         """A file without ``sources:`` reads from the one source ``entra``, as every file did."""

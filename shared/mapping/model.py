@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol, runtime_checkable
 
+from shared.alerting.config import AlertsConfig
 from shared.core.work import DEFAULT_SOURCE
 
 USER_TYPES: Final = ("Member", "Guest")
@@ -373,6 +374,7 @@ class SyncMapping:
     risk: RiskPolicy = field(default_factory=RiskPolicy)
     sources: Mapping[str, SourceSection] = field(default_factory=lambda: dict(DEFAULT_SOURCES))
     sha256: str = ""  # of the file's bytes as they were read (load_mapping), for reports' provenance
+    alerts: AlertsConfig | None = None  # the alerts: section (None: NOTIFY_WEBHOOK_URL alone, if set)
 
     def fed_by(self, source: str) -> dict[str, TargetSection]:
         """The targets the source feeds, by name, in file order."""

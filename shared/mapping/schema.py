@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Final
 
+from shared.alerting.schema import alerts_schema
 from shared.core.work import SOURCE_NAME, TARGET_NAME
 from shared.mapping.load import (
     ATTRIBUTE_KEYS,
@@ -165,7 +166,14 @@ def mapping_schema(
         "$id": SCHEMA_ID,
         "title": "entra-sync mapping file, version 2",
         **closed(
-            {"version": {"const": 2}, "sources": sources, "scope": scope(), "targets": targets, "risk": risk},
+            {
+                "version": {"const": 2},
+                "sources": sources,
+                "scope": scope(),
+                "targets": targets,
+                "risk": risk,
+                "alerts": alerts_schema(),
+            },
             V2_SECTIONS,
             required=["version", "targets"],
         ),

@@ -32,6 +32,7 @@ from shared import names
 from shared.core.ports import ChecksLive
 from shared.core.work import DEFAULT_SOURCE
 from shared.errors import SyncError
+from shared.mapping.deploy import sends_mail
 from shared.settings import Auth0Auth, is_loopback_url
 
 # Microsoft Graph's application permissions (app role ids are the same in every tenant).
@@ -40,6 +41,7 @@ GRAPH_APP_ROLES: Final = {
     "Group.Read.All": "5b567255-7703-4780-807c-7be8301ae99b",
     "IdentityRiskyUser.Read.All": "dc5007c0-2d7d-4c42-879c-2dab87571379",
     "IdentityRiskEvent.Read.All": "6e472fd1-ad78-48da-a0f0-97ab2c6b769e",
+    "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
 }
 # The Auth0 Management API scopes every Auth0 target uses (README, "Deploy to Azure", step 1).
 AUTH0_SCOPES: Final = (
@@ -137,6 +139,8 @@ def needed_graph_permissions(app: Any) -> list[str]:
     wanted = ["User.Read.All", "Group.Read.All"]
     if app.mapping.risk.rules:
         wanted += ["IdentityRiskyUser.Read.All", "IdentityRiskEvent.Read.All"]
+    if sends_mail(app.mapping):
+        wanted.append("Mail.Send")  # grant-graph-permissions --mail-send; one mailbox by access policy
     return wanted
 
 

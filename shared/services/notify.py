@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,21 +73,33 @@ class Notifier:
         """Send ``text`` for incident ``key`` unless it was sent already (see the module docs)."""
         if self.webhook_url is None:
             return Delivery("not_configured", "NOTIFY_WEBHOOK_URL is not set: the security team was not told")
+        return await self.once(key, lambda: self._post(text))
+
+    async def once(self, key: str, send: Callable[[], Awaitable[None]]) -> Delivery:
+        """Run ``send`` for ``key`` unless it ran to the end already, through the claim of the module
+        docs: ``send`` raises :class:`TransientError` when what it sends was not taken (the claim is
+        then marked failed and the error raised, so the next attempt sends it)."""
         row = encode_key(key)
         etag = await self._claim(row, key)
         if etag is None:
             return Delivery("already_sent")
         try:
-            response = await self.http.post(self.webhook_url.reveal(), json={"text": text[:MAX_TEXT]})
-        except httpx.HTTPError as exc:
+            await send()
+        except Exception:
             await self._mark(row, etag, "failed")
-            raise TransientError(f"notification webhook unreachable ({type(exc).__name__})") from None
-        if not 200 <= response.status_code < 300:
-            await self._mark(row, etag, "failed")
-            raise TransientError(f"notification webhook answered {response.status_code}")
+            raise
         self.sent += 1
         await self._mark(row, etag, "sent")
         return Delivery("sent")
+
+    async def _post(self, text: str) -> None:
+        assert self.webhook_url is not None  # send_once checked
+        try:
+            response = await self.http.post(self.webhook_url.reveal(), json={"text": text[:MAX_TEXT]})
+        except httpx.HTTPError as exc:
+            raise TransientError(f"notification webhook unreachable ({type(exc).__name__})") from None
+        if not 200 <= response.status_code < 300:
+            raise TransientError(f"notification webhook answered {response.status_code}")
 
     async def _claim(self, row: str, key: str) -> str | None:
         """The claim's ETag, or ``None`` when the message was sent already."""

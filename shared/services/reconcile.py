@@ -62,6 +62,7 @@ from shared.stores.keys import utcnow
 log = logging.getLogger("entra_sync.reconcile")
 
 RUN_KIND: Final = "reconcile-run"
+UNKNOWN_GROUP: Final = "unknown_group"  # a failed run's record: a mapping entry naming a missing group
 FINISHED: Final = frozenset({"completed", "held", "approved"})  # runs whose records are whole
 HISTORY: Final = 12
 PARTIAL_READ_SHARE: Final = 0.5  # fewer Entra users than half the last run's: the read looks partial
@@ -72,6 +73,22 @@ Progress = Callable[[str, int, int | None], None]
 
 class RunNotFound(PermanentError):
     pass
+
+
+class UnknownGroups(PermanentError):
+    """The mapping names groups the source cannot give: the run stops before it reads anything.
+    ``problems``: one line per entry (``roles[2].group: group <id> does not exist ...``)."""
+
+    def __init__(self, message: str, problems: list[str]):
+        super().__init__(message)
+        self.problems = problems
+
+    def records(self) -> list[DriftRecord]:
+        """What the failed run's report (and the ticket book) says about it: a record per entry."""
+        return [
+            DriftRecord(UNKNOWN_GROUP, None, None, problem, {"entry": problem.split(": ", 1)[0]})
+            for problem in self.problems
+        ]
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -97,6 +114,8 @@ class Reconciler:
         mapping: SyncMapping,
         reports: Any = None,  # shared.services.report.ReportStore, or None to skip writing reports
         alert: Callable[[str, str], Awaitable[Any]] | None = None,  # (incident key, message): a held or failed run
+        # After a run is saved: its summary and records (the ticket book: shared.alerting.tickets).
+        after_run: Callable[[RunSummary, list[DriftRecord]], Awaitable[Any]] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.source = source
@@ -110,6 +129,7 @@ class Reconciler:
         self.mapping = mapping
         self.reports = reports
         self.alert = alert
+        self.after_run = after_run
         self.now = now
 
     # ==============================================================================================
@@ -228,7 +248,7 @@ class Reconciler:
         summary.error = f"{type(error).__name__}: {error}"
         summary.finished_at = utcnow()
         try:
-            await self._save(summary, [])
+            await self._save(summary, error.records() if isinstance(error, UnknownGroups) else [])
         except Exception as exc:  # storage is what failed: the alert and the log must still go out
             log.error("could not record the failed reconciliation %s: %s", summary.run_id, type(exc).__name__)
             if self.alert is not None:
@@ -252,9 +272,10 @@ class Reconciler:
             await mapping_group_problems(self.source, self.mapping) if isinstance(self.source, ReadsGroups) else []
         )
         if problems:  # a missing scope group would make everyone a leaver: refuse the run instead
-            raise PermanentError(
+            raise UnknownGroups(
                 f"the mapping file {self.mapping.source} names groups Entra ID cannot give, so scope and "
-                f"entitlements cannot be worked out: {'; '.join(problems)}"
+                f"entitlements cannot be worked out: {'; '.join(problems)}",
+                problems,
             )
 
     async def plans(self, progress: Progress | None = None) -> AsyncIterator[tuple[Identity, Resolution, Plan]]:
@@ -417,6 +438,11 @@ class Reconciler:
                      detail=f"{counts}; enqueued {summary.enqueued} identities; held {summary.held}",
                      error=summary.error or summary.breaker.reason)
         )  # fmt: skip
+        if self.after_run is not None:
+            try:
+                await self.after_run(summary, records)
+            except Exception as exc:  # tickets are told again by the next run; this run's record stands
+                log.error("the findings of %s could not be passed on: %s: %s", summary.run_id, type(exc).__name__, exc)
         if self.alert is None:
             return
         if summary.status == "held" and summary.breaker.tripped and summary.held:  # a baseline hold says so itself

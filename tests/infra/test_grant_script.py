@@ -21,6 +21,7 @@ ROLES = {
     "IdentityRiskyUser.Read.All": "dc5007c0-2d7d-4c42-879c-2dab87571379",
     "IdentityRiskEvent.Read.All": "6e472fd1-ad78-48da-a0f0-97ab2c6b769e",
     "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
+    "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
 }
 NEEDED = ["User.Read.All", "Group.Read.All", "IdentityRiskyUser.Read.All", "IdentityRiskEvent.Read.All"]
 
@@ -77,6 +78,15 @@ def test_grants_exactly_the_four_permissions(tmp_path: Path) -> None:
     granted = {role for role, role_id in ROLES.items() for body in posts if role_id in body}
     assert granted == set(NEEDED)
     assert all(PRINCIPAL in body and GRAPH_SP in body for body in posts)
+
+
+def test_mail_send_is_granted_only_when_asked(tmp_path: Path) -> None:
+    result, posts = _run(tmp_path, NEEDED, "--mail-send")
+    assert result.returncode == 0, result.stderr
+    assert [role for role, role_id in ROLES.items() for body in posts if role_id in body] == ["Mail.Send"]
+    assert "note:" not in result.stderr  # held after the grant: not reported as beyond the list
+    again, none = _run(tmp_path, [*NEEDED, "Mail.Send"])
+    assert none == [] and "Mail.Send, which entra-sync does not need" in again.stderr  # not asked: reported
 
 
 def test_running_again_changes_nothing(tmp_path: Path) -> None:

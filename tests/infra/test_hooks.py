@@ -114,6 +114,15 @@ def test_postprovision_grants_the_graph_permissions(tmp_path: Path) -> None:
     posted = Path(env["FAKE_POSTS"]).read_text()
     assert {name for name in NEEDED if ROLES[name] in posted} == set(NEEDED)
     assert f"the managed identity {PRINCIPAL} holds the Microsoft Graph permissions" in result.stdout
+    assert ROLES["Mail.Send"] not in posted  # the mapping sends no mail
+
+
+def test_postprovision_grants_mail_send_where_the_mapping_sends_mail(tmp_path: Path) -> None:
+    bin_dir, calls = tools(tmp_path)
+    env = _grant_env(tmp_path, bin_dir, [])
+    result = run("postprovision.sh", tmp_path, bin_dir, calls, **env, ENTRA_SYNC_MAIL_SEND="true")
+    assert result.returncode == 0, result.stderr
+    assert ROLES["Mail.Send"] in Path(env["FAKE_POSTS"]).read_text()
 
 
 def test_postprovision_without_the_right_to_grant_prints_what_an_admin_must_run(tmp_path: Path) -> None:

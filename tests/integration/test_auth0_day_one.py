@@ -27,7 +27,7 @@ DATABASE = "Username-Password-Authentication"
 TICKET = "{send: password_change_ticket, result_url: 'https://app.example/welcome', ttl_s: 86400}"
 
 
-def policy_mapping(world: World, welcome: str = TICKET, baseline: str = "") -> None:
+def policy_mapping(world: World, welcome: str = TICKET, baseline: str = "", mailbox: str = "") -> None:
     """Group 3 signs in through Entra (SSO); groups 0 and 3 are members of acme; group 1 needs MFA."""
     g = world.group_ids
     target = "\n".join([
@@ -40,6 +40,7 @@ def policy_mapping(world: World, welcome: str = TICKET, baseline: str = "") -> N
         "  mfa_enrollment_ticket: true",
         f"  welcome: {{{DATABASE}: {welcome}, {ENTERPRISE_CONNECTION}: {{send: none}}}}",
         *([f"  baseline: {baseline}"] if baseline else []),
+        *([f"  welcome_mailbox: {mailbox}"] if mailbox else []),
     ])  # fmt: skip
     text = sandbox_mapping(three_role_grants(g), matching=f"{{enterprise_connection: {ENTERPRISE_CONNECTION}}}")
     path = world.tmp_path / "mapping.yaml"
@@ -116,6 +117,23 @@ def test_a_joiner_is_welcomed_once_across_replays_and_a_re_enable_with_the_mappe
     sync(world, indexed, user["id"], courier=courier)
     assert world.account(user["id"])["blocked"] is False  # type: ignore[index]
     assert len(courier.letters) == 1 and len(world.auth0.sent_of("password_change_ticket")) == 1
+
+
+def test_a_section_with_a_welcome_mailbox_mails_the_ticket_through_graph_from_that_mailbox(
+    world: World, indexed: dict[str, Any]
+) -> None:
+    """No courier handed in: the composition root builds Graph sendMail from the section's mailbox, as
+    the function app does in Azure."""
+    policy_mapping(world, mailbox="welcome@contoso.example")
+    user = someone(world, 0, not_in=(1, 3))
+    rows = sync(world, indexed, user["id"], times=2)
+    account = world.account(user["id"])
+    assert account is not None and account["app_metadata"]["entra_welcome"] == "sent"
+    (ticket,) = world.auth0.sent_of("password_change_ticket")
+    (mail,) = world.graph.outbox.listed()
+    assert (mail["mailbox"], mail["to"]) == ("welcome@contoso.example", [account["email"]])
+    assert ticket["ticket"] in mail["body"]
+    assert len(welcomes(rows)) == 1 and all(ticket["ticket"] not in str(r) for r in rows)
 
 
 def test_a_worker_killed_between_the_create_and_the_welcome_leaves_it_pending_and_the_redelivery_sends_it_once(

@@ -7,7 +7,8 @@ as neutral actions through the target's port, fenced by the identity's lease in 
 the response changed is recorded before it is done (``risk-response``), and a block locks the
 link against the sync's unblocking, so a restore lifts only what the response did. The incident's
 outcome is recorded once (``risk-incident``), so a redelivered item does not act again, and the
-message is sent through the notifier exactly once.
+message goes to the alert routes that take risk at its level (``NOTIFY_WEBHOOK_URL`` where none
+does), once per channel.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from shared.alerting.alert import Alert
+from shared.alerting.config import SEVERITIES
+from shared.alerting.router import AlertRouter
 from shared.core.classify import for_target
 from shared.core.match import resolve
 from shared.core.model import Account, Action, ActionKind, DeprovisionState, Identity, Link, SourceState
@@ -25,7 +29,6 @@ from shared.core.ports import AuditStore, LeaseStore, Source, StateStore
 from shared.core.work import RiskSignal, WorkItem
 from shared.errors import PermanentError
 from shared.mapping.model import RiskPolicy
-from shared.services.notify import Notifier
 from shared.services.risk.monitor import ACTIONABLE_STATES, INCIDENTS
 from shared.services.risk.policy import (
     Step,
@@ -79,7 +82,7 @@ class RiskResponse:
         leases: LeaseStore,
         state: StateStore,
         audit: AuditStore,
-        notifier: Notifier,
+        alerts: AlertRouter | None,
         policy: RiskPolicy,
         lease_wait_s: float = 3.0,
     ):
@@ -88,7 +91,7 @@ class RiskResponse:
         self.leases = leases
         self.state = state
         self.audit_store = audit
-        self.notifier = notifier
+        self.alerts = alerts
         self.policy = policy
         self.lease_wait_s = lease_wait_s
 
@@ -125,9 +128,19 @@ class RiskResponse:
         return outcome
 
     async def _notify(self, item: WorkItem, incident: str, text: str, target_id: str) -> str:
-        delivery = await self.notifier.send_once(incident, text)
-        if delivery.status == "sent":
-            await self._audit(item, "", "notify", "ok", target_id, "security team notified")
+        if self.alerts is None:
+            return "not_configured"
+        level = item.risk.level if item.risk is not None and item.risk.level in SEVERITIES else "high"
+        lines = text.splitlines()
+        alert = Alert(
+            key=incident, kind="risk", severity=level, title=lines[0].removeprefix("[entra-sync] "),
+            text="\n".join(lines[1:]) or text, facts=(("Entra user", item.id),), source=item.source,
+            correlation_id=item.correlation_id, identity=item.id, legacy_key=incident, plain=text,
+        )  # fmt: skip
+        delivery = await self.alerts.deliver(alert)
+        if delivery.status in {"sent", "digested"}:
+            told = "security team notified" + (" (in the next digest)" if delivery.status == "digested" else "")
+            await self._audit(item, "", "notify", "ok", target_id, told)
         elif delivery.status == "not_configured":
             await self._audit(item, "", "notify", "failed", target_id, delivery.detail)
             correlated(log, item.correlation_id).warning("%s", delivery.detail)

@@ -28,7 +28,7 @@ class Auth0Kind:
     grant_noun = "Auth0 role"
     grant_conditions = NO_CONDITIONS
     disable_words = ("block",)
-    option_keys = frozenset({"connection", "deterministic_user_id", "baseline"}) | POLICY_KEYS
+    option_keys = frozenset({"connection", "deterministic_user_id", "baseline", "welcome_mailbox"}) | POLICY_KEYS
     matching_keys = frozenset({"app_metadata_key", "enterprise_connection"})
     capabilities = CAPABILITIES
     deprovision_defaults = ("disable", "disable")  # a block, also for a user deleted for good
@@ -63,7 +63,13 @@ class Auth0Kind:
                     f"{where}welcome.{name}",
                     "its members sign in through Entra (the enterprise connection) and have no password: send none",
                 )
+        mailbox = values.get("welcome_mailbox")
+        if mailbox is not None:
+            mailbox = check.text(f"{where}welcome_mailbox", mailbox)
+            if mailbox and "@" not in mailbox:
+                check.fail(f"{where}welcome_mailbox", f"must be a mailbox address (user@domain), got {mailbox!r}")
         return Auth0Options(
+            welcome_mailbox=mailbox or None,
             connection=connection,
             deterministic_user_id=check.flag(
                 f"{where}deterministic_user_id", values.get("deterministic_user_id"), d.deterministic_user_id
@@ -139,11 +145,18 @@ class Auth0Kind:
         if not isinstance(options, Auth0Options) or not options.policy.welcome or context.state is None:
             return None
         courier = getattr(context, "courier", None)
+        if courier is None and options.welcome_mailbox:
+            from shared.alerting.channels import GraphCourier
+            from shared.sources.graph.client import graph_client
+
+            settings = context.settings
+            graph = context.client("alerts:graph", lambda: graph_client(settings))  # the alerts' mail client too
+            courier = GraphCourier(options.welcome_mailbox, graph)
         if courier is None and any(w.send == "password_change_ticket" for w in options.policy.welcome.values()):
             # Not refused here (the app must start); each such welcome fails loudly and is audited.
             logging.getLogger("entra_sync.auth0").warning(
-                "%swelcome: a password-change ticket must be delivered to the joiner, and no courier (mail "
-                "channel) is configured: those welcomes fail until one is",
+                "%swelcome: a password-change ticket must be delivered to the joiner, and no courier is "
+                "configured (set welcome_mailbox, the mailbox it is sent from): those welcomes fail until one is",
                 section.where,
             )
         return WelcomeDesk(section.name, section.source, context.state, context.audit, courier, context.clock)

@@ -54,6 +54,7 @@ class Auth0Options:
     enterprise_connection: str | None = None  # e.g. "entra" (strategy waad): identities of "waad|<oid>"
     policy: Policy = field(default_factory=Policy)  # connection, organizations, flags and welcome by group
     baseline: Baseline | None = None  # the tenant's policy the section declares (nightly compared)
+    welcome_mailbox: str | None = None  # sends password-change tickets to joiners (Graph sendMail)
 
     @property
     def owner_path(self) -> str:

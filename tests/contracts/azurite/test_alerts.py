@@ -1,4 +1,4 @@
-"""The product's Alerts over its Notifier (claims in Table Storage on Azurite) posting to the
+"""The product's Alerts over its router and Notifier (claims in Table Storage on Azurite) posting to the
 sandbox's webhook receiver on loopback, against the Alerts contract. A webhook that is down is a
 fault rule on the receiver."""
 
@@ -12,6 +12,8 @@ import pytest
 from sandbox.azurite import Azurite
 from sandbox.receiver import WebhookReceiver
 from sandbox.server import FaultRule
+from shared.alerting.channels import LEGACY, WebhookSender
+from shared.alerting.router import AlertRouter
 from shared.services.alerts import Alerts as NotifiedAlerts
 from shared.services.notify import Notifier
 from shared.settings import Secret
@@ -28,7 +30,11 @@ class TestNotifiedAlerts(AlertsContract):
         @asynccontextmanager
         async def on_azurite(configured: bool = True) -> AsyncIterator[Operators]:
             async with fresh_table(azurite) as table:
-                notifier = Notifier(table, Secret(receiver.url()) if configured else None)
+                url = Secret(receiver.url()) if configured else None
+                notifier = Notifier(table, url)
+                # What the app builds without an alerts: section: NOTIFY_WEBHOOK_URL as the default route.
+                legacy = WebhookSender(LEGACY, "text", url, notifier.http) if url is not None else None
+                router = AlertRouter(notifier, None, {}, legacy=legacy)
                 audit = TableAuditStore(table)
 
                 def down() -> None:
@@ -38,7 +44,7 @@ class TestNotifiedAlerts(AlertsContract):
                     receiver.faults.configure([])
 
                 try:
-                    yield Operators(NotifiedAlerts(notifier, audit), audit, receiver.texts, down, up)
+                    yield Operators(NotifiedAlerts(router, audit), audit, receiver.texts, down, up)
                 finally:
                     await notifier.close()
 
