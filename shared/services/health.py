@@ -132,16 +132,17 @@ class Health:
 
     # -- a call's end ------------------------------------------------------------------------------
 
-    async def failed(self, ticket: Ticket | None, error: str) -> None:
+    async def failed(self, ticket: Ticket | None, error: str) -> HealthRecord | None:
         """A call under ``ticket`` failed the way an outage does. Counted only when the breaker is
-        still in the state the call started in; a probe's failure opens it again at once."""
+        still in the state the call started in; a probe's failure opens it again at once. The record
+        this failure opened (for the one instance whose write did it: it tells the operators), or None."""
         self.last_error = error
         if ticket is None or ticket.generation != self.record.generation:
-            return  # started before the breaker opened or closed: in flight, not evidence of now
+            return None  # started before the breaker opened or closed: in flight, not evidence of now
         if not ticket.probe:
             self.failures += 1
             if self.failures < self.threshold:
-                return
+                return None
             self.failures = 0
         now = self.clock.now()
 
@@ -154,7 +155,7 @@ class Health:
                 reason=error[:500],
             )  # fmt: skip
 
-        await self._change(open_)
+        return await self._change(open_)
 
     async def succeeded(self, ticket: Ticket | None) -> None:
         """A call under ``ticket`` succeeded: a probe's success closes the breaker."""

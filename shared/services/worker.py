@@ -281,8 +281,15 @@ class Worker:
             await self._audit(share, job.name, "sync", "failed", error=f"{type(exc).__name__}: {exc}")
             return Outcome(item, "failed", target=job.name, warnings=[str(exc)])
         error = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, TryLater):
-            await job.health.failed(ticket, error)
+        opened = None if isinstance(exc, TryLater) else await job.health.failed(ticket, error)
+        if opened is not None and opened.trips == 1:  # the outage's first opening (not each failed probe)
+            await self.alerts.send(
+                f"quarantine:{job.name}:{opened.generation}",
+                f"{job.name} is quarantined for {opened.open_until - self.clock.now():.0f} s after repeated failures "
+                f"({error}); its shares wait on the queue and a probe tries it then. `entra-sync status` shows it.",
+                source=item.source,
+                correlation_id=item.correlation_id,
+            )
         if job.health.quarantine_s() > 0:
             why = f"is quarantined ({error})"
             return await self._quarantined(item, job, Admission(None, job.health.quarantine_s(), why))

@@ -85,7 +85,13 @@ def auth0_calls(world: World, route: str = "mgmt.") -> int:
 
 
 def outcomes(rows: list[dict[str, Any]], *wanted: str) -> list[dict[str, Any]]:
-    return [r for r in rows if r["outcome"] in wanted]
+    """The work's own rows with these outcomes (an alert's row says whether it was delivered:
+    these worlds configure no channel, so each is "failed" and is checked on its own)."""
+    return [r for r in rows if r["outcome"] in wanted and r["identity"] != "alerts"]
+
+
+def quarantine_alerts(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["detail"] for r in rows if r["identity"] == "alerts" and "is quarantined" in r["detail"]]
 
 
 @pytest.fixture
@@ -128,6 +134,8 @@ def test_a_six_hour_outage_loses_nothing_spends_no_attempts_and_recovers_in_minu
         account = world.account(u["id"])
         assert account is not None and account["email"] == u["mail"].strip().lower()
     assert out["poisoned"] == 0 and not outcomes(out["rows"], "poisoned", "failed")
+    (alert,) = quarantine_alerts(out["rows"])  # once for the outage, not once per failed probe
+    assert alert.startswith("auth0 is quarantined for ") and "503" in alert
     # Attempts are spent only while the breaker was closed: THRESHOLD - 1 shares retried once, the
     # failure that opened it and everything after waited for the target instead.
     retried = outcomes(out["rows_down"], "retrying")
@@ -163,6 +171,7 @@ def assert_every_account_created(world: World, out: dict[str, Any], in_scope_cou
     missing = [u["id"] for u in in_scope(world, in_scope_count) if world.account(u["id"]) is None]
     assert missing == [] and out["left"] == 0
     assert out["poisoned"] == 0 and not outcomes(out["rows"], "poisoned", "failed")
+    assert len(quarantine_alerts(out["rows"])) == 1  # the breaker opened once: the operators told once
     # Each failed create was sent again once, and nothing else was sent twice.
     assert auth0_calls(world, "mgmt.users.write.create") == in_scope_count + 20
 
