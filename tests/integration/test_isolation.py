@@ -191,7 +191,10 @@ def test_a_target_down_for_minutes_never_delays_the_other_and_converges_when_bac
     assert tried == THRESHOLD - 1 and waited == len(items) - tried
     probes = out["auth0_calls_down"] - THRESHOLD
     assert 1 <= probes <= 2  # at 150 s (30 s after it opened) and at 210 s (60 s after that)
-    assert not [r for r in rows if r["outcome"] in {"poisoned", "failed"}]
+    work = [r for r in rows if r["identity"] != "alerts"]  # an alert's row says whether it was delivered
+    assert not [r for r in work if r["outcome"] in {"poisoned", "failed"}]
+    told = [r["detail"] for r in rows if r["identity"] == "alerts" and "is quarantined" in r["detail"]]
+    assert len(told) == 1 and told[0].startswith("auth0 is quarantined")  # the operators told once
     assert out["scheduled"] == len(items)  # every Auth0 share waits on the queue: nothing was lost
     # Auth0's return runs only its own shares: the CRM is not called again.
     assert out["crm_calls_after"] == out["crm_calls"]
