@@ -44,6 +44,7 @@ from shared.core.ports import StateStore
 from shared.errors import TransientError
 from shared.settings import Secret
 from shared.stores.audit import AuditRow, AuditStore, identity_source_of
+from shared.stores.keys import utc_text
 from shared.targets.auth0.rules import LABELS as AUTH0_LABELS
 from shared.targets.salesforce.rules import LABELS as SALESFORCE_LABELS
 from shared.targets.scim.rules import LABELS as SCIM_LABELS
@@ -175,7 +176,7 @@ class Pass:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_text(datetime.fromtimestamp(epoch, UTC))
 
 
 def _epoch(iso: str) -> float:

@@ -16,6 +16,7 @@ from shared import bootstrap
 from shared.cli.common import UsageError, write_output
 from shared.core.ports import FindsIdentities
 from shared.stores.audit import AuditQuery, Newest
+from shared.stores.keys import utc_text
 
 DEFAULT_DAYS: Final = 7  # the window of a search that names no identity and no --since
 COLUMNS: Final = (
@@ -70,7 +71,7 @@ async def _identities(svc: bootstrap.App, key: str) -> list[str]:
 def _at(when: datetime | None) -> str | None:
     if when is None:
         return None
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_text(when)
 
 
 def _line(row: dict[str, Any]) -> str:

@@ -69,8 +69,14 @@ def odata_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def utc_text(when: datetime) -> str:
+    """``when`` as the ISO 8601 text rows keep their times in (UTC, milliseconds, ``Z``), so that
+    text comparisons of times (since, until, a cut-off) order them as time does."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_text(datetime.now(UTC))
 
 
 async def ensure_tables(service: TableServiceClient, tables: tuple[str, ...] = names.TABLES) -> None:

@@ -32,7 +32,7 @@ from shared.sources.graph.risk_feed import (
     signal_from_detection,
 )
 from shared.stores.audit import AuditRow
-from shared.stores.keys import utcnow
+from shared.stores.keys import utc_text, utcnow
 from shared.telemetry import correlated
 
 log = logging.getLogger("entra_sync.risk")
@@ -190,7 +190,7 @@ class RiskMonitor:
 
     async def _prune(self) -> int:
         """Forget processed ids older than :data:`REMEMBER_FOR` (far beyond the overlap window)."""
-        cutoff = (datetime.now(UTC) - REMEMBER_FOR).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        cutoff = utc_text(datetime.now(UTC) - REMEMBER_FOR)
         pruned = 0
         for kind in (SEEN, INCIDENTS):
             pruned += await self.state.delete_older(kind, cutoff, limit=PRUNE_BATCH - pruned)

@@ -36,7 +36,7 @@ from shared.core.ports import Applied, AuditStore, Fence, StateStore
 from shared.core.work import current_item
 from shared.errors import NotFound, PermanentError, TransientError
 from shared.stores.audit import AuditQuery, AuditRow
-from shared.stores.keys import utcnow
+from shared.stores.keys import utc_text, utcnow
 from shared.targets.salesforce import soql
 from shared.targets.salesforce.client import ApiError
 from shared.targets.salesforce.rules import REASSIGNABLE, USERNAME, owner_of
@@ -323,9 +323,9 @@ class Leaver:
         for lic in licences:
             lines.append(f"licences {lic.get('Name')}: {lic.get('UsedLicenses')} used of {lic.get('TotalLicenses')}")
         if self.audit is not None:
-            since = (datetime.now(UTC) - timedelta(hours=FREED_WINDOW_H)).isoformat(timespec="milliseconds")
+            since = utc_text(datetime.now(UTC) - timedelta(hours=FREED_WINDOW_H))
             rows = await self.audit.search(AuditQuery(
-                since=since.replace("+00:00", "Z"), target=self.target.name, action="licence_freed", outcome="ok",
+                since=since, target=self.target.name, action="licence_freed", outcome="ok",
                 limit=FREED_LIMIT,
             ))  # fmt: skip
             shown = ", ".join(sorted({str(r.get("detail", "")).split(" ", 1)[0] for r in rows})[:20])
