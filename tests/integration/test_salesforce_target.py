@@ -616,3 +616,43 @@ def test_the_latest_run_of_every_target_reads_as_one_report_with_a_section_each(
     for target, section in shown["sections"].items():
         assert by_target[target]["summary"]["run_id"] in section["heading"]
         assert {d: n for d, n in section["counts"].items() if n} == by_target[target]["summary"]["counts"]
+
+
+def test_a_deprovision_trusts_its_own_reads_record_only_while_fresh_and_unwritten(
+    world: World, org: SalesforceEmulator, indexed: dict[str, Any]
+) -> None:
+    """The leaver's deprovision takes the user record its work item's read fetched, but never one
+    written since (by this target) nor one older than READ_FRESH_S: then it asks Salesforce again."""
+    from shared.core.model import Action, ActionKind
+    from shared.targets.salesforce.target import READ_FRESH_S
+
+    user = member_of(world, 1)
+    sync(world, indexed, user_item(user["id"], "notification"), keep=False)
+    got = sf_user(org, user["id"])
+    assert got is not None
+    clock = FakeClock()
+
+    def user_queries() -> int:  # user_now sends nothing else
+        return calls(org).get("salesforce.query", 0)
+
+    async def scenario() -> list[Any]:
+        async with services_for(world, keep_storage=True, clock=clock) as svc:
+            target = svc.job(NAME).target
+            seen = []
+            await target.read(got["Id"], entitlements=False)
+            before = user_queries()
+            seen.append(((await target.user_now(got["Id"]))["Title"], user_queries() - before))
+            await target.read(got["Id"], entitlements=False)
+            await target.apply(got["Id"], Action(ActionKind.UPDATE, {"Title": "Written since"}), lambda: None)
+            before = user_queries()
+            seen.append(((await target.user_now(got["Id"]))["Title"], user_queries() - before))
+            await target.read(got["Id"], entitlements=False)
+            clock.advance(READ_FRESH_S + 1)
+            before = user_queries()
+            seen.append(((await target.user_now(got["Id"])) is not None, user_queries() - before))
+            return seen
+
+    fresh, written, stale = asyncio.run(scenario())
+    assert fresh[1] == 0  # the record its own read fetched a moment ago
+    assert written == ("Written since", 1)  # written by this target since: asked again, and current
+    assert stale == (True, 1)  # older than READ_FRESH_S: asked again
