@@ -260,6 +260,10 @@ module api 'app/api.bicep' = {
     targetSecretReferences: keyVault.outputs.targetReferences
     targetSettings: targets.settings
     scimInboxTokenReferences: !empty(scimInboxSourceNames) ? scimInbox.outputs.references : {}
+    eventTopicSettings: {
+      EVENTS_TOPIC_URL: events.outputs.endpoint
+      EVENTS_TOPIC_KEY: events.outputs.keyReference
+    }
     deltaSchedule: deltaSchedule
     reconcileSchedule: reconcileSchedule
     riskSchedule: riskSchedule

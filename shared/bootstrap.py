@@ -264,6 +264,8 @@ def build(
     alerts = Alerts(router, audit)
     tickets = ticket_book(settings, mapping.alerts, state, notifier.http)
     events = event_feed(settings, mapping.alerts, audit, state, notifier.http, clock=clock, alert=alerts.send)
+    if events is not None:
+        closers.append(events.sink)  # an Event Grid topic's SDK client
     built: dict[str, Source] = {
         name: (sources or {}).get(name) or source_kinds[section.kind].build(section, context)
         for name, section in mapping.sources.items()

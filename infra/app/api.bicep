@@ -47,6 +47,9 @@ param keyVaultReferences object
 @description('Optional. Key Vault references of the inbound SCIM sources\' tokens by setting name (SCIM_INBOX_<SOURCE>_TOKEN), from scim-inbox.bicep.')
 param scimInboxTokenReferences object = {}
 
+@description('Optional. The event feed\'s Event Grid topic: EVENTS_TOPIC_URL (its endpoint) and EVENTS_TOPIC_KEY (the Key Vault reference of its key), the settings a mapping\'s `alerts.events: {kind: event_grid, url_setting: EVENTS_TOPIC_URL, secret_setting: EVENTS_TOPIC_KEY}` names.')
+param eventTopicSettings object = {}
+
 @description('Required. Entra tenant id (AZURE_TENANT_ID).')
 param tenantId string
 
@@ -220,7 +223,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Shared secret of the risk_alert push endpoint; empty refuses every call.
     RISK_ALERT_SECRET: keyVaultReferences.RISK_ALERT_SECRET
     // The inbound SCIM sources' tokens (the mapping's sources: names the sources to the app).
-  }, auth0Settings, targetSecretReferences, targetSettings, scimInboxTokenReferences)
+  }, auth0Settings, targetSecretReferences, targetSettings, scimInboxTokenReferences, eventTopicSettings)
 }
 
 output name string = functionApp.name

@@ -9,13 +9,14 @@ setting. Email sends through a Graph client the composition root's ``client`` gi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 
 from shared.alerting.channels import LEGACY, SEND_TIMEOUT_S, Sender, WebhookSender, build_sender, setting_secret
 from shared.alerting.config import AlertsConfig, Channel
-from shared.alerting.feed import EventFeed, EventSink
+from shared.alerting.feed import EventFeed, EventGridSink, EventSink, Sink
 from shared.alerting.router import AlertRouter
 from shared.alerting.tickets import TicketBook
 from shared.alerting.trackers import Jira, ServiceNow, Tracker
@@ -26,18 +27,34 @@ from shared.settings import Secret, Settings, require
 from shared.sources.graph.client import graph_client
 from shared.stores.audit import AuditStore
 
+# Event Grid topic endpoints in Azure's clouds (public, China, US Government).
+EVENT_GRID_HOSTS: Final = (".eventgrid.azure.net", ".eventgrid.azure.cn", ".eventgrid.usgovcloudapi.net")
+
 
 def check_alert_settings(settings: Settings, config: AlertsConfig | None) -> None:
     """Every secret the section names is set (and each URL an https one): all problems at once."""
     if config is None:
         return
     url_keys = {"url_setting"}
-    require(
-        settings.named_secret_problem(
-            setting, f"the mapping's {entry} names it", url=entry.rsplit(".", 1)[-1] in url_keys
-        )
-        for setting, entry in config.settings_named()
-    )
+    require([
+        *(settings.named_secret_problem(setting, f"the mapping's {entry} names it",
+                                        url=entry.rsplit(".", 1)[-1] in url_keys)
+          for setting, entry in config.settings_named()),
+        event_sink_problem(settings, config),
+    ])  # fmt: skip
+
+
+def event_sink_problem(settings: Settings, config: AlertsConfig) -> str | None:
+    """An Event Grid topic's endpoint configured as a signed HTTP endpoint: the topic would refuse
+    every post (it wants its key, not a signature), so say so at start-up."""
+    events = config.events
+    url = settings.named_secrets.get(events.url_setting) if events is not None else None
+    if events is None or url is None or events.kind != "http":
+        return None
+    if not (urlsplit(url.reveal()).hostname or "").endswith(EVENT_GRID_HOSTS):
+        return None
+    return (f"{events.url_setting} is an Event Grid topic endpoint, but the mapping's alerts.events has kind: http "
+            "(a signed HTTP endpoint); set kind: event_grid")  # fmt: skip
 
 
 def tracker(channel: Channel, settings: Settings, http: httpx.AsyncClient) -> Tracker:
@@ -89,10 +106,13 @@ def event_feed(
     if config is None or config.events is None:
         return None
     events = config.events
-    url = setting_secret(settings, events.url_setting, "the mapping's alerts.events names it", url=True)
-    key = setting_secret(settings, events.secret_setting, "the mapping's alerts.events names it")
-    return EventFeed(audit, state, EventSink(url, key, http, clock), max_attempts=events.max_attempts, clock=clock,
-                     alert=alert)  # fmt: skip
+    why = "the mapping's alerts.events names it"
+    url = setting_secret(settings, events.url_setting, why, url=True)
+    key = setting_secret(settings, events.secret_setting, why)
+    require([event_sink_problem(settings, config)])
+    sink: Sink = EventGridSink(url, key) if events.kind == "event_grid" else EventSink(url, key, http, clock)
+    feed = EventFeed(audit, state, sink, max_attempts=events.max_attempts, clock=clock, alert=alert)
+    return feed
 
 
 def alert_router(

@@ -42,7 +42,8 @@ CHANNEL_KEYS: Final = frozenset({"kind", "note"})  # and the kind's own (shared.
 ROUTE_KEYS: Final = frozenset({"kinds", "channels", "min_severity", "tickets", "note"})
 DIGEST_KEYS: Final = frozenset({"window_minutes", "burst"})
 LINK_KEYS: Final = frozenset({"report", "audit"})
-EVENTS_KEYS: Final = frozenset({"url_setting", "secret_setting", "max_attempts"})
+EVENTS_KEYS: Final = frozenset({"kind", "url_setting", "secret_setting", "max_attempts"})
+EVENT_SINKS: Final = ("http", "event_grid")  # a signed HTTP endpoint, or an Event Grid custom topic
 CHANNEL_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PLACEHOLDERS: Final = frozenset({"run_id", "identity", "correlation_id"})
@@ -200,9 +201,10 @@ def _events(check: Checker, data: Any) -> EventFeed | None:
     if data is None:
         return None
     data = check.keys("alerts.events", data, EVENTS_KEYS)
+    kind = check.choice("alerts.events.kind", data.get("kind"), EVENT_SINKS, "http")
     url = _setting(check, "alerts.events.url_setting", data.get("url_setting"))
     secret = _setting(check, "alerts.events.secret_setting", data.get("secret_setting"))
     attempts = check.number("alerts.events.max_attempts", data.get("max_attempts"), 8, 1, 50)
     if url is None or secret is None:
         return None
-    return EventFeed(url, secret, int(attempts))
+    return EventFeed(url, secret, int(attempts), kind)

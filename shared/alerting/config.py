@@ -96,12 +96,14 @@ class Links:
 
 @dataclass(frozen=True)
 class EventFeed:
-    """Where the event feed goes: an HTTP endpoint (its URL and HMAC key in settings) and the bound
-    after which an event is dead-lettered."""
+    """Where the event feed goes: an HTTP endpoint (``kind: http``: its URL and HMAC signing key in
+    settings) or an Event Grid custom topic (``kind: event_grid``: its endpoint and access key), and
+    the bound after which an event is dead-lettered."""
 
     url_setting: str
     secret_setting: str
     max_attempts: int = 8
+    kind: str = "http"
 
 
 @dataclass(frozen=True)

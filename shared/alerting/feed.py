@@ -32,10 +32,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Any, Final, Protocol
 
 import httpx
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.eventgrid.aio import EventGridPublisherClient
 
 from shared.alerting.signing import signed_headers
 from shared.clock import SYSTEM, Clock
@@ -136,32 +138,60 @@ def to_event(row: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+class Sink(Protocol):
+    """Where the feed posts one event; a refusal or an unreachable endpoint is a TransientError."""
+
+    async def post(self, event: Mapping[str, Any]) -> None: ...
+
+
 class EventSink:
-    """Posts one event to the configured endpoint: an HTTP endpoint (structured CloudEvents JSON,
-    signed with the HMAC headers of :mod:`shared.alerting.signing`) or an Event Grid custom topic
-    (a one-event CloudEvents batch with the topic's ``aeg-sas-key``)."""
+    """Posts one event to an HTTP endpoint: structured CloudEvents JSON, signed with the HMAC
+    headers of :mod:`shared.alerting.signing`."""
 
     def __init__(self, url: Secret, key: Secret, http: httpx.AsyncClient, clock: Clock = SYSTEM):
         self.url, self.key, self.http, self.clock = url, key, http, clock
-        self.event_grid = (urlsplit(url.reveal()).hostname or "").endswith(".eventgrid.azure.net")
 
     async def post(self, event: Mapping[str, Any]) -> None:
-        if self.event_grid:
-            body = json.dumps([event], separators=(",", ":")).encode()
-            headers = {
-                "Content-Type": "application/cloudevents-batch+json; charset=utf-8",
-                "aeg-sas-key": self.key.reveal(),
-            }
-        else:
-            body = json.dumps(event, separators=(",", ":")).encode()
-            headers = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
-            headers |= signed_headers(self.key.reveal().encode(), int(self.clock.now()), body)
+        body = json.dumps(event, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/cloudevents+json; charset=utf-8"}
+        headers |= signed_headers(self.key.reveal().encode(), int(self.clock.now()), body)
         try:
             response = await self.http.post(self.url.reveal(), content=body, headers=headers, timeout=TIMEOUT_S)
         except httpx.HTTPError as exc:
             raise TransientError(f"the event endpoint is unreachable ({type(exc).__name__})") from None
         if not 200 <= response.status_code < 300:
             raise TransientError(f"the event endpoint answered {response.status_code}")
+
+
+class EventGridSink:
+    """Publishes one event to an Azure Event Grid custom topic (CloudEvents 1.0 input schema)
+    through the Event Grid SDK, authenticated with the topic's access key. The SDK's own retries
+    are off: the feed owns retries, parking and dead-lettering, so one attempt is one request."""
+
+    def __init__(self, url: Secret, key: Secret):
+        self.url, self.key = url, key
+        self._client: EventGridPublisherClient | None = None
+
+    def _publisher(self) -> EventGridPublisherClient:
+        if self._client is None:
+            self._client = EventGridPublisherClient(
+                self.url.reveal(), AzureKeyCredential(self.key.reveal()), retry_total=0,
+                connection_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S,
+            )  # fmt: skip
+        return self._client
+
+    async def post(self, event: Mapping[str, Any]) -> None:
+        try:
+            await self._publisher().send([dict(event)])
+        except HttpResponseError as exc:
+            raise TransientError(f"the Event Grid topic answered {exc.status_code}") from None
+        except AzureError as exc:
+            raise TransientError(f"the Event Grid topic is unreachable ({type(exc).__name__})") from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
 
 
 @dataclass
@@ -198,7 +228,7 @@ class EventFeed:
         self,
         audit: AuditStore,
         state: StateStore,
-        sink: EventSink,
+        sink: Sink,
         *,
         max_attempts: int = 8,
         clock: Clock = SYSTEM,

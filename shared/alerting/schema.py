@@ -10,6 +10,7 @@ from shared.alerting.check import (
     ALERTS_KEYS,
     CHANNEL_NAME,
     DIGEST_KEYS,
+    EVENT_SINKS,
     EVENTS_KEYS,
     LINK_KEYS,
     ROUTE_KEYS,
@@ -74,6 +75,7 @@ def alerts_schema() -> dict[str, Any]:
             "links": _closed({key: {"type": "string", "pattern": "^https://"} for key in LINK_KEYS}, LINK_KEYS),
             "events": _closed(
                 {
+                    "kind": {"enum": list(EVENT_SINKS)},
                     "url_setting": SETTING,
                     "secret_setting": SETTING,
                     "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},

@@ -1,6 +1,7 @@
 """``events``: the event feed replayed from the audit trail, oldest first: each effective change as
 the CloudEvent the feed publishes, with the same id (consumers dedupe on it). Printed as JSON lines,
-or with ``--post`` delivered again to the configured endpoint (signed, as the feed does)."""
+or with ``--post`` delivered again to the configured endpoint as the feed delivers (signed, or to the
+Event Grid topic with its key)."""
 
 from __future__ import annotations
 

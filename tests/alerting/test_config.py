@@ -157,3 +157,22 @@ def test_the_secrets_a_section_names_come_from_settings_and_every_missing_one_is
     assert "ALERTS_TEAMS_URL is an unresolved Key Vault reference" in text
     for setting in ("ALERTS_HOOK_URL", "ALERTS_HOOK_KEY", "ALERTS_SNOW_PASSWORD", "ALERTS_JIRA_TOKEN", "EVENTS_URL"):
         assert f"{setting} is required: the mapping's alerts." in text
+
+
+def test_the_event_feed_goes_to_an_event_grid_topic_with_kind_event_grid_and_a_mismatch_stops_the_app() -> None:
+    grid = ALERTS.replace("events: {url_setting", "events: {kind: event_grid, url_setting")
+    events = parse_mapping(BASE + grid).alerts.events  # type: ignore[union-attr]
+    assert events is not None and events.kind == "event_grid"
+    assert parse_mapping(BASE + ALERTS).alerts.events.kind == "http"  # type: ignore[union-attr]
+    assert any("alerts.events.kind" in p for p in problems(BASE + ALERTS.replace("events: {", "events: {kind: grid, ")))
+    jsonschema.validate(yaml.safe_load(BASE + grid), mapping_schema())
+    topic = "https://evgt-abc.westeurope-1.eventgrid.azure.net/api/events"
+    http = parse_mapping(BASE + ALERTS).alerts
+    rest = {"ALERTS_SLACK_URL": "https://hooks.example/s", "ALERTS_TEAMS_URL": "https://hooks.example/t",
+            "ALERTS_HOOK_URL": "https://hooks.example/h", "ALERTS_HOOK_KEY": "k", "ALERTS_SNOW_URL": "https://snow.example",
+            "ALERTS_SNOW_USER": "u", "ALERTS_SNOW_PASSWORD": "p", "ALERTS_JIRA_URL": "https://jira.example",
+            "ALERTS_JIRA_EMAIL": "e@x.example", "ALERTS_JIRA_TOKEN": "t", "EVENTS_SIGNING_KEY": "s"}  # fmt: skip
+    with pytest.raises(SettingsError, match=r"EVENTS_URL is an Event Grid topic endpoint.*set kind: event_grid"):
+        check_alert_settings(settings(**rest, EVENTS_URL=topic), http)
+    check_alert_settings(settings(**rest, EVENTS_URL="https://events.example/in"), http)  # a signed endpoint: fine
+    check_alert_settings(settings(**rest, EVENTS_URL=topic), parse_mapping(BASE + grid).alerts)

@@ -1,16 +1,17 @@
 """Which audit rows are events and what each says (pure), and the Event Grid form of a delivery
-(through an httpx transport in the test: no network)."""
+(to the sandbox's Event Grid topic on loopback)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
 import pytest
 
-from shared.alerting.feed import EventSink, event_id, to_event
+from sandbox.event_sink import API_VERSION, TOPIC_KEY, EventGridTopic
+from shared.alerting.feed import EventGridSink, event_id, to_event
+from shared.errors import TransientError
 from shared.settings import Secret
 
 
@@ -72,20 +73,36 @@ def test_an_event_is_cloudevents_1_0_with_a_stable_id_and_the_rows_facts() -> No
     assert to_event(row("create", RowKey="another"))["id"] != event["id"]  # type: ignore[index]
 
 
-def test_an_event_grid_topic_gets_a_cloudevents_batch_with_its_key() -> None:
-    seen: list[httpx.Request] = []
+def test_an_event_grid_topic_gets_a_cloudevents_batch_with_its_key_and_the_api_version() -> None:
+    """The sink against the sandbox's topic on loopback, which refuses a post without the
+    api-version, the key or the CloudEvents batch form."""
+    with EventGridTopic() as topic:
 
-    def topic(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200)
+        async def post(key: str) -> None:
+            sink = EventGridSink(Secret(topic.url()), Secret(key))
+            try:
+                await sink.post(to_event(row("create")) or {})
+            finally:
+                await sink.close()
 
-    async def post() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(topic)) as http:
-            url = Secret("https://evgt-abc.westeurope-1.eventgrid.azure.net/api/events")
-            await EventSink(url, Secret("topic-key"), http).post(to_event(row("create")) or {})
+        asyncio.run(post(TOPIC_KEY))  # accepted: the api-version, the key and the batch were right
+        with pytest.raises(TransientError, match="answered 401"):
+            asyncio.run(post("a-wrong-key"))
+        accepted = topic.events()
+    assert [(e.route, e.status) for e in topic.log.entries()] == [("eventgrid.post", 200), ("eventgrid.post", 401)]
+    assert [e["type"] for e in accepted] == ["com.entra-sync.account.created"]
+    assert accepted[0]["id"] == event_id(row("create"))
 
-    asyncio.run(post())
-    (request,) = seen
-    assert request.headers["aeg-sas-key"] == "topic-key"
-    assert request.headers["content-type"].startswith("application/cloudevents-batch+json")
-    assert [e["type"] for e in json.loads(request.content)] == ["com.entra-sync.account.created"]
+
+def test_the_sandbox_topic_refuses_what_event_grid_refuses() -> None:
+    event = to_event(row("create"))
+    with EventGridTopic() as topic, httpx.Client(base_url=topic.origin, trust_env=False) as http:
+        batch = {"content-type": "application/cloudevents-batch+json; charset=utf-8", "aeg-sas-key": TOPIC_KEY}
+        url = f"/api/events?api-version={API_VERSION}"
+        assert http.post(url, json=[event], headers=batch).status_code == 200
+        assert http.post("/api/events", json=[event], headers=batch).status_code == 400  # no api-version
+        assert http.post(url, json=[event], headers={**batch, "aeg-sas-key": "x"}).status_code == 401
+        assert http.post(url, json=[{**(event or {}), "specversion": "0.3"}], headers=batch).status_code == 400
+        assert http.post(url, json=[event], headers={**batch, "content-type": "application/json"}).status_code == 400
+        assert http.post(url, content=b"[" + b" " * 1_048_576 + b"]", headers=batch).status_code == 413
+        assert len(topic.events()) == 1

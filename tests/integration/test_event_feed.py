@@ -2,12 +2,14 @@
 on Azurite), the feed the app builds from the mapping's ``alerts.events`` publishes them from the
 audit trail to a signed endpoint on loopback; at least once with stable ids across passes, failed
 deliveries retried with backoff and dead-lettered after the bound, the replay giving the same ids,
-and no secret in any event."""
+and no secret in any event; and the same feed to an Event Grid topic (the sandbox's) through the
+Event Grid SDK."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +18,10 @@ from typing import Any
 import pytest
 
 from sandbox.azurite import Azurite
-from sandbox.event_sink import DEFAULT_KEY, EventSink
+from sandbox.event_sink import DEFAULT_KEY, TOPIC_KEY, EventGridTopic, EventSink
 from sandbox.server import FaultRule
 from shared.alerting.build import event_feed
-from shared.alerting.feed import LAG_S, replay
+from shared.alerting.feed import LAG_S, EventGridSink, replay
 from shared.bootstrap import App
 from shared.cli import main
 from shared.core.work import WorkItem
@@ -177,3 +179,57 @@ def test_the_events_command_replays_the_feed_with_its_ids_and_posts_it_again(
     assert {e["subject"] for e in printed} == {user}
     assert main(["events", "--since", "2000-01-01T00:00:00Z", "--post"]) == 0
     assert list(event_sink.unique()) == ids  # delivered again, signed (the sink checks), with the same ids
+
+
+GRID = (
+    "alerts:\n  events: {kind: event_grid, url_setting: EVENTS_TOPIC_URL, secret_setting: EVENTS_TOPIC_KEY,"
+    " max_attempts: 2}\n"
+)
+
+
+def test_an_event_grid_topic_gets_each_event_once_through_the_sdk_with_its_key_and_a_wrong_key_is_parked(
+    azurite: Azurite, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app's feed with ``kind: event_grid`` publishes through the Event Grid SDK to the sandbox's
+    topic (api-version, key header, CloudEvents batch: the topic refuses anything else); a wrong key
+    is a 401 that parks the event, and the key reaches no log, at any level."""
+    with EventGridTopic() as topic:
+        env = {"EVENTS_TOPIC_URL": topic.url(), "EVENTS_TOPIC_KEY": TOPIC_KEY}
+        world = World(azurite, tmp_path, users=8, groups=4, other_targets="", mapping_extra=GRID, extra_env=env)
+        world.start()
+        try:
+            first, second = members(world)[:2]
+            clock = FakeClock(start=time.time())
+
+            async def scenario() -> tuple[Any, ...]:
+                async with services_for(world, reports=False) as svc:
+                    assert isinstance(svc.events.sink if svc.events else None, EventGridSink)  # the app's own
+                    feed = event_feed(world.settings, svc.mapping.alerts, svc.audit, svc.state, svc.notifier.http,
+                                      clock=clock)  # fmt: skip
+                    assert feed is not None
+                    try:
+                        await converge(svc, first)
+                        clock.advance(LAG_S + 120)
+                        one = await feed.publish()
+                        again = await feed.publish()
+                        topic.key = "the-topic-key-was-rotated"  # the app still has the old one
+                        await converge(svc, second)
+                        clock.advance(LAG_S + 120)
+                        task = asyncio.create_task(feed.publish())
+                        while not task.done():  # the backoff sleeps on the test's clock
+                            await asyncio.sleep(0.01)
+                            clock.advance(5)
+                        return one, again, task.result()
+                    finally:
+                        await feed.sink.close()  # type: ignore[attr-defined]
+
+            with caplog.at_level(logging.DEBUG):
+                one, again, refused = asyncio.run(scenario())
+        finally:
+            world.stop()
+        events = topic.events()
+    assert one.sent > 0 and again.sent == 0 and topic.posts() == one.sent  # one event a post, each once
+    assert {e["subject"] for e in events} == {first}
+    assert all(e["specversion"] == "1.0" and e["type"].startswith("com.entra-sync.") for e in events)
+    assert refused.parked > 0 and refused.sent == 0
+    assert TOPIC_KEY not in caplog.text and TOPIC_KEY not in json.dumps(events)
