@@ -107,6 +107,9 @@ def test_a_joiner_is_welcomed_once_across_replays_and_a_re_enable_with_the_mappe
     delivered = [(letter.to, tickets[0]["ticket"] in letter.text) for letter in courier.letters]
     assert delivered == [(account["email"], True)]
     assert len(welcomes(rows)) == 1
+    created = next(r for r in rows if r["action"] == "create" and r["outcome"] == "ok")
+    welcomed = welcomes(rows)[0]  # the same work item's: one correlation id ties the welcome to the create
+    assert (welcomed["correlation_id"], welcomed["source"]) == (created["correlation_id"], "notification")
     assert all(tickets[0]["ticket"] not in str(r) for r in rows)  # the ticket is a credential: never audited
     assert world.auth0.memberships(account["user_id"]) == {"acme": ["Org Member"]}
 

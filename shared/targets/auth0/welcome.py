@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from shared.clock import Clock
 from shared.core.ports import AuditStore, StateStore
+from shared.core.work import current_item
 from shared.errors import PermanentError, TransientError
 from shared.stores.audit import AuditRow
 from shared.stores.keys import utcnow
@@ -146,10 +147,13 @@ class WelcomeDesk:
     async def _record(self, user_id: str, owner: str, outcome: str, detail: str) -> None:
         if self.audit is None:
             return
-        await self.audit.write(
-            AuditRow(f"welcome:{user_id}", "welcome", user_id, owner, self.target, user_id, "welcome", outcome,
-                     detail=detail, identity_source=self.source)
-        )  # fmt: skip
+        item = current_item()  # the joiner's work item: its correlation id ties the welcome to the create
+        if item is not None and item.id == owner:
+            row = AuditRow.for_item(item, self.target, "welcome", outcome, user_id, detail=detail)
+        else:
+            row = AuditRow(f"welcome:{user_id}", "welcome", user_id, owner, self.target, user_id, "welcome", outcome,
+                           detail=detail, identity_source=self.source)  # fmt: skip
+        await self.audit.write(row)
 
 
 def _what(welcome: Welcome) -> str:
