@@ -51,8 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     """The whole stack, by hand: the emulators, a SCIM application, Azurite and the host stand-in
     running every function (worker, lane, webhooks, timers), with a working mapping and a
     ``local.settings.json`` written to ``--dir`` for the ``entra-sync`` commands."""
-    from sandbox.demo import ROLES, day_settings
-    from sandbox.receiver import WebhookReceiver
+    from sandbox.demo import MAILBOX, ROLES, Receivers, day_settings
     from sandbox.salesforce import SalesforceEmulator
     from sandbox.scim import ScimApp
     from sandbox.stack import functions_host
@@ -66,14 +65,14 @@ def serve(args: argparse.Namespace) -> int:
         Stack(graph_port=args.graph_port, auth0_port=args.auth0_port, with_azurite=not args.no_azurite) as stack,
         ScimApp() as scim,
         SalesforceEmulator() as org,
-        WebhookReceiver() as receiver,
+        Receivers() as receivers,
     ):
         summary = stack.seed(args.users, max(args.groups, 3), args.seed)
         dump = stack.graph.snapshot(full=True)["dump"]
         for role in ROLES:
             stack.auth0.add_role(role)
         mapping = folder / "mapping.yaml"
-        env = day_settings(stack, scim, org, receiver, mapping, dump["groups"])
+        env = day_settings(stack, scim, org, receivers, mapping, dump["groups"])
         with functions_host(env) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             host.run_timer("subscriptions_renew")  # change notifications flow from now on
@@ -87,6 +86,9 @@ def serve(args: argparse.Namespace) -> int:
             if stack.azurite is not None and stack.azurite.endpoints is not None:
                 e = stack.azurite.endpoints
                 print(f"Azurite          blob {e.blob_port}, queue {e.queue_port}, table {e.table_port}")
+            for name, where in receivers.where():
+                print(f"{name:<17}{where}")
+            print(f"Email            Graph sendMail from {MAILBOX}   (read: {stack.graph.origin}/_control/mail)")
             print(f"Functions        {host.base_url} ({', '.join(sorted(host.functions))})")
             print(f"\nWrote {mapping} and {settings} (its Values are the settings below):")
             for key, value in sorted(env.items()):

@@ -16,12 +16,15 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 
 from sandbox.courier import MemoryCourier
+from sandbox.event_sink import DEFAULT_KEY as EVENTS_KEY
+from sandbox.event_sink import EventSink
 from sandbox.host import FunctionsHost
 from sandbox.mapping import (
     INBOUND_SOURCE,
@@ -37,6 +40,9 @@ from sandbox.salesforce import SalesforceEmulator
 from sandbox.salesforce.seed import seed_org
 from sandbox.scim import GROUP_SCHEMA, PATCH_SCHEMA, USER_SCHEMA, ScimApp
 from sandbox.stack import INBOX_TOKEN, Stack, functions_host
+from sandbox.tickets import ServiceNowEmulator
+from shared.alerting.feed import LAG_S, replay
+from shared.stores.keys import utc_text
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Support Agent")
 STEP_TIMEOUT_S = 15.0
@@ -49,9 +55,76 @@ VERIFY: Final = "{send: verification_email}"
 TICKET: Final = "{send: password_change_ticket, result_url: 'https://app.sandbox.example/welcome', ttl_s: 604800}"
 
 
+MAILBOX: Final = "entra-sync@sandbox.example"  # the alerts' sending mailbox (Graph sendMail, the Graph emulator)
+SECOPS: Final = "secops@sandbox.example"
+# Where the day's alerts, findings and events go: each channel to a sandbox receiver (the settings
+# naming them are in day_settings).
+DAY_ALERTS: Final = f"""alerts:
+  channels:
+    secops: {{kind: slack, url_setting: ALERTS_SLACK_URL}}
+    it-ops: {{kind: teams, url_setting: ALERTS_TEAMS_URL}}
+    mail: {{kind: email, mailbox: {MAILBOX}, to: [{SECOPS}]}}
+    itsm: {{kind: servicenow, url_setting: ALERTS_SNOW_URL, user_setting: ALERTS_SNOW_USER,
+           password_setting: ALERTS_SNOW_PASSWORD, table: incident}}
+  routes:
+    - {{kinds: [risk], min_severity: medium, channels: [secops, mail]}}
+    - {{kinds: [held, failed_run, poison, quarantine], channels: [it-ops]}}
+    - {{kinds: [findings], channels: [itsm], tickets: class}}
+  events: {{url_setting: EVENTS_URL, secret_setting: EVENTS_SIGNING_KEY}}
+"""
+
+
+class Receivers:
+    """The sandbox's stand-ins for where alerts, findings and events go: a Slack/Teams webhook
+    receiver (hooks ``slack``, ``teams`` and ``security`` for the plain NOTIFY_WEBHOOK_URL), a
+    ServiceNow instance, an event endpoint; email lands in the Graph emulator's outbox."""
+
+    def __init__(self) -> None:
+        self.hooks = WebhookReceiver()
+        self.itsm = ServiceNowEmulator()
+        self.events = EventSink()
+
+    def __enter__(self) -> Receivers:
+        try:
+            for piece in (self.hooks, self.itsm, self.events):
+                piece.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for piece in (self.events, self.itsm, self.hooks):
+            piece.stop()
+
+    def settings(self) -> dict[str, str]:
+        return {
+            "NOTIFY_WEBHOOK_URL": self.hooks.url(),  # what no route takes, as plain text
+            "ALERTS_SLACK_URL": self.hooks.url("slack"),
+            "ALERTS_TEAMS_URL": self.hooks.url("teams"),
+            "ALERTS_SNOW_URL": self.itsm.origin,
+            "ALERTS_SNOW_USER": self.itsm.user,
+            "ALERTS_SNOW_PASSWORD": self.itsm.password,
+            "EVENTS_URL": self.events.url(),
+            "EVENTS_SIGNING_KEY": EVENTS_KEY,
+        }
+
+    def where(self) -> list[tuple[str, str]]:
+        """What ``serve`` prints: each receiver and where to read what it got."""
+        return [
+            (
+                "Slack / Teams",
+                f"{self.hooks.origin}/hooks/{{slack,teams}}   (read: {self.hooks.origin}/_control/messages)",
+            ),
+            ("ServiceNow", f"{self.itsm.origin}/api/now/table/incident   (read: {self.itsm.origin}/_control/tickets)"),
+            ("Event feed", f"{self.events.url()}   (read: {self.events.origin}/_control/events)"),
+        ]
+
+
 def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str, welcome: str = VERIFY) -> str:
-    """The mapping the demo and ``serve`` run: Auth0 and a SCIM application fed by Entra ID, and an
-    inbound source feeding an Auth0 and a SCIM target of its own."""
+    """The mapping the demo and ``serve`` run: Auth0 and a SCIM application fed by Entra ID, an
+    inbound source feeding an Auth0 and a SCIM target of its own, and the alerts routed to the
+    sandbox's receivers (:data:`DAY_ALERTS`)."""
     staff, sales, support = groups[0], groups[1], groups[2]
     grants = [
         (staff["id"], ["Employee"]),
@@ -83,28 +156,27 @@ def sandbox_day_mapping(groups: list[dict[str, Any]], scim_url: str, welcome: st
         f"    organizations: [{{group: {staff['id']}, organization: acme, roles: [Employee]}}]\n"
         f"    welcome: {{Username-Password-Authentication: {welcome}}}\n"
     )
-    return text.replace(line, line + day_one, 1)
+    return text.replace(line, line + day_one, 1) + DAY_ALERTS
 
 
 def day_settings(
     stack: Stack,
     scim: ScimApp,
     org: SalesforceEmulator,
-    receiver: WebhookReceiver,
+    receivers: Receivers,
     mapping_path: Path,
     groups: list[dict[str, Any]],
     welcome: str = VERIFY,
 ) -> dict[str, str]:
     """The day's mapping written to ``mapping_path``, the Salesforce org seeded for it, and the app
-    settings that run it on this sandbox (security notifications go to the loopback Slack/Teams
-    stand-in)."""
+    settings that run it on this sandbox (alerts, tickets and events go to ``receivers``)."""
     mapping_path.write_text(sandbox_day_mapping(groups, scim.base_url, welcome))
     org.seed(SALESFORCE_SEED)
     stack.auth0.add_organization("acme", {"entra": True})  # the organization Staff join
     return {
         **stack.env(),
         "SYNC_MAPPING_FILE": str(mapping_path),
-        "NOTIFY_WEBHOOK_URL": receiver.url(),
+        **receivers.settings(),
         "SCIM_CRM_TOKEN": scim.token,
         "SALESFORCE_INSTANCE_URL": org.origin,
         "SALESFORCE_CLIENT_ID": org.client_id,
@@ -164,13 +236,12 @@ def run_demo(users: int, groups: int, seed: int) -> int:
     print("entra-sync demo: emulated Entra ID -> entra-sync Functions -> emulated Auth0 and a SCIM app, on Azurite\n")
     with (
         Stack() as stack,
-        WebhookReceiver() as receiver,
+        Receivers() as receivers,
         ScimApp() as scim,
         SalesforceEmulator() as org,
         tempfile.TemporaryDirectory(prefix="entra-sync-demo-") as tmp,
     ):
         graph, auth0, crm = stack.graph, stack.auth0, _Crm(scim)
-        assert isinstance(receiver, WebhookReceiver)
         summary = stack.seed(users, max(groups, 3), seed)
         dump = graph.snapshot(full=True)["dump"]
         for role in ROLES:
@@ -178,8 +249,11 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         courier = MemoryCourier()  # the joiners' mailbox: it takes the tickets
         # Three people already have Auth0 accounts (same email): they are linked, never duplicated.
         existing = [u for u in dump["users"] if u["accountEnabled"] and u.get("userType") == "Member"][:3]
+        # The third has not signed in since spring: the nightly run reports it stale, a ticket for a person.
+        spring = utc_text(datetime.now(UTC) - timedelta(days=200))
         for n, u in enumerate(existing):
-            auth0.add_user({"user_id": f"legacy-{n}", "email": u["mail"].lower(), "name": f"Legacy {u['displayName']}"})
+            auth0.add_user({"user_id": f"legacy-{n}", "email": u["mail"].lower(), "name": f"Legacy {u['displayName']}",
+                            **({"last_login": spring} if n == 2 else {})})  # fmt: skip
         # Two of them are in the SCIM application too (same userName, no externalId): adopted, not duplicated.
         before = {u["id"]: scim.add_user(u["userPrincipalName"], displayName=f"Legacy {u['displayName']}")["id"]
                   for u in existing[:2]}  # fmt: skip
@@ -198,10 +272,11 @@ def run_demo(users: int, groups: int, seed: int) -> int:
         print("SCIM      2 pre-existing users; groups Staff and Sales pushed from Entra")
         print(f"Inbound   SCIM endpoint source {INBOUND_SOURCE} (Entra provisioning pushes) feeds auth0:hr, scim:hr\n")
 
-        env = day_settings(stack, scim, org, receiver, mapping_path, dump["groups"], TICKET)
+        env = day_settings(stack, scim, org, receivers, mapping_path, dump["groups"], TICKET)
         with functions_host(env, courier=courier) as (host, svc):
             host.run_coroutine(svc.ensure_storage())
             print(f"Functions {', '.join(sorted(host.functions))} (host stand-in at {host.base_url})\n")
+            day_began = utc_text(datetime.now(UTC))  # the event feed's replay starts here
 
             started = time.perf_counter()
             host.run_timer("subscriptions_renew")
@@ -309,10 +384,11 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             _print_scim(crm, hire["id"])
             host.wait_idle(STEP_TIMEOUT_S)
 
-            _risky_sign_in(graph, auth0, receiver, host, existing)
-            _nightly_reconciliation(graph, auth0, host, svc, existing)
+            _risky_sign_in(graph, auth0, receivers.hooks, host, existing)
+            _nightly_reconciliation(graph, auth0, host, svc, existing, receivers.itsm)
             _inbound_push(auth0, crm, host)
             _salesforce_day(graph, org, host, dump)
+            _event_feed(host, svc, receivers.events, day_began)
 
             stats = host.stats()
             hook = stats["graph_webhook"]
@@ -347,8 +423,11 @@ def run_demo(users: int, groups: int, seed: int) -> int:
     return 0
 
 
-def _nightly_reconciliation(graph: Any, auth0: Any, host: FunctionsHost, svc: Any, skip: list[Any]) -> None:
-    """Step 8: drift the day's notifications could not see, found and repaired by the nightly run."""
+def _nightly_reconciliation(
+    graph: Any, auth0: Any, host: FunctionsHost, svc: Any, skip: list[Any], itsm: ServiceNowEmulator
+) -> None:
+    """Step 8: drift the day's notifications could not see, found and repaired by the nightly run;
+    what policy leaves to a person (an account nobody signed in to for months) opens a ServiceNow ticket."""
     taken = {u["id"] for u in skip}
     people = [
         u for u in graph.snapshot(full=True)["dump"]["users"]
@@ -383,6 +462,8 @@ def _nightly_reconciliation(graph: Any, auth0: Any, host: FunctionsHost, svc: An
     for fmt in ("html", "csv", "json"):
         (out / f"{summary.run_id}.{fmt}").write_bytes(host.run_coroutine(svc.reports.load(summary.run_id, fmt)))
     print(f"     report: {out / (summary.run_id + '.html')} (and .csv, .json)")
+    for ticket in itsm.tickets():
+        print(f"     ServiceNow {ticket.get('number')}: {ticket.get('short_description')}")
 
 
 def _inbound_push(auth0: Any, crm: _Crm, host: FunctionsHost) -> None:
@@ -567,6 +648,42 @@ def _risky_sign_in(graph: Any, auth0: Any, receiver: WebhookReceiver, host: Func
         f"blocked, 2 sessions and 1 refresh token revoked, {len(messages)} message",
     )
     for message in messages:
-        print(f"     Slack/Teams message received {(message.at - raised_at) * 1000:.0f} ms after the detection:")
-        for line in message.text.splitlines():
+        print(f"     Slack ({message.hook}, Block Kit) received {(message.at - raised_at) * 1000:.0f} ms after the "
+              "detection:")  # fmt: skip
+        for line in _slack_lines(message.body):
             print(f"       | {line}")
+    for mail in graph.outbox.listed():
+        print(f"     Email from {mail['mailbox']} to {', '.join(mail['to'])}: {mail['subject']}")
+
+
+def _slack_lines(body: dict[str, Any]) -> list[str]:
+    """What a person sees of a Block Kit message: the header, the fields, the text."""
+    lines: list[str] = []
+    for block in body.get("blocks") or []:
+        if block.get("type") in ("header", "section") and isinstance(block.get("text"), dict):
+            lines += str(block["text"]["text"]).splitlines()
+        lines += [" | ".join(str(f["text"]).replace("*", "").splitlines()) for f in block.get("fields") or []]
+    return lines or str(body.get("text", "")).splitlines()
+
+
+def _event_feed(host: FunctionsHost, svc: Any, sink: EventSink, since: str) -> None:
+    """Step 13: the day's effective changes as the event feed's CloudEvents, posted signed to its
+    endpoint. The alerts_outbox timer publishes each about a minute after it happened (rows settle
+    for LAG_S first); a day this short is replayed from the audit trail, as ``entra-sync events
+    --post`` does, with the ids the timer gives them."""
+
+    async def post_all() -> int:
+        posted = 0
+        async for event in replay(svc.audit, since):
+            await svc.events.sink.post(event)
+            posted += 1
+        return posted
+
+    started = time.perf_counter()
+    posted = host.run_coroutine(post_all(), timeout_s=120)
+    secs = time.perf_counter() - started
+    got = sink.unique()
+    kinds = Counter(str(e["type"]).removeprefix("com.entra-sync.") for e in got.values())
+    _print_step(13, "Event feed: the day as CloudEvents", secs, f"{posted} posted, signed; the endpoint holds "
+                f"{len(got)} ids: " + ", ".join(f"{k} {v}" for k, v in kinds.most_common(3)))  # fmt: skip
+    print(f"     (the alerts_outbox timer posts each change {LAG_S:.0f} s to a minute after it happened)")

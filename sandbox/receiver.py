@@ -8,7 +8,7 @@ is a 400 ``invalid_payload``. ``text`` is what a person would read first: the Sl
 card's first TextBlock, the generic payload's title. Failures are injected with
 the shared fault rules on the route name ``webhook.post`` (for example
 ``receiver.faults.configure([FaultRule("webhook.post", status=500, count=1)])``), and every request
-lands in ``receiver.log`` with its timestamp.
+lands in ``receiver.log`` with its timestamp; ``GET /_control/messages`` lists what arrived.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class WebhookReceiver(Emulator):
         super().__init__(host, port, fault_seed)
         self._messages: list[ReceivedMessage] = []
         self.add_route("POST", r"/hooks/(?P<hook>[A-Za-z0-9_-]+)", "webhook.post", self._post)
+        self.add_control_route("GET", "/_control/messages", lambda r: Response.json({"messages": self.listed()}))
 
     def url(self, hook: str = "security") -> str:
         """The incoming-webhook URL to configure as ``NOTIFY_WEBHOOK_URL``."""
@@ -71,6 +72,10 @@ class WebhookReceiver(Emulator):
     def messages(self) -> list[ReceivedMessage]:
         with self.lock:
             return list(self._messages)
+
+    def listed(self) -> list[dict[str, Any]]:
+        """Each message as ``GET /_control/messages`` shows it: when, which hook, the headline and the body."""
+        return [{"at": m.at, "hook": m.hook, "text": m.text, "body": m.body} for m in self.messages()]
 
     def texts(self) -> list[str]:
         return [m.text for m in self.messages()]

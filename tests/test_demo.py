@@ -46,12 +46,20 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
     assert "revoke_refresh_tokens" in out
     assert "7. Risky sign-in: high risk for" in out
     assert "blocked, 2 sessions and 1 refresh token revoked, 1 message" in out
-    assert out.count("Slack/Teams message received") == 1
-    assert "| [entra-sync] HIGH sign-in risk for" in out
+    # The mapping's alerts: section routes the risk to Slack (Block Kit) and the security mailbox.
+    assert out.count("Slack (slack, Block Kit) received") == 1
+    assert re.search(r"\| HIGH sign-in risk for .+ \(.+@sandbox\.onmicrosoft\.com\)\n +\| Event \| risk\n", out)
     assert "| Done: blocked the Auth0 account; revoked all sessions; revoked all refresh tokens" in out
+    mail = r"Email from entra-sync@sandbox\.example to secops@sandbox\.example: \[entra-sync\] \[high\] HIGH sign-in"
+    assert re.search(mail, out)
     assert "8. Nightly reconciliation" in out
-    assert "drift: attribute_mismatch 2; 2 repaired through the worker" in out
+    assert "drift: attribute_mismatch 2, stale 1; 2 repaired through the worker" in out
     assert "both repaired: yes; a second (dry) run finds 0 repairable differences" in out
+    assert "ServiceNow INC0010001: entra-sync: 1 stale finding(s) in auth0" in out  # reported, for a person
+    # The day's effective changes reached the event endpoint signed (it refuses anything else), each id once.
+    feed = re.search(r"13\. Event feed: the day as CloudEvents +\d+ ms +(\d+) posted, signed; the endpoint holds (\d+)",
+                     out)  # fmt: skip
+    assert feed is not None and int(feed.group(1)) == int(feed.group(2)) > 100, out[-3000:]
     # Entra provisioning pushes through the inbound endpoint: the user reaches Auth0 and the SCIM app.
     assert re.search(r"Entra provisioning pushes to http://127\.0\.0\.1:\d+/api/scim/hr-push/v2\?aadOptscim062020", out)
     assert re.search(r"9\. Push: Ada Lovelace, member of Research +\d+ ms +auth0:hr account auth0\|", out)

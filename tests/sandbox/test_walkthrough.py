@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +32,9 @@ def walkthrough() -> list[str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def served(tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
     """``serve`` running in ``tmp_path`` (its files in sandbox-run/, as the README's paths say),
-    and the person it printed."""
+    the person it printed, and all it printed."""
     log = (tmp_path / "serve.log").open("w+", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1,localhost,::1"}
     process = subprocess.Popen(
@@ -51,7 +52,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
             out = log.read()
         person = re.search(r"PERSON=(\S+)", out)
         assert person is not None, out
-        yield tmp_path, person.group(1)
+        yield tmp_path, person.group(1), out
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -62,8 +63,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         log.close()
 
 
-def test_the_readme_walkthrough_runs_command_by_command_against_serve(served: tuple[Path, str]) -> None:
-    folder, person = served
+def test_the_readme_walkthrough_runs_command_by_command_against_serve(served: tuple[Path, str, str]) -> None:
+    folder, person, printed = served
+    receivers = dict(re.findall(r"^(Slack / Teams|ServiceNow|Event feed|Email) +.*\(read: (\S+)\)$", printed, re.M))
+    assert set(receivers) == {"Slack / Teams", "ServiceNow", "Event feed", "Email"}, printed
     commands = walkthrough()
     assert len(commands) >= 10 and any("sync-one" in c for c in commands)
     assert (folder / "sandbox-run" / "mapping.yaml").exists()
@@ -84,3 +87,8 @@ def test_the_readme_walkthrough_runs_command_by_command_against_serve(served: tu
             assert re.search(r"^  auth0 +(applied|noop)$", done.stdout, re.M), said
         if argv[2] == "status" and paused:  # every instance sees the pause: this process too
             assert re.search(r"^  scim:crm +paused by \S+ at ", done.stdout, re.M), said
+    # The replay reached the event endpoint serve started, signed (it refuses anything else).
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        events = http.get(receivers["Event feed"]).json()["events"]
+    assert events and all(e["specversion"] == "1.0" and e["type"].startswith("com.entra-sync.") for e in events)
+    assert "com.entra-sync.account.created" in {e["type"] for e in events}  # sync-one's and the backfill's
