@@ -40,7 +40,7 @@ from sandbox.salesforce import SalesforceEmulator
 from sandbox.salesforce.seed import seed_org
 from sandbox.scim import GROUP_SCHEMA, PATCH_SCHEMA, USER_SCHEMA, ScimApp
 from sandbox.stack import INBOX_TOKEN, Stack, functions_host
-from sandbox.tickets import ServiceNowEmulator
+from sandbox.tickets import JiraEmulator, ServiceNowEmulator
 from shared.alerting.feed import LAG_S, replay
 from shared.stores.keys import utc_text
 
@@ -66,10 +66,12 @@ DAY_ALERTS: Final = f"""alerts:
     mail: {{kind: email, mailbox: {MAILBOX}, to: [{SECOPS}]}}
     itsm: {{kind: servicenow, url_setting: ALERTS_SNOW_URL, user_setting: ALERTS_SNOW_USER,
            password_setting: ALERTS_SNOW_PASSWORD, table: incident}}
+    iam: {{kind: jira, url_setting: ALERTS_JIRA_URL, email_setting: ALERTS_JIRA_EMAIL,
+          token_setting: ALERTS_JIRA_TOKEN, project: IAM, issue_type: Task}}
   routes:
     - {{kinds: [risk], min_severity: medium, channels: [secops, mail]}}
     - {{kinds: [held, failed_run, poison, quarantine], channels: [it-ops]}}
-    - {{kinds: [findings], channels: [itsm], tickets: class}}
+    - {{kinds: [findings], channels: [itsm, iam], tickets: class}}
   events: {{url_setting: EVENTS_URL, secret_setting: EVENTS_SIGNING_KEY}}
 """
 
@@ -77,16 +79,17 @@ DAY_ALERTS: Final = f"""alerts:
 class Receivers:
     """The sandbox's stand-ins for where alerts, findings and events go: a Slack/Teams webhook
     receiver (hooks ``slack``, ``teams`` and ``security`` for the plain NOTIFY_WEBHOOK_URL), a
-    ServiceNow instance, an event endpoint; email lands in the Graph emulator's outbox."""
+    ServiceNow instance, a Jira site, an event endpoint; email lands in the Graph emulator's outbox."""
 
     def __init__(self) -> None:
         self.hooks = WebhookReceiver()
         self.itsm = ServiceNowEmulator()
+        self.jira = JiraEmulator()
         self.events = EventSink()
 
     def __enter__(self) -> Receivers:
         try:
-            for piece in (self.hooks, self.itsm, self.events):
+            for piece in (self.hooks, self.itsm, self.jira, self.events):
                 piece.start()
         except BaseException:
             self.__exit__()
@@ -94,7 +97,7 @@ class Receivers:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for piece in (self.events, self.itsm, self.hooks):
+        for piece in (self.events, self.jira, self.itsm, self.hooks):
             piece.stop()
 
     def settings(self) -> dict[str, str]:
@@ -105,6 +108,9 @@ class Receivers:
             "ALERTS_SNOW_URL": self.itsm.origin,
             "ALERTS_SNOW_USER": self.itsm.user,
             "ALERTS_SNOW_PASSWORD": self.itsm.password,
+            "ALERTS_JIRA_URL": self.jira.origin,
+            "ALERTS_JIRA_EMAIL": self.jira.email,
+            "ALERTS_JIRA_TOKEN": self.jira.token,
             "EVENTS_URL": self.events.url(),
             "EVENTS_SIGNING_KEY": EVENTS_KEY,
         }
@@ -117,6 +123,7 @@ class Receivers:
                 f"{self.hooks.origin}/hooks/{{slack,teams}}   (read: {self.hooks.origin}/_control/messages)",
             ),
             ("ServiceNow", f"{self.itsm.origin}/api/now/table/incident   (read: {self.itsm.origin}/_control/tickets)"),
+            ("Jira", f"{self.jira.origin}/rest/api/3/issue   (read: {self.jira.origin}/_control/tickets)"),
             ("Event feed", f"{self.events.url()}   (read: {self.events.origin}/_control/events)"),
         ]
 
@@ -385,7 +392,7 @@ def run_demo(users: int, groups: int, seed: int) -> int:
             host.wait_idle(STEP_TIMEOUT_S)
 
             _risky_sign_in(graph, auth0, receivers.hooks, host, existing)
-            _nightly_reconciliation(graph, auth0, host, svc, existing, receivers.itsm)
+            _nightly_reconciliation(graph, auth0, host, svc, existing, receivers.itsm, receivers.jira)
             _inbound_push(auth0, crm, host)
             _salesforce_day(graph, org, host, dump)
             _event_feed(host, svc, receivers.events, day_began)
@@ -424,10 +431,17 @@ def run_demo(users: int, groups: int, seed: int) -> int:
 
 
 def _nightly_reconciliation(
-    graph: Any, auth0: Any, host: FunctionsHost, svc: Any, skip: list[Any], itsm: ServiceNowEmulator
+    graph: Any,
+    auth0: Any,
+    host: FunctionsHost,
+    svc: Any,
+    skip: list[Any],
+    itsm: ServiceNowEmulator,
+    jira: JiraEmulator,
 ) -> None:
     """Step 8: drift the day's notifications could not see, found and repaired by the nightly run;
-    what policy leaves to a person (an account nobody signed in to for months) opens a ServiceNow ticket."""
+    what policy leaves to a person (an account nobody signed in to for months) opens a ServiceNow
+    ticket and a Jira issue."""
     taken = {u["id"] for u in skip}
     people = [
         u for u in graph.snapshot(full=True)["dump"]["users"]
@@ -464,6 +478,8 @@ def _nightly_reconciliation(
     print(f"     report: {out / (summary.run_id + '.html')} (and .csv, .json)")
     for ticket in itsm.tickets():
         print(f"     ServiceNow {ticket.get('number')}: {ticket.get('short_description')}")
+    for issue in jira.tickets():
+        print(f"     Jira {issue.get('key')}: {issue.get('summary')}")
 
 
 def _inbound_push(auth0: Any, crm: _Crm, host: FunctionsHost) -> None:

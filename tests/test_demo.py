@@ -56,6 +56,7 @@ def test_the_demo_plays_the_scripted_day_end_to_end() -> None:
     assert "drift: attribute_mismatch 2, stale 1; 2 repaired through the worker" in out
     assert "both repaired: yes; a second (dry) run finds 0 repairable differences" in out
     assert "ServiceNow INC0010001: entra-sync: 1 stale finding(s) in auth0" in out  # reported, for a person
+    assert re.search(r"Jira IAM-1: entra-sync: 1 stale finding\(s\) in auth0", out)
     # The day's effective changes reached the event endpoint signed (it refuses anything else), each id once.
     feed = re.search(r"13\. Event feed: the day as CloudEvents +\d+ ms +(\d+) posted, signed; the endpoint holds (\d+)",
                      out)  # fmt: skip

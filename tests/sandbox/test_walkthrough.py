@@ -65,8 +65,9 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
 
 def test_the_readme_walkthrough_runs_command_by_command_against_serve(served: tuple[Path, str, str]) -> None:
     folder, person, printed = served
-    receivers = dict(re.findall(r"^(Slack / Teams|ServiceNow|Event feed|Email) +.*\(read: (\S+)\)$", printed, re.M))
-    assert set(receivers) == {"Slack / Teams", "ServiceNow", "Event feed", "Email"}, printed
+    named = r"^(Slack / Teams|ServiceNow|Jira|Event feed|Email) +.*\(read: (\S+)\)$"
+    receivers = dict(re.findall(named, printed, re.M))
+    assert set(receivers) == {"Slack / Teams", "ServiceNow", "Jira", "Event feed", "Email"}, printed
     commands = walkthrough()
     assert len(commands) >= 10 and any("sync-one" in c for c in commands)
     assert (folder / "sandbox-run" / "mapping.yaml").exists()
