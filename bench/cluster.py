@@ -282,6 +282,9 @@ class ClusterConfig:
     # application's base URL ("" without one), and more app settings (e.g. an inbound source's token).
     mapping_text: Callable[[list[str], str], str] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # True: host 0 serves HTTP and polls no queue (the HTTP group's instance); the others run the
+    # queue functions. False: host 0 does both, as one instance of a plan without per-function scaling.
+    http_apart: bool = False
 
 
 @dataclass
@@ -375,6 +378,8 @@ class Cluster:
             "env": self.env,
             "index": index,
             "serve_http": index == 0,
+            # Flex Consumption's per-function scaling: the HTTP group on instances of its own.
+            "run_queues": not (index == 0 and self.config.http_apart),
             "http_port": self.http_port if index == 0 else 0,
             "visibility_timeout_s": self.config.visibility_timeout_s,
         }
@@ -622,6 +627,7 @@ def _host_child(config: dict[str, Any], proto: _Protocol) -> None:
         visibility_timeout_s=config["visibility_timeout_s"],
         http_port=int(config["http_port"]),
         serve_http=bool(config["serve_http"]),
+        run_queues=bool(config.get("run_queues", True)),
         on_stop=lambda: bootstrap.app().aclose(),
     )
     host.on_http = on_http

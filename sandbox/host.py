@@ -473,6 +473,7 @@ class FunctionsHost:
         app_settings: Mapping[str, str] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
         serve_http: bool = True,
+        run_queues: bool = True,
     ) -> None:
         self._init(
             index_app(app),
@@ -486,6 +487,7 @@ class FunctionsHost:
             app_settings=app_settings,
             on_stop=on_stop,
             serve_http=serve_http,
+            run_queues=run_queues,
         )
 
     @classmethod
@@ -509,10 +511,14 @@ class FunctionsHost:
         app_settings: Mapping[str, str] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
         serve_http: bool = True,
+        run_queues: bool = True,
     ) -> None:
         self.options = HostOptions.load(host_json)
         # False: queues and timers only, as a Functions instance the load balancer sends no HTTP to.
         self.serve_http = serve_http
+        # False: no queue is polled, as an instance of Flex Consumption's HTTP group (per-function
+        # scaling: HTTP triggers share instances of their own, each queue trigger scales apart).
+        self.run_queues = run_queues
         # Observers for benchmarks, called on the thread that saw it (keep them cheap):
         # ``on_http(function, body, received_epoch)`` before an HTTP function runs, and
         # ``on_message(function, body, started_epoch, finished_epoch, ok)`` after a queue function ran.
@@ -990,6 +996,8 @@ class FunctionsHost:
         return client
 
     async def _start_listeners(self) -> None:
+        if not self.run_queues:
+            return
         for info in self.functions.values():
             if info.trigger_type == "queueTrigger":
                 assert info.queue_name is not None
@@ -1144,7 +1152,7 @@ class FunctionsHost:
 
         if busy():
             return False
-        for queue in self.queue_names():
+        for queue in self.queue_names() if self.run_queues else ():  # the queues this instance listens to
             properties = await self._clients[queue].get_queue_properties()
             if properties.approximate_message_count:
                 return False
