@@ -135,3 +135,49 @@ def test_two_instances_tripping_at_once_open_one_episode_that_one_approval_relea
     assert [e["episode"] for e in asyncio.run(state.list("guard:auth0")).values()] == [a.episode]
     assert released == 2  # both held identities go out with the one approval
     assert len(alerts.delivered) == 1  # and the operators were told once
+
+
+LEAVE = Plan((Action(ActionKind.START_DEPROVISION, {}, {}), Action(ActionKind.DISABLE, {}, {})))
+
+
+class SlowLinks(MemoryLinks):
+    """Links whose count waits until released, as a scan of every link did under a backlog (40 s)."""
+
+    def __init__(self, managed: int) -> None:
+        super().__init__(target="auth0", source="entra")
+        self.managed, self.counts = managed, 0
+        self.release = asyncio.Event()
+
+    async def count(self) -> int:
+        self.counts += 1
+        await self.release.wait()
+        return self.managed
+
+
+def test_a_leaver_far_from_the_share_rule_never_waits_for_the_links_to_be_counted() -> None:
+    """Benchmark 1's leavers behind a 10,000-item backlog waited up to 57 s: the first deprovision
+    counted every link inside the guard's lock, and every other one queued behind it. The count is
+    needed only near the share rule; it starts in the background and is awaited only there."""
+    clock = FakeClock()
+    links = SlowLinks(managed=100)
+    policy = GuardPolicy(max_deprovisions=1_000, max_deprovision_share=0.2, min_changes_for_share=10)
+    g = MassChangeGuard(
+        state=MemoryState(), links=links, audit=MemoryAudit(), queue=MemoryQueue(clock), policy=policy,
+        alerts=MemoryAlerts(MemoryAudit()), clock=clock,
+    )  # fmt: skip
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        far = [await asyncio.wait_for(g.check(user_item(u, "notification"), LEAVE), 5) for u in USERS[:4]]
+        assert links.counts == 1  # one count, started in the background by the first leaver
+        near = asyncio.create_task(g.check(user_item(USERS[4], "notification"), LEAVE))  # 5 >= 10 x 0.5
+        await asyncio.sleep(0)
+        waited = not near.done()
+        links.release.set()
+        later = [await g.check(user_item(u, "notification"), LEAVE) for u in USERS[5:21]]
+        return far, [waited, await near, *later]
+
+    far, near = asyncio.run(scenario())
+    assert far == [None] * 4  # not one waited for the count
+    assert near[0] is True and near[1] is None  # near the share rule the count is awaited, then used
+    assert near[2:17] == [None] * 15 and near[17] is not None  # 21 of 100 managed (> 20%) is held
+    assert links.counts == 2  # the background count, and a fresh one before holding anyone on a share
