@@ -155,9 +155,9 @@ class SlowLinks(MemoryLinks):
 
 
 def test_a_leaver_far_from_the_share_rule_never_waits_for_the_links_to_be_counted() -> None:
-    """Benchmark 1's leavers behind a 10,000-item backlog waited up to 57 s: the first deprovision
-    counted every link inside the guard's lock, and every other one queued behind it. The count is
-    needed only near the share rule; it starts in the background and is awaited only there."""
+    """The first deprovision counted every link inside the guard's lock, and every other one queued
+    behind it (a slow storage makes that seconds). The count is needed only near the share rule: it
+    starts in the background and is awaited only there."""
     clock = FakeClock()
     links = SlowLinks(managed=100)
     policy = GuardPolicy(max_deprovisions=1_000, max_deprovision_share=0.2, min_changes_for_share=10)

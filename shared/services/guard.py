@@ -231,9 +231,8 @@ class MassChangeGuard:
     async def _managed_accounts(self, now: float, *, fresh: bool = False) -> int:
         """The managed accounts (the target's links). Counted here when never counted yet or asked
         ``fresh`` (before a hold on a share); a count older than :data:`MANAGED_REFRESH_S` is
-        counted again in the background while the old one serves. Counting reads every link: under
-        a 10,000-item backlog it took 40 s, and every deprovision waited behind it in the guard's
-        lock (benchmark 1's leavers)."""
+        counted again in the background while the old one serves. Counting reads every link, and it
+        runs inside the guard's lock, where every other deprovision would wait for it."""
         recount = self._current_recount()
         if not fresh and recount is not None and self._managed_at < 0:
             await asyncio.shield(recount)  # the warm-up count under way
