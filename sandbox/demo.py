@@ -41,7 +41,7 @@ from sandbox.salesforce.seed import seed_org
 from sandbox.scim import GROUP_SCHEMA, PATCH_SCHEMA, USER_SCHEMA, ScimApp
 from sandbox.stack import INBOX_TOKEN, Stack, functions_host
 from sandbox.tickets import JiraEmulator, ServiceNowEmulator
-from shared.alerting.feed import LAG_S, replay
+from shared.alerting.feed import LAG_S, post_again
 from shared.stores.keys import utc_text
 
 ROLES = ("Employee", "Sales Reader", "Sales Writer", "Support Agent")
@@ -688,15 +688,8 @@ def _event_feed(host: FunctionsHost, svc: Any, sink: EventSink, since: str) -> N
     for LAG_S first); a day this short is replayed from the audit trail, as ``entra-sync events
     --post`` does, with the ids the timer gives them."""
 
-    async def post_all() -> int:
-        posted = 0
-        async for event in replay(svc.audit, since):
-            await svc.events.sink.post(event)
-            posted += 1
-        return posted
-
     started = time.perf_counter()
-    posted = host.run_coroutine(post_all(), timeout_s=120)
+    posted = host.run_coroutine(post_again(svc.audit, svc.events.sink, since), timeout_s=120)
     secs = time.perf_counter() - started
     got = sink.unique()
     kinds = Counter(str(e["type"]).removeprefix("com.entra-sync.") for e in got.values())

@@ -8,6 +8,8 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from sandbox.memory_stores import MemoryAlerts, MemoryAudit, MemoryLinks, MemoryQueue, MemoryState
 from shared.core.model import Action, ActionKind, Plan
 from shared.core.work import user_item
@@ -32,11 +34,13 @@ class CountingState(MemoryState):
         return await super().get(kind, name)
 
 
-def guard(state: MemoryState, clock: FakeClock, policy: GuardPolicy = LIMITS) -> MassChangeGuard:
+def guard(
+    state: MemoryState, clock: FakeClock, policy: GuardPolicy = LIMITS, links: MemoryLinks | None = None
+) -> MassChangeGuard:
     audit = MemoryAudit()
     return MassChangeGuard(
-        state=state, links=MemoryLinks(target="auth0", source="entra"), audit=audit, queue=MemoryQueue(clock),
-        policy=policy, alerts=MemoryAlerts(audit), clock=clock,
+        state=state, links=links or MemoryLinks(target="auth0", source="entra"), audit=audit,
+        queue=MemoryQueue(clock), policy=policy, alerts=MemoryAlerts(audit), clock=clock,
     )  # fmt: skip
 
 
@@ -161,10 +165,7 @@ def test_a_leaver_far_from_the_share_rule_never_waits_for_the_links_to_be_counte
     clock = FakeClock()
     links = SlowLinks(managed=100)
     policy = GuardPolicy(max_deprovisions=1_000, max_deprovision_share=0.2, min_changes_for_share=10)
-    g = MassChangeGuard(
-        state=MemoryState(), links=links, audit=MemoryAudit(), queue=MemoryQueue(clock), policy=policy,
-        alerts=MemoryAlerts(MemoryAudit()), clock=clock,
-    )  # fmt: skip
+    g = guard(MemoryState(), clock, policy, links)
 
     async def scenario() -> tuple[list[Any], list[Any]]:
         far = [await asyncio.wait_for(g.check(user_item(u, "notification"), LEAVE), 5) for u in USERS[:4]]
@@ -181,3 +182,30 @@ def test_a_leaver_far_from_the_share_rule_never_waits_for_the_links_to_be_counte
     assert near[0] is True and near[1] is None  # near the share rule the count is awaited, then used
     assert near[2:17] == [None] * 15 and near[17] is not None  # 21 of 100 managed (> 20%) is held
     assert links.counts == 2  # the background count, and a fresh one before holding anyone on a share
+
+
+class FailingOnceLinks(SlowLinks):
+    """Links whose first count fails (storage trouble), as a background count may."""
+
+    async def count(self) -> int:
+        self.counts += 1
+        if self.counts == 1:
+            raise OSError("storage unreachable")
+        return self.managed
+
+
+def test_a_background_count_that_failed_is_not_trusted_near_the_share_rule(caplog: pytest.LogCaptureFixture) -> None:
+    """The warm-up count, started far from the share rule, fails: near the rule the guard counts in
+    the path instead of judging a share against no count, and holds on the share that count gives."""
+    clock = FakeClock()
+    links = FailingOnceLinks(managed=20)
+    policy = GuardPolicy(max_deprovisions=1_000, max_deprovision_share=0.2, min_changes_for_share=10)
+    g = guard(MemoryState(), clock, policy, links)
+
+    async def scenario() -> list[Any]:
+        return [await g.check(user_item(u, "notification"), LEAVE) for u in USERS[:10]]
+
+    holds = asyncio.run(scenario())
+    assert holds[:9] == [None] * 9 and holds[9] is not None  # 10 of 20 managed (> 20%) is held
+    assert links.counts == 3  # the failed background count, one in the path, a fresh one before the hold
+    assert "could not count the managed accounts" in caplog.text

@@ -109,10 +109,9 @@ def event_feed(
     why = "the mapping's alerts.events names it"
     url = setting_secret(settings, events.url_setting, why, url=True)
     key = setting_secret(settings, events.secret_setting, why)
-    require([event_sink_problem(settings, config)])
+    require([event_sink_problem(settings, config)])  # reads the URL setting_secret just read
     sink: Sink = EventGridSink(url, key) if events.kind == "event_grid" else EventSink(url, key, http, clock)
-    feed = EventFeed(audit, state, sink, max_attempts=events.max_attempts, clock=clock, alert=alert)
-    return feed
+    return EventFeed(audit, state, sink, max_attempts=events.max_attempts, clock=clock, alert=alert)
 
 
 def alert_router(

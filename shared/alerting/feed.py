@@ -326,3 +326,13 @@ async def replay(audit: AuditStore, since: str, until: str | None = None) -> Asy
         event = to_event(row)
         if event is not None:
             yield event
+
+
+async def post_again(audit: AuditStore, sink: Sink, since: str, until: str | None = None) -> int:
+    """The feed's events of ``since`` <= time < ``until`` delivered again to ``sink``, oldest first,
+    with their ids (``entra-sync events --post``); how many."""
+    posted = 0
+    async for event in replay(audit, since, until):
+        await sink.post(event)
+        posted += 1
+    return posted

@@ -10,7 +10,7 @@ import json
 import sys
 
 from shared import bootstrap
-from shared.alerting.feed import replay
+from shared.alerting.feed import post_again, replay
 from shared.cli.audit import _at  # the audit search's own reading of a time
 from shared.cli.common import UsageError
 
@@ -20,13 +20,13 @@ async def cmd_events(svc: bootstrap.App, args: argparse.Namespace) -> int:
     assert since is not None  # required by the parser
     if args.post and svc.events is None:
         raise UsageError("--post needs the mapping's alerts.events (the feed's endpoint); without it, print them")
-    count = 0
-    async for event in replay(svc.audit, since, _at(args.until)):
-        if args.post:
-            assert svc.events is not None
-            await svc.events.sink.post(event)
-        else:
+    if args.post:
+        assert svc.events is not None
+        count = await post_again(svc.audit, svc.events.sink, since, _at(args.until))
+    else:
+        count = 0
+        async for event in replay(svc.audit, since, _at(args.until)):
             sys.stdout.write(json.dumps(event, sort_keys=True) + "\n")
-        count += 1
+            count += 1
     print(f"{count} events {'posted again' if args.post else 'replayed'} since {since}", file=sys.stderr)
     return 0

@@ -308,18 +308,23 @@ def test_an_http_only_host_answers_requests_and_leaves_the_queues_to_the_other_i
     rec = Recorder()
     functions = build_app(run_id, rec).get_functions()
     options = {"storage_connection": azurite.connection_string, "host_json": HOST_JSON, "polling_interval_s": 0.02}
-    env = Env(None, rec, run_id, azurite.connection_string)  # type: ignore[arg-type]
     queue = f"echo-{run_id}"
-    with QueueClient.from_connection_string(azurite.connection_string, queue) as admin:
-        admin.create_queue()
-    with FunctionsHost.from_functions(functions, run_queues=False, **options) as web:  # type: ignore[arg-type]
-        assert httpx.get(f"{web.base_url}/plain").text == "just text"
-        with env.producer(queue) as producer:
+    producer = QueueClient.from_connection_string(
+        azurite.connection_string, queue, message_encode_policy=TextBase64EncodePolicy()
+    )
+
+    def waiting() -> int:
+        return int(producer.get_queue_properties().approximate_message_count or 0)
+
+    with producer:
+        producer.create_queue()
+        with FunctionsHost.from_functions(functions, run_queues=False, **options) as web:  # type: ignore[arg-type]
+            assert httpx.get(f"{web.base_url}/plain").text == "just text"
             producer.send_message("for a worker")
-        assert web.wait_idle(5) and rec.get("echo") == [] and env.queue_count(queue) == 1
-        with FunctionsHost.from_functions(functions, serve_http=False, **options) as worker:  # type: ignore[arg-type]
-            assert worker.wait_idle(10)
-    assert [c["body"] for c in rec.get("echo")] == [b"for a worker"] and env.queue_count(queue) == 0
+            assert web.wait_idle(5) and rec.get("echo") == [] and waiting() == 1
+            with FunctionsHost.from_functions(functions, serve_http=False, **options) as worker:  # type: ignore[arg-type]
+                assert worker.wait_idle(10)
+        assert [c["body"] for c in rec.get("echo")] == [b"for a worker"] and waiting() == 0
 
 
 # ------------------------------------------------------------------------------------ queues
