@@ -27,7 +27,7 @@ from scim2_models import (
 from scim2_server.testing import AsyncScimStorageContract, BlockingStorage
 
 from shared.sources.scim_inbox import schema
-from shared.sources.scim_inbox.rows import Rows
+from shared.sources.scim_inbox.rows import Conflict, Op, Rows
 from shared.sources.scim_inbox.storage import InboxStorage, Replayed
 from tests.contracts.backends import Opener
 
@@ -52,6 +52,33 @@ class InboxStoreContract(AsyncScimStorageContract):
                 yield BlockingStorage(InboxStorage(subject, provider), runner)
             finally:
                 runner.run(opened.__aexit__(None, None, None))
+
+    # -- the rows ---------------------------------------------------------------------------------
+
+    def test_a_commit_of_one_write_keeps_its_condition_as_a_batch_does(self, rows: Opener[Rows]) -> None:
+        """A single write takes the store's cheaper path (Table Storage: the entity call, not a
+        one-operation batch); its conditions hold as in a batch of two."""
+
+        async def check() -> None:
+            async with rows() as subject:
+                for prefix, pad in (("one", []), ("two", [Op("upsert", "pad", {"changed": 1})])):
+                    await subject.commit([Op("insert", f"{prefix}|a", {"n": 1}), *pad])
+                    first = await subject.get(f"{prefix}|a")
+                    assert first is not None and first.data["n"] == 1
+                    with pytest.raises(Conflict) as taken:  # an insert where a row is
+                        await subject.commit([Op("insert", f"{prefix}|a", {"n": 2}), *pad])
+                    assert taken.value.key == f"{prefix}|a"
+                    await subject.commit([Op("replace", f"{prefix}|a", {"n": 3}, etag=first.etag), *pad])
+                    with pytest.raises(Conflict):  # over the version it was read at, now gone
+                        await subject.commit([Op("replace", f"{prefix}|a", {"n": 4}, etag=first.etag), *pad])
+                    with pytest.raises(Conflict):  # a replace of a row that is not there
+                        await subject.commit([Op("replace", f"{prefix}|none", {"n": 5}), *pad])
+                    with pytest.raises(Conflict):  # a delete too
+                        await subject.commit([Op("delete", f"{prefix}|none"), *pad])
+                    after = await subject.get(f"{prefix}|a")
+                    assert after is not None and after.data["n"] == 3 and await subject.get(f"{prefix}|none") is None
+
+        asyncio.run(check())
 
     # -- what the endpoint relies on -------------------------------------------------------------
 

@@ -109,7 +109,7 @@ class InboxHandler(AsyncScimHandler):
         if delta is not None and conditions == Conditions() and not ANSWERS_WITH_BODY.get():
             return await self._patch_members(resource_id, *delta)
         for attempt in range(PATCH_ATTEMPTS):
-            current = await self.storage.get(resource_type, resource_id)
+            current, row = await self.storage.read(resource_type, resource_id)
             previous = current.model_copy(deep=True)
             assert current.meta is not None
             patched = self.service.apply_patch(current, patch_op, conditions)
@@ -119,7 +119,7 @@ class InboxHandler(AsyncScimHandler):
                 return previous
             try:
                 return await self.storage.update(
-                    resource_type, patched, expected_version=current.meta.version, previous=previous
+                    resource_type, patched, expected_version=current.meta.version, previous=previous, read=row
                 )
             except PreconditionFailedException:
                 if conditions.if_match is not None or attempt == PATCH_ATTEMPTS - 1:

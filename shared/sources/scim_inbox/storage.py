@@ -30,7 +30,7 @@ import copy
 import json
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -120,12 +120,24 @@ class InboxStorage(AsyncScimStorage):
         *,
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
+        resource, _row = await self.read(resource_type, resource_id, response_parameters=response_parameters)
+        return resource
+
+    async def read(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> tuple[Resource[Any], Row]:
+        """A live resource and the row it was read from: a PATCH hands the row back to
+        :meth:`update` (``read=``), which then writes over that version without reading it again."""
         kind = _kind(resource_type)
         row = await self._live(kind, resource_id)
         members = None
         if kind == "group" and not _excludes_members(response_parameters):
             members = await self.member_entries(resource_id)
-        return self._resource(resource_type, row, members)
+        return self._resource(resource_type, row, members), row
 
     async def search(
         self,
@@ -167,7 +179,8 @@ class InboxStorage(AsyncScimStorage):
                 raise
             raise await self._taken(resource_type, kind, data) from exc
         touch([new_id] if kind == "user" else members)
-        return await self.get(resource_type, new_id)
+        # Answered from what was written (a new id: no other request can have changed it yet).
+        return self._resource(resource_type, Row(f"{kind}|{new_id}", data, ""), _entry_list(member_ops))
 
     async def update(
         self,
@@ -176,12 +189,15 @@ class InboxStorage(AsyncScimStorage):
         *,
         expected_version: str | None = None,
         previous: Resource[Any] | None = None,
+        read: Row | None = None,
     ) -> Resource[Any]:
         """Replace a stored resource. For a group, ``previous`` is the state a PATCH was applied to:
-        its members are what the change is taken against, so a concurrent PATCH's members stay."""
+        its members are what the change is taken against, so a concurrent PATCH's members stay.
+        ``read``: the row ``resource`` was read from (:meth:`read`), written over only if it is
+        still that version (as a version read here again would be)."""
         kind = _kind(resource_type)
         resource_id = resource.id or ""
-        row = await self._live(kind, resource_id)
+        row = read if read is not None and read.key == f"{kind}|{resource_id}" else await self._live(kind, resource_id)
         version = int(row.data["v"])
         if expected_version is not None and expected_version != version_tag(version):
             raise PreconditionFailedException(detail="the resource changed since it was read")
@@ -212,7 +228,8 @@ class InboxStorage(AsyncScimStorage):
             raise PreconditionFailedException(detail="the resource changed while it was written") from exc
         if kind == "user":
             touch([resource_id])
-        elif data["unique"] != row.data["unique"]:
+            return self._resource(resource_type, Row(f"user|{resource_id}", data, ""), None)  # as written
+        if data["unique"] != row.data["unique"]:
             touch(after)  # a group's new name may change who a mapping's scope or grants take in
         else:
             touch(after ^ before)
@@ -250,19 +267,27 @@ class InboxStorage(AsyncScimStorage):
         and writing only their rows and the group's (a new version): what a PATCH that names members
         costs, whatever the group's size. The group as stored after, members left out (what the
         answer's ETag is taken from); when nothing changed, as it was (the version stays)."""
-        row = await self._live("group", group_id)
         _check_members(set(added))
         named = sorted(set(added) | removed)
+        # The group's row, its members' rows and the types of members sent without one, read at once.
+        untyped = {m: dict(added[m]) for m in added}
         if len(named) <= POINT_READS:
-            rows = await asyncio.gather(*(self.rows.get(f"member|{group_id}|{m}") for m in named))
+            row, typed, *rows = await asyncio.gather(
+                self._live("group", group_id),
+                self._typed(untyped),
+                *(self.rows.get(f"member|{group_id}|{m}") for m in named),
+            )
             current = {m for m, r in zip(named, rows, strict=True) if r is not None and r.data.get("in")}
         else:
-            current = set(await self.members(group_id))
+            row, typed, listed = await asyncio.gather(
+                self._live("group", group_id), self._typed(untyped), self.members(group_id)
+            )
+            current = set(listed)
         adding = set(added) - current
         removing = removed & current
         if not adding and not removing:
             return self._resource(self._group_type(), row, None)
-        entries = await self._typed({m: added[m] for m in adding})
+        entries = {m: typed[m] for m in adding}
         now = self._now_ms()
         data = {**row.data, "v": int(row.data["v"]) + 1, "changed": now, "modified": _iso(now)}
         ops = [Op("replace", f"group|{group_id}", data, etag=row.etag)]
@@ -281,17 +306,7 @@ class InboxStorage(AsyncScimStorage):
 
     async def member_entries(self, group_id: str) -> list[dict[str, Any]]:
         """The group's members as a resource shows them (value, type, display, a relative $ref)."""
-        entries = []
-        async for row in self._each(f"member|{group_id}|"):
-            if row.data.get("in"):
-                entry = {
-                    "value": row.key.rsplit("|", 1)[1],
-                    **{k: row.data[k] for k in ("type", "display") if row.data.get(k)},
-                }
-                if entry.get("type") in ("User", "Group"):
-                    entry["$ref"] = f"{entry['type']}s/{entry['value']}"
-                entries.append(entry)
-        return entries
+        return [_entry(row.key, row.data) async for row in self._each(f"member|{group_id}|") if row.data.get("in")]
 
     async def _entries(self, resource: Resource[Any], ids: set[str]) -> dict[str, dict[str, Any]]:
         """Member id -> what its row keeps (type, display), for the members ``ids`` of ``resource``."""
@@ -303,13 +318,14 @@ class InboxStorage(AsyncScimStorage):
 
     async def _typed(self, entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """``entries`` with a type for each member sent without one (Entra sends none): the one this
-        store knows the id by."""
-        for member_id, entry in entries.items():
-            if not entry["type"]:
-                for kind, name in KINDS.items():
-                    if await self.rows.get(f"{name}|{member_id}") is not None:
-                        entry["type"] = kind
-                        break
+        store knows the id by (every such member's user row read at once, then the group rows of the rest)."""
+        untyped = [m for m, entry in entries.items() if not entry["type"]]
+        for kind, name in KINDS.items():
+            found = await asyncio.gather(*(self.rows.get(f"{name}|{m}") for m in untyped))
+            for member_id, row in zip(untyped, found, strict=True):
+                if row is not None:
+                    entries[member_id]["type"] = kind
+            untyped = [m for m, row in zip(untyped, found, strict=True) if row is None]
         return entries
 
     def _group_type(self) -> ResourceType:
@@ -543,6 +559,20 @@ def _membership_ops(group_id: str, added: dict[str, dict[str, Any]], removed: se
         row["changed"] = now
         ops += [Op("upsert", f"member|{group_id}|{member}", row), Op("upsert", f"memberof|{member}|{group_id}", row)]
     return ops
+
+
+def _entry_list(member_ops: list[Op]) -> list[dict[str, Any]]:
+    """The members a new group's membership rows add, as :meth:`InboxStorage.member_entries` lists them."""
+    return [_entry(op.key, op.data) for op in member_ops if op.key.startswith("member|") and op.data.get("in")]
+
+
+def _entry(key: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A membership row (``member|<group>|<id>``) as the group's ``members`` shows it: value, type,
+    display, and a relative $ref for a user or group."""
+    entry = {"value": key.rsplit("|", 1)[1], **{k: data[k] for k in ("type", "display") if data.get(k)}}
+    if entry.get("type") in ("User", "Group"):
+        entry["$ref"] = f"{entry['type']}s/{entry['value']}"
+    return entry
 
 
 def _indexed_eq(node: Any, kind: str) -> tuple[str, str] | None:
