@@ -13,9 +13,11 @@ Azure Functions Core Tools cannot be installed here, so this module drives the f
 * **One event loop.** All invocations run on one asyncio loop in a background thread, like the
   Python worker: ``async def`` functions run on that loop (so SDK clients the app caches stay bound
   to it) and plain functions run in a thread pool (the worker's default pool size).
-* **HTTP triggers.** A threaded HTTP/1.1 server on 127.0.0.1 serves ``/{routePrefix}/{route}``
-  (``extensions.http.routePrefix``, default ``api``; the route defaults to the function name; route
-  templates support ``{name}``, ``{name?}``, ``{name:int}``-style constraints and ``{*rest}``).
+* **HTTP triggers.** An HTTP/1.1 server (aiohttp's) on 127.0.0.1, on the invocations' own loop
+  (as the host hands requests to the worker's loop; a thread per connection would compete with the
+  loop for the GIL), serves ``/{routePrefix}/{route}`` (``extensions.http.routePrefix``, default
+  ``api``; the route defaults to the function name; route templates support ``{name}``,
+  ``{name?}``, ``{name:int}``-style constraints and ``{*rest}``).
   ``authLevel`` ``function``/``admin`` needs the key in ``?code=`` or ``x-functions-key`` when a
   ``function_key`` is configured (401 otherwise); without a key nothing is enforced, which is what
   Core Tools does locally. A known route called with a method it does not accept answers 405 by
@@ -67,12 +69,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
+from aiohttp import web
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
@@ -88,11 +90,11 @@ T = TypeVar("T")
 
 # The Azure load balancer gives an HTTP-triggered function at most 230 s to answer.
 HTTP_ANSWER_LIMIT_S = 230.0
+HTTP_BODY_LIMIT = 100 * 1024 * 1024  # the host's maxRequestLength: 100 MB
 # Longest visibility timeout Azure Storage accepts (7 days).
 MAX_VISIBILITY_S = 7 * 24 * 3600
 _QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 _SETTING_REF = re.compile(r"%([^%]+)%")
-_HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE")
 _SUPPORTED_TRIGGERS = ("httpTrigger", "queueTrigger", "timerTrigger")
 _INSTANCES = itertools.count(1)
 
@@ -568,8 +570,8 @@ class FunctionsHost:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._server_thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
         self._clients: dict[str, QueueClient] = {}
         self._listeners: list[asyncio.Task[None]] = []
         self._message_tasks: set[asyncio.Task[None]] = set()
@@ -585,17 +587,17 @@ class FunctionsHost:
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/api`` (no trailing slash; no prefix segment if routePrefix is empty)."""
-        if self._server is None:
+        if self._bound_port is None:
             raise RuntimeError("the host is not started")
-        port = self._server.server_address[1]
+        port = self._bound_port
         prefix = f"/{self.options.route_prefix}" if self.options.route_prefix else ""
         return f"http://127.0.0.1:{port}{prefix}"
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._bound_port is None:
             raise RuntimeError("the host is not started")
-        return int(self._server.server_address[1])
+        return self._bound_port
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -641,7 +643,7 @@ class FunctionsHost:
         try:
             self.run_coroutine(self._start_listeners(), timeout_s=30)
             if self.serve_http:
-                self._start_http()
+                self.run_coroutine(self._start_http(), timeout_s=30)
         except BaseException:
             self.stop()
             raise
@@ -653,12 +655,12 @@ class FunctionsHost:
         if not self._started or self._stopped:
             return
         self._stopped = True
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._server_thread is not None:
-            self._server_thread.join(5)
         loop = self._loop
+        if self._runner is not None and loop is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(grace_s + 5)
+            except Exception:
+                log.exception("sandbox host: the HTTP server did not close cleanly")
         if loop is not None and loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self._shutdown(grace_s), loop)
             try:
@@ -715,7 +717,8 @@ class FunctionsHost:
         if info is not None and info.trigger_type == "httpTrigger":
             started = time.perf_counter()
             url = self._url_for(info.route or info.name, query)
-            result = self._serve(info, method.upper(), url, hdrs, query, dict(route_params or {}), data, started)
+            serving = self._serve_async(info, method.upper(), url, hdrs, query, dict(route_params or {}), data, started)
+            result = self.run_coroutine(serving, timeout_s=None)
             self._record_answer(info.name, result.elapsed_s)
             return result
         path = "/" + name_or_route.lstrip("/")
@@ -812,69 +815,44 @@ class FunctionsHost:
 
     # ---------------------------------------------------------------- HTTP
 
-    def _start_http(self) -> None:
-        host = self
+    async def _start_http(self) -> None:
+        """Serve HTTP on the host's own loop (aiohttp's server), as the Functions host hands requests
+        to the worker's one event loop: no thread per connection competing with the loop for the GIL."""
+        app = web.Application(client_max_size=HTTP_BODY_LIMIT)
+        app.router.add_route("*", "/{tail:.*}", self._handle_http)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self._http_port, backlog=1024)
+        await site.start()
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self._bound_port = int(sockets[0].getsockname()[1]) if sockets else self._http_port
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "FunctionsHostSandbox/1.0"
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-                log.debug("http %s", format % args)
-
-            def _read_body(self) -> bytes:
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    chunks: list[bytes] = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return b"".join(chunks)
-                        chunks.append(self.rfile.read(size))
-                        self.rfile.readline()
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-
-            def _handle(self) -> None:
-                started = time.perf_counter()
-                body = self._read_body()
-                split = urlsplit(self.path)
-                query = _query_dict(split.query)
-                headers: dict[str, str] = {}
-                for key, value in self.headers.items():
-                    headers[key] = f"{headers[key]}, {value}" if key in headers else value
-                url = f"http://127.0.0.1:{host.port}{self.path}"
-                result = host._dispatch(self.command, split.path, query, headers, body, url=url, started=started)
-                self.send_response(result.status_code)
-                for key, value in result.headers.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(result.body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(result.body)
-                self.wfile.flush()
-                if result.function is not None:
-                    host._record_answer(result.function, time.perf_counter() - started)
-
-        for method in _HTTP_METHODS:
-            setattr(Handler, f"do_{method}", Handler._handle)
-
-        server = ThreadingHTTPServer(("127.0.0.1", self._http_port), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._server_thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"functions-host-http-{self.instance_id}",
-            daemon=True,
-        )
-        self._server_thread.start()
+    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413)
+        split = urlsplit(request.raw_path)
+        query = _query_dict(split.query)
+        headers: dict[str, str] = {}
+        for key, value in request.headers.items():
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        url = f"http://127.0.0.1:{self.port}{request.raw_path}"
+        result = await self._dispatch_async(request.method, split.path, query, headers, body, url, started)
+        response = web.Response(status=result.status_code, body=result.body)
+        for key, value in result.headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                response.headers[key] = value
+        if result.function is not None:
+            self._record_answer(result.function, time.perf_counter() - started)
+        return response
 
     def _url_for(self, path: str, query: Mapping[str, str]) -> str:
         prefix = f"/{self.options.route_prefix}" if self.options.route_prefix else ""
-        base = f"http://127.0.0.1:{self.port}" if self._server is not None else "http://localhost"
+        base = f"http://127.0.0.1:{self.port}" if self._bound_port is not None else "http://localhost"
         qs = "&".join(f"{k}={v}" for k, v in query.items())
         return f"{base}{prefix}/{path.lstrip('/')}" + (f"?{qs}" if qs else "")
 
@@ -883,6 +861,12 @@ class FunctionsHost:
             self._stats[name].answer_time_s.append(elapsed_s)
 
     def _dispatch(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
+    ) -> HttpResult:
+        """:meth:`_dispatch_async` from a thread other than the loop's (:meth:`invoke_http`)."""
+        return self.run_coroutine(self._dispatch_async(method, path, query, headers, body), timeout_s=None)
+
+    async def _dispatch_async(
         self,
         method: str,
         path: str,
@@ -892,7 +876,7 @@ class FunctionsHost:
         url: str | None = None,
         started: float | None = None,
     ) -> HttpResult:
-        """Route one request (path includes the route prefix) and answer it."""
+        """Route one request (path includes the route prefix) and answer it, on the host's loop."""
         started = time.perf_counter() if started is None else started
         prefix = f"/{self.options.route_prefix}" if self.options.route_prefix else ""
         decoded = path
@@ -913,7 +897,7 @@ class FunctionsHost:
                     continue
                 route_params = {k: unquote(v) for k, v in m.groupdict().items() if v is not None}
                 full_url = url or self._url_for(rest, query)
-                return self._serve(info, method, full_url, headers, query, route_params, body, started)
+                return await self._serve_async(info, method, full_url, headers, query, route_params, body, started)
         if method_mismatch is not None:
             allow = ", ".join(method_mismatch.methods or ())
             return self._answer(self.method_not_allowed_status, b"", started, method_mismatch.name, {"Allow": allow})
@@ -934,7 +918,7 @@ class FunctionsHost:
         supplied = lowered.get("x-functions-key") or query.get("code")
         return supplied is not None and supplied == self.function_key
 
-    def _serve(
+    async def _serve_async(
         self,
         info: FunctionInfo,
         method: str,
@@ -956,7 +940,7 @@ class FunctionsHost:
             self._http_inflight += 1
         try:
             timeout = min(HTTP_ANSWER_LIMIT_S, self.options.function_timeout_s or HTTP_ANSWER_LIMIT_S)
-            response = self.run_coroutine(self._invoke(info, request), timeout_s=timeout)
+            response = await asyncio.wait_for(self._invoke(info, request), timeout)
         except Exception:
             log.exception("sandbox host: HTTP function %s failed", info.name)
             return self._answer(500, b"", started, info.name)
