@@ -209,3 +209,87 @@ def test_a_background_count_that_failed_is_not_trusted_near_the_share_rule(caplo
     assert holds[:9] == [None] * 9 and holds[9] is not None  # 10 of 20 managed (> 20%) is held
     assert links.counts == 3  # the failed background count, one in the path, a fresh one before the hold
     assert "could not count the managed accounts" in caplog.text
+
+
+class SlowCounts(MemoryState):
+    """A state store whose writes and lists of the guard's counts wait until released while
+    ``blocked`` (a storage round trip under load), or fail once when ``fail_next`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = False
+        self.fail_next = False
+        self.release = asyncio.Event()
+
+    async def _count_trip(self, kind: str) -> None:
+        if not kind.startswith("guard-count:"):
+            return
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("storage unreachable")
+        if self.blocked:
+            await self.release.wait()
+
+    async def put(self, kind: str, name: str, value: Any) -> None:
+        await self._count_trip(kind)
+        await super().put(kind, name, value)
+
+    async def list(self, kind: str) -> dict[str, dict[str, Any]]:
+        await self._count_trip(kind)
+        return await super().list(kind)
+
+
+WIDE = GuardPolicy(max_attribute_changes=100, min_changes_for_share=1_000)
+PEOPLE = [f"{i:08d}-aaaa-4bbb-8ccc-eeeeeeeeeeee" for i in range(60)]
+
+
+def stored_counts(state: MemoryState) -> int:
+    """Every change the instances' stored counts hold (what another instance reads)."""
+    rows = asyncio.run(MemoryState.list(state, "guard-count:auth0")).values()
+    return sum(int(n) for row in rows for n in row["counts"].values())
+
+
+def test_changes_far_from_every_limit_never_wait_for_the_counts_to_be_stored() -> None:
+    """Storing this instance's counts and reading every instance's ran inside the guard's lock every
+    20 changes and every 5 s: every other mover and leaver waited for those round trips. Far from
+    the limits it runs in the background; near one it is awaited (the count must be exact)."""
+    clock, state = FakeClock(), SlowCounts()
+    g = guard(state, clock, WIDE)
+
+    async def scenario() -> tuple[list[Any], bool, Any]:
+        assert await g.check(user_item(PEOPLE[0], "notification"), MOVE) is None  # first: read in the path
+        state.blocked = True
+        clock.advance(REFRESH_S + 1)
+        far = [await asyncio.wait_for(g.check(user_item(u, "notification"), MOVE), 5) for u in PEOPLE[1:50]]
+        near = asyncio.create_task(g.check(user_item(PEOPLE[50], "notification"), MOVE))  # 51 > 100 x 0.5
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waited = not near.done()
+        state.blocked = False
+        state.release.set()
+        return far, waited, await near
+
+    far, waited, near = asyncio.run(scenario())
+    assert far == [None] * 49  # not one waited for the blocked round trips
+    assert waited and near is None  # near the limit the change waited for the counts to be stored and read
+    assert stored_counts(state) == 50  # every change before it reached the store (it is stored with the next)
+
+
+def test_a_background_store_that_failed_loses_no_count(caplog: pytest.LogCaptureFixture) -> None:
+    clock, state = FakeClock(), SlowCounts()
+    g = guard(state, clock, WIDE)
+
+    async def scenario() -> None:
+        assert await g.check(user_item(PEOPLE[0], "notification"), MOVE) is None
+        state.fail_next = True
+        for u in PEOPLE[1:25]:  # the 20th change starts a background store, which fails
+            assert await g.check(user_item(u, "notification"), MOVE) is None
+            await asyncio.sleep(0)
+        clock.advance(REFRESH_S + 1)
+        assert await g.check(user_item(PEOPLE[25], "notification"), MOVE) is None  # stores again
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert "could not store or read the counts" in caplog.text
+    assert stored_counts(state) == 26  # every change of the first instance, the failed store's too

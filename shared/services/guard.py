@@ -48,7 +48,8 @@ from shared.stores.keys import utcnow
 log = logging.getLogger("entra_sync.guard")
 
 FLUSH_EVERY: Final = 20  # changes counted here before they are stored
-REFRESH_S: Final = 5.0  # the window's totals are read again after this long
+REFRESH_S: Final = 5.0  # the window's totals are read again after this long (in the background)
+STALE_S: Final = 30.0  # totals older than this (or never read) are read before a change is let through
 EXACT_ABOVE: Final = 0.5  # past this share of a limit, every change is stored and checked first
 MANAGED_REFRESH_S: Final = 600.0  # how often the managed accounts are counted again
 DEPROVISION: Final = "deprovision"
@@ -138,6 +139,8 @@ class MassChangeGuard:
         self._managed = 0
         self._managed_at = -1e18
         self._recount: asyncio.Task[None] | None = None  # a background count of the managed accounts
+        self._syncing: asyncio.Task[None] | None = None  # a background store and read of the counts
+        self._flushing: list[dict[str, dict[str, int]]] = []  # pending counts being stored just now
         # subject -> (its episode row or None, when read): read again after REFRESH_S, or at once
         # near a limit, so a change far from any limit costs no state read.
         self._episodes: dict[str, tuple[dict[str, Any] | None, float]] = {}
@@ -169,8 +172,10 @@ class MassChangeGuard:
             # little before, for exact counting): below that, no leaver waits for the links to be counted.
             share_near = any(self._count(s) + 1 >= self.policy.min_changes_for_share * EXACT_ABOVE for s in subjects)
             managed = await self._managed_accounts(now) if share_near else self._warm(now)
-            if now - self._totals_at > REFRESH_S:
-                await self._sync(now)
+            if now - self._totals_at > STALE_S:
+                await self._sync(now)  # never read, or long ago: what the other instances counted is unknown
+            elif now - self._totals_at > REFRESH_S:
+                self._sync_soon(now)  # far from every limit: no change waits for it (near one, see below)
             for subject in subjects:
                 limit = self._limit(subject, managed)
                 if self._count(subject) + 1 > limit * EXACT_ABOVE:
@@ -191,11 +196,12 @@ class MassChangeGuard:
                 bucket = self._pending.setdefault(minute, {})
                 bucket[subject] = bucket.get(subject, 0) + 1
             if sum(n for b in self._pending.values() for n in b.values()) >= FLUSH_EVERY:
-                await self._sync(now)
+                self._sync_soon(now)
         return None
 
     def _count(self, subject: str) -> int:
-        return self._totals.get(subject, 0) + sum(b.get(subject, 0) for b in self._pending.values())
+        unstored = (*self._pending.values(), *(b for flushing in self._flushing for b in flushing.values()))
+        return self._totals.get(subject, 0) + sum(b.get(subject, 0) for b in unstored)
 
     def _limit(self, subject: str, managed: int) -> float:
         """The count at which the share or number rule would trip (for choosing exact counting)."""
@@ -209,24 +215,63 @@ class MassChangeGuard:
     # -- counting across instances -------------------------------------------------------------------
 
     async def _sync(self, now: float) -> None:
-        """Store this instance's new counts, forget what left the window, read every instance's."""
+        """Store this instance's new counts, forget what left the window, read every instance's:
+        in the caller's path (near a limit, where the count must be exact), after the background
+        one under way, if any."""
+        running = self._current_sync()
+        if running is not None:
+            await asyncio.shield(running)
+        await self._flush(now)
+
+    def _sync_soon(self, now: float) -> None:
+        """:meth:`_sync` in the background (one at a time): far from every limit a change does not
+        wait for the counts' round trips, and neither does any other change behind the lock."""
+        if self._current_sync() is None:
+            self._syncing = asyncio.create_task(self._flush_quietly(now), name=f"guard-sync:{self.target}")
+
+    def _current_sync(self) -> asyncio.Task[None] | None:
+        task = self._syncing
+        if task is not None and (task.done() or task.get_loop() is not asyncio.get_running_loop()):
+            task = self._syncing = None
+        return task
+
+    async def _flush_quietly(self, now: float) -> None:
+        try:
+            await self._flush(now)
+        except Exception as exc:  # the counts stay here (pending) and the next sync stores them
+            log.warning("guard %s: could not store or read the counts: %s", self.target, type(exc).__name__)
+
+    async def _flush(self, now: float) -> None:
         oldest = _minute(now - self.policy.window_minutes * 60)
-        for minute, counts in self._pending.items():
-            stored = self._stored.setdefault(minute, {})
-            for subject, n in counts.items():
-                stored[subject] = stored.get(subject, 0) + n
-            await self.state.put(self._counts_kind, f"{minute}:{self.instance}", {"counts": stored})
-        self._pending = {}
-        totals: dict[str, int] = {}
-        for name, value in (await self.state.list(self._counts_kind)).items():
-            minute = name.split(":", 1)[0]
-            if minute < oldest:
-                await self.state.delete(self._counts_kind, name)  # any instance may sweep old minutes
-                self._stored.pop(minute, None)
-                continue
-            for subject, n in dict(value.get("counts", {})).items():
-                totals[subject] = totals.get(subject, 0) + int(n)
-        self._totals, self._totals_at = totals, now
+        pending, self._pending = self._pending, {}
+        self._flushing.append(pending)  # still counted (by _count) while stored
+        stored_now: set[str] = set()
+        try:
+            for minute, counts in pending.items():
+                stored = dict(self._stored.get(minute, {}))
+                for subject, n in counts.items():
+                    stored[subject] = stored.get(subject, 0) + n
+                await self.state.put(self._counts_kind, f"{minute}:{self.instance}", {"counts": stored})
+                self._stored[minute] = stored
+                stored_now.add(minute)
+            totals: dict[str, int] = {}
+            for name, value in (await self.state.list(self._counts_kind)).items():
+                minute = name.split(":", 1)[0]
+                if minute < oldest:
+                    await self.state.delete(self._counts_kind, name)  # any instance may sweep old minutes
+                    self._stored.pop(minute, None)
+                    continue
+                for subject, n in dict(value.get("counts", {})).items():
+                    totals[subject] = totals.get(subject, 0) + int(n)
+            self._totals, self._totals_at = totals, now
+        except BaseException:
+            for minute, counts in pending.items():  # nothing counted is lost: stored ones join the
+                into = self._totals if minute in stored_now else self._pending.setdefault(minute, {})
+                for subject, n in counts.items():  # totals read last, the rest waits to be stored
+                    into[subject] = into.get(subject, 0) + n
+            raise
+        finally:
+            self._flushing.remove(pending)
 
     async def _managed_accounts(self, now: float, *, fresh: bool = False) -> int:
         """The managed accounts (the target's links). Counted here when never counted yet or asked
