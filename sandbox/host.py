@@ -61,6 +61,7 @@ import logging
 import math
 import os
 import re
+import socket
 import statistics
 import threading
 import time
@@ -822,12 +823,17 @@ class FunctionsHost:
         app.router.add_route("*", "/{tail:.*}", self._handle_http)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self._http_port, backlog=1024)
-        await site.start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", self._http_port))  # port 0: one the system picks, read back below
+            await web.SockSite(runner, sock, backlog=1024).start()
+        except BaseException:
+            sock.close()
+            await runner.cleanup()
+            raise
         self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self._bound_port = int(sockets[0].getsockname()[1]) if sockets else self._http_port
+        self._bound_port = int(sock.getsockname()[1])
 
     async def _handle_http(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
