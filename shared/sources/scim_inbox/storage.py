@@ -60,7 +60,10 @@ from shared.sources.scim_inbox.schema import MAX_MEMBERS_CHANGED
 from shared.stores.keys import BATCH_LIMIT, MAX_TEXT
 
 ID: Final = GUID  # ids this store issues (and members must be): what a work item's user id is
-POINT_READS: Final = 32  # members a PATCH names, past which one scan of the group's rows is cheaper
+# Members a PATCH names that are read one by one (at once); past it, one scan of the group's rows.
+# A scan costs the group's size (10,000 rows for an everyone group), the point reads what was named:
+# 200 covers the batches Entra and the initial push send.
+POINT_READS: Final = 200
 MAX_SCAN: Final = 20_000  # resources a filter without an indexed `eq` may walk; more is `tooMany`
 KINDS: Final = {"User": "user", "Group": "group"}
 
