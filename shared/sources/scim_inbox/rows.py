@@ -120,7 +120,7 @@ class TableRows:
             return
         batch: list[Any] = []
         for op in ops:
-            entity = {"PartitionKey": self.partition, "RowKey": encode_key(op.key), **_entity(op.data)}
+            entity = self._entity(op)
             condition = (
                 {"etag": op.etag, "match_condition": MatchConditions.IfNotModified} if op.etag is not None else {}
             )
@@ -142,7 +142,7 @@ class TableRows:
     async def _one(self, op: Op) -> None:
         """One write on its own: the entity call itself, not a one-operation batch (a batch is a
         multipart request that costs the client several times the CPU)."""
-        entity = {"PartitionKey": self.partition, "RowKey": encode_key(op.key), **_entity(op.data)}
+        entity = self._entity(op)
         match = MatchConditions.IfNotModified if op.etag is not None else MatchConditions.Unconditionally
         try:
             if op.verb == "insert":
@@ -158,13 +158,17 @@ class TableRows:
                 raise Conflict(op.key) from exc
             raise
 
-
-def _entity(data: Mapping[str, Any]) -> dict[str, Any]:
-    changed = data.get("changed")
-    entity: dict[str, Any] = {"doc": json.dumps(dict(data), separators=(",", ":"))}
-    if isinstance(changed, int):
-        entity["changed"] = EntityProperty(changed, EdmType.INT64)
-    return entity
+    def _entity(self, op: Op) -> dict[str, Any]:
+        """The entity an operation writes: its row in this partition, the data as one JSON property."""
+        changed = op.data.get("changed")
+        entity: dict[str, Any] = {
+            "PartitionKey": self.partition,
+            "RowKey": encode_key(op.key),
+            "doc": json.dumps(dict(op.data), separators=(",", ":")),
+        }
+        if isinstance(changed, int):
+            entity["changed"] = EntityProperty(changed, EdmType.INT64)
+        return entity
 
 
 def _row(entity: Mapping[str, Any]) -> Row:
