@@ -5,7 +5,9 @@ whole and always enqueued."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,6 +36,23 @@ class CountingRows(MemoryRows):
     def scan(self, prefix: str, *, changed_after: int | None = None) -> Any:
         CountingRows.calls += 1
         return super().scan(prefix, changed_after=changed_after)
+
+
+@contextlib.contextmanager
+def scans(entra: Entra) -> Iterator[list[str]]:
+    """The prefixes the store scans while the block runs (what tells a member list was read)."""
+    scanned: list[str] = []
+    scan = entra.rows.scan
+
+    def counting_scan(prefix: str, **kwargs: Any) -> Any:
+        scanned.append(prefix)
+        return scan(prefix, **kwargs)
+
+    entra.rows.scan = counting_scan  # type: ignore[method-assign]
+    try:
+        yield scanned
+    finally:
+        entra.rows.scan = scan  # type: ignore[method-assign]
 
 
 # -- the token ---------------------------------------------------------------------------------------
@@ -143,25 +162,17 @@ def test_a_patch_naming_members_touches_only_their_rows_whatever_the_group_size(
     ).body["id"]
     before = entra.call("GET", f"/Groups/{gid}").body["meta"]["version"]
     entra.enqueued()
-    scanned: list[str] = []
-    scan = entra.rows.scan
-
-    def counting_scan(prefix: str, **kwargs: Any) -> Any:
-        scanned.append(prefix)
-        return scan(prefix, **kwargs)
-
-    entra.rows.scan = counting_scan  # type: ignore[method-assign]
     commits = entra.rows.commits
-    reply = entra.patch(
-        f"/Groups/{gid}",
-        {"op": "Add", "path": "members", "value": [{"value": ids[40]}]},
-        {"op": "Remove", "path": f'members[value eq "{ids[0]}"]'},
-        {"op": "Remove", "path": "members", "value": [{"value": ids[1]}]},
-    )
+    with scans(entra) as scanned:
+        reply = entra.patch(
+            f"/Groups/{gid}",
+            {"op": "Add", "path": "members", "value": [{"value": ids[40]}]},
+            {"op": "Remove", "path": f'members[value eq "{ids[0]}"]'},
+            {"op": "Remove", "path": "members", "value": [{"value": ids[1]}]},
+        )
     assert reply.status == 204 and reply.body is None
     assert not [p for p in scanned if p.startswith("member|")], "the group's member list was read"
     assert entra.rows.commits == commits + 1  # the group's new version and three row pairs, at once
-    entra.rows.scan = scan  # type: ignore[method-assign]
     after = entra.call("GET", f"/Groups/{gid}").body
     assert sorted(m["value"] for m in after["members"]) == sorted(ids[2:41])
     assert after["meta"]["version"] != before and reply.headers["ETag"] == after["meta"]["version"]
@@ -180,16 +191,10 @@ def test_an_initial_cycle_patch_of_fifty_members_reads_no_member_list(entra: Ent
     ids = [entra.call("POST", "/Users", user(f"F{n}", f"Obj-F{n}")).body["id"] for n in range(55)]
     gid = entra.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "Staff"}).body["id"]
     entra.patch(f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": i} for i in ids[:5]]})
-    scanned: list[str] = []
-    scan = entra.rows.scan
-
-    def counting_scan(prefix: str, **kwargs: Any) -> Any:
-        scanned.append(prefix)
-        return scan(prefix, **kwargs)
-
-    entra.rows.scan = counting_scan  # type: ignore[method-assign]
-    reply = entra.patch(f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": i} for i in ids[5:]]})
-    entra.rows.scan = scan  # type: ignore[method-assign]
+    with scans(entra) as scanned:
+        reply = entra.patch(
+            f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": i} for i in ids[5:]]}
+        )
     assert reply.status == 204
     assert not [p for p in scanned if p.startswith("member|")], "the group's member list was read"
     members = entra.call("GET", f"/Groups/{gid}").body["members"]
