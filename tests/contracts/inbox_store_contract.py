@@ -141,6 +141,24 @@ class InboxStoreContract(AsyncScimStorageContract):
         assert members == {ann.id, bea.id, cy.id}
         assert storage.run(inbox.groups_of(ann.id)) == {group.id}
 
+    def test_a_write_over_a_row_read_before_another_write_is_refused(
+        self, storage: Any, user_type: ResourceType, user_model: Any
+    ) -> None:
+        """A PATCH hands :meth:`InboxStorage.update` the row it read instead of reading it again:
+        when another request wrote the user in between, that row is not trusted, and nothing of
+        the stale change lands (the handler reads again and re-applies)."""
+        inbox = cast(InboxStorage, storage.storage)
+        (ann,) = self.create_users(storage, user_type, user_model, "ann")
+        stale, row = storage.run(inbox.read(user_type, ann.id))
+        meanwhile = storage.get(user_type, ann.id)
+        meanwhile.display_name = "Ann, written meanwhile"
+        written = storage.update(user_type, meanwhile, expected_version=meanwhile.meta.version)
+        stale.display_name = "Ann, from the stale read"
+        with pytest.raises(PreconditionFailedException):
+            storage.run(inbox.update(user_type, stale, expected_version=stale.meta.version, read=row))
+        kept = storage.get(user_type, ann.id)
+        assert kept.display_name == "Ann, written meanwhile" and kept.meta.version == written.meta.version
+
     def test_a_membership_change_takes_effect_against_what_was_read(
         self, storage: Any, user_type: ResourceType, user_model: Any, group_type: ResourceType, group_model: Any
     ) -> None:
