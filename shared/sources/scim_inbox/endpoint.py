@@ -17,12 +17,14 @@ reason and counts; the token never does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import hmac
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final, cast
@@ -73,16 +75,43 @@ class Reply:
         return "" if self.body is None else json.dumps(self.body, separators=(",", ":"))
 
 
+class Turns:
+    """One turn at a time per key, within this process: a lock per key that exists only while a
+    request holds it or waits for it (the map never outgrows the requests in flight)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        lock, waiting = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._locks[key]
+            if waiting == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, waiting - 1)
+
+
 class InboxHandler(AsyncScimHandler):
     """scim2-server's handler with what this store needs: a PATCH re-applied when its resource was
-    written meanwhile (the group's members it read are what its change is taken against), and a
-    repeated user create answered with the stored user."""
+    written meanwhile (the group's members it read are what its change is taken against), PATCHes of
+    one resource taking turns within the process, and a repeated user create answered with the
+    stored user."""
 
     storage: InboxStorage
 
     def __init__(self, service: ScimService, storage: InboxStorage, on_replay: Any = None):
         super().__init__(service, storage)
         self.on_replay = on_replay
+        self.turns = Turns()
 
     async def create(self, request: ScimRequest) -> ScimResponse:
         try:
@@ -103,6 +132,17 @@ class InboxHandler(AsyncScimHandler):
             ANSWERS_WITH_BODY.reset(token)
 
     async def patch_resource(
+        self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
+    ) -> Resource[Any]:
+        """Entra sends PATCHes of one group in parallel (an initial cycle adds members 50 at a time).
+        Each writes over the version it read, so two at once conflict and one reads and applies
+        again; under load, with seconds between read and write, they could conflict until their
+        attempts ran out. Within this process they take turns instead: only PATCHes arriving at other
+        instances meet a conflict, and the ETag decides those."""
+        async with self.turns.turn(f"{resource_type.name}|{resource_id}"):
+            return await self._patch_resource(resource_type, resource_id, patch_op, conditions)
+
+    async def _patch_resource(
         self, resource_type: ResourceType, resource_id: str, patch_op: PatchOp[Any], conditions: Conditions
     ) -> Resource[Any]:
         delta = member_delta(patch_op) if resource_type.name == "Group" else None
