@@ -51,6 +51,25 @@ def test_the_shipped_example_is_valid_and_complete() -> None:
     assert "manager" not in select
 
 
+def test_the_example_s_day_one_block_loads_once_uncommented() -> None:
+    """The example shows the Auth0 day-one keys commented out; uncommented, they are a valid file
+    with what the comments say (so the example cannot drift from the checker)."""
+    lines = (REPO / "mapping.example.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("# Day one"))
+    end = lines.index("", start)
+    assert end - start > 5
+    block = [line.replace("    # ", "    ", 1) for line in lines[start + 1 : end]]
+    options = auth0(parse_mapping("\n".join(lines[:start] + block + lines[end:]))).options
+    assert [(c.group[-2:], c.connection) for c in options.policy.connections] == [("d4", "entra")]
+    assert [(m.organization, m.roles) for m in options.policy.organizations] == [("acme", ("Org Member",))]
+    assert options.policy.flags[0].flags == {"mfa_required": True, "step_up": "high"}
+    assert options.policy.mfa_enrollment_ticket is True
+    assert options.policy.welcome["Username-Password-Authentication"].send == "password_change_ticket"
+    assert options.welcome_mailbox == "welcome@contoso.com"
+    assert options.baseline is not None and options.baseline.enforce is False
+    assert options.baseline.connections["Username-Password-Authentication"]["password_policy"] == "good"
+
+
 def test_defaults_for_a_minimal_file() -> None:
     m = parse_mapping(MINIMAL)
     assert auth0(m).deprovision.action == "disable"
