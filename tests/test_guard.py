@@ -13,8 +13,9 @@ import pytest
 from sandbox.memory_stores import MemoryAlerts, MemoryAudit, MemoryLinks, MemoryQueue, MemoryState
 from shared.core.model import Action, ActionKind, Plan
 from shared.core.work import user_item
+from shared.mapping.load import parse_mapping
 from shared.mapping.model import GuardPolicy
-from shared.services.guard import REFRESH_S, MassChangeGuard
+from shared.services.guard import REFRESH_S, MassChangeGuard, unwritten_limits
 from tests.support import FakeClock
 
 USERS = [f"{i:08d}-aaaa-4bbb-8ccc-dddddddddddd" for i in range(40)]
@@ -293,3 +294,20 @@ def test_a_background_store_that_failed_loses_no_count(caplog: pytest.LogCapture
     asyncio.run(scenario())
     assert "could not store or read the counts" in caplog.text
     assert stored_counts(state) == 26  # every change of the first instance, the failed store's too
+
+
+def test_the_start_up_warning_names_the_limits_the_file_left_at_their_default() -> None:
+    """A file that sets two of the three limits (as the benchmarks' do) is told which one is still
+    a default, not that it sets none."""
+    base = "version: 1\nattributes:\n  - {source: mail, target: email}\n"
+    partial = parse_mapping(base + "guard: {max_deprovisions: 1000, min_changes_for_share: 1000}\n")
+    warning = unwritten_limits(partial.target("auth0"), 1)
+    assert "past 1000 deprovisions in 60 minutes, or past 20% of the managed accounts once 1000" in warning
+    assert "(defaults: guard does not set max_deprovision_share). Set guard.max_deprovision_share " in warning
+    none = unwritten_limits(parse_mapping(base).target("auth0"), 1)
+    assert "this version 1 mapping file does not set them" in none
+    assert "Set guard.max_deprovisions, max_deprovision_share and min_changes_for_share in" in none
+    written = parse_mapping(
+        base + "guard: {max_deprovisions: 9, max_deprovision_share: 0.5, min_changes_for_share: 9}\n"
+    )
+    assert unwritten_limits(written.target("auth0"), 1) == ""

@@ -55,7 +55,7 @@ MANAGED_REFRESH_S: Final = 600.0  # how often the managed accounts are counted a
 DEPROVISION: Final = "deprovision"
 TRIP_TRIES: Final = 3  # reads and conditional writes of an episode row before the item retries later
 # The keys that decide when live leavers are held: a file that leaves any out gets a start-up warning.
-DEPROVISION_LIMITS: Final = frozenset({"max_deprovisions", "max_deprovision_share", "min_changes_for_share"})
+DEPROVISION_LIMITS: Final = ("max_deprovisions", "max_deprovision_share", "min_changes_for_share")
 
 
 @dataclass(frozen=True)
@@ -427,19 +427,27 @@ class MassChangeGuard:
 def unwritten_limits(section: TargetSection, version: int) -> str:
     """A warning for start-up when the limits that hold a target's live leavers are defaults the
     mapping file does not write down (always so for a version 1 file written before the guard
-    existed), naming the limits in force and where to set them; "" when the file sets them all."""
+    existed), naming the limits in force, the ones left at their default and where to set them;
+    "" when the file sets them all."""
     p = section.guard
-    if p.configured >= DEPROVISION_LIMITS:
+    unset = [k for k in DEPROVISION_LIMITS if k not in p.configured]
+    if not unset:
         return ""
     where = f"{section.where}guard"
-    origin = "this version 1 mapping file does not set them" if version == 1 else f"{where} does not set them all"
+    if len(unset) == len(DEPROVISION_LIMITS):
+        origin = "this version 1 mapping file does not set them" if version == 1 else f"{where} does not set them"
+    else:
+        origin = f"{where} does not set {_listed(unset)}"
     return (
         f"{section.name}: live leavers are held for approval past {p.max_deprovisions} deprovisions in "
         f"{p.window_minutes} minutes, or past {p.max_deprovision_share:.0%} of the managed accounts once "
-        f"{p.min_changes_for_share} are counted (defaults: {origin}). Set {where}.max_deprovisions, "
-        f"max_deprovision_share and min_changes_for_share in the mapping file to choose them "
-        "(see mapping.example.yaml)"
+        f"{p.min_changes_for_share} are counted (defaults: {origin}). Set {where}.{_listed(unset)} "
+        "in the mapping file to choose them (see mapping.example.yaml)"
     )
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _alert_text(target: str, subject: str, reason: str, episode: str) -> str:
