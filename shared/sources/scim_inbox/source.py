@@ -89,10 +89,8 @@ class InboxSource:
     async def _identity(self, stored: Stored) -> Identity:
         resource = {**(stored.resource or {}), "id": stored.id}  # the store keeps the id beside the resource
         attributes = attributes_of(resource)
-        names = await self.storage.group_names(stored.groups)
-        groups = frozenset(names) | frozenset(n for n in names.values() if n)
-        if self.relevant_groups is not None:
-            groups &= self.relevant_groups
+        live = stored.resource is not None
+        groups = await self.storage.groups_named(stored.id, self.relevant_groups) if live else frozenset()
         enabled = attributes.get("active") is not False
         state = classify(enabled, attributes, groups, self.scope)
         return Identity(stored.id, state, attributes, groups, source=self._name)

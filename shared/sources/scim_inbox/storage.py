@@ -12,7 +12,8 @@ Rows of one source (one partition):
 - ``member|<group>|<user>`` and ``memberof|<user>|<group>``: one row pair per membership, ``in``
   true or false. A membership change writes only its own rows, so two PATCHes of one group at the
   same moment lose no member (each applies its own diff against what it read), and the group's
-  version is bumped in the same commit as the first of them.
+  version is bumped in the same commit as the first of them. The worker reads a user's groups
+  through the groups the mapping names, by key (:meth:`InboxStorage.groups_named`), not by a scan.
 
 Trusted for: versions change on every write of a resource; a POST repeating a stored user (same
 userName and the same non-empty externalId) raises :class:`Replayed` with the stored user instead
@@ -64,6 +65,11 @@ ID: Final = GUID  # ids this store issues (and members must be): what a work ite
 # A scan costs the group's size (10,000 rows for an everyone group), the point reads what was named:
 # 200 covers the batches Entra and the initial push send.
 POINT_READS: Final = 200
+# A mapping naming at most this many groups has a user's membership of each read by key (the name's
+# index row, then the group's row and the membership's): what a worker's read of a user costs,
+# whatever the store's size. Past it, the user's membership rows are scanned (a RowKey range: cheap
+# in Table Storage, but a walk of the whole table in Azurite, 37 ms at 80,000 rows).
+POINT_GROUPS: Final = 16
 MAX_SCAN: Final = 20_000  # resources a filter without an indexed `eq` may walk; more is `tooMany`
 KINDS: Final = {"User": "user", "Group": "group"}
 
@@ -89,11 +95,11 @@ class Replayed(Exception):
 
 @dataclass(frozen=True)
 class Stored:
-    """A user as the source reads it: its resource as a plain dict (None once deleted), its groups."""
+    """A user as the source reads it: its resource as a plain dict (None once deleted); its groups
+    are read apart (:meth:`InboxStorage.groups_named`), for the groups a mapping names."""
 
     id: str
     resource: dict[str, Any] | None
-    groups: frozenset[str]
     changed: int
 
 
@@ -341,12 +347,37 @@ class InboxStorage(AsyncScimStorage):
 
     async def group_names(self, group_ids: Iterable[str]) -> dict[str, str]:
         """Group id -> displayName, for the live ones among ``group_ids``."""
-        names: dict[str, str] = {}
-        for gid in group_ids:
-            row = await self.rows.get(f"group|{gid}")
-            if row is not None and not row.data.get("deleted"):
-                names[gid] = str(row.data["resource"].get("displayName", ""))
-        return names
+        ids = sorted(group_ids)
+        rows = await asyncio.gather(*(self.rows.get(f"group|{gid}") for gid in ids))
+        return {
+            gid: str(row.data["resource"].get("displayName", ""))
+            for gid, row in zip(ids, rows, strict=True)
+            if row is not None and not row.data.get("deleted")
+        }
+
+    async def groups_named(self, user_id: str, wanted: frozenset[str] | None) -> frozenset[str]:
+        """The ids and displayNames of the live groups the user is a direct member of, narrowed to
+        ``wanted`` (group ids, or displayNames as spelt) when given. With at most
+        :data:`POINT_GROUPS` wanted, each is read by key, at once: no scan, whatever the store holds."""
+        if wanted is not None and not wanted:
+            return frozenset()
+        if wanted is None or len(wanted) > POINT_GROUPS:
+            names = await self.group_names(await self.groups_of(user_id))
+            found = frozenset(names) | frozenset(n for n in names.values() if n)
+            return found if wanted is None else found & wanted
+        spelt = sorted(wanted)  # an id-shaped entry may be a displayName too: both are looked up
+        indexes = await asyncio.gather(*(self.rows.get(_name_key("group", folded(n))) for n in spelt))
+        candidates = sorted({w for w in wanted if ID.fullmatch(w)} | {str(r.data["id"]) for r in indexes if r})
+        rows = await asyncio.gather(
+            *(self.rows.get(f"group|{gid}") for gid in candidates),
+            *(self.rows.get(f"member|{gid}|{user_id}") for gid in candidates),
+        )
+        held: set[str] = set()
+        for gid, group, member in zip(candidates, rows[: len(candidates)], rows[len(candidates) :], strict=True):
+            if group is None or group.data.get("deleted") or member is None or not member.data.get("in"):
+                continue
+            held |= {gid, str(group.data["resource"].get("displayName", ""))}
+        return frozenset(held) & wanted
 
     async def user(self, user_id: str) -> Stored | None:
         """A user as stored (a tombstone reads with no resource), or None when never stored."""
@@ -401,8 +432,8 @@ class InboxStorage(AsyncScimStorage):
     async def _stored(self, row: Row) -> Stored:
         uid = row.key.split("|", 1)[1]
         if row.data.get("deleted"):
-            return Stored(uid, None, frozenset(), int(row.data["changed"]))
-        return Stored(uid, dict(row.data["resource"]), await self.groups_of(uid), int(row.data["changed"]))
+            return Stored(uid, None, int(row.data["changed"]))
+        return Stored(uid, dict(row.data["resource"]), int(row.data["changed"]))
 
     async def _live(self, kind: str, resource_id: str) -> Row:
         row = await self.rows.get(f"{kind}|{resource_id}") if ID.fullmatch(resource_id or "") else None

@@ -7,6 +7,7 @@ import asyncio
 
 from shared.core.model import SourceState
 from shared.mapping.model import AttributeMapping, Scope
+from shared.sources.scim_inbox import storage as inbox_storage
 from shared.sources.scim_inbox.schema import PATHS
 from shared.sources.scim_inbox.source import InboxSource
 from tests.sources.scim_inbox.conftest import ENTERPRISE, GROUP, Entra, user
@@ -71,3 +72,39 @@ def test_a_mapping_entry_reads_every_path_the_kind_accepts_from_a_pushed_user(en
     }  # fmt: skip
     entries = (AttributeMapping(target="x", sources=(path,)) for path in PATHS)
     assert {e.sources[0]: value for e in entries if (value := e.value_from(read)) is not None} == expected
+
+
+def test_a_user_s_groups_are_read_by_key_and_agree_with_the_scan(entra: Entra, monkeypatch) -> None:
+    """The worker reads a user's groups on every change. Scanning the user's membership rows walks
+    the whole table in Azurite (a 10,000-user push slowed to 2 users converged a second), so the
+    groups a mapping names are read by key; the answer is the scan's, group by group: a member by
+    name and by id, not a member once removed, not of a deleted group, names as spelt."""
+    ids = {n: entra.call("POST", "/Users", user(n, f"Obj-{n}")).body["id"] for n in ("Ann", "Bea", "Cy")}
+
+    def group(name: str, *members: str) -> str:
+        body = {"schemas": [GROUP], "displayName": name, "members": [{"value": ids[m]} for m in members]}
+        return str(entra.call("POST", "/Groups", body).body["id"])
+
+    staff, sales, gone = group("Staff", "Ann", "Bea"), group("Sales", "Ann", "Cy"), group("Gone", "Ann")
+    group("Other", "Ann", "Bea", "Cy")
+    entra.patch(f"/Groups/{staff}", {"op": "Remove", "path": f'members[value eq "{ids["Bea"]}"]'})
+    entra.call("DELETE", f"/Groups/{gone}")
+    storage = entra.inbox.endpoints.endpoints["hr-push"].storage
+    wanted = frozenset({"Staff", "sales", sales, gone, "Gone", "Nobody"})
+    scanned: list[str] = []
+    scan = storage.rows.scan
+    storage.rows.scan = lambda prefix, **kw: (scanned.append(prefix), scan(prefix, **kw))[1]  # type: ignore[method-assign]
+
+    def groups(point_groups: int) -> dict[str, frozenset[str]]:
+        monkeypatch.setattr(inbox_storage, "POINT_GROUPS", point_groups)
+        source = InboxSource("hr-push", storage, Scope(), relevant_groups=wanted)
+        return {n: asyncio.run(source.read(uid)).groups for n, uid in ids.items()}
+
+    by_key = groups(16)
+    assert scanned == []  # no scan: each wanted group read by key
+    assert by_key == {
+        "Ann": frozenset({"Staff", sales}),  # "sales" is not how the group is spelt; Gone is deleted
+        "Bea": frozenset(),  # removed from Staff
+        "Cy": frozenset({sales}),
+    }
+    assert groups(0) == by_key and scanned  # the scan, past POINT_GROUPS, answers the same
