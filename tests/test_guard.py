@@ -303,7 +303,8 @@ def test_the_start_up_warning_names_the_limits_the_file_left_at_their_default() 
     partial = parse_mapping(base + "guard: {max_deprovisions: 1000, min_changes_for_share: 1000}\n")
     warning = unwritten_limits(partial.target("auth0"), 1)
     assert "past 1000 deprovisions in 60 minutes, or past 20% of the managed accounts once 1000" in warning
-    assert "(defaults: guard does not set max_deprovision_share). Set guard.max_deprovision_share " in warning
+    assert "(max_deprovision_share is the default: guard does not set it)" in warning
+    assert "Set guard.max_deprovision_share in the mapping file to choose it " in warning
     none = unwritten_limits(parse_mapping(base).target("auth0"), 1)
     assert "this version 1 mapping file does not set them" in none
     assert "Set guard.max_deprovisions, max_deprovision_share and min_changes_for_share in" in none

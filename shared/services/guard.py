@@ -434,15 +434,17 @@ def unwritten_limits(section: TargetSection, version: int) -> str:
     if not unset:
         return ""
     where = f"{section.where}guard"
+    them = "it" if len(unset) == 1 else "them"
     if len(unset) == len(DEPROVISION_LIMITS):
         origin = "this version 1 mapping file does not set them" if version == 1 else f"{where} does not set them"
+        origin = f"defaults: {origin}"
     else:
-        origin = f"{where} does not set {_listed(unset)}"
+        origin = f"{_listed(unset)} {'is the default' if them == 'it' else 'are defaults'}: {where} does not set {them}"
     return (
         f"{section.name}: live leavers are held for approval past {p.max_deprovisions} deprovisions in "
         f"{p.window_minutes} minutes, or past {p.max_deprovision_share:.0%} of the managed accounts once "
-        f"{p.min_changes_for_share} are counted (defaults: {origin}). Set {where}.{_listed(unset)} "
-        "in the mapping file to choose them (see mapping.example.yaml)"
+        f"{p.min_changes_for_share} are counted ({origin}). Set {where}.{_listed(unset)} "
+        f"in the mapping file to choose {them} (see mapping.example.yaml)"
     )
 
 
