@@ -55,3 +55,19 @@ def test_no_change_lands_on_a_user_a_leaver_disabled() -> None:
             break
     assert disabled, "the mix made no leaver: the test proved nothing"
     assert all(not cluster.graph.users[u] for u in disabled)
+
+
+def test_a_step_that_grew_while_azurite_stalled_is_offered_once_more() -> None:
+    """Azurite's queue GC stops it answering for 2-3 s every 60 s; a step that grows across such a
+    stall says nothing about the product. It is offered again, once: the second offer decides."""
+    from bench.load import STALL_S, Offer, offer_again
+
+    def step(depths: list[int], stall_s: float, drain_s: float = 1.0, again: bool = False) -> Offer:
+        return Offer(40.0, [object()] * 400, depths, drain_s, 10.0, stall_s, again)  # type: ignore[list-item]
+
+    grew = [5, 6, 130, 120, 110]
+    assert offer_again(step(grew, STALL_S + 1.6))
+    assert not offer_again(step(grew, STALL_S + 1.6, again=True))  # only once
+    assert not offer_again(step(grew, 0.2))  # grew with Azurite answering: the product's verdict
+    assert not offer_again(step([5, 6, 4, 5, 6], STALL_S + 1.6))  # flat despite the stall
+    assert offer_again(step([5, 6, 4, 5, 6], STALL_S + 0.5, drain_s=5.0))  # a stall in the drain counts too

@@ -68,7 +68,8 @@ POINT_READS: Final = 200
 # A mapping naming at most this many groups has a user's membership of each read by key (the name's
 # index row, then the group's row and the membership's): what a worker's read of a user costs,
 # whatever the store's size. Past it, the user's membership rows are scanned (a RowKey range: cheap
-# in Table Storage, but a walk of the whole table in Azurite, 37 ms at 80,000 rows).
+# in Table Storage, but a walk of the whole table in Azurite: 16 to 37 ms at 80,000 rows, 3 for a
+# point read; see bench/azurite_costs.py).
 POINT_GROUPS: Final = 16
 MAX_SCAN: Final = 20_000  # resources a filter without an indexed `eq` may walk; more is `tooMany`
 KINDS: Final = {"User": "user", "Group": "group"}
