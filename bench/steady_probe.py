@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
                 mean = sum(step.depths) / max(len(step.depths), 1)
                 print(f"offered {rate:.0f}/s for {args.seconds:.0f} s: achieved {step.achieved:.0f}/s, depth mean "
                       f"{mean:.0f}, end {step.depths[-1] if step.depths else 0}, samples {step.depths}; drained "
-                      f"{step.drain_s:.1f} s after; Azurite's longest stall {step.slowest_sample_s:.1f} s; cores {cores} (all {sum(cores.values()):.2f})",
+                      f"{step.drain_s:.1f} s after; Azurite's longest stall {step.slowest_sample_s:.1f} s; "
+                      f"cores {cores} (all {sum(cores.values()):.2f})",
                       flush=True)  # fmt: skip
                 depth.wait_empty(60)
         finally:
