@@ -19,7 +19,7 @@ import argparse
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final
+from typing import Any, Final
 
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -74,16 +74,15 @@ def queue_costs(connection: str, sizes: Sequence[int]) -> Iterator[tuple[int, fl
                 chunk = min(size - depth, 1_000)
                 list(pool.map(lambda _: queue.send_message("x" * 300), range(chunk)))
                 depth += chunk
-            received: list[object] = []
-            started = time.perf_counter()
-            for _ in range(4):
-                received += list(queue.receive_messages(messages_per_page=8, max_messages=8, visibility_timeout=600))
-            receive_ms = (time.perf_counter() - started) / 4 * 1000
+            received: list[Any] = []
+            receive_ms = mean_ms(
+                lambda _, into=received: into.extend(
+                    queue.receive_messages(messages_per_page=8, max_messages=8, visibility_timeout=600)
+                ),
+                4,
+            )
             taken = received[:CALLS]
-            started = time.perf_counter()
-            for message in taken:
-                queue.delete_message(message)
-            delete_ms = (time.perf_counter() - started) / max(len(taken), 1) * 1000
+            delete_ms = mean_ms(lambda i, todo=taken: queue.delete_message(todo[i]), len(taken)) if taken else 0.0
             depth -= len(taken)
             send_ms = mean_ms(lambda _: queue.send_message("y"))
             depth += CALLS

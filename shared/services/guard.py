@@ -434,12 +434,13 @@ def unwritten_limits(section: TargetSection, version: int) -> str:
     if not unset:
         return ""
     where = f"{section.where}guard"
-    them = "it" if len(unset) == 1 else "them"
+    one = len(unset) == 1
+    them = "it" if one else "them"
     if len(unset) == len(DEPROVISION_LIMITS):
         origin = "this version 1 mapping file does not set them" if version == 1 else f"{where} does not set them"
         origin = f"defaults: {origin}"
     else:
-        origin = f"{_listed(unset)} {'is the default' if them == 'it' else 'are defaults'}: {where} does not set {them}"
+        origin = f"{_listed(unset)} {'is the default' if one else 'are defaults'}: {where} does not set {them}"
     return (
         f"{section.name}: live leavers are held for approval past {p.max_deprovisions} deprovisions in "
         f"{p.window_minutes} minutes, or past {p.max_deprovision_share:.0%} of the managed accounts once "
