@@ -203,6 +203,13 @@ def test_parallel_patches_of_one_resource_take_turns_in_the_process() -> None:
     assert rows.refused == 0, "parallel PATCHes of one resource conflicted within the process"
     assert sorted(m["value"] for m in entra.call("GET", f"/Groups/{gid}").body["members"]) == sorted(ids)
     assert len(handler.turns) == 0  # the locks go with the requests
+    missing = asyncio.run(
+        send(
+            "/Groups/00000000-0000-4000-8000-000000000000",
+            {"op": "Add", "path": "members", "value": [{"value": ids[0]}]},
+        )
+    )
+    assert missing.status == 404 and len(handler.turns) == 0  # a PATCH that fails gives its turn back too
 
 
 def test_a_patch_naming_members_touches_only_their_rows_whatever_the_group_size(entra: Entra) -> None:
