@@ -13,10 +13,14 @@ import pytest
 
 from bench.inbox import (
     ENTERPRISE,
+    LEVELS,
     MEMBERS_PER_PATCH,
     MIX,
     ROLES,
     SOURCE,
+    Convergence,
+    Level,
+    Mode,
     Pace,
     Pool,
     Push,
@@ -28,6 +32,7 @@ from bench.inbox import (
     initial_push,
     mapping,
     person,
+    report,
     roles_of,
     scim_converged,
     steady,
@@ -228,3 +233,25 @@ def test_a_user_counts_as_converged_on_the_scim_app_only_active_with_its_fields_
 
     users = [user(0), user(1, active=False), user(2, displayName="x"), user(3), user(4, emails=[])]
     assert scim_converged(range(5), users, staff={"s0", "s1", "s2", "s4"}) == 1  # s3 is not in Staff
+
+
+def _answered(kind: str, latency_s: float, count: int, status: str = "200") -> list[Sent]:
+    return [Sent(kind, due=10.0, sent=10.0, done=10.0 + latency_s, status=status) for _ in range(count)]
+
+
+def test_the_report_judges_each_steady_minute_on_its_own() -> None:
+    """The minute at Entra's peak and the minute at the goal's rate each get their row, their kinds
+    table and their verdict: a fast first minute does not hide a slow second one, nor an error."""
+    assert LEVELS[0] == pytest.approx(1_000 / 60) and LEVELS[-1] == 100.0
+    calm = Results(_answered("GET filter", 0.02, 200), seconds=60.0)
+    busy = Results([*_answered("PATCH user", 0.05, 300), *_answered("GET filter", 3.0, 10),
+                    *_answered("POST user", 0.04, 1, status="412")], seconds=60.0)  # fmt: skip
+    levels = [Level(LEVELS[0], calm, {"host-0": 1.0}), Level(LEVELS[1], busy, {"host-0": 6.0, "azurite": 2.0})]
+    push = Push(Results(), {0: "u0"}, {"Staff": "g0"}, {"Staff": [0]})
+    section = report(Mode(True), push, Convergence(done_at=12.0), Counter(), Counter(), 1.0, levels, 4.0, 99.0)
+    assert section.goals[0].startswith("met: p99 <= 100 ms at 17 requests/s")
+    assert section.goals[1].startswith("MISSED: p99 <= 100 ms at 100 requests/s") and "412 x1" in section.goals[1]
+    text = section.markdown()
+    assert "Steady traffic at 17 requests/s, each request kind" in text
+    assert "Steady traffic at 100 requests/s, each request kind" in text
+    assert "converged 4.0 s after the workers started again" in text
