@@ -16,6 +16,7 @@ scope. There is no soft delete: Entra sends ``active=false`` first where the ten
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from shared.sources.scim_inbox.endpoint import InboxEndpoint
 
 CURSOR_PREFIX: Final = "scim-inbox:"
+IDENTITY_BATCH: Final = 32  # users of a stored page read at once when paging identities
 
 
 class InboxSource:
@@ -66,11 +68,15 @@ class InboxSource:
     async def identities(self, page_size: int = 999) -> AsyncIterator[list[Identity]]:
         page: list[Identity] = []
         async for stored_page in self.storage.users():
-            for stored in stored_page:
-                page.append(await self._identity(stored))
-                if len(page) >= page_size:
-                    yield page
-                    page = []
+            # The mapped groups are resolved once a stored page, then each user costs its membership rows.
+            named = await self.storage.wanted_groups(self.relevant_groups)
+            for at in range(0, len(stored_page), IDENTITY_BATCH):
+                batch = stored_page[at : at + IDENTITY_BATCH]
+                for identity in await asyncio.gather(*(self._identity(s, named) for s in batch)):
+                    page.append(identity)
+                    if len(page) >= page_size:
+                        yield page
+                        page = []
         if page:
             yield page
 
@@ -86,11 +92,16 @@ class InboxSource:
         now = self.storage.now_ms()
         return await self.storage.changed_since(after), f"{CURSOR_PREFIX}{now}"
 
-    async def _identity(self, stored: Stored) -> Identity:
+    async def _identity(self, stored: Stored, named: Mapping[str, str] | None = None) -> Identity:
+        """``stored`` as an identity; ``named``: the storage's ``wanted_groups`` for this source's
+        relevant groups, when the caller has it (its membership rows are then all that is read)."""
         resource = {**(stored.resource or {}), "id": stored.id}  # the store keeps the id beside the resource
         attributes = attributes_of(resource)
-        live = stored.resource is not None
-        groups = await self.storage.groups_named(stored.id, self.relevant_groups) if live else frozenset()
+        groups: frozenset[str] = frozenset()
+        if stored.resource is not None and named is not None and self.relevant_groups is not None:
+            groups = await self.storage.groups_among(stored.id, named, self.relevant_groups)
+        elif stored.resource is not None:
+            groups = await self.storage.groups_named(stored.id, self.relevant_groups)
         enabled = attributes.get("active") is not False
         state = classify(enabled, attributes, groups, self.scope)
         return Identity(stored.id, state, attributes, groups, source=self._name)

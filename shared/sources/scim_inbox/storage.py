@@ -366,9 +366,7 @@ class InboxStorage(AsyncScimStorage):
             names = await self.group_names(await self.groups_of(user_id))
             found = frozenset(names) | frozenset(n for n in names.values() if n)
             return found if wanted is None else found & wanted
-        spelt = sorted(wanted)  # an id-shaped entry may be a displayName too: both are looked up
-        indexes = await asyncio.gather(*(self.rows.get(_name_key("group", folded(n))) for n in spelt))
-        candidates = sorted({w for w in wanted if ID.fullmatch(w)} | {str(r.data["id"]) for r in indexes if r})
+        candidates = await self._group_ids_named(wanted)
         rows = await asyncio.gather(
             *(self.rows.get(f"group|{gid}") for gid in candidates),
             *(self.rows.get(f"member|{gid}|{user_id}") for gid in candidates),
@@ -379,6 +377,30 @@ class InboxStorage(AsyncScimStorage):
                 continue
             held |= {gid, str(group.data["resource"].get("displayName", ""))}
         return frozenset(held) & wanted
+
+    async def wanted_groups(self, wanted: frozenset[str] | None) -> dict[str, str] | None:
+        """The live groups ``wanted`` names, id -> displayName, each read by key: what
+        :meth:`groups_among` needs to answer for many users with their membership rows alone. None
+        where :meth:`groups_named` would scan (no narrowing, or more than :data:`POINT_GROUPS`)."""
+        if wanted is None or len(wanted) > POINT_GROUPS:
+            return None
+        return await self.group_names(await self._group_ids_named(wanted)) if wanted else {}
+
+    async def groups_among(self, user_id: str, groups: Mapping[str, str], wanted: frozenset[str]) -> frozenset[str]:
+        """:meth:`groups_named` for one user, given :meth:`wanted_groups`' answer for ``wanted``:
+        only the user's membership rows in those groups are read."""
+        ids = sorted(groups)
+        members = await asyncio.gather(*(self.rows.get(f"member|{gid}|{user_id}") for gid in ids))
+        held = {part for gid, row in zip(ids, members, strict=True) if row and row.data.get("in")
+                for part in (gid, groups[gid])}  # fmt: skip
+        return frozenset(held) & wanted
+
+    async def _group_ids_named(self, wanted: frozenset[str]) -> list[str]:
+        """The group ids ``wanted`` may name: its id-shaped entries, and the groups its entries name
+        by displayName (an id-shaped entry may be a displayName too: both are looked up)."""
+        spelt = sorted(wanted)
+        indexes = await asyncio.gather(*(self.rows.get(_name_key("group", folded(n))) for n in spelt))
+        return sorted({w for w in wanted if ID.fullmatch(w)} | {str(r.data["id"]) for r in indexes if r})
 
     async def user(self, user_id: str) -> Stored | None:
         """A user as stored (a tombstone reads with no resource), or None when never stored."""

@@ -108,3 +108,25 @@ def test_a_user_s_groups_are_read_by_key_and_agree_with_the_scan(entra: Entra, m
         "Cy": frozenset({sales}),
     }
     assert groups(0) == by_key and scanned  # the scan, past POINT_GROUPS, answers the same
+
+    # Paging every identity (reconciliation, backfill) resolves the wanted groups once a stored page,
+    # then reads each user's membership rows alone; the answer is the same.
+    monkeypatch.setattr(inbox_storage, "POINT_GROUPS", 16)
+    scanned.clear()
+    keys: list[str] = []
+    get = storage.rows.get
+    storage.rows.get = lambda key: (keys.append(key), get(key))[1]  # type: ignore[method-assign]
+    source = InboxSource("hr-push", storage, Scope(), relevant_groups=wanted)
+
+    async def every() -> dict[str, frozenset[str]]:
+        return {i.id: i.groups async for page in source.identities() for i in page}
+
+    paged = asyncio.run(every())
+    assert paged == {uid: by_key[n] for n, uid in ids.items()}
+    assert scanned == ["user|"]  # the users' page, nothing more
+    name_reads = [k for k in keys if not k.startswith("member|")]
+    assert len(name_reads) == len(set(name_reads))  # each name index and group row once for the page
+    live = {staff, sales}  # of the groups wanted, the live ones: a user's row in each, nothing else
+    assert sorted(k for k in keys if k.startswith("member|")) == sorted(
+        f"member|{g}|{u}" for g in live for u in ids.values()
+    )
