@@ -44,6 +44,26 @@ def test_a_group_change_undone_before_either_reached_the_target_is_superseded_bo
     assert (fate.verdict, "undid" in fate.why) == ("superseded", True)
 
 
+def test_a_group_item_run_between_two_toggles_is_no_read_of_the_member() -> None:
+    """The Sales group's item runs many times a second under load; one that ran between an add and
+    the remove that undid it may only have asked for a re-run of the leased groups delta. Only the
+    member's own run, or an audit row of it, shows the worker read the user in between."""
+    group_runs = [(10.02, 10.05, True)]
+    added = change("group change", 10.0, runs=group_runs)
+    removed = change("group change", 10.1, runs=group_runs)
+    added.user_runs, removed.user_runs = [(10.3, 10.4, True)], [(10.3, 10.4, True)]
+    both = [added, removed]
+    assert account_for(added, both, [], queued=False).verdict == "superseded"
+    assert account_for(removed, both, [], queued=False).verdict == "superseded"
+    # The member's own run in between read the add alone: it should have written it.
+    added.user_runs = [(10.03, 10.06, True), (10.3, 10.4, True)]
+    assert account_for(added, both, [], queued=False).verdict == "lost"
+    # So did the group item, when it converged the member itself (its audit row is the proof).
+    added.user_runs = [(10.3, 10.4, True)]
+    fate = account_for(added, both, [row(10.04, "ok", action="none")], queued=False)
+    assert fate.verdict == "lost" and "none ok" in fate.why
+
+
 def test_the_products_own_reason_is_reported_for_a_skip_a_wait_and_a_failure() -> None:
     leaver = change("leaver", 10.0)
     skip = row(10.1, "skipped", "disabled in Entra; already disabled and revoked", action="skip")
