@@ -865,7 +865,7 @@ def backlog_leavers(cluster: Cluster, tenant: Tenant, depth: Depth, mode: Mode) 
         finally:
             await svc.aclose()
 
-    # The steady phase's consumed messages are swept first: their sweep (about 50 s for its ~8,000
+    # The steady phase's consumed messages are swept first: their sweep (35-54 s for its ~8,000
     # extents) would otherwise land in the leavers' wait and time Azurite, not the lane.
     before = wait_for_sweep(depth)
     print(f"  Azurite's queue GC before the backlog: stalled {before:.0f} s", flush=True)

@@ -171,7 +171,7 @@ def test_the_paced_push_starts_at_most_its_rate_and_a_slow_spell_builds_no_burst
 
 
 def test_a_paced_push_still_pushes_everything_in_order() -> None:
-    """Every request of the push waits for its turn: 20 users and 2 groups are 44 requests at 8 a
+    """Every request of the push waits for its turn: 20 users and 2 groups are 46 requests at 8 a
     second (a look-up and a create each, one member PATCH per group), 5.625 s of injected clock."""
     clock = Clock()
     endpoint = Recorder()
