@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -43,6 +43,7 @@ from bench.cluster import SCIM_TOKEN, Cluster, ClusterConfig
 from bench.common import UNGUARDED, Report, Table, pcts, percentile, verdict
 from bench.load import Depth, wait_for_sweep
 from sandbox.mapping import inbound_sections, inbound_sources
+from shared.clock import SYSTEM, Clock
 from shared.sources.scim_inbox.factory import token_setting
 
 SOURCE: Final = "hr-push"
@@ -390,26 +391,24 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 class Pace:
     """At most ``rate`` request starts a second, spaced evenly (None: no pacing). A start that finds
     its slot already past goes at once and the next slot counts from it, so a slow spell builds no
-    credit for a burst afterwards. Clock and sleep are injectable for tests."""
+    credit for a burst afterwards. The clock is injectable for tests."""
 
-    def __init__(self, rate: float | None, clock: Callable[[], float] = time.perf_counter,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):  # fmt: skip
+    def __init__(self, rate: float | None, clock: Clock = SYSTEM):
         if rate is not None and rate <= 0:
             raise ValueError(f"a pace must be a positive rate, not {rate}")
         self.rate = rate
         self.clock = clock
-        self.sleep = sleep
         self.next_at = -math.inf
 
     async def turn(self) -> None:
         """Wait for this start's slot (slots are handed out in call order)."""
         if self.rate is None:
             return
-        now = self.clock()
+        now = self.clock.now()
         due = self.next_at = max(self.next_at, now)
         self.next_at = due + 1.0 / self.rate
         if due > now:
-            await self.sleep(due - now)
+            await self.clock.sleep(due - now)
 
 
 async def initial_push(endpoint: Sender, push: Push, users: int, groups: int, limit_s: float,

@@ -80,6 +80,18 @@ class FakeClock:
                 await asyncio.sleep(0.002)
 
 
+class RecordingClock(FakeClock):
+    """Sleeping moves the time at once, and each sleep is written down."""
+
+    def __init__(self) -> None:
+        super().__init__(1_000.0)
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+
 class PausedClock:
     """Tells the same time as ``base`` but never wakes a sleeper: a worker whose process is starved,
     so its lease renewals never run."""

@@ -38,6 +38,7 @@ from bench.inbox import (
     steady,
 )
 from shared.mapping.load import parse_mapping
+from tests.support import RecordingClock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -140,46 +141,33 @@ def test_the_initial_push_adds_every_member_once_in_bounded_patches() -> None:
     assert len(creates) == 125  # each user and group looked up first, then created once
 
 
-class Clock:
-    """A clock that moves only when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_paced_push_starts_at_most_its_rate_and_a_slow_spell_builds_no_burst() -> None:
-    clock = Clock()
-    pace = Pace(4.0, clock=clock, sleep=clock.sleep)
+    clock = RecordingClock()
+    pace = Pace(4.0, clock=clock)
     starts: list[float] = []
 
     async def go(count: int) -> None:
         for _ in range(count):
             await pace.turn()
-            starts.append(clock.now)
+            starts.append(clock.now())
 
     asyncio.run(go(5))
-    assert starts == [100.0, 100.25, 100.5, 100.75, 101.0]
-    clock.now += 10.0  # the endpoint was slow: the slots of those 10 s are not owed afterwards
+    assert starts == [1000.0, 1000.25, 1000.5, 1000.75, 1001.0]
+    clock.advance(10.0)  # the endpoint was slow: the slots of those 10 s are not owed afterwards
     asyncio.run(go(3))
-    assert starts[5:] == [111.0, 111.25, 111.5]
+    assert starts[5:] == [1011.0, 1011.25, 1011.5]
 
 
 def test_a_paced_push_still_pushes_everything_in_order() -> None:
     """Every request of the push waits for its turn: 20 users and 2 groups are 46 requests at 8 a
     second (a look-up and a create each, one member PATCH per group), 5.625 s of injected clock."""
-    clock = Clock()
+    clock = RecordingClock()
     endpoint = Recorder()
     push = Push(Results(), {}, {}, {})
     asyncio.run(initial_push(endpoint, push, users=20, groups=2, limit_s=30.0,
-                             pace=Pace(8.0, clock=clock, sleep=clock.sleep)))  # fmt: skip
+                             pace=Pace(8.0, clock=clock)))  # fmt: skip
     assert len(push.users) == 20 and len(push.groups) == 2
-    assert len(endpoint.requests) == 46 and clock.now == pytest.approx(100.0 + 45 / 8)
+    assert len(endpoint.requests) == 46 and clock.now() == pytest.approx(1000.0 + 45 / 8)
     with pytest.raises(ValueError, match="positive"):
         Pace(0.0)
 

@@ -15,19 +15,7 @@ from shared.services.health import Health
 from shared.services.ratelimit import RateGate, retry_after
 from shared.services.waits import Waits
 from shared.targets.auth0.ratelimit import observe, throttled
-from tests.support import FakeClock
-
-
-class RecordingClock(FakeClock):
-    """Sleeping moves the time at once, and each sleep is written down."""
-
-    def __init__(self) -> None:
-        super().__init__(1_000.0)
-        self.slept: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.advance(seconds)
+from tests.support import RecordingClock
 
 
 def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
