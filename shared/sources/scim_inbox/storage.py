@@ -367,16 +367,8 @@ class InboxStorage(AsyncScimStorage):
             found = frozenset(names) | frozenset(n for n in names.values() if n)
             return found if wanted is None else found & wanted
         candidates = await self._group_ids_named(wanted)
-        rows = await asyncio.gather(
-            *(self.rows.get(f"group|{gid}") for gid in candidates),
-            *(self.rows.get(f"member|{gid}|{user_id}") for gid in candidates),
-        )
-        held: set[str] = set()
-        for gid, group, member in zip(candidates, rows[: len(candidates)], rows[len(candidates) :], strict=True):
-            if group is None or group.data.get("deleted") or member is None or not member.data.get("in"):
-                continue
-            held |= {gid, str(group.data["resource"].get("displayName", ""))}
-        return frozenset(held) & wanted
+        names, member_of = await asyncio.gather(self.group_names(candidates), self._member_of(user_id, candidates))
+        return _held(names, member_of, wanted)
 
     async def wanted_groups(self, wanted: frozenset[str] | None) -> dict[str, str] | None:
         """The live groups ``wanted`` names, id -> displayName, each read by key: what
@@ -389,11 +381,13 @@ class InboxStorage(AsyncScimStorage):
     async def groups_among(self, user_id: str, groups: Mapping[str, str], wanted: frozenset[str]) -> frozenset[str]:
         """:meth:`groups_named` for one user, given :meth:`wanted_groups`' answer for ``wanted``:
         only the user's membership rows in those groups are read."""
-        ids = sorted(groups)
-        members = await asyncio.gather(*(self.rows.get(f"member|{gid}|{user_id}") for gid in ids))
-        held = {part for gid, row in zip(ids, members, strict=True) if row and row.data.get("in")
-                for part in (gid, groups[gid])}  # fmt: skip
-        return frozenset(held) & wanted
+        return _held(groups, await self._member_of(user_id, groups), wanted)
+
+    async def _member_of(self, user_id: str, group_ids: Iterable[str]) -> set[str]:
+        """Of ``group_ids``, those the user is a direct member of: each membership row read by key, at once."""
+        ids = sorted(group_ids)
+        rows = await asyncio.gather(*(self.rows.get(f"member|{gid}|{user_id}") for gid in ids))
+        return {gid for gid, row in zip(ids, rows, strict=True) if row is not None and row.data.get("in")}
 
     async def _group_ids_named(self, wanted: frozenset[str]) -> list[str]:
         """The group ids ``wanted`` may name: its id-shaped entries, and the groups its entries name
@@ -564,6 +558,12 @@ def _kind(resource_type: ResourceType) -> str:
         return KINDS[str(resource_type.name)]
     except KeyError:
         raise NotFoundException(detail=f"no resource type {resource_type.name!r} here") from None
+
+
+def _held(names: Mapping[str, str], member_of: set[str], wanted: frozenset[str]) -> frozenset[str]:
+    """The ids and displayNames of the live groups (``names``: id -> displayName) among ``member_of``,
+    narrowed to ``wanted``."""
+    return frozenset(part for gid in member_of if gid in names for part in (gid, names[gid])) & wanted
 
 
 def _name_key(kind: str, unique: str) -> str:
