@@ -17,6 +17,10 @@ from shared.clock import SYSTEM, Clock
 from shared.errors import RateLimited
 
 MAX_RETRY_AFTER_S: Final = 3600.0  # a server's Retry-After is believed up to an hour
+# A closing at least this long is written to the shared record; a shorter one (a spent budget's
+# next call, a fraction of a second away) is over before another instance would read the record
+# (:data:`shared.services.health.CACHE_S`), so it stays in this process and costs no storage write.
+SHARED_CLOSING_S: Final = 1.0
 
 # When the waiting of the work under way must end, on the gate's clock (None: no limit but each
 # call's own). A share of a work item sets it (:func:`waiting_at_most`), so the waits of all its
@@ -64,7 +68,9 @@ class RateGate:
     every instance when it has a ``shared`` record (read at most as often as that record is
     cached). After a 429 whose limit is known it also spaces calls at the rate the limit implies
     (``limit`` calls per window), so waiting callers do not all go at the reset instant and spend
-    the new budget at once; ``relax`` drops the spacing once the budget is healthy again. A wait
+    the new budget at once. A budget that refills call by call (a token bucket, as Auth0's) is
+    paced with ``spent`` instead: closed only until the next call's worth is back, the spacing
+    doubled on each refusal. ``relax`` drops the spacing once the budget is healthy again. A wait
     longer than the caller allows becomes a :class:`RateLimited` for the worker to wait out.
     """
 
@@ -89,6 +95,22 @@ class RateGate:
         if limit:
             window = max(until - self.clock.now(), 1.0)
             self.spacing_s = max(self.spacing_s, window / limit)
+
+    async def spent(self, per_call_s: float, *, refused: bool = False, max_spacing_s: float = 60.0) -> None:
+        """The target's budget is spent and refills one call every ``per_call_s``: the next call
+        goes when one is back, not when the whole budget is (that idles through a refill the
+        target would have served: a 50-call bucket at 16/s held every call 3-4 s at a time), and
+        this process's calls are spaced at least ``per_call_s`` apart. After a refusal (a 429) the
+        spacing doubles, up to ``max_spacing_s``: instances that called too fast together each slow
+        down until their sum fits, without knowing how many they are."""
+        per_call_s = max(per_call_s, 0.0)
+        until = self.clock.now() + per_call_s
+        if per_call_s >= SHARED_CLOSING_S:
+            await self.close(until)
+        else:
+            self.open_at = max(self.open_at, until)
+        spacing = self.spacing_s * 2 if refused else self.spacing_s
+        self.spacing_s = min(max(spacing, per_call_s), max(max_spacing_s, per_call_s))
 
     def relax(self) -> None:
         self.spacing_s = 0.0

@@ -1,9 +1,10 @@
 """Auth0 as a target: the :class:`~shared.core.ports.Target` port over ``auth0-python``'s async client.
 
 Retries belong to the worker, not the SDK (the client is built with ``max_retries=0``): a retried
-POST after a 5xx could create a duplicate, and a 409 would be retried for seconds. A 429 closes the
-target's rate gate (shared by every instance) until Auth0's ``x-ratelimit-reset``, so concurrent
-invocations wait instead of hammering; a short wait is absorbed here, a longer one becomes
+POST after a 5xx could create a duplicate, and a 409 would be retried for seconds. A 429 or a spent
+budget closes the target's rate gate until Auth0's bucket serves the next call and paces the calls
+after it (:mod:`.ratelimit`), so concurrent invocations wait instead of hammering; a closing of a
+second or more holds every instance; a short wait is absorbed here, a longer one becomes
 :class:`RateLimited`, which the worker waits out by re-scheduling the item. A 5xx's ``Retry-After``
 rides on the :class:`TransientError` for the worker's retry.
 
