@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from shared.alerting.feed import EventFeed
 from shared.alerting.router import AlertRouter
 from shared.clock import SYSTEM, Clock
 from shared.core.ports import Source, Target
-from shared.core.work import DEFAULT_SOURCE
+from shared.core.work import DEFAULT_SOURCE, WorkItem
 from shared.mapping.load import load_mapping
 from shared.mapping.model import SyncMapping, TargetSection
 from shared.observe import OBSERVE, Observe
@@ -53,7 +53,7 @@ from shared.services.report import ReportStore
 from shared.services.risk.monitor import RiskMonitor
 from shared.services.risk.response import RiskResponse
 from shared.services.waits import Waits
-from shared.services.worker import TargetJob, Worker
+from shared.services.worker import Outcome, TargetJob, Worker
 from shared.settings import Settings
 from shared.sources.graph.risk_feed import Pacer, RiskFeed
 from shared.sources.graph.source import GraphSource
@@ -302,7 +302,8 @@ def build(
         leases=leases, audit=audit, queue=queue, waits=waits, reports=report_store, notifier=notifier,
         alerts=alerts, sources=built, jobs=jobs, worker=worker, reconcilers=reconcilers, closers=closers,
         dispatcher=Dispatcher(
-            {"user": worker.sync_user}, waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT
+            {"user": worker.sync_user, "group": worker.sync_members},
+            waits=waits, audit=audit, alerts=alerts, max_dequeue_count=MAX_DEQUEUE_COUNT,
         ),
         observe=observe,
     )  # fmt: skip
@@ -325,6 +326,7 @@ def _entra_side(app: App, source: GraphSource) -> None:
     app.delta = DeltaService(
         source=source, mapping=mapping, state=app.state, leases=app.leases, queue=app.queue, audit=app.audit,
         converge=app.worker.sync_user,  # a group change's few users converge in its own invocation
+        clock=app.clock,
     )  # fmt: skip
     app.subscriptions = SubscriptionManager(
         source, app.state, app.queue,
@@ -341,12 +343,24 @@ def _entra_side(app: App, source: GraphSource) -> None:
     )  # fmt: skip
     app.dispatcher.handlers.update(
         {
-            "group": app.delta.sync_group,
+            "group": _group_items(app.worker, app.delta),
             "delta": app.delta.catch_up,
             "subscription": app.subscriptions.handle_lifecycle,
             "risk": app.risk.handle,
         }
     )
+
+
+def _group_items(worker: Worker, delta: DeltaService) -> Callable[[WorkItem], Awaitable[Outcome]]:
+    """Who handles a ``group`` item: a pushing source's names its users (the worker converges them),
+    a Graph notification's names only the group (the groups delta is read forward)."""
+
+    async def handle(item: WorkItem) -> Outcome:
+        if item.users or item.identity_source:
+            return await worker.sync_members(item)
+        return await delta.sync_group(item)
+
+    return handle
 
 
 def _job(

@@ -20,7 +20,8 @@ from shared.core.ports import GroupDeltaPage
 from shared.core.work import WorkItem
 from shared.errors import TransientError
 from shared.mapping.load import parse_mapping
-from shared.services.delta import GROUPS_DELTA_LEASE, GROUPS_RERUN, INLINE_USERS, MAX_GROUP_ROUNDS, DeltaService
+from shared.services.delta import GROUPS_DELTA_LEASE, GROUPS_RERUN, MAX_GROUP_ROUNDS, DeltaService
+from shared.services.fanout import INLINE_USERS
 from shared.services.worker import Outcome
 from shared.stores.leases import LEASE_TTL_S
 from tests.support import FakeClock

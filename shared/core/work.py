@@ -50,6 +50,8 @@ MAX_SOURCE_REF: Final = 256
 
 VERSION: Final = 1
 
+MAX_ITEM_USERS: Final = 20  # users one group item names (:attr:`WorkItem.users`)
+
 
 RISK_INCIDENTS: Final = ("detection", "restore")
 
@@ -179,6 +181,11 @@ class WorkItem:
     # Re-scheduled after its lease lapsed (or another wait that is neither a rate limit nor a busy
     # identity): a write of its own may land late, so its next try reads the target, not the link.
     reread: bool = False
+    # A pushing source's membership change (kind "group", ``id`` the group): the users it added or
+    # removed, converged in the item's invocation (at most :data:`MAX_ITEM_USERS`, each a GUID).
+    # A change naming more is split into several items: one queue message per user would put tens
+    # of thousands on the lane during an initial push.
+    users: tuple[str, ...] = ()
 
     @property
     def in_lane(self) -> bool:
@@ -195,7 +202,7 @@ class WorkItem:
         data = asdict(self)
         if data["risk"] is None:
             del data["risk"]  # other kinds keep the message format they always had
-        for optional in ("deferrals", "approved", "target", "attempt", "identity_source", "reread"):
+        for optional in ("deferrals", "approved", "target", "attempt", "identity_source", "reread", "users"):
             if not data[optional]:
                 del data[optional]  # items without them keep the message format they always had
         return json.dumps({"v": VERSION, **data}, separators=(",", ":"))
@@ -235,6 +242,13 @@ class WorkItem:
         reread = data.get("reread", False)
         if not isinstance(reread, bool):
             raise BadInput("work item reread must be true or false")
+        users = data.get("users", [])
+        if not isinstance(users, list) or len(users) > MAX_ITEM_USERS:
+            raise BadInput(f"work item users must be a list of at most {MAX_ITEM_USERS} user ids")
+        if users and kind != "group":
+            raise BadInput("work item users are named only by a group item")
+        if not all(isinstance(u, str) and GUID.fullmatch(u) for u in users):
+            raise BadInput("work item users must each be a GUID")
         source_ref = data.get("source_ref", "")
         if not isinstance(source_ref, str):
             raise BadInput("work item source_ref must be a string")
@@ -254,6 +268,7 @@ class WorkItem:
             attempt=attempt,
             identity_source=identity_source,
             reread=reread,
+            users=tuple(users),
         )
 
 

@@ -6,7 +6,7 @@ mapped one, so the groups watched are the mapped groups and every group nested i
 the state table, worked out again whenever a delta page shows a nesting change).
 
 A group notification reads the groups delta forward and, when it names few users
-(:data:`INLINE_USERS`), converges them here through the worker; more are queued. Only one
+(:data:`shared.services.fanout.INLINE_USERS`), converges them here through the worker; more are queued. Only one
 invocation reads the groups delta at a time, and nobody waits for it: a group change that finds
 the read under way leaves a re-run request (a state row) and completes, and the reader reads
 forward again after it lets go, for at most :data:`MAX_GROUP_ROUNDS` rounds, then queues a
@@ -22,19 +22,20 @@ replays, never skips.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from shared.clock import SYSTEM, Clock
 from shared.core.ports import AuditStore, DeltaSource, GroupDeltaPage, LeaseStore, StateStore, WorkQueue
 from shared.core.work import WorkItem
 from shared.errors import DeltaExpired, LeaseBusy
 from shared.mapping.model import SyncMapping
+from shared.services.fanout import INLINE_USERS, Converge, converge_here
 from shared.services.worker import Outcome
 from shared.stores.audit import AuditRow
 from shared.stores.leases import LEASE_TTL_S
@@ -53,16 +54,6 @@ GROUPS_RERUN: Final = ("groups", "rerun")
 # Reads of the groups delta one invocation makes before it hands what is still asked for to a
 # queued follow-up: under a stream of group changes one invocation must not loop for ever.
 MAX_GROUP_ROUNDS: Final = 3
-# A group change naming at most this many users converges them in this invocation instead of
-# queueing one item each: that saves each of them a queue hop, and a typical change (a mover, a few
-# people added to a team) is well inside it. Above it (a big group added or nested, a full pass),
-# the queue spreads the work over instances and keeps this invocation short.
-INLINE_USERS: Final = 20
-# Users converged at once in this invocation: a third of the 12 items host.json lets an instance
-# run at a time, so a fan-out stays within what one instance sends a target anyway.
-INLINE_CONCURRENCY: Final = 4
-
-Converge = Callable[[WorkItem], Awaitable[Outcome]]
 
 
 @dataclass
@@ -89,6 +80,7 @@ class DeltaService:
         lease_wait_s: float = 3.0,
         converge: Converge | None = None,
         reader_wait_s: float = LEASE_TTL_S + 5.0,
+        clock: Clock = SYSTEM,
     ):
         """``converge``: how one user item is converged in this invocation (the worker's
         ``sync_user``); without it every user is queued."""
@@ -101,6 +93,7 @@ class DeltaService:
         self.lease_wait_s = lease_wait_s
         self.converge = converge
         self.reader_wait_s = reader_wait_s  # how long the timer's pass waits for the groups-delta read
+        self.clock = clock
         self._watched: frozenset[str] | None = None
         self._watched_at = 0.0
 
@@ -276,29 +269,10 @@ class DeltaService:
             tally.enqueued += len(items)
 
     async def _converge_here(self, item: WorkItem, items: list[WorkItem], tally: _Tally) -> list[WorkItem]:
-        """Converge ``items`` through the worker; returns those that raised, to be queued. (The
-        worker re-schedules a target's share that fails on its own; what raises here is a failure
-        before any share, such as the source read.)"""
+        """Converge ``items`` through the worker; returns those to queue (:func:`converge_here`)."""
         assert self.converge is not None
-        converge, gate = self.converge, asyncio.Semaphore(INLINE_CONCURRENCY)
-
-        async def one(user: WorkItem) -> Outcome:
-            async with gate:
-                return await converge(user)
-
-        done = await asyncio.gather(*(one(user) for user in items), return_exceptions=True)
-        left: list[WorkItem] = []
-        for user, result in zip(items, done, strict=True):
-            if isinstance(result, Exception):
-                correlated(log, item.correlation_id).warning(
-                    "user %s from a group change could not be converged here (%s); queued", user.id,
-                    type(result).__name__,
-                )  # fmt: skip
-                left.append(user)
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                tally.converged.append(result)
+        done, left = await converge_here(item, items, self.converge, self.clock)
+        tally.converged.extend(done)
         return left
 
     async def _audit(self, item: WorkItem, action: str, outcome: str, detail: str = "") -> None:

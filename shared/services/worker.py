@@ -35,6 +35,7 @@ from shared.core.ports import Alerts, Applied, AuditStore, LeaseStore, LinkStore
 from shared.core.work import DEFAULT_SOURCE, WorkItem, where, working_on
 from shared.errors import Conflict, LeaseLost, NotFound, PermanentError, RateLimited, TransientError, TryLater
 from shared.mapping.model import TargetSection
+from shared.services.fanout import converge_here
 from shared.services.guard import MassChangeGuard
 from shared.services.health import Admission, Health, Ticket
 from shared.services.ratelimit import waiting_at_most
@@ -185,6 +186,20 @@ class Worker:
         self.alerts = alerts
         self.clock = clock
         self.lease_wait_s = lease_wait_s
+
+    # ==============================================================================================
+    # A pushing source's membership change: its users, here
+    # ==============================================================================================
+
+    async def sync_members(self, item: WorkItem) -> Outcome:
+        """A ``group`` item naming the users a pushing source's membership change touched: each is
+        converged here as its own user item (:func:`converge_here`); those that raised or that the
+        invocation's time left no room for are queued one by one."""
+        users = [dataclasses.replace(item, kind="user", id=uid, users=()) for uid in item.users]  # as enqueued
+        done, left = await converge_here(item, users, self.sync_user, self.clock)
+        if left:
+            await self.queue.send(left)
+        return Outcome(item, "fanned_out", enqueued=len(left), parts=done)
 
     # ==============================================================================================
     # One identity, every target

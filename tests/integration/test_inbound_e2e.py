@@ -98,14 +98,16 @@ class Entra:
 
     async def converge(self) -> list[tuple[str, str]]:
         """Run every work item the pushes enqueued through ``sync_lane`` (bounded: a push enqueues
-        only the users it touched, and the worker enqueues nothing back for them)."""
+        only the users it touched, and the worker enqueues nothing back for them); the users they
+        named, with their source."""
         items = await queued(self.svc)
         for item in items:
             assert item.in_lane, item  # a push is a change Entra made now: it takes the lane
             await run_worker(self.indexed, item)
         self.ran += items
         assert await queued(self.svc, take=False) == [], "the worker left work behind"
-        return sorted((i.id, i.identity_source) for i in items)
+        # A user's change names it; a membership change's group item names its users.
+        return sorted((u, i.identity_source) for i in items for u in (i.users if i.kind == "group" else (i.id,)))
 
 
 def auth0_by_email(world: World, email: str) -> dict[str, Any] | None:
@@ -236,6 +238,7 @@ async def steps(entra: Entra, world: World, crm: ScimApp) -> None:
     assert await entra.patch(f"/Groups/{gid}", added) in (200, 204)
     world.auth0.log.clear()
     assert await entra.converge() == sorted([(ada, INBOUND_SOURCE), (bo, INBOUND_SOURCE)])
+    assert [(i.kind, i.id) for i in entra.ran[-1:]] == [("group", gid)]  # one message for both
     assert world.auth0_calls() == {"mgmt.roles.list": 1, "mgmt.users.roles.assign": 2}
     assert roles(world, ada_account) == roles(world, bo_account) == {"Employee"}
     ada_app, bo_app = scim_user(crm, ada) or {}, scim_user(crm, bo) or {}

@@ -5,10 +5,12 @@ wrong one, or a source this app does not serve, is a 401 with a SCIM error body 
 else is read), the body's size, the query (Entra's ``aadOptscim062020`` flag dropped, the filter's
 length capped), the body's JSON and Entra's quirks (:func:`.schema.normalise_body`), then
 scim2-server's protocol over :class:`.storage.InboxStorage` under the Entra-tolerant policy.
-Every accepted change enqueues the users it touched, as ``WorkItem("user", id, "push",
-identity_source=<source>)`` (the lane); a change that could not be enqueued answers 503, so Entra
-retries it, and the retry enqueues again (a repeated create or a PATCH that changes nothing still
-names its user).
+Every accepted change enqueues the users it touched on the lane: a user's own change as
+``WorkItem("user", id, "push", identity_source=<source>)``, a membership change as ``group`` items
+naming up to :data:`~shared.core.work.MAX_ITEM_USERS` of its users each, which the worker converges
+in one invocation (:meth:`shared.services.worker.Worker.sync_members`). A change that could not be
+enqueued answers 503, so Entra retries it, and the retry enqueues again (a repeated create or a
+PATCH that changes nothing still names its user).
 
 Trusted for: no reply is a 500 for anything a caller sends (a storage or queue failure is a 503);
 nothing a request says reaches a log or audit row except ids this store issued, a userName-free
@@ -48,11 +50,11 @@ from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 
 from shared.core.ports import AuditStore, WorkQueue
-from shared.core.work import WorkItem, parse_json
+from shared.core.work import MAX_ITEM_USERS, WorkItem, parse_json
 from shared.errors import BadInput
 from shared.settings import Secret
 from shared.sources.scim_inbox import schema
-from shared.sources.scim_inbox.storage import TOUCHED, InboxStorage, Replayed, touch
+from shared.sources.scim_inbox.storage import TOUCHED, InboxStorage, Replayed, Touched, touch
 from shared.stores.audit import AuditRow
 
 log = logging.getLogger("entra_sync.scim_inbox")
@@ -284,7 +286,7 @@ class InboxEndpoint:
             )
         except SCIMException as exc:
             return self._error(exc)
-        touched: set[str] = set()
+        touched = Touched()
         token = TOUCHED.set(touched)
         try:
             response = await self.handler.handle(request)
@@ -295,19 +297,24 @@ class InboxEndpoint:
             return self._unavailable("the store is unavailable; retry later")
         finally:
             TOUCHED.reset(token)
-        if touched and not await self._enqueue(touched):
+        if touched.users and not await self._enqueue(touched):
             return self._unavailable("the change is stored but could not be queued; retry the request")
         return Reply(int(response.status), response.body, {**response.headers, **SECURITY_HEADERS})
 
-    async def _enqueue(self, ids: set[str]) -> bool:
-        items = [
-            WorkItem("user", uid, "push", source_ref=f"scim:{self.name}", identity_source=self.name)
-            for uid in sorted(ids)
-        ]
+    async def _enqueue(self, touched: Touched) -> bool:
+        ref = f"scim:{self.name}"
+        ids = sorted(touched.users)
+        if touched.group and len(ids) > 1:  # a membership change: its users in items of a few each
+            items = [
+                WorkItem("group", touched.group, "push", ref, identity_source=self.name, users=tuple(chunk))
+                for chunk in (ids[i : i + MAX_ITEM_USERS] for i in range(0, len(ids), MAX_ITEM_USERS))
+            ]
+        else:
+            items = [WorkItem("user", uid, "push", ref, identity_source=self.name) for uid in ids]
         try:
             await self.queue.send(items)
         except Exception:
-            log.exception("could not enqueue %d users pushed to %s", len(items), self.name)
+            log.exception("could not enqueue %d users pushed to %s", len(ids), self.name)
             return False
         return True
 

@@ -32,7 +32,7 @@ import json
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
@@ -74,16 +74,26 @@ POINT_GROUPS: Final = 16
 MAX_SCAN: Final = 20_000  # resources a filter without an indexed `eq` may walk; more is `tooMany`
 KINDS: Final = {"User": "user", "Group": "group"}
 
-# The user ids the current request's writes touched (the endpoint enqueues them): a user written,
-# and the members a group change added, removed or renamed. Per request (a context variable), so
-# concurrent requests on one storage each see their own.
-TOUCHED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("scim_inbox_touched", default=None)
+
+@dataclass
+class Touched:
+    """The user ids the current request's writes touched (the endpoint enqueues them): a user
+    written, or the members a group change added, removed or renamed (``group`` is that group)."""
+
+    users: set[str] = field(default_factory=set)
+    group: str = ""
 
 
-def touch(ids: Iterable[str]) -> None:
+# Per request (a context variable), so concurrent requests on one storage each see their own.
+TOUCHED: contextvars.ContextVar[Touched | None] = contextvars.ContextVar("scim_inbox_touched", default=None)
+
+
+def touch(ids: Iterable[str], group: str = "") -> None:
+    """Record users a write touched; ``group``: through that group's membership."""
     touched = TOUCHED.get()
     if touched is not None:
-        touched.update(ids)
+        touched.users.update(ids)
+        touched.group = touched.group or group
 
 
 class Replayed(Exception):
@@ -188,7 +198,10 @@ class InboxStorage(AsyncScimStorage):
             if exc.key is not None and not exc.key.startswith("name|"):
                 raise
             raise await self._taken(resource_type, kind, data) from exc
-        touch([new_id] if kind == "user" else members)
+        if kind == "user":
+            touch([new_id])
+        else:
+            touch(members, group=new_id)
         # Answered from what was written (a new id: no other request can have changed it yet).
         return self._resource(resource_type, Row(f"{kind}|{new_id}", data, ""), _entry_list(member_ops))
 
@@ -240,9 +253,9 @@ class InboxStorage(AsyncScimStorage):
             touch([resource_id])
             return self._resource(resource_type, Row(f"user|{resource_id}", data, ""), None)  # as written
         if data["unique"] != row.data["unique"]:
-            touch(after)  # a group's new name may change who a mapping's scope or grants take in
+            touch(after, group=resource_id)  # a new name may change who a mapping's scope or grants take in
         else:
-            touch(after ^ before)
+            touch(after ^ before, group=resource_id)
         return await self.get(resource_type, resource_id)
 
     async def delete(
@@ -266,7 +279,7 @@ class InboxStorage(AsyncScimStorage):
         if kind == "group":
             members = set(await self.members(resource_id))
             await self._commit_all(_membership_ops(resource_id, {}, members, now))
-            touch(members)
+            touch(members, group=resource_id)
         else:
             groups = await self.groups_of(resource_id)
             await self._commit_all(op for gid in groups for op in _membership_ops(gid, {}, {resource_id}, now))
@@ -296,6 +309,8 @@ class InboxStorage(AsyncScimStorage):
         adding = set(added) - current
         removing = removed & current
         if not adding and not removing:
+            # A retry whose first answer was lost (the change stored, not queued): queued again.
+            touch(set(added) | removed, group=group_id)
             return self._resource(self._group_type(), row, None)
         entries = {m: typed[m] for m in adding}
         now = self._now_ms()
@@ -305,7 +320,7 @@ class InboxStorage(AsyncScimStorage):
             await self._commit_with_members(ops, _membership_ops(group_id, entries, removing, now))
         except Conflict as exc:
             raise PreconditionFailedException(detail="the group changed while its members were written") from exc
-        touch(adding | removing)
+        touch(adding | removing, group=group_id)
         return self._resource(self._group_type(), Row(row.key, data, ""), None)
 
     # -- what the source reads --------------------------------------------------------------------

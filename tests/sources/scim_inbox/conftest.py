@@ -13,6 +13,7 @@ import pytest
 from sandbox.memory_inbox import MemoryRows
 from sandbox.memory_stores import MemoryAudit, MemoryQueue
 from shared.core.model import Identity
+from shared.core.work import WorkItem
 from shared.settings import Secret
 from shared.sources.scim_inbox.endpoint import Reply
 from shared.sources.scim_inbox.factory import Inbox, build_inbox
@@ -37,6 +38,7 @@ class Entra:
     token: str = TOKEN
     flag: bool = True  # the Tenant URL carries ?aadOptscim062020
     sent: list[Reply] = field(default_factory=list)
+    items: list[WorkItem] = field(default_factory=list)  # what the last ``enqueued`` took
 
     def call(
         self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None, **headers: str
@@ -65,8 +67,15 @@ class Entra:
         return asyncio.run(self.inbox.sources["hr-push"].read(uid))
 
     def enqueued(self) -> list[tuple[str, str, str, str]]:
-        """What reached the queue since the last call: (kind, id, source, identity_source)."""
-        return [(i.kind, i.id, i.source, i.identity_source) for i in self.queue.take()]
+        """The users that reached the queue since the last call, as ("user", id, source,
+        identity_source): named by a user item, or by a membership change's group item (the items
+        themselves are kept in ``items``)."""
+        self.items = self.queue.take()
+        named = []
+        for i in self.items:
+            ids = i.users if i.kind == "group" else (i.id,)
+            named += [("user", uid, i.source, i.identity_source) for uid in ids]
+        return named
 
 
 def user(name: str, external_id: str, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pytest
 
 from sandbox.memory_inbox import MemoryRows
 from sandbox.memory_stores import MemoryAudit, MemoryQueue
+from shared.core.work import MAX_ITEM_USERS, WorkItem
 from shared.mapping.model import read_path
 from shared.settings import Secret
 from shared.sources.scim_inbox import storage as inbox_storage
@@ -235,10 +236,13 @@ def test_a_patch_naming_members_touches_only_their_rows_whatever_the_group_size(
     assert after["meta"]["version"] != before and reply.headers["ETag"] == after["meta"]["version"]
     assert {m["type"] for m in after["members"]} == {"User"}  # Entra sends no type: the store knows it
     assert sorted(entra.enqueued()) == sorted(("user", i, "push", "hr-push") for i in (ids[0], ids[1], ids[40]))
-    # The same PATCH again changes nothing: no write, the same version, nobody enqueued.
+    (item,) = entra.items  # one message for the three: the group's, naming them
+    assert (item.kind, item.id, item.users) == ("group", gid, tuple(sorted((ids[0], ids[1], ids[40]))))
+    # The same PATCH again changes nothing: no write, the same version; its member is enqueued again
+    # (a retry whose first answer was lost: the change may be stored and not queued).
     again = entra.patch(f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": ids[40]}]})
     assert again.status == 204 and again.headers["ETag"] == after["meta"]["version"]
-    assert entra.rows.commits == commits + 1 and entra.enqueued() == []
+    assert entra.rows.commits == commits + 1 and entra.enqueued() == [("user", ids[40], "push", "hr-push")]
 
 
 def test_an_initial_cycle_patch_of_fifty_members_reads_no_member_list(entra: Entra) -> None:
@@ -347,6 +351,42 @@ def test_a_change_that_cannot_be_enqueued_answers_503_and_the_retry_enqueues_it(
     entra.queue.send = sent  # type: ignore[method-assign]
     assert entra.patch(f"/Users/{uid}", disable).status in (200, 204)  # Entra's retry: nothing changes ...
     assert entra.enqueued() == [("user", uid, "push", "hr-push")]  # ... and the user is enqueued
+
+
+def test_a_membership_change_that_cannot_be_enqueued_answers_503_and_the_retry_enqueues_its_members(
+    entra: Entra,
+) -> None:
+    ids = [entra.call("POST", "/Users", user(f"R{n}", f"Obj-R{n}")).body["id"] for n in range(3)]
+    gid = entra.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "Retried"}).body["id"]
+    entra.enqueued()
+    sent = entra.queue.send
+
+    async def broken(items: Any) -> int:
+        raise ConnectionError("queue down")
+
+    add = {"op": "Add", "path": "members", "value": [{"value": i} for i in ids]}
+    entra.queue.send = broken  # type: ignore[method-assign]
+    assert entra.patch(f"/Groups/{gid}", add).status == 503  # stored, not queued
+    entra.queue.send = sent  # type: ignore[method-assign]
+    assert entra.patch(f"/Groups/{gid}", add).status in (200, 204)  # Entra's retry: nothing changes ...
+    assert sorted(entra.enqueued()) == sorted(("user", i, "push", "hr-push") for i in ids)  # ... all queued
+
+
+def test_a_big_membership_change_is_queued_in_items_of_a_few_users_each(entra: Entra) -> None:
+    """An initial push adds members 50 to a PATCH; one lane message per member put 22,000 on the
+    lane within six minutes of a 10,000-user push, and Azurite drained them at 3-5 a second."""
+    ids = [entra.call("POST", "/Users", user(f"C{n}", f"Obj-C{n}")).body["id"] for n in range(50)]
+    gid = entra.call("POST", "/Groups", {"schemas": [GROUP], "displayName": "Chunked"}).body["id"]
+    entra.enqueued()
+    reply = entra.patch(f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": i} for i in ids]})
+    assert reply.status in (200, 204)
+    assert sorted(entra.enqueued()) == sorted(("user", i, "push", "hr-push") for i in ids)  # each once
+    assert [len(i.users) for i in entra.items] == [MAX_ITEM_USERS, MAX_ITEM_USERS, 10]
+    assert {(i.kind, i.id, i.source, i.identity_source, i.in_lane) for i in entra.items} == {
+        ("group", gid, "push", "hr-push", True)
+    }
+    for item in entra.items:
+        assert WorkItem.from_json(item.to_json()) == item  # as the queue carries it
 
 
 def test_a_storage_failure_is_a_503_never_a_500(entra: Entra) -> None:
