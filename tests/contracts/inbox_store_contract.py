@@ -213,6 +213,37 @@ class InboxStoreContract(AsyncScimStorageContract):
         )
         assert other.total == 0  # externalId is caseExact
 
+    def test_the_externalid_index_follows_every_write_and_lists_each_resource_that_carries_it(
+        self, storage: Any, user_type: ResourceType, user_model: Any, group_type: ResourceType, group_model: Any
+    ) -> None:
+        """SCIM does not make externalId unique: two users may carry one, and a lookup finds both.
+        The index is read by key (a RowKey range walks the whole table in Azurite)."""
+        inbox = cast(InboxStorage, storage.storage)
+
+        def found(value: str, kind: ResourceType = user_type, model: Any = user_model) -> list[str]:
+            request = self.search_request([model], filter=f'externalId eq "{value}"')
+            return sorted(r.id for r in self.search(storage, [kind], request).resources)
+
+        ann = storage.create(user_type, user_model(user_name="ann", external_id="Shared-1"))
+        bea = storage.create(user_type, user_model(user_name="bea", external_id="Shared-1"))
+        assert found("Shared-1") == sorted([ann.id, bea.id])
+        assert storage.run(inbox.find_user_ids("Shared-1")) == sorted([ann.id, bea.id])
+        moved = storage.run(inbox.get(user_type, ann.id)).model_copy(update={"external_id": "Moved-2"})
+        storage.run(inbox.update(user_type, moved))
+        assert (found("Shared-1"), found("Moved-2")) == ([bea.id], [ann.id])
+        storage.delete(user_type, bea.id)
+        assert found("Shared-1") == [] and storage.run(inbox.find_user_ids("Shared-1")) == []
+        team = storage.create(group_type, group_model(display_name="Team", external_id="Moved-2"))
+        assert found("Moved-2", group_type, group_model) == [team.id]  # a group's index is its own
+        assert found("Moved-2") == [ann.id]
+
+        async def together() -> list[Any]:  # two creates of one externalId at once: both kept, both indexed
+            made = (inbox.create(user_type, user_model(user_name=n, external_id="Same-3")) for n in ("cy", "dee"))
+            return await asyncio.gather(*made)
+
+        both = storage.run(together())
+        assert found("Same-3") == sorted(u.id for u in both)
+
 
 async def _all_users(inbox: InboxStorage) -> list[Any]:
     return [u for page in [p async for p in inbox.users()] for u in page]
