@@ -6,8 +6,9 @@ mapped one, so the groups watched are the mapped groups and every group nested i
 the state table, worked out again whenever a delta page shows a nesting change).
 
 A group notification reads the groups delta forward and, when it names few users
-(:data:`shared.services.fanout.INLINE_USERS`), converges them here through the worker; more are queued. Only one
-invocation reads the groups delta at a time, and nobody waits for it: a group change that finds
+(:data:`shared.services.fanout.INLINE_USERS`), converges them here through the worker
+(:func:`shared.services.fanout.converge_here`); more are queued. Only one invocation reads the
+groups delta at a time, and nobody waits for it: a group change that finds
 the read under way leaves a re-run request (a state row) and completes, and the reader reads
 forward again after it lets go, for at most :data:`MAX_GROUP_ROUNDS` rounds, then queues a
 follow-up. Every reader clears the request before it reads and looks for one after it lets go, so

@@ -79,6 +79,7 @@ async def converge_here(
             raise result
         else:
             done.append(result)
-    if len(left) > sum(1 for r in results if isinstance(r, Exception)):
-        clog.info("%d users of a group change queued: %.0f s spent converging here", len(left), budget_s)
+    late = sum(1 for r in results if r is None)
+    if late:
+        clog.info("%d users of a group change queued: the %.0f s for converging here ran out", late, budget_s)
     return done, left
