@@ -218,16 +218,20 @@ class RateDecision:
     send_retry_after: bool
 
 
-class _Bucket:
-    def __init__(self, spec: RateLimit):
+class TokenBucket:
+    """One rule's bucket. ``clock`` (epoch seconds) is injectable, so a test can pace callers against
+    the very bucket the emulators serve on a simulated clock."""
+
+    def __init__(self, spec: RateLimit, clock: Callable[[], float] = time.time):
         self.spec = spec
+        self.clock = clock
         self.tokens = float(spec.burst)
-        self.stamp = time.monotonic()
+        self.stamp = clock()
 
     def take(self) -> RateDecision:
-        now = time.monotonic()
+        now = self.clock()
         rate = self.spec.per_second
-        self.tokens = min(float(self.spec.burst), self.tokens + (now - self.stamp) * rate)
+        self.tokens = min(float(self.spec.burst), self.tokens + max(0.0, now - self.stamp) * rate)
         self.stamp = now
         allowed = self.tokens >= 1.0
         if allowed:
@@ -238,7 +242,7 @@ class _Bucket:
             allowed=allowed,
             limit=self.spec.burst,
             remaining=int(self.tokens),
-            reset_epoch=int(time.time() + to_full + 0.999),
+            reset_epoch=int(now + to_full + 0.999),
             retry_after_s=to_one,
             send_retry_after=self.spec.retry_after,
         )
@@ -249,11 +253,11 @@ class RateLimiter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rules: list[tuple[str, _Bucket]] = []
+        self._rules: list[tuple[str, TokenBucket]] = []
 
     def configure(self, limits: dict[str, RateLimit]) -> None:
         with self._lock:
-            self._rules = [(glob, _Bucket(spec)) for glob, spec in limits.items()]
+            self._rules = [(glob, TokenBucket(spec)) for glob, spec in limits.items()]
 
     def rules(self) -> dict[str, dict[str, Any]]:
         with self._lock:
