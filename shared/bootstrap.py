@@ -411,10 +411,10 @@ def freeze_start_up() -> None:
 
     The modules the app imports (the Graph SDK's thousands of classes, pydantic's and scim2's
     schemas, the Azure SDKs) are some 125,000 objects that live as long as the process. A full
-    collection walked them all: 65-100 ms on these machines, every 15-25 s at 100 requests a
+    collection walked them all: 60-100 ms on these machines, about every 25 s at 100 requests a
     second, with the process answering nothing meanwhile, which made 1-2% of the inbound endpoint's
     answers slow (BENCHMARKS.md section 8). Frozen (:func:`gc.freeze`), they are never walked
-    again, and a full collection takes what requests left (about 6 ms). Collected first, so no
+    again, and a full collection takes what requests left (under 10 ms). Collected first, so no
     garbage of start-up is kept; objects made later are collected as before."""
     gc.collect()
     gc.freeze()

@@ -178,4 +178,3 @@ def test_start_up_is_frozen_out_of_the_collectors_full_passes() -> None:
     assert seen["enabled"]
     assert seen["collected"] >= 2  # the cycle made after start-up
     assert seen["frozen"] > 20 * seen["tracked"], seen  # a full pass walks a small fraction of the heap
-    print(seen)
